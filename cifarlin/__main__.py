@@ -1,0 +1,3 @@
+from cifarlin.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The errors cifarlin reports to its user.
+
+Library code raises these; ``cli.py`` turns each into one line on stderr and the exit code below.
+Every message names the file or value at fault and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class CifarlinError(Exception):
+    """A failure the user can understand and act on (exit code 1: the job failed)."""
+
+    exit_code = 1
+
+
+class ConfigError(CifarlinError, ValueError):
+    """A bad option or value (exit code 2: a usage error)."""
+
+    exit_code = 2
+
+
+class DataError(CifarlinError):
+    """A CIFAR-10 file is missing, truncated, malformed or hostile."""
+
+
+class DataNotFoundError(DataError):
+    """No CIFAR-10 folder where cifarlin looked."""
+
+
+class DownloadError(CifarlinError):
+    """Fetching, verifying or unpacking an archive failed."""
+
+
+class ModelFileError(CifarlinError):
+    """A file is not a usable cifarlin model, checkpoint or history."""
+
+
+class RunExistsError(CifarlinError):
+    """The output folder already holds another run."""
+
+
+class Interrupted(CifarlinError):
+    """The user pressed Ctrl-C; the message says what was kept and how to continue (exit 130)."""
+
+    exit_code = 130
+
+
+class DivergenceError(CifarlinError):
+    """Training produced NaN or infinite values."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
