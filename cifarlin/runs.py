@@ -1,0 +1,201 @@
+"""A training run on disk: its folder, its checkpoints, resuming, and its summary.
+
+This is the layer between the command line and the pure training loop: it owns the files of a
+run folder (``model.h5``, ``checkpoint.h5``, ``history.h5``) and turns Ctrl-C and divergence
+into clean, resumable states. Display stays with the caller, through callbacks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cifarlin import model
+from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
+from cifarlin.config import REFERENCE_TEST_ACCURACY, TrainConfig
+from cifarlin.data import Prepared
+from cifarlin.errors import CifarlinError, ConfigError, DivergenceError, Interrupted, RunExistsError
+from cifarlin.train import TrainState, fit, init_state
+
+MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
+RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
+#: Figures a run folder may hold (written by ``train`` and ``visualize``), removed by --overwrite.
+FIGURE_STEMS = ("curves", "montage", "confusion", "samples")
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
+    """``outputs/setting-N``, or ``outputs/run-<timestamp>`` when no setting is named."""
+    if cfg.setting is not None:
+        return root / f"setting-{cfg.setting}"
+    return root / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+
+
+def claim_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Make ``out`` ready for a run; refuse a folder that holds another run."""
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: choose one")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise CifarlinError(f"{out / CHECKPOINT}: no checkpoint to resume from; start the run without --resume")
+        return
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise RunExistsError(
+            f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it, "
+            "--overwrite to replace it, or --out DIR for a new folder"
+        )
+    if overwrite and out.is_dir():
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for stem in FIGURE_STEMS:
+            for suffix in FIGURE_SUFFIXES:
+                (out / (stem + suffix)).unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CifarlinError(f"{out}: cannot create the run folder ({e.strerror or e})") from None
+
+
+def resume_point(out: Path, requested: dict[str, Any]) -> tuple[TrainConfig, Snapshot]:
+    """The checkpoint of ``out`` and its config; ``requested`` options must agree with it.
+
+    Only ``epochs`` may change (to train longer); any other option that differs is refused.
+    """
+    snap = load_snapshot(out / CHECKPOINT, kinds=("checkpoint",))
+    cfg = snap.config
+    for name, value in requested.items():
+        if name == "epochs" or value is None:
+            continue
+        have = getattr(cfg, name)
+        if (tuple(value) if isinstance(have, tuple) else value) != have:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"{flag} {value!r}: the run in {out} uses {have!r}; a resumed run keeps its settings "
+                "(use --overwrite to start over)"
+            )
+    if requested.get("epochs") is not None:
+        if requested["epochs"] < snap.state.epoch:
+            raise ConfigError(f"--epochs {requested['epochs']}: {out} has already trained {snap.state.epoch} epochs")
+        cfg = cfg.replace(epochs=requested["epochs"])
+    return cfg, snap
+
+
+@dataclass
+class Outcome:
+    """A finished run."""
+
+    out: Path
+    config: TrainConfig
+    state: TrainState
+    test: model.Metrics
+    started_at_epoch: int
+    loop_seconds: float  # wall time of the training loop (epochs, metrics, checkpoints)
+
+    def summary(self) -> dict[str, Any]:
+        h = self.state.history
+        last = h.last()
+        best = h.best_epoch
+        s = self.config.setting
+        return {
+            "setting": s,
+            "run_dir": str(self.out),
+            "config": self.config.to_dict(),
+            "epochs": self.state.epoch,
+            "resumed_from_epoch": self.started_at_epoch,
+            "train": {"cost": last["train_cost"], "loss": last["train_loss"], "accuracy": last["train_acc"]},
+            "val": {"cost": last["val_cost"], "loss": last["val_loss"], "accuracy": last["val_acc"]},
+            "test": {"cost": self.test.cost, "loss": self.test.loss, "accuracy": self.test.accuracy},
+            "best_epoch": best,
+            "best_val_accuracy": h.columns["val_acc"][best - 1],
+            "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
+            "seconds": {"epochs": sum(h.columns["seconds"]), "loop": self.loop_seconds},
+            "files": {k: str(self.out / v) for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))},
+        }
+
+
+def run(
+    cfg: TrainConfig,
+    out: Path,
+    prepared: Prepared,
+    *,
+    start: Snapshot | None = None,
+    on_epoch: Callable[[TrainState], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+) -> Outcome:
+    """Train ``cfg`` into the (claimed) folder ``out``, from scratch or from ``start``.
+
+    Writes ``checkpoint.h5`` after every epoch, and ``model.h5`` and ``history.h5`` at the end.
+    Ctrl-C and divergence leave the last good checkpoint and a history marked as such.
+    """
+    info = DataInfo(str(prepared.source.folder), prepared.source.format, dict(prepared.checksums))
+    if start is not None:
+        changed = [k for k, v in start.data.checksums.items() if prepared.checksums.get(k, v) != v]
+        if changed:
+            raise CifarlinError(
+                f"{prepared.source.folder / changed[0]} differs from the file the run in {out} was trained on "
+                "(MD5 mismatch): resume with the same data, or start over with --overwrite"
+            )
+    state = start.state if start is not None else init_state(cfg)
+    first = state.epoch
+    last_good = [state]
+
+    def snapshot(st: TrainState, kind: str, test: model.Metrics | None = None) -> Snapshot:
+        return Snapshot(cfg, st, prepared.normalizer, prepared.class_names, info, test=test, kind=kind)
+
+    def epoch_done(st: TrainState) -> None:
+        save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
+        last_good[0] = st
+        if on_epoch is not None:
+            on_epoch(st)
+
+    t0 = time.perf_counter()
+    try:
+        final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
+    except KeyboardInterrupt:
+        good = last_good[0]
+        if good.epoch == 0:
+            raise Interrupted("interrupted before the first epoch ended; nothing was saved") from None
+        save_history(out / HISTORY, good.history, cfg, prepared.class_names, "interrupted")
+        raise Interrupted(
+            f"interrupted in epoch {good.epoch + 1}; {out / CHECKPOINT} holds epoch {good.epoch}: "
+            f"resume with 'cifarlin train --out {out} --resume'"
+        ) from None
+    except DivergenceError as e:
+        good = last_good[0]
+        if good.epoch > 0:
+            save_history(out / HISTORY, good.history, cfg, prepared.class_names, "diverged")
+            kept = f"; {out / CHECKPOINT} keeps epoch {good.epoch}, the last good one"
+        else:
+            kept = "; no epoch finished, so nothing was saved"
+        raise DivergenceError(str(e) + kept, e.epoch) from None
+    loop_seconds = time.perf_counter() - t0
+    test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
+    save_snapshot(out / MODEL, snapshot(final, "model", test))
+    save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
+    return Outcome(out, cfg, final, test, first, loop_seconds)
+
+
+def summary_markdown(summaries: list[dict[str, Any]], data_folder: str) -> str:
+    """The comparison table of several runs (``train --setting all``) in markdown."""
+    lines = [
+        f"Test accuracy measured by cifarlin on `{data_folder}` against the original work.",
+        "",
+        "| setting | lambda | eta | epochs | batch | seed | best val epoch | val acc | test acc | original | difference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        c, ref, acc = s["config"], s["reference_test_accuracy"], s["test"]["accuracy"]
+        diff = f"{100 * (acc - ref):+.2f} pt" if ref is not None else ""
+        lines.append(
+            f"| {s['setting'] or '-'} | {c['lam']:g} | {c['eta']:g} | {c['epochs']} | {c['batch_size']} | {c['seed']} "
+            f"| {s['best_epoch']} | {s['val']['accuracy']:.4f} | {acc:.4f} | "
+            f"{'' if ref is None else f'{ref:.4f}'} | {diff} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,131 @@
+"""Mini-batch gradient descent, exactly as the original work: no I/O, no printing.
+
+The loop reports through callbacks (``on_epoch`` after every epoch, ``on_batch`` after every
+batch), so checkpointing and progress display live with the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cifarlin import model
+from cifarlin.config import TrainConfig
+from cifarlin.data import Prepared
+from cifarlin.errors import ConfigError, DivergenceError
+
+HISTORY_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc", "seconds")
+
+
+@dataclass
+class History:
+    """One value per epoch for each of :data:`HISTORY_KEYS`."""
+
+    columns: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+
+    def __len__(self) -> int:
+        return len(self.columns["train_cost"])
+
+    def append(self, train: model.Metrics, val: model.Metrics, seconds: float) -> None:
+        row = {
+            "train_cost": train.cost, "train_loss": train.loss, "train_acc": train.accuracy,
+            "val_cost": val.cost, "val_loss": val.loss, "val_acc": val.accuracy,
+            "seconds": seconds,
+        }
+        for k in HISTORY_KEYS:
+            self.columns[k].append(float(row[k]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()}
+
+    def last(self) -> dict[str, float]:
+        return {k: v[-1] for k, v in self.columns.items()}
+
+    @property
+    def best_epoch(self) -> int:
+        """1-based epoch with the highest validation accuracy (the first, on ties); 0 if empty."""
+        acc = self.columns["val_acc"]
+        return int(np.argmax(acc)) + 1 if acc else 0
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
+        return cls({k: [float(x) for x in arrays[k]] for k in HISTORY_KEYS})
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run: parameters, epochs done, history, RNG state."""
+
+    W: np.ndarray  # (K, d)
+    b: np.ndarray  # (K,)
+    epoch: int
+    history: History
+    rng_state: dict[str, Any]
+
+
+def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:
+    """W, b from N(0, init_std^2) drawn from ``np.random.default_rng(cfg.seed)``."""
+    rng = np.random.default_rng(cfg.seed)
+    W, b = model.init_params(rng, d=d, std=cfg.init_std, dtype=np.dtype(cfg.dtype))
+    return TrainState(W, b, 0, History(), rng.bit_generator.state)
+
+
+def _finite(*values: np.ndarray | float) -> bool:
+    return all(np.isfinite(v).all() for v in values)
+
+
+def fit(
+    cfg: TrainConfig,
+    data: Prepared,
+    state: TrainState,
+    on_epoch: Callable[[TrainState], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+) -> TrainState:
+    """Train from ``state`` up to ``cfg.epochs`` epochs; returns the final state.
+
+    Per epoch: the batches in order (or in a permutation drawn from the run's generator when
+    ``cfg.shuffle``), ``W -= eta * dW``, ``b -= eta * db``; then cost, loss and accuracy on the
+    training and validation sets. ``on_epoch(state)`` is called with each new state,
+    ``on_batch(epoch, batch, n_batches)`` after each batch. Raises :class:`DivergenceError`
+    (leaving the last good state to the caller) when the parameters or the cost stop being finite.
+    """
+    X, y = data.X["train"], data.y["train"]  # (N, d) float, (N,)
+    Xv, yv = data.X["val"], data.y["val"]
+    N, B = len(y), cfg.batch_size
+    if B > N:
+        raise ConfigError(f"--batch-size {B}: larger than the training set ({N} images)")
+    if X.dtype != np.dtype(cfg.dtype):
+        raise ValueError(f"data are {X.dtype}, the config asks for {cfg.dtype}")
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state.rng_state
+    W, b = state.W.copy(), state.b.copy()
+    history = History({k: list(v) for k, v in state.history.columns.items()})  # grows in place
+    n_batches = -(-N // B)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            order = rng.permutation(N) if cfg.shuffle else None
+            for j, start in enumerate(range(0, N, B)):
+                rows = slice(start, start + B) if order is None else order[start : start + B]
+                dW, db = model.gradients(W, b, X[rows], y[rows], cfg.lam)
+                W -= cfg.eta * dW
+                b -= cfg.eta * db
+                if on_batch is not None:
+                    on_batch(epoch, j + 1, n_batches)
+            train = model.evaluate(W, b, X, y, cfg.lam)
+            val = model.evaluate(W, b, Xv, yv, cfg.lam)
+            if not _finite(W, b, train.cost, val.cost):
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch} (eta={cfg.eta:g}): the cost or the "
+                    "weights became NaN or infinite; try a smaller --eta",
+                    epoch,
+                )
+            history.append(train, val, time.perf_counter() - t0)
+            state = TrainState(W.copy(), b.copy(), epoch, history, rng.bit_generator.state)
+            if on_epoch is not None:
+                on_epoch(state)
+    return state
