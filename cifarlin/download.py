@@ -1,0 +1,363 @@
+"""Fetching, verifying and safely unpacking the CIFAR-10 archives.
+
+Nothing downloaded is trusted: the archive's MD5 is checked before anything is extracted, every
+member is checked before extraction (regular files and folders only, inside the target, nothing
+else), extraction goes to a temporary folder that is renamed into place only once its files pass
+the loader's structural check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import socket
+import ssl
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cifarlin import __version__, data
+from cifarlin.errors import ConfigError, DataError, DownloadError, Interrupted
+
+OFFICIAL_URL = {
+    "python": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "binary": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+}
+OFFICIAL_MD5 = {
+    "python": "c58f30108f718f92721af3b95e74349a",
+    "binary": "c32a1d4ab5d03f1284b67883e8d87530",
+}
+#: Per-file MD5 of the official python version (as torchvision lists them).
+OFFICIAL_FILE_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+MAX_UNPACKED = 1 << 30  # the archives unpack to about 180 MB; refuse anything above 1 GiB
+
+Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
+
+
+@dataclass
+class Result:
+    """What ``cifarlin download`` did (its ``--json`` output)."""
+
+    path: str
+    format: str
+    source: str | None
+    md5: str | None
+    bytes: int
+    seconds: float
+    status: str  # "downloaded", "installed" (from a file) or "already present"
+    official_files: bool | None  # do the files match the official per-file checksums?
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_md5_text(md5: str | None) -> str | None:
+    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise ConfigError(f"--md5 {md5!r}: expected 32 hexadecimal digits")
+    return md5.lower() if md5 else None
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def official_match(source: data.Source, checksums: dict[str, str]) -> bool | None:
+    """True/False when official per-file checksums are known for the format, else None."""
+    if source.format != "python":
+        return None
+    return all(checksums.get(k) == v for k, v in OFFICIAL_FILE_MD5.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching
+# ---------------------------------------------------------------------------------------------
+
+
+def _content_range(resp: Any) -> tuple[int, int | None] | None:
+    """(first byte, total or None) from a Content-Range header, or None."""
+    m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", ""))
+    if not m:
+        return None
+    return int(m[1]), (None if m[2] == "*" else int(m[2]))
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, ssl.SSLCertVerificationError):
+        return (
+            f"the server's TLS certificate could not be verified ({e.reason.verify_message}); "
+            "use --url with a mirror you trust or http:// (the MD5 check still guards the file)"
+        )
+    if isinstance(e, urllib.error.URLError):
+        return str(e.reason)
+    if isinstance(e, TimeoutError | socket.timeout):
+        return "timed out"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    *,
+    on_progress: Progress | None = None,
+    timeout: float = 30.0,
+    retries: int = 4,
+    backoff: float = 1.0,
+    chunk: int = 1 << 18,
+) -> int:
+    """Stream ``url`` to ``dest`` through ``dest.part``; returns the number of bytes.
+
+    A connection that breaks is retried ``retries`` times with exponential backoff, resuming with
+    an HTTP Range request when the server honours it and starting over when it does not. On
+    Ctrl-C the ``.part`` file stays for the next run to resume and :class:`Interrupted` is raised.
+    """
+    part = dest.with_name(dest.name + ".part")
+    headers = {"User-Agent": f"cifarlin/{__version__}", "Accept-Encoding": "identity"}
+    failures = 0
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        req = urllib.request.Request(url, headers=headers)
+        if have:
+            req.add_header("Range", f"bytes={have}-")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status = getattr(resp, "status", None) or 200
+                span = _content_range(resp)
+                if have and status == 206 and span is not None and span[0] == have:
+                    mode, total = "ab", span[1]
+                else:  # fresh start, or a server that ignored the Range request: start over
+                    have, mode = 0, "wb"
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() else None
+                done = have
+                with open(part, mode) as out:
+                    while block := resp.read(chunk):
+                        out.write(block)
+                        done += len(block)
+                        if on_progress is not None:
+                            on_progress(done, total)
+                if total is not None and done < total:
+                    raise http.client.IncompleteRead(b"", total - done)
+            os.replace(part, dest)
+            return done
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"download interrupted; {part} keeps what arrived: run the same command again to resume"
+            ) from None
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # our range starts at or past the end: start over
+                part.unlink(missing_ok=True)
+                continue
+            if e.code < 500 and e.code != 429:
+                raise DownloadError(f"{url}: the server answered {e.code} {e.reason}") from None
+            reason = f"{e.code} {e.reason}"
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            if isinstance(e, urllib.error.URLError) and isinstance(e.reason, ssl.SSLCertVerificationError):
+                raise DownloadError(f"{url}: {_why(e)}") from None
+            reason = _why(e)
+        failures += 1
+        if failures > retries:
+            kept = f"; {part} keeps what arrived, run again to resume" if part.exists() else ""
+            raise DownloadError(
+                f"{url}: download failed after {failures} attempts ({reason}){kept}; "
+                "or fetch the archive yourself and use --from-file"
+            )
+        time.sleep(backoff * 2 ** (failures - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe extraction
+# ---------------------------------------------------------------------------------------------
+
+
+def _member_kind(m: tarfile.TarInfo) -> str:
+    for test, kind in ((m.issym, "symbolic link"), (m.islnk, "hard link"), (m.ischr, "character device"),
+                       (m.isblk, "block device"), (m.isfifo, "FIFO")):
+        if test():
+            return kind
+    return "special file"
+
+
+def check_members(archive: Path, members: list[tarfile.TarInfo], folder: str) -> None:
+    """Refuse anything but regular files and folders under ``folder/``, within size limits."""
+    total = 0
+    for m in members:
+        parts = PurePosixPath(m.name).parts
+        if m.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.name) or ".." in parts:
+            raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target folder")
+        if not (m.isfile() or m.isdir()):
+            raise DownloadError(
+                f"{archive}: refused: member {m.name!r} is a {_member_kind(m)}; "
+                "only regular files and folders are allowed"
+            )
+        if not parts or parts[0] != folder:
+            raise DownloadError(f"{archive}: refused: member {m.name!r} is not inside {folder}/")
+        total += max(m.size, 0)
+        if total > MAX_UNPACKED:
+            raise DownloadError(f"{archive}: refused: it unpacks to more than {MAX_UNPACKED >> 20} MiB")
+
+
+def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, dict[str, str]]:
+    """Unpack ``archive`` into ``root/<official folder>`` safely; returns the source and checksums.
+
+    Extraction goes to a temporary folder inside ``root``; the dataset folder is validated there
+    and then renamed into place (replacing an old one), so a half-extracted dataset never exists.
+    """
+    folder = data.FOLDERS[fmt]
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".cifarlin-extract-"))
+    try:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                members = tar.getmembers()
+                check_members(archive, members, folder)
+                for m in members:  # belt and braces: the resolved target stays inside tmp
+                    if not (tmp / m.name).resolve().is_relative_to(tmp.resolve()):
+                        raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target")
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, members=members, filter="data")
+                else:  # Python < 3.11.4: the checks above are the filter
+                    tar.extractall(tmp, members=members)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise DownloadError(f"{archive}: not a readable tar archive ({e})") from None
+        staged = data.Source(tmp / folder, fmt)
+        if not staged.folder.is_dir():
+            raise DownloadError(f"{archive}: has no {folder}/ folder; is it the {fmt} version of CIFAR-10?")
+        try:
+            checksums = data.check_folder(staged)
+        except DataError as e:
+            raise DownloadError(f"{archive}: the unpacked files are not valid CIFAR-10: {e}") from None
+        target = root / folder
+        if target.exists():
+            os.replace(target, tmp / "previous")
+        os.replace(staged.folder, target)
+        return data.Source(target, fmt), checksums
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole job
+# ---------------------------------------------------------------------------------------------
+
+
+def install(
+    data_dir: Path | None = None,
+    *,
+    fmt: data.Format = "python",
+    url: str | None = None,
+    md5: str | None = None,
+    from_file: Path | None = None,
+    force: bool = False,
+    on_progress: Progress | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> Result:
+    """Make sure CIFAR-10 (``fmt`` version) is unpacked under ``data_dir``; download if needed.
+
+    ``url``/``md5`` default to ``$CIFARLIN_URL``/``$CIFARLIN_MD5`` and then to the official
+    archive; ``from_file`` installs an archive fetched by other means (it is not deleted).
+    """
+    t0 = time.perf_counter()
+    notice = on_notice or (lambda msg: None)
+    md5 = check_md5_text(md5 if md5 is not None else os.environ.get("CIFARLIN_MD5") or None)
+    root = data.resolve_data_dir(data_dir)
+    if root.exists() and not root.is_dir():
+        raise DownloadError(f"{root}: exists and is not a folder; pass --data-dir DIR")
+
+    present = data.locate(root) if root.is_dir() else None
+    if present is not None and present.format == fmt and not force:
+        try:
+            sums = data.check_folder(present)
+        except DataError as e:
+            notice(f"{present.folder} is incomplete or damaged ({e}); fetching a fresh copy")
+        else:
+            return Result(str(present.folder), fmt, None, None, 0, time.perf_counter() - t0,
+                          "already present", official_match(present, sums))
+    if present is not None and present.folder == root:
+        # --data-dir names the dataset folder itself: unpack beside it, under the official name
+        root = root.parent
+        if root / data.FOLDERS[fmt] != present.folder:
+            raise DownloadError(
+                f"{present.folder}: is a dataset folder with a non-standard name; "
+                f"pass its parent or an empty folder as --data-dir to download a fresh copy"
+            )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"{root}: cannot create the data folder ({e.strerror or e})") from None
+
+    expected = md5 or OFFICIAL_MD5[fmt]
+    if from_file is not None:
+        archive = Path(from_file).expanduser()
+        if not archive.is_file():
+            raise DownloadError(f"{archive}: no such file (--from-file)")
+        source, status, size = str(archive), "installed", archive.stat().st_size
+    else:
+        url = url or os.environ.get("CIFARLIN_URL") or OFFICIAL_URL[fmt]
+        name = PurePosixPath(urllib.request.urlparse(url).path).name or f"cifar-10-{fmt}.tar.gz"
+        archive = root / name
+        notice(f"downloading {url} to {archive}")
+        size = fetch(url, archive, on_progress=on_progress)
+        source, status = url, "downloaded"
+
+    got = file_md5(archive)
+    if got != expected:
+        if from_file is None:
+            archive.unlink(missing_ok=True)
+        deleted = "; the download was deleted" if from_file is None else ""
+        hint = "" if md5 else " (pass --md5 HEX if this mirror's archive is not the official one)"
+        raise DownloadError(
+            f"{archive}: MD5 mismatch: expected {expected}, got {got}; nothing was extracted{deleted}{hint}"
+        )
+    try:
+        target, sums = extract(archive, root, fmt)
+    finally:
+        if from_file is None:
+            archive.unlink(missing_ok=True)
+    return Result(str(target.folder), fmt, source, got, size, time.perf_counter() - t0, status,
+                  official_match(target, sums))
+
+
+def ensure(
+    data_dir: Path | None,
+    *,
+    download: bool = True,
+    on_progress: Progress | None = None,
+    on_notice: Callable[[str], None] | None = None,
+) -> data.Source:
+    """The dataset folder, downloaded first when it is missing and ``download`` is on."""
+    try:
+        return data.find(data_dir)
+    except data.DataNotFoundError as e:
+        if not download:
+            raise
+        root = data.resolve_data_dir(data_dir)
+        if on_notice is not None:
+            on_notice(f"CIFAR-10 is not in {root}; downloading it there (--no-download turns this off)")
+        try:
+            install(data_dir, on_progress=on_progress, on_notice=on_notice)
+        except DownloadError as err:
+            raise DownloadError(
+                f"no CIFAR-10 data in {root} and fetching it failed: {err} "
+                "(or point --data-dir at an existing copy)"
+            ) from None
+        return data.find(data_dir)
