@@ -1,0 +1,586 @@
+"""The ``cifarlin`` command line: parse, call the library, format. Only this module imports typer
+and rich.
+
+Conventions, the same for every command: results go to stdout (with ``--json``, exactly one JSON
+object); progress, tables and messages go to stderr. Exit codes: 0 success, 1 the job failed,
+2 a usage error, 130 interrupted. Errors are one line; ``CIFARLIN_DEBUG=1`` shows tracebacks of
+unexpected ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+try:
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - Typer before 0.29 used click itself
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
+from cifarlin import __version__
+from cifarlin.errors import CifarlinError, ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def _plain() -> bool:
+    """No colours, no live display: NO_COLOR is set or stderr is not a terminal."""
+    return bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+
+
+def console() -> Console:
+    """The stderr console for humans; plain text when :func:`_plain`, 100+ columns in logs."""
+    plain = _plain()
+    width = None
+    if not sys.stderr.isatty() and not os.environ.get("COLUMNS"):
+        width = 120  # CI logs: wide enough that no table wraps
+    return Console(stderr=True, highlight=False, color_system=None if plain else "auto", width=width)
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON object on one line of stdout."""
+    sys.stdout.write(json.dumps(obj, allow_nan=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _error(message: str) -> None:
+    c = console()
+    c.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+
+
+class CifarlinGroup(TyperGroup):
+    """Turns every failure into one line on stderr and the documented exit code."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except NoArgsIsHelpError as e:
+            sys.stdout.write(e.ctx.get_help() + "\n")
+            sys.exit(2)
+        except ClickException as e:
+            msg = e.format_message().replace("Value error, ", "")
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _error(msg.replace("\n", " ") + hint)
+            sys.exit(e.exit_code)
+        except CifarlinError as e:
+            _error(str(e))
+            sys.exit(e.exit_code)
+        except (KeyboardInterrupt, typer.Abort):
+            _error("interrupted")
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader went away (e.g. `| head`): not an error of ours
+            sys.exit(1)
+        except Exception as e:
+            if os.environ.get("CIFARLIN_DEBUG"):
+                raise
+            _error(
+                f"unexpected {type(e).__name__}: {e} (this is a bug in cifarlin: run again with "
+                "CIFARLIN_DEBUG=1 to see the full traceback, and please report it)"
+            )
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    name="cifarlin",
+    cls=CifarlinGroup,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"cifarlin {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train, check and understand a linear softmax classifier on CIFAR-10.
+
+    Start with `cifarlin train --setting 2`: it fetches CIFAR-10 when it is missing.
+    Exit codes: 0 success, 1 the job failed, 2 a usage error, 130 interrupted.
+    """
+
+
+# Options shared by several commands.
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", metavar="DIR",
+        help="Folder holding cifar-10-batches-py/ (or that folder itself). "
+             "Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).",
+    ),
+]
+NoDownloadOpt = Annotated[
+    bool, typer.Option("--no-download", help="Fail instead of downloading CIFAR-10 when it is missing.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress; print only the final result.")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@contextmanager
+def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress callback: a rich bar on a terminal, a plain line every 5 s otherwise."""
+    if quiet:
+        yield None
+        return
+    c = console()
+    if not _plain():
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=c, transient=True) as bar:
+            task = bar.add_task("download", total=None)
+
+            def update(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
+            yield update
+        return
+    t0, last = time.monotonic(), [0.0]
+
+    def plain(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5 or (total is not None and done >= total):
+            last[0] = now
+            rate = done / max(now - t0, 1e-9)
+            of = f" of {_mb(total)} ({100 * done / total:.0f}%)" if total else ""
+            c.print(f"downloaded {_mb(done)}{of}, {_mb(rate)}/s", soft_wrap=True)
+
+    yield plain
+
+
+def _ensure_data(data_dir: Path | None, no_download: bool, quiet: bool) -> Any:
+    from cifarlin import download
+
+    c = console()
+    with download_progress(quiet) as progress:
+        return download.ensure(
+            data_dir, download=not no_download, on_progress=progress,
+            on_notice=None if quiet else (lambda m: c.print(escape(m), soft_wrap=True)),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# download
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def download(
+    data_dir: DataDirOpt = None,
+    format: Annotated[
+        Literal["python", "binary"], typer.Option("--format", help="Which official version to fetch.")
+    ] = "python",
+    url: Annotated[
+        str | None, typer.Option("--url", metavar="URL", help="Fetch from a mirror instead (default: $CIFARLIN_URL, else the official host).")
+    ] = None,
+    md5: Annotated[
+        str | None, typer.Option("--md5", metavar="HEX", help="Expected MD5 of the archive, when it is not the official one.")
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from-file", metavar="PATH", help="Install an archive you fetched by other means (offline route).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the dataset even when it is present.")] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fetch CIFAR-10, verify its MD5 and unpack it safely.
+
+    Streams with a progress bar, retries and resumes broken downloads, checks the archive's MD5
+    before extracting, and refuses archive members that are links, devices or point outside the
+    target. When the data are already there it says so and downloads nothing.
+
+    **Example:** cifarlin download --data-dir ~/data/cifar
+    """
+    from cifarlin import download as dl
+
+    c = console()
+    with download_progress(quiet) as progress:
+        result = dl.install(
+            data_dir, fmt=format, url=url, md5=md5, from_file=from_file, force=force,
+            on_progress=progress, on_notice=None if quiet else (lambda m: c.print(escape(m), soft_wrap=True)),
+        )
+    official = {True: "they match the official per-file checksums",
+                False: "they differ from the official per-file checksums (not the official release)",
+                None: "no official per-file checksums are known for this format"}[result.official_files]
+    c.print(f"CIFAR-10 ({result.format}) {result.status}: {escape(result.path)}; {official}", soft_wrap=True)
+    if json_out:
+        emit_json(result.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# gradcheck
+# ---------------------------------------------------------------------------------------------
+
+
+def _sci(x: float) -> str:
+    return f"{x:.2e}"
+
+
+@app.command()
+def gradcheck(
+    n: Annotated[int, typer.Option("--n", help="Number of images (the first N of the training set).")] = 20,
+    dims: Annotated[int, typer.Option("--dims", metavar="D", help="Check only the first D inputs.")] = 3072,
+    lam: Annotated[float, typer.Option("--lam", help="Penalty weight lambda.")] = 0.0,
+    h: Annotated[
+        float | None, typer.Option("--h", help="Step. Default: 1e-6 (centred), 1e-20 (complex).", show_default=False)
+    ] = None,
+    method: Annotated[
+        Literal["centred", "complex"], typer.Option("--method", help="Centred differences or the complex step.")
+    ] = "centred",
+    tol: Annotated[float, typer.Option("--tol", help="Relative tolerance.")] = 1e-6,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = 1e-8,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of W, b (and of --random inputs).")] = 0,
+    random: Annotated[bool, typer.Option("--random", help="Random inputs and labels instead of images: needs no data.")] = False,
+    data_dir: DataDirOpt = None,
+    no_download: NoDownloadOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare analytic gradients with numerical ones, for every entry of W and b.
+
+    Uses the first N training images, normalised as in training, and W, b initialised as in
+    training. An entry passes when |ga - gn| <= atol + tol * (|ga| + |gn|). Exit code 0 when
+    every entry passes, 1 otherwise.
+
+    **Example:** cifarlin gradcheck --n 20 --lam 0.1 --method complex
+    """
+    from cifarlin import data
+    from cifarlin import gradcheck as gc
+
+    cfg = gc.GradcheckConfig(n=n, dims=dims, lam=lam, h=h, method=method, tol=tol, atol=atol, seed=seed)
+    if random:
+        W, b, X, y = gc.random_problem(cfg)
+        source = "random"
+    else:
+        src = _ensure_data(data_dir, no_download, quiet)
+        X, y, _ = data.training_sample(src, data.SplitSpec(), cfg.n)
+        X = X[:, : cfg.dims]
+        W, b, _ = gc.initial_params(cfg)
+        source = str(src.folder)
+    report = gc.check(W, b, X, y, cfg, source)
+    c = console()
+    verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    if not quiet:
+        t = Table(title=f"gradient check: {cfg.method}, h={cfg.step:g}, lambda={cfg.lam:g}, "
+                        f"n={cfg.n}, dims={cfg.dims}, data: {escape(source)}", title_justify="left")
+        for col in ("param", "max rel", "p99 rel", "mean rel", "max abs", "checked", "failing", "verdict"):
+            t.add_column(col, justify="left" if col == "param" else "right", no_wrap=True)
+        for p in report.params:
+            t.add_row(p.name, _sci(p.max_rel), _sci(p.p99_rel), _sci(p.mean_rel), _sci(p.max_abs),
+                      str(p.checked), str(p.failing), "[green]PASS[/]" if p.passed else "[red]FAIL[/]")
+        c.print(t)
+    c.print(f"{verdict}: |ga - gn| <= {cfg.atol:g} + {cfg.tol:g} (|ga| + |gn|) for "
+            f"{sum(p.checked - p.failing for p in report.params)} of {sum(p.checked for p in report.params)} "
+            f"entries ({report.seconds:.3f} s)", soft_wrap=True)
+    if json_out:
+        emit_json(report.to_dict())
+    raise typer.Exit(0 if report.passed else 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+
+HEADER = f"{'epoch':>5}  {'train cost':>10}  {'val cost':>10}  {'train acc':>9}  {'val acc':>9}  {'seconds':>7}"
+
+
+def _epoch_row(epoch: int, h: dict[str, float]) -> str:
+    return (f"{epoch:>5}  {h['train_cost']:>10.4f}  {h['val_cost']:>10.4f}  "
+            f"{h['train_acc']:>9.4f}  {h['val_acc']:>9.4f}  {h['seconds']:>7.2f}")
+
+
+@contextmanager
+def train_display(c: Console, quiet: bool, epochs: int, first: int, n_train: int, batch: int) -> Iterator[tuple[Any, Any]]:
+    """(on_epoch, on_batch) callbacks: a live bar and table rows on a terminal, a plain line per
+    epoch otherwise, nothing with --quiet."""
+    if quiet:
+        yield None, None
+        return
+    if _plain():
+        def plain_epoch(st: Any) -> None:
+            h = st.history.last()
+            c.print(f"epoch {st.epoch}/{epochs}: train cost {h['train_cost']:.4f} acc {h['train_acc']:.4f}, "
+                    f"val cost {h['val_cost']:.4f} acc {h['val_acc']:.4f}, {h['seconds']:.2f} s", soft_wrap=True)
+
+        yield plain_epoch, None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    c.print(f"[bold]{HEADER}[/]")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=c, transient=True) as bar:
+        ep = bar.add_task("epochs ", total=epochs, completed=first, rate="")
+        bt = bar.add_task("batches", total=-(-n_train // batch), rate="")
+        t0 = [time.perf_counter()]
+
+        def on_batch(epoch: int, j: int, n: int) -> None:
+            if j == 1:
+                t0[0] = time.perf_counter()
+            if j % 5 == 0 or j == n:
+                rate = min(j * batch, n_train) / max(time.perf_counter() - t0[0], 1e-9)
+                bar.update(bt, completed=j, total=n, rate=f"{rate:,.0f} img/s")
+
+        def on_epoch(st: Any) -> None:
+            bar.update(ep, completed=st.epoch)
+            bar.console.print(_epoch_row(st.epoch, st.history.last()))
+
+        yield on_epoch, on_batch
+
+
+def _summary_table(s: dict[str, Any], title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("set", "cost", "loss", "accuracy"):
+        t.add_column(col, justify="left" if col == "set" else "right", no_wrap=True)
+    for name in ("train", "val", "test"):
+        m = s[name]
+        t.add_row(name, f"{m['cost']:.4f}", f"{m['loss']:.4f}", f"{m['accuracy']:.4f}")
+    return t
+
+
+def _print_summary(c: Console, s: dict[str, Any]) -> None:
+    c.print(_summary_table(s, f"{s['run_dir']}: {s['epochs']} epochs"))
+    ref = s["reference_test_accuracy"]
+    ref_text = "" if ref is None else f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
+    c.print(f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
+            f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}; training loop "
+            f"{s['seconds']['loop']:.2f} s", soft_wrap=True)
+    c.print(f"wrote {escape(s['files']['model'])}, {escape(s['files']['history'])}, "
+            f"{escape(s['files']['checkpoint'])}", soft_wrap=True)
+
+
+@app.command()
+def train(
+    setting: Annotated[
+        Literal["1", "2", "3", "4", "all"] | None,
+        typer.Option("--setting", help="A reference setting of the original work (40 epochs, batch 100), or all four."),
+    ] = None,
+    lam: Annotated[float | None, typer.Option("--lam", help="Penalty weight lambda. [default: 0]", show_default=False)] = None,
+    eta: Annotated[float | None, typer.Option("--eta", help="Learning rate. [default: 0.001]", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs. [default: 40]", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch. [default: 100]", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the initial W, b (and of shuffling). [default: 0]", show_default=False)] = None,
+    shuffle: Annotated[
+        bool | None, typer.Option("--shuffle/--no-shuffle", help="Shuffle the batches each epoch. [default: no-shuffle]", show_default=False)
+    ] = None,
+    train_batches: Annotated[
+        str | None, typer.Option("--train-batches", metavar="LIST", help="Training batches, e.g. 1-5 or 1,3. [default: 1]", show_default=False)
+    ] = None,
+    val_size: Annotated[
+        int | None, typer.Option("--val-size", metavar="N", help="Validate on the last N training images instead of data_batch_2.")
+    ] = None,
+    dtype: Annotated[
+        Literal["float32", "float64"] | None, typer.Option("--dtype", help="Precision of data and weights. [default: float32]", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Run folder. Default: outputs/setting-N, or outputs/run-<time>; with --setting all, the parent of setting-1..4.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.h5.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --out.")] = False,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="Do not draw the curves and the weight montage.")] = False,
+    data_dir: DataDirOpt = None,
+    no_download: NoDownloadOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train with mini-batch gradient descent; checkpoints and history go to HDF5.
+
+    Writes model.h5, checkpoint.h5 (every epoch) and history.h5 into the run folder. Ctrl-C keeps
+    the last checkpoint; --resume continues it exactly.
+
+    **Example:** cifarlin train --setting 2
+    """
+    from cifarlin import data, runs
+    from cifarlin.config import SETTINGS, TrainConfig
+
+    overrides: dict[str, Any] = {
+        "lam": lam, "eta": eta, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+        "shuffle": shuffle, "val_size": val_size, "dtype": dtype,
+        "train_batches": data.parse_batches(train_batches) if train_batches is not None else None,
+    }
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if setting == "all":
+        plan = [TrainConfig.for_setting(s, **given) for s in SETTINGS]
+        root = out or Path("outputs")
+        outs = [runs.default_out(cfg, root) for cfg in plan]
+    else:
+        if resume and out is None and setting is None:
+            raise ConfigError("--resume needs --out DIR (or --setting N) to find the run")
+        cfg = TrainConfig.for_setting(int(setting), **given) if setting else TrainConfig(**given)
+        plan, outs = [cfg], [out or runs.default_out(cfg)]
+    starts: list[Any] = []
+    for i, o in enumerate(outs):
+        runs.claim_folder(o, resume=resume, overwrite=overwrite)
+        start = None
+        if resume:
+            requested = {**given, "setting": plan[i].setting} if setting else given
+            plan[i], start = runs.resume_point(o, requested)
+        starts.append(start)
+
+    c = console()
+    src = _ensure_data(data_dir, no_download, quiet)
+    prepared_for: dict[tuple[Any, str], data.Prepared] = {}
+
+    def prepared(cfg: TrainConfig) -> data.Prepared:
+        key = (cfg.split, cfg.dtype)
+        if key not in prepared_for:
+            if not quiet:
+                c.print(f"loading CIFAR-10 from {escape(str(src.folder))}: {cfg.split.describe()}", soft_wrap=True)
+            prepared_for.clear()  # keep one copy of the data in memory
+            prepared_for[key] = data.prepare(src, cfg.split, dtype=np.dtype(cfg.dtype))
+        return prepared_for[key]
+
+    summaries = []
+    for cfg, o, start in zip(plan, outs, starts):
+        first = start.state.epoch if start is not None else 0
+        if not quiet:
+            what = f"setting {cfg.setting}" if cfg.setting else "run"
+            resumed = f", resuming after epoch {first}" if start is not None else ""
+            c.print(f"[bold]{what}[/]: {cfg.describe()}{resumed} -> {escape(str(o))}", soft_wrap=True)
+        p = prepared(cfg)
+        with train_display(c, quiet, cfg.epochs, first, len(p.y["train"]), cfg.batch_size) as (on_epoch, on_batch):
+            outcome = runs.run(cfg, o, p, start=start, on_epoch=on_epoch, on_batch=on_batch)
+        s = outcome.summary()
+        if not no_plots:
+            s["figures"] = [str(p) for p in _plots_after_training(o)]
+        summaries.append(s)
+        _print_summary(c, s)
+        if json_out:
+            emit_json(s)
+    if setting == "all":
+        from cifarlin.files import write_text
+
+        root = out or Path("outputs")
+        md = runs.summary_markdown(summaries, str(src.folder))
+        write_text(root / "summary.md", md)
+        write_text(root / "summary.json", json.dumps(summaries, indent=2) + "\n")
+        if not quiet:
+            c.print(md, soft_wrap=True)
+        c.print(f"wrote {escape(str(root / 'summary.md'))} and {escape(str(root / 'summary.json'))}", soft_wrap=True)
+
+
+def _plots_after_training(run_dir: Path) -> list[Path]:
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_path(path: Path) -> Path:
+    from cifarlin.runs import MODEL
+
+    return path / MODEL if path.is_dir() else path
+
+
+@app.command()
+def evaluate(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="A model.h5 (or its run folder).")],
+    split: Annotated[Literal["test", "val", "train"], typer.Option("--split", help="Which images.")] = "test",
+    data_dir: DataDirOpt = None,
+    no_download: NoDownloadOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Accuracy, per-class accuracy and confusion matrix of a saved model.
+
+    The model file carries the normalisation (mean, std) and the data split it was trained with,
+    so it evaluates raw images alone.
+
+    **Example:** cifarlin evaluate outputs/setting-2/model.h5 --split test
+    """
+    from cifarlin import data, model
+    from cifarlin.checkpoint import load_snapshot
+
+    path = _model_path(model_path)
+    snap = load_snapshot(path)
+    src = _ensure_data(data_dir, no_download, quiet)
+    raw, reader = data.load_split(src, snap.config.split, split)
+    X = snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype))
+    S = model.scores(snap.state.W, snap.state.b, X)
+    m = model.metrics(S, raw.labels, snap.state.W, snap.config.lam)
+    cm = model.confusion_matrix(raw.labels, S.argmax(axis=1))
+    per_class = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+    changed = [k for k, v in reader.checksums.items() if snap.data.checksums.get(k, v) != v]
+    names = snap.class_names
+    result = {
+        "model": str(path), "split": split, "images": int(len(raw.labels)), "data_dir": str(src.folder),
+        "cost": m.cost, "loss": m.loss, "accuracy": m.accuracy,
+        "per_class_accuracy": {n: float(a) for n, a in zip(names, per_class)},
+        "class_names": names, "confusion_matrix": cm.tolist(),
+        "same_data_as_training": not changed,
+    }
+    c = console()
+    if changed:
+        c.print(f"note: {escape(str(src.folder / changed[0]))} differs from the file the model was trained on", soft_wrap=True)
+    if not quiet:
+        t = Table(title=f"per-class accuracy ({split}, {len(raw.labels)} images)", title_justify="left")
+        t.add_column("class", no_wrap=True)
+        t.add_column("accuracy", justify="right", no_wrap=True)
+        t.add_column("images", justify="right", no_wrap=True)
+        for n, a, k in zip(names, per_class, cm.sum(axis=1)):
+            t.add_row(n, f"{a:.4f}", str(k))
+        c.print(t)
+        t = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+        t.add_column("", no_wrap=True)
+        for n in names:
+            t.add_column(n[:5], justify="right", no_wrap=True)
+        for n, row in zip(names, cm):
+            t.add_row(n, *(str(v) for v in row))
+        c.print(t)
+    c.print(f"{escape(str(path))} on {split}: accuracy {m.accuracy:.4f}, cost {m.cost:.4f}, loss {m.loss:.4f}", soft_wrap=True)
+    if json_out:
+        emit_json(result)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="cifarlin")
