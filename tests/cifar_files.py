@@ -1,0 +1,137 @@
+"""Tiny CIFAR-10 look-alikes written by the tests themselves, in the official layouts.
+
+The python version is written the way Python 2 wrote the official files (protocol 2, byte-string
+keys, arrays through ``numpy.core.multiarray._reconstruct``, raw data as a BINSTRING), by a small
+hand-rolled pickle writer; that also lets tests craft hostile pickles opcode by opcode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _int(n: int) -> bytes:
+    if 0 <= n < 256:
+        return b"K" + bytes([n])  # BININT1
+    return b"J" + struct.pack("<i", n)  # BININT
+
+
+def _bytes(b: bytes) -> bytes:
+    if len(b) < 256:
+        return b"U" + bytes([len(b)]) + b  # SHORT_BINSTRING
+    return b"T" + struct.pack("<i", len(b)) + b  # BINSTRING
+
+
+def global_op(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"  # GLOBAL
+
+
+def _array(a: np.ndarray, module: str = "numpy.core.multiarray") -> bytes:
+    out = global_op(module, "_reconstruct") + global_op("numpy", "ndarray")
+    out += _int(0) + b"\x85" + _bytes(b"b") + b"\x87" + b"R"  # (ndarray, (0,), 'b') REDUCE
+    dtype = global_op("numpy", "dtype") + _bytes(a.dtype.str[1:].encode()) + b"\x89\x88\x87R"
+    dtype += b"(" + _int(3) + _bytes(b"|") + b"NNN" + _int(-1) + _int(-1) + _int(0) + b"tb"
+    shape = b"(" + b"".join(_int(n) for n in a.shape) + b"t"
+    state = b"(" + _int(1) + shape + dtype + b"\x89" + _bytes(a.tobytes()) + b"t"
+    return out + state + b"b"  # BUILD
+
+
+def _obj(o: object) -> bytes:
+    if isinstance(o, np.ndarray):
+        return _array(o)
+    if isinstance(o, bool):
+        return b"\x88" if o else b"\x89"
+    if isinstance(o, int):
+        return _int(o)
+    if isinstance(o, str):
+        return _bytes(o.encode())
+    if isinstance(o, bytes):
+        return _bytes(o)
+    if isinstance(o, list):
+        return b"](" + b"".join(_obj(v) for v in o) + b"e" if o else b"]"
+    if isinstance(o, dict):
+        return b"}(" + b"".join(_obj(k) + _obj(v) for k, v in o.items()) + b"u"
+    raise TypeError(type(o))
+
+
+def py2_pickle(obj: object) -> bytes:
+    """Protocol-2 pickle of dicts, lists, ints, byte strings and uint8 arrays, as Python 2 wrote."""
+    return b"\x80\x02" + _obj(obj) + b"."
+
+
+def make_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n images (n, 3072) uint8 of 10 classes that a linear classifier can tell apart."""
+    templates = np.random.default_rng(1234).integers(40, 216, size=(10, 3072))
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    noise = rng.normal(0, 40, size=(n, 3072))
+    images = np.clip(templates[labels] + noise, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def batch_dict(images: np.ndarray, labels: np.ndarray, label: str) -> dict:
+    return {
+        b"batch_label": label.encode(),
+        b"labels": [int(v) for v in labels],
+        b"data": images,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+    }
+
+
+def write_python_dataset(folder: Path, n: int = 50, n_test: int = 50) -> Path:
+    """A complete cifar-10-batches-py folder with n images per training batch."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 6):
+        images, labels = make_split(n, seed=i)
+        (folder / f"data_batch_{i}").write_bytes(py2_pickle(batch_dict(images, labels, f"training batch {i} of 5")))
+    images, labels = make_split(n_test, seed=99)
+    (folder / "test_batch").write_bytes(py2_pickle(batch_dict(images, labels, "testing batch 1 of 1")))
+    meta = {b"num_cases_per_batch": n, b"label_names": [s.encode() for s in NAMES], b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(py2_pickle(meta))
+    return folder
+
+
+def write_binary_dataset(folder: Path, n: int = 50, n_test: int = 50) -> Path:
+    """A complete cifar-10-batches-bin folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def records(images: np.ndarray, labels: np.ndarray) -> bytes:
+        return np.concatenate([labels.astype(np.uint8)[:, None], images], axis=1).tobytes()
+
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}.bin").write_bytes(records(*make_split(n, seed=i)))
+    (folder / "test_batch.bin").write_bytes(records(*make_split(n_test, seed=99)))
+    (folder / "batches.meta.txt").write_text("\n".join(NAMES) + "\n\n")
+    return folder
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    """A .tar.gz of regular files (folders are implied by the names)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def dataset_archive(tmp: Path, fmt: str = "python") -> bytes:
+    """The bytes of a cifar-10-{python,binary}.tar.gz holding a tiny dataset."""
+    name = "cifar-10-batches-py" if fmt == "python" else "cifar-10-batches-bin"
+    folder = tmp / "archive-src" / name
+    (write_python_dataset if fmt == "python" else write_binary_dataset)(folder)
+    return tar_gz({f"{name}/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())})

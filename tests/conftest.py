@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cifar_files import write_binary_dataset, write_python_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("CIFARLIN_REAL_DATA", REPO.parent / "shared" / "cifar-10-batches-py"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """No test sees the user's data folder, mirror settings, colours or the network defaults."""
+    for var in ("CIFARLIN_DATA_DIR", "CIFARLIN_URL", "CIFARLIN_MD5", "CIFARLIN_DEBUG", "NO_COLOR", "COLUMNS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    from cifarlin import download
+
+    monkeypatch.setattr(download, "BACKOFF", 0.01)
+    monkeypatch.setattr(download, "OFFICIAL_URL", {"python": "http://127.0.0.1:9/none.tar.gz",
+                                                   "binary": "http://127.0.0.1:9/none.tar.gz"})
+
+
+@pytest.fixture(scope="session")
+def tiny_py(tmp_path_factory) -> Path:
+    """A tiny python-version dataset: 50 images per batch, shared read-only by the tests."""
+    return write_python_dataset(tmp_path_factory.mktemp("data") / "cifar-10-batches-py")
+
+
+@pytest.fixture(scope="session")
+def tiny_bin(tmp_path_factory) -> Path:
+    return write_binary_dataset(tmp_path_factory.mktemp("data") / "cifar-10-batches-bin")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def real_data() -> Path:
+    if not (REAL_DATA / "data_batch_1").is_file():
+        pytest.skip(f"the CIFAR-10 stand-in is not at {REAL_DATA}")
+    return REAL_DATA

@@ -1,0 +1,69 @@
+"""Plain, loop-by-loop versions of the model's math: slow, obvious, and the tests' oracles."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cifarlin import model
+
+
+def cost_naive(W, b, X, y, lam):
+    """J sample by sample, without any shifting tricks; works for complex W and b too."""
+    total = 0.0
+    for x, label in zip(X, y):
+        s = W @ x + b  # (K,)
+        e = np.exp(s)
+        total += -np.log(e[label] / e.sum())
+    return total / len(y) + lam * np.sum(W * W)
+
+
+def gradients_naive(W, b, X, y, lam):
+    """dJ/dW, dJ/db accumulated sample by sample from p - onehot(y)."""
+    dW = np.zeros_like(W, dtype=np.float64)
+    db = np.zeros_like(b, dtype=np.float64)
+    for x, label in zip(X, y):
+        s = W @ x + b
+        p = np.exp(s - s.max())
+        p /= p.sum()
+        p[label] -= 1
+        dW += np.outer(p, x)
+        db += p
+    return dW / len(y) + 2 * lam * W, db / len(y)
+
+
+def numerical_gradients_loop(W, b, X, y, lam, h=1e-6):
+    """Centred differences, one parameter at a time, through model.cost: the oracle for the
+    vectorised numerical gradients (and the per-parameter loop the benchmark times)."""
+    gW, gb = np.zeros_like(W), np.zeros_like(b)
+    for i in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            old = W[i, j]
+            W[i, j] = old + h
+            c1 = model.cost(W, b, X, y, lam)
+            W[i, j] = old - h
+            c2 = model.cost(W, b, X, y, lam)
+            W[i, j] = old
+            gW[i, j] = (c1 - c2) / (2 * h)
+        old = b[i]
+        b[i] = old + h
+        c1 = model.cost(W, b, X, y, lam)
+        b[i] = old - h
+        c2 = model.cost(W, b, X, y, lam)
+        b[i] = old
+        gb[i] = (c1 - c2) / (2 * h)
+    return gW, gb
+
+
+def complex_step_loop(W, b, X, y, lam, h=1e-20):
+    """Im J(theta + i h) / h, one parameter at a time, through cost_naive."""
+    gW, gb = np.zeros(W.shape), np.zeros(b.shape)
+    Wc, bc = W.astype(complex), b.astype(complex)
+    for i in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            Wc[i, j] += 1j * h
+            gW[i, j] = cost_naive(Wc, bc, X, y, lam).imag / h
+            Wc[i, j] = W[i, j]
+        bc[i] += 1j * h
+        gb[i] = cost_naive(Wc, bc, X, y, lam).imag / h
+        bc[i] = b[i]
+    return gW, gb

@@ -1,0 +1,234 @@
+"""The loader: resolution rules, both formats, validation, and refusing hostile pickles."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle
+from cifarlin import data
+from cifarlin.errors import ConfigError, DataError, DataNotFoundError
+
+
+def test_test_writer_matches_real_pickle(tiny_py):
+    # The hand-written Python 2 pickles load with the real (unsafe) unpickler too, to the same data.
+    raw = (tiny_py / "data_batch_1").read_bytes()
+    trusted = pickle.loads(raw, encoding="bytes")
+    batch = data.read_batch(tiny_py / "data_batch_1", "python")
+    assert np.array_equal(trusted[b"data"], batch.images)
+    assert trusted[b"labels"] == batch.labels.tolist()
+
+
+def test_python_and_binary_versions_load_the_same(tiny_py, tiny_bin):
+    for which in (1, 5, "test"):
+        a = data.read_batch(tiny_py / data.batch_name("python", which), "python")
+        b = data.read_batch(tiny_bin / data.batch_name("binary", which), "binary")
+        assert a.images.shape == (50, 3072) and a.images.dtype == np.uint8
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    assert data.read_class_names(data.Source(tiny_py, "python")) == NAMES
+    assert data.read_class_names(data.Source(tiny_bin, "binary")) == NAMES
+
+
+def test_python_3_pickles_of_the_same_layout_load(tmp_path):
+    images, labels = make_split(10, seed=3)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": images, "labels": labels.tolist()}, protocol=3))
+    batch = data.read_batch(path, "python")
+    assert np.array_equal(batch.images, images) and np.array_equal(batch.labels, labels)
+
+
+def test_resolution_rule(tmp_path, monkeypatch, tiny_py):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.resolve_data_dir(None) == tmp_path / "xdg" / "cifarlin"
+    monkeypatch.setenv("CIFARLIN_DATA_DIR", str(tmp_path / "env"))
+    assert data.resolve_data_dir(None) == tmp_path / "env"
+    assert data.resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("CIFARLIN_DATA_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.resolve_data_dir(None) == tmp_path / "home" / ".cache" / "cifarlin"
+
+
+def test_find_parent_folder_and_folder_itself(tmp_path, tiny_py, tiny_bin, monkeypatch):
+    parent = tmp_path / "root"
+    shutil.copytree(tiny_py, parent / "cifar-10-batches-py")
+    assert data.find(parent) == data.Source(parent / "cifar-10-batches-py", "python")
+    assert data.find(tiny_py) == data.Source(tiny_py, "python")  # used in place
+    assert data.find(tiny_bin) == data.Source(tiny_bin, "binary")
+    monkeypatch.setenv("CIFARLIN_DATA_DIR", str(parent))
+    assert data.find(None).folder == parent / "cifar-10-batches-py"
+    renamed = tmp_path / "keras-copy"
+    shutil.copytree(tiny_py, renamed)
+    assert data.find(renamed) == data.Source(renamed, "python")
+
+
+def test_not_found_names_the_folder(tmp_path):
+    with pytest.raises(DataNotFoundError, match=str(tmp_path / "empty")) as e:
+        data.find(tmp_path / "empty")
+    assert "cifarlin download" in str(e.value)
+
+
+def write(tmp_path, content: bytes, name="data_batch_1"):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def test_hostile_pickle_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = b"\x80\x02" + global_op("os", "system") + b"U" + bytes([len(f"touch {marker}")]) + f"touch {marker}".encode() + b"\x85R."
+    path = write(tmp_path, evil)
+    with pytest.raises(DataError, match="os.system") as e:
+        data.read_batch(path, "python")
+    assert str(path) in str(e.value) and "hostile" in str(e.value)
+    assert not marker.exists()
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("side effect",))
+
+
+@pytest.mark.parametrize("payload", [
+    pickle.dumps({b"data": Evil()}, protocol=2),
+    pickle.dumps({b"data": Evil()}, protocol=5),
+    b"\x80\x02" + global_op("builtins", "eval") + b"U\x041+1\x85R.",
+    b"\x80\x02" + global_op("numpy", "load") + b"U\x01x\x85R.",
+])
+def test_any_other_global_is_refused(tmp_path, payload, capsys):
+    with pytest.raises(DataError, match="refused"):
+        data.read_batch(write(tmp_path, payload), "python")
+    assert "side effect" not in capsys.readouterr().out
+
+
+def test_object_dtype_is_refused(tmp_path):
+    arr = b"\x80\x02" + global_op("numpy.core.multiarray", "_reconstruct") + global_op("numpy", "ndarray")
+    arr += b"K\x00\x85U\x01b\x87R" + b"(K\x01K\x01\x85" + global_op("numpy", "dtype") + b"U\x02O8\x89\x88\x87R"
+    with pytest.raises(DataError, match="refused"):
+        data.read_batch(write(tmp_path, arr + b"}."), "python")
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda raw: raw[: len(raw) // 2], "truncated"),
+    (lambda raw: b"", "empty"),
+    (lambda raw: b"not a pickle at all", "truncated or not a CIFAR-10 pickle"),
+])
+def test_broken_python_files(tmp_path, tiny_py, mutate, message):
+    path = write(tmp_path, mutate((tiny_py / "data_batch_1").read_bytes()))
+    with pytest.raises(DataError, match=message) as e:
+        data.read_batch(path, "python")
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(images=np.zeros((5, 3071), np.uint8)), r"shape \(5, 3071\)"),
+    (dict(images=np.zeros((5, 3072), np.float64)), "float64, expected uint8"),
+    (dict(labels=[0, 1, 11, 2, 3]), "label 11 at index 2"),
+    (dict(labels=[0, 1, 2]), "3 labels for 5 images"),
+    (dict(images=np.zeros((0, 3072), np.uint8), labels=[]), "N > 0"),
+])
+def test_invalid_batches(tmp_path, change, message):
+    images, labels = np.zeros((5, 3072), np.uint8), [0, 1, 2, 3, 4]
+    images, labels = change.get("images", images), change.get("labels", labels)
+    d = {b"data": images, b"labels": labels}
+    if images.dtype != np.uint8:
+        d = {b"data": images.astype(np.uint8), b"labels": labels}
+        raw = py2_pickle(d).replace(b"U\x02u1", b"U\x02f8").replace(
+            b"T" + (images.size).to_bytes(4, "little"), b"T" + (images.size * 8).to_bytes(4, "little")
+        ).replace(bytes(images.size), bytes(images.size * 8))
+    else:
+        raw = py2_pickle(d)
+    with pytest.raises(DataError, match=message):
+        data.read_batch(write(tmp_path, raw), "python")
+
+
+def test_missing_keys(tmp_path):
+    with pytest.raises(DataError, match="no labels entry"):
+        data.read_batch(write(tmp_path, py2_pickle({b"data": np.zeros((2, 3072), np.uint8)})), "python")
+    with pytest.raises(DataError, match="holds a list"):
+        data.read_batch(write(tmp_path, py2_pickle([1, 2])), "python")
+
+
+def test_binary_file_checks(tmp_path):
+    ok = bytes([3]) + bytes(3072)
+    assert data.read_batch(write(tmp_path, ok * 2, "b.bin"), "binary").labels.tolist() == [3, 3]
+    for raw, message in ((ok[:-1], "3072 bytes is not a whole number"), (b"", "0 bytes"),
+                         (bytes([11]) + bytes(3072), "label 11")):
+        with pytest.raises(DataError, match=message):
+            data.read_batch(write(tmp_path, raw, "b.bin"), "binary")
+
+
+def test_missing_file_is_named(tmp_path, tiny_py):
+    folder = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(tiny_py, folder)
+    (folder / "data_batch_2").unlink()
+    with pytest.raises(DataError, match="data_batch_2: missing"):
+        data.check_folder(data.Source(folder, "python"))
+
+
+def test_parse_batches():
+    assert data.parse_batches("1-5") == (1, 2, 3, 4, 5)
+    assert data.parse_batches("1,3") == (1, 3)
+    assert data.parse_batches("3, 1-2") == (3, 1, 2)
+    for bad in ("0", "6", "1-9", "a", "2-1", ""):
+        with pytest.raises(ConfigError, match="--train-batches"):
+            data.parse_batches(bad)
+
+
+def test_split_rules():
+    with pytest.raises(ConfigError, match="--val-size"):
+        data.SplitSpec((1, 2, 3))
+    with pytest.raises(ConfigError, match="--val-size 0"):
+        data.SplitSpec((1,), 0)
+
+
+def test_prepare_default_split(tiny_py):
+    p = data.prepare(data.Source(tiny_py, "python"), data.SplitSpec())
+    raw1 = data.read_batch(tiny_py / "data_batch_1", "python")
+    raw2 = data.read_batch(tiny_py / "data_batch_2", "python")
+    assert {k: v.shape for k, v in p.X.items()} == {"train": (50, 3072), "val": (50, 3072), "test": (50, 3072)}
+    assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in p.X.values())
+    assert np.array_equal(p.y["val"], raw2.labels)
+    x = raw1.images.astype(np.float64) / 255
+    np.testing.assert_allclose(p.normalizer.mean, x.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(p.normalizer.std, x.std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(p.X["train"], (x - x.mean(0)) / x.std(0), atol=2e-6)
+    assert set(p.checksums) == {"data_batch_1", "data_batch_2", "test_batch"}
+
+
+def test_prepare_several_batches_with_holdout(tiny_py):
+    p = data.prepare(data.Source(tiny_py, "python"), data.SplitSpec((1, 2, 3), val_size=30))
+    raws = [data.read_batch(tiny_py / f"data_batch_{i}", "python") for i in (1, 2, 3)]
+    allx = np.concatenate([r.images for r in raws])
+    ally = np.concatenate([r.labels for r in raws])
+    assert p.X["train"].shape == (120, 3072) and p.X["val"].shape == (30, 3072)
+    assert np.array_equal(p.y["val"], ally[120:])
+    x = allx[:120].astype(np.float64) / 255
+    np.testing.assert_allclose(p.normalizer.mean, x.mean(axis=0), rtol=1e-13)
+    # the validation rows use the training statistics, exactly as any other split
+    assert np.array_equal(p.X["val"], p.normalizer.apply(allx[120:]))
+    split, _ = data.load_split(data.Source(tiny_py, "python"), data.SplitSpec((1, 2, 3), 30), "val")
+    assert np.array_equal(split.images, allx[120:])
+    with pytest.raises(ConfigError, match="--val-size 150"):
+        data.prepare(data.Source(tiny_py, "python"), data.SplitSpec((1, 2, 3), val_size=150))
+
+
+def test_normalizer_handles_constant_inputs():
+    images = np.zeros((4, 3072), np.uint8)
+    images[:, 0] = [0, 255, 0, 255]
+    n = data.Normalizer.fit([images])
+    assert n.std[1] == 1.0 and n.mean[0] == 0.5 and n.std[0] == 0.5
+    assert np.isfinite(n.apply(images)).all()
+
+
+def test_real_data_loads(real_data):
+    src = data.find(real_data)
+    b1 = data.read_batch(src.path("data_batch_1"), "python")
+    bt = data.read_batch(src.path("test_batch"), "python")
+    assert b1.images.shape == (10000, 3072) and bt.images.shape == (10000, 3072)
+    assert b1.labels[:5].tolist() == [6, 9, 9, 4, 1]
+    assert bt.labels[:5].tolist() == [3, 8, 8, 0, 6]
+    assert data.read_class_names(src) == NAMES

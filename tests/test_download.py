@@ -1,0 +1,284 @@
+"""cifarlin download: a local HTTP server, tiny archives, and hostile ones."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from cifar_files import dataset_archive, md5, tar_gz
+from cifarlin import data, download
+from cifarlin.cli import app
+from cifarlin.errors import DownloadError
+
+
+class Server:
+    """Serves one file at /NAME on 127.0.0.1, with switches for the failures under test."""
+
+    def __init__(self, body: bytes, name: str = "cifar-10-python.tar.gz"):
+        self.body, self.name = body, name
+        self.ranges: list[str | None] = []  # the Range header of every request
+        self.drop_after: int | None = None  # first response stops after this many bytes
+        self.support_range = True
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path != f"/{server.name}":
+                    self.send_error(404)
+                    return
+                rng = self.headers.get("Range")
+                server.ranges.append(rng)
+                start = int(rng.split("=")[1].split("-")[0]) if rng and server.support_range else 0
+                payload = server.body[start:]
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(server.body) - 1}/{len(server.body)}")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if server.drop_after is not None:
+                    cut, server.drop_after = server.drop_after, None
+                    self.wfile.write(payload[:cut])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self.wfile.write(payload)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> bytes:
+    return dataset_archive(tmp_path_factory.mktemp("archive"))
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(body: bytes, name: str = "cifar-10-python.tar.gz") -> Server:
+        servers.append(Server(body, name))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def run(runner, *args):
+    r = runner.invoke(app, ["download", *map(str, args)])
+    return r, (json.loads(r.stdout) if r.exit_code == 0 and "--json" in args else None)
+
+
+def test_download_verify_extract_load_then_nothing_twice(runner, serve, archive, tmp_path):
+    s = serve(archive)
+    r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--json")
+    assert r.exit_code == 0, r.output
+    folder = tmp_path / "cifar-10-batches-py"
+    assert out["status"] == "downloaded" and out["path"] == str(folder)
+    assert out["md5"] == md5(archive) and out["bytes"] == len(archive) and out["format"] == "python"
+    assert out["official_files"] is False  # tiny test files are not the official ones
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]  # archive removed
+    assert data.find(tmp_path).folder == folder
+    assert data.read_batch(folder / "data_batch_1", "python").images.shape == (50, 3072)
+    r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--json")
+    assert out["status"] == "already present" and out["bytes"] == 0
+    assert len(s.ranges) == 1  # nothing downloaded the second time
+    assert "already present" in r.stderr
+
+
+def test_force_downloads_again(runner, serve, archive, tmp_path):
+    s = serve(archive)
+    run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path)
+    r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--force", "--json")
+    assert out["status"] == "downloaded" and len(s.ranges) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_broken_connection_resumes_with_range(serve, archive, tmp_path):
+    s = serve(archive)
+    s.drop_after = len(archive) // 2
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    assert s.ranges == [None, f"bytes={len(archive) // 2}-"]
+    assert (tmp_path / "cifar-10-batches-py" / "test_batch").is_file()
+
+
+def test_next_run_resumes_the_part_file(runner, serve, archive, tmp_path):
+    s = serve(archive)
+    s.drop_after = 1000
+    r, _ = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--retries", "0")
+    assert r.exit_code == 1 and "run again to resume" in r.stderr
+    part = tmp_path / "cifar-10-python.tar.gz.part"
+    assert part.stat().st_size == 1000
+    assert not (tmp_path / "cifar-10-batches-py").exists()
+    r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--json")
+    assert r.exit_code == 0, r.output
+    assert s.ranges[-1] == "bytes=1000-" and out["status"] == "downloaded"
+    assert not part.exists()
+
+
+def test_server_without_range_support_restarts_cleanly(serve, archive, tmp_path):
+    s = serve(archive)
+    s.support_range = False
+    s.drop_after = len(archive) // 3
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    assert s.ranges[1] is not None  # it asked to resume, the server sent everything again
+    assert data.check_folder(data.Source(tmp_path / "cifar-10-batches-py", "python"))
+
+
+def test_wrong_md5_refused_nothing_extracted_no_archive(runner, serve, archive, tmp_path):
+    s = serve(archive)
+    r, _ = run(runner, "--url", s.url, "--data-dir", tmp_path)  # expects the official MD5
+    assert r.exit_code == 1
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error:") and "MD5 mismatch" in line
+    assert download.OFFICIAL_MD5["python"] in line and md5(archive) in line
+    assert list(tmp_path.iterdir()) == []
+    r, _ = run(runner, "--url", s.url, "--data-dir", tmp_path, "--md5", md5(archive))
+    assert r.exit_code == 0
+
+
+def test_bad_md5_text_is_a_usage_error(runner, tmp_path):
+    r, _ = run(runner, "--data-dir", tmp_path, "--md5", "xyz")
+    assert r.exit_code == 2 and "--md5 'xyz'" in r.stderr
+
+
+def test_http_error_is_reported(runner, serve, archive, tmp_path):
+    s = serve(archive)
+    r, _ = run(runner, "--url", s.url + "-missing", "--data-dir", tmp_path)
+    assert r.exit_code == 1 and "404" in r.stderr
+
+
+def test_unreachable_host_fails_cleanly(runner, tmp_path):
+    r, _ = run(runner, "--url", "http://127.0.0.1:9/x.tar.gz", "--data-dir", tmp_path, "--retries", "1")
+    assert r.exit_code == 1
+    assert "failed after 2 attempts" in r.stderr and "--from-file" in r.stderr
+
+
+def test_from_file_right_and_wrong(runner, archive, tmp_path):
+    good = tmp_path / "mine.tar.gz"
+    good.write_bytes(archive)
+    dest = tmp_path / "data"
+    r, _ = run(runner, "--from-file", good, "--data-dir", dest)
+    assert r.exit_code == 1 and "MD5 mismatch" in r.stderr and not (dest / "cifar-10-batches-py").exists()
+    r, out = run(runner, "--from-file", good, "--md5", md5(archive), "--data-dir", dest, "--json")
+    assert r.exit_code == 0 and out["status"] == "installed" and out["source"] == str(good)
+    assert good.exists()  # the user's own archive is kept
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not an archive")
+    r, _ = run(runner, "--from-file", bad, "--md5", md5(b"not an archive"), "--data-dir", tmp_path / "d2", "--force")
+    assert r.exit_code == 1 and "not a readable tar archive" in r.stderr
+
+
+def test_binary_format(runner, serve, tmp_path):
+    body = dataset_archive(tmp_path / "src", "binary")
+    s = serve(body, "cifar-10-binary.tar.gz")
+    r, out = run(runner, "--format", "binary", "--url", s.url, "--md5", md5(body), "--data-dir", tmp_path / "d", "--json")
+    assert r.exit_code == 0, r.output
+    assert out["path"] == str(tmp_path / "d" / "cifar-10-batches-bin") and out["official_files"] is None
+
+
+def test_env_data_dir_is_used(runner, serve, archive, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFARLIN_DATA_DIR", str(tmp_path / "env"))
+    s = serve(archive)
+    r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--json")
+    assert out["path"] == str(tmp_path / "env" / "cifar-10-batches-py")
+
+
+def test_data_dir_pointing_at_the_dataset_folder(runner, tiny_py):
+    r, out = run(runner, "--data-dir", tiny_py, "--json")
+    assert r.exit_code == 0 and out["status"] == "already present" and out["path"] == str(tiny_py)
+
+
+def hostile(kind: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        ok = tarfile.TarInfo("cifar-10-batches-py/readme")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"hi"))
+        info = tarfile.TarInfo({"dotdot": "cifar-10-batches-py/../../evil", "absolute": "/tmp/cifarlin-evil",
+                                "symlink": "cifar-10-batches-py/link", "hardlink": "cifar-10-batches-py/hard",
+                                "device": "cifar-10-batches-py/dev", "outside": "evil-top-level"}[kind])
+        data_bytes = b""
+        if kind == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "../../../etc/passwd"
+        elif kind == "hardlink":
+            info.type, info.linkname = tarfile.LNKTYPE, "/etc/passwd"
+        elif kind == "device":
+            info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+        else:
+            data_bytes = b"evil"
+            info.size = 4
+        tar.addfile(info, io.BytesIO(data_bytes))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink", "device", "outside"])
+def test_hostile_archives_are_refused(tmp_path, kind):
+    body = hostile(kind)
+    src = tmp_path / "hostile.tar.gz"
+    src.write_bytes(body)
+    target = tmp_path / "t" / "data"
+    with pytest.raises(DownloadError, match="refused") as e:
+        download.install(target, from_file=src, md5=md5(body))
+    assert "\n" not in str(e.value)
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert written == ["hostile.tar.gz", "t", "t/data"]  # nothing extracted, nothing left over
+    assert not Path("/tmp/cifarlin-evil").exists()
+
+
+def test_archive_with_broken_files_is_refused(tmp_path):
+    body = tar_gz({"cifar-10-batches-py/data_batch_1": b"garbage"})
+    src = tmp_path / "a.tar.gz"
+    src.write_bytes(body)
+    with pytest.raises(DownloadError, match="not valid CIFAR-10"):
+        download.install(tmp_path / "d", from_file=src, md5=md5(body))
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_damaged_folder_is_fetched_again(serve, archive, tmp_path):
+    s = serve(archive)
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"broken")
+    notes = []
+    res = download.install(tmp_path, url=s.url, md5=md5(archive), on_notice=notes.append)
+    assert res.status == "downloaded" and "incomplete or damaged" in notes[0]
+    assert data.check_folder(data.Source(tmp_path / "cifar-10-batches-py", "python"))
+
+
+def test_train_fetches_missing_data(runner, serve, archive, tmp_path, monkeypatch):
+    s = serve(archive)
+    monkeypatch.setenv("CIFARLIN_URL", s.url)
+    monkeypatch.setenv("CIFARLIN_MD5", md5(archive))
+    r = runner.invoke(app, ["gradcheck", "--data-dir", str(tmp_path), "--n", "3", "--dims", "30"])
+    assert r.exit_code == 0, r.output
+    assert "downloading it there" in r.stderr and (tmp_path / "cifar-10-batches-py").is_dir()
+
+
+def test_no_download_gives_the_one_line_error(runner, tmp_path):
+    r = runner.invoke(app, ["gradcheck", "--data-dir", str(tmp_path), "--no-download"])
+    assert r.exit_code == 1 and "no CIFAR-10 data in" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_failed_auto_download_says_what_to_do(runner, tmp_path):
+    r = runner.invoke(app, ["gradcheck", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 1
+    line = r.stderr.strip().splitlines()[-1]
+    assert "fetching it failed" in line and "--from-file" in line and "--data-dir" in line

@@ -1,0 +1,102 @@
+"""cifarlin gradcheck: the report, the verdict and its exit code."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cifarlin import gradcheck, model
+from cifarlin.cli import app
+
+FIELDS = {"max_rel", "p99_rel", "mean_rel", "max_abs", "checked", "failing", "pass"}
+
+
+def test_random_json_passes(runner):
+    r = runner.invoke(app, ["gradcheck", "--random", "--json", "--n", "5", "--dims", "100", "--lam", "0.1"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)  # stdout holds exactly one JSON object
+    assert out["pass"] is True and out["source"] == "random"
+    assert out["method"] == "centred" and out["h"] == 1e-6 and out["lam"] == 0.1
+    for name, checked in (("W", 10 * 100), ("b", 10)):
+        assert FIELDS <= set(out[name])
+        assert out[name]["checked"] == checked and out[name]["failing"] == 0
+        assert out[name]["max_abs"] < 1e-8 and out[name]["p99_rel"] < 1e-6
+    assert "PASS" in r.stderr
+
+
+def test_complex_step_default_h(runner):
+    r = runner.invoke(app, ["gradcheck", "--random", "--json", "--method", "complex", "--dims", "64"])
+    assert r.exit_code == 0
+    out = json.loads(r.stdout)
+    assert out["h"] == 1e-20
+    assert out["W"]["max_rel"] < 1e-10 and out["b"]["max_rel"] < 1e-10
+
+
+def test_broken_gradient_fails_with_exit_1(runner, monkeypatch):
+    real = model.gradients
+
+    def broken(W, b, X, y, lam):
+        dW, db = real(W, b, X, y, lam)
+        dW = dW.copy()
+        dW[3, 7] += 1e-3
+        return dW, db
+
+    monkeypatch.setattr(model, "gradients", broken)
+    r = runner.invoke(app, ["gradcheck", "--random", "--json", "--dims", "50"])
+    assert r.exit_code == 1
+    out = json.loads(r.stdout)
+    assert out["pass"] is False and out["W"]["failing"] == 1 and out["b"]["failing"] == 0
+    assert "FAIL" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, value",
+    [(["--n", "0"], "--n 0"), (["--h", "-1"], "--h -1"), (["--dims", "5000"], "--dims 5000"),
+     (["--tol", "-1"], "--tol -1"), (["--lam", "nan"], "--lam nan"), (["--method", "forward"], "forward")],
+)
+def test_bad_values_exit_2_with_one_line(runner, args, value):
+    r = runner.invoke(app, ["gradcheck", "--random", *args])
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    line = r.stderr.strip()
+    assert "\n" not in line and line.startswith("Error:") and value in line
+    assert "Traceback" not in r.output
+
+
+def test_without_data_says_where_it_looked(runner, tmp_path):
+    r = runner.invoke(app, ["gradcheck", "--data-dir", str(tmp_path / "nothing"), "--no-download"])
+    assert r.exit_code == 1
+    line = r.stderr.strip()
+    assert "\n" not in line
+    assert str(tmp_path / "nothing") in line and "cifarlin download" in line
+
+
+def test_on_tiny_data_uses_normalised_training_images(runner, tiny_py):
+    r = runner.invoke(app, ["gradcheck", "--data-dir", str(tiny_py), "--n", "8", "--dims", "200", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["source"] == str(tiny_py) and out["n"] == 8 and out["W"]["checked"] == 2000
+
+
+def test_n_larger_than_the_training_set(runner, tiny_py):
+    r = runner.invoke(app, ["gradcheck", "--data-dir", str(tiny_py), "--n", "51"])
+    assert r.exit_code == 2 and "--n 51" in r.stderr
+
+
+def test_report_statistics():
+    ga = np.array([1.0, 2.0, 0.0, 1e-12])
+    gn = np.array([1.0, 2.0 + 1e-5, 0.0, 0.0])
+    p = gradcheck.compare("W", ga, gn, tol=1e-6, atol=1e-8)
+    assert p.checked == 4 and p.failing == 1 and not p.passed
+    assert p.max_abs == pytest.approx(1e-5)
+    assert p.max_rel == pytest.approx(1e-12 / 1e-8)
+
+
+def test_random_problem_uses_training_init():
+    cfg = gradcheck.GradcheckConfig(n=3, dims=40, seed=5)
+    W, b, X, y = gradcheck.random_problem(cfg)
+    W0, b0 = model.init_params(np.random.default_rng(5))
+    assert np.array_equal(W, W0[:, :40]) and np.array_equal(b, b0)
+    assert X.shape == (3, 40) and y.shape == (3,)

@@ -1,0 +1,147 @@
+"""The model core against plain loop oracles and known values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cifarlin import model
+from oracles import complex_step_loop, cost_naive, gradients_naive, numerical_gradients_loop
+
+
+def problem(seed: int, K: int = 10, d: int = 50, N: int = 7, std: float = 0.01):
+    rng = np.random.default_rng(seed)
+    W, b = model.init_params(rng, K=K, d=d, std=std)
+    X = rng.standard_normal((N, d))
+    y = rng.integers(0, K, size=N)
+    return W, b, X, y
+
+
+def test_init_shapes_and_spread():
+    W, b = model.init_params(np.random.default_rng(0))
+    assert W.shape == (10, 3072) and b.shape == (10,)
+    assert W.dtype == np.float64
+    assert abs(W.std() - 0.01) < 0.0005 and abs(W.mean()) < 0.0005
+    W2, b2 = model.init_params(np.random.default_rng(0))
+    assert np.array_equal(W, W2) and np.array_equal(b, b2)
+    assert not np.array_equal(W, model.init_params(np.random.default_rng(1))[0])
+
+
+def test_softmax_rows_sum_to_one_and_stay_finite_for_huge_scores():
+    S = np.array([[1e4, 0.0, -1e4], [1e4, 1e4, 1e4], [-1e4, -1e4 + 1, -1e4], [0.0, 1.0, 2.0]])
+    P = model.softmax(S)
+    assert np.isfinite(P).all()
+    assert np.allclose(P.sum(axis=1), 1.0, atol=1e-15)
+    assert P[0, 0] == 1.0 and np.allclose(P[1], 1 / 3)
+    e = np.exp([0.0, 1.0, 2.0])
+    assert np.allclose(P[3], e / e.sum(), rtol=1e-15)
+    assert np.isfinite(model.log_softmax(S)).all()
+
+
+def test_cross_entropy_finite_for_huge_scores():
+    S = np.array([[1e4, -1e4], [-1e4, 1e4]])
+    assert model.cross_entropy(S, np.array([0, 1])) == 0.0
+    assert model.cross_entropy(S, np.array([1, 1])) == pytest.approx(1e4, rel=1e-12)
+
+
+def test_cost_at_zero_is_log_k():
+    X = np.random.default_rng(0).standard_normal((13, 3072))
+    y = np.arange(13) % 10
+    W, b = np.zeros((10, 3072)), np.zeros(10)
+    assert model.cost(W, b, X, y, lam=0.7) == pytest.approx(math.log(10), rel=1e-15)
+    assert model.loss(W, b, X, y) == pytest.approx(math.log(10), rel=1e-15)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3])
+def test_cost_and_penalty_match_the_naive_loop(lam):
+    W, b, X, y = problem(3, std=0.3)
+    assert model.cost(W, b, X, y, lam) == pytest.approx(cost_naive(W, b, X, y, lam), rel=1e-13)
+    assert model.cost(W, b, X, y, lam) - model.loss(W, b, X, y) == pytest.approx(lam * np.sum(W**2), rel=1e-13)
+
+
+def test_accuracy_and_metrics_agree():
+    W, b, X, y = problem(4, std=0.5)
+    m = model.evaluate(W, b, X, y, 0.2)
+    assert m.accuracy == model.accuracy(W, b, X, y) == np.mean(np.argmax(X @ W.T + b, axis=1) == y)
+    assert m.cost == pytest.approx(model.cost(W, b, X, y, 0.2), rel=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_analytic_gradients_equal_the_naive_loop(seed, lam):
+    W, b, X, y = problem(seed, std=0.2)
+    dW, db = model.gradients(W, b, X, y, lam)
+    nW, nb = gradients_naive(W, b, X, y, lam)
+    np.testing.assert_allclose(dW, nW, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db, nb, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_vectorised_numerical_gradients_equal_the_loop_oracle(lam):
+    # The task's check: K=10, d=50, N=7, for both W and b, to 1e-9. h=1e-5 keeps the oracle's own
+    # cancellation error (about 1e-16 * J / h) well under that.
+    W, b, X, y = problem(11)
+    gW, gb = model.numerical_gradients(W, b, X, y, lam, h=1e-5)
+    oW, ob = numerical_gradients_loop(W.copy(), b.copy(), X, y, lam, h=1e-5)
+    assert np.abs(gW - oW).max() < 1e-9
+    assert np.abs(gb - ob).max() < 1e-9
+    assert np.abs(gW).max() > 1e-3  # the comparison is not between zeros
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_complex_step_equals_the_complex_loop_oracle(lam):
+    W, b, X, y = problem(12, d=20)
+    gW, gb = model.numerical_gradients(W, b, X, y, lam, h=1e-20, method="complex")
+    oW, ob = complex_step_loop(W, b, X, y, lam)
+    np.testing.assert_allclose(gW, oW, rtol=1e-12, atol=1e-17)
+    np.testing.assert_allclose(gb, ob, rtol=1e-12, atol=1e-17)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_analytic_equals_numerical_on_random_problems(seed):
+    lam = [0.1, 0.5, 1.0, 2.0, 0.01][seed]
+    W, b, X, y = problem(seed, K=10, d=300, N=15, std=0.1)
+    aW, ab = model.gradients(W, b, X, y, lam)
+    cW, cb = model.numerical_gradients(W, b, X, y, lam, h=1e-6)
+    assert np.abs(aW - cW).max() < 1e-8 and np.abs(ab - cb).max() < 1e-8
+    assert np.percentile(model.relative_error(aW, cW), 99) < 1e-6
+    xW, xb = model.numerical_gradients(W, b, X, y, lam, h=1e-20, method="complex")
+    assert model.relative_error(aW, xW).max() < 1e-10
+    assert model.relative_error(ab, xb).max() < 1e-10
+
+
+def test_a_wrong_gradient_is_caught():
+    W, b, X, y = problem(5, std=0.1)
+    aW, _ = model.gradients(W, b, X, y, 0.5)
+    nW, _ = model.numerical_gradients(W, b, X, y, 0.5)
+    wrong = aW - 0.5 * 2 * W  # forgot half the penalty term
+    assert model.relative_error(wrong, nW).max() > 1e-2
+    assert model.relative_error(aW, nW).max() < 1e-4
+
+
+def test_numerical_gradients_in_small_chunks_are_identical():
+    W, b, X, y = problem(6, d=37)
+    full = model.numerical_gradients(W, b, X, y, 0.2)
+    chunked = model.numerical_gradients(W, b, X, y, 0.2, max_elements=1)
+    assert np.array_equal(full[0], chunked[0]) and np.array_equal(full[1], chunked[1])
+
+
+def test_numerical_gradients_survive_a_large_step():
+    W, b, X, y = problem(7, std=1.0)
+    X *= 100.0  # scores around 1e3, shifts of h * x up to ~100
+    gW, gb = model.numerical_gradients(W, b, X, y, 0.0, h=1.0)
+    assert np.isfinite(gW).all() and np.isfinite(gb).all()
+
+
+def test_relative_error_formula():
+    ga = np.array([1.0, 0.0, 1e-12, -2.0])
+    gn = np.array([1.1, 0.0, 0.0, 2.0])
+    rel = model.relative_error(ga, gn)
+    np.testing.assert_allclose(rel, [0.1 / 2.1, 0.0, 1e-12 / 1e-8, 1.0])
+
+
+def test_confusion_matrix():
+    cm = model.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), K=3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]

@@ -1,0 +1,348 @@
+"""Training, checkpoints, resuming, divergence and evaluation on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cifarlin import checkpoint, data, model, runs, train
+from cifarlin.cli import app
+from cifarlin.config import SETTINGS, TrainConfig
+from cifarlin.errors import ConfigError, DivergenceError, ModelFileError
+
+TINY = ["--batch-size", "10", "--no-plots"]
+
+
+@pytest.fixture
+def prepared(tiny_py):
+    return data.prepare(data.Source(tiny_py, "python"), data.SplitSpec())
+
+
+def cfg(**kw):
+    return TrainConfig(**{"epochs": 4, "batch_size": 10, "eta": 0.01, **kw})
+
+
+def test_settings_are_the_reference_ones():
+    assert {s: (TrainConfig.for_setting(s).lam, TrainConfig.for_setting(s).eta) for s in SETTINGS} == {
+        1: (0.0, 0.1), 2: (0.0, 0.001), 3: (0.1, 0.001), 4: (1.0, 0.001)}
+    for s in SETTINGS:
+        c = TrainConfig.for_setting(s)
+        assert (c.epochs, c.batch_size, c.shuffle, c.init_std, c.train_batches) == (40, 100, False, 0.01, (1,))
+
+
+def test_a_few_epochs_lower_the_cost(prepared):
+    c = cfg(epochs=5)
+    st = train.fit(c, prepared, train.init_state(c))
+    costs = st.history.columns["train_cost"]
+    st0 = train.init_state(c)
+    start = model.evaluate(st0.W, st0.b, prepared.X["train"], prepared.y["train"], 0.0).cost
+    assert len(costs) == 5 and st.epoch == 5
+    assert costs[0] < start and all(b < a for a, b in zip(costs, costs[1:]))
+    assert st.history.columns["train_acc"][-1] > 0.5
+
+
+def test_update_rule_is_plain_minibatch_gradient_descent(prepared):
+    c = cfg(epochs=1, lam=0.3)
+    st0 = train.init_state(c)
+    W, b = st0.W.copy(), st0.b.copy()
+    X, y = prepared.X["train"], prepared.y["train"]
+    for s in range(0, len(y), 10):
+        dW, db = model.gradients(W, b, X[s:s + 10], y[s:s + 10], 0.3)
+        W -= c.eta * dW
+        b -= c.eta * db
+    st = train.fit(c, prepared, st0)
+    assert np.array_equal(st.W, W) and np.array_equal(st.b, b)
+
+
+def test_same_seed_same_bits_different_seed_differs(prepared):
+    a = train.fit(cfg(shuffle=True), prepared, train.init_state(cfg(shuffle=True)))
+    b = train.fit(cfg(shuffle=True), prepared, train.init_state(cfg(shuffle=True)))
+    c = train.fit(cfg(shuffle=True, seed=1), prepared, train.init_state(cfg(shuffle=True, seed=1)))
+    assert np.array_equal(a.W, b.W) and a.history.columns["val_cost"] == b.history.columns["val_cost"]
+    assert not np.array_equal(a.W, c.W)
+
+
+def test_shuffle_changes_the_order(prepared):
+    a = train.fit(cfg(), prepared, train.init_state(cfg()))
+    b = train.fit(cfg(shuffle=True), prepared, train.init_state(cfg(shuffle=True)))
+    assert not np.array_equal(a.W, b.W)
+
+
+def test_divergence_raises_with_the_epoch(prepared):
+    c = cfg(eta=1e38)
+    with pytest.raises(DivergenceError, match="epoch 1.*smaller --eta") as e:
+        train.fit(c, prepared, train.init_state(c))
+    assert e.value.epoch == 1
+
+
+@pytest.mark.parametrize("kw, value", [
+    (dict(eta=0), "--eta 0"), (dict(eta=-1.0), "--eta -1.0"), (dict(batch_size=0), "--batch-size 0"),
+    (dict(lam=-0.1), "--lam -0.1"), (dict(epochs=0), "--epochs 0"), (dict(eta=float("nan")), "--eta nan"),
+])
+def test_config_validation_names_the_value(kw, value):
+    with pytest.raises(ConfigError, match=value.replace(".", r"\.").replace("-", r"\-")):
+        TrainConfig(**kw)
+
+
+def test_batch_larger_than_training_set(prepared):
+    c = cfg(batch_size=51)
+    with pytest.raises(ConfigError, match="--batch-size 51"):
+        train.fit(c, prepared, train.init_state(c))
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as f:
+        out = {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}
+        if "history" in f:
+            out.update({f"history/{k}": f["history"][k][()] for k in f["history"]})
+        return out
+
+
+def test_files_and_layout(prepared, tmp_path):
+    c = cfg(lam=0.1)
+    out = tmp_path / "run"
+    o = runs.run(c, out, prepared)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.h5", "history.h5", "model.h5"]
+    with h5py.File(out / "model.h5", "r") as f:
+        assert f["W"].shape == (10, 3072) and f["b"].shape == (10,)
+        assert f["mean"].shape == (3072,) and f["std"].shape == (3072,)
+        assert f.attrs["lam"] == 0.1 and f.attrs["eta"] == 0.01 and f.attrs["batch_size"] == 10
+        assert f.attrs["epoch"] == 4 and f.attrs["seed"] == 0 and f.attrs["kind"] == "model"
+        assert list(f.attrs["class_names"])[:2] == ["airplane", "automobile"]
+        assert f.attrs["cifarlin_version"] and f.attrs["data_dir"] == str(prepared.source.folder)
+        assert dict(f["data_files"].attrs) == prepared.checksums
+        assert json.loads(f.attrs["rng_state"])["bit_generator"] == "PCG64"
+    with h5py.File(out / "history.h5", "r") as f:
+        for k in train.HISTORY_KEYS:
+            assert f[k].shape == (4,)
+        assert f.attrs["status"] == "complete" and f.attrs["test_acc"] == o.test.accuracy
+    assert not list(out.glob(".*tmp"))
+
+
+def test_model_round_trip(prepared, tmp_path):
+    c = cfg(lam=0.5, shuffle=True, seed=7)
+    st = train.fit(c, prepared, train.init_state(c))
+    snap = checkpoint.Snapshot(c, st, prepared.normalizer, prepared.class_names,
+                               checkpoint.DataInfo("x", "python", {"a": "b"}), kind="checkpoint")
+    checkpoint.save_snapshot(tmp_path / "c.h5", snap)
+    back = checkpoint.load_snapshot(tmp_path / "c.h5")
+    assert back.config == c and back.class_names == prepared.class_names
+    assert np.array_equal(back.state.W, st.W) and back.state.W.dtype == np.float32
+    assert np.array_equal(back.normalizer.mean, prepared.normalizer.mean)
+    assert back.state.history.columns == st.history.columns
+    assert back.state.rng_state == st.rng_state and back.data.checksums == {"a": "b"}
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(prepared, tmp_path):
+    c = cfg(epochs=6, shuffle=True, lam=0.05)
+    whole = tmp_path / "whole"
+    full = runs.run(c, whole, prepared)
+
+    part = tmp_path / "part"
+
+    def stop_in_epoch_4(epoch, j, n):
+        if epoch == 4 and j == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(runs.Interrupted, match="resume with 'cifarlin train --out"):
+        runs.run(c, part, prepared, on_batch=stop_in_epoch_4)
+    assert checkpoint.load_snapshot(part / "checkpoint.h5").state.epoch == 3
+    assert not (part / "model.h5").exists()
+    runs.check_folder(part, resume=True, overwrite=False)
+    c2, snap = runs.resume_point(part, {})
+    assert c2 == c
+    resumed = runs.run(c2, part, prepared, start=snap)
+    a, b = read_arrays(whole / "model.h5"), read_arrays(part / "model.h5")
+    for k in ("W", "b", "mean", "std"):
+        assert np.array_equal(a[k], b[k]), k
+    ha, hb = read_arrays(whole / "history.h5"), read_arrays(part / "history.h5")
+    for k in train.HISTORY_KEYS:
+        if k != "seconds":
+            assert np.array_equal(ha[k], hb[k]), k
+    assert resumed.test == full.test
+
+
+def test_resume_refuses_changed_settings(prepared, tmp_path):
+    out = tmp_path / "r"
+    runs.run(cfg(), out, prepared)
+    with pytest.raises(ConfigError, match="--eta 0.5: the run in"):
+        runs.resume_point(out, {"eta": 0.5})
+    c, _ = runs.resume_point(out, {"eta": 0.01, "epochs": 9})
+    assert c.epochs == 9
+    with pytest.raises(ConfigError, match="--epochs 2"):
+        runs.resume_point(out, {"epochs": 2})
+
+
+def test_divergence_keeps_the_last_good_checkpoint(prepared, tmp_path):
+    out = tmp_path / "d"
+    c = cfg(epochs=3)
+    runs.run(c, out, prepared)
+    before = read_arrays(out / "checkpoint.h5")
+    state = checkpoint.load_snapshot(out / "checkpoint.h5").state
+    bad = c.replace(eta=1e38, epochs=5)
+    with pytest.raises(DivergenceError, match="epoch 4.*keeps epoch 3"):
+        runs.run(bad, out, prepared, start=checkpoint.load_snapshot(out / "checkpoint.h5"))
+    after = read_arrays(out / "checkpoint.h5")
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert checkpoint.load_snapshot(out / "checkpoint.h5").state.epoch == state.epoch == 3
+    assert checkpoint.load_history(out / "history.h5").status == "diverged"
+
+
+def test_cli_divergence_exit_1(runner, tiny_py, tmp_path):
+    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", str(tmp_path / "x"), *TINY, "--eta", "1e38", "--epochs", "2"])
+    assert r.exit_code == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert "diverged in epoch 1" in last and "--eta" in last
+    assert "Traceback" not in r.output
+
+
+def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
+    out = tmp_path / "s2"
+    r = runner.invoke(app, ["train", "--setting", "2", "--epochs", "2", "--json", "--out", str(out),
+                            "--data-dir", str(tiny_py), *TINY])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["setting"] == 2 and s["epochs"] == 2 and s["config"]["eta"] == 0.001 and s["config"]["lam"] == 0.0
+    assert s["config"]["batch_size"] == 10 and s["reference_test_accuracy"] == 0.3898
+    assert set(s["test"]) == {"cost", "loss", "accuracy"} and 1 <= s["best_epoch"] <= 2
+    assert Path(s["files"]["model"]) == out / "model.h5"
+    assert r.stderr.count("epoch 1/2") == 1 and r.stderr.count("epoch 2/2") == 1
+    e = runner.invoke(app, ["evaluate", str(out / "model.h5"), "--json", "--data-dir", str(tiny_py)])
+    assert e.exit_code == 0, e.output
+    ev = json.loads(e.stdout)
+    assert ev["accuracy"] == s["test"]["accuracy"] and ev["cost"] == s["test"]["cost"]  # exactly
+    assert ev["split"] == "test" and ev["images"] == 50 and ev["same_data_as_training"] is True
+    cm = np.array(ev["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 50 and np.trace(cm) / 50 == ev["accuracy"]
+    assert list(ev["per_class_accuracy"]) == ev["class_names"]
+    v = runner.invoke(app, ["evaluate", str(out), "--split", "val", "--json", "--data-dir", str(tiny_py)])
+    assert json.loads(v.stdout)["accuracy"] == s["val"]["accuracy"]
+    t = runner.invoke(app, ["evaluate", str(out), "--split", "train", "--json", "--data-dir", str(tiny_py)])
+    assert json.loads(t.stdout)["cost"] == pytest.approx(s["train"]["cost"], rel=1e-12)
+
+
+def test_cli_refuses_a_folder_with_a_run_then_resume_and_overwrite(runner, tiny_py, tmp_path):
+    args = ["train", "--out", str(tmp_path / "r"), "--data-dir", str(tiny_py), *TINY, "--epochs", "1", "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "already holds a run" in r.stderr and "--resume" in r.stderr
+    r = runner.invoke(app, [*args, "--resume", "--epochs", "2", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["resumed_from_epoch"] == 1
+    r = runner.invoke(app, [*args, "--overwrite", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["epochs"] == 1
+    r = runner.invoke(app, [*args, "--overwrite", "--resume"])
+    assert r.exit_code == 2
+
+
+@pytest.mark.parametrize("args, value", [
+    (["--eta", "0"], "--eta 0"), (["--batch-size", "0"], "--batch-size 0"), (["--lam", "-1"], "--lam -1"),
+    (["--setting", "5"], "'5'"), (["--batch-size", "51"], "--batch-size 51"), (["--epochs", "0"], "--epochs 0"),
+    (["--train-batches", "7"], "--train-batches '7'"), (["--train-batches", "1-3"], "--val-size"),
+])
+def test_cli_bad_values_exit_2(runner, tiny_py, tmp_path, args, value):
+    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", str(tmp_path / "o"), "--no-plots", *args])
+    assert r.exit_code == 2, r.output
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error:") and value in line
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not an HDF5 file"), (b"garbage" * 100, "not an HDF5 file"),
+])
+def test_foreign_files_give_one_line(runner, tmp_path, content, message, tiny_py):
+    path = tmp_path / "m.h5"
+    path.write_bytes(content)
+    r = runner.invoke(app, ["evaluate", str(path), "--data-dir", str(tiny_py)])
+    assert r.exit_code == 1
+    line = r.stderr.strip()
+    assert "\n" not in line and str(path) in line and message in line
+
+
+def test_truncated_and_wrong_models(runner, tiny_py, tmp_path, prepared):
+    out = tmp_path / "run"
+    runs.run(cfg(epochs=1), out, prepared)
+    raw = (out / "model.h5").read_bytes()
+    cases = {
+        "truncated.h5": raw[: len(raw) // 2],
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    (tmp_path / "shape.h5").write_bytes(raw)
+    with h5py.File(tmp_path / "shape.h5", "a") as f:
+        del f["W"]
+        f["W"] = np.zeros((10, 100))
+    expect = {"truncated.h5": "damaged or incomplete|not an HDF5", "foreign.h5": "not a cifarlin model",
+              "shape.h5": r"'W' has shape \(10, 100\)", "missing.h5": "no such file"}
+    for name, message in expect.items():
+        with pytest.raises(ModelFileError, match=message):
+            checkpoint.load_snapshot(tmp_path / name)
+        r = runner.invoke(app, ["evaluate", str(tmp_path / name), "--data-dir", str(tiny_py)])
+        assert r.exit_code == 1 and r.stderr.count("\n") == 1, (name, r.stderr)
+    with pytest.raises(ModelFileError, match="expected a model"):
+        checkpoint.load_snapshot(out / "history.h5")
+
+
+def test_setting_all_writes_a_summary(runner, tiny_py, tmp_path):
+    r = runner.invoke(app, ["train", "--setting", "all", "--epochs", "1", "--out", str(tmp_path), "--data-dir",
+                            str(tiny_py), *TINY, "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [s["setting"] for s in lines] == [1, 2, 3, 4]
+    assert [(s["config"]["lam"], s["config"]["eta"]) for s in lines] == [(0, 0.1), (0, 0.001), (0.1, 0.001), (1, 0.001)]
+    md = (tmp_path / "summary.md").read_text()
+    assert md.count("\n| ") == 5 and "0.3898" in md
+    assert [s["setting"] for s in json.loads((tmp_path / "summary.json").read_text())] == [1, 2, 3, 4]
+    assert all((tmp_path / f"setting-{i}" / "model.h5").is_file() for i in range(1, 5))
+
+
+def test_ctrl_c_saves_and_exits_130(tiny_py, tmp_path):
+    """A real SIGINT to a real process: the checkpoint stays, the message says how to resume."""
+    out = tmp_path / "run"
+    env = {**os.environ, "CIFARLIN_DATA_DIR": str(tiny_py), "PYTHONUNBUFFERED": "1"}
+    code = (
+        "import time, cifarlin.train as t\n"
+        "orig = t.model.gradients\n"
+        "def slow(*a):\n"
+        "    time.sleep(0.01)\n"
+        "    return orig(*a)\n"
+        "t.model.gradients = slow\n"
+        "from cifarlin.cli import main\n"
+        "main()\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, "train", "--out", str(out), "--epochs", "100",
+                          "--batch-size", "10", "--no-plots"], env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+
+    def read():
+        for line in p.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = 60
+    import time as _t
+    t0 = _t.time()
+    while not any("epoch 2/100" in line for line in lines):
+        assert _t.time() - t0 < deadline and p.poll() is None, "".join(lines)
+        _t.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    reader.join()
+    assert p.returncode == 130, "".join(lines)
+    last = lines[-1]
+    assert "interrupted in epoch" in last and "--resume" in last
+    epoch = checkpoint.load_snapshot(out / "checkpoint.h5").state.epoch
+    assert epoch >= 2 and checkpoint.load_history(out / "history.h5").status == "interrupted"
+    assert not list(out.glob(".*tmp"))
