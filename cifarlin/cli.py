@@ -228,6 +228,8 @@ def download(
         Path | None, typer.Option("--from-file", metavar="PATH", help="Install an archive you fetched by other means (offline route).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the dataset even when it is present.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Give up on a connect or a read after this long.")] = 30.0,
+    retries: Annotated[int, typer.Option("--retries", help="Attempts after a broken connection (each resumes where it broke).")] = 4,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -241,11 +243,15 @@ def download(
     """
     from cifarlin import download as dl
 
+    if not timeout > 0:
+        raise ConfigError(f"--timeout {timeout!r}: must be > 0")
+    if retries < 0:
+        raise ConfigError(f"--retries {retries!r}: must be >= 0")
     c = console()
     with download_progress(quiet) as progress:
         result = dl.install(
             data_dir, fmt=format, url=url, md5=md5, from_file=from_file, force=force,
-            on_progress=progress, on_notice=None if quiet else (lambda m: c.print(escape(m), soft_wrap=True)),
+            timeout=timeout, retries=retries, on_progress=progress, on_notice=None if quiet else (lambda m: c.print(escape(m), soft_wrap=True)),
         )
     official = {True: "they match the official per-file checksums",
                 False: "they differ from the official per-file checksums (not the official release)",
@@ -439,6 +445,7 @@ def train(
     """
     from cifarlin import data, runs
     from cifarlin.config import SETTINGS, TrainConfig
+    from cifarlin.train import check_batch_size
 
     overrides: dict[str, Any] = {
         "lam": lam, "eta": eta, "epochs": epochs, "batch_size": batch_size, "seed": seed,
@@ -457,7 +464,7 @@ def train(
         plan, outs = [cfg], [out or runs.default_out(cfg)]
     starts: list[Any] = []
     for i, o in enumerate(outs):
-        runs.claim_folder(o, resume=resume, overwrite=overwrite)
+        runs.check_folder(o, resume=resume, overwrite=overwrite)
         start = None
         if resume:
             requested = {**given, "setting": plan[i].setting} if setting else given
@@ -485,6 +492,7 @@ def train(
             resumed = f", resuming after epoch {first}" if start is not None else ""
             c.print(f"[bold]{what}[/]: {cfg.describe()}{resumed} -> {escape(str(o))}", soft_wrap=True)
         p = prepared(cfg)
+        check_batch_size(cfg, len(p.y["train"]))
         with train_display(c, quiet, cfg.epochs, first, len(p.y["train"]), cfg.batch_size) as (on_epoch, on_batch):
             outcome = runs.run(cfg, o, p, start=start, on_epoch=on_epoch, on_batch=on_batch)
         s = outcome.summary()

@@ -46,6 +46,9 @@ OFFICIAL_FILE_MD5 = {
     "test_batch": "40351d587109b95175f43aff81a1287e",
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
+TIMEOUT = 30.0  # seconds, for connecting and for each read
+RETRIES = 4  # further attempts after a broken or failed connection
+BACKOFF = 1.0  # seconds before the first retry, doubling after each
 MAX_UNPACKED = 1 << 30  # the archives unpack to about 180 MB; refuse anything above 1 GiB
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
@@ -120,9 +123,8 @@ def fetch(
     dest: Path,
     *,
     on_progress: Progress | None = None,
-    timeout: float = 30.0,
-    retries: int = 4,
-    backoff: float = 1.0,
+    timeout: float | None = None,
+    retries: int | None = None,
     chunk: int = 1 << 18,
 ) -> int:
     """Stream ``url`` to ``dest`` through ``dest.part``; returns the number of bytes.
@@ -131,6 +133,8 @@ def fetch(
     an HTTP Range request when the server honours it and starting over when it does not. On
     Ctrl-C the ``.part`` file stays for the next run to resume and :class:`Interrupted` is raised.
     """
+    timeout = TIMEOUT if timeout is None else timeout
+    retries = RETRIES if retries is None else retries
     part = dest.with_name(dest.name + ".part")
     headers = {"User-Agent": f"cifarlin/{__version__}", "Accept-Encoding": "identity"}
     failures = 0
@@ -182,7 +186,7 @@ def fetch(
                 f"{url}: download failed after {failures} attempts ({reason}){kept}; "
                 "or fetch the archive yourself and use --from-file"
             )
-        time.sleep(backoff * 2 ** (failures - 1))
+        time.sleep(BACKOFF * 2 ** (failures - 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +272,8 @@ def install(
     md5: str | None = None,
     from_file: Path | None = None,
     force: bool = False,
+    timeout: float | None = None,
+    retries: int | None = None,
     on_progress: Progress | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> Result:
@@ -316,7 +322,7 @@ def install(
         name = PurePosixPath(urllib.request.urlparse(url).path).name or f"cifar-10-{fmt}.tar.gz"
         archive = root / name
         notice(f"downloading {url} to {archive}")
-        size = fetch(url, archive, on_progress=on_progress)
+        size = fetch(url, archive, on_progress=on_progress, timeout=timeout, retries=retries)
         source, status = url, "downloaded"
 
     got = file_md5(archive)

@@ -19,7 +19,7 @@ from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history,
 from cifarlin.config import REFERENCE_TEST_ACCURACY, TrainConfig
 from cifarlin.data import Prepared
 from cifarlin.errors import CifarlinError, ConfigError, DivergenceError, Interrupted, RunExistsError
-from cifarlin.train import TrainState, fit, init_state
+from cifarlin.train import TrainState, check_batch_size, fit, init_state
 
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
 RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
@@ -35,8 +35,8 @@ def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
     return root / datetime.now().strftime("run-%Y%m%d-%H%M%S")
 
 
-def claim_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Make ``out`` ready for a run; refuse a folder that holds another run."""
+def check_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that holds another run (unless resuming or overwriting); writes nothing."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite: choose one")
     if out.exists() and not out.is_dir():
@@ -51,6 +51,10 @@ def claim_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
             f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it, "
             "--overwrite to replace it, or --out DIR for a new folder"
         )
+
+
+def open_folder(out: Path, *, overwrite: bool) -> None:
+    """Create the run folder; with ``overwrite``, remove the files of the run it held."""
     if overwrite and out.is_dir():
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -129,7 +133,7 @@ def run(
     on_epoch: Callable[[TrainState], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
 ) -> Outcome:
-    """Train ``cfg`` into the (claimed) folder ``out``, from scratch or from ``start``.
+    """Train ``cfg`` into the (checked) folder ``out``, from scratch or from ``start``.
 
     Writes ``checkpoint.h5`` after every epoch, and ``model.h5`` and ``history.h5`` at the end.
     Ctrl-C and divergence leave the last good checkpoint and a history marked as such.
@@ -142,6 +146,8 @@ def run(
                 f"{prepared.source.folder / changed[0]} differs from the file the run in {out} was trained on "
                 "(MD5 mismatch): resume with the same data, or start over with --overwrite"
             )
+    check_batch_size(cfg, len(prepared.y["train"]))
+    open_folder(out, overwrite=start is None)
     state = start.state if start is not None else init_state(cfg)
     first = state.epoch
     last_good = [state]

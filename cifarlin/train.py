@@ -74,6 +74,11 @@ def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:
     return TrainState(W, b, 0, History(), rng.bit_generator.state)
 
 
+def check_batch_size(cfg: TrainConfig, n_train: int) -> None:
+    if cfg.batch_size > n_train:
+        raise ConfigError(f"--batch-size {cfg.batch_size}: larger than the training set ({n_train} images)")
+
+
 def _finite(*values: np.ndarray | float) -> bool:
     return all(np.isfinite(v).all() for v in values)
 
@@ -96,8 +101,7 @@ def fit(
     X, y = data.X["train"], data.y["train"]  # (N, d) float, (N,)
     Xv, yv = data.X["val"], data.y["val"]
     N, B = len(y), cfg.batch_size
-    if B > N:
-        raise ConfigError(f"--batch-size {B}: larger than the training set ({N} images)")
+    check_batch_size(cfg, N)
     if X.dtype != np.dtype(cfg.dtype):
         raise ValueError(f"data are {X.dtype}, the config asks for {cfg.dtype}")
     rng = np.random.default_rng()
