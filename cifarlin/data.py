@@ -17,10 +17,11 @@ import io
 import os
 import pickle
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -214,23 +215,51 @@ def _unstub(obj: object) -> object:
     return obj
 
 
-def safe_unpickle(raw: bytes, path: Path) -> dict:
-    """Unpickle a CIFAR-10 python-version file's bytes without trusting them.
+def safe_unpickle(stream: BinaryIO, path: Path) -> dict:
+    """Unpickle a CIFAR-10 python-version file without trusting it.
 
     Returns a dict with str keys; raises :class:`DataError` naming ``path`` for anything that is
     not a plain pickle of a dict of numbers, strings, lists and numeric arrays.
     """
     try:
-        obj = _unstub(_SafeUnpickler(io.BytesIO(raw), encoding="bytes").load())
+        obj = _unstub(_SafeUnpickler(stream, encoding="bytes").load())
     except _Refused as e:
         raise DataError(f"{path}: refused to load: {e} (the file may be hostile)") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as e:
-        what = "empty" if not raw else "truncated or not a CIFAR-10 pickle"
-        raise DataError(f"{path}: {what} ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: truncated or not a CIFAR-10 pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: holds a {type(obj).__name__}, expected a dict")
     return obj
+
+
+class _HashingReader:
+    """A read-only file that feeds every byte it hands out to an MD5: the file is read once,
+    without a second copy of it in memory."""
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        self.md5 = hashlib.md5()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.md5.update(data)
+        return data
+
+    def readline(self, n: int = -1) -> bytes:
+        data = self.f.readline(n)
+        self.md5.update(data)
+        return data
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        n = self.f.readinto(buf)
+        self.md5.update(memoryview(buf)[:n])
+        return n
+
+    def hexdigest(self) -> str:
+        while self.read(1 << 20):  # whatever follows the pickle counts too
+            pass
+        return self.md5.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,15 +276,22 @@ class Batch:
     md5: str
 
 
-def _read_bytes(path: Path) -> bytes:
+@contextmanager
+def _open(path: Path) -> Iterator[BinaryIO]:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            yield f
     except FileNotFoundError:
-        raise DataError(
-            f"{path}: missing; run 'cifarlin download --force' to fetch a complete copy"
-        ) from None
+        raise DataError(f"{path}: missing; run 'cifarlin download --force' to fetch a complete copy") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a CIFAR-10 file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    with _open(path) as f:
+        return f.read()
 
 
 def _check_batch(path: Path, images: object, labels: object) -> Batch:
@@ -277,24 +313,28 @@ def _check_batch(path: Path, images: object, labels: object) -> Batch:
 
 
 def read_batch(path: Path, fmt: Format) -> Batch:
-    """Read and validate one batch file of either format."""
-    raw = _read_bytes(path)
-    md5 = hashlib.md5(raw).hexdigest()
+    """Read and validate one batch file of either format (reading it once, hashing as it goes)."""
     if fmt == "binary":
+        raw = _read_bytes(path)
         if len(raw) == 0 or len(raw) % RECORD:
             raise DataError(
                 f"{path}: {len(raw)} bytes is not a whole number of {RECORD}-byte records "
                 "(truncated or not a CIFAR-10 binary batch)"
             )
         records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD)
-        batch = _check_batch(path, np.ascontiguousarray(records[:, 1:]), records[:, 0])
-    else:
-        obj = safe_unpickle(raw, path)
-        missing = [k for k in ("data", "labels") if k not in obj]
-        if missing:
-            keys = ", ".join(sorted(map(str, obj))) or "none"
-            raise DataError(f"{path}: no {' or '.join(missing)!s} entry (has: {keys})")
-        batch = _check_batch(path, obj["data"], obj["labels"])
+        batch = _check_batch(path, records[:, 1:], records[:, 0])  # images: a view, no copy
+        return Batch(batch.images, batch.labels, hashlib.md5(raw).hexdigest())
+    with _open(path) as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise DataError(f"{path}: empty file; run 'cifarlin download --force' to fetch a fresh copy")
+        reader = _HashingReader(f)
+        obj = safe_unpickle(reader, path)  # type: ignore[arg-type]
+        md5 = reader.hexdigest()
+    missing = [k for k in ("data", "labels") if k not in obj]
+    if missing:
+        keys = ", ".join(sorted(map(str, obj))) or "none"
+        raise DataError(f"{path}: no {' or '.join(missing)!s} entry (has: {keys})")
+    batch = _check_batch(path, obj["data"], obj["labels"])
     return Batch(batch.images, batch.labels, md5)
 
 
@@ -306,7 +346,7 @@ def read_class_names(source: Source) -> list[str]:
         names: object = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines()]
         names = [n for n in names if n]
     else:
-        names = safe_unpickle(raw, path).get("label_names")
+        names = safe_unpickle(io.BytesIO(raw), path).get("label_names")
         if isinstance(names, list):
             names = [_text(n) for n in names]
     if not (isinstance(names, list) and len(names) == K and all(isinstance(n, str) for n in names)):
@@ -505,9 +545,9 @@ def training_sample(
 def prepare(source: Source, spec: SplitSpec, dtype: np.dtype | type = np.float32) -> Prepared:
     """Read the splits of ``spec``, fit the normaliser on the training split, normalise all.
 
-    The training batches are converted one at a time into one contiguous float array, each raw
-    batch released as soon as it is converted: the peak memory is the float arrays plus the raw
-    training batches, never a float64 copy.
+    Each raw batch is converted into its split's contiguous float array and released at once:
+    the peak memory is the float arrays plus the raw training batches (or one other raw batch),
+    never a float64 copy.
     """
     reader = Reader(source)
     batches, n_train = reader.train_batches(spec)
@@ -524,9 +564,8 @@ def prepare(source: Source, spec: SplitSpec, dtype: np.dtype | type = np.float32
     y = {"train": labels[:n_train]}
     if spec.val_size is not None:
         X["val"], y["val"] = X_all[n_train:], labels[n_train:]
-    else:
-        b = reader.batch(2)
-        X["val"], y["val"] = norm.apply(b.images, dtype), b.labels
-    b = reader.batch("test")
-    X["test"], y["test"] = norm.apply(b.images, dtype), b.labels
+    for name in ("val", "test") if spec.val_size is None else ("test",):
+        b = reader.batch(2 if name == "val" else "test")
+        X[name], y[name] = norm.apply(b.images, dtype), b.labels
+        del b
     return Prepared(X, y, norm, read_class_names(source), source, spec, reader.checksums)

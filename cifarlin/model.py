@@ -42,7 +42,7 @@ def init_params(
 
 def scores(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> np.ndarray:
     """S = X W^T + b, (N, K). ``X @ W.T`` reads W transposed in place: no copy."""
-    S = X @ W.T  # (N, K)
+    S = X @ np.ascontiguousarray(W.T)  # (N, K); a contiguous W^T makes BLAS measurably faster here
     S += b
     return S
 

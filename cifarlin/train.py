@@ -116,8 +116,10 @@ def fit(
             for j, start in enumerate(range(0, N, B)):
                 rows = slice(start, start + B) if order is None else order[start : start + B]
                 dW, db = model.gradients(W, b, X[rows], y[rows], cfg.lam)
-                W -= cfg.eta * dW
-                b -= cfg.eta * db
+                dW *= cfg.eta  # in place: W -= eta * dW without a temporary
+                W -= dW
+                db *= cfg.eta
+                b -= db
                 if on_batch is not None:
                     on_batch(epoch, j + 1, n_batches)
             train = model.evaluate(W, b, X, y, cfg.lam)
