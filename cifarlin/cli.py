@@ -484,7 +484,8 @@ def train(
             prepared_for[key] = data.prepare(src, cfg.split, dtype=np.dtype(cfg.dtype))
         return prepared_for[key]
 
-    summaries = []
+    summaries: list[dict[str, Any]] = []
+    outcomes: list[tuple[Any, list[str]]] = []
     for cfg, o, start in zip(plan, outs, starts):
         first = start.state.epoch if start is not None else 0
         if not quiet:
@@ -497,7 +498,8 @@ def train(
             outcome = runs.run(cfg, o, p, start=start, on_epoch=on_epoch, on_batch=on_batch)
         s = outcome.summary()
         if not no_plots:
-            s["figures"] = [str(p) for p in _plots_after_training(o)]
+            s["figures"] = [str(f) for f in _plots_after_training(o, outcome, p.class_names)]
+        outcomes.append((outcome, p.class_names))
         summaries.append(s)
         _print_summary(c, s)
         if json_out:
@@ -509,13 +511,27 @@ def train(
         md = runs.summary_markdown(summaries, str(src.folder))
         write_text(root / "summary.md", md)
         write_text(root / "summary.json", json.dumps(summaries, indent=2) + "\n")
+        wrote = [root / "summary.md", root / "summary.json"]
+        if not no_plots:
+            from cifarlin import plots
+
+            runs_ = [(o.config, o.state.history, o.state.W) for o, _ in outcomes]
+            wrote.append(plots.save(plots.comparison(runs_, outcomes[0][1]), root / "settings.png"))
         if not quiet:
             c.print(md, soft_wrap=True)
-        c.print(f"wrote {escape(str(root / 'summary.md'))} and {escape(str(root / 'summary.json'))}", soft_wrap=True)
+        c.print("wrote " + ", ".join(escape(str(f)) for f in wrote), soft_wrap=True)
 
 
-def _plots_after_training(run_dir: Path) -> list[Path]:
-    return []
+def _plots_after_training(run_dir: Path, outcome: Any, class_names: list[str]) -> list[Path]:
+    """curves.png and montage.png into the run folder."""
+    from cifarlin import plots
+
+    plots.use_backend()
+    cfg, st = outcome.config, outcome.state
+    return [
+        plots.save(plots.curves(st.history, cfg), run_dir / "curves.png"),
+        plots.save(plots.montage(st.W, class_names, f"weights as images, {plots.run_title(cfg)}"), run_dir / "montage.png"),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,6 +603,106 @@ def evaluate(
     c.print(f"{escape(str(path))} on {split}: accuracy {m.accuracy:.4f}, cost {m.cost:.4f}, loss {m.loss:.4f}", soft_wrap=True)
     if json_out:
         emit_json(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# visualize
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_files(target: Path) -> tuple[Path | None, Path | None, Path]:
+    """(model or checkpoint file, history file, folder) for a run folder or a model file."""
+    from cifarlin.runs import CHECKPOINT, HISTORY, MODEL
+
+    if target.is_dir():
+        model_file = next((target / f for f in (MODEL, CHECKPOINT) if (target / f).is_file()), None)
+        history = target / HISTORY
+        return model_file, history if history.is_file() else None, target
+    if not target.exists():
+        raise CifarlinError(f"{target}: no such file or folder; give a run folder or its model.h5")
+    history = target.parent / HISTORY
+    return target, history if history.is_file() else None, target.parent
+
+
+@app.command()
+def visualize(
+    target: Annotated[Path, typer.Argument(metavar="RUN_DIR_OR_MODEL", help="A run folder (from train) or a model.h5.")],
+    what: Annotated[
+        Literal["curves", "montage", "confusion", "samples", "all"], typer.Option("--what", help="Which figure.")
+    ] = "all",
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Where to write. Default: the run folder.")] = None,
+    format: Annotated[Literal["png", "pdf", "svg"], typer.Option("--format", help="File format.")] = "png",
+    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of PNG files.")] = 150,
+    split: Annotated[
+        Literal["test", "val", "train"], typer.Option("--split", help="Images for the confusion matrix and samples.")
+    ] = "test",
+    n: Annotated[int, typer.Option("--n", help="Number of sample images.")] = 24,
+    show: Annotated[bool, typer.Option("--show", help="Also open each figure in a window.")] = False,
+    data_dir: DataDirOpt = None,
+    no_download: NoDownloadOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw the learning curves, the weight montage, the confusion matrix and sample predictions.
+
+    curves: cost, loss and accuracy per epoch from history.h5, the best validation epoch marked.
+    montage: each class's weights as a 32x32 colour image. confusion and samples classify the
+    images of --split. Works without a display; --show opens windows too.
+
+    **Example:** cifarlin visualize outputs/setting-2 --what all --format png
+    """
+    if not 10 <= dpi <= 1200:
+        raise ConfigError(f"--dpi {dpi}: use 10 to 1200")
+    if not 1 <= n <= 400:
+        raise ConfigError(f"--n {n}: use 1 to 400 sample images")
+    from cifarlin import data, model, plots
+    from cifarlin.checkpoint import load_history, load_snapshot
+
+    model_file, history_file, folder = _run_files(target)
+    kinds = ["curves", "montage", "confusion", "samples"] if what == "all" else [what]
+    if "curves" in kinds and history_file is None:
+        raise CifarlinError(f"{folder}: no history.h5 for the curves (cifarlin train writes it); "
+                            "use --what montage|confusion|samples for a model alone")
+    snap = load_snapshot(model_file) if model_file is not None and kinds != ["curves"] else None
+    if snap is None and kinds != ["curves"]:
+        raise CifarlinError(f"{folder}: no model.h5 or checkpoint.h5 to draw from")
+    hist = load_history(history_file) if "curves" in kinds and history_file is not None else None
+    out_dir = out or folder
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CifarlinError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from None
+    plots.use_backend(show)
+    name = (lambda stem: out_dir / f"{stem}.{format}")
+    figures = []
+    if hist is not None:
+        figures.append((plots.curves(hist.history, hist.config), name("curves")))
+    if snap is not None and "montage" in kinds:
+        title = f"weights as images, {plots.run_title(snap.config)}"
+        figures.append((plots.montage(snap.state.W, snap.class_names, title), name("montage")))
+    if snap is not None and ({"confusion", "samples"} & set(kinds)):
+        src = _ensure_data(data_dir, no_download, quiet)
+        raw, _ = data.load_split(src, snap.config.split, split)
+        S = model.scores(snap.state.W, snap.state.b, snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype)))
+        pred = S.argmax(axis=1)
+        label = f"{plots.run_title(snap.config)}; {split} split"
+        if "confusion" in kinds:
+            cm = model.confusion_matrix(raw.labels, pred)
+            figures.append((plots.confusion(cm, snap.class_names, label), name(f"confusion-{split}")))
+        if "samples" in kinds:
+            k = min(n, len(raw.labels))
+            fig = plots.samples(raw.images[:k], raw.labels[:k], pred[:k], snap.class_names, f"first {k} {split} images")
+            figures.append((fig, name(f"samples-{split}")))
+    if show:
+        import matplotlib.pyplot as plt
+
+        plt.show()
+    written = [plots.save(fig, path, format, dpi) for fig, path in figures]
+    c = console()
+    for path in written:
+        c.print(f"wrote {escape(str(path))}", soft_wrap=True)
+    if json_out:
+        emit_json({"files": [str(p) for p in written], "out": str(out_dir), "format": format})
 
 
 def main() -> None:

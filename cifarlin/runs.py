@@ -24,8 +24,8 @@ from cifarlin.train import TrainState, check_batch_size, fit, init_state
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
 RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
 #: Figures a run folder may hold (written by ``train`` and ``visualize``), removed by --overwrite.
-FIGURE_STEMS = ("curves", "montage", "confusion", "samples")
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+FIGURE_PATTERNS = tuple(f"{stem}{suffix}" for stem in ("curves", "montage", "confusion*", "samples*")
+                        for suffix in (".png", ".pdf", ".svg"))
 
 
 def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
@@ -58,9 +58,9 @@ def open_folder(out: Path, *, overwrite: bool) -> None:
     if overwrite and out.is_dir():
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
-        for stem in FIGURE_STEMS:
-            for suffix in FIGURE_SUFFIXES:
-                (out / (stem + suffix)).unlink(missing_ok=True)
+        for pattern in FIGURE_PATTERNS:
+            for path in out.glob(pattern):
+                path.unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,0 +1,124 @@
+"""cifarlin visualize and the figures train writes: they open, have the right size, show something."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from cifarlin.cli import app
+
+matplotlib = pytest.importorskip("matplotlib")
+from matplotlib import image as mpimg  # noqa: E402
+
+TINY = ["--batch-size", "10", "--epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_py):
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("viz") / "run"
+    r = CliRunner().invoke(app, ["train", "--setting", "4", "--out", str(out), "--data-dir", str(tiny_py), *TINY, "--quiet"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def colours(path) -> int:
+    img = mpimg.imread(path)
+    return len(np.unique((img[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+
+
+def test_train_writes_curves_and_montage(run_dir):
+    for name, size in (("curves.png", (600, 1950)), ("montage.png", (285, 1950))):
+        img = mpimg.imread(run_dir / name)
+        assert img.shape[:2] == size
+        assert colours(run_dir / name) > 50
+
+
+def test_visualize_all_kinds(runner, run_dir, tiny_py, tmp_path):
+    r = runner.invoke(app, ["visualize", str(run_dir), "--out", str(tmp_path), "--data-dir", str(tiny_py), "--json",
+                            "--dpi", "100", "--n", "10"])
+    assert r.exit_code == 0, r.output
+    files = json.loads(r.stdout)["files"]
+    assert [p.split("/")[-1] for p in files] == ["curves.png", "montage.png", "confusion-test.png", "samples-test.png"]
+    sizes = {"curves.png": (400, 1300), "montage.png": (190, 1300), "confusion-test.png": (700, 950),
+             "samples-test.png": (400, 1160)}
+    for path in files:
+        name = path.split("/")[-1]
+        img = mpimg.imread(path)
+        assert img.shape[:2] == sizes[name], name
+        assert colours(path) > 20, name
+    assert all(f"wrote {p}" in r.stderr for p in files)
+
+
+@pytest.mark.parametrize("fmt", ["pdf", "svg"])
+def test_vector_formats(runner, run_dir, tmp_path, fmt):
+    r = runner.invoke(app, ["visualize", str(run_dir), "--what", "curves", "--format", fmt, "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    path = tmp_path / f"curves.{fmt}"
+    raw = path.read_bytes()
+    if fmt == "pdf":
+        assert raw.startswith(b"%PDF-") and raw.rstrip().endswith(b"%%EOF") and len(raw) > 5000
+    else:
+        root = ET.fromstring(raw)
+        assert root.tag.endswith("svg") and len(list(root.iter())) > 100
+
+
+def test_model_file_alone(runner, run_dir, tmp_path, tiny_py):
+    r = runner.invoke(app, ["visualize", str(run_dir / "model.h5"), "--what", "confusion", "--split", "val",
+                            "--out", str(tmp_path), "--data-dir", str(tiny_py)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "confusion-val.png").is_file()
+
+
+def test_montage_channel_layout():
+    from cifarlin import plots
+
+    W = np.zeros((10, 3072))
+    W[0, :1024] = 1.0  # class 0: only the red block
+    W[1, 1024:2048] = np.linspace(0, 1, 1024)  # class 1: a green ramp, row-major
+    imgs = plots.weight_images(W)
+    assert imgs.shape == (10, 32, 32, 3)
+    assert np.all(imgs[0] == [1.0, 0.0, 0.0])
+    assert imgs[1, 0, 0, 1] == 0 and imgs[1, 31, 31, 1] == 1 and imgs[1, 0, 1, 1] > imgs[1, 0, 0, 1]
+    assert imgs[1, 1, 0, 1] > imgs[1, 0, 31, 1]  # row-major: next row is later
+    fig = plots.montage(W, [f"c{i}" for i in range(10)], "test")
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    h, w, _ = rgb.shape
+    first = rgb[:, : w // 10]
+    red = (first[..., 0] > 230) & (first[..., 1] < 25) & (first[..., 2] < 25)
+    assert red.sum() > 0.3 * first.shape[0] * first.shape[1] * 0.5  # the first tile is red
+    rest = rgb[:, w // 10:]
+    assert ((rest[..., 0] > 230) & (rest[..., 1] < 25) & (rest[..., 2] < 25)).sum() == 0
+    matplotlib.pyplot.close(fig)
+
+
+def test_bad_inputs(runner, tmp_path, run_dir):
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    r = runner.invoke(app, ["visualize", str(empty)])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "no history.h5" in r.stderr
+    r = runner.invoke(app, ["visualize", str(empty), "--what", "montage"])
+    assert r.exit_code == 1 and "no model.h5 or checkpoint.h5" in r.stderr
+    bogus = tmp_path / "model.h5"
+    bogus.write_text("not a model")
+    r = runner.invoke(app, ["visualize", str(bogus), "--what", "montage"])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and str(bogus) in r.stderr
+    r = runner.invoke(app, ["visualize", str(tmp_path / "missing")])
+    assert r.exit_code == 1 and "no such file or folder" in r.stderr
+    r = runner.invoke(app, ["visualize", str(run_dir), "--dpi", "0"])
+    assert r.exit_code == 2 and "--dpi 0" in r.stderr
+    r = runner.invoke(app, ["visualize", str(run_dir), "--format", "gif"])
+    assert r.exit_code == 2
+
+
+def test_setting_all_comparison_figure(runner, tiny_py, tmp_path):
+    r = runner.invoke(app, ["train", "--setting", "all", "--out", str(tmp_path), "--data-dir", str(tiny_py),
+                            "--batch-size", "10", "--epochs", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    img = mpimg.imread(tmp_path / "settings.png")
+    assert img.shape[:2] == (1380, 2400) and colours(tmp_path / "settings.png") > 100
