@@ -52,6 +52,13 @@ def console() -> Console:
     return Console(stderr=True, highlight=False, color_system=None if plain else "auto", width=width)
 
 
+def _table() -> Table:
+    """A compact table: no vertical rules, so ten numeric columns fit in 80 terminal columns."""
+    from rich import box
+
+    return Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+
+
 def emit_json(obj: Any) -> None:
     """One JSON object on one line of stdout."""
     sys.stdout.write(json.dumps(obj, allow_nan=False, default=_json_default) + "\n")
@@ -253,10 +260,13 @@ def download(
             data_dir, fmt=format, url=url, md5=md5, from_file=from_file, force=force,
             timeout=timeout, retries=retries, on_progress=progress, on_notice=None if quiet else (lambda m: c.print(escape(m), soft_wrap=True)),
         )
-    official = {True: "they match the official per-file checksums",
-                False: "they differ from the official per-file checksums (not the official release)",
-                None: "no official per-file checksums are known for this format"}[result.official_files]
-    c.print(f"CIFAR-10 ({result.format}) {result.status}: {escape(result.path)}; {official}", soft_wrap=True)
+    official = {True: "its files match the official release's checksums",
+                False: "its files differ from the official release's checksums (a copy of another origin)",
+                None: "no official per-file checksums are known for this version"}[result.official_files]
+    done = {"downloaded": f"downloaded and unpacked ({result.bytes / 1e6:.1f} MB, MD5 {result.md5} verified)",
+            "installed": f"installed from {result.source} (MD5 {result.md5} verified)",
+            "already present": "already present, nothing downloaded"}[result.status]
+    c.print(f"CIFAR-10 ({result.format} version) in {escape(result.path)}: {escape(done)}; {official}", soft_wrap=True)
     if json_out:
         emit_json(result.to_dict())
 
@@ -315,8 +325,9 @@ def gradcheck(
     c = console()
     verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
     if not quiet:
-        t = Table(title=f"gradient check: {cfg.method}, h={cfg.step:g}, lambda={cfg.lam:g}, "
-                        f"n={cfg.n}, dims={cfg.dims}, data: {escape(source)}", title_justify="left")
+        c.print(f"gradient check: {cfg.method}, h={cfg.step:g}, lambda={cfg.lam:g}, n={cfg.n}, "
+                f"dims={cfg.dims}, data: {escape(source)}", soft_wrap=True)
+        t = _table()
         for col in ("param", "max rel", "p99 rel", "mean rel", "max abs", "checked", "failing", "verdict"):
             t.add_column(col, justify="left" if col == "param" else "right", no_wrap=True)
         for p in report.params:
@@ -381,8 +392,8 @@ def train_display(c: Console, quiet: bool, epochs: int, first: int, n_train: int
         yield on_epoch, on_batch
 
 
-def _summary_table(s: dict[str, Any], title: str) -> Table:
-    t = Table(title=title, title_justify="left")
+def _summary_table(s: dict[str, Any]) -> Table:
+    t = _table()
     for col in ("set", "cost", "loss", "accuracy"):
         t.add_column(col, justify="left" if col == "set" else "right", no_wrap=True)
     for name in ("train", "val", "test"):
@@ -392,14 +403,15 @@ def _summary_table(s: dict[str, Any], title: str) -> Table:
 
 
 def _print_summary(c: Console, s: dict[str, Any]) -> None:
-    c.print(_summary_table(s, f"{s['run_dir']}: {s['epochs']} epochs"))
+    c.print(f"[bold]{escape(s['run_dir'])}[/]: {s['epochs']} epochs", soft_wrap=True)
+    c.print(_summary_table(s))
     ref = s["reference_test_accuracy"]
     ref_text = "" if ref is None else f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
     c.print(f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
             f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}; training loop "
             f"{s['seconds']['loop']:.2f} s", soft_wrap=True)
-    c.print(f"wrote {escape(s['files']['model'])}, {escape(s['files']['history'])}, "
-            f"{escape(s['files']['checkpoint'])}", soft_wrap=True)
+    files = [s["files"]["model"], s["files"]["history"], s["files"]["checkpoint"], *s.get("figures", [])]
+    c.print("wrote " + ", ".join(escape(f) for f in files), soft_wrap=True)
 
 
 @app.command()
@@ -586,14 +598,16 @@ def evaluate(
     if changed:
         c.print(f"note: {escape(str(src.folder / changed[0]))} differs from the file the model was trained on", soft_wrap=True)
     if not quiet:
-        t = Table(title=f"per-class accuracy ({split}, {len(raw.labels)} images)", title_justify="left")
+        c.print(f"per-class accuracy ({split}, {len(raw.labels)} images):", soft_wrap=True)
+        t = _table()
         t.add_column("class", no_wrap=True)
         t.add_column("accuracy", justify="right", no_wrap=True)
         t.add_column("images", justify="right", no_wrap=True)
         for n, a, k in zip(names, per_class, cm.sum(axis=1)):
             t.add_row(n, f"{a:.4f}", str(k))
         c.print(t)
-        t = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+        c.print("confusion matrix (rows: true class, columns: predicted class):", soft_wrap=True)
+        t = _table()
         t.add_column("", no_wrap=True)
         for n in names:
             t.add_column(n[:5], justify="right", no_wrap=True)
@@ -703,6 +717,27 @@ def visualize(
         c.print(f"wrote {escape(str(path))}", soft_wrap=True)
     if json_out:
         emit_json({"files": [str(p) for p in written], "out": str(out_dir), "format": format})
+
+
+# ---------------------------------------------------------------------------------------------
+# completion
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def completion(
+    shell: Annotated[Literal["bash", "zsh", "fish"], typer.Argument(help="The shell to complete in.")],
+) -> None:
+    """Print a static completion script (subcommands, options, choices, paths) for a shell.
+
+    The same scripts ship in the repository's completions/ folder; see the README for where each
+    shell looks for them. `cifarlin --install-completion` installs Typer's dynamic completion instead.
+
+    **Example:** cifarlin completion bash > ~/.local/share/bash-completion/completions/cifarlin
+    """
+    from cifarlin.completion import script
+
+    sys.stdout.write(script(shell))
 
 
 def main() -> None:

@@ -246,6 +246,8 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, d
         staged = data.Source(tmp / folder, fmt)
         if not staged.folder.is_dir():
             raise DownloadError(f"{archive}: has no {folder}/ folder; is it the {fmt} version of CIFAR-10?")
+        for path in [staged.folder, *staged.folder.rglob("*")]:  # read-only members stay removable
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
         try:
             checksums = data.check_folder(staged)
         except DataError as e:
@@ -325,15 +327,17 @@ def install(
         size = fetch(url, archive, on_progress=on_progress, timeout=timeout, retries=retries)
         source, status = url, "downloaded"
 
+    notice(f"checking the MD5 of {archive}")
     got = file_md5(archive)
     if got != expected:
         if from_file is None:
             archive.unlink(missing_ok=True)
         deleted = "; the download was deleted" if from_file is None else ""
-        hint = "" if md5 else " (pass --md5 HEX if this mirror's archive is not the official one)"
+        hint = "" if md5 else " (pass --md5 HEX if you trust this archive and it is not the official one)"
         raise DownloadError(
             f"{archive}: MD5 mismatch: expected {expected}, got {got}; nothing was extracted{deleted}{hint}"
         )
+    notice(f"unpacking into {root / data.FOLDERS[fmt]}")
     try:
         target, sums = extract(archive, root, fmt)
     finally:
