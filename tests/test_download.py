@@ -282,3 +282,32 @@ def test_failed_auto_download_says_what_to_do(runner, tmp_path):
     assert r.exit_code == 1
     line = r.stderr.strip().splitlines()[-1]
     assert "fetching it failed" in line and "--from-file" in line and "--data-dir" in line
+
+
+def test_ctrl_c_keeps_the_part_and_the_next_run_resumes(runner, serve, archive, tmp_path):
+    s = serve(archive)
+    seen = []
+
+    def press_ctrl_c(done, total):
+        seen.append(done)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(download.Interrupted, match="run the same command again to resume") as e:
+        download.install(tmp_path, url=s.url, md5=md5(archive), on_progress=press_ctrl_c)
+    assert e.value.exit_code == 130
+    part = tmp_path / "cifar-10-python.tar.gz.part"
+    kept = part.stat().st_size
+    assert 0 < kept < len(archive) and not (tmp_path / "cifar-10-batches-py").exists()
+    r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--json")
+    assert r.exit_code == 0 and s.ranges[-1] == f"bytes={kept}-"
+    assert out["status"] == "downloaded" and not part.exists()
+
+
+def test_cli_exits_130_when_interrupted(runner, monkeypatch, tmp_path):
+    def interrupted(*a, **k):
+        raise download.Interrupted("download interrupted; x.part keeps what arrived")
+
+    monkeypatch.setattr(download, "install", interrupted)
+    r, _ = run(runner, "--data-dir", tmp_path)
+    assert r.exit_code == 130 and r.stderr.strip() == "Error: download interrupted; x.part keeps what arrived"
