@@ -181,8 +181,8 @@ def run(
         else:
             kept = "; no epoch finished, so nothing was saved"
         raise DivergenceError(str(e) + kept, e.epoch) from None
-    loop_seconds = time.perf_counter() - t0
     test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
+    loop_seconds = time.perf_counter() - t0  # epochs, their metrics, checkpoints, the test evaluation
     save_snapshot(out / MODEL, snapshot(final, "model", test))
     save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
     return Outcome(out, cfg, final, test, first, loop_seconds)
