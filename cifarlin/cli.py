@@ -573,37 +573,32 @@ def evaluate(
 
     **Example:** cifarlin evaluate outputs/setting-2/model.h5 --split test
     """
-    from cifarlin import data, model
     from cifarlin.checkpoint import load_snapshot
+    from cifarlin.runs import evaluate_split
 
     path = _model_path(model_path)
     snap = load_snapshot(path)
     src = _ensure_data(data_dir, no_download, quiet)
-    raw, reader = data.load_split(src, snap.config.split, split)
-    X = snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype))
-    S = model.scores(snap.state.W, snap.state.b, X)
-    m = model.metrics(S, raw.labels, snap.state.W, snap.config.lam)
-    cm = model.confusion_matrix(raw.labels, S.argmax(axis=1))
-    per_class = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
-    changed = [k for k, v in reader.checksums.items() if snap.data.checksums.get(k, v) != v]
-    names = snap.class_names
+    ev = evaluate_split(snap, src, split)
+    m, cm, names = ev.metrics, ev.confusion, snap.class_names
     result = {
-        "model": str(path), "split": split, "images": int(len(raw.labels)), "data_dir": str(src.folder),
+        "model": str(path), "split": split, "images": int(len(ev.labels)), "data_dir": str(src.folder),
         "cost": m.cost, "loss": m.loss, "accuracy": m.accuracy,
-        "per_class_accuracy": {n: float(a) for n, a in zip(names, per_class)},
+        "per_class_accuracy": {n: float(a) for n, a in zip(names, ev.per_class_accuracy)},
         "class_names": names, "confusion_matrix": cm.tolist(),
-        "same_data_as_training": not changed,
+        "same_data_as_training": not ev.changed_files,
     }
     c = console()
-    if changed:
-        c.print(f"note: {escape(str(src.folder / changed[0]))} differs from the file the model was trained on", soft_wrap=True)
+    if ev.changed_files:
+        c.print(f"note: {escape(str(src.folder / ev.changed_files[0]))} differs from the file the model was "
+                "trained on", soft_wrap=True)
     if not quiet:
-        c.print(f"per-class accuracy ({split}, {len(raw.labels)} images):", soft_wrap=True)
+        c.print(f"per-class accuracy ({split}, {len(ev.labels)} images):", soft_wrap=True)
         t = _table()
         t.add_column("class", no_wrap=True)
         t.add_column("accuracy", justify="right", no_wrap=True)
         t.add_column("images", justify="right", no_wrap=True)
-        for n, a, k in zip(names, per_class, cm.sum(axis=1)):
+        for n, a, k in zip(names, ev.per_class_accuracy, cm.sum(axis=1)):
             t.add_row(n, f"{a:.4f}", str(k))
         c.print(t)
         c.print("confusion matrix (rows: true class, columns: predicted class):", soft_wrap=True)
@@ -669,8 +664,9 @@ def visualize(
         raise ConfigError(f"--dpi {dpi}: use 10 to 1200")
     if not 1 <= n <= 400:
         raise ConfigError(f"--n {n}: use 1 to 400 sample images")
-    from cifarlin import data, model, plots
+    from cifarlin import plots
     from cifarlin.checkpoint import load_history, load_snapshot
+    from cifarlin.runs import evaluate_split
 
     model_file, history_file, folder = _run_files(target)
     kinds = ["curves", "montage", "confusion", "samples"] if what == "all" else [what]
@@ -695,17 +691,14 @@ def visualize(
         title = f"weights as images, {plots.run_title(snap.config)}"
         figures.append((plots.montage(snap.state.W, snap.class_names, title), name("montage")))
     if snap is not None and ({"confusion", "samples"} & set(kinds)):
-        src = _ensure_data(data_dir, no_download, quiet)
-        raw, _ = data.load_split(src, snap.config.split, split)
-        S = model.scores(snap.state.W, snap.state.b, snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype)))
-        pred = S.argmax(axis=1)
+        ev = evaluate_split(snap, _ensure_data(data_dir, no_download, quiet), split)
         label = f"{plots.run_title(snap.config)}; {split} split"
         if "confusion" in kinds:
-            cm = model.confusion_matrix(raw.labels, pred)
-            figures.append((plots.confusion(cm, snap.class_names, label), name(f"confusion-{split}")))
+            figures.append((plots.confusion(ev.confusion, snap.class_names, label), name(f"confusion-{split}")))
         if "samples" in kinds:
-            k = min(n, len(raw.labels))
-            fig = plots.samples(raw.images[:k], raw.labels[:k], pred[:k], snap.class_names, f"first {k} {split} images")
+            k = min(n, len(ev.labels))
+            fig = plots.samples(ev.images[:k], ev.labels[:k], ev.predictions[:k], snap.class_names,
+                                f"first {k} {split} images")
             figures.append((fig, name(f"samples-{split}")))
     if show:
         import matplotlib.pyplot as plt

@@ -24,6 +24,13 @@ class Opt:
     choices: list[str] | None = None
     path: str | None = None  # "file", "dir" or None
 
+    @property
+    def value(self) -> str | None:
+        """What follows the option: None (a flag), 'choice', 'dir', 'file' or 'text'."""
+        if not self.takes_value:
+            return None
+        return "choice" if self.choices else (self.path or "text")
+
 
 @dataclass
 class Cmd:
@@ -94,17 +101,12 @@ def bash(root: list[Opt], cmds: list[Cmd], header: str) -> str:
     def body(opts: list[Opt], words: list[str], argument: str | list[str] | None) -> list[str]:
         out = ['            case "$prev" in']
         for o in opts:
-            if not o.takes_value:
+            if o.value is None:
                 continue
-            pat = "|".join(o.names)
-            if o.choices:
-                out.append(f'                {pat}) COMPREPLY=($(compgen -W "{_words(o.choices)}" -- "$cur")); return ;;')
-            elif o.path == "dir":
-                out.append(f'                {pat}) COMPREPLY=($(compgen -d -- "$cur")); return ;;')
-            elif o.path == "file":
-                out.append(f'                {pat}) COMPREPLY=($(compgen -f -- "$cur")); return ;;')
-            else:
-                out.append(f"                {pat}) return ;;  # a value")
+            action = {"choice": f'COMPREPLY=($(compgen -W "{_words(o.choices or [])}" -- "$cur")); ',
+                      "dir": 'COMPREPLY=($(compgen -d -- "$cur")); ', "file": 'COMPREPLY=($(compgen -f -- "$cur")); ',
+                      "text": ""}[o.value]
+            out.append(f"                {'|'.join(o.names)}) {action}return ;;")
         out.append("            esac")
         all_opts = [n for o in opts for n in o.names]
         out.append('            if [[ "$cur" == -* ]]; then')
@@ -143,16 +145,8 @@ def zsh(root: list[Opt], cmds: list[Cmd], header: str) -> str:
             names = o.names
             excl = f"({' '.join(names)})" if len(names) > 1 else ""
             spell = "{" + ",".join(names) + "}" if len(names) > 1 else names[0]
-            action = ""
-            if o.takes_value:
-                if o.choices:
-                    action = f":value:({' '.join(o.choices)})"
-                elif o.path == "dir":
-                    action = ":directory:_files -/"
-                elif o.path == "file":
-                    action = ":file:_files"
-                else:
-                    action = ":value: "
+            action = {None: "", "choice": f":value:({' '.join(o.choices or [])})", "dir": ":directory:_files -/",
+                      "file": ":file:_files", "text": ":value: "}[o.value]
             help_part = f"[{_zq(o.help)}]"
             if len(names) > 1:
                 out.append(f"'{excl}'{spell}'{help_part}{action}'")
@@ -193,16 +187,8 @@ def fish(root: list[Opt], cmds: list[Cmd], header: str) -> str:
         out = []
         for o in opts:
             flags = " ".join(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}" for n in o.names)
-            extra = ""
-            if o.takes_value:
-                if o.choices:
-                    extra = f" -x -a {_fq(' '.join(o.choices))}"
-                elif o.path == "dir":
-                    extra = " -x -a '(__fish_complete_directories)'"
-                elif o.path:
-                    extra = " -r -F"
-                else:
-                    extra = " -x"
+            extra = {None: "", "choice": f" -x -a {_fq(' '.join(o.choices or []))}",
+                     "dir": " -x -a '(__fish_complete_directories)'", "file": " -r -F", "text": " -x"}[o.value]
             out.append(f"complete -c cifarlin -n {_fq(cond)} {flags}{extra} -d {_fq(o.help)}")
         return out
 

@@ -14,10 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cifarlin import model
 from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
 from cifarlin.config import REFERENCE_TEST_ACCURACY, TrainConfig
-from cifarlin.data import Prepared
+from cifarlin.data import Prepared, Source, load_split
 from cifarlin.errors import CifarlinError, ConfigError, DivergenceError, Interrupted, RunExistsError
 from cifarlin.train import TrainState, check_batch_size, fit, init_state
 
@@ -186,6 +188,35 @@ def run(
     save_snapshot(out / MODEL, snapshot(final, "model", test))
     save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
     return Outcome(out, cfg, final, test, first, loop_seconds)
+
+
+@dataclass
+class Evaluation:
+    """A saved model classifying one split of the data."""
+
+    split: str
+    images: np.ndarray  # (N, 3072) uint8, raw
+    labels: np.ndarray  # (N,)
+    predictions: np.ndarray  # (N,)
+    metrics: model.Metrics
+    confusion: np.ndarray  # (K, K), rows: true class
+    changed_files: list[str]  # batch files whose MD5 differs from the ones trained on
+
+    @property
+    def per_class_accuracy(self) -> np.ndarray:
+        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
+
+
+def evaluate_split(snap: Snapshot, source: Source, split: str) -> Evaluation:
+    """Classify the raw images of ``split`` with the model in ``snap`` (its own normalisation,
+    its own data split), exactly as training evaluated them."""
+    raw, reader = load_split(source, snap.config.split, split)
+    X = snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype))
+    S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)
+    pred = S.argmax(axis=1)
+    changed = [k for k, v in reader.checksums.items() if snap.data.checksums.get(k, v) != v]
+    return Evaluation(split, raw.images, raw.labels, pred, model.metrics(S, raw.labels, snap.state.W, snap.config.lam),
+                      model.confusion_matrix(raw.labels, pred), changed)
 
 
 def summary_markdown(summaries: list[dict[str, Any]], data_folder: str) -> str:

@@ -14,11 +14,11 @@ _cifarlin() {
             case "$prev" in
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --format) COMPREPLY=($(compgen -W "python binary" -- "$cur")); return ;;
-                --url) return ;;  # a value
-                --md5) return ;;  # a value
+                --url) return ;;
+                --md5) return ;;
                 --from-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --timeout) return ;;  # a value
-                --retries) return ;;  # a value
+                --timeout) return ;;
+                --retries) return ;;
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--data-dir --format --url --md5 --from-file --force --timeout --retries --json --quiet -q --help" -- "$cur"))
@@ -26,14 +26,14 @@ _cifarlin() {
             ;;
         gradcheck)
             case "$prev" in
-                --n) return ;;  # a value
-                --dims) return ;;  # a value
-                --lam) return ;;  # a value
-                --h) return ;;  # a value
+                --n) return ;;
+                --dims) return ;;
+                --lam) return ;;
+                --h) return ;;
                 --method) COMPREPLY=($(compgen -W "centred complex" -- "$cur")); return ;;
-                --tol) return ;;  # a value
-                --atol) return ;;  # a value
-                --seed) return ;;  # a value
+                --tol) return ;;
+                --atol) return ;;
+                --seed) return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
@@ -43,13 +43,13 @@ _cifarlin() {
         train)
             case "$prev" in
                 --setting) COMPREPLY=($(compgen -W "1 2 3 4 all" -- "$cur")); return ;;
-                --lam) return ;;  # a value
-                --eta) return ;;  # a value
-                --epochs) return ;;  # a value
-                --batch-size) return ;;  # a value
-                --seed) return ;;  # a value
-                --train-batches) return ;;  # a value
-                --val-size) return ;;  # a value
+                --lam) return ;;
+                --eta) return ;;
+                --epochs) return ;;
+                --batch-size) return ;;
+                --seed) return ;;
+                --train-batches) return ;;
+                --val-size) return ;;
                 --dtype) COMPREPLY=($(compgen -W "float32 float64" -- "$cur")); return ;;
                 --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
@@ -74,9 +74,9 @@ _cifarlin() {
                 --what) COMPREPLY=($(compgen -W "curves montage confusion samples all" -- "$cur")); return ;;
                 --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --format) COMPREPLY=($(compgen -W "png pdf svg" -- "$cur")); return ;;
-                --dpi) return ;;  # a value
+                --dpi) return ;;
                 --split) COMPREPLY=($(compgen -W "test val train" -- "$cur")); return ;;
-                --n) return ;;  # a value
+                --n) return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
