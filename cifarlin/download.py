@@ -46,6 +46,7 @@ OFFICIAL_FILE_MD5 = {
     "test_batch": "40351d587109b95175f43aff81a1287e",
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
+OFFLINE_HINT = "or download the archive elsewhere and install it with 'cifarlin download --from-file PATH'"
 TIMEOUT = 30.0  # seconds, for connecting and for each read
 RETRIES = 4  # further attempts after a broken or failed connection
 BACKOFF = 1.0  # seconds before the first retry, doubling after each
@@ -176,16 +177,17 @@ def fetch(
                 raise DownloadError(f"{url}: the server answered {e.code} {e.reason}") from None
             reason = f"{e.code} {e.reason}"
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            if isinstance(e, urllib.error.URLError) and isinstance(e.reason, ssl.SSLCertVerificationError):
+            cause = e.reason if isinstance(e, urllib.error.URLError) else e
+            if isinstance(cause, ssl.SSLCertVerificationError):
                 raise DownloadError(f"{url}: {_why(e)}") from None
+            if isinstance(cause, socket.gaierror):  # no name service: retrying will not help
+                host = urllib.request.urlparse(url).hostname
+                raise DownloadError(f"{url}: cannot resolve {host} (is this machine offline?); {OFFLINE_HINT}") from None
             reason = _why(e)
         failures += 1
         if failures > retries:
             kept = f"; {part} keeps what arrived, run again to resume" if part.exists() else ""
-            raise DownloadError(
-                f"{url}: download failed after {failures} attempts ({reason}){kept}; "
-                "or fetch the archive yourself and use --from-file"
-            )
+            raise DownloadError(f"{url}: download failed after {failures} attempts ({reason}){kept}; {OFFLINE_HINT}")
         time.sleep(BACKOFF * 2 ** (failures - 1))
 
 
@@ -366,8 +368,6 @@ def ensure(
         try:
             install(data_dir, on_progress=on_progress, on_notice=on_notice)
         except DownloadError as err:
-            raise DownloadError(
-                f"no CIFAR-10 data in {root} and fetching it failed: {err} "
-                "(or point --data-dir at an existing copy)"
-            ) from None
+            raise DownloadError(f"no CIFAR-10 data in {root}, and fetching it failed: {err}, "
+                                "or point --data-dir at an existing copy") from None
         return data.find(data_dir)

@@ -311,3 +311,20 @@ def test_cli_exits_130_when_interrupted(runner, monkeypatch, tmp_path):
     monkeypatch.setattr(download, "install", interrupted)
     r, _ = run(runner, "--data-dir", tmp_path)
     assert r.exit_code == 130 and r.stderr.strip() == "Error: download interrupted; x.part keeps what arrived"
+
+
+def test_unknown_host_fails_at_once_without_retries(runner, monkeypatch, tmp_path):
+    import socket
+    import urllib.error
+
+    calls = []
+
+    def no_dns(*a, **k):
+        calls.append(1)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", no_dns)
+    r, _ = run(runner, "--url", "https://cifar.example.invalid/x.tar.gz", "--data-dir", tmp_path)
+    assert r.exit_code == 1 and len(calls) == 1
+    line = r.stderr.strip().splitlines()[-1]
+    assert "cannot resolve cifar.example.invalid" in line and "--from-file" in line
