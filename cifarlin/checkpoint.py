@@ -191,9 +191,10 @@ def _open(path: Path, what: str) -> Iterator[h5py.File]:
 def _dataset(f: h5py.File, path: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if name not in f or not isinstance(f[name], h5py.Dataset):
         raise ModelFileError(f"{path}: no dataset '{name}'; not a complete cifarlin model")
-    a = f[name][()]
-    if a.shape != shape or a.dtype.kind != "f":
-        raise ModelFileError(f"{path}: dataset '{name}' has shape {a.shape} and type {a.dtype}, expected float {shape}")
+    ds = f[name]
+    if ds.shape != shape or ds.dtype not in (np.float32, np.float64):  # checked before reading
+        raise ModelFileError(f"{path}: dataset '{name}' has shape {ds.shape} and type {ds.dtype}, expected float {shape}")
+    a = ds[()]
     if not np.isfinite(a).all():
         raise ModelFileError(f"{path}: dataset '{name}' holds NaN or infinite values")
     return a
@@ -217,7 +218,10 @@ def _read_metrics(attrs: h5py.AttributeManager, prefix: str) -> Metrics | None:
 
 
 def _names(attrs: h5py.AttributeManager) -> list[str]:
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in attrs["class_names"]]
+    raw = attrs["class_names"]
+    if not isinstance(raw, np.ndarray) or raw.shape != (K,):
+        raise ValueError(f"class_names must hold {K} names")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
 
 
 def load_snapshot(path: Path, kinds: tuple[str, ...] = ("model", "checkpoint")) -> Snapshot:
@@ -234,8 +238,15 @@ def load_snapshot(path: Path, kinds: tuple[str, ...] = ("model", "checkpoint")) 
         if (norm.std <= 0).any():
             raise ModelFileError(f"{path}: dataset 'std' holds values <= 0")
         cfg = _read_config(f.attrs)
+        if W.dtype != cfg.dtype or b.dtype != cfg.dtype:
+            raise ModelFileError(f"{path}: weights are {W.dtype}, but the file says dtype={cfg.dtype}")
         history = _read_history(f["history"], path) if "history" in f else History()
-        state = TrainState(W, b, int(f.attrs["epoch"]), history, json.loads(f.attrs["rng_state"]))
+        rng_state = json.loads(f.attrs["rng_state"])
+        np.random.default_rng().bit_generator.state = rng_state  # raises for a state that is not PCG64's
+        epoch = int(f.attrs["epoch"])
+        if not 0 <= epoch <= cfg.epochs or (kind == "checkpoint" and len(history) != epoch):
+            raise ModelFileError(f"{path}: epoch {epoch} does not fit its history ({len(history)} epochs)")
+        state = TrainState(W, b, epoch, history, rng_state)
         files = f["data_files"].attrs if "data_files" in f else {}
         data = DataInfo(
             folder=str(f.attrs.get("data_dir", "")),

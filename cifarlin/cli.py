@@ -60,9 +60,19 @@ def _table() -> Table:
 
 
 def emit_json(obj: Any) -> None:
-    """One JSON object on one line of stdout."""
-    sys.stdout.write(json.dumps(obj, allow_nan=False, default=_json_default) + "\n")
+    """One JSON object on one line of stdout (NaN and infinities, which JSON lacks, as null)."""
+    sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, default=_json_default) + "\n")
     sys.stdout.flush()
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(o: Any) -> Any:

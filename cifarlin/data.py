@@ -17,7 +17,7 @@ import io
 import os
 import pickle
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +122,29 @@ def _text(value: object) -> object:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-class _NDArrayClass:
-    """Stands for ``numpy.ndarray`` inside a pickle."""
+class _Global:
+    """A stand-in for one of the allowed numpy globals: it can be called (building a stub) but
+    not given state or attributes, so a pickle cannot modify it for later loads."""
+
+    __slots__ = ("name", "make")
+
+    def __init__(self, name: str, make: Callable[..., object] | None):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "make", make)
+
+    def __call__(self, *args: object) -> object:
+        if self.make is None:
+            raise _Refused(f"{self.name} is called")
+        return self.make(*args)
+
+    def __setstate__(self, state: object) -> None:
+        raise _Refused(f"{self.name} is given a state")
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise _Refused(f"{self.name} is given an attribute")
+
+
+_NDARRAY = _Global("numpy.ndarray", None)
 
 
 class _DTypeStub:
@@ -158,7 +179,7 @@ class _ArrayStub:
     """
 
     def __init__(self, cls: object, shape: object = (0,), typecode: object = b"b"):
-        if cls is not _NDArrayClass:
+        if cls is not _NDARRAY:
             raise _Refused("_reconstruct of something other than numpy.ndarray")
         self.array: np.ndarray | None = None
 
@@ -168,7 +189,7 @@ class _ArrayStub:
         shape, dtype, fortran, raw = state[-4:]
         if not (isinstance(shape, tuple) and len(shape) <= 2):
             raise _Refused(f"array shape {shape!r} is not valid")
-        if not all(isinstance(n, int) and n >= 0 for n in shape):
+        if not all(type(n) is int and n >= 0 for n in shape):
             raise _Refused(f"array shape {shape!r} is not valid")
         if not isinstance(dtype, _DTypeStub):
             raise _Refused("array dtype is not valid")
@@ -183,11 +204,12 @@ class _ArrayStub:
         self.array = np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if fortran else "C")
 
 
-_GLOBALS: dict[tuple[str, str], object] = {
-    ("numpy.core.multiarray", "_reconstruct"): _ArrayStub,
-    ("numpy._core.multiarray", "_reconstruct"): _ArrayStub,
-    ("numpy", "ndarray"): _NDArrayClass,
-    ("numpy", "dtype"): _DTypeStub,
+_RECONSTRUCT = _Global("numpy.core.multiarray._reconstruct", _ArrayStub)
+_GLOBALS: dict[tuple[str, str], _Global] = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _Global("numpy.dtype", _DTypeStub),
 }
 
 
@@ -201,18 +223,40 @@ class _SafeUnpickler(pickle.Unpickler):
             ) from None
 
 
+MAX_DEPTH = 4  # the official files nest dict -> list -> item
+MAX_ITEMS = 1_000_000  # list and dict entries in one file (an official batch has about 20,000)
+
+
 def _unstub(obj: object) -> object:
-    if isinstance(obj, _ArrayStub):
-        if obj.array is None:
-            raise _Refused("an array without data")
-        return obj.array
-    if isinstance(obj, dict):
-        return {_text(k): _unstub(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_unstub(v) for v in obj]
-    if isinstance(obj, _DTypeStub | _NDArrayClass) or isinstance(obj, type):
-        raise _Refused("a bare numpy type where data was expected")
-    return obj
+    """Plain data for the unpickled object: arrays for array stubs, str keys; anything else that is
+    not plain data (a bare global, a container met twice, a cycle, deep nesting) is refused, so
+    a small file cannot expand into a huge structure."""
+    seen: set[int] = set()
+    items = 0
+
+    def walk(o: object, depth: int) -> object:
+        nonlocal items
+        if isinstance(o, _ArrayStub):
+            if o.array is None:
+                raise _Refused("an array without data")
+            return o.array
+        if isinstance(o, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise _Refused(f"containers nested more than {MAX_DEPTH} deep")
+            if id(o) in seen:
+                raise _Refused("a container referenced twice (or a cycle)")
+            seen.add(id(o))
+            items += len(o)
+            if items > MAX_ITEMS:
+                raise _Refused(f"more than {MAX_ITEMS} list or dict entries")
+            if isinstance(o, dict):
+                return {_text(k): walk(v, depth + 1) for k, v in o.items()}
+            return [walk(v, depth + 1) for v in o]
+        if isinstance(o, bool | int | float | str | bytes | bytearray) or o is None:
+            return o
+        raise _Refused(f"a {type(o).__name__} where plain data was expected")
+
+    return walk(obj, 0)
 
 
 def safe_unpickle(stream: BinaryIO, path: Path) -> dict:
@@ -225,8 +269,8 @@ def safe_unpickle(stream: BinaryIO, path: Path) -> dict:
         obj = _unstub(_SafeUnpickler(stream, encoding="bytes").load())
     except _Refused as e:
         raise DataError(f"{path}: refused to load: {e} (the file may be hostile)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: truncated or not a CIFAR-10 pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: holds a {type(obj).__name__}, expected a dict")
@@ -300,8 +344,13 @@ def _check_batch(path: Path, images: object, labels: object) -> Batch:
         raise DataError(f"{path}: images have type {what}, expected uint8")
     if images.ndim != 2 or images.shape[1] != D or images.shape[0] == 0:
         raise DataError(f"{path}: images have shape {images.shape}, expected (N, {D}) with N > 0")
-    lab = np.asarray(labels)
-    if lab.ndim != 1 or lab.dtype.kind not in "iu":
+    if isinstance(labels, np.ndarray):
+        lab = labels
+    elif isinstance(labels, list) and all(type(v) is int and -(2**62) < v < 2**62 for v in labels):
+        lab = np.array(labels, dtype=np.int64)
+    else:
+        lab = np.array([])
+    if lab.ndim != 1 or lab.dtype.kind not in "iu" or (len(lab) == 0 and len(images) > 0):
         raise DataError(f"{path}: labels are not a list of integers")
     if len(lab) != len(images):
         raise DataError(f"{path}: {len(lab)} labels for {len(images)} images")

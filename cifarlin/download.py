@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -50,7 +51,9 @@ OFFLINE_HINT = "or download the archive elsewhere and install it with 'cifarlin 
 TIMEOUT = 30.0  # seconds, for connecting and for each read
 RETRIES = 4  # further attempts after a broken or failed connection
 BACKOFF = 1.0  # seconds before the first retry, doubling after each
+MAX_BACKOFF = 30.0  # but never longer than this
 MAX_UNPACKED = 1 << 30  # the archives unpack to about 180 MB; refuse anything above 1 GiB
+MAX_MEMBERS = 1000  # ... or more members than this (they have 8 or 9)
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
 
@@ -119,6 +122,24 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
+class _StartOver(Exception):
+    """The partial download cannot be continued; it is discarded and fetched from the start."""
+
+
+def _origin(resp: Any, url: str, total: int | None) -> dict[str, Any]:
+    """What identifies the file being downloaded, kept beside the .part for resuming it later."""
+    return {"url": url, "etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified"),
+            "total": total}
+
+
+def _read_origin(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def fetch(
     url: str,
     dest: Path,
@@ -131,47 +152,89 @@ def fetch(
     """Stream ``url`` to ``dest`` through ``dest.part``; returns the number of bytes.
 
     A connection that breaks is retried ``retries`` times with exponential backoff, resuming with
-    an HTTP Range request when the server honours it and starting over when it does not. On
-    Ctrl-C the ``.part`` file stays for the next run to resume and :class:`Interrupted` is raised.
+    an HTTP Range request when the server honours it (``If-Range`` with the ETag or date of the
+    first response, kept in ``dest.part.json``, so a file that changed meanwhile is fetched
+    anew) and starting over when it does not. On Ctrl-C the ``.part`` file stays for the next run
+    to resume and :class:`Interrupted` is raised.
     """
     timeout = TIMEOUT if timeout is None else timeout
     retries = RETRIES if retries is None else retries
     part = dest.with_name(dest.name + ".part")
+    origin_file = dest.with_name(dest.name + ".part.json")
     headers = {"User-Agent": f"cifarlin/{__version__}", "Accept-Encoding": "identity"}
+
+    def discard() -> None:
+        part.unlink(missing_ok=True)
+        origin_file.unlink(missing_ok=True)
+
+    def write_error(e: OSError) -> DownloadError:
+        return DownloadError(f"{part}: cannot be written ({e.strerror or e}); free some space or pass --data-dir DIR")
+
     failures = 0
     while True:
         have = part.stat().st_size if part.exists() else 0
+        origin = _read_origin(origin_file) if have else None
+        if have and (origin is None or origin.get("url") != url):
+            discard()  # a partial file of unknown origin cannot be trusted to continue
+            have, origin = 0, None
         req = urllib.request.Request(url, headers=headers)
-        if have:
+        if have and origin is not None:
             req.add_header("Range", f"bytes={have}-")
+            validator = origin.get("etag") or origin.get("last_modified")
+            if validator:
+                req.add_header("If-Range", validator)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 status = getattr(resp, "status", None) or 200
-                span = _content_range(resp)
-                if have and status == 206 and span is not None and span[0] == have:
-                    mode, total = "ab", span[1]
-                else:  # fresh start, or a server that ignored the Range request: start over
+                if have and status == 206:
+                    span = _content_range(resp)
+                    if span is None or span[0] != have:
+                        raise _StartOver("the server resumed at another byte than asked")
+                    mode, total = "ab", span[1] if span[1] is not None else (origin or {}).get("total")
+                else:  # a fresh start, or a server that ignored the Range or If-Range: start over
                     have, mode = 0, "wb"
                     length = resp.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
+                    try:
+                        origin_file.write_text(json.dumps(_origin(resp, url, total)))
+                    except OSError as e:
+                        raise write_error(e) from None
                 done = have
-                with open(part, mode) as out:
+                try:
+                    out = open(part, mode)
+                except OSError as e:
+                    raise write_error(e) from None
+                with out:
                     while block := resp.read(chunk):
-                        out.write(block)
+                        try:
+                            out.write(block)
+                        except OSError as e:
+                            raise write_error(e) from None
                         done += len(block)
+                        if total is not None and done > total:
+                            raise _StartOver(f"the server sent more than the {total} bytes it announced")
                         if on_progress is not None:
                             on_progress(done, total)
                 if total is not None and done < total:
                     raise http.client.IncompleteRead(b"", total - done)
             os.replace(part, dest)
+            origin_file.unlink(missing_ok=True)
             return done
         except KeyboardInterrupt:
             raise Interrupted(
                 f"download interrupted; {part} keeps what arrived: run the same command again to resume"
             ) from None
+        except _StartOver as e:
+            discard()
+            reason = str(e)
         except urllib.error.HTTPError as e:
-            if e.code == 416 and have:  # our range starts at or past the end: start over
-                part.unlink(missing_ok=True)
+            if e.code == 416 and have:  # nothing left after our range start
+                m = re.match(r"bytes \*/(\d+)", e.headers.get("Content-Range", "") if e.headers else "")
+                if m and int(m[1]) == have:  # the .part is already complete
+                    os.replace(part, dest)
+                    origin_file.unlink(missing_ok=True)
+                    return have
+                discard()
                 continue
             if e.code < 500 and e.code != 429:
                 raise DownloadError(f"{url}: the server answered {e.code} {e.reason}") from None
@@ -188,7 +251,7 @@ def fetch(
         if failures > retries:
             kept = f"; {part} keeps what arrived, run again to resume" if part.exists() else ""
             raise DownloadError(f"{url}: download failed after {failures} attempts ({reason}){kept}; {OFFLINE_HINT}")
-        time.sleep(BACKOFF * 2 ** (failures - 1))
+        time.sleep(min(BACKOFF * 2 ** (failures - 1), MAX_BACKOFF))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,23 +267,50 @@ def _member_kind(m: tarfile.TarInfo) -> str:
     return "special file"
 
 
-def check_members(archive: Path, members: list[tarfile.TarInfo], folder: str) -> None:
-    """Refuse anything but regular files and folders under ``folder/``, within size limits."""
-    total = 0
-    for m in members:
-        parts = PurePosixPath(m.name).parts
-        if m.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.name) or ".." in parts:
-            raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target folder")
-        if not (m.isfile() or m.isdir()):
-            raise DownloadError(
-                f"{archive}: refused: member {m.name!r} is a {_member_kind(m)}; "
-                "only regular files and folders are allowed"
-            )
-        if not parts or parts[0] != folder:
-            raise DownloadError(f"{archive}: refused: member {m.name!r} is not inside {folder}/")
+def check_member(archive: Path, m: tarfile.TarInfo, folder: str) -> None:
+    """Refuse anything but a regular file or folder under ``folder/``."""
+    parts = PurePosixPath(m.name).parts
+    if m.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.name) or ".." in parts:
+        raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target folder")
+    if not (m.isfile() or m.isdir()):
+        raise DownloadError(
+            f"{archive}: refused: member {m.name!r} is a {_member_kind(m)}; only regular files and folders are allowed"
+        )
+    if not parts or parts[0] != folder:
+        raise DownloadError(f"{archive}: refused: member {m.name!r} is not inside {folder}/")
+
+
+def _members(archive: Path, tar: tarfile.TarFile, folder: str, tmp: Path) -> list[tarfile.TarInfo]:
+    """The members, each checked as it is read, so a hostile or huge archive is refused early."""
+    members, total = [], 0
+    for m in tar:
+        check_member(archive, m, folder)
+        if not (tmp / m.name).resolve().is_relative_to(tmp.resolve()):  # belt and braces
+            raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target")
         total += max(m.size, 0)
-        if total > MAX_UNPACKED:
-            raise DownloadError(f"{archive}: refused: it unpacks to more than {MAX_UNPACKED >> 20} MiB")
+        members.append(m)
+        if total > MAX_UNPACKED or len(members) > MAX_MEMBERS:
+            raise DownloadError(
+                f"{archive}: refused: it unpacks to more than {MAX_UNPACKED >> 20} MiB or {MAX_MEMBERS} files"
+            )
+    return members
+
+
+def _swap_in(staged: Path, target: Path, spare: Path) -> None:
+    """Move ``staged`` to ``target``; an old ``target`` goes to ``spare`` and comes back if the move
+    fails or is interrupted, so the dataset is the old one or the new one, never neither."""
+    old = target.is_symlink() or target.exists()
+    try:
+        if old:
+            os.replace(target, spare)
+        try:
+            os.replace(staged, target)
+        except BaseException:
+            if old:
+                os.replace(spare, target)
+            raise
+    except OSError as e:
+        raise DownloadError(f"{target}: cannot be replaced ({e.strerror or e})") from None
 
 
 def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, dict[str, str]]:
@@ -234,16 +324,12 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, d
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
-                members = tar.getmembers()
-                check_members(archive, members, folder)
-                for m in members:  # belt and braces: the resolved target stays inside tmp
-                    if not (tmp / m.name).resolve().is_relative_to(tmp.resolve()):
-                        raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target")
+                members = _members(archive, tar, folder, tmp)
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(tmp, members=members, filter="data")
                 else:  # Python < 3.11.4: the checks above are the filter
                     tar.extractall(tmp, members=members)
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
             raise DownloadError(f"{archive}: not a readable tar archive ({e})") from None
         staged = data.Source(tmp / folder, fmt)
         if not staged.folder.is_dir():
@@ -255,12 +341,20 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, d
         except DataError as e:
             raise DownloadError(f"{archive}: the unpacked files are not valid CIFAR-10: {e}") from None
         target = root / folder
-        if target.exists():
-            os.replace(target, tmp / "previous")
-        os.replace(staged.folder, target)
+        _swap_in(staged.folder, target, tmp / "previous")
         return data.Source(target, fmt), checksums
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_url(url: str) -> str:
+    try:
+        parts = urllib.request.urlparse(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or (parts.scheme != "file" and not parts.hostname):
+        raise ConfigError(f"--url {url!r}: expected an http://, https://, ftp:// or file:// address of the archive")
+    return url
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +382,8 @@ def install(
     """
     t0 = time.perf_counter()
     notice = on_notice or (lambda msg: None)
+    if url is not None:
+        check_url(url)
     md5 = check_md5_text(md5 if md5 is not None else os.environ.get("CIFARLIN_MD5") or None)
     root = data.resolve_data_dir(data_dir)
     if root.exists() and not root.is_dir():
@@ -322,12 +418,17 @@ def install(
             raise DownloadError(f"{archive}: no such file (--from-file)")
         source, status, size = str(archive), "installed", archive.stat().st_size
     else:
-        url = url or os.environ.get("CIFARLIN_URL") or OFFICIAL_URL[fmt]
+        url = check_url(url or os.environ.get("CIFARLIN_URL") or OFFICIAL_URL[fmt])
         name = PurePosixPath(urllib.request.urlparse(url).path).name or f"cifar-10-{fmt}.tar.gz"
         archive = root / name
-        notice(f"downloading {url} to {archive}")
-        size = fetch(url, archive, on_progress=on_progress, timeout=timeout, retries=retries)
         source, status = url, "downloaded"
+        if archive.is_file() and file_md5(archive) == expected:  # fetched by a run stopped before unpacking
+            notice(f"{archive} was downloaded and verified before")
+            size = archive.stat().st_size
+        else:
+            archive.unlink(missing_ok=True)
+            notice(f"downloading {url} to {archive}")
+            size = fetch(url, archive, on_progress=on_progress, timeout=timeout, retries=retries)
 
     notice(f"checking the MD5 of {archive}")
     got = file_md5(archive)
@@ -342,9 +443,14 @@ def install(
     notice(f"unpacking into {root / data.FOLDERS[fmt]}")
     try:
         target, sums = extract(archive, root, fmt)
-    finally:
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while unpacking; the verified {archive} is kept for the next run") from None
+    except DownloadError:
         if from_file is None:
             archive.unlink(missing_ok=True)
+        raise
+    if from_file is None:
+        archive.unlink(missing_ok=True)
     return Result(str(target.folder), fmt, source, got, size, time.perf_counter() - t0, status,
                   official_match(target, sums))
 

@@ -13,6 +13,7 @@ from cifarlin import model
 from cifarlin.errors import ConfigError
 
 DEFAULT_H = {"centred": 1e-6, "complex": 1e-20}
+MAX_N = 10_000
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class GradcheckConfig:
         def bad(flag: str, value: object, why: str) -> ConfigError:
             return ConfigError(f"{flag} {value!r}: {why}")
 
-        if self.n < 1:
-            raise bad("--n", self.n, "must be at least 1")
+        if not 1 <= self.n <= MAX_N:
+            raise bad("--n", self.n, f"must be between 1 and {MAX_N} (the images of one training batch)")
         if not 1 <= self.dims <= model.D:
             raise bad("--dims", self.dims, f"must be between 1 and {model.D}")
         if self.method not in DEFAULT_H:
@@ -102,7 +103,7 @@ def compare(name: str, ga: np.ndarray, gn: np.ndarray, tol: float, atol: float) 
     """Statistics of the agreement of analytic ``ga`` and numerical ``gn`` (same shape)."""
     rel = model.relative_error(ga, gn)
     err = np.abs(ga - gn)
-    failing = int(np.count_nonzero(err > atol + tol * (np.abs(ga) + np.abs(gn))))
+    failing = int(np.count_nonzero(~(err <= atol + tol * (np.abs(ga) + np.abs(gn)))))  # NaN fails too
     return ParamReport(
         name=name,
         max_rel=float(rel.max()),

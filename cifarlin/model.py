@@ -154,9 +154,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = K) -> np.n
 #
 #   J(W + t E_ij) = mean_n [ lse(S_n + t X_nj e_i) - S_n,y_n - t X_nj [y_n = i] ]
 #                   + lam * (|W|^2 + 2 t W_ij + t^2)
-#   lse(S_n + u e_i) = m_n + log( R_ni + exp(S_ni - m_n + u) ),  R_ni = sum_{k != i} exp(S_nk - m_n)
+#   lse(S_n + u e_i) = m_n + log( sum_{k != i} exp(S_nk - m_n) + exp(S_ni - m_n + u) )
 #
-# with m_n the row maximum. All 2 x K x (d + 1) perturbed costs are array expressions over
+# with m_n the row maximum (the sum over the other classes is kept scaled, see _others). All 2 x K x (d + 1) perturbed costs are array expressions over
 # (N, K, columns), evaluated in column chunks to bound memory: no Python loop over parameters.
 # J(theta + h) - J(theta - h) is taken as the mean over samples of the per-sample loss
 # differences (the same number, summed in another order), so the terms common to both, m_n and
@@ -164,18 +164,35 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = K) -> np.n
 # ---------------------------------------------------------------------------------------------
 
 
-def _perturbed_lse(A0: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """log(R[n, i] + exp(A0[n, i] + T[n, j])) for every sample n, class i, column j: (N, K, c).
+def _others(A0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each sample n and class i, the scores of the other classes as (m2, R), both (N, K):
+    m2[n, i] = max_{k != i} A0[n, k] and R[n, i] = sum_{k != i} exp(A0[n, k] - m2[n, i]) >= 1,
+    summed directly (no subtraction) and scaled so that it cannot underflow."""
+    N, k = A0.shape
+    top = A0.argmax(axis=1)  # (N,) the class holding the row maximum (A0 = 0 there)
+    others = np.ones((N, k), dtype=bool)
+    others[np.arange(N), top] = False
+    second = np.where(others, A0, -np.inf).max(axis=1) if k > 1 else np.zeros(N)  # (N,)
+    m2 = np.zeros_like(A0)
+    m2[np.arange(N), top] = second
+    R = np.exp(A0) @ (1.0 - np.eye(k))  # (N, K): for i != top, m2 = 0
+    R[np.arange(N), top] = np.exp(np.where(others, A0 - second[:, None], -np.inf)).sum(axis=1)
+    return m2, R
 
-    That is lse(S_n + T[n, j] e_i) - m_n. A0 (N, K) = S - m; R (N, K) as above; T (N, c) the score
-    shifts, real (t * x) or imaginary (i h x).
+
+def _perturbed_lse(A0: np.ndarray, m2: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """lse(S_n + T[n, j] e_i) - m_n for every sample n, class i, column j: (N, K, c).
+
+    A0 (N, K) = S - m; m2, R (N, K) from :func:`_others`; T (N, c) the score shifts, real (t * x)
+    or imaginary (i h x). Shifting by the larger of the moved score and the others' maximum keeps
+    every exp() in [0, 1] and the sum >= 1, for shifts of any size.
     """
-    Ar = A0[:, :, None] + T[:, None, :]  # (N, K, c)
-    shift = np.maximum(Ar.real, 0.0)  # keeps exp() finite when a shift makes class i the maximum
-    Z = np.exp(Ar - shift)
-    Z += R[:, :, None] * np.exp(-shift)
+    Ar = A0[:, :, None] + T[:, None, :]  # (N, K, c) the moved score of class i
+    M = np.maximum(Ar.real, m2[:, :, None])  # (N, K, c) the maximum of the moved row
+    Z = np.exp(Ar - M)
+    Z += R[:, :, None] * np.exp(m2[:, :, None] - M)
     L = np.log(Z)
-    L += shift
+    L += M
     return L
 
 
@@ -206,7 +223,7 @@ def numerical_gradients(
 
     S = scores(W, b, X)  # (N, K)
     A0 = S - S.max(axis=1, keepdims=True)  # (N, K)
-    R = np.exp(A0) @ (1.0 - np.eye(k))  # (N, K): sum over k != i, summed directly, no subtraction
+    m2, R = _others(A0)  # (N, K) each
     Y = (y[:, None] == np.arange(k)).astype(np.float64)[:, :, None]  # (N, K, 1) one-hot
 
     def column_grads(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
@@ -214,10 +231,10 @@ def numerical_gradients(
         biases (w None, no penalty). x (N, c); returns (K, c)."""
         if method == "complex":  # Im J(theta + i h) / h
             T = (1j * h) * x[:, None, :]  # (N, 1, c)
-            g = (_perturbed_lse(A0, R, T[:, 0, :]).imag - Y * T.imag).mean(axis=0) / h
+            g = (_perturbed_lse(A0, m2, R, T[:, 0, :]).imag - Y * T.imag).mean(axis=0) / h
             return g if w is None else g + lam * ((w + 1j * h) ** 2).imag / h
         T = h * x[:, None, :]  # (N, 1, c)
-        dL = _perturbed_lse(A0, R, T[:, 0, :]) - _perturbed_lse(A0, R, -T[:, 0, :])  # (N, K, c)
+        dL = _perturbed_lse(A0, m2, R, T[:, 0, :]) - _perturbed_lse(A0, m2, R, -T[:, 0, :])  # (N, K, c)
         dL -= 2 * Y * T  # the -t x [y = i] terms of the two losses
         dJ = dL.mean(axis=0)  # (K, c) = J(theta + h) - J(theta - h)
         if w is not None:

@@ -51,6 +51,9 @@ class History:
         acc = self.columns["val_acc"]
         return int(np.argmax(acc)) + 1 if acc else 0
 
+    def copy(self) -> History:
+        return History({k: list(v) for k, v in self.columns.items()})
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
         return cls({k: [float(x) for x in arrays[k]] for k in HISTORY_KEYS})
@@ -107,7 +110,7 @@ def fit(
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state
     W, b = state.W.copy(), state.b.copy()
-    history = History({k: list(v) for k, v in state.history.columns.items()})  # grows in place
+    history = state.history.copy()
     n_batches = -(-N // B)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -131,7 +134,7 @@ def fit(
                     epoch,
                 )
             history.append(train, val, time.perf_counter() - t0)
-            state = TrainState(W.copy(), b.copy(), epoch, history, rng.bit_generator.state)
+            state = TrainState(W.copy(), b.copy(), epoch, history.copy(), rng.bit_generator.state)
             if on_epoch is not None:
                 on_epoch(state)
     return state

@@ -232,3 +232,46 @@ def test_real_data_loads(real_data):
     assert b1.labels[:5].tolist() == [6, 9, 9, 4, 1]
     assert bt.labels[:5].tolist() == [3, 8, 8, 0, 6]
     assert data.read_class_names(src) == NAMES
+
+
+def test_shared_references_cannot_blow_up(tmp_path):
+    a = [0] * 1000
+    a = [a] * 1000  # a million entries if copied naively, a few kB on disk
+    raw = pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": a}, protocol=3)
+    assert len(raw) < 10_000
+    with pytest.raises(DataError, match="referenced twice"):
+        data.read_batch(write(tmp_path, raw), "python")
+
+
+def test_cycles_and_deep_nesting_are_refused(tmp_path):
+    cyc: list = []
+    cyc.append(cyc)
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    for obj, message in ((cyc, "twice"), (deep, "nested")):
+        with pytest.raises(DataError, match=message):
+            data.read_batch(write(tmp_path, pickle.dumps({"labels": obj}, protocol=3)), "python")
+
+
+def test_a_pickle_cannot_modify_the_allowed_globals(tmp_path):
+    attack = b"\x80\x02" + global_op("numpy", "ndarray") + b"}U\x05pwnedK\x01sb."
+    with pytest.raises(DataError, match="refused"):
+        data.read_batch(write(tmp_path, attack), "python")
+    attack = b"\x80\x02" + global_op("numpy", "dtype") + b"N}U\x08__call__K\x01s\x86b."
+    with pytest.raises(DataError, match="refused"):
+        data.read_batch(write(tmp_path, attack), "python")
+    assert data.read_batch(write(tmp_path, py2_pickle(batch_dict(*make_split(3, 1), "x"))), "python").images.shape == (3, 3072)
+
+
+@pytest.mark.parametrize("labels", [[[1], [1, 2]], [1, "2"], [1, 2.0], [True, False], [2**70, 1]])
+def test_odd_labels_are_a_data_error(tmp_path, labels):
+    raw = pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": labels}, protocol=3)
+    with pytest.raises(DataError, match="labels are not a list of integers"):
+        data.read_batch(write(tmp_path, raw), "python")
+
+
+def test_bare_numpy_globals_are_not_data(tmp_path):
+    raw = b"\x80\x02}(U\x04data" + global_op("numpy", "dtype") + b"U\x06labels]u."
+    with pytest.raises(DataError, match="where plain data was expected"):
+        data.read_batch(write(tmp_path, raw), "python")

@@ -26,6 +26,9 @@ class Server:
         self.ranges: list[str | None] = []  # the Range header of every request
         self.drop_after: int | None = None  # first response stops after this many bytes
         self.support_range = True
+        self.etag = '"v1"'
+        self.wrong_start = 0  # resume at this many bytes past the asked start
+        self.extra = b""  # bytes appended to every response beyond its Content-Length
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -38,12 +41,24 @@ class Server:
                     return
                 rng = self.headers.get("Range")
                 server.ranges.append(rng)
+                if_range = self.headers.get("If-Range")
                 start = int(rng.split("=")[1].split("-")[0]) if rng and server.support_range else 0
+                if if_range is not None and if_range != server.etag:
+                    start = 0  # the file changed: send all of it (RFC 9110 If-Range)
+                if start >= len(server.body) and start:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(server.body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start += server.wrong_start if start else 0
                 payload = server.body[start:]
                 self.send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(server.body) - 1}/{len(server.body)}")
+                    payload += server.extra  # a resumed response longer than its Content-Range says
                 self.send_header("Content-Length", str(len(payload)))
+                self.send_header("ETag", server.etag)
                 self.end_headers()
                 if server.drop_after is not None:
                     cut, server.drop_after = server.drop_after, None
@@ -56,7 +71,7 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def close(self):
@@ -328,3 +343,95 @@ def test_unknown_host_fails_at_once_without_retries(runner, monkeypatch, tmp_pat
     assert r.exit_code == 1 and len(calls) == 1
     line = r.stderr.strip().splitlines()[-1]
     assert "cannot resolve cifar.example.invalid" in line and "--from-file" in line
+
+
+def test_resume_that_starts_at_the_wrong_byte_starts_over(serve, archive, tmp_path):
+    s = serve(archive)
+    s.drop_after = 5000
+    s.wrong_start = 100
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    assert s.ranges[:2] == [None, "bytes=5000-"] and s.ranges[2] is None  # discarded, fetched anew
+    assert (tmp_path / "cifar-10-batches-py").is_dir()
+
+
+def test_a_file_changed_between_attempts_is_fetched_anew(serve, archive, tmp_path):
+    s = serve(archive)
+    s.drop_after = 5000
+    s.etag = '"v1"'
+    with pytest.raises(DownloadError):
+        download.install(tmp_path, url=s.url, md5=md5(archive), retries=0)
+    s.etag = '"v2"'  # the server's file changed
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    assert s.ranges[-1] == "bytes=5000-"  # it asked to resume, with If-Range, and got the whole file
+    assert (tmp_path / "cifar-10-batches-py").is_dir()
+
+
+def test_more_bytes_than_announced_are_not_accepted(serve, archive, tmp_path):
+    s = serve(archive)
+    s.drop_after = 5000
+    s.extra = b"junk" * 1000
+    download.install(tmp_path, url=s.url, md5=md5(archive))  # the overlong resume is discarded
+    assert s.ranges == [None, "bytes=5000-", None]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_a_complete_part_is_not_fetched_again(serve, archive, tmp_path):
+    s = serve(archive)
+    (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(archive)
+    (tmp_path / "cifar-10-python.tar.gz.part.json").write_text(
+        json.dumps({"url": s.url, "etag": s.etag, "last_modified": None, "total": len(archive)}))
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    assert s.ranges == [f"bytes={len(archive)}-"]  # answered 416 */N: nothing more to fetch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_a_part_of_unknown_origin_is_not_resumed(serve, archive, tmp_path):
+    s = serve(archive)
+    (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(b"something else entirely")
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    assert s.ranges == [None]
+
+
+def test_ctrl_c_while_unpacking_keeps_the_verified_archive(serve, archive, tmp_path, monkeypatch):
+    s = serve(archive)
+    real = download.extract
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "extract", interrupted)
+    with pytest.raises(download.Interrupted, match="is kept"):
+        download.install(tmp_path, url=s.url, md5=md5(archive))
+    assert (tmp_path / "cifar-10-python.tar.gz").is_file()
+    monkeypatch.setattr(download, "extract", real)
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    assert len(s.ranges) == 1  # not downloaded again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_failed_swap_keeps_the_old_dataset(serve, archive, tmp_path, monkeypatch):
+    s = serve(archive)
+    download.install(tmp_path, url=s.url, md5=md5(archive))
+    marker = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    before = marker.read_bytes()
+    real = download.os.replace
+    calls = []
+
+    def flaky(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # moving the new folder in fails
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(download.os, "replace", flaky)
+    with pytest.raises(DownloadError, match="cannot be replaced"):
+        download.install(tmp_path, url=s.url, md5=md5(archive), force=True, from_file=None)
+    monkeypatch.setattr(download.os, "replace", real)
+    assert marker.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tar.gz")) == ["cifar-10-batches-py"]
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://[::1", "gopher://x/y", "http:///nohost"])
+def test_bad_urls_are_usage_errors(runner, tmp_path, url):
+    r, _ = run(runner, "--url", url, "--data-dir", tmp_path)
+    assert r.exit_code == 2 and "--url" in r.stderr and r.stderr.count("\n") == 1

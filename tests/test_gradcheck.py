@@ -100,3 +100,18 @@ def test_random_problem_uses_training_init():
     W0, b0 = model.init_params(np.random.default_rng(5))
     assert np.array_equal(W, W0[:, :40]) and np.array_equal(b, b0)
     assert X.shape == (3, 40) and y.shape == (3,)
+
+
+def test_nan_gradients_fail(runner, monkeypatch):
+    real = model.gradients
+
+    def nan_grads(W, b, X, y, lam):
+        dW, db = real(W, b, X, y, lam)
+        return np.full_like(dW, np.nan), db
+
+    monkeypatch.setattr(model, "gradients", nan_grads)
+    r = runner.invoke(app, ["gradcheck", "--random", "--json", "--dims", "20"])
+    assert r.exit_code == 1, r.output
+    out = json.loads(r.stdout)
+    assert out["pass"] is False and out["W"]["failing"] == 200 and out["W"]["max_rel"] is None
+    assert gradcheck.compare("W", np.array([np.nan, 1.0]), np.ones(2), 1e-6, 1e-8).failing == 1

@@ -346,3 +346,74 @@ def test_ctrl_c_saves_and_exits_130(tiny_py, tmp_path):
     epoch = checkpoint.load_snapshot(out / "checkpoint.h5").state.epoch
     assert epoch >= 2 and checkpoint.load_history(out / "history.h5").status == "interrupted"
     assert not list(out.glob(".*tmp"))
+
+
+def edited_copy(src: Path, dst: Path, edit) -> Path:
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "a") as f:
+        edit(f)
+    return dst
+
+
+def test_damaged_model_contents_are_refused(prepared, tmp_path):
+    out = tmp_path / "run"
+    runs.run(cfg(epochs=1), out, prepared)
+    good = out / "checkpoint.h5"
+
+    def nan_w(f):
+        w = f["W"][()]
+        w[0, 0] = np.nan
+        f["W"][...] = w
+
+    def replace(name, value):
+        def edit(f):
+            del f[name]
+            f[name] = value
+        return edit
+
+    def huge(f):
+        del f["W"]
+        f.create_dataset("W", shape=(10, 10**9), dtype="f4", chunks=(1, 1024))  # nothing stored
+
+    cases = {
+        "nan.h5": (nan_w, "NaN or infinite"),
+        "std.h5": (replace("std", np.zeros(3072)), "'std' holds values <= 0"),
+        "dtype.h5": (replace("W", np.zeros((10, 3072), np.float16)), "'W' has shape"),
+        "w64.h5": (replace("W", np.zeros((10, 3072), np.float64)), "weights are float64"),
+        "huge.h5": (huge, r"shape \(10, 1000000000\)"),
+        "rng.h5": (lambda f: f.attrs.__setitem__("rng_state", '{"bit_generator": "MT19937"}'), "damaged"),
+        "names.h5": (lambda f: f.attrs.__setitem__("class_names", "abc"), "damaged"),
+    }
+    for name, (edit, message) in cases.items():
+        path = edited_copy(good, tmp_path / name, edit)
+        with pytest.raises(ModelFileError, match=message):
+            checkpoint.load_snapshot(path)
+
+
+def test_resume_refuses_other_data(prepared, tmp_path, tiny_py):
+    out = tmp_path / "run"
+    runs.run(cfg(epochs=1), out, prepared)
+    _, snap = runs.resume_point(out, {})
+    snap.data.checksums["data_batch_1"] = "0" * 32
+    with pytest.raises(runs.CifarlinError, match="data_batch_1 differs from the file"):
+        runs.run(cfg(epochs=2), out, prepared, start=snap)
+
+
+def test_interrupt_during_a_checkpoint_write_keeps_files_consistent(prepared, tmp_path, monkeypatch):
+    """Ctrl-C while epoch 3's checkpoint is written: checkpoint and history both stop at epoch 2."""
+    out = tmp_path / "run"
+    real = checkpoint.save_snapshot
+    calls = []
+
+    def interrupted_third(path, snap):
+        calls.append(snap.state.epoch)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(path, snap)
+
+    monkeypatch.setattr(runs, "save_snapshot", interrupted_third)
+    with pytest.raises(runs.Interrupted):
+        runs.run(cfg(epochs=5), out, prepared)
+    snap = checkpoint.load_snapshot(out / "checkpoint.h5")
+    hist = checkpoint.load_history(out / "history.h5")
+    assert snap.state.epoch == 2 and len(snap.state.history) == 2 and len(hist.history) == 2
