@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,12 +27,12 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 try:
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - Typer before 0.29 used click itself
-    from click.exceptions import ClickException, NoArgsIsHelpError
+    from click.exceptions import ClickException
 
 from cifarlin import __version__
-from cifarlin.errors import CifarlinError, ConfigError
+from cifarlin.errors import CifarlinError, ConfigError, WriteError
 
 # ---------------------------------------------------------------------------------------------
 # Output
@@ -59,10 +60,26 @@ def _table() -> Table:
     return Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
 
 
+def print_table(c: Console, t: Table) -> None:
+    """A table at its natural width even in a narrow terminal: numbers are never cut short."""
+    natural = c.measure(t, options=c.options.update(max_width=1000)).maximum
+    width = c.width
+    c.width = max(width, natural)  # the terminal wraps an over-long line; rich would cut numbers
+    try:
+        c.print(t, crop=False)
+    finally:
+        c.width = width
+
+
 def emit_json(obj: Any) -> None:
     """One JSON object on one line of stdout (NaN and infinities, which JSON lacks, as null)."""
-    sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, default=_json_default) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, default=_json_default) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise CifarlinError(f"cannot write the result to stdout ({e.strerror or e})") from None
 
 
 def _finite(obj: Any) -> Any:
@@ -84,22 +101,33 @@ def _json_default(o: Any) -> Any:
 
 
 def _error(message: str) -> None:
-    c = console()
-    c.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+    """One line on stderr, whatever the message holds."""
+    line = re.sub(r"\s*\n\s*", " ", message.strip())
+    console().print(f"[bold red]Error:[/] {escape(line)}", soft_wrap=True)
 
 
 class CifarlinGroup(TyperGroup):
     """Turns every failure into one line on stderr and the documented exit code."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:  # no command: a usage error, help on stderr
+            with redirect_stdout(sys.stderr):
+                text = ctx.get_help()  # Typer's rich help prints itself and returns ""
+                if text:
+                    print(text)
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
+
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        if os.environ.get("NO_COLOR"):  # Typer's own help console honours colour only, not NO_COLOR
+            from typer import rich_utils
+
+            rich_utils.COLOR_SYSTEM = None
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
-        except NoArgsIsHelpError as e:
-            sys.stdout.write(e.ctx.get_help() + "\n")
-            sys.exit(2)
         except ClickException as e:
             msg = e.format_message().replace("Value error, ", "")
             ctx = getattr(e, "ctx", None)
@@ -123,6 +151,8 @@ class CifarlinGroup(TyperGroup):
                 "CIFARLIN_DEBUG=1 to see the full traceback, and please report it)"
             )
             sys.exit(1)
+        if rv == 130:  # Typer turns a Ctrl-C that no command handled into exit code 130
+            _error("interrupted; nothing was left half-written (files are written whole or not at all)")
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -194,19 +224,26 @@ def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None]
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), TimeRemainingColumn(), console=c, transient=True) as bar:
             task = bar.add_task("download", total=None)
+            started = [False]
 
             def update(done: int, total: int | None) -> None:
+                if not started[0]:  # a resumed download starts part-way: no speed spike
+                    started[0] = True
+                    bar.reset(task, completed=done, total=total)
                 bar.update(task, completed=done, total=total)
 
             yield update
         return
-    t0, last = time.monotonic(), [0.0]
+    base: list[float] = []  # (time, bytes) of the first report: a resumed download starts part-way
+    last = [0.0]
 
     def plain(done: int, total: int | None) -> None:
         now = time.monotonic()
+        if not base:
+            base.extend((now, done))
         if now - last[0] >= 5 or (total is not None and done >= total):
             last[0] = now
-            rate = done / max(now - t0, 1e-9)
+            rate = (done - base[1]) / max(now - base[0], 1e-9)
             of = f" of {_mb(total)} ({100 * done / total:.0f}%)" if total else ""
             c.print(f"downloaded {_mb(done)}{of}, {_mb(rate)}/s", soft_wrap=True)
 
@@ -343,7 +380,7 @@ def gradcheck(
         for p in report.params:
             t.add_row(p.name, _sci(p.max_rel), _sci(p.p99_rel), _sci(p.mean_rel), _sci(p.max_abs),
                       str(p.checked), str(p.failing), "[green]PASS[/]" if p.passed else "[red]FAIL[/]")
-        c.print(t)
+        print_table(c, t)
     c.print(f"{verdict}: |ga - gn| <= {cfg.atol:g} + {cfg.tol:g} (|ga| + |gn|) for "
             f"{sum(p.checked - p.failing for p in report.params)} of {sum(p.checked for p in report.params)} "
             f"entries ({report.seconds:.3f} s)", soft_wrap=True)
@@ -359,8 +396,13 @@ def gradcheck(
 HEADER = f"{'epoch':>5}  {'train cost':>10}  {'val cost':>10}  {'train acc':>9}  {'val acc':>9}  {'seconds':>7}"
 
 
+def _v(x: float) -> str:
+    """A cost or loss: four decimals, or scientific notation when it is huge."""
+    return f"{x:.4f}" if abs(x) < 1e6 else f"{x:.4e}"
+
+
 def _epoch_row(epoch: int, h: dict[str, float]) -> str:
-    return (f"{epoch:>5}  {h['train_cost']:>10.4f}  {h['val_cost']:>10.4f}  "
+    return (f"{epoch:>5}  {_v(h['train_cost']):>10}  {_v(h['val_cost']):>10}  "
             f"{h['train_acc']:>9.4f}  {h['val_acc']:>9.4f}  {h['seconds']:>7.2f}")
 
 
@@ -374,8 +416,8 @@ def train_display(c: Console, quiet: bool, epochs: int, first: int, n_train: int
     if _plain():
         def plain_epoch(st: Any) -> None:
             h = st.history.last()
-            c.print(f"epoch {st.epoch}/{epochs}: train cost {h['train_cost']:.4f} acc {h['train_acc']:.4f}, "
-                    f"val cost {h['val_cost']:.4f} acc {h['val_acc']:.4f}, {h['seconds']:.2f} s", soft_wrap=True)
+            c.print(f"epoch {st.epoch}/{epochs}: train cost {_v(h['train_cost'])} acc {h['train_acc']:.4f}, "
+                    f"val cost {_v(h['val_cost'])} acc {h['val_acc']:.4f}, {h['seconds']:.2f} s", soft_wrap=True)
 
         yield plain_epoch, None
         return
@@ -408,13 +450,13 @@ def _summary_table(s: dict[str, Any]) -> Table:
         t.add_column(col, justify="left" if col == "set" else "right", no_wrap=True)
     for name in ("train", "val", "test"):
         m = s[name]
-        t.add_row(name, f"{m['cost']:.4f}", f"{m['loss']:.4f}", f"{m['accuracy']:.4f}")
+        t.add_row(name, _v(m["cost"]), _v(m["loss"]), f"{m['accuracy']:.4f}")
     return t
 
 
 def _print_summary(c: Console, s: dict[str, Any]) -> None:
     c.print(f"[bold]{escape(s['run_dir'])}[/]: {s['epochs']} epochs", soft_wrap=True)
-    c.print(_summary_table(s))
+    print_table(c, _summary_table(s))
     ref = s["reference_test_accuracy"]
     ref_text = "" if ref is None else f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
     c.print(f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
@@ -448,7 +490,7 @@ def train(
         Literal["float32", "float64"] | None, typer.Option("--dtype", help="Precision of data and weights. [default: float32]", show_default=False)
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", metavar="DIR", help="Run folder. Default: outputs/setting-N, or outputs/run-<time>; with --setting all, the parent of setting-1..4.")
+        Path | None, typer.Option("--out", metavar="DIR", help="Run folder. Default: outputs/setting-N, or a new outputs/run-DATE-TIME; with --setting all, the parent of setting-1..4.")
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.h5.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --out.")] = False,
@@ -475,20 +517,26 @@ def train(
         "train_batches": data.parse_batches(train_batches) if train_batches is not None else None,
     }
     given = {k: v for k, v in overrides.items() if v is not None}
+    out = out.expanduser() if out is not None else None
+    data_opt = f" --data-dir {data_dir}" if data_dir is not None else ""
     if setting == "all":
         plan = [TrainConfig.for_setting(s, **given) for s in SETTINGS]
         root = out or Path("outputs")
         outs = [runs.default_out(cfg, root) for cfg in plan]
+        hint = f"cifarlin train --setting all --out {root} --resume{data_opt}"
     else:
         if resume and out is None and setting is None:
             raise ConfigError("--resume needs --out DIR (or --setting N) to find the run")
         cfg = TrainConfig.for_setting(int(setting), **given) if setting else TrainConfig(**given)
         plan, outs = [cfg], [out or runs.default_out(cfg)]
+        hint = f"cifarlin train --out {outs[0]} --resume{data_opt}"
     starts: list[Any] = []
     for i, o in enumerate(outs):
-        runs.check_folder(o, resume=resume, overwrite=overwrite)
+        # with --setting all, --resume continues the runs that have a checkpoint and starts the rest
+        resume_this = resume and (setting != "all" or (o / runs.CHECKPOINT).is_file())
+        runs.check_folder(o, resume=resume_this, overwrite=overwrite)
         start = None
-        if resume:
+        if resume_this:
             requested = {**given, "setting": plan[i].setting} if setting else given
             plan[i], start = runs.resume_point(o, requested)
         starts.append(start)
@@ -517,7 +565,8 @@ def train(
         p = prepared(cfg)
         check_batch_size(cfg, len(p.y["train"]))
         with train_display(c, quiet, cfg.epochs, first, len(p.y["train"]), cfg.batch_size) as (on_epoch, on_batch):
-            outcome = runs.run(cfg, o, p, start=start, on_epoch=on_epoch, on_batch=on_batch)
+            outcome = runs.run(cfg, o, p, start=start, overwrite=overwrite, resume_hint=hint,
+                               on_epoch=on_epoch, on_batch=on_batch)
         s = outcome.summary()
         if not no_plots:
             s["figures"] = [str(f) for f in _plots_after_training(o, outcome, p.class_names)]
@@ -561,10 +610,6 @@ def _plots_after_training(run_dir: Path, outcome: Any, class_names: list[str]) -
 # ---------------------------------------------------------------------------------------------
 
 
-def _model_path(path: Path) -> Path:
-    from cifarlin.runs import MODEL
-
-    return path / MODEL if path.is_dir() else path
 
 
 @app.command()
@@ -584,10 +629,16 @@ def evaluate(
     **Example:** cifarlin evaluate outputs/setting-2/model.h5 --split test
     """
     from cifarlin.checkpoint import load_snapshot
-    from cifarlin.runs import evaluate_split
+    from cifarlin.runs import CHECKPOINT, evaluate_split
 
-    path = _model_path(model_path)
+    path, _, _ = _run_files(model_path.expanduser())
+    if path is None:
+        raise CifarlinError(f"{model_path}: no model.h5 or checkpoint.h5 in this folder")
     snap = load_snapshot(path)
+    c = console()
+    if path.name == CHECKPOINT and not quiet:
+        c.print(f"note: {model_path} has no model.h5 (unfinished run); evaluating {path} "
+                f"(epoch {snap.state.epoch})", soft_wrap=True)
     src = _ensure_data(data_dir, no_download, quiet)
     ev = evaluate_split(snap, src, split)
     m, cm, names = ev.metrics, ev.confusion, snap.class_names
@@ -598,7 +649,6 @@ def evaluate(
         "class_names": names, "confusion_matrix": cm.tolist(),
         "same_data_as_training": not ev.changed_files,
     }
-    c = console()
     if ev.changed_files:
         c.print(f"note: {escape(str(src.folder / ev.changed_files[0]))} differs from the file the model was "
                 "trained on", soft_wrap=True)
@@ -610,7 +660,7 @@ def evaluate(
         t.add_column("images", justify="right", no_wrap=True)
         for n, a, k in zip(names, ev.per_class_accuracy, cm.sum(axis=1)):
             t.add_row(n, f"{a:.4f}", str(k))
-        c.print(t)
+        print_table(c, t)
         c.print("confusion matrix (rows: true class, columns: predicted class):", soft_wrap=True)
         t = _table()
         t.add_column("", no_wrap=True)
@@ -618,8 +668,8 @@ def evaluate(
             t.add_column(n[:5], justify="right", no_wrap=True)
         for n, row in zip(names, cm):
             t.add_row(n, *(str(v) for v in row))
-        c.print(t)
-    c.print(f"{escape(str(path))} on {split}: accuracy {m.accuracy:.4f}, cost {m.cost:.4f}, loss {m.loss:.4f}", soft_wrap=True)
+        print_table(c, t)
+    c.print(f"{escape(str(path))} on {split}: accuracy {m.accuracy:.4f}, cost {_v(m.cost)}, loss {_v(m.loss)}", soft_wrap=True)
     if json_out:
         emit_json(result)
 
@@ -678,8 +728,17 @@ def visualize(
     from cifarlin.checkpoint import load_history, load_snapshot
     from cifarlin.runs import evaluate_split
 
+    target = target.expanduser()
+    out_dir = out.expanduser() if out is not None else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder")
     model_file, history_file, folder = _run_files(target)
+    c = console()
     kinds = ["curves", "montage", "confusion", "samples"] if what == "all" else [what]
+    if what == "all" and history_file is None and not target.is_dir():
+        kinds.remove("curves")  # a model file alone: all the figures it can give
+        if not quiet:
+            c.print(f"note: no history.h5 beside {target}, so no curves", soft_wrap=True)
     if "curves" in kinds and history_file is None:
         raise CifarlinError(f"{folder}: no history.h5 for the curves (cifarlin train writes it); "
                             "use --what montage|confusion|samples for a model alone")
@@ -687,12 +746,10 @@ def visualize(
     if snap is None and kinds != ["curves"]:
         raise CifarlinError(f"{folder}: no model.h5 or checkpoint.h5 to draw from")
     hist = load_history(history_file) if "curves" in kinds and history_file is not None else None
-    out_dir = out or folder
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CifarlinError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from None
+    out_dir = out_dir or folder
     plots.use_backend(show)
+    if show and not plots.can_show():
+        c.print("note: no display here, so --show opens no window; the files are written as usual", soft_wrap=True)
     name = (lambda stem: out_dir / f"{stem}.{format}")
     figures = []
     if hist is not None:
@@ -710,12 +767,15 @@ def visualize(
             fig = plots.samples(ev.images[:k], ev.labels[:k], ev.predictions[:k], snap.class_names,
                                 f"first {k} {split} images")
             figures.append((fig, name(f"samples-{split}")))
-    if show:
+    if show and plots.can_show():
         import matplotlib.pyplot as plt
 
         plt.show()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failure above leaves no empty folder
+    except OSError as e:
+        raise WriteError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from None
     written = [plots.save(fig, path, format, dpi) for fig, path in figures]
-    c = console()
     for path in written:
         c.print(f"wrote {escape(str(path))}", soft_wrap=True)
     if json_out:

@@ -55,10 +55,12 @@ class TrainConfig:
             raise bad("lam", "the penalty weight must be >= 0")
         if self.init_std < 0:
             raise bad("init_std", "must be >= 0")
-        if self.epochs < 1:
-            raise bad("epochs", "must be at least 1")
-        if self.batch_size < 1:
-            raise bad("batch_size", "must be at least 1")
+        if not 1 <= self.epochs <= 1_000_000:
+            raise bad("epochs", "must be between 1 and 1000000")
+        if not 1 <= self.batch_size <= 1_000_000:
+            raise bad("batch_size", "must be between 1 and 1000000")
+        if self.val_size is not None and not 1 <= self.val_size <= 1_000_000:
+            raise bad("val_size", "must be between 1 and 1000000")
         if not 0 <= self.seed < 2**63:
             raise bad("seed", "must be between 0 and 2**63 - 1")
         if self.dtype not in DTYPES:

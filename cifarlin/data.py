@@ -95,9 +95,15 @@ def locate(root: Path) -> Source | None:
     return None
 
 
+def check_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: is a file, not a folder; point --data-dir (or $CIFARLIN_DATA_DIR) at a folder")
+
+
 def find(data_dir: Path | None = None) -> Source:
     """Locate the dataset by the resolution rule, or raise :class:`DataNotFoundError`."""
     root = resolve_data_dir(data_dir)
+    check_root(root)
     source = locate(root) if root.is_dir() else None
     if source is None:
         raise DataNotFoundError(
@@ -320,13 +326,19 @@ class Batch:
     md5: str
 
 
+def _fresh_copy_hint(path: Path) -> str:
+    folder = path.parent
+    root = folder.parent if folder.name in FOLDERS.values() else folder
+    return f"fetch a fresh copy with 'cifarlin download --force --data-dir {root}'"
+
+
 @contextmanager
 def _open(path: Path) -> Iterator[BinaryIO]:
     try:
         with open(path, "rb") as f:
             yield f
     except FileNotFoundError:
-        raise DataError(f"{path}: missing; run 'cifarlin download --force' to fetch a complete copy") from None
+        raise DataError(f"{path}: missing; {_fresh_copy_hint(path)}") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected a CIFAR-10 file") from None
     except OSError as e:
@@ -375,7 +387,7 @@ def read_batch(path: Path, fmt: Format) -> Batch:
         return Batch(batch.images, batch.labels, hashlib.md5(raw).hexdigest())
     with _open(path) as f:
         if os.fstat(f.fileno()).st_size == 0:
-            raise DataError(f"{path}: empty file; run 'cifarlin download --force' to fetch a fresh copy")
+            raise DataError(f"{path}: empty file; {_fresh_copy_hint(path)}")
         reader = _HashingReader(f)
         obj = safe_unpickle(reader, path)  # type: ignore[arg-type]
         md5 = reader.hexdigest()

@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -75,9 +76,9 @@ class Result:
         return asdict(self)
 
 
-def check_md5_text(md5: str | None) -> str | None:
+def check_md5_text(md5: str | None, name: str = "--md5") -> str | None:
     if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
-        raise ConfigError(f"--md5 {md5!r}: expected 32 hexadecimal digits")
+        raise ConfigError(f"{name} {md5!r}: expected 32 hexadecimal digits")
     return md5.lower() if md5 else None
 
 
@@ -250,7 +251,8 @@ def fetch(
         failures += 1
         if failures > retries:
             kept = f"; {part} keeps what arrived, run again to resume" if part.exists() else ""
-            raise DownloadError(f"{url}: download failed after {failures} attempts ({reason}){kept}; {OFFLINE_HINT}")
+            attempts = f"{failures} attempt" + ("s" if failures > 1 else "")
+            raise DownloadError(f"{url}: download failed after {attempts} ({reason}){kept}; {OFFLINE_HINT}")
         time.sleep(min(BACKOFF * 2 ** (failures - 1), MAX_BACKOFF))
 
 
@@ -329,8 +331,9 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, d
                     tar.extractall(tmp, members=members, filter="data")
                 else:  # Python < 3.11.4: the checks above are the filter
                     tar.extractall(tmp, members=members)
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            raise DownloadError(f"{archive}: not a readable tar archive ({e})") from None
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
+            what = "truncated" if isinstance(e, EOFError) else "not a readable .tar.gz archive"
+            raise DownloadError(f"{archive}: {what} ({type(e).__name__})") from None
         staged = data.Source(tmp / folder, fmt)
         if not staged.folder.is_dir():
             raise DownloadError(f"{archive}: has no {folder}/ folder; is it the {fmt} version of CIFAR-10?")
@@ -339,7 +342,8 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, d
         try:
             checksums = data.check_folder(staged)
         except DataError as e:
-            raise DownloadError(f"{archive}: the unpacked files are not valid CIFAR-10: {e}") from None
+            what = str(e).replace(str(tmp) + os.sep, "").split("; ")[0]  # name files as in the archive
+            raise DownloadError(f"{archive}: refused: it does not hold a valid CIFAR-10 dataset ({what})") from None
         target = root / folder
         _swap_in(staged.folder, target, tmp / "previous")
         return data.Source(target, fmt), checksums
@@ -347,13 +351,14 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, d
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, name: str = "--url") -> str:
     try:
         parts = urllib.request.urlparse(url)
+        host = parts.hostname
     except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or (parts.scheme != "file" and not parts.hostname):
-        raise ConfigError(f"--url {url!r}: expected an http://, https://, ftp:// or file:// address of the archive")
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or (parts.scheme != "file" and not host):
+        raise ConfigError(f"{name} {url!r}: expected an http://, https://, ftp:// or file:// address of the archive")
     return url
 
 
@@ -384,10 +389,13 @@ def install(
     notice = on_notice or (lambda msg: None)
     if url is not None:
         check_url(url)
-    md5 = check_md5_text(md5 if md5 is not None else os.environ.get("CIFARLIN_MD5") or None)
+    elif os.environ.get("CIFARLIN_URL"):
+        url = check_url(os.environ["CIFARLIN_URL"], "$CIFARLIN_URL")
+    if md5 is None and os.environ.get("CIFARLIN_MD5"):
+        md5 = check_md5_text(os.environ["CIFARLIN_MD5"], "$CIFARLIN_MD5")
+    md5 = check_md5_text(md5)
     root = data.resolve_data_dir(data_dir)
-    if root.exists() and not root.is_dir():
-        raise DownloadError(f"{root}: exists and is not a folder; pass --data-dir DIR")
+    data.check_root(root)
 
     present = data.locate(root) if root.is_dir() else None
     if present is not None and present.format == fmt and not force:
@@ -406,19 +414,35 @@ def install(
                 f"{present.folder}: is a dataset folder with a non-standard name; "
                 f"pass its parent or an empty folder as --data-dir to download a fresh copy"
             )
+    created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"{root}: cannot create the data folder ({e.strerror or e})") from None
+    try:
+        return _install_into(root, fmt, url, md5, from_file, timeout, retries, on_progress, notice, t0)
+    except BaseException:
+        if created:  # a data folder this run made and could not fill goes away again
+            try:
+                root.rmdir()
+            except OSError:
+                pass
+        raise
 
+
+def _install_into(root: Path, fmt: data.Format, url: str | None, md5: str | None, from_file: Path | None,
+                  timeout: float | None, retries: int | None, on_progress: Progress | None,
+                  notice: Callable[[str], None], t0: float) -> Result:
     expected = md5 or OFFICIAL_MD5[fmt]
     if from_file is not None:
         archive = Path(from_file).expanduser()
+        if archive.is_dir():
+            raise ConfigError(f"--from-file {archive}: is a folder; give the .tar.gz archive itself")
         if not archive.is_file():
-            raise DownloadError(f"{archive}: no such file (--from-file)")
+            raise ConfigError(f"--from-file {archive}: no such file")
         source, status, size = str(archive), "installed", archive.stat().st_size
     else:
-        url = check_url(url or os.environ.get("CIFARLIN_URL") or OFFICIAL_URL[fmt])
+        url = url or OFFICIAL_URL[fmt]
         name = PurePosixPath(urllib.request.urlparse(url).path).name or f"cifar-10-{fmt}.tar.gz"
         archive = root / name
         source, status = url, "downloaded"

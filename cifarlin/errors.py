@@ -19,6 +19,10 @@ class ConfigError(CifarlinError, ValueError):
     exit_code = 2
 
 
+class WriteError(CifarlinError):
+    """A file could not be written (full disk, no permission, read-only folder)."""
+
+
 class DataError(CifarlinError):
     """A CIFAR-10 file is missing, truncated, malformed or hostile."""
 

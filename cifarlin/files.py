@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cifarlin.errors import WriteError
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)
@@ -26,7 +28,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     into place with ``os.replace``; on any exception (Ctrl-C included) it is removed.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -36,9 +41,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_error(path: Path, e: OSError) -> WriteError:
+    reason = e.strerror or (os.strerror(e.errno) if e.errno else "") or " ".join(str(e).split())[:160]
+    return WriteError(f"{path}: cannot be written ({reason}); any earlier version of it is unchanged")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -29,6 +29,11 @@ def use_backend(show: bool = False) -> None:
         matplotlib.use("Agg", force=True)
 
 
+def can_show() -> bool:
+    """Whether the current backend opens windows (it does not without a display)."""
+    return matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo", "template")
+
+
 def _style() -> None:
     plt.rcParams.update({
         "figure.dpi": 100, "savefig.dpi": 150, "font.size": 10, "axes.titlesize": 11,

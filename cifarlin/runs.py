@@ -7,6 +7,9 @@ into clean, resumable states. Display stays with the caller, through callbacks.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from cifarlin import model
 from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
 from cifarlin.config import REFERENCE_TEST_ACCURACY, TrainConfig
 from cifarlin.data import Prepared, Source, load_split
-from cifarlin.errors import CifarlinError, ConfigError, DivergenceError, Interrupted, RunExistsError
+from cifarlin.errors import CifarlinError, ConfigError, DivergenceError, Interrupted, RunExistsError, WriteError
 from cifarlin.train import TrainState, check_batch_size, fit, init_state
 
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
@@ -31,10 +34,15 @@ FIGURE_PATTERNS = tuple(f"{stem}{suffix}" for stem in ("curves", "montage", "con
 
 
 def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
-    """``outputs/setting-N``, or ``outputs/run-<timestamp>`` when no setting is named."""
+    """``outputs/setting-N``, or a new ``outputs/run-<date>-<time>`` when no setting is named."""
     if cfg.setting is not None:
         return root / f"setting-{cfg.setting}"
-    return root / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    stem = datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    out, n = root / stem, 1
+    while out.exists():  # two runs started in the same second get their own folders
+        n += 1
+        out = root / f"{stem}-{n}"
+    return out
 
 
 def check_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -55,18 +63,81 @@ def check_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
         )
 
 
-def open_folder(out: Path, *, overwrite: bool) -> None:
-    """Create the run folder; with ``overwrite``, remove the files of the run it held."""
-    if overwrite and out.is_dir():
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for pattern in FIGURE_PATTERNS:
-            for path in out.glob(pattern):
-                path.unlink(missing_ok=True)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CifarlinError(f"{out}: cannot create the run folder ({e.strerror or e})") from None
+class RunFolder:
+    """The folder of a run while it trains.
+
+    Created when needed, locked against a second cifarlin writing into it, and checked for
+    writing before any work is done. With ``overwrite`` the old run's files are set aside and
+    deleted only once the new run has saved its first checkpoint; if the new run fails before
+    that, they are put back, and a folder this run created is removed again.
+    """
+
+    LOCK = ".cifarlin.lock"
+
+    def __init__(self, out: Path, overwrite: bool = False):
+        self.out, self.overwrite = out, overwrite
+        self.created = False
+        self.stash: Path | None = None
+        self._lock_fd: int | None = None
+
+    def __enter__(self) -> RunFolder:
+        try:
+            self.created = not self.out.exists()
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._lock()
+            probe = tempfile.NamedTemporaryFile(dir=self.out, prefix=".cifarlin-probe-")
+            probe.close()
+        except OSError as e:
+            self._release(remove_folder=True)
+            raise WriteError(f"{self.out}: cannot write the run there ({e.strerror or e}); pass --out DIR") from None
+        if self.overwrite:
+            old = [p for name in RUN_FILES if (p := self.out / name).exists()]
+            old += [p for pattern in FIGURE_PATTERNS for p in self.out.glob(pattern)]
+            if old:
+                self.stash = Path(tempfile.mkdtemp(dir=self.out, prefix=".previous-run-"))
+                for p in old:
+                    os.replace(p, self.stash / p.name)
+        return self
+
+    def saved(self) -> None:
+        """The new run has a checkpoint on disk: the old run is gone for good."""
+        if self.stash is not None:
+            shutil.rmtree(self.stash, ignore_errors=True)
+            self.stash = None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        failed_before_saving = exc_type is not None and not any((self.out / n).exists() for n in RUN_FILES)
+        if self.stash is not None:
+            if exc_type is not None:
+                for p in self.stash.iterdir():
+                    os.replace(p, self.out / p.name)
+            shutil.rmtree(self.stash, ignore_errors=True)
+            self.stash = None
+        self._release(remove_folder=failed_before_saving and self.created)
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on Windows
+            return
+        fd = os.open(self.out / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunExistsError(f"{self.out}: another cifarlin is training into this folder; wait for it, or pass --out DIR") from None
+        self._lock_fd = fd
+
+    def _release(self, remove_folder: bool) -> None:
+        if self._lock_fd is not None:
+            (self.out / self.LOCK).unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        if remove_folder and self.created:
+            try:
+                self.out.rmdir()  # only if empty
+            except OSError:
+                pass
 
 
 def resume_point(out: Path, requested: dict[str, Any]) -> tuple[TrainConfig, Snapshot]:
@@ -132,13 +203,16 @@ def run(
     prepared: Prepared,
     *,
     start: Snapshot | None = None,
+    overwrite: bool = False,
+    resume_hint: str | None = None,
     on_epoch: Callable[[TrainState], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
 ) -> Outcome:
     """Train ``cfg`` into the (checked) folder ``out``, from scratch or from ``start``.
 
     Writes ``checkpoint.h5`` after every epoch, and ``model.h5`` and ``history.h5`` at the end.
-    Ctrl-C and divergence leave the last good checkpoint and a history marked as such.
+    Ctrl-C, divergence and a failed write leave the last good checkpoint, a history marked as
+    such, and a message saying so (``resume_hint``: the command that continues the run).
     """
     info = DataInfo(str(prepared.source.folder), prepared.source.format, dict(prepared.checksums))
     if start is not None:
@@ -149,7 +223,7 @@ def run(
                 "(MD5 mismatch): resume with the same data, or start over with --overwrite"
             )
     check_batch_size(cfg, len(prepared.y["train"]))
-    open_folder(out, overwrite=start is None)
+    resume_hint = resume_hint or f"cifarlin train --out {out} --resume"
     state = start.state if start is not None else init_state(cfg)
     first = state.epoch
     last_good = [state]
@@ -157,36 +231,41 @@ def run(
     def snapshot(st: TrainState, kind: str, test: model.Metrics | None = None) -> Snapshot:
         return Snapshot(cfg, st, prepared.normalizer, prepared.class_names, info, test=test, kind=kind)
 
-    def epoch_done(st: TrainState) -> None:
-        save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
-        last_good[0] = st
-        if on_epoch is not None:
-            on_epoch(st)
+    def kept() -> str:
+        good = last_good[0]
+        if good.epoch == first == 0:
+            return "no epoch finished, so nothing was saved"
+        return f"{out / CHECKPOINT} holds epoch {good.epoch}"
 
-    t0 = time.perf_counter()
-    try:
-        final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
-    except KeyboardInterrupt:
-        good = last_good[0]
-        if good.epoch == 0:
-            raise Interrupted("interrupted before the first epoch ended; nothing was saved") from None
-        save_history(out / HISTORY, good.history, cfg, prepared.class_names, "interrupted")
-        raise Interrupted(
-            f"interrupted in epoch {good.epoch + 1}; {out / CHECKPOINT} holds epoch {good.epoch}: "
-            f"resume with 'cifarlin train --out {out} --resume'"
-        ) from None
-    except DivergenceError as e:
-        good = last_good[0]
-        if good.epoch > 0:
-            save_history(out / HISTORY, good.history, cfg, prepared.class_names, "diverged")
-            kept = f"; {out / CHECKPOINT} keeps epoch {good.epoch}, the last good one"
-        else:
-            kept = "; no epoch finished, so nothing was saved"
-        raise DivergenceError(str(e) + kept, e.epoch) from None
-    test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
-    loop_seconds = time.perf_counter() - t0  # epochs, their metrics, checkpoints, the test evaluation
-    save_snapshot(out / MODEL, snapshot(final, "model", test))
-    save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
+    with RunFolder(out, overwrite=overwrite and start is None) as folder:
+
+        def epoch_done(st: TrainState) -> None:
+            save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
+            folder.saved()
+            last_good[0] = st
+            if on_epoch is not None:
+                on_epoch(st)
+
+        def history_as(status: str) -> None:
+            if last_good[0].epoch > 0:
+                save_history(out / HISTORY, last_good[0].history, cfg, prepared.class_names, status)
+
+        t0 = time.perf_counter()
+        try:
+            final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
+        except KeyboardInterrupt:
+            history_as("interrupted")
+            resume = f": resume with '{resume_hint}'" if last_good[0].epoch > 0 else ""
+            raise Interrupted(f"interrupted in epoch {last_good[0].epoch + 1}; {kept()}{resume}") from None
+        except DivergenceError as e:
+            history_as("diverged")
+            raise DivergenceError(f"{e}; {kept()} (start again with other values with --overwrite)", e.epoch) from None
+        except WriteError as e:
+            raise WriteError(f"{e}; {kept()}") from None
+        test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
+        loop_seconds = time.perf_counter() - t0  # epochs, their metrics, checkpoints, the test evaluation
+        save_snapshot(out / MODEL, snapshot(final, "model", test))
+        save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
     return Outcome(out, cfg, final, test, first, loop_seconds)
 
 

@@ -128,9 +128,10 @@ def fit(
             train = model.evaluate(W, b, X, y, cfg.lam)
             val = model.evaluate(W, b, Xv, yv, cfg.lam)
             if not _finite(W, b, train.cost, val.cost):
+                smaller = "--eta" if cfg.lam == 0 else "--eta or --lam"
                 raise DivergenceError(
-                    f"training diverged in epoch {epoch} (eta={cfg.eta:g}): the cost or the "
-                    "weights became NaN or infinite; try a smaller --eta",
+                    f"training diverged in epoch {epoch} (eta={cfg.eta:g}, lambda={cfg.lam:g}): the cost or "
+                    f"the weights became NaN or infinite; try a smaller {smaller}",
                     epoch,
                 )
             history.append(train, val, time.perf_counter() - t0)

@@ -48,7 +48,7 @@ complete -c cifarlin -n '__fish_seen_subcommand_from train' -l no-shuffle -d 'Sh
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l train-batches -x -d 'Training batches, e.g. 1-5 or 1,3. [default: 1]'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l val-size -x -d 'Validate on the last N training images instead of data_batch_2.'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l dtype -x -a 'float32 float64' -d 'Precision of data and weights. [default: float32]'
-complete -c cifarlin -n '__fish_seen_subcommand_from train' -l out -x -a '(__fish_complete_directories)' -d 'Run folder. Default: outputs/setting-N, or outputs/run-<time>; with --setting all, the parent of setting-1..4.'
+complete -c cifarlin -n '__fish_seen_subcommand_from train' -l out -x -a '(__fish_complete_directories)' -d 'Run folder. Default: outputs/setting-N, or a new outputs/run-DATE-TIME; with --setting all, the parent of setting-1..4.'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l resume -d 'Continue the run in --out from its checkpoint.h5.'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l overwrite -d 'Replace the run in --out.'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l no-plots -d 'Do not draw the curves and the weight montage.'

@@ -36,7 +36,7 @@ def test_version_and_help(runner):
 
 def test_no_arguments_shows_help_and_exit_2(runner):
     r = runner.invoke(app, [])
-    assert r.exit_code == 2 and "Usage" in r.stdout
+    assert r.exit_code == 2 and "Usage" in r.stderr and r.stdout == ""
 
 
 def test_unknown_command_and_option_are_usage_errors(runner):

@@ -189,7 +189,7 @@ def test_divergence_keeps_the_last_good_checkpoint(prepared, tmp_path):
     before = read_arrays(out / "checkpoint.h5")
     state = checkpoint.load_snapshot(out / "checkpoint.h5").state
     bad = c.replace(eta=1e38, epochs=5)
-    with pytest.raises(DivergenceError, match="epoch 4.*keeps epoch 3"):
+    with pytest.raises(DivergenceError, match="epoch 4.*checkpoint.h5 holds epoch 3"):
         runs.run(bad, out, prepared, start=checkpoint.load_snapshot(out / "checkpoint.h5"))
     after = read_arrays(out / "checkpoint.h5")
     assert all(np.array_equal(before[k], after[k]) for k in before)
@@ -417,3 +417,93 @@ def test_interrupt_during_a_checkpoint_write_keeps_files_consistent(prepared, tm
     snap = checkpoint.load_snapshot(out / "checkpoint.h5")
     hist = checkpoint.load_history(out / "history.h5")
     assert snap.state.epoch == 2 and len(snap.state.history) == 2 and len(hist.history) == 2
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_saved_something(prepared, tmp_path):
+    out = tmp_path / "run"
+    runs.run(cfg(epochs=1), out, prepared)
+    (out / "curves.png").write_bytes(b"old figure")
+    old = read_arrays(out / "model.h5")
+    with pytest.raises(DivergenceError, match="nothing was saved"):
+        runs.run(cfg(eta=1e38), out, prepared, overwrite=True)
+    assert np.array_equal(read_arrays(out / "model.h5")["W"], old["W"])  # put back
+    assert (out / "curves.png").read_bytes() == b"old figure"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.h5", "curves.png", "history.h5", "model.h5"]
+    runs.run(cfg(epochs=2, seed=3), out, prepared, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.h5", "history.h5", "model.h5"]
+    assert not np.array_equal(read_arrays(out / "model.h5")["W"], old["W"])
+
+
+def test_a_failed_fresh_run_leaves_no_folder(prepared, tmp_path):
+    out = tmp_path / "new" / "run"
+    with pytest.raises(DivergenceError):
+        runs.run(cfg(eta=1e38), out, prepared)
+    assert not out.exists()
+
+
+def test_one_writer_per_run_folder(prepared, tmp_path):
+    out = tmp_path / "run"
+    with runs.RunFolder(out):
+        with pytest.raises(runs.RunExistsError, match="another cifarlin is training"):
+            runs.run(cfg(epochs=1), out, prepared)
+    runs.run(cfg(epochs=1), out, prepared)  # free again
+    assert not (out / runs.RunFolder.LOCK).exists()
+
+
+def test_unwritable_folder_fails_before_training(prepared, tmp_path, monkeypatch):
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(runs.tempfile, "NamedTemporaryFile", refuse)
+    calls = []
+    with pytest.raises(runs.WriteError, match="cannot write the run there"):
+        runs.run(cfg(epochs=1), tmp_path / "run", prepared, on_batch=lambda *a: calls.append(a))
+    assert calls == []  # refused before any training
+
+
+def test_a_failed_checkpoint_write_says_what_is_kept(prepared, tmp_path, monkeypatch):
+    real = checkpoint.save_snapshot
+    calls = []
+
+    def full_disk_at_third(path, snap):
+        calls.append(path)
+        if len(calls) == 3:
+            raise runs.WriteError(f"{path}: cannot be written (No space left on device)")
+        real(path, snap)
+
+    monkeypatch.setattr(runs, "save_snapshot", full_disk_at_third)
+    with pytest.raises(runs.WriteError, match="No space left on device.*checkpoint.h5 holds epoch 2"):
+        runs.run(cfg(epochs=5), tmp_path / "run", prepared)
+
+
+def test_default_run_folders_are_unique(tmp_path):
+    c = cfg()
+    a = runs.default_out(c, tmp_path)
+    a.mkdir()
+    b = runs.default_out(c, tmp_path)
+    assert a != b and b.name.startswith(a.name)
+
+
+def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch):
+    args = ["train", "--setting", "all", "--out", str(tmp_path), "--data-dir", str(tiny_py), "--batch-size", "10",
+            "--epochs", "2", "--no-plots", "--quiet"]
+    real = runs.fit
+
+    def stop_in_setting_3(cfg_, prepared_, state, on_epoch=None, on_batch=None):
+        def then_stop(st):
+            on_epoch(st)
+            if cfg_.setting == 3:
+                raise KeyboardInterrupt  # Ctrl-C right after setting 3's first epoch
+
+        return real(cfg_, prepared_, state, on_epoch=then_stop, on_batch=on_batch)
+
+    monkeypatch.setattr(runs, "fit", stop_in_setting_3)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 130
+    assert f"resume with 'cifarlin train --setting all --out {tmp_path} --resume --data-dir {tiny_py}'" in r.stderr
+    assert not (tmp_path / "setting-4").exists()
+    monkeypatch.setattr(runs, "fit", real)
+    r = runner.invoke(app, [*args, "--resume", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(line)["setting"] for line in r.stdout.splitlines()] == [1, 2, 3, 4]
+    assert (tmp_path / "summary.md").is_file()
