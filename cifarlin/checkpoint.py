@@ -80,7 +80,15 @@ def _write_config(attrs: h5py.AttributeManager, cfg: TrainConfig) -> None:
         attrs[name] = np.asarray(value, dtype=np.int64) if name == "train_batches" else value
 
 
+#: Attributes a file must have: the values that change what its numbers mean.
+REQUIRED = ("lam", "eta", "epochs", "batch_size", "seed", "shuffle", "init_std", "train_batches", "dtype")
+OPTIONAL = ("val_size", "setting")  # absent when None
+
+
 def _read_config(attrs: h5py.AttributeManager) -> TrainConfig:
+    missing = [name for name in REQUIRED if name not in attrs]
+    if missing:
+        raise ValueError(f"no '{missing[0]}' attribute")
     d: dict[str, Any] = {}
     for f in fields(TrainConfig):
         if f.name not in attrs:
@@ -179,6 +187,10 @@ def _open(path: Path, what: str) -> Iterator[h5py.File]:
     try:
         if f.attrs.get("format") != FORMAT:
             raise ModelFileError(f"{path}: an HDF5 file, but not a cifarlin {what} (no format attribute)")
+        version = f.attrs.get("format_version")
+        if not isinstance(version, np.integer | int) or not 1 <= version <= FORMAT_VERSION:
+            raise ModelFileError(f"{path}: format version {version}; this cifarlin reads version {FORMAT_VERSION} "
+                                 "(a newer cifarlin wrote it?)")
         yield f
     except ModelFileError:
         raise

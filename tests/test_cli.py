@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,51 @@ def test_help_is_fast_enough_to_skip_heavy_imports():
     code = "import sys, cifarlin.cli; print(sorted(m for m in ('h5py', 'matplotlib') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "[]"
+
+
+def test_ctrl_c_outside_the_training_loop_says_so(runner, tiny_py, monkeypatch):
+    from cifarlin import data
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "prepare", interrupted)
+    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", "x", "--quiet"])
+    assert r.exit_code == 130
+    assert r.stderr.strip().splitlines()[-1].startswith("Error: interrupted; nothing was left half-written")
+
+
+def test_data_dir_that_is_a_file_is_a_usage_error(runner, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for cmd in (["gradcheck"], ["download"]):
+        r = runner.invoke(app, [*cmd, "--data-dir", str(f)])
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "is a file, not a folder" in r.stderr
+
+
+def test_environment_values_are_named_in_errors(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFARLIN_MD5", "xyz")
+    r = runner.invoke(app, ["download", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "$CIFARLIN_MD5 'xyz'" in r.stderr
+    monkeypatch.delenv("CIFARLIN_MD5")
+    monkeypatch.setenv("CIFARLIN_URL", "notaurl")
+    r = runner.invoke(app, ["download", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "$CIFARLIN_URL 'notaurl'" in r.stderr
+
+
+def test_narrow_terminals_do_not_cut_numbers(runner, tiny_py, tmp_path):
+    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", str(tmp_path / "r"), "--batch-size", "10",
+                            "--epochs", "1", "--quiet", "--no-plots"])
+    assert r.exit_code == 0
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py)], env={"COLUMNS": "40"})
+    assert r.exit_code == 0 and "…" not in r.stderr
+
+
+def test_evaluate_falls_back_to_the_checkpoint(runner, tiny_py, tmp_path):
+    out = tmp_path / "r"
+    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", str(out), "--batch-size", "10",
+                            "--epochs", "1", "--quiet", "--no-plots"])
+    assert r.exit_code == 0
+    (out / "model.h5").unlink()
+    r = runner.invoke(app, ["evaluate", str(out), "--data-dir", str(tiny_py), "--json"])
+    assert r.exit_code == 0 and "checkpoint.h5" in r.stderr and json.loads(r.stdout)["model"].endswith("checkpoint.h5")

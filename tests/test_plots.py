@@ -122,3 +122,26 @@ def test_setting_all_comparison_figure(runner, tiny_py, tmp_path):
     assert r.exit_code == 0, r.output
     img = mpimg.imread(tmp_path / "settings.png")
     assert img.shape[:2] == (1380, 2400) and colours(tmp_path / "settings.png") > 100
+
+
+def test_a_model_file_alone_draws_what_it_can(runner, run_dir, tmp_path, tiny_py):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "m.h5").write_bytes((run_dir / "model.h5").read_bytes())
+    r = runner.invoke(app, ["visualize", str(alone / "m.h5"), "--data-dir", str(tiny_py), "--json"])
+    assert r.exit_code == 0, r.output
+    assert [p.split("/")[-1] for p in json.loads(r.stdout)["files"]] == ["montage.png", "confusion-test.png", "samples-test.png"]
+    assert "no curves" in r.stderr
+
+
+def test_visualize_out_must_be_a_folder(runner, run_dir, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = runner.invoke(app, ["visualize", str(run_dir), "--what", "montage", "--out", str(f)])
+    assert r.exit_code == 2 and "--out" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_a_failed_visualize_leaves_no_folder(runner, run_dir, tmp_path):
+    r = runner.invoke(app, ["visualize", str(run_dir), "--what", "confusion", "--out", str(tmp_path / "new"),
+                            "--data-dir", str(tmp_path / "nodata"), "--no-download"])
+    assert r.exit_code == 1 and not (tmp_path / "new").exists()

@@ -383,6 +383,10 @@ def test_damaged_model_contents_are_refused(prepared, tmp_path):
         "huge.h5": (huge, r"shape \(10, 1000000000\)"),
         "rng.h5": (lambda f: f.attrs.__setitem__("rng_state", '{"bit_generator": "MT19937"}'), "damaged"),
         "names.h5": (lambda f: f.attrs.__setitem__("class_names", "abc"), "damaged"),
+        "two-names.h5": (lambda f: f.attrs.__setitem__("class_names", np.array(["a", "b"], dtype=h5py.string_dtype())), "damaged"),
+        "lam.h5": (lambda f: f.attrs.__delitem__("lam"), "no 'lam' attribute"),
+        "version.h5": (lambda f: f.attrs.__setitem__("format_version", 99), "format version 99"),
+        "epoch.h5": (lambda f: f.attrs.__setitem__("epoch", -3), "epoch -3"),
     }
     for name, (edit, message) in cases.items():
         path = edited_copy(good, tmp_path / name, edit)
