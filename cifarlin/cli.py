@@ -461,7 +461,8 @@ def _print_summary(c: Console, s: dict[str, Any]) -> None:
     ref_text = "" if ref is None else f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
     c.print(f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
             f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}; training loop "
-            f"{s['seconds']['loop']:.2f} s", soft_wrap=True)
+            f"{s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s writing checkpoints)",
+            soft_wrap=True)
     files = [s["files"]["model"], s["files"]["history"], s["files"]["checkpoint"], *s.get("figures", [])]
     c.print("wrote " + ", ".join(escape(f) for f in files), soft_wrap=True)
 

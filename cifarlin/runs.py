@@ -173,7 +173,8 @@ class Outcome:
     state: TrainState
     test: model.Metrics
     started_at_epoch: int
-    loop_seconds: float  # wall time of the training loop (epochs, metrics, checkpoints)
+    loop_seconds: float  # wall time of the training loop: epochs, their metrics, the test evaluation
+    checkpoint_seconds: float  # time spent writing checkpoint.h5 after each epoch (not in loop_seconds)
 
     def summary(self) -> dict[str, Any]:
         h = self.state.history
@@ -192,7 +193,8 @@ class Outcome:
             "best_epoch": best,
             "best_val_accuracy": h.columns["val_acc"][best - 1],
             "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
-            "seconds": {"epochs": sum(h.columns["seconds"]), "loop": self.loop_seconds},
+            "seconds": {"training": self.loop_seconds, "checkpoints": self.checkpoint_seconds,
+                        "epochs": sum(h.columns["seconds"])},
             "files": {k: str(self.out / v) for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))},
         }
 
@@ -239,9 +241,13 @@ def run(
 
     with RunFolder(out, overwrite=overwrite and start is None) as folder:
 
+        io_seconds = [0.0]
+
         def epoch_done(st: TrainState) -> None:
+            t = time.perf_counter()
             save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
             folder.saved()
+            io_seconds[0] += time.perf_counter() - t
             last_good[0] = st
             if on_epoch is not None:
                 on_epoch(st)
@@ -263,10 +269,10 @@ def run(
         except WriteError as e:
             raise WriteError(f"{e}; {kept()}") from None
         test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
-        loop_seconds = time.perf_counter() - t0  # epochs, their metrics, checkpoints, the test evaluation
+        loop_seconds = time.perf_counter() - t0 - io_seconds[0]  # epochs, metrics, test evaluation
         save_snapshot(out / MODEL, snapshot(final, "model", test))
         save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
-    return Outcome(out, cfg, final, test, first, loop_seconds)
+    return Outcome(out, cfg, final, test, first, loop_seconds, io_seconds[0])
 
 
 @dataclass
