@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,7 +51,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def _write_error(path: Path, e: OSError) -> WriteError:
-    reason = e.strerror or (os.strerror(e.errno) if e.errno else "") or " ".join(str(e).split())[:160]
+    code = e.errno or next((int(m) for m in re.findall(r"errno = (\d+)", str(e))), None)  # h5py buries it
+    reason = os.strerror(code) if code else " ".join((e.strerror or str(e)).split())[:120]
     return WriteError(f"{path}: cannot be written ({reason}); any earlier version of it is unchanged")
 
 
