@@ -47,7 +47,7 @@ def reference_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float]:
         Y = np.eye(10)[p.y[name]].T  # (K, N)
         return X, Y, p.y[name]
 
-    (Xtr, Ytr, ytr), (Xva, Yva, yva), (Xte, Yte, yte) = cols("train"), cols("val"), cols("test")
+    (Xtr, Ytr, ytr), (Xva, Yva, yva), (Xte, _, yte) = cols("train"), cols("val"), cols("test")
     rng = np.random.default_rng(cfg.seed)
     W = rng.normal(0, 0.01, (10, model.D))
     b = rng.normal(0, 0.01, (10, 1))

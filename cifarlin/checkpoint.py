@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def _write_common(f: h5py.File, kind: str, cfg: TrainConfig, class_names: list[s
     f.attrs["format_version"] = FORMAT_VERSION
     f.attrs["kind"] = kind
     f.attrs["cifarlin_version"] = __version__
-    f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    f.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     f.attrs["class_names"] = np.array(class_names, dtype=h5py.string_dtype())
     _write_config(f.attrs, cfg)
 

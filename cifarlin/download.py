@@ -489,7 +489,7 @@ def ensure(
     """The dataset folder, downloaded first when it is missing and ``download`` is on."""
     try:
         return data.find(data_dir)
-    except data.DataNotFoundError as e:
+    except data.DataNotFoundError:
         if not download:
             raise
         root = data.resolve_data_dir(data_dir)
