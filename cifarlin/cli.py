@@ -458,7 +458,12 @@ def _print_summary(c: Console, s: dict[str, Any]) -> None:
     c.print(f"[bold]{escape(s['run_dir'])}[/]: {s['epochs']} epochs", soft_wrap=True)
     print_table(c, _summary_table(s))
     ref = s["reference_test_accuracy"]
-    ref_text = "" if ref is None else f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
+    if ref is None:
+        ref_text = ""
+    elif s["comparable_to_reference"]:
+        ref_text = f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
+    else:
+        ref_text = f"; the original work reports {ref:.4f} for the unchanged setting (40 epochs, batch 100)"
     c.print(f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
             f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}; training loop "
             f"{s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s writing checkpoints)",

@@ -97,6 +97,14 @@ class TrainConfig:
             raise ConfigError(f"--setting {setting!r}: use one of 1, 2, 3, 4 or 'all'")
         return cls(**{**SETTINGS[setting], "setting": setting, **overrides})
 
+    @property
+    def is_reference(self) -> bool:
+        """Whether this is exactly one of the original work's settings (so its accuracy compares)."""
+        if self.setting is None:
+            return False
+        ref = TrainConfig.for_setting(self.setting)
+        return self.replace(seed=ref.seed, dtype=ref.dtype) == ref
+
     def describe(self) -> str:
         return (
             f"lambda={self.lam:g}, eta={self.eta:g}, batch={self.batch_size}, "

@@ -193,6 +193,7 @@ class Outcome:
             "best_epoch": best,
             "best_val_accuracy": h.columns["val_acc"][best - 1],
             "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
+            "comparable_to_reference": self.config.is_reference,
             "seconds": {"training": self.loop_seconds, "checkpoints": self.checkpoint_seconds,
                         "epochs": sum(h.columns["seconds"])},
             "files": {k: str(self.out / v) for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))},
@@ -314,7 +315,7 @@ def summary_markdown(summaries: list[dict[str, Any]], data_folder: str) -> str:
     ]
     for s in summaries:
         c, ref, acc = s["config"], s["reference_test_accuracy"], s["test"]["accuracy"]
-        diff = f"{100 * (acc - ref):+.2f} pt" if ref is not None else ""
+        diff = f"{100 * (acc - ref):+.2f} pt" if ref is not None and s["comparable_to_reference"] else "(not comparable)"
         lines.append(
             f"| {s['setting'] or '-'} | {c['lam']:g} | {c['eta']:g} | {c['epochs']} | {c['batch_size']} | {c['seed']} "
             f"| {s['best_epoch']} | {s['val']['accuracy']:.4f} | {acc:.4f} | "

@@ -511,3 +511,9 @@ def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert [json.loads(line)["setting"] for line in r.stdout.splitlines()] == [1, 2, 3, 4]
     assert (tmp_path / "summary.md").is_file()
+
+
+def test_reference_comparisons_only_for_unchanged_settings():
+    assert TrainConfig.for_setting(2).is_reference and TrainConfig.for_setting(2, seed=5).is_reference
+    assert not TrainConfig.for_setting(2, epochs=5).is_reference
+    assert not TrainConfig.for_setting(3, shuffle=True).is_reference and not TrainConfig().is_reference
