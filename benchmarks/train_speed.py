@@ -5,7 +5,8 @@
 1. cifarlin's training loop in-process (40 epochs, batch 100, per-epoch cost/loss/accuracy on the
    training and validation sets, then the test set): seconds per epoch and images per second.
 2. The same training written as in the course: data as (d, N) float64 columns, one-hot labels,
-   column slices per batch, ComputeCost/ComputeAccuracy-style metrics.
+   column slices per batch, ComputeCost/ComputeAccuracy-style metrics; and, when PyTorch is
+   installed, written plainly in PyTorch on the CPU.
 3. The real command, `python -m cifarlin train --setting 2`, in a subprocess: its reported loop
    time and its peak resident memory (ru_maxrss).
 
@@ -78,6 +79,39 @@ def reference_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float]:
     return time.perf_counter() - t0, acc
 
 
+def torch_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float] | None:
+    """The same training written plainly in PyTorch (CPU), when PyTorch is installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    X = {k: torch.from_numpy(v) for k, v in p.X.items()}
+    Y = {k: torch.from_numpy(v) for k, v in p.y.items()}
+    g = torch.Generator().manual_seed(cfg.seed)
+    W = (torch.randn(10, model.D, generator=g) * 0.01).requires_grad_()
+    b = (torch.randn(10, generator=g) * 0.01).requires_grad_()
+
+    def metrics(name: str) -> tuple[float, float]:
+        with torch.no_grad():
+            S = X[name] @ W.T + b
+            loss = torch.nn.functional.cross_entropy(S.double(), Y[name])
+            return float(loss + cfg.lam * (W.double() ** 2).sum()), float((S.argmax(1) == Y[name]).float().mean())
+
+    t0 = time.perf_counter()
+    n = len(p.y["train"])
+    for _ in range(cfg.epochs):
+        for j in range(0, n, cfg.batch_size):
+            S = X["train"][j : j + cfg.batch_size] @ W.T + b
+            J = torch.nn.functional.cross_entropy(S, Y["train"][j : j + cfg.batch_size]) + cfg.lam * (W**2).sum()
+            gW, gb = torch.autograd.grad(J, (W, b))
+            with torch.no_grad():
+                W -= cfg.eta * gW
+                b -= cfg.eta * gb
+        metrics("train"), metrics("val")
+    acc = metrics("test")[1]
+    return time.perf_counter() - t0, acc
+
+
 def run_command(source: data.Source) -> None:
     """The real command in a subprocess: its loop time and peak memory."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,6 +152,10 @@ def main() -> None:
     loop = time.perf_counter() - t0
     print(f"  cifarlin loop     {loop:6.2f} s  {1000 * loop / cfg.epochs:6.1f} ms/epoch  "
           f"{cfg.epochs * n_train / loop:9,.0f} training images/s  test acc {test.accuracy:.4f}")
+    tl = torch_loop(p, cfg)
+    if tl is not None:
+        print(f"  PyTorch loop      {tl[0]:6.2f} s  {1000 * tl[0] / cfg.epochs:6.1f} ms/epoch  "
+              f"{cfg.epochs * n_train / tl[0]:9,.0f} training images/s  test acc {tl[1]:.4f}  ({tl[0] / loop:.1f}x slower)")
     if not args.skip_reference:
         ref, acc = reference_loop(p, cfg)
         print(f"  course-style loop {ref:6.2f} s  {1000 * ref / cfg.epochs:6.1f} ms/epoch  "
