@@ -90,8 +90,9 @@ def _finite(*values: np.ndarray | float) -> bool:
 
 def _metrics(W: np.ndarray, b: np.ndarray, data: Prepared, lam: float) -> tuple[model.Metrics, model.Metrics]:
     """Cost, loss and accuracy on the training and the validation set."""
-    return (model.evaluate(W, b, data.X["train"], data.y["train"], lam),
-            model.evaluate(W, b, data.X["val"], data.y["val"], lam))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # per thread
+        return (model.evaluate(W, b, data.X["train"], data.y["train"], lam),
+                model.evaluate(W, b, data.X["val"], data.y["val"], lam))
 
 
 @contextmanager
