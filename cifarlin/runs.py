@@ -266,7 +266,8 @@ def run(
             raise Interrupted(f"interrupted in epoch {last_good[0].epoch + 1}; {kept()}{resume}") from None
         except DivergenceError as e:
             history_as("diverged")
-            raise DivergenceError(f"{e}; {kept()} (start again with other values with --overwrite)", e.epoch) from None
+            again = " (start again with other values with --overwrite)" if last_good[0].epoch > 0 else ""
+            raise DivergenceError(f"{e}; {kept()}{again}", e.epoch) from None
         except WriteError as e:
             raise WriteError(f"{e}; {kept()}") from None
         test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
