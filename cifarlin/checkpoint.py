@@ -82,7 +82,6 @@ def _write_config(attrs: h5py.AttributeManager, cfg: TrainConfig) -> None:
 
 #: Attributes a file must have: the values that change what its numbers mean.
 REQUIRED = ("lam", "eta", "epochs", "batch_size", "seed", "shuffle", "init_std", "train_batches", "dtype")
-OPTIONAL = ("val_size", "setting")  # absent when None
 
 
 def _read_config(attrs: h5py.AttributeManager) -> TrainConfig:

@@ -63,13 +63,6 @@ def softmax(S: np.ndarray) -> np.ndarray:
     return P
 
 
-def log_softmax(S: np.ndarray) -> np.ndarray:
-    """Row-wise log softmax (N, K), finite for any finite scores."""
-    Z = S - S.max(axis=1, keepdims=True)  # (N, K)
-    Z -= np.log(np.exp(Z).sum(axis=1, keepdims=True))
-    return Z
-
-
 def cross_entropy(S: np.ndarray, y: np.ndarray) -> float:
     """Mean of -log softmax(S)[n, y_n] over the N rows of S (N, K); computed in float64."""
     S = np.asarray(S, dtype=np.float64)
