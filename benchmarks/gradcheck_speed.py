@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from oracles import numerical_gradients_loop  # noqa: E402
 
-from cifarlin import data, gradcheck, model  # noqa: E402
+from cifarlin import config, data, gradcheck, model, numgrad  # noqa: E402
 from cifarlin.errors import DataNotFoundError  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main() -> None:
     cfg = gradcheck.GradcheckConfig(n=20, lam=0.1)
     try:
         source = data.find(args.data_dir)
-        X, y, _ = data.training_sample(source, data.SplitSpec(), cfg.n)
+        X, y, _ = data.training_sample(source, config.SplitSpec(), cfg.n)
         W, b, _ = gradcheck.initial_params(cfg)
         where = str(source.folder)
     except DataNotFoundError:
@@ -50,8 +50,8 @@ def main() -> None:
     print(f"gradient check, n={cfg.n}, d={X.shape[1]}, lambda={cfg.lam}, {W.size + b.size} parameters; data: {where}")
 
     full = best_of(lambda: gradcheck.check(W, b, X, y, cfg, where), 5)
-    cent = best_of(lambda: model.numerical_gradients(W, b, X, y, cfg.lam, h=1e-6), 5)
-    cplx = best_of(lambda: model.numerical_gradients(W, b, X, y, cfg.lam, h=1e-20, method="complex"), 5)
+    cent = best_of(lambda: numgrad.numerical_gradients(W, b, X, y, cfg.lam, h=1e-6), 5)
+    cplx = best_of(lambda: numgrad.numerical_gradients(W, b, X, y, cfg.lam, h=1e-20, method="complex"), 5)
     report = gradcheck.check(W, b, X, y, cfg, where)
     print(f"  vectorised centred differences   {cent:8.3f} s")
     print(f"  vectorised complex step          {cplx:8.3f} s")
@@ -60,7 +60,7 @@ def main() -> None:
         t0 = time.perf_counter()
         gW, gb = numerical_gradients_loop(W.copy(), b.copy(), X, y, cfg.lam, h=1e-6)
         loop = time.perf_counter() - t0
-        vW, vb = model.numerical_gradients(W, b, X, y, cfg.lam, h=1e-6)
+        vW, vb = numgrad.numerical_gradients(W, b, X, y, cfg.lam, h=1e-6)
         diff = max(np.abs(gW - vW).max(), np.abs(gb - vb).max())
         print(f"  per-parameter loop (oracle)      {loop:8.3f} s   {loop / cent:,.0f}x slower; "
               f"max |loop - vectorised| = {diff:.1e}")

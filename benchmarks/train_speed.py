@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlin import data, model, train
+from cifarlin import config, data, model, train
 from cifarlin.config import TrainConfig
 from cifarlin.errors import DataNotFoundError
 
@@ -38,7 +38,7 @@ def synthetic(n: int = 10000) -> data.Prepared:
     norm = data.Normalizer.fit([raw["train"][0]])
     X = {s: norm.apply(im) for s, (im, _) in raw.items()}
     y = {s: lab for s, (_, lab) in raw.items()}
-    return data.Prepared(X, y, norm, [str(i) for i in range(10)], data.Source(Path("-"), "python"), data.SplitSpec(), {})
+    return data.Prepared(X, y, norm, [str(i) for i in range(10)], data.Dataset(Path("-"), "python"), config.SplitSpec(), {})
 
 
 def reference_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float]:
@@ -112,7 +112,7 @@ def torch_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float] | None
     return time.perf_counter() - t0, acc
 
 
-def run_command(source: data.Source) -> None:
+def run_command(source: data.Dataset) -> None:
     """The real command in a subprocess: its loop time and peak memory."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "cifarlin", "train", "--setting", "2", "--out", f"{tmp}/run", "--quiet",
@@ -136,7 +136,7 @@ def main() -> None:
 
     cfg = TrainConfig.for_setting(2)
     try:
-        source: data.Source | None = data.find(args.data_dir)
+        source: data.Dataset | None = data.find(args.data_dir)
     except DataNotFoundError:
         source = None
     where = str(source.folder) if source else "random images (no CIFAR-10 found)"

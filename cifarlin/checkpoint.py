@@ -37,7 +37,7 @@ from cifarlin.data import Normalizer
 from cifarlin.errors import ModelFileError
 from cifarlin.files import atomic_path
 from cifarlin.model import D, K, Metrics
-from cifarlin.train import HISTORY_KEYS, History, TrainState
+from cifarlin.history import HISTORY_KEYS, History, TrainState
 
 FORMAT = "cifarlin"
 FORMAT_VERSION = 1
@@ -50,6 +50,10 @@ class DataInfo:
     folder: str = ""
     format: str = "python"
     checksums: dict[str, str] = field(default_factory=dict)
+
+    def changed(self, checksums: dict[str, str]) -> list[str]:
+        """The files of ``checksums`` whose MD5 differs from the one trained on."""
+        return [name for name, md5 in checksums.items() if self.checksums.get(name, md5) != md5]
 
 
 @dataclass
@@ -163,7 +167,7 @@ def save_history(
         f.attrs["status"] = status
         f.attrs["best_epoch"] = history.best_epoch
         if len(history):
-            f.attrs["best_val_acc"] = history.columns["val_acc"][history.best_epoch - 1]
+            f.attrs["best_val_acc"] = history.best_val_acc
         _write_metrics(f.attrs, "test", test)
 
 

@@ -1,8 +1,9 @@
 """Static shell completion scripts, generated from the command line's own definition.
 
 The scripts know every subcommand, option, choice and which values are paths, so completing costs
-no Python start-up. ``cifarlin completion bash|zsh|fish`` prints one; ``python -m
-cifarlin.completion DIR`` regenerates the files committed in ``completions/``.
+no Python start-up. They are generated from the click group the command line hands over (this
+module never imports the command line). ``cifarlin completion bash|zsh|fish`` prints one;
+``python -m cifarlin.completion DIR`` regenerates the files committed in ``completions/``.
 """
 
 from __future__ import annotations
@@ -64,13 +65,8 @@ def _options(command: Any) -> list[Opt]:
     return out
 
 
-def describe() -> tuple[list[Opt], list[Cmd]]:
-    """The root options and the subcommands, read from the Typer app."""
-    from typer.main import get_command
-
-    from cifarlin.cli import app
-
-    group = get_command(app)
+def describe(group: Any) -> tuple[list[Opt], list[Cmd]]:
+    """The root options and the subcommands of the click ``group`` behind the command line."""
     cmds = []
     for name, command in group.commands.items():
         if command.hidden:
@@ -205,24 +201,26 @@ def fish(root: list[Opt], cmds: list[Cmd], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def script(shell: str) -> str:
-    """The completion script for ``shell`` ('bash', 'zsh' or 'fish')."""
+def script(shell: str, group: Any) -> str:
+    """The completion script for ``shell`` ('bash', 'zsh' or 'fish') of the click ``group``."""
     from cifarlin import __version__
 
-    root, cmds = describe()
+    root, cmds = describe(group)
     header = HEADER.format(shell=shell, version=__version__)
     return {"bash": bash, "zsh": zsh, "fish": fish}[shell](root, cmds, header)
 
 
-def write_all(folder: Path) -> list[Path]:
+def write_all(folder: Path, group: Any) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for shell, name in SHELLS.items():
-        (folder / name).write_text(script(shell), encoding="utf-8")
+        (folder / name).write_text(script(shell, group), encoding="utf-8")
         out.append(folder / name)
     return out
 
 
 if __name__ == "__main__":  # python -m cifarlin.completion completions/
-    for path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "completions")):
+    from cifarlin.cli import group  # the entry point, not the module, knows the command line
+
+    for path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "completions"), group()):
         print(path)

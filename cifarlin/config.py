@@ -1,13 +1,34 @@
-"""Run configuration: one dataclass, passed whole, stored whole in every checkpoint."""
+"""The options of every job, one frozen dataclass each, validated when made: which images
+(:class:`SplitSpec`), how to train (:class:`TrainConfig`, stored whole in every model, checkpoint
+and history file), what to check (:class:`GradcheckConfig`), where to fetch from
+(:class:`DownloadConfig`) and what to draw (:class:`FigureRequest`).
+
+Validation messages name the field and its value (``eta=0.0: the learning rate must be > 0``).
+This module imports nothing heavy: the command line reads its defaults and choices from here.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+import re
+import urllib.parse
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from cifarlin.data import SplitSpec
-from cifarlin.errors import ConfigError
+from cifarlin.errors import ConfigError, bad_value
+
+K = 10  # classes
+D = 3072  # inputs: 32 x 32 pixels x 3 channels
+N_TRAIN_BATCHES = 5  # data_batch_1 ... data_batch_5
+LAYOUTS = ("python", "binary")  # the two official versions of CIFAR-10
+SPLITS = ("test", "val", "train")
+FIGURES = ("curves", "montage", "confusion", "samples")
+FIGURE_FORMATS = ("png", "pdf", "svg")
+TIMEOUT = 30.0  # seconds, for connecting and for each read
+MAX_TIMEOUT = 86400.0
+RETRIES = 4  # further attempts after a broken or failed connection
+MAX_RETRIES = 100
 
 #: The original work's four settings (all 40 epochs, batch 100): lambda and eta.
 SETTINGS: dict[int, dict[str, float]] = {
@@ -22,8 +43,50 @@ REFERENCE_TEST_ACCURACY: dict[int, float] = {1: 0.3069, 2: 0.3898, 3: 0.3924, 4:
 DTYPES = ("float32", "float64")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def parse_batches(text: str) -> tuple[int, ...]:
+    """'1-5' -> (1, 2, 3, 4, 5); '1,3' -> (1, 3); '2' -> (2,)."""
+    out: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise bad_value("train_batches", text, "use a list like '1-5' or '1,3,5'")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if not 1 <= lo <= hi <= N_TRAIN_BATCHES:
+            raise bad_value("train_batches", text, f"batches are numbered 1 to {N_TRAIN_BATCHES}")
+        out.extend(i for i in range(lo, hi + 1) if i not in out)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which images train, validate and test.
+
+    The default is the original work's: train on data_batch_1, validate on data_batch_2, test on
+    test_batch. With ``val_size``, the last ``val_size`` images of the training batches are held
+    out for validation instead.
+    """
+
+    train_batches: tuple[int, ...] = (1,)
+    val_size: int | None = None
+
+    def __post_init__(self) -> None:
+        batches = self.train_batches
+        if not batches or any(type(i) is not int or not 1 <= i <= N_TRAIN_BATCHES for i in batches):
+            raise bad_value("train_batches", batches, f"use batches 1 to {N_TRAIN_BATCHES}")
+        if len(set(batches)) != len(batches):
+            raise bad_value("train_batches", batches, "a batch is named twice")
+        if self.val_size is None and 2 in batches:
+            raise bad_value(
+                "train_batches", batches, "includes batch 2, the default validation batch: "
+                "give val_size=N to hold out the last N training images instead")
+        if self.val_size is not None and not 1 <= self.val_size <= 1_000_000:
+            raise bad_value("val_size", self.val_size, "must be between 1 and 1000000")
+
+    def describe(self) -> str:
+        train = ",".join(map(str, self.train_batches))
+        if self.val_size is None:
+            return f"train data_batch_{train}, validate data_batch_2, test test_batch"
+        return f"train data_batch_{train} minus the last {self.val_size} (validation), test test_batch"
 
 
 @dataclass(frozen=True)
@@ -44,7 +107,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"{_flag(name)} {getattr(self, name)!r}: {why}")
+            return bad_value(name, getattr(self, name), why)
 
         for name in ("lam", "eta", "init_std"):
             if not math.isfinite(getattr(self, name)):
@@ -59,15 +122,13 @@ class TrainConfig:
             raise bad("epochs", "must be between 1 and 1000000")
         if not 1 <= self.batch_size <= 1_000_000:
             raise bad("batch_size", "must be between 1 and 1000000")
-        if self.val_size is not None and not 1 <= self.val_size <= 1_000_000:
-            raise bad("val_size", "must be between 1 and 1000000")
         if not 0 <= self.seed < 2**63:
             raise bad("seed", "must be between 0 and 2**63 - 1")
         if self.dtype not in DTYPES:
             raise bad("dtype", f"use one of {', '.join(DTYPES)}")
         if self.setting is not None and self.setting not in SETTINGS:
-            raise bad("setting", f"use one of {', '.join(map(str, SETTINGS))} or 'all'")
-        SplitSpec(tuple(self.train_batches), self.val_size)  # validates both
+            raise bad("setting", f"use one of {', '.join(map(str, SETTINGS))}")
+        self.split  # validates train_batches and val_size
 
     @property
     def split(self) -> SplitSpec:
@@ -82,19 +143,10 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones take defaults."""
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
-        if "train_batches" in kw:
-            kw["train_batches"] = tuple(int(i) for i in kw["train_batches"])
-        return cls(**kw)
-
-    @classmethod
     def for_setting(cls, setting: int, **overrides: Any) -> TrainConfig:
         """The reference setting (40 epochs, batch 100, its lambda and eta) with overrides."""
         if setting not in SETTINGS:
-            raise ConfigError(f"--setting {setting!r}: use one of 1, 2, 3, 4 or 'all'")
+            raise bad_value("setting", setting, f"use one of {', '.join(map(str, SETTINGS))}")
         return cls(**{**SETTINGS[setting], "setting": setting, **overrides})
 
     @property
@@ -105,8 +157,126 @@ class TrainConfig:
         ref = TrainConfig.for_setting(self.setting)
         return self.replace(seed=ref.seed, dtype=ref.dtype) == ref
 
+    def check_training_set(self, n_train: int) -> None:
+        """A batch cannot be larger than the training set."""
+        if self.batch_size > n_train:
+            raise bad_value("batch_size", self.batch_size, f"larger than the training set ({n_train} images)")
+
     def describe(self) -> str:
         return (
             f"lambda={self.lam:g}, eta={self.eta:g}, batch={self.batch_size}, "
             f"epochs={self.epochs}, seed={self.seed}" + (", shuffled" if self.shuffle else "")
         )
+
+
+DEFAULT_H = {"centred": 1e-6, "complex": 1e-20}  # the step of each method
+MAX_GRADCHECK_N = 10_000
+
+
+@dataclass(frozen=True)
+class GradcheckConfig:
+    """What to check and how strictly.
+
+    An entry passes when |ga - gn| <= atol + tol * (|ga| + |gn|): the absolute floor keeps
+    near-zero gradients, whose relative error means nothing under centred differences, honest.
+    """
+
+    n: int = 20
+    dims: int = D
+    lam: float = 0.0
+    h: float | None = None  # None: 1e-6 for centred differences, 1e-20 for the complex step
+    method: str = "centred"
+    tol: float = 1e-6
+    atol: float = 1e-8
+    seed: int = 0
+    init_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n <= MAX_GRADCHECK_N:
+            raise bad_value("n", self.n, f"must be between 1 and {MAX_GRADCHECK_N} (the images of one training batch)")
+        if not 1 <= self.dims <= D:
+            raise bad_value("dims", self.dims, f"must be between 1 and {D}")
+        if self.method not in DEFAULT_H:
+            raise bad_value("method", self.method, f"use one of {', '.join(DEFAULT_H)}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise bad_value("lam", self.lam, "must be a finite number >= 0")
+        if self.h is not None and not (math.isfinite(self.h) and 0 < self.h <= 1):
+            raise bad_value("h", self.h, "the step must be > 0 and <= 1")
+        for name in ("tol", "atol"):
+            if not (math.isfinite(v := getattr(self, name)) and v >= 0):
+                raise bad_value(name, v, "must be a finite number >= 0")
+        if not 0 <= self.seed < 2**63:
+            raise bad_value("seed", self.seed, "must be between 0 and 2**63 - 1")
+
+    @property
+    def step(self) -> float:
+        return self.h if self.h is not None else DEFAULT_H[self.method]
+
+
+def check_md5_text(md5: str | None) -> str | None:
+    """``md5`` in lower case, or :class:`ConfigError` when it is not 32 hexadecimal digits."""
+    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
+        raise bad_value("md5", md5, "expected 32 hexadecimal digits")
+    return md5.lower() if md5 else None
+
+
+def check_url(url: str) -> str:
+    try:
+        parts = urllib.parse.urlparse(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or (parts.scheme != "file" and not host):
+        raise bad_value("url", url, "expected an http://, https://, ftp:// or file:// address of the archive")
+    return url
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Where to fetch an archive from and how patiently: the official one unless ``url`` is given
+    (with ``md5`` when it is not the official archive)."""
+
+    layout: str = "python"
+    url: str | None = None
+    md5: str | None = None
+    timeout: float = TIMEOUT
+    retries: int = RETRIES
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise bad_value("layout", self.layout, f"use one of {', '.join(LAYOUTS)}")
+        if self.url is not None:
+            check_url(self.url)
+        object.__setattr__(self, "md5", check_md5_text(self.md5))
+        if not (isinstance(self.timeout, int | float) and 0 < self.timeout <= MAX_TIMEOUT):  # not NaN
+            raise bad_value("timeout", self.timeout, f"use a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
+        if not (type(self.retries) is int and 0 <= self.retries <= MAX_RETRIES):
+            raise bad_value("retries", self.retries, f"use 0 to {MAX_RETRIES}")
+
+
+@dataclass(frozen=True)
+class FigureRequest:
+    """What ``visualize`` draws and where."""
+
+    kinds: tuple[str, ...] = FIGURES
+    out: Path | None = None  # default: the run folder
+    format: str = "png"
+    dpi: int = 150
+    split: str = "test"
+    n_samples: int = 24
+    show: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.kinds if k not in FIGURES]
+        if unknown or not self.kinds:
+            raise bad_value("what", ",".join(self.kinds), f"use {', '.join(FIGURES)} or all")
+        if self.format not in FIGURE_FORMATS:
+            raise bad_value("format", self.format, f"use one of {', '.join(FIGURE_FORMATS)}")
+        if not 10 <= self.dpi <= 1200:
+            raise bad_value("dpi", self.dpi, "use 10 to 1200")
+        if not 1 <= self.n_samples <= 400:
+            raise bad_value("n", self.n_samples, "use 1 to 400 sample images")
+        if self.split not in SPLITS:
+            raise bad_value("split", self.split, f"use one of {', '.join(SPLITS)}")
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise bad_value("out", str(self.out), "exists and is not a folder")

@@ -1,13 +1,10 @@
 """Finding, reading, validating and normalising CIFAR-10.
 
-Both official layouts are read: the python version (``cifar-10-batches-py/``: pickled batches)
-and the binary version (``cifar-10-batches-bin/``: records of 1 label byte + 3072 pixel bytes).
-Images come back as (N, 3072) uint8 rows in the official channel layout (1024 red, 1024 green,
-1024 blue values, each row-major over the 32 x 32 image) with (N,) int64 labels.
-
-Pickles are never trusted: the unpickler below admits only the four numpy globals the official
-files name, and even those are stand-ins that build arrays from validated raw bytes; numpy's own
-unpickling code never sees the file.
+Both official layouts are read: the python version (``cifar-10-batches-py/``: pickled batches,
+loaded by :mod:`cifarlin.safepickle`) and the binary version (``cifar-10-batches-bin/``: records of
+1 label byte + 3072 pixel bytes). Images come back as (N, 3072) uint8 rows in the official channel
+layout (1024 red, 1024 green, 1024 blue values, each row-major over the 32 x 32 image) with (N,)
+int64 labels.
 """
 
 from __future__ import annotations
@@ -15,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +20,14 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from cifarlin.errors import ConfigError, DataError, DataNotFoundError
+from cifarlin.config import N_TRAIN_BATCHES, SplitSpec
+from cifarlin.errors import DataError, DataNotFoundError, bad_value
 from cifarlin.model import D, K
+from cifarlin.safepickle import safe_unpickle, text
 
-Format = Literal["python", "binary"]
+Format = Literal["python", "binary"]  # the layouts of config.LAYOUTS
 
 FOLDERS: dict[str, str] = {"python": "cifar-10-batches-py", "binary": "cifar-10-batches-bin"}
-TRAIN_BATCHES = 5
 RECORD = 1 + D  # bytes per image in the binary version
 
 
@@ -47,30 +43,17 @@ def meta_name(fmt: Format) -> str:
 
 def dataset_files(fmt: Format) -> list[str]:
     """Every file an extracted dataset folder must hold."""
-    names = [batch_name(fmt, i) for i in range(1, TRAIN_BATCHES + 1)]
+    names = [batch_name(fmt, i) for i in range(1, N_TRAIN_BATCHES + 1)]
     return [*names, batch_name(fmt, "test"), meta_name(fmt)]
 
 
 # ---------------------------------------------------------------------------------------------
-# Where the data lives
+# Where the data live
 # ---------------------------------------------------------------------------------------------
 
 
-def default_data_dir() -> Path:
-    """``$CIFARLIN_DATA_DIR``, else ``$XDG_CACHE_HOME/cifarlin``, else ``~/.cache/cifarlin``."""
-    if os.environ.get("CIFARLIN_DATA_DIR"):
-        return Path(os.environ["CIFARLIN_DATA_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "cifarlin"
-
-
-def resolve_data_dir(data_dir: Path | None) -> Path:
-    """The folder every command uses: ``--data-dir`` if given, else :func:`default_data_dir`."""
-    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-
-
 @dataclass(frozen=True)
-class Source:
+class Dataset:
     """An extracted CIFAR-10 folder and the layout of its files."""
 
     folder: Path
@@ -80,7 +63,7 @@ class Source:
         return self.folder / name
 
 
-def locate(root: Path) -> Source | None:
+def locate(root: Path) -> Dataset | None:
     """The dataset folder under ``root``, or ``root`` itself when it is one; None if absent.
 
     ``root`` may be the parent (``root/cifar-10-batches-py``) or the dataset folder itself, under
@@ -88,199 +71,29 @@ def locate(root: Path) -> Source | None:
     """
     for fmt in ("python", "binary"):
         if (root / batch_name(fmt, 1)).is_file() or (root / batch_name(fmt, "test")).is_file():
-            return Source(root, fmt)
+            return Dataset(root, fmt)
     for fmt in ("python", "binary"):
         if (root / FOLDERS[fmt]).is_dir():
-            return Source(root / FOLDERS[fmt], fmt)
+            return Dataset(root / FOLDERS[fmt], fmt)
     return None
 
 
 def check_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
-        raise ConfigError(f"{root}: is a file, not a folder; point --data-dir (or $CIFARLIN_DATA_DIR) at a folder")
+        raise bad_value("data_dir", str(root), "is a file, not a folder")
 
 
-def find(data_dir: Path | None = None) -> Source:
-    """Locate the dataset by the resolution rule, or raise :class:`DataNotFoundError`."""
-    root = resolve_data_dir(data_dir)
+def find(root: Path) -> Dataset:
+    """The dataset in or under ``root``, or :class:`DataNotFoundError`."""
+    root = Path(root).expanduser()
     check_root(root)
-    source = locate(root) if root.is_dir() else None
-    if source is None:
+    dataset = locate(root) if root.is_dir() else None
+    if dataset is None:
         raise DataNotFoundError(
             f"no CIFAR-10 data in {root} (looked for {root / FOLDERS['python']} and "
             f"{root / FOLDERS['binary']}): run 'cifarlin download' or pass --data-dir DIR"
         )
-    return source
-
-
-# ---------------------------------------------------------------------------------------------
-# The restricted unpickler
-# ---------------------------------------------------------------------------------------------
-
-_PLAIN_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "b1"}
-
-
-class _Refused(pickle.UnpicklingError):
-    pass
-
-
-def _text(value: object) -> object:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
-
-
-class _Global:
-    """A stand-in for one of the allowed numpy globals: it can be called (building a stub) but
-    not given state or attributes, so a pickle cannot modify it for later loads."""
-
-    __slots__ = ("name", "make")
-
-    def __init__(self, name: str, make: Callable[..., object] | None):
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "make", make)
-
-    def __call__(self, *args: object) -> object:
-        if self.make is None:
-            raise _Refused(f"{self.name} is called")
-        return self.make(*args)
-
-    def __setstate__(self, state: object) -> None:
-        raise _Refused(f"{self.name} is given a state")
-
-    def __setattr__(self, key: str, value: object) -> None:
-        raise _Refused(f"{self.name} is given an attribute")
-
-
-_NDARRAY = _Global("numpy.ndarray", None)
-
-
-class _DTypeStub:
-    """Stands for ``numpy.dtype(spec, align, copy)``: only plain numeric dtypes."""
-
-    def __init__(self, spec: object, align: object = False, copy: object = True):
-        spec = _text(spec)
-        if not isinstance(spec, str) or spec not in _PLAIN_DTYPES:
-            raise _Refused(f"dtype {spec!r} is not a plain numeric dtype")
-        self.spec = spec
-        self.byteorder = "|"
-
-    def __setstate__(self, state: object) -> None:
-        # (version, byteorder, subarray, names, fields, elsize, alignment, flags)
-        if not isinstance(state, tuple) or len(state) < 5 or any(s is not None for s in state[2:5]):
-            raise _Refused("structured or sub-array dtypes are not allowed")
-        order = _text(state[1])
-        if order not in ("<", ">", "|", "="):
-            raise _Refused(f"byte order {order!r} is not valid")
-        self.byteorder = order
-
-    def dtype(self) -> np.dtype:
-        dt = np.dtype(self.spec)
-        return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt
-
-
-class _ArrayStub:
-    """Stands for ``numpy.core.multiarray._reconstruct(ndarray, shape, typecode)``.
-
-    Its state is checked and turned into an array with ``np.frombuffer``: numpy's own
-    ``ndarray.__setstate__`` never runs on data from the file.
-    """
-
-    def __init__(self, cls: object, shape: object = (0,), typecode: object = b"b"):
-        if cls is not _NDARRAY:
-            raise _Refused("_reconstruct of something other than numpy.ndarray")
-        self.array: np.ndarray | None = None
-
-    def __setstate__(self, state: object) -> None:
-        if not isinstance(state, tuple) or len(state) not in (4, 5):
-            raise _Refused("array state is not valid")
-        shape, dtype, fortran, raw = state[-4:]
-        if not (isinstance(shape, tuple) and len(shape) <= 2):
-            raise _Refused(f"array shape {shape!r} is not valid")
-        if not all(type(n) is int and n >= 0 for n in shape):
-            raise _Refused(f"array shape {shape!r} is not valid")
-        if not isinstance(dtype, _DTypeStub):
-            raise _Refused("array dtype is not valid")
-        if isinstance(raw, str):
-            raw = raw.encode("latin-1")
-        if not isinstance(raw, bytes | bytearray):
-            raise _Refused("array data is not raw bytes")
-        dt = dtype.dtype()
-        want = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        if len(raw) != want:
-            raise _Refused(f"array data has {len(raw)} bytes, its shape {shape} needs {want}")
-        self.array = np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if fortran else "C")
-
-
-_RECONSTRUCT = _Global("numpy.core.multiarray._reconstruct", _ArrayStub)
-_GLOBALS: dict[tuple[str, str], _Global] = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _Global("numpy.dtype", _DTypeStub),
-}
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> object:
-        try:
-            return _GLOBALS[(module, name)]
-        except KeyError:
-            raise _Refused(
-                f"it asks for the Python global {module}.{name}, which CIFAR-10 files never use"
-            ) from None
-
-
-MAX_DEPTH = 4  # the official files nest dict -> list -> item
-MAX_ITEMS = 1_000_000  # list and dict entries in one file (an official batch has about 20,000)
-
-
-def _unstub(obj: object) -> object:
-    """Plain data for the unpickled object: arrays for array stubs, str keys; anything else that is
-    not plain data (a bare global, a container met twice, a cycle, deep nesting) is refused, so
-    a small file cannot expand into a huge structure."""
-    seen: set[int] = set()
-    items = 0
-
-    def walk(o: object, depth: int) -> object:
-        nonlocal items
-        if isinstance(o, _ArrayStub):
-            if o.array is None:
-                raise _Refused("an array without data")
-            return o.array
-        if isinstance(o, dict | list | tuple):
-            if depth > MAX_DEPTH:
-                raise _Refused(f"containers nested more than {MAX_DEPTH} deep")
-            if id(o) in seen:
-                raise _Refused("a container referenced twice (or a cycle)")
-            seen.add(id(o))
-            items += len(o)
-            if items > MAX_ITEMS:
-                raise _Refused(f"more than {MAX_ITEMS} list or dict entries")
-            if isinstance(o, dict):
-                return {_text(k): walk(v, depth + 1) for k, v in o.items()}
-            return [walk(v, depth + 1) for v in o]
-        if isinstance(o, bool | int | float | str | bytes | bytearray) or o is None:
-            return o
-        raise _Refused(f"a {type(o).__name__} where plain data was expected")
-
-    return walk(obj, 0)
-
-
-def safe_unpickle(stream: BinaryIO, path: Path) -> dict:
-    """Unpickle a CIFAR-10 python-version file without trusting it.
-
-    Returns a dict with str keys; raises :class:`DataError` naming ``path`` for anything that is
-    not a plain pickle of a dict of numbers, strings, lists and numeric arrays.
-    """
-    try:
-        obj = _unstub(_SafeUnpickler(stream, encoding="bytes").load())
-    except _Refused as e:
-        raise DataError(f"{path}: refused to load: {e} (the file may be hostile)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: truncated or not a CIFAR-10 pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: holds a {type(obj).__name__}, expected a dict")
-    return obj
+    return dataset
 
 
 class _HashingReader:
@@ -402,81 +215,37 @@ def read_batch(path: Path, fmt: Format) -> Batch:
     return Batch(batch.images, batch.labels, md5)
 
 
-def read_class_names(source: Source) -> list[str]:
+def read_class_names(dataset: Dataset) -> list[str]:
     """The 10 class names, from ``batches.meta`` or ``batches.meta.txt``."""
-    path = source.path(meta_name(source.format))
+    path = dataset.path(meta_name(dataset.format))
     raw = _read_bytes(path)
-    if source.format == "binary":
+    if dataset.format == "binary":
         names: object = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines()]
         names = [n for n in names if n]
     else:
         names = safe_unpickle(io.BytesIO(raw), path).get("label_names")
         if isinstance(names, list):
-            names = [_text(n) for n in names]
+            names = [text(n) for n in names]
     if not (isinstance(names, list) and len(names) == K and all(isinstance(n, str) for n in names)):
         raise DataError(f"{path}: expected {K} class names")
     return list(names)
 
 
-def check_folder(source: Source) -> dict[str, str]:
+def verify_dataset(dataset: Dataset) -> dict[str, str]:
     """Validate every file of a dataset folder; returns {file name: MD5}."""
     sums = {}
-    for name in dataset_files(source.format):
+    for name in dataset_files(dataset.format):
         if name.startswith("batches.meta"):
-            read_class_names(source)
-            sums[name] = hashlib.md5(_read_bytes(source.path(name))).hexdigest()
+            read_class_names(dataset)
+            sums[name] = hashlib.md5(_read_bytes(dataset.path(name))).hexdigest()
         else:
-            sums[name] = read_batch(source.path(name), source.format).md5
+            sums[name] = read_batch(dataset.path(name), dataset.format).md5
     return sums
 
 
 # ---------------------------------------------------------------------------------------------
 # Splits
 # ---------------------------------------------------------------------------------------------
-
-
-def parse_batches(text: str) -> tuple[int, ...]:
-    """'1-5' -> (1, 2, 3, 4, 5); '1,3' -> (1, 3); '2' -> (2,)."""
-    out: list[int] = []
-    for part in text.replace(" ", "").split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise ConfigError(f"--train-batches {text!r}: use a list like '1-5' or '1,3,5'")
-        lo, hi = int(m[1]), int(m[2] or m[1])
-        if not 1 <= lo <= hi <= TRAIN_BATCHES:
-            raise ConfigError(f"--train-batches {text!r}: batches are numbered 1 to {TRAIN_BATCHES}")
-        out.extend(i for i in range(lo, hi + 1) if i not in out)
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """Which images train, validate and test.
-
-    The default is the original work's: train on data_batch_1, validate on data_batch_2, test on
-    test_batch. With ``val_size``, the last ``val_size`` images of the training batches are held
-    out for validation instead.
-    """
-
-    train_batches: tuple[int, ...] = (1,)
-    val_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.train_batches or any(not 1 <= i <= TRAIN_BATCHES for i in self.train_batches):
-            raise ConfigError(f"train batches {self.train_batches}: use batches 1 to {TRAIN_BATCHES}")
-        if self.val_size is None and 2 in self.train_batches:
-            raise ConfigError(
-                "--train-batches includes batch 2, the default validation batch: "
-                "give --val-size N to hold out the last N training images instead"
-            )
-        if self.val_size is not None and self.val_size < 1:
-            raise ConfigError(f"--val-size {self.val_size}: must be at least 1")
-
-    def describe(self) -> str:
-        train = ",".join(map(str, self.train_batches))
-        if self.val_size is None:
-            return f"train data_batch_{train}, validate data_batch_2, test test_batch"
-        return f"train data_batch_{train} minus the last {self.val_size} (validation), test test_batch"
 
 
 @dataclass
@@ -490,13 +259,13 @@ class Split:
 class Reader:
     """Reads batches of one dataset folder and remembers the MD5 of every file it read."""
 
-    def __init__(self, source: Source):
-        self.source = source
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
         self.checksums: dict[str, str] = {}
 
     def batch(self, which: int | str) -> Batch:
-        name = batch_name(self.source.format, which)
-        batch = read_batch(self.source.path(name), self.source.format)
+        name = batch_name(self.dataset.format, which)
+        batch = read_batch(self.dataset.path(name), self.dataset.format)
         self.checksums[name] = batch.md5
         return batch
 
@@ -506,13 +275,13 @@ class Reader:
         n_all = sum(len(b.labels) for b in batches)
         n_train = n_all - (spec.val_size or 0)
         if n_train < 1:
-            raise ConfigError(f"--val-size {spec.val_size}: the training batches hold only {n_all} images")
+            raise bad_value("val_size", spec.val_size, f"the training batches hold only {n_all} images")
         return batches, n_train
 
 
-def load_split(source: Source, spec: SplitSpec, name: str) -> tuple[Split, Reader]:
+def load_split(dataset: Dataset, spec: SplitSpec, name: str) -> tuple[Split, Reader]:
     """The raw images and labels of split ``name`` ('train', 'val' or 'test')."""
-    reader = Reader(source)
+    reader = Reader(dataset)
     if name == "test" or (name == "val" and spec.val_size is None):
         b = reader.batch("test" if name == "test" else 2)
         return Split(b.images, b.labels), reader
@@ -577,7 +346,7 @@ class Prepared:
     y: dict[str, np.ndarray]
     normalizer: Normalizer
     class_names: list[str]
-    source: Source
+    dataset: Dataset
     spec: SplitSpec
     checksums: dict[str, str]
 
@@ -592,28 +361,28 @@ def _fit_training_rows(batches: list[Batch], n_train: int) -> Normalizer:
 
 
 def training_sample(
-    source: Source, spec: SplitSpec, n: int, dtype: np.dtype | type = np.float64
+    dataset: Dataset, spec: SplitSpec, n: int, dtype: np.dtype | type = np.float64
 ) -> tuple[np.ndarray, np.ndarray, Reader]:
     """The first ``n`` training images, normalised as in training (by the whole training split's
     mean and std): X (n, 3072), y (n,)."""
-    reader = Reader(source)
+    reader = Reader(dataset)
     batches, n_train = reader.train_batches(spec)
     if n > n_train:
-        raise ConfigError(f"--n {n}: the training split holds only {n_train} images")
+        raise bad_value("n", n, f"the training split holds only {n_train} images")
     norm = _fit_training_rows(batches, n_train)
     images = np.concatenate([b.images for b in batches])[:n]
     labels = np.concatenate([b.labels for b in batches])[:n]
     return norm.apply(images, dtype), labels, reader
 
 
-def prepare(source: Source, spec: SplitSpec, dtype: np.dtype | type = np.float32) -> Prepared:
+def prepare(dataset: Dataset, spec: SplitSpec, dtype: np.dtype | type = np.float32) -> Prepared:
     """Read the splits of ``spec``, fit the normaliser on the training split, normalise all.
 
     Each raw batch is converted into its split's contiguous float array and released at once:
     the peak memory is the float arrays plus the raw training batches (or one other raw batch),
     never a float64 copy.
     """
-    reader = Reader(source)
+    reader = Reader(dataset)
     batches, n_train = reader.train_batches(spec)
     norm = _fit_training_rows(batches, n_train)
     labels = np.concatenate([b.labels for b in batches])
@@ -632,4 +401,4 @@ def prepare(source: Source, spec: SplitSpec, dtype: np.dtype | type = np.float32
         b = reader.batch(2 if name == "val" else "test")
         X[name], y[name] = norm.apply(b.images, dtype), b.labels
         del b
-    return Prepared(X, y, norm, read_class_names(source), source, spec, reader.checksums)
+    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums)

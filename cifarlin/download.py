@@ -1,9 +1,8 @@
 """Fetching, verifying and safely unpacking the CIFAR-10 archives.
 
-Nothing downloaded is trusted: the archive's MD5 is checked before anything is extracted, every
-member is checked before extraction (regular files and folders only, inside the target, nothing
-else), extraction goes to a temporary folder that is renamed into place only once its files pass
-the loader's structural check.
+Nothing downloaded is trusted: the archive's MD5 is checked before anything is extracted, and
+:mod:`cifarlin.archive` unpacks it safely. Downloads stream to a ``.part`` file, retry with
+backoff and resume by HTTP Range.
 """
 
 from __future__ import annotations
@@ -13,22 +12,20 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
-import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cifarlin import __version__, data
-from cifarlin.errors import ConfigError, DataError, DownloadError, Interrupted
+from cifarlin.archive import extract
+from cifarlin.config import RETRIES, TIMEOUT, DownloadConfig
+from cifarlin.errors import DataError, DownloadError, Interrupted, bad_value
 
 OFFICIAL_URL = {
     "python": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -49,12 +46,8 @@ OFFICIAL_FILE_MD5 = {
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
 OFFLINE_HINT = "or download the archive elsewhere and install it with 'cifarlin download --from-file PATH'"
-TIMEOUT = 30.0  # seconds, for connecting and for each read
-RETRIES = 4  # further attempts after a broken or failed connection
 BACKOFF = 1.0  # seconds before the first retry, doubling after each
 MAX_BACKOFF = 30.0  # but never longer than this
-MAX_UNPACKED = 1 << 30  # the archives unpack to about 180 MB; refuse anything above 1 GiB
-MAX_MEMBERS = 1000  # ... or more members than this (they have 8 or 9)
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
 
@@ -65,7 +58,7 @@ class Result:
 
     path: str
     format: str
-    source: str | None
+    origin: str | None  # the URL or the archive file installed from
     md5: str | None
     bytes: int
     seconds: float
@@ -76,12 +69,6 @@ class Result:
         return asdict(self)
 
 
-def check_md5_text(md5: str | None, name: str = "--md5") -> str | None:
-    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
-        raise ConfigError(f"{name} {md5!r}: expected 32 hexadecimal digits")
-    return md5.lower() if md5 else None
-
-
 def file_md5(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -90,9 +77,9 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def official_match(source: data.Source, checksums: dict[str, str]) -> bool | None:
+def official_match(dataset: data.Dataset, checksums: dict[str, str]) -> bool | None:
     """True/False when official per-file checksums are known for the format, else None."""
-    if source.format != "python":
+    if dataset.format != "python":
         return None
     return all(checksums.get(k) == v for k, v in OFFICIAL_FILE_MD5.items())
 
@@ -257,162 +244,46 @@ def fetch(
 
 
 # ---------------------------------------------------------------------------------------------
-# Safe extraction
-# ---------------------------------------------------------------------------------------------
-
-
-def _member_kind(m: tarfile.TarInfo) -> str:
-    for test, kind in ((m.issym, "symbolic link"), (m.islnk, "hard link"), (m.ischr, "character device"),
-                       (m.isblk, "block device"), (m.isfifo, "FIFO")):
-        if test():
-            return kind
-    return "special file"
-
-
-def check_member(archive: Path, m: tarfile.TarInfo, folder: str) -> None:
-    """Refuse anything but a regular file or folder under ``folder/``."""
-    parts = PurePosixPath(m.name).parts
-    if m.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.name) or ".." in parts:
-        raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target folder")
-    if not (m.isfile() or m.isdir()):
-        raise DownloadError(
-            f"{archive}: refused: member {m.name!r} is a {_member_kind(m)}; only regular files and folders are allowed"
-        )
-    if not parts or parts[0] != folder:
-        raise DownloadError(f"{archive}: refused: member {m.name!r} is not inside {folder}/")
-
-
-def _members(archive: Path, tar: tarfile.TarFile, folder: str, tmp: Path) -> list[tarfile.TarInfo]:
-    """The members, each checked as it is read, so a hostile or huge archive is refused early."""
-    members, total = [], 0
-    for m in tar:
-        check_member(archive, m, folder)
-        if not (tmp / m.name).resolve().is_relative_to(tmp.resolve()):  # belt and braces
-            raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target")
-        total += max(m.size, 0)
-        members.append(m)
-        if total > MAX_UNPACKED or len(members) > MAX_MEMBERS:
-            raise DownloadError(
-                f"{archive}: refused: it unpacks to more than {MAX_UNPACKED >> 20} MiB or {MAX_MEMBERS} files"
-            )
-    return members
-
-
-def _swap_in(staged: Path, target: Path, spare: Path) -> None:
-    """Move ``staged`` to ``target``; an old ``target`` goes to ``spare`` and comes back if the move
-    fails or is interrupted, so the dataset is the old one or the new one, never neither."""
-    old = target.is_symlink() or target.exists()
-    try:
-        if old:
-            os.replace(target, spare)
-        try:
-            os.replace(staged, target)
-        except BaseException:
-            if old:
-                os.replace(spare, target)
-            raise
-    except OSError as e:
-        raise DownloadError(f"{target}: cannot be replaced ({e.strerror or e})") from None
-
-
-def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Source, dict[str, str]]:
-    """Unpack ``archive`` into ``root/<official folder>`` safely; returns the source and checksums.
-
-    Extraction goes to a temporary folder inside ``root``; the dataset folder is validated there
-    and then renamed into place (replacing an old one), so a half-extracted dataset never exists.
-    """
-    folder = data.FOLDERS[fmt]
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".cifarlin-extract-"))
-    try:
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                members = _members(archive, tar, folder, tmp)
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(tmp, members=members, filter="data")
-                else:  # Python < 3.11.4: the checks above are the filter
-                    tar.extractall(tmp, members=members)
-        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
-            what = "truncated" if isinstance(e, EOFError) else "not a readable .tar.gz archive"
-            raise DownloadError(f"{archive}: {what} ({type(e).__name__})") from None
-        staged = data.Source(tmp / folder, fmt)
-        if not staged.folder.is_dir():
-            raise DownloadError(f"{archive}: has no {folder}/ folder; is it the {fmt} version of CIFAR-10?")
-        for path in [staged.folder, *staged.folder.rglob("*")]:  # read-only members stay removable
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        try:
-            checksums = data.check_folder(staged)
-        except DataError as e:
-            what = str(e).replace(str(tmp) + os.sep, "").split("; ")[0]  # name files as in the archive
-            raise DownloadError(f"{archive}: refused: it does not hold a valid CIFAR-10 dataset ({what})") from None
-        target = root / folder
-        _swap_in(staged.folder, target, tmp / "previous")
-        return data.Source(target, fmt), checksums
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def check_url(url: str, name: str = "--url") -> str:
-    try:
-        parts = urllib.request.urlparse(url)
-        host = parts.hostname
-    except ValueError:
-        parts, host = None, None
-    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or (parts.scheme != "file" and not host):
-        raise ConfigError(f"{name} {url!r}: expected an http://, https://, ftp:// or file:// address of the archive")
-    return url
-
-
-# ---------------------------------------------------------------------------------------------
 # The whole job
 # ---------------------------------------------------------------------------------------------
 
 
 def install(
-    data_dir: Path | None = None,
+    root: Path,
+    cfg: DownloadConfig | None = None,
     *,
-    fmt: data.Format = "python",
-    url: str | None = None,
-    md5: str | None = None,
     from_file: Path | None = None,
     force: bool = False,
-    timeout: float | None = None,
-    retries: int | None = None,
     on_progress: Progress | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> Result:
-    """Make sure CIFAR-10 (``fmt`` version) is unpacked under ``data_dir``; download if needed.
+    """Make sure CIFAR-10 (``cfg.layout`` version) is unpacked under ``root``; download if needed.
 
-    ``url``/``md5`` default to ``$CIFARLIN_URL``/``$CIFARLIN_MD5`` and then to the official
-    archive; ``from_file`` installs an archive fetched by other means (it is not deleted).
+    ``from_file`` installs an archive fetched by other means (it is not deleted); its MD5 must be
+    the official one or ``cfg.md5``.
     """
+    cfg = cfg or DownloadConfig()
     t0 = time.perf_counter()
     notice = on_notice or (lambda msg: None)
-    if url is not None:
-        check_url(url)
-    elif os.environ.get("CIFARLIN_URL"):
-        url = check_url(os.environ["CIFARLIN_URL"], "$CIFARLIN_URL")
-    if md5 is None and os.environ.get("CIFARLIN_MD5"):
-        md5 = check_md5_text(os.environ["CIFARLIN_MD5"], "$CIFARLIN_MD5")
-    md5 = check_md5_text(md5)
-    root = data.resolve_data_dir(data_dir)
+    root = Path(root).expanduser()
     data.check_root(root)
 
     present = data.locate(root) if root.is_dir() else None
-    if present is not None and present.format == fmt and not force:
+    if present is not None and present.format == cfg.layout and not force:
         try:
-            sums = data.check_folder(present)
+            sums = data.verify_dataset(present)
         except DataError as e:
             notice(f"{present.folder} is incomplete or damaged ({e}); fetching a fresh copy")
         else:
-            return Result(str(present.folder), fmt, None, None, 0, time.perf_counter() - t0,
+            return Result(str(present.folder), cfg.layout, None, None, 0, time.perf_counter() - t0,
                           "already present", official_match(present, sums))
     if present is not None and present.folder == root:
-        # --data-dir names the dataset folder itself: unpack beside it, under the official name
+        # the data folder names the dataset folder itself: unpack beside it, under the official name
         root = root.parent
-        if root / data.FOLDERS[fmt] != present.folder:
+        if root / data.FOLDERS[cfg.layout] != present.folder:
             raise DownloadError(
                 f"{present.folder}: is a dataset folder with a non-standard name; "
-                f"pass its parent or an empty folder as --data-dir to download a fresh copy"
+                f"pass its parent or an empty folder as the data folder to download a fresh copy"
             )
     created = not root.exists()
     try:
@@ -420,7 +291,7 @@ def install(
     except OSError as e:
         raise DownloadError(f"{root}: cannot create the data folder ({e.strerror or e})") from None
     try:
-        return _install_into(root, fmt, url, md5, from_file, timeout, retries, on_progress, notice, t0)
+        return _install_into(root, cfg, from_file, on_progress, notice, t0)
     except BaseException:
         if created:  # a data folder this run made and could not fill goes away again
             try:
@@ -430,29 +301,28 @@ def install(
         raise
 
 
-def _install_into(root: Path, fmt: data.Format, url: str | None, md5: str | None, from_file: Path | None,
-                  timeout: float | None, retries: int | None, on_progress: Progress | None,
+def _install_into(root: Path, cfg: DownloadConfig, from_file: Path | None, on_progress: Progress | None,
                   notice: Callable[[str], None], t0: float) -> Result:
-    expected = md5 or OFFICIAL_MD5[fmt]
+    expected = cfg.md5 or OFFICIAL_MD5[cfg.layout]
     if from_file is not None:
         archive = Path(from_file).expanduser()
         if archive.is_dir():
-            raise ConfigError(f"--from-file {archive}: is a folder; give the .tar.gz archive itself")
+            raise bad_value("from_file", str(archive), "is a folder; give the .tar.gz archive itself")
         if not archive.is_file():
-            raise ConfigError(f"--from-file {archive}: no such file")
-        source, status, size = str(archive), "installed", archive.stat().st_size
+            raise bad_value("from_file", str(archive), "no such file")
+        origin, status, size = str(archive), "installed", archive.stat().st_size
     else:
-        url = url or OFFICIAL_URL[fmt]
-        name = PurePosixPath(urllib.request.urlparse(url).path).name or f"cifar-10-{fmt}.tar.gz"
+        url = cfg.url or OFFICIAL_URL[cfg.layout]
+        name = PurePosixPath(urllib.request.urlparse(url).path).name or f"cifar-10-{cfg.layout}.tar.gz"
         archive = root / name
-        source, status = url, "downloaded"
+        origin, status = url, "downloaded"
         if archive.is_file() and file_md5(archive) == expected:  # fetched by a run stopped before unpacking
             notice(f"{archive} was downloaded and verified before")
             size = archive.stat().st_size
         else:
             archive.unlink(missing_ok=True)
             notice(f"downloading {url} to {archive}")
-            size = fetch(url, archive, on_progress=on_progress, timeout=timeout, retries=retries)
+            size = fetch(url, archive, on_progress=on_progress, timeout=cfg.timeout, retries=cfg.retries)
 
     notice(f"checking the MD5 of {archive}")
     got = file_md5(archive)
@@ -460,13 +330,13 @@ def _install_into(root: Path, fmt: data.Format, url: str | None, md5: str | None
         if from_file is None:
             archive.unlink(missing_ok=True)
         deleted = "; the download was deleted" if from_file is None else ""
-        hint = "" if md5 else " (pass --md5 HEX if you trust this archive and it is not the official one)"
+        hint = "" if cfg.md5 else " (give md5=HEX if you trust this archive and it is not the official one)"
         raise DownloadError(
             f"{archive}: MD5 mismatch: expected {expected}, got {got}; nothing was extracted{deleted}{hint}"
         )
-    notice(f"unpacking into {root / data.FOLDERS[fmt]}")
+    notice(f"unpacking into {root / data.FOLDERS[cfg.layout]}")
     try:
-        target, sums = extract(archive, root, fmt)
+        target, sums = extract(archive, root, cfg.layout)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted while unpacking; the verified {archive} is kept for the next run") from None
     except DownloadError:
@@ -475,29 +345,30 @@ def _install_into(root: Path, fmt: data.Format, url: str | None, md5: str | None
         raise
     if from_file is None:
         archive.unlink(missing_ok=True)
-    return Result(str(target.folder), fmt, source, got, size, time.perf_counter() - t0, status,
+    return Result(str(target.folder), cfg.layout, origin, got, size, time.perf_counter() - t0, status,
                   official_match(target, sums))
 
 
 def ensure(
-    data_dir: Path | None,
+    root: Path,
+    cfg: DownloadConfig | None = None,
     *,
     download: bool = True,
     on_progress: Progress | None = None,
     on_notice: Callable[[str], None] | None = None,
-) -> data.Source:
-    """The dataset folder, downloaded first when it is missing and ``download`` is on."""
+) -> data.Dataset:
+    """The dataset in or under ``root``, downloaded there first when it is missing and
+    ``download`` is on."""
     try:
-        return data.find(data_dir)
+        return data.find(root)
     except data.DataNotFoundError:
         if not download:
             raise
-        root = data.resolve_data_dir(data_dir)
         if on_notice is not None:
             on_notice(f"CIFAR-10 is not in {root}; downloading it there (--no-download turns this off)")
         try:
-            install(data_dir, on_progress=on_progress, on_notice=on_notice)
+            install(root, cfg, on_progress=on_progress, on_notice=on_notice)
         except DownloadError as err:
             raise DownloadError(f"no CIFAR-10 data in {root}, and fetching it failed: {err}, "
                                 "or point --data-dir at an existing copy") from None
-        return data.find(data_dir)
+        return data.find(root)

@@ -1,7 +1,9 @@
 """The errors cifarlin reports to its user.
 
-Library code raises these; ``cli.py`` turns each into one line on stderr and the exit code below.
-Every message names the file or value at fault and, where there is one, the fix.
+Library code raises these; the command line (``cifarlin.cli``) turns each into one line on stderr
+and the exit code below. Every message names the file or value at fault and, where there is one,
+the fix. Values are named by their field, as in ``batch_size=500: larger than the training set``;
+the command line shows the same message with its own flag names (``--batch-size 500: ...``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ class ConfigError(CifarlinError, ValueError):
     """A bad option or value (exit code 2: a usage error)."""
 
     exit_code = 2
+
+
+def bad_value(field: str, value: object, why: str) -> ConfigError:
+    """``field=value: why``, the one form of a message about a bad value."""
+    return ConfigError(f"{field}={value!r}: {why}")
 
 
 class WriteError(CifarlinError):
@@ -40,7 +47,7 @@ class ModelFileError(CifarlinError):
 
 
 class RunExistsError(CifarlinError):
-    """The output folder already holds another run."""
+    """The output folder already holds another run, or another cifarlin is writing into it."""
 
 
 class Interrupted(CifarlinError):

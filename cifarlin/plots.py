@@ -1,7 +1,7 @@
 """Figures of a run: learning curves, the weight montage, the confusion matrix, sample images.
 
-Importing this module imports matplotlib (about a second), so only ``cifarlin visualize`` and the
-end of ``cifarlin train`` do. Figures are drawn with the non-interactive Agg backend unless the
+Importing this module imports matplotlib (about a second), so only the workflows that draw do, when
+they draw. Figures are drawn with the non-interactive Agg backend unless the
 caller asks for a window, and saved atomically.
 """
 
@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 
 from cifarlin.config import TrainConfig
 from cifarlin.files import atomic_path
-from cifarlin.train import History
+from cifarlin.evaluation import per_class_accuracy
+from cifarlin.history import History
 
-FORMATS = ("png", "pdf", "svg")
 TRAIN_COLOR, VAL_COLOR, BEST_COLOR = "#1f77b4", "#d62728", "#555555"
 
 
@@ -27,6 +27,11 @@ def use_backend(show: bool = False) -> None:
     """Agg (files only, no display needed) unless a window is wanted."""
     if not show:
         matplotlib.use("Agg", force=True)
+
+
+def show() -> None:
+    """Open every figure drawn so far in a window (blocks until they are closed)."""
+    plt.show()
 
 
 def can_show() -> bool:
@@ -105,8 +110,7 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """The confusion matrix as a heatmap with counts, and the per-class accuracy beside it."""
     _style()
     k = len(class_names)
-    rows = cm.sum(axis=1)
-    acc = np.diag(cm) / np.maximum(rows, 1)
+    acc = per_class_accuracy(cm)
     fig, (ax, side) = plt.subplots(1, 2, figsize=(9.5, 7), width_ratios=[k, 1.6], layout="constrained")
     im = ax.imshow(cm, cmap="Blues", vmin=0)
     ax.grid(False)

@@ -1,8 +1,15 @@
-"""A training run on disk: its folder, its checkpoints, resuming, and its summary.
+"""A training run on disk: its folder, its checkpoints, resuming, Ctrl-C and divergence.
 
-This is the layer between the command line and the pure training loop: it owns the files of a
-run folder (``model.h5``, ``checkpoint.h5``, ``history.h5``) and turns Ctrl-C and divergence
-into clean, resumable states. Display stays with the caller, through callbacks.
+This is the layer between a caller (the command line, a sweep) and the pure training loop: it
+owns the files of a run folder and turns Ctrl-C and divergence into clean, resumable states.
+Display stays with the caller, through callbacks.
+
+A run folder holds:
+
+    model.h5        the final model
+    checkpoint.h5   the latest finished epoch (written after every epoch), to resume from
+    history.h5      the metrics per epoch and the run's status
+    *.png/pdf/svg   figures (curves, montage, confusion-SPLIT, samples-SPLIT)
 """
 
 from __future__ import annotations
@@ -17,24 +24,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cifarlin import model
 from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
-from cifarlin.config import REFERENCE_TEST_ACCURACY, TrainConfig
-from cifarlin.data import Prepared, Source, load_split
-from cifarlin.errors import CifarlinError, ConfigError, DivergenceError, Interrupted, RunExistsError, WriteError
-from cifarlin.train import TrainState, check_batch_size, fit, init_state
+from cifarlin.config import FIGURE_FORMATS, REFERENCE_TEST_ACCURACY, TrainConfig
+from cifarlin.data import Prepared
+from cifarlin.errors import (CifarlinError, ConfigError, DivergenceError, Interrupted, ModelFileError,
+                             RunExistsError, WriteError, bad_value)
+from cifarlin.history import TrainState
+from cifarlin.train import fit, init_state, one_blas_thread
 
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
 RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
-#: Figures a run folder may hold (written by ``train`` and ``visualize``), removed by --overwrite.
-FIGURE_PATTERNS = tuple(f"{stem}{suffix}" for stem in ("curves", "montage", "confusion*", "samples*")
-                        for suffix in (".png", ".pdf", ".svg"))
+#: Figures a run folder may hold (written by ``train`` and ``visualize``), removed by overwrite.
+FIGURE_PATTERNS = tuple(f"{stem}.{fmt}" for stem in ("curves", "montage", "confusion*", "samples*")
+                        for fmt in FIGURE_FORMATS)
 
 
 def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
-    """``outputs/setting-N``, or a new ``outputs/run-<date>-<time>`` when no setting is named."""
+    """``root/setting-N``, or a new ``root/run-<date>-<time>`` when no setting is named."""
     if cfg.setting is not None:
         return root / f"setting-{cfg.setting}"
     stem = datetime.now().strftime("run-%Y%m%d-%H%M%S")
@@ -45,15 +52,38 @@ def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
     return out
 
 
-def check_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of a run, found from a run folder or from one of its model files."""
+
+    folder: Path
+    model: Path | None  # model.h5, else checkpoint.h5 (an unfinished run), else None
+    history: Path | None
+
+
+def run_files(target: Path) -> RunFiles:
+    """The run behind ``target``: a run folder, or a model or checkpoint file."""
+    target = Path(target).expanduser()
+    if target.is_dir():
+        found = next((target / f for f in (MODEL, CHECKPOINT) if (target / f).is_file()), None)
+        folder = target
+    elif target.exists():
+        found, folder = target, target.parent
+    else:
+        raise ModelFileError(f"{target}: no such file or folder; give a run folder or its model.h5")
+    history = folder / HISTORY
+    return RunFiles(folder, found, history if history.is_file() else None)
+
+
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse a folder that holds another run (unless resuming or overwriting); writes nothing."""
     if resume and overwrite:
-        raise ConfigError("--resume and --overwrite: choose one")
+        raise ConfigError("resume=True and overwrite=True: choose one")
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
+        raise bad_value("out", str(out), "exists and is not a folder")
     if resume:
         if not (out / CHECKPOINT).is_file():
-            raise CifarlinError(f"{out / CHECKPOINT}: no checkpoint to resume from; start the run without --resume")
+            raise CifarlinError(f"{out / CHECKPOINT}: no checkpoint to resume from; start the run without resuming")
         return
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not overwrite:
@@ -89,7 +119,7 @@ class RunFolder:
             probe.close()
         except OSError as e:
             self._release(remove_folder=True)
-            raise WriteError(f"{self.out}: cannot write the run there ({e.strerror or e}); pass --out DIR") from None
+            raise WriteError(f"{self.out}: cannot write the run there ({e.strerror or e}); choose another folder") from None
         if self.overwrite:
             old = [p for name in RUN_FILES if (p := self.out / name).exists()]
             old += [p for pattern in FIGURE_PATTERNS for p in self.out.glob(pattern)]
@@ -125,7 +155,8 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise RunExistsError(f"{self.out}: another cifarlin is training into this folder; wait for it, or pass --out DIR") from None
+            raise RunExistsError(f"{self.out}: another cifarlin is training into this folder; wait for it, "
+                                 "or choose another folder") from None
         self._lock_fd = fd
 
     def _release(self, remove_folder: bool) -> None:
@@ -152,15 +183,13 @@ def resume_point(out: Path, requested: dict[str, Any]) -> tuple[TrainConfig, Sna
             continue
         have = getattr(cfg, name)
         if (tuple(value) if isinstance(have, tuple) else value) != have:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(
-                f"{flag} {value!r}: the run in {out} uses {have!r}; a resumed run keeps its settings "
-                "(use --overwrite to start over)"
-            )
-    if requested.get("epochs") is not None:
-        if requested["epochs"] < snap.state.epoch:
-            raise ConfigError(f"--epochs {requested['epochs']}: {out} has already trained {snap.state.epoch} epochs")
-        cfg = cfg.replace(epochs=requested["epochs"])
+            raise bad_value(name, value, f"the run in {out} uses {have!r}; a resumed run keeps its settings "
+                                         "(start over with --overwrite)")
+    epochs = requested.get("epochs")
+    if epochs is not None:
+        if epochs < snap.state.epoch:
+            raise bad_value("epochs", epochs, f"{out} has already trained {snap.state.epoch} epochs")
+        cfg = cfg.replace(epochs=epochs)
     return cfg, snap
 
 
@@ -179,7 +208,6 @@ class Outcome:
     def summary(self) -> dict[str, Any]:
         h = self.state.history
         last = h.last()
-        best = h.best_epoch
         s = self.config.setting
         return {
             "setting": s,
@@ -190,8 +218,8 @@ class Outcome:
             "train": {"cost": last["train_cost"], "loss": last["train_loss"], "accuracy": last["train_acc"]},
             "val": {"cost": last["val_cost"], "loss": last["val_loss"], "accuracy": last["val_acc"]},
             "test": {"cost": self.test.cost, "loss": self.test.loss, "accuracy": self.test.accuracy},
-            "best_epoch": best,
-            "best_val_accuracy": h.columns["val_acc"][best - 1],
+            "best_epoch": h.best_epoch,
+            "best_val_accuracy": h.best_val_acc,
             "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
             "comparable_to_reference": self.config.is_reference,
             "seconds": {"training": self.loop_seconds, "checkpoints": self.checkpoint_seconds,
@@ -217,109 +245,59 @@ def run(
     Ctrl-C, divergence and a failed write leave the last good checkpoint, a history marked as
     such, and a message saying so (``resume_hint``: the command that continues the run).
     """
-    info = DataInfo(str(prepared.source.folder), prepared.source.format, dict(prepared.checksums))
-    if start is not None:
-        changed = [k for k, v in start.data.checksums.items() if prepared.checksums.get(k, v) != v]
-        if changed:
-            raise CifarlinError(
-                f"{prepared.source.folder / changed[0]} differs from the file the run in {out} was trained on "
-                "(MD5 mismatch): resume with the same data, or start over with --overwrite"
-            )
-    check_batch_size(cfg, len(prepared.y["train"]))
+    info = DataInfo(str(prepared.dataset.folder), prepared.dataset.format, dict(prepared.checksums))
+    if start is not None and (changed := start.data.changed(prepared.checksums)):
+        raise CifarlinError(
+            f"{prepared.dataset.folder / changed[0]} differs from the file the run in {out} was trained on "
+            "(MD5 mismatch): resume with the same data, or start over with --overwrite"
+        )
+    cfg.check_training_set(len(prepared.y["train"]))  # before the folder is touched
     resume_hint = resume_hint or f"cifarlin train --out {out} --resume"
     state = start.state if start is not None else init_state(cfg)
     first = state.epoch
-    last_good = [state]
+    last_good = state
+    io_seconds = 0.0
 
     def snapshot(st: TrainState, kind: str, test: model.Metrics | None = None) -> Snapshot:
         return Snapshot(cfg, st, prepared.normalizer, prepared.class_names, info, test=test, kind=kind)
 
     def kept() -> str:
-        good = last_good[0]
-        if good.epoch == first == 0:
+        if last_good.epoch == first == 0:
             return "no epoch finished, so nothing was saved"
-        return f"{out / CHECKPOINT} holds epoch {good.epoch}"
+        return f"{out / CHECKPOINT} holds epoch {last_good.epoch}"
 
     with RunFolder(out, overwrite=overwrite and start is None) as folder:
 
-        io_seconds = [0.0]
-
         def epoch_done(st: TrainState) -> None:
+            nonlocal io_seconds, last_good
             t = time.perf_counter()
             save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
             folder.saved()
-            io_seconds[0] += time.perf_counter() - t
-            last_good[0] = st
+            io_seconds += time.perf_counter() - t
+            last_good = st
             if on_epoch is not None:
                 on_epoch(st)
 
         def history_as(status: str) -> None:
-            if last_good[0].epoch > 0:
-                save_history(out / HISTORY, last_good[0].history, cfg, prepared.class_names, status)
+            if last_good.epoch > 0:
+                save_history(out / HISTORY, last_good.history, cfg, prepared.class_names, status)
 
         t0 = time.perf_counter()
         try:
             final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
         except KeyboardInterrupt:
             history_as("interrupted")
-            resume = f": resume with '{resume_hint}'" if last_good[0].epoch > 0 else ""
-            raise Interrupted(f"interrupted in epoch {last_good[0].epoch + 1}; {kept()}{resume}") from None
+            resume = f": resume with '{resume_hint}'" if last_good.epoch > 0 else ""
+            raise Interrupted(f"interrupted in epoch {last_good.epoch + 1}; {kept()}{resume}") from None
         except DivergenceError as e:
             history_as("diverged")
-            again = " (start again with other values with --overwrite)" if last_good[0].epoch > 0 else ""
+            again = " (start again with other values with --overwrite)" if last_good.epoch > 0 else ""
             raise DivergenceError(f"{e}; {kept()}{again}", e.epoch) from None
         except WriteError as e:
             raise WriteError(f"{e}; {kept()}") from None
-        test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
-        loop_seconds = time.perf_counter() - t0 - io_seconds[0]  # epochs, metrics, test evaluation
+        with one_blas_thread():
+            test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
+        loop_seconds = time.perf_counter() - t0 - io_seconds  # epochs, metrics, test evaluation
         save_snapshot(out / MODEL, snapshot(final, "model", test))
         save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
-    return Outcome(out, cfg, final, test, first, loop_seconds, io_seconds[0])
-
-
-@dataclass
-class Evaluation:
-    """A saved model classifying one split of the data."""
-
-    split: str
-    images: np.ndarray  # (N, 3072) uint8, raw
-    labels: np.ndarray  # (N,)
-    predictions: np.ndarray  # (N,)
-    metrics: model.Metrics
-    confusion: np.ndarray  # (K, K), rows: true class
-    changed_files: list[str]  # batch files whose MD5 differs from the ones trained on
-
-    @property
-    def per_class_accuracy(self) -> np.ndarray:
-        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
-
-
-def evaluate_split(snap: Snapshot, source: Source, split: str) -> Evaluation:
-    """Classify the raw images of ``split`` with the model in ``snap`` (its own normalisation,
-    its own data split), exactly as training evaluated them."""
-    raw, reader = load_split(source, snap.config.split, split)
-    X = snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype))
-    S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)
-    pred = S.argmax(axis=1)
-    changed = [k for k, v in reader.checksums.items() if snap.data.checksums.get(k, v) != v]
-    return Evaluation(split, raw.images, raw.labels, pred, model.metrics(S, raw.labels, snap.state.W, snap.config.lam),
-                      model.confusion_matrix(raw.labels, pred), changed)
-
-
-def summary_markdown(summaries: list[dict[str, Any]], data_folder: str) -> str:
-    """The comparison table of several runs (``train --setting all``) in markdown."""
-    lines = [
-        f"Test accuracy measured by cifarlin on `{data_folder}` against the original work.",
-        "",
-        "| setting | lambda | eta | epochs | batch | seed | best val epoch | val acc | test acc | original | difference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for s in summaries:
-        c, ref, acc = s["config"], s["reference_test_accuracy"], s["test"]["accuracy"]
-        diff = f"{100 * (acc - ref):+.2f} pt" if ref is not None and s["comparable_to_reference"] else "(not comparable)"
-        lines.append(
-            f"| {s['setting'] or '-'} | {c['lam']:g} | {c['eta']:g} | {c['epochs']} | {c['batch_size']} | {c['seed']} "
-            f"| {s['best_epoch']} | {s['val']['accuracy']:.4f} | {acc:.4f} | "
-            f"{'' if ref is None else f'{ref:.4f}'} | {diff} |"
-        )
-    return "\n".join(lines) + "\n"
+    return Outcome(out, cfg, final, test, first, loop_seconds, io_seconds)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,70 +18,14 @@ import numpy as np
 from cifarlin import model
 from cifarlin.config import TrainConfig
 from cifarlin.data import Prepared
-from cifarlin.errors import ConfigError, DivergenceError
-
-HISTORY_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc", "seconds")
-
-
-@dataclass
-class History:
-    """One value per epoch for each of :data:`HISTORY_KEYS`."""
-
-    columns: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
-
-    def __len__(self) -> int:
-        return len(self.columns["train_cost"])
-
-    def append(self, train: model.Metrics, val: model.Metrics, seconds: float) -> None:
-        row = {
-            "train_cost": train.cost, "train_loss": train.loss, "train_acc": train.accuracy,
-            "val_cost": val.cost, "val_loss": val.loss, "val_acc": val.accuracy,
-            "seconds": seconds,
-        }
-        for k in HISTORY_KEYS:
-            self.columns[k].append(float(row[k]))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()}
-
-    def last(self) -> dict[str, float]:
-        return {k: v[-1] for k, v in self.columns.items()}
-
-    @property
-    def best_epoch(self) -> int:
-        """1-based epoch with the highest validation accuracy (the first, on ties); 0 if empty."""
-        acc = self.columns["val_acc"]
-        return int(np.argmax(acc)) + 1 if acc else 0
-
-    def copy(self) -> History:
-        return History({k: list(v) for k, v in self.columns.items()})
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
-        return cls({k: [float(x) for x in arrays[k]] for k in HISTORY_KEYS})
-
-
-@dataclass
-class TrainState:
-    """Everything needed to continue a run: parameters, epochs done, history, RNG state."""
-
-    W: np.ndarray  # (K, d)
-    b: np.ndarray  # (K,)
-    epoch: int
-    history: History
-    rng_state: dict[str, Any]
-
+from cifarlin.errors import DivergenceError, bad_value
+from cifarlin.history import History, TrainState
 
 def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:
     """W, b from N(0, init_std^2) drawn from ``np.random.default_rng(cfg.seed)``."""
     rng = np.random.default_rng(cfg.seed)
     W, b = model.init_params(rng, d=d, std=cfg.init_std, dtype=np.dtype(cfg.dtype))
     return TrainState(W, b, 0, History(), rng.bit_generator.state)
-
-
-def check_batch_size(cfg: TrainConfig, n_train: int) -> None:
-    if cfg.batch_size > n_train:
-        raise ConfigError(f"--batch-size {cfg.batch_size}: larger than the training set ({n_train} images)")
 
 
 def _finite(*values: np.ndarray | float) -> bool:
@@ -96,6 +40,16 @@ def _metrics(W: np.ndarray, b: np.ndarray, data: Prepared, lam: float) -> tuple[
 
 
 @contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS single-threaded in this block: the same numbers whatever the machine's core count, and
+    the same as the training loop computes (a GEMM's summation order depends on its threads)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@contextmanager
 def _metrics_thread() -> Iterator[ThreadPoolExecutor]:
     """A second thread for the per-epoch metrics, with BLAS single-threaded in both threads.
 
@@ -104,9 +58,7 @@ def _metrics_thread() -> Iterator[ThreadPoolExecutor]:
     both in turn with two BLAS threads each (about 15% of the run here). One BLAS thread also
     makes the numbers independent of how many cores the machine has.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(1, "cifarlin-metrics") as pool:
+    with one_blas_thread(), ThreadPoolExecutor(1, "cifarlin-metrics") as pool:
         yield pool
 
 
@@ -143,9 +95,9 @@ def fit(
     """
     X, y = data.X["train"], data.y["train"]  # (N, d) float, (N,)
     N, B = len(y), cfg.batch_size
-    check_batch_size(cfg, N)
+    cfg.check_training_set(N)
     if X.dtype != np.dtype(cfg.dtype):
-        raise ValueError(f"data are {X.dtype}, the config asks for {cfg.dtype}")
+        raise bad_value("dtype", cfg.dtype, f"the data are {X.dtype}; prepare them in {cfg.dtype}")
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state
     W, b = state.W.copy(), state.b.copy()
@@ -155,9 +107,9 @@ def fit(
     pending: _Pending | None = None
 
     def diverged(epoch: int) -> DivergenceError:
-        smaller = "--eta" if cfg.lam == 0 else "--eta or --lam"
+        smaller = "eta" if cfg.lam == 0 else "eta or lam"
         return DivergenceError(
-            f"training diverged in epoch {epoch} (eta={cfg.eta:g}, lambda={cfg.lam:g}): the cost or "
+            f"training diverged in epoch {epoch} (eta={cfg.eta!r}, lam={cfg.lam!r}): the cost or "
             f"the weights became NaN or infinite; try a smaller {smaller}",
             epoch,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifarlin import completion
-from cifarlin.cli import app
+from cifarlin.cli import app, group
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,19 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("shell, name", list(completion.SHELLS.items()))
 def test_committed_scripts_are_fresh(shell, name):
     committed = (REPO / "completions" / name).read_text()
-    assert committed == completion.script(shell), (
+    assert committed == completion.script(shell, group()), (
         f"completions/{name} is stale: run `python -m cifarlin.completion completions`")
 
 
 def test_completion_command_prints_the_script(runner):
     r = runner.invoke(app, ["completion", "fish"])
-    assert r.exit_code == 0 and r.stdout == completion.script("fish")
+    assert r.exit_code == 0 and r.stdout == completion.script("fish", group())
     assert runner.invoke(app, ["completion", "tcsh"]).exit_code == 2
 
 
 def test_scripts_know_every_command_and_option():
-    _, cmds = completion.describe()
-    bash = completion.script("bash")
+    _, cmds = completion.describe(group())
+    bash = completion.script("bash", group())
     for c in cmds:
         for o in c.options:
             for n in o.names:

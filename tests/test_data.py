@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle
-from cifarlin import data
+from cifarlin import config, data
 from cifarlin.errors import ConfigError, DataError, DataNotFoundError
 
 
@@ -28,8 +28,8 @@ def test_python_and_binary_versions_load_the_same(tiny_py, tiny_bin):
         b = data.read_batch(tiny_bin / data.batch_name("binary", which), "binary")
         assert a.images.shape == (50, 3072) and a.images.dtype == np.uint8
         assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
-    assert data.read_class_names(data.Source(tiny_py, "python")) == NAMES
-    assert data.read_class_names(data.Source(tiny_bin, "binary")) == NAMES
+    assert data.read_class_names(data.Dataset(tiny_py, "python")) == NAMES
+    assert data.read_class_names(data.Dataset(tiny_bin, "binary")) == NAMES
 
 
 def test_python_3_pickles_of_the_same_layout_load(tmp_path):
@@ -40,29 +40,29 @@ def test_python_3_pickles_of_the_same_layout_load(tmp_path):
     assert np.array_equal(batch.images, images) and np.array_equal(batch.labels, labels)
 
 
-def test_resolution_rule(tmp_path, monkeypatch, tiny_py):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert data.resolve_data_dir(None) == tmp_path / "xdg" / "cifarlin"
-    monkeypatch.setenv("CIFARLIN_DATA_DIR", str(tmp_path / "env"))
-    assert data.resolve_data_dir(None) == tmp_path / "env"
-    assert data.resolve_data_dir(tmp_path / "flag") == tmp_path / "flag"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.delenv("CIFARLIN_DATA_DIR")
+def test_resolution_rule(tmp_path, monkeypatch):
+    from cifarlin.cli.common import Env
+
+    def root(environ, flag=None):
+        return Env.read(environ).data_root(flag)
+
+    assert root({"XDG_CACHE_HOME": str(tmp_path / "xdg")}) == tmp_path / "xdg" / "cifarlin"
+    both = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "CIFARLIN_DATA_DIR": str(tmp_path / "env")}
+    assert root(both) == tmp_path / "env"
+    assert root(both, tmp_path / "flag") == tmp_path / "flag"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert data.resolve_data_dir(None) == tmp_path / "home" / ".cache" / "cifarlin"
+    assert root({}) == tmp_path / "home" / ".cache" / "cifarlin"
 
 
-def test_find_parent_folder_and_folder_itself(tmp_path, tiny_py, tiny_bin, monkeypatch):
+def test_find_parent_folder_and_folder_itself(tmp_path, tiny_py, tiny_bin):
     parent = tmp_path / "root"
     shutil.copytree(tiny_py, parent / "cifar-10-batches-py")
-    assert data.find(parent) == data.Source(parent / "cifar-10-batches-py", "python")
-    assert data.find(tiny_py) == data.Source(tiny_py, "python")  # used in place
-    assert data.find(tiny_bin) == data.Source(tiny_bin, "binary")
-    monkeypatch.setenv("CIFARLIN_DATA_DIR", str(parent))
-    assert data.find(None).folder == parent / "cifar-10-batches-py"
+    assert data.find(parent) == data.Dataset(parent / "cifar-10-batches-py", "python")
+    assert data.find(tiny_py) == data.Dataset(tiny_py, "python")  # used in place
+    assert data.find(tiny_bin) == data.Dataset(tiny_bin, "binary")
     renamed = tmp_path / "keras-copy"
     shutil.copytree(tiny_py, renamed)
-    assert data.find(renamed) == data.Source(renamed, "python")
+    assert data.find(renamed) == data.Dataset(renamed, "python")
 
 
 def test_not_found_names_the_folder(tmp_path):
@@ -166,27 +166,27 @@ def test_missing_file_is_named(tmp_path, tiny_py):
     shutil.copytree(tiny_py, folder)
     (folder / "data_batch_2").unlink()
     with pytest.raises(DataError, match="data_batch_2: missing"):
-        data.check_folder(data.Source(folder, "python"))
+        data.verify_dataset(data.Dataset(folder, "python"))
 
 
 def test_parse_batches():
-    assert data.parse_batches("1-5") == (1, 2, 3, 4, 5)
-    assert data.parse_batches("1,3") == (1, 3)
-    assert data.parse_batches("3, 1-2") == (3, 1, 2)
+    assert config.parse_batches("1-5") == (1, 2, 3, 4, 5)
+    assert config.parse_batches("1,3") == (1, 3)
+    assert config.parse_batches("3, 1-2") == (3, 1, 2)
     for bad in ("0", "6", "1-9", "a", "2-1", ""):
-        with pytest.raises(ConfigError, match="--train-batches"):
-            data.parse_batches(bad)
+        with pytest.raises(ConfigError, match=f"train_batches={bad!r}"):
+            config.parse_batches(bad)
 
 
 def test_split_rules():
-    with pytest.raises(ConfigError, match="--val-size"):
-        data.SplitSpec((1, 2, 3))
-    with pytest.raises(ConfigError, match="--val-size 0"):
-        data.SplitSpec((1,), 0)
+    with pytest.raises(ConfigError, match=r"train_batches=\(1, 2, 3\): includes batch 2.*val_size=N"):
+        config.SplitSpec((1, 2, 3))
+    with pytest.raises(ConfigError, match="val_size=0"):
+        config.SplitSpec((1,), 0)
 
 
 def test_prepare_default_split(tiny_py):
-    p = data.prepare(data.Source(tiny_py, "python"), data.SplitSpec())
+    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     raw1 = data.read_batch(tiny_py / "data_batch_1", "python")
     raw2 = data.read_batch(tiny_py / "data_batch_2", "python")
     assert {k: v.shape for k, v in p.X.items()} == {"train": (50, 3072), "val": (50, 3072), "test": (50, 3072)}
@@ -200,7 +200,7 @@ def test_prepare_default_split(tiny_py):
 
 
 def test_prepare_several_batches_with_holdout(tiny_py):
-    p = data.prepare(data.Source(tiny_py, "python"), data.SplitSpec((1, 2, 3), val_size=30))
+    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), val_size=30))
     raws = [data.read_batch(tiny_py / f"data_batch_{i}", "python") for i in (1, 2, 3)]
     allx = np.concatenate([r.images for r in raws])
     ally = np.concatenate([r.labels for r in raws])
@@ -210,10 +210,10 @@ def test_prepare_several_batches_with_holdout(tiny_py):
     np.testing.assert_allclose(p.normalizer.mean, x.mean(axis=0), rtol=1e-13)
     # the validation rows use the training statistics, exactly as any other split
     assert np.array_equal(p.X["val"], p.normalizer.apply(allx[120:]))
-    split, _ = data.load_split(data.Source(tiny_py, "python"), data.SplitSpec((1, 2, 3), 30), "val")
+    split, _ = data.load_split(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), 30), "val")
     assert np.array_equal(split.images, allx[120:])
-    with pytest.raises(ConfigError, match="--val-size 150"):
-        data.prepare(data.Source(tiny_py, "python"), data.SplitSpec((1, 2, 3), val_size=150))
+    with pytest.raises(ConfigError, match="val_size=150: the training batches hold only 150 images"):
+        data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), val_size=150))
 
 
 def test_normalizer_handles_constant_inputs():

@@ -15,6 +15,7 @@ import pytest
 from cifar_files import dataset_archive, md5, tar_gz
 from cifarlin import data, download
 from cifarlin.cli import app
+from cifarlin.config import DownloadConfig
 from cifarlin.errors import DownloadError
 
 
@@ -130,7 +131,7 @@ def test_force_downloads_again(runner, serve, archive, tmp_path):
 def test_broken_connection_resumes_with_range(serve, archive, tmp_path):
     s = serve(archive)
     s.drop_after = len(archive) // 2
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges == [None, f"bytes={len(archive) // 2}-"]
     assert (tmp_path / "cifar-10-batches-py" / "test_batch").is_file()
 
@@ -153,9 +154,9 @@ def test_server_without_range_support_restarts_cleanly(serve, archive, tmp_path)
     s = serve(archive)
     s.support_range = False
     s.drop_after = len(archive) // 3
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges[1] is not None  # it asked to resume, the server sent everything again
-    assert data.check_folder(data.Source(tmp_path / "cifar-10-batches-py", "python"))
+    assert data.verify_dataset(data.Dataset(tmp_path / "cifar-10-batches-py", "python"))
 
 
 def test_wrong_md5_refused_nothing_extracted_no_archive(runner, serve, archive, tmp_path):
@@ -194,7 +195,7 @@ def test_from_file_right_and_wrong(runner, archive, tmp_path):
     r, _ = run(runner, "--from-file", good, "--data-dir", dest)
     assert r.exit_code == 1 and "MD5 mismatch" in r.stderr and not (dest / "cifar-10-batches-py").exists()
     r, out = run(runner, "--from-file", good, "--md5", md5(archive), "--data-dir", dest, "--json")
-    assert r.exit_code == 0 and out["status"] == "installed" and out["source"] == str(good)
+    assert r.exit_code == 0 and out["status"] == "installed" and out["origin"] == str(good)
     assert good.exists()  # the user's own archive is kept
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"not an archive")
@@ -252,7 +253,7 @@ def test_hostile_archives_are_refused(tmp_path, kind):
     src.write_bytes(body)
     target = tmp_path / "t" / "data"
     with pytest.raises(DownloadError, match="refused") as e:
-        download.install(target, from_file=src, md5=md5(body))
+        download.install(target, DownloadConfig(md5=md5(body)), from_file=src)
     assert "\n" not in str(e.value)
     written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert written == ["hostile.tar.gz", "t"]  # nothing extracted, and the data folder it made is gone
@@ -264,18 +265,18 @@ def test_archive_with_broken_files_is_refused(tmp_path):
     src = tmp_path / "a.tar.gz"
     src.write_bytes(body)
     with pytest.raises(DownloadError, match=r"does not hold a valid CIFAR-10 dataset \(cifar-10-batches-py/data_batch_1: "):
-        download.install(tmp_path / "d", from_file=src, md5=md5(body))
+        download.install(tmp_path / "d", DownloadConfig(md5=md5(body)), from_file=src)
     assert not (tmp_path / "d").exists()
 
 
 def test_damaged_folder_is_fetched_again(serve, archive, tmp_path):
     s = serve(archive)
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"broken")
     notes = []
-    res = download.install(tmp_path, url=s.url, md5=md5(archive), on_notice=notes.append)
+    res = download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), on_notice=notes.append)
     assert res.status == "downloaded" and "incomplete or damaged" in notes[0]
-    assert data.check_folder(data.Source(tmp_path / "cifar-10-batches-py", "python"))
+    assert data.verify_dataset(data.Dataset(tmp_path / "cifar-10-batches-py", "python"))
 
 
 def test_train_fetches_missing_data(runner, serve, archive, tmp_path, monkeypatch):
@@ -309,7 +310,7 @@ def test_ctrl_c_keeps_the_part_and_the_next_run_resumes(runner, serve, archive, 
             raise KeyboardInterrupt
 
     with pytest.raises(download.Interrupted, match="run the same command again to resume") as e:
-        download.install(tmp_path, url=s.url, md5=md5(archive), on_progress=press_ctrl_c)
+        download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), on_progress=press_ctrl_c)
     assert e.value.exit_code == 130
     part = tmp_path / "cifar-10-python.tar.gz.part"
     kept = part.stat().st_size
@@ -349,7 +350,7 @@ def test_resume_that_starts_at_the_wrong_byte_starts_over(serve, archive, tmp_pa
     s = serve(archive)
     s.drop_after = 5000
     s.wrong_start = 100
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges[:2] == [None, "bytes=5000-"] and s.ranges[2] is None  # discarded, fetched anew
     assert (tmp_path / "cifar-10-batches-py").is_dir()
 
@@ -359,9 +360,9 @@ def test_a_file_changed_between_attempts_is_fetched_anew(serve, archive, tmp_pat
     s.drop_after = 5000
     s.etag = '"v1"'
     with pytest.raises(DownloadError):
-        download.install(tmp_path, url=s.url, md5=md5(archive), retries=0)
+        download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive), retries=0))
     s.etag = '"v2"'  # the server's file changed
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges[-1] == "bytes=5000-"  # it asked to resume, with If-Range, and got the whole file
     assert (tmp_path / "cifar-10-batches-py").is_dir()
 
@@ -370,7 +371,7 @@ def test_more_bytes_than_announced_are_not_accepted(serve, archive, tmp_path):
     s = serve(archive)
     s.drop_after = 5000
     s.extra = b"junk" * 1000
-    download.install(tmp_path, url=s.url, md5=md5(archive))  # the overlong resume is discarded
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))  # the overlong resume is discarded
     assert s.ranges == [None, "bytes=5000-", None]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
 
@@ -380,7 +381,7 @@ def test_a_complete_part_is_not_fetched_again(serve, archive, tmp_path):
     (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(archive)
     (tmp_path / "cifar-10-python.tar.gz.part.json").write_text(
         json.dumps({"url": s.url, "etag": s.etag, "last_modified": None, "total": len(archive)}))
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges == [f"bytes={len(archive)}-"]  # answered 416 */N: nothing more to fetch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
 
@@ -388,7 +389,7 @@ def test_a_complete_part_is_not_fetched_again(serve, archive, tmp_path):
 def test_a_part_of_unknown_origin_is_not_resumed(serve, archive, tmp_path):
     s = serve(archive)
     (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(b"something else entirely")
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges == [None]
 
 
@@ -401,17 +402,17 @@ def test_ctrl_c_while_unpacking_keeps_the_verified_archive(serve, archive, tmp_p
 
     monkeypatch.setattr(download, "extract", interrupted)
     with pytest.raises(download.Interrupted, match="is kept"):
-        download.install(tmp_path, url=s.url, md5=md5(archive))
+        download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert (tmp_path / "cifar-10-python.tar.gz").is_file()
     monkeypatch.setattr(download, "extract", real)
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert len(s.ranges) == 1  # not downloaded again
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
 
 
 def test_failed_swap_keeps_the_old_dataset(serve, archive, tmp_path, monkeypatch):
     s = serve(archive)
-    download.install(tmp_path, url=s.url, md5=md5(archive))
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     marker = tmp_path / "cifar-10-batches-py" / "data_batch_1"
     before = marker.read_bytes()
     real = download.os.replace
@@ -425,7 +426,7 @@ def test_failed_swap_keeps_the_old_dataset(serve, archive, tmp_path, monkeypatch
 
     monkeypatch.setattr(download.os, "replace", flaky)
     with pytest.raises(DownloadError, match="cannot be replaced"):
-        download.install(tmp_path, url=s.url, md5=md5(archive), force=True, from_file=None)
+        download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), force=True, from_file=None)
     monkeypatch.setattr(download.os, "replace", real)
     assert marker.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tar.gz")) == ["cifar-10-batches-py"]

@@ -17,7 +17,7 @@ def test_random_json_passes(runner):
     r = runner.invoke(app, ["gradcheck", "--random", "--json", "--n", "5", "--dims", "100", "--lam", "0.1"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)  # stdout holds exactly one JSON object
-    assert out["pass"] is True and out["source"] == "random"
+    assert out["pass"] is True and out["inputs"] == "random"
     assert out["method"] == "centred" and out["h"] == 1e-6 and out["lam"] == 0.1
     for name, checked in (("W", 10 * 100), ("b", 10)):
         assert FIELDS <= set(out[name])
@@ -77,7 +77,7 @@ def test_on_tiny_data_uses_normalised_training_images(runner, tiny_py):
     r = runner.invoke(app, ["gradcheck", "--data-dir", str(tiny_py), "--n", "8", "--dims", "200", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert out["source"] == str(tiny_py) and out["n"] == 8 and out["W"]["checked"] == 2000
+    assert out["inputs"] == str(tiny_py) and out["n"] == 8 and out["W"]["checked"] == 2000
 
 
 def test_n_larger_than_the_training_set(runner, tiny_py):

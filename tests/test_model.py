@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cifarlin import model
+from cifarlin import evaluation, gradcheck, model, numgrad
 from oracles import complex_step_loop, cost_naive, gradients_naive, numerical_gradients_loop
 
 
@@ -82,7 +82,7 @@ def test_vectorised_numerical_gradients_equal_the_loop_oracle(lam):
     # The task's check: K=10, d=50, N=7, for both W and b, to 1e-9. h=1e-5 keeps the oracle's own
     # cancellation error (about 1e-16 * J / h) well under that.
     W, b, X, y = problem(11)
-    gW, gb = model.numerical_gradients(W, b, X, y, lam, h=1e-5)
+    gW, gb = numgrad.numerical_gradients(W, b, X, y, lam, h=1e-5)
     oW, ob = numerical_gradients_loop(W.copy(), b.copy(), X, y, lam, h=1e-5)
     assert np.abs(gW - oW).max() < 1e-9
     assert np.abs(gb - ob).max() < 1e-9
@@ -92,7 +92,7 @@ def test_vectorised_numerical_gradients_equal_the_loop_oracle(lam):
 @pytest.mark.parametrize("lam", [0.0, 0.5])
 def test_complex_step_equals_the_complex_loop_oracle(lam):
     W, b, X, y = problem(12, d=20)
-    gW, gb = model.numerical_gradients(W, b, X, y, lam, h=1e-20, method="complex")
+    gW, gb = numgrad.numerical_gradients(W, b, X, y, lam, h=1e-20, method="complex")
     oW, ob = complex_step_loop(W, b, X, y, lam)
     np.testing.assert_allclose(gW, oW, rtol=1e-12, atol=1e-17)
     np.testing.assert_allclose(gb, ob, rtol=1e-12, atol=1e-17)
@@ -103,27 +103,27 @@ def test_analytic_equals_numerical_on_random_problems(seed):
     lam = [0.1, 0.5, 1.0, 2.0, 0.01][seed]
     W, b, X, y = problem(seed, K=10, d=300, N=15, std=0.1)
     aW, ab = model.gradients(W, b, X, y, lam)
-    cW, cb = model.numerical_gradients(W, b, X, y, lam, h=1e-6)
+    cW, cb = numgrad.numerical_gradients(W, b, X, y, lam, h=1e-6)
     assert np.abs(aW - cW).max() < 1e-8 and np.abs(ab - cb).max() < 1e-8
-    assert np.percentile(model.relative_error(aW, cW), 99) < 1e-6
-    xW, xb = model.numerical_gradients(W, b, X, y, lam, h=1e-20, method="complex")
-    assert model.relative_error(aW, xW).max() < 1e-10
-    assert model.relative_error(ab, xb).max() < 1e-10
+    assert np.percentile(gradcheck.relative_error(aW, cW), 99) < 1e-6
+    xW, xb = numgrad.numerical_gradients(W, b, X, y, lam, h=1e-20, method="complex")
+    assert gradcheck.relative_error(aW, xW).max() < 1e-10
+    assert gradcheck.relative_error(ab, xb).max() < 1e-10
 
 
 def test_a_wrong_gradient_is_caught():
     W, b, X, y = problem(5, std=0.1)
     aW, _ = model.gradients(W, b, X, y, 0.5)
-    nW, _ = model.numerical_gradients(W, b, X, y, 0.5)
+    nW, _ = numgrad.numerical_gradients(W, b, X, y, 0.5)
     wrong = aW - 0.5 * 2 * W  # forgot half the penalty term
-    assert model.relative_error(wrong, nW).max() > 1e-2
-    assert model.relative_error(aW, nW).max() < 1e-4
+    assert gradcheck.relative_error(wrong, nW).max() > 1e-2
+    assert gradcheck.relative_error(aW, nW).max() < 1e-4
 
 
 def test_numerical_gradients_in_small_chunks_are_identical():
     W, b, X, y = problem(6, d=37)
-    full = model.numerical_gradients(W, b, X, y, 0.2)
-    chunked = model.numerical_gradients(W, b, X, y, 0.2, max_elements=1)
+    full = numgrad.numerical_gradients(W, b, X, y, 0.2)
+    chunked = numgrad.numerical_gradients(W, b, X, y, 0.2, max_elements=1)
     assert np.array_equal(full[0], chunked[0]) and np.array_equal(full[1], chunked[1])
 
 
@@ -131,17 +131,17 @@ def test_numerical_gradients_survive_a_large_step():
     W, b, X, y = problem(7, std=1.0)
     X *= 1e3  # shifts h * x of several thousand: exp() would overflow (above ~709) without the guard
     assert np.abs(X).max() > 1000
-    gW, gb = model.numerical_gradients(W, b, X, y, 0.0, h=1.0)
+    gW, gb = numgrad.numerical_gradients(W, b, X, y, 0.0, h=1.0)
     assert np.isfinite(gW).all() and np.isfinite(gb).all()
 
 
 def test_relative_error_formula():
     ga = np.array([1.0, 0.0, 1e-12, -2.0])
     gn = np.array([1.1, 0.0, 0.0, 2.0])
-    rel = model.relative_error(ga, gn)
+    rel = gradcheck.relative_error(ga, gn)
     np.testing.assert_allclose(rel, [0.1 / 2.1, 0.0, 1e-12 / 1e-8, 1.0])
 
 
 def test_confusion_matrix():
-    cm = model.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), K=3)
+    cm = evaluation.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), K=3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, data, model, runs, train
+from cifarlin import checkpoint, config, data, history, model, runs, train
 from cifarlin.cli import app
 from cifarlin.config import SETTINGS, TrainConfig
 from cifarlin.errors import ConfigError, DivergenceError, ModelFileError
@@ -24,7 +24,7 @@ TINY = ["--batch-size", "10", "--no-plots"]
 
 @pytest.fixture
 def prepared(tiny_py):
-    return data.prepare(data.Source(tiny_py, "python"), data.SplitSpec())
+    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
 
 
 def cfg(**kw):
@@ -79,23 +79,24 @@ def test_shuffle_changes_the_order(prepared):
 
 def test_divergence_raises_with_the_epoch(prepared):
     c = cfg(eta=1e38)
-    with pytest.raises(DivergenceError, match="epoch 1.*smaller --eta") as e:
+    with pytest.raises(DivergenceError, match=r"epoch 1 \(eta=1e\+38, lam=0.0\).*try a smaller eta$") as e:
         train.fit(c, prepared, train.init_state(c))
     assert e.value.epoch == 1
 
 
 @pytest.mark.parametrize("kw, value", [
-    (dict(eta=0), "--eta 0"), (dict(eta=-1.0), "--eta -1.0"), (dict(batch_size=0), "--batch-size 0"),
-    (dict(lam=-0.1), "--lam -0.1"), (dict(epochs=0), "--epochs 0"), (dict(eta=float("nan")), "--eta nan"),
+    (dict(eta=0), "eta=0: "), (dict(eta=-1.0), "eta=-1.0: "), (dict(batch_size=0), "batch_size=0: "),
+    (dict(lam=-0.1), "lam=-0.1: "), (dict(epochs=0), "epochs=0: "), (dict(eta=float("nan")), "eta=nan: "),
 ])
 def test_config_validation_names_the_value(kw, value):
-    with pytest.raises(ConfigError, match=value.replace(".", r"\.").replace("-", r"\-")):
+    with pytest.raises(ConfigError) as e:
         TrainConfig(**kw)
+    assert str(e.value).startswith(value)
 
 
 def test_batch_larger_than_training_set(prepared):
     c = cfg(batch_size=51)
-    with pytest.raises(ConfigError, match="--batch-size 51"):
+    with pytest.raises(ConfigError, match=r"batch_size=51: larger than the training set \(50 images\)"):
         train.fit(c, prepared, train.init_state(c))
 
 
@@ -118,11 +119,11 @@ def test_files_and_layout(prepared, tmp_path):
         assert f.attrs["lam"] == 0.1 and f.attrs["eta"] == 0.01 and f.attrs["batch_size"] == 10
         assert f.attrs["epoch"] == 4 and f.attrs["seed"] == 0 and f.attrs["kind"] == "model"
         assert list(f.attrs["class_names"])[:2] == ["airplane", "automobile"]
-        assert f.attrs["cifarlin_version"] and f.attrs["data_dir"] == str(prepared.source.folder)
+        assert f.attrs["cifarlin_version"] and f.attrs["data_dir"] == str(prepared.dataset.folder)
         assert dict(f["data_files"].attrs) == prepared.checksums
         assert json.loads(f.attrs["rng_state"])["bit_generator"] == "PCG64"
     with h5py.File(out / "history.h5", "r") as f:
-        for k in train.HISTORY_KEYS:
+        for k in history.HISTORY_KEYS:
             assert f[k].shape == (4,)
         assert f.attrs["status"] == "complete" and f.attrs["test_acc"] == o.test.accuracy
     assert not list(out.glob(".*tmp"))
@@ -157,7 +158,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(prepared, tmp_path):
         runs.run(c, part, prepared, on_batch=stop_in_epoch_4)
     assert checkpoint.load_snapshot(part / "checkpoint.h5").state.epoch == 3
     assert not (part / "model.h5").exists()
-    runs.check_folder(part, resume=True, overwrite=False)
+    runs.check_run_folder(part, resume=True, overwrite=False)
     c2, snap = runs.resume_point(part, {})
     assert c2 == c
     resumed = runs.run(c2, part, prepared, start=snap)
@@ -165,7 +166,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(prepared, tmp_path):
     for k in ("W", "b", "mean", "std"):
         assert np.array_equal(a[k], b[k]), k
     ha, hb = read_arrays(whole / "history.h5"), read_arrays(part / "history.h5")
-    for k in train.HISTORY_KEYS:
+    for k in history.HISTORY_KEYS:
         if k != "seconds":
             assert np.array_equal(ha[k], hb[k]), k
     assert resumed.test == full.test
@@ -174,11 +175,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(prepared, tmp_path):
 def test_resume_refuses_changed_settings(prepared, tmp_path):
     out = tmp_path / "r"
     runs.run(cfg(), out, prepared)
-    with pytest.raises(ConfigError, match="--eta 0.5: the run in"):
+    with pytest.raises(ConfigError, match="eta=0.5: the run in"):
         runs.resume_point(out, {"eta": 0.5})
     c, _ = runs.resume_point(out, {"eta": 0.01, "epochs": 9})
     assert c.epochs == 9
-    with pytest.raises(ConfigError, match="--epochs 2"):
+    with pytest.raises(ConfigError, match="epochs=2: "):
         runs.resume_point(out, {"epochs": 2})
 
 

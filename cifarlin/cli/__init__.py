@@ -1,0 +1,138 @@
+"""The ``cifarlin`` command line: parse, call the library, format. Only this package imports typer
+and rich.
+
+Conventions, the same for every command: results go to stdout (with ``--json``, exactly one JSON
+object); progress, tables and messages go to stderr. Exit codes: 0 success, 1 the job failed,
+2 a usage error, 130 interrupted. Errors are one line, in this command line's words (its flags,
+not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpected ones.
+
+    display.py   console, tables, progress, JSON on stdout
+    common.py    the environment, shared options, fetching data, field names -> flags
+    download.py, gradcheck.py, train.py, inspect.py   the commands
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import redirect_stdout
+from typing import Annotated, Any, Literal
+
+import typer
+from typer.core import TyperGroup
+
+from cifarlin import __version__
+from cifarlin.cli import download, gradcheck, inspect, train
+from cifarlin.cli.common import Env, flag_names, in_flags
+from cifarlin.cli.display import error_line
+from cifarlin.errors import CifarlinError
+
+
+class CifarlinGroup(TyperGroup):
+    """Turns every failure into one line on stderr and the documented exit code."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and not ctx.resilient_parsing:  # no command: a usage error, help on stderr
+            with redirect_stdout(sys.stderr):
+                text = ctx.get_help()  # Typer's rich help prints itself and returns ""
+                if text:
+                    print(text)
+            ctx.exit(2)
+        return super().parse_args(ctx, args)
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        env = Env.read(os.environ)  # the one place the environment is read
+        extra.setdefault("obj", env)
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        if os.environ.get("NO_COLOR"):  # Typer's own help console honours colour only, not NO_COLOR
+            from typer import rich_utils
+
+            rich_utils.COLOR_SYSTEM = None
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.TyperException as e:  # click's usage errors
+            msg = e.format_message().replace("Value error, ", "")
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            error_line(msg.replace("\n", " ") + hint)
+            sys.exit(e.exit_code)
+        except CifarlinError as e:
+            error_line(in_flags(str(e), flag_names(self)))
+            sys.exit(e.exit_code)
+        except (KeyboardInterrupt, typer.Abort):
+            error_line("interrupted")
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader went away (e.g. `| head`): not an error of ours
+            sys.exit(1)
+        except Exception as e:
+            if env.debug:
+                raise
+            error_line(
+                f"unexpected {type(e).__name__}: {e} (this is a bug in cifarlin: run again with "
+                "CIFARLIN_DEBUG=1 to see the full traceback, and please report it)"
+            )
+            sys.exit(1)
+        if rv == 130:  # Typer turns a Ctrl-C that no command handled into exit code 130
+            error_line("interrupted; nothing was left half-written (files are written whole or not at all)")
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    name="cifarlin",
+    cls=CifarlinGroup,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"cifarlin {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train, check and understand a linear softmax classifier on CIFAR-10.
+
+    Start with `cifarlin train --setting 2`: it fetches CIFAR-10 when it is missing.
+    Exit codes: 0 success, 1 the job failed, 2 a usage error, 130 interrupted.
+    """
+
+
+def completion(
+    shell: Annotated[Literal["bash", "zsh", "fish"], typer.Argument(help="The shell to complete in.")],
+) -> None:
+    """Print a static completion script (subcommands, options, choices, paths) for a shell.
+
+    The same scripts ship in the repository's completions/ folder; see the README for where each
+    shell looks for them. `cifarlin --install-completion` installs Typer's dynamic completion instead.
+
+    **Example:** cifarlin completion bash > ~/.local/share/bash-completion/completions/cifarlin
+    """
+    from cifarlin.completion import script
+
+    sys.stdout.write(script(shell, group()))
+
+
+for command in (download.download, gradcheck.gradcheck, train.train, inspect.evaluate, inspect.visualize, completion):
+    app.command()(command)
+
+
+def group() -> Any:
+    """The click group behind :data:`app` (what completion scripts are generated from)."""
+    return typer.main.get_command(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="cifarlin")

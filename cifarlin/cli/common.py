@@ -1,0 +1,115 @@
+"""What the commands share: the environment (read once), the common options, fetching the data
+when it is missing, and the translation of library field names into this command line's flags."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cifarlin.cli.display import console, download_progress, say
+from cifarlin.config import DownloadConfig
+from cifarlin.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cifarlin.data import Dataset
+
+
+@dataclass(frozen=True)
+class Env:
+    """The environment variables cifarlin reads, read once when the command line starts."""
+
+    data_dir: Path  # $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin, else ~/.cache/cifarlin
+    url: str | None  # $CIFARLIN_URL: a mirror for the automatic download
+    md5: str | None  # $CIFARLIN_MD5: the mirror's archive's MD5
+    debug: bool  # $CIFARLIN_DEBUG: tracebacks for unexpected errors
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str]) -> Env:
+        data_dir = environ.get("CIFARLIN_DATA_DIR")
+        if data_dir:
+            root = Path(data_dir).expanduser()
+        else:
+            cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            root = Path(cache).expanduser() / "cifarlin"
+        return cls(root, environ.get("CIFARLIN_URL") or None, environ.get("CIFARLIN_MD5") or None,
+                   bool(environ.get("CIFARLIN_DEBUG")))
+
+    def data_root(self, data_dir: Path | None) -> Path:
+        """``--data-dir`` when given, else the default data folder."""
+        return data_dir.expanduser() if data_dir is not None else self.data_dir
+
+    def download_config(self, url: str | None = None, md5: str | None = None, **kw: Any) -> DownloadConfig:
+        """The download options, with ``$CIFARLIN_URL`` and ``$CIFARLIN_MD5`` for those not given."""
+        for field, given, var in (("url", url, "CIFARLIN_URL"), ("md5", md5, "CIFARLIN_MD5")):
+            value = getattr(self, field)
+            if given is None and value is not None:
+                try:
+                    DownloadConfig(**{field: value})
+                except ConfigError as e:
+                    raise ConfigError(str(e).replace(f"{field}=", f"${var} ", 1)) from None
+        return DownloadConfig(url=url if url is not None else self.url,
+                              md5=md5 if md5 is not None else self.md5, **kw)
+
+
+def env(ctx: typer.Context) -> Env:
+    return ctx.find_root().obj
+
+
+def ensure_data(ctx: typer.Context, data_dir: Path | None, no_download: bool, quiet: bool) -> Dataset:
+    """The dataset in the data folder, fetched first when it is missing (unless --no-download)."""
+    from cifarlin import download
+
+    e = env(ctx)
+    c = console()
+    with download_progress(quiet) as progress:
+        return download.ensure(
+            e.data_root(data_dir), e.download_config(), download=not no_download, on_progress=progress,
+            on_notice=None if quiet else (lambda m: say(c, m)),
+        )
+
+
+def flag_names(group: Any) -> dict[str, str]:
+    """{parameter name: its long flag} over every command of the click ``group``."""
+    names: dict[str, str] = {}
+    for command in [group, *group.commands.values()]:
+        for p in command.params:
+            if getattr(p, "param_type_name", "") != "option":
+                continue
+            flag = next((o for o in p.opts if o.startswith("--")), p.opts[0])
+            names.setdefault(p.name, flag)
+            if getattr(p, "is_flag", False):
+                names.setdefault(f"{p.name}:flag", flag)
+    return names
+
+
+def in_flags(message: str, flags: Mapping[str, str]) -> str:
+    """A library message in this command line's words: ``batch_size=500`` -> ``--batch-size 500``,
+    ``resume=True`` -> ``--resume`` (the library names values by their field)."""
+    for name, flag in flags.items():
+        if name.endswith(":flag"):
+            message = re.sub(rf"(?<![\w$.-]){re.escape(name[:-5])}=True\b", flag, message)
+    for name, flag in flags.items():
+        if not name.endswith(":flag"):
+            message = re.sub(rf"(?<![\w$.-]){re.escape(name)}=(?=\S)", flag + " ", message)
+    return message
+
+
+# Options shared by several commands.
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", metavar="DIR",
+        help="Folder holding cifar-10-batches-py/ (or that folder itself). "
+             "Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).",
+    ),
+]
+NoDownloadOpt = Annotated[
+    bool, typer.Option("--no-download", help="Fail instead of downloading CIFAR-10 when it is missing.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress; print only the final result.")]

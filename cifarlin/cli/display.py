@@ -1,0 +1,216 @@
+"""What the command line shows: the console, tables, progress displays and JSON on stdout.
+
+Humans read stderr (progress, tables, notes), scripts read stdout (``--json``: one JSON document).
+With ``NO_COLOR`` or a stderr that is not a terminal, output is plain text without escape codes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cifarlin.errors import CifarlinError
+
+
+def plain() -> bool:
+    """No colours, no live display: NO_COLOR is set or stderr is not a terminal."""
+    return bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+
+
+def console() -> Console:
+    """The stderr console for humans; plain text when :func:`plain`, 120 columns in logs."""
+    width = None
+    if not sys.stderr.isatty() and not os.environ.get("COLUMNS"):
+        width = 120  # CI logs: wide enough that no table wraps
+    return Console(stderr=True, highlight=False, color_system=None if plain() else "auto", width=width)
+
+
+def say(c: Console, text: str) -> None:
+    """A line of plain text (no markup), wrapped by the terminal rather than by rich."""
+    c.print(escape(text), soft_wrap=True)
+
+
+def table(*columns: str, left: tuple[str, ...] = ()) -> Table:
+    """A compact table (no vertical rules, so ten numeric columns fit in 80 terminal columns);
+    ``left``: the columns aligned left, the others (numbers) right."""
+    from rich import box
+
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    for col in columns:
+        t.add_column(col, justify="left" if col in left else "right", no_wrap=True)
+    return t
+
+
+def print_table(c: Console, t: Table) -> None:
+    """A table at its natural width even in a narrow terminal: numbers are never cut short."""
+    natural = c.measure(t, options=c.options.update(max_width=1000)).maximum
+    width = c.width
+    c.width = max(width, natural)  # the terminal wraps an over-long line; rich would cut numbers
+    try:
+        c.print(t, crop=False)
+    finally:
+        c.width = width
+
+
+def error_line(message: str) -> None:
+    """One line on stderr, whatever the message holds."""
+    line = re.sub(r"\s*\n\s*", " ", message.strip())
+    console().print(f"[bold red]Error:[/] {escape(line)}", soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt_cost(x: float) -> str:
+    """A cost or loss: four decimals, or scientific notation when it is huge."""
+    return f"{x:.4f}" if abs(x) < 1e6 else f"{x:.4e}"
+
+
+def fmt_sci(x: float) -> str:
+    return f"{x:.2e}"
+
+
+def fmt_megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON on stdout
+# ---------------------------------------------------------------------------------------------
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON document on one line of stdout (NaN and infinities, which JSON lacks, as null)."""
+    try:
+        sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, default=_json_default) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise CifarlinError(f"cannot write the result to stdout ({e.strerror or e})") from None
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item") and hasattr(o, "dtype"):  # a numpy scalar
+        return _finite(o.item())
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress callback: a rich bar on a terminal, a plain line every 5 s otherwise."""
+    if quiet:
+        yield None
+        return
+    c = console()
+    if not plain():
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=c, transient=True) as bar:
+            task = bar.add_task("download", total=None)
+            started = False
+
+            def update(done: int, total: int | None) -> None:
+                nonlocal started
+                if not started:  # a resumed download starts part-way: no speed spike
+                    started = True
+                    bar.reset(task, completed=done, total=total)
+                bar.update(task, completed=done, total=total)
+
+            yield update
+        return
+    base: tuple[float, int] | None = None  # (time, bytes) of the first report
+    last = 0.0
+
+    def plain_line(done: int, total: int | None) -> None:
+        nonlocal base, last
+        now = time.monotonic()
+        if base is None:
+            base = (now, done)
+        if now - last >= 5 or (total is not None and done >= total):
+            last = now
+            rate = (done - base[1]) / max(now - base[0], 1e-9)
+            of = f" of {fmt_megabytes(total)} ({100 * done / total:.0f}%)" if total else ""
+            say(c, f"downloaded {fmt_megabytes(done)}{of}, {fmt_megabytes(rate)}/s")
+
+    yield plain_line
+
+
+EPOCH_HEADER = f"{'epoch':>5}  {'train cost':>10}  {'val cost':>10}  {'train acc':>9}  {'val acc':>9}  {'seconds':>7}"
+
+
+def _epoch_row(epoch: int, h: dict[str, float]) -> str:
+    return (f"{epoch:>5}  {fmt_cost(h['train_cost']):>10}  {fmt_cost(h['val_cost']):>10}  "
+            f"{h['train_acc']:>9.4f}  {h['val_acc']:>9.4f}  {h['seconds']:>7.2f}")
+
+
+@contextmanager
+def train_progress(c: Console, quiet: bool, epochs: int, first: int, n_train: int, batch: int) -> Iterator[tuple[Any, Any]]:
+    """(on_epoch, on_batch) callbacks: a live bar and table rows on a terminal, a plain line per
+    epoch otherwise, nothing with --quiet."""
+    if quiet:
+        yield None, None
+        return
+    if plain():
+        def plain_epoch(st: Any) -> None:
+            h = st.history.last()
+            say(c, f"epoch {st.epoch}/{epochs}: train cost {fmt_cost(h['train_cost'])} acc {h['train_acc']:.4f}, "
+                   f"val cost {fmt_cost(h['val_cost'])} acc {h['val_acc']:.4f}, {h['seconds']:.2f} s")
+
+        yield plain_epoch, None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    c.print(f"[bold]{EPOCH_HEADER}[/]")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=c, transient=True) as bar:
+        ep = bar.add_task("epochs ", total=epochs, completed=first, rate="")
+        bt = bar.add_task("batches", total=-(-n_train // batch), rate="")
+        t0 = time.perf_counter()
+
+        def on_batch(epoch: int, j: int, n: int) -> None:
+            nonlocal t0
+            if j == 1:
+                t0 = time.perf_counter()
+            if j % 5 == 0 or j == n:
+                rate = min(j * batch, n_train) / max(time.perf_counter() - t0, 1e-9)
+                bar.update(bt, completed=j, total=n, rate=f"{rate:,.0f} img/s")
+
+        def on_epoch(st: Any) -> None:
+            bar.update(ep, completed=st.epoch)
+            bar.console.print(_epoch_row(st.epoch, st.history.last()))
+
+        yield on_epoch, on_batch

@@ -1,0 +1,53 @@
+"""A saved model classifying the images of one split: metrics, confusion matrix, per-class accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cifarlin import model
+from cifarlin.checkpoint import Snapshot
+from cifarlin.data import Dataset, load_split
+from cifarlin.train import one_blas_thread
+
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = model.K) -> np.ndarray:
+    """C (K, K) with C[i, j] = number of images of true class i predicted as class j."""
+    return np.bincount(K * np.asarray(y_true) + np.asarray(y_pred), minlength=K * K).reshape(K, K)
+
+
+def per_class_accuracy(C: np.ndarray) -> np.ndarray:
+    """(K,) the fraction of each true class's images classified right: C[i, i] / sum_j C[i, j]
+    (the recall of each class; 0 for a class with no images)."""
+    return np.diag(C) / np.maximum(C.sum(axis=1), 1)
+
+
+@dataclass
+class Evaluation:
+    """A saved model classifying one split of the data."""
+
+    split: str
+    images: np.ndarray  # (N, 3072) uint8, raw
+    labels: np.ndarray  # (N,)
+    predictions: np.ndarray  # (N,)
+    metrics: model.Metrics
+    confusion: np.ndarray  # (K, K), rows: true class
+    changed_files: list[str]  # batch files whose MD5 differs from the ones trained on
+
+    @property
+    def per_class_accuracy(self) -> np.ndarray:
+        return per_class_accuracy(self.confusion)
+
+
+def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
+    """Classify the raw images of ``split`` with the model in ``snap`` (its own normalisation,
+    its own data split), exactly as training evaluated them."""
+    raw, reader = load_split(dataset, snap.config.split, split)
+    X = snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype))
+    with one_blas_thread():
+        S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)
+    pred = S.argmax(axis=1)
+    return Evaluation(split, raw.images, raw.labels, pred, model.metrics(S, raw.labels, snap.state.W, snap.config.lam),
+                      confusion_matrix(raw.labels, pred), snap.data.changed(reader.checksums))

@@ -1,0 +1,70 @@
+"""What a run remembers: the metrics per epoch (:class:`History`) and the state to continue
+from (:class:`TrainState`). Shared by the loop, the files, the run folders and the figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cifarlin.model import Metrics
+
+HISTORY_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc", "seconds")
+
+
+def best_epoch(val_acc: list[float] | np.ndarray) -> int:
+    """1-based epoch with the highest validation accuracy (the earliest on ties); 0 if empty."""
+    return int(np.argmax(val_acc)) + 1 if len(val_acc) else 0
+
+
+@dataclass
+class History:
+    """One value per epoch for each of :data:`HISTORY_KEYS`."""
+
+    columns: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+
+    def __len__(self) -> int:
+        return len(self.columns["train_cost"])
+
+    def append(self, train: Metrics, val: Metrics, seconds: float) -> None:
+        row = {
+            "train_cost": train.cost, "train_loss": train.loss, "train_acc": train.accuracy,
+            "val_cost": val.cost, "val_loss": val.loss, "val_acc": val.accuracy,
+            "seconds": seconds,
+        }
+        for k in HISTORY_KEYS:
+            self.columns[k].append(float(row[k]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()}
+
+    def last(self) -> dict[str, float]:
+        return {k: v[-1] for k, v in self.columns.items()}
+
+    @property
+    def best_epoch(self) -> int:
+        """1-based epoch with the highest validation accuracy (the earliest on ties); 0 if empty."""
+        return best_epoch(self.columns["val_acc"])
+
+    @property
+    def best_val_acc(self) -> float | None:
+        return self.columns["val_acc"][self.best_epoch - 1] if len(self) else None
+
+    def copy(self) -> History:
+        return History({k: list(v) for k, v in self.columns.items()})
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
+        return cls({k: [float(x) for x in arrays[k]] for k in HISTORY_KEYS})
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run: parameters, epochs done, history, RNG state."""
+
+    W: np.ndarray  # (K, d)
+    b: np.ndarray  # (K,)
+    epoch: int
+    history: History
+    rng_state: dict[str, Any]

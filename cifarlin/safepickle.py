@@ -1,0 +1,182 @@
+"""Unpickling CIFAR-10's python-version files without trusting them.
+
+The unpickler admits only the four numpy globals the official files name, and even those are
+stand-ins that build arrays from validated raw bytes: numpy's own unpickling code never sees the
+file. Containers are walked once afterwards and refused when nested too deep, shared, or too many.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from cifarlin.errors import DataError
+
+_PLAIN_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "b1"}
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+def text(value: object) -> object:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class _Global:
+    """A stand-in for one of the allowed numpy globals: it can be called (building a stub) but
+    not given state or attributes, so a pickle cannot modify it for later loads."""
+
+    __slots__ = ("name", "make")
+
+    def __init__(self, name: str, make: Callable[..., object] | None):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "make", make)
+
+    def __call__(self, *args: object) -> object:
+        if self.make is None:
+            raise _Refused(f"{self.name} is called")
+        return self.make(*args)
+
+    def __setstate__(self, state: object) -> None:
+        raise _Refused(f"{self.name} is given a state")
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise _Refused(f"{self.name} is given an attribute")
+
+
+_NDARRAY = _Global("numpy.ndarray", None)
+
+
+class _DTypeStub:
+    """Stands for ``numpy.dtype(spec, align, copy)``: only plain numeric dtypes."""
+
+    def __init__(self, spec: object, align: object = False, copy: object = True):
+        spec = text(spec)
+        if not isinstance(spec, str) or spec not in _PLAIN_DTYPES:
+            raise _Refused(f"dtype {spec!r} is not a plain numeric dtype")
+        self.spec = spec
+        self.byteorder = "|"
+
+    def __setstate__(self, state: object) -> None:
+        # (version, byteorder, subarray, names, fields, elsize, alignment, flags)
+        if not isinstance(state, tuple) or len(state) < 5 or any(s is not None for s in state[2:5]):
+            raise _Refused("structured or sub-array dtypes are not allowed")
+        order = text(state[1])
+        if order not in ("<", ">", "|", "="):
+            raise _Refused(f"byte order {order!r} is not valid")
+        self.byteorder = order
+
+    def dtype(self) -> np.dtype:
+        dt = np.dtype(self.spec)
+        return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt
+
+
+class _ArrayStub:
+    """Stands for ``numpy.core.multiarray._reconstruct(ndarray, shape, typecode)``.
+
+    Its state is checked and turned into an array with ``np.frombuffer``: numpy's own
+    ``ndarray.__setstate__`` never runs on data from the file.
+    """
+
+    def __init__(self, cls: object, shape: object = (0,), typecode: object = b"b"):
+        if cls is not _NDARRAY:
+            raise _Refused("_reconstruct of something other than numpy.ndarray")
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise _Refused("array state is not valid")
+        shape, dtype, fortran, raw = state[-4:]
+        if not (isinstance(shape, tuple) and len(shape) <= 2):
+            raise _Refused(f"array shape {shape!r} is not valid")
+        if not all(type(n) is int and n >= 0 for n in shape):
+            raise _Refused(f"array shape {shape!r} is not valid")
+        if not isinstance(dtype, _DTypeStub):
+            raise _Refused("array dtype is not valid")
+        if isinstance(raw, str):
+            raw = raw.encode("latin-1")
+        if not isinstance(raw, bytes | bytearray):
+            raise _Refused("array data is not raw bytes")
+        dt = dtype.dtype()
+        want = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        if len(raw) != want:
+            raise _Refused(f"array data has {len(raw)} bytes, its shape {shape} needs {want}")
+        self.array = np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if fortran else "C")
+
+
+_RECONSTRUCT = _Global("numpy.core.multiarray._reconstruct", _ArrayStub)
+_GLOBALS: dict[tuple[str, str], _Global] = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _Global("numpy.dtype", _DTypeStub),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(
+                f"it asks for the Python global {module}.{name}, which CIFAR-10 files never use"
+            ) from None
+
+
+MAX_DEPTH = 4  # the official files nest dict -> list -> item
+MAX_ITEMS = 1_000_000  # list and dict entries in one file (an official batch has about 20,000)
+
+
+def _unstub(obj: object) -> object:
+    """Plain data for the unpickled object: arrays for array stubs, str keys; anything else that is
+    not plain data (a bare global, a container met twice, a cycle, deep nesting) is refused, so
+    a small file cannot expand into a huge structure."""
+    seen: set[int] = set()
+    items = 0
+
+    def walk(o: object, depth: int) -> object:
+        nonlocal items
+        if isinstance(o, _ArrayStub):
+            if o.array is None:
+                raise _Refused("an array without data")
+            return o.array
+        if isinstance(o, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise _Refused(f"containers nested more than {MAX_DEPTH} deep")
+            if id(o) in seen:
+                raise _Refused("a container referenced twice (or a cycle)")
+            seen.add(id(o))
+            items += len(o)
+            if items > MAX_ITEMS:
+                raise _Refused(f"more than {MAX_ITEMS} list or dict entries")
+            if isinstance(o, dict):
+                return {text(k): walk(v, depth + 1) for k, v in o.items()}
+            return [walk(v, depth + 1) for v in o]
+        if isinstance(o, bool | int | float | str | bytes | bytearray) or o is None:
+            return o
+        raise _Refused(f"a {type(o).__name__} where plain data was expected")
+
+    return walk(obj, 0)
+
+
+def safe_unpickle(stream: BinaryIO, path: Path) -> dict:
+    """Unpickle a CIFAR-10 python-version file without trusting it.
+
+    Returns a dict with str keys; raises :class:`DataError` naming ``path`` for anything that is
+    not a plain pickle of a dict of numbers, strings, lists and numeric arrays.
+    """
+    try:
+        obj = _unstub(_SafeUnpickler(stream, encoding="bytes").load())
+    except _Refused as e:
+        raise DataError(f"{path}: refused to load: {e} (the file may be hostile)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: truncated or not a CIFAR-10 pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: holds a {type(obj).__name__}, expected a dict")
+    return obj
