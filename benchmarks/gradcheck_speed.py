@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from oracles import numerical_gradients_loop  # noqa: E402
-
-from cifarlin import config, data, gradcheck, model, numgrad  # noqa: E402
-from cifarlin.errors import DataNotFoundError  # noqa: E402
+from cifarlin import config, data, gradcheck, numgrad
+from cifarlin.errors import DataNotFoundError
+from oracles import numerical_gradients_loop
 
 
 def best_of(fn, repeat: int) -> float:
@@ -47,7 +46,10 @@ def main() -> None:
     except DataNotFoundError:
         W, b, X, y = gradcheck.random_problem(cfg)
         where = "random inputs (no CIFAR-10 found)"
-    print(f"gradient check, n={cfg.n}, d={X.shape[1]}, lambda={cfg.lam}, {W.size + b.size} parameters; data: {where}")
+    print(
+        f"gradient check, n={cfg.n}, d={X.shape[1]}, lambda={cfg.lam}, {W.size + b.size} parameters; "
+        f"data: {where}"
+    )
 
     full = best_of(lambda: gradcheck.check(W, b, X, y, cfg, where), 5)
     cent = best_of(lambda: numgrad.numerical_gradients(W, b, X, y, cfg.lam, h=1e-6), 5)
@@ -62,8 +64,10 @@ def main() -> None:
         loop = time.perf_counter() - t0
         vW, vb = numgrad.numerical_gradients(W, b, X, y, cfg.lam, h=1e-6)
         diff = max(np.abs(gW - vW).max(), np.abs(gb - vb).max())
-        print(f"  per-parameter loop (oracle)      {loop:8.3f} s   {loop / cent:,.0f}x slower; "
-              f"max |loop - vectorised| = {diff:.1e}")
+        print(
+            f"  per-parameter loop (oracle)      {loop:8.3f} s   {loop / cent:,.0f}x slower; "
+            f"max |loop - vectorised| = {diff:.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,15 +34,21 @@ from cifarlin.errors import DataNotFoundError
 
 def synthetic(n: int = 10000) -> data.Prepared:
     rng = np.random.default_rng(0)
-    raw = {s: (rng.integers(0, 256, (n, model.D), dtype=np.uint8), rng.integers(0, 10, n)) for s in ("train", "val", "test")}
+    raw = {
+        s: (rng.integers(0, 256, (n, model.D), dtype=np.uint8), rng.integers(0, 10, n))
+        for s in ("train", "val", "test")
+    }
     norm = data.Normalizer.fit([raw["train"][0]])
     X = {s: norm.apply(im) for s, (im, _) in raw.items()}
     y = {s: lab for s, (_, lab) in raw.items()}
-    return data.Prepared(X, y, norm, [str(i) for i in range(10)], data.Dataset(Path("-"), "python"), config.SplitSpec(), {})
+    return data.Prepared(
+        X, y, norm, [str(i) for i in range(10)], data.Dataset(Path("-"), "python"), config.SplitSpec(), {}
+    )
 
 
 def reference_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float]:
     """The course's way: X (d, N) float64, Y one-hot (K, N), W (K, d); returns (seconds, test acc)."""
+
     def cols(name):
         X = p.X[name].T.astype(np.float64)  # (d, N)
         Y = np.eye(10)[p.y[name]].T  # (K, N)
@@ -95,14 +101,19 @@ def torch_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float] | None
         with torch.no_grad():
             S = X[name] @ W.T + b
             loss = torch.nn.functional.cross_entropy(S.double(), Y[name])
-            return float(loss + cfg.lam * (W.double() ** 2).sum()), float((S.argmax(1) == Y[name]).float().mean())
+            return float(loss + cfg.lam * (W.double() ** 2).sum()), float(
+                (S.argmax(1) == Y[name]).float().mean()
+            )
 
     t0 = time.perf_counter()
     n = len(p.y["train"])
     for _ in range(cfg.epochs):
         for j in range(0, n, cfg.batch_size):
             S = X["train"][j : j + cfg.batch_size] @ W.T + b
-            J = torch.nn.functional.cross_entropy(S, Y["train"][j : j + cfg.batch_size]) + cfg.lam * (W**2).sum()
+            J = (
+                torch.nn.functional.cross_entropy(S, Y["train"][j : j + cfg.batch_size])
+                + cfg.lam * (W**2).sum()
+            )
             gW, gb = torch.autograd.grad(J, (W, b))
             with torch.no_grad():
                 W -= cfg.eta * gW
@@ -115,16 +126,31 @@ def torch_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float] | None
 def run_command(source: data.Dataset) -> None:
     """The real command in a subprocess: its loop time and peak memory."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "cifarlin", "train", "--setting", "2", "--out", f"{tmp}/run", "--quiet",
-               "--json", "--data-dir", str(source.folder)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cifarlin",
+            "train",
+            "--setting",
+            "2",
+            "--out",
+            f"{tmp}/run",
+            "--quiet",
+            "--json",
+            "--data-dir",
+            str(source.folder),
+        ]
         t0 = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
         wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     s = json.loads(out.stdout)
     sec = s["seconds"]
-    print(f"  `cifarlin train --setting 2`: training loop {sec['training']:.2f} s (+ {sec['checkpoints']:.2f} s writing "
-          f"checkpoints), whole command {wall:.2f} s, peak RSS {peak:.0f} MB, test acc {s['test']['accuracy']:.4f}")
+    print(
+        f"  `cifarlin train --setting 2`: training loop {sec['training']:.2f} s "
+        f"(+ {sec['checkpoints']:.2f} s writing checkpoints), whole command {wall:.2f} s, "
+        f"peak RSS {peak:.0f} MB, test acc {s['test']['accuracy']:.4f}"
+    )
 
 
 def main() -> None:
@@ -142,7 +168,9 @@ def main() -> None:
     where = str(source.folder) if source else "random images (no CIFAR-10 found)"
     print(f"setting 2: {cfg.describe()}; data: {where}")
     if not args.skip_cli and source is not None:
-        run_command(source)  # first, while this process is small: a child's ru_maxrss counts what it forked with
+        run_command(
+            source
+        )  # first, while this process is small: a child's ru_maxrss counts what it forked with
 
     p = data.prepare(source, cfg.split) if source else synthetic()
     n_train = len(p.y["train"])
@@ -150,16 +178,25 @@ def main() -> None:
     st = train.fit(cfg, p, train.init_state(cfg))
     test = model.evaluate(st.W, st.b, p.X["test"], p.y["test"], cfg.lam)
     loop = time.perf_counter() - t0
-    print(f"  cifarlin loop     {loop:6.2f} s  {1000 * loop / cfg.epochs:6.1f} ms/epoch  "
-          f"{cfg.epochs * n_train / loop:9,.0f} training images/s  test acc {test.accuracy:.4f}")
+    print(
+        f"  cifarlin loop     {loop:6.2f} s  {1000 * loop / cfg.epochs:6.1f} ms/epoch  "
+        f"{cfg.epochs * n_train / loop:9,.0f} training images/s  test acc {test.accuracy:.4f}"
+    )
     tl = torch_loop(p, cfg)
     if tl is not None:
-        print(f"  PyTorch loop      {tl[0]:6.2f} s  {1000 * tl[0] / cfg.epochs:6.1f} ms/epoch  "
-              f"{cfg.epochs * n_train / tl[0]:9,.0f} training images/s  test acc {tl[1]:.4f}  ({tl[0] / loop:.1f}x slower)")
+        print(
+            f"  PyTorch loop      {tl[0]:6.2f} s  {1000 * tl[0] / cfg.epochs:6.1f} ms/epoch  "
+            f"{cfg.epochs * n_train / tl[0]:9,.0f} training images/s  test acc {tl[1]:.4f}  "
+            f"({tl[0] / loop:.1f}x slower)"
+        )
     if not args.skip_reference:
         ref, acc = reference_loop(p, cfg)
-        print(f"  course-style loop {ref:6.2f} s  {1000 * ref / cfg.epochs:6.1f} ms/epoch  "
-              f"{cfg.epochs * n_train / ref:9,.0f} training images/s  test acc {acc:.4f}  ({ref / loop:.1f}x slower)")
+        print(
+            f"  course-style loop {ref:6.2f} s  {1000 * ref / cfg.epochs:6.1f} ms/epoch  "
+            f"{cfg.epochs * n_train / ref:9,.0f} training images/s  test acc {acc:.4f}  "
+            f"({ref / loop:.1f}x slower)"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -23,8 +23,13 @@ MAX_MEMBERS = 1000  # ... or more members than this (they have 8 or 9)
 
 
 def _member_kind(m: tarfile.TarInfo) -> str:
-    for test, kind in ((m.issym, "symbolic link"), (m.islnk, "hard link"), (m.ischr, "character device"),
-                       (m.isblk, "block device"), (m.isfifo, "FIFO")):
+    for test, kind in (
+        (m.issym, "symbolic link"),
+        (m.islnk, "hard link"),
+        (m.ischr, "character device"),
+        (m.isblk, "block device"),
+        (m.isfifo, "FIFO"),
+    ):
         if test():
             return kind
     return "special file"
@@ -37,7 +42,8 @@ def check_member(archive: Path, m: tarfile.TarInfo, folder: str) -> None:
         raise DownloadError(f"{archive}: refused: member {m.name!r} points outside the target folder")
     if not (m.isfile() or m.isdir()):
         raise DownloadError(
-            f"{archive}: refused: member {m.name!r} is a {_member_kind(m)}; only regular files and folders are allowed"
+            f"{archive}: refused: member {m.name!r} is a {_member_kind(m)}; "
+            "only regular files and folders are allowed"
         )
     if not parts or parts[0] != folder:
         raise DownloadError(f"{archive}: refused: member {m.name!r} is not inside {folder}/")
@@ -104,7 +110,9 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Dataset, 
             checksums = data.verify_dataset(staged)
         except DataError as e:
             what = str(e).replace(str(tmp) + os.sep, "").split("; ")[0]  # name files as in the archive
-            raise DownloadError(f"{archive}: refused: it does not hold a valid CIFAR-10 dataset ({what})") from None
+            raise DownloadError(
+                f"{archive}: refused: it does not hold a valid CIFAR-10 dataset ({what})"
+            ) from None
         target = root / folder
         _swap_in(staged.folder, target, tmp / "previous")
         return data.Dataset(target, fmt), checksums

@@ -36,8 +36,8 @@ from cifarlin.config import TrainConfig
 from cifarlin.data import Normalizer
 from cifarlin.errors import ModelFileError
 from cifarlin.files import atomic_path
-from cifarlin.model import D, K, Metrics
 from cifarlin.history import HISTORY_KEYS, History, TrainState
+from cifarlin.model import D, K, Metrics
 
 FORMAT = "cifarlin"
 FORMAT_VERSION = 1
@@ -192,13 +192,17 @@ def _open(path: Path, what: str) -> Iterator[h5py.File]:
             raise ModelFileError(f"{path}: an HDF5 file, but not a cifarlin {what} (no format attribute)")
         version = f.attrs.get("format_version")
         if not isinstance(version, np.integer | int) or not 1 <= version <= FORMAT_VERSION:
-            raise ModelFileError(f"{path}: format version {version}; this cifarlin reads version {FORMAT_VERSION} "
-                                 "(a newer cifarlin wrote it?)")
+            raise ModelFileError(
+                f"{path}: format version {version}; this cifarlin reads version {FORMAT_VERSION} "
+                "(a newer cifarlin wrote it?)"
+            )
         yield f
     except ModelFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
-        raise ModelFileError(f"{path}: damaged or incomplete cifarlin {what} ({type(e).__name__}: {e})") from None
+        raise ModelFileError(
+            f"{path}: damaged or incomplete cifarlin {what} ({type(e).__name__}: {e})"
+        ) from None
     finally:
         f.close()
 
@@ -208,7 +212,9 @@ def _dataset(f: h5py.File, path: Path, name: str, shape: tuple[int, ...]) -> np.
         raise ModelFileError(f"{path}: no dataset '{name}'; not a complete cifarlin model")
     ds = f[name]
     if ds.shape != shape or ds.dtype not in (np.float32, np.float64):  # checked before reading
-        raise ModelFileError(f"{path}: dataset '{name}' has shape {ds.shape} and type {ds.dtype}, expected float {shape}")
+        raise ModelFileError(
+            f"{path}: dataset '{name}' has shape {ds.shape} and type {ds.dtype}, expected float {shape}"
+        )
     a = ds[()]
     if not np.isfinite(a).all():
         raise ModelFileError(f"{path}: dataset '{name}' holds NaN or infinite values")
@@ -269,8 +275,13 @@ def load_snapshot(path: Path, kinds: tuple[str, ...] = ("model", "checkpoint")) 
             checksums={k: str(v) for k, v in files.items()},
         )
         return Snapshot(
-            config=cfg, state=state, normalizer=norm, class_names=_names(f.attrs), data=data,
-            test=_read_metrics(f.attrs, "test"), kind=str(kind),
+            config=cfg,
+            state=state,
+            normalizer=norm,
+            class_names=_names(f.attrs),
+            data=data,
+            test=_read_metrics(f.attrs, "test"),
+            kind=str(kind),
             version=str(f.attrs.get("cifarlin_version", "")),
         )
 

@@ -77,8 +77,11 @@ class SplitSpec:
             raise bad_value("train_batches", batches, "a batch is named twice")
         if self.val_size is None and 2 in batches:
             raise bad_value(
-                "train_batches", batches, "includes batch 2, the default validation batch: "
-                "give val_size=N to hold out the last N training images instead")
+                "train_batches",
+                batches,
+                "includes batch 2, the default validation batch: "
+                "give val_size=N to hold out the last N training images instead",
+            )
         if self.val_size is not None and not 1 <= self.val_size <= 1_000_000:
             raise bad_value("val_size", self.val_size, "must be between 1 and 1000000")
 
@@ -128,7 +131,7 @@ class TrainConfig:
             raise bad("dtype", f"use one of {', '.join(DTYPES)}")
         if self.setting is not None and self.setting not in SETTINGS:
             raise bad("setting", f"use one of {', '.join(map(str, SETTINGS))}")
-        self.split  # validates train_batches and val_size
+        SplitSpec(tuple(self.train_batches), self.val_size)  # validates both
 
     @property
     def split(self) -> SplitSpec:
@@ -193,7 +196,9 @@ class GradcheckConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.n <= MAX_GRADCHECK_N:
-            raise bad_value("n", self.n, f"must be between 1 and {MAX_GRADCHECK_N} (the images of one training batch)")
+            raise bad_value(
+                "n", self.n, f"must be between 1 and {MAX_GRADCHECK_N} (the images of one training batch)"
+            )
         if not 1 <= self.dims <= D:
             raise bad_value("dims", self.dims, f"must be between 1 and {D}")
         if self.method not in DEFAULT_H:
@@ -226,7 +231,11 @@ def check_url(url: str) -> str:
         host = parts.hostname
     except ValueError:
         parts, host = None, None
-    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or (parts.scheme != "file" and not host):
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https", "ftp", "file")
+        or (parts.scheme != "file" and not host)
+    ):
         raise bad_value("url", url, "expected an http://, https://, ftp:// or file:// address of the archive")
     return url
 

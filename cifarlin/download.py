@@ -116,8 +116,12 @@ class _StartOver(Exception):
 
 def _origin(resp: Any, url: str, total: int | None) -> dict[str, Any]:
     """What identifies the file being downloaded, kept beside the .part for resuming it later."""
-    return {"url": url, "etag": resp.headers.get("ETag"), "last_modified": resp.headers.get("Last-Modified"),
-            "total": total}
+    return {
+        "url": url,
+        "etag": resp.headers.get("ETag"),
+        "last_modified": resp.headers.get("Last-Modified"),
+        "total": total,
+    }
 
 
 def _read_origin(path: Path) -> dict[str, Any] | None:
@@ -156,7 +160,9 @@ def fetch(
         origin_file.unlink(missing_ok=True)
 
     def write_error(e: OSError) -> DownloadError:
-        return DownloadError(f"{part}: cannot be written ({e.strerror or e}); free some space or pass --data-dir DIR")
+        return DownloadError(
+            f"{part}: cannot be written ({e.strerror or e}); free some space or pass --data-dir DIR"
+        )
 
     failures = 0
     while True:
@@ -189,7 +195,7 @@ def fetch(
                         raise write_error(e) from None
                 done = have
                 try:
-                    out = open(part, mode)
+                    out = open(part, mode)  # noqa: SIM115 - its own error message, then a with block
                 except OSError as e:
                     raise write_error(e) from None
                 with out:
@@ -233,7 +239,9 @@ def fetch(
                 raise DownloadError(f"{url}: {_why(e)}") from None
             if isinstance(cause, socket.gaierror):  # no name service: retrying will not help
                 host = urllib.request.urlparse(url).hostname
-                raise DownloadError(f"{url}: cannot resolve {host} (is this machine offline?); {OFFLINE_HINT}") from None
+                raise DownloadError(
+                    f"{url}: cannot resolve {host} (is this machine offline?); {OFFLINE_HINT}"
+                ) from None
             reason = _why(e)
         failures += 1
         if failures > retries:
@@ -275,8 +283,16 @@ def install(
         except DataError as e:
             notice(f"{present.folder} is incomplete or damaged ({e}); fetching a fresh copy")
         else:
-            return Result(str(present.folder), cfg.layout, None, None, 0, time.perf_counter() - t0,
-                          "already present", official_match(present, sums))
+            return Result(
+                str(present.folder),
+                cfg.layout,
+                None,
+                None,
+                0,
+                time.perf_counter() - t0,
+                "already present",
+                official_match(present, sums),
+            )
     if present is not None and present.folder == root:
         # the data folder names the dataset folder itself: unpack beside it, under the official name
         root = root.parent
@@ -301,8 +317,14 @@ def install(
         raise
 
 
-def _install_into(root: Path, cfg: DownloadConfig, from_file: Path | None, on_progress: Progress | None,
-                  notice: Callable[[str], None], t0: float) -> Result:
+def _install_into(
+    root: Path,
+    cfg: DownloadConfig,
+    from_file: Path | None,
+    on_progress: Progress | None,
+    notice: Callable[[str], None],
+    t0: float,
+) -> Result:
     expected = cfg.md5 or OFFICIAL_MD5[cfg.layout]
     if from_file is not None:
         archive = Path(from_file).expanduser()
@@ -338,15 +360,25 @@ def _install_into(root: Path, cfg: DownloadConfig, from_file: Path | None, on_pr
     try:
         target, sums = extract(archive, root, cfg.layout)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted while unpacking; the verified {archive} is kept for the next run") from None
+        raise Interrupted(
+            f"interrupted while unpacking; the verified {archive} is kept for the next run"
+        ) from None
     except DownloadError:
         if from_file is None:
             archive.unlink(missing_ok=True)
         raise
     if from_file is None:
         archive.unlink(missing_ok=True)
-    return Result(str(target.folder), cfg.layout, origin, got, size, time.perf_counter() - t0, status,
-                  official_match(target, sums))
+    return Result(
+        str(target.folder),
+        cfg.layout,
+        origin,
+        got,
+        size,
+        time.perf_counter() - t0,
+        status,
+        official_match(target, sums),
+    )
 
 
 def ensure(
@@ -369,6 +401,8 @@ def ensure(
         try:
             install(root, cfg, on_progress=on_progress, on_notice=on_notice)
         except DownloadError as err:
-            raise DownloadError(f"no CIFAR-10 data in {root}, and fetching it failed: {err}, "
-                                "or point --data-dir at an existing copy") from None
+            raise DownloadError(
+                f"no CIFAR-10 data in {root}, and fetching it failed: {err}, "
+                "or point --data-dir at an existing copy"
+            ) from None
         return data.find(root)

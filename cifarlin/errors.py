@@ -46,7 +46,11 @@ class ModelFileError(CifarlinError):
     """A file is not a usable cifarlin model, checkpoint or history."""
 
 
-class RunExistsError(CifarlinError):
+class RunError(CifarlinError):
+    """A run folder is not as the job needs it (no checkpoint to resume, no history to draw)."""
+
+
+class RunExistsError(RunError):
     """The output folder already holds another run, or another cifarlin is writing into it."""
 
 

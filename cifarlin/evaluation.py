@@ -12,7 +12,6 @@ from cifarlin.data import Dataset, load_split
 from cifarlin.train import one_blas_thread
 
 
-
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = model.K) -> np.ndarray:
     """C (K, K) with C[i, j] = number of images of true class i predicted as class j."""
     return np.bincount(K * np.asarray(y_true) + np.asarray(y_pred), minlength=K * K).reshape(K, K)
@@ -49,5 +48,12 @@ def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
     with one_blas_thread():
         S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)
     pred = S.argmax(axis=1)
-    return Evaluation(split, raw.images, raw.labels, pred, model.metrics(S, raw.labels, snap.state.W, snap.config.lam),
-                      confusion_matrix(raw.labels, pred), snap.data.changed(reader.checksums))
+    return Evaluation(
+        split,
+        raw.images,
+        raw.labels,
+        pred,
+        model.metrics(S, raw.labels, snap.state.W, snap.config.lam),
+        confusion_matrix(raw.labels, pred),
+        snap.data.changed(reader.checksums),
+    )

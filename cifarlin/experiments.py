@@ -19,12 +19,11 @@ import numpy as np
 from cifarlin import data
 from cifarlin.checkpoint import Snapshot, load_history, load_snapshot
 from cifarlin.config import FIGURES, SETTINGS, FigureRequest, TrainConfig
-from cifarlin.errors import CifarlinError, ConfigError, ModelFileError, WriteError
+from cifarlin.errors import ConfigError, ModelFileError, RunError, WriteError
 from cifarlin.evaluation import evaluate_split
 from cifarlin.files import write_text
 from cifarlin.history import TrainState
-from cifarlin.runs import (CHECKPOINT, Outcome, check_run_folder, default_out, resume_point, run,
-                           run_files)
+from cifarlin.runs import CHECKPOINT, Outcome, check_run_folder, default_out, resume_point, run, run_files
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -66,10 +65,14 @@ def plan_runs(
     else:
         if resume and out is None and setting is None:
             raise ConfigError("resume=True needs the run folder (out=DIR) or a setting to find the run")
-        c = TrainConfig.for_setting(int(setting), **overrides) if setting is not None else TrainConfig(**overrides)
+        c = (
+            TrainConfig.for_setting(int(setting), **overrides)
+            if setting is not None
+            else TrainConfig(**overrides)
+        )
         configs, outs = [c], [out or default_out(c, root)]
     plan = []
-    for c, o in zip(configs, outs):
+    for c, o in zip(configs, outs, strict=True):
         resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
         check_run_folder(o, resume=resume_this, overwrite=overwrite)
         if resume_this:
@@ -98,7 +101,9 @@ def run_plan(
     compare: bool = False,
     compare_dir: Path | None = None,
     on_loading: Callable[[data.Dataset, str], None] | None = None,
-    on_run: Callable[[PlannedRun, int], AbstractContextManager[tuple[EpochCallback | None, BatchCallback | None]]]
+    on_run: Callable[
+        [PlannedRun, int], AbstractContextManager[tuple[EpochCallback | None, BatchCallback | None]]
+    ]
     | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> PlanResult:
@@ -127,8 +132,16 @@ def run_plan(
         p = prepared(planned.config)
         context = on_run(planned, len(p.y["train"])) if on_run is not None else nullcontext((None, None))
         with context as (on_epoch, on_batch):
-            outcome = run(planned.config, planned.out, p, start=planned.start, overwrite=overwrite,
-                          resume_hint=resume_hint, on_epoch=on_epoch, on_batch=on_batch)
+            outcome = run(
+                planned.config,
+                planned.out,
+                p,
+                start=planned.start,
+                overwrite=overwrite,
+                resume_hint=resume_hint,
+                on_epoch=on_epoch,
+                on_batch=on_batch,
+            )
         s = outcome.summary()
         if figures:
             s["figures"] = [str(f) for f in draw_training_figures(outcome, p.class_names)]
@@ -139,8 +152,9 @@ def run_plan(
     if compare and result.outcomes:
         folder = compare_dir if compare_dir is not None else result.outcomes[0].out.parent
         names = prepared(plan[0].config).class_names if figures else []
-        result.files = write_comparison(folder, result.outcomes, result.summaries, str(dataset.folder), names,
-                                        figures=figures)
+        result.files = write_comparison(
+            folder, result.outcomes, result.summaries, str(dataset.folder), names, figures=figures
+        )
     return result
 
 
@@ -149,22 +163,35 @@ def summary_markdown(summaries: Sequence[dict[str, Any]], data_folder: str) -> s
     lines = [
         f"Test accuracy measured by cifarlin on `{data_folder}` against the original work.",
         "",
-        "| setting | lambda | eta | epochs | batch | seed | best val epoch | val acc | test acc | original | difference |",
+        "| setting | lambda | eta | epochs | batch | seed | best val epoch | val acc | test acc | original "
+        "| difference |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         c, ref, acc = s["config"], s["reference_test_accuracy"], s["test"]["accuracy"]
-        diff = f"{100 * (acc - ref):+.2f} pt" if ref is not None and s["comparable_to_reference"] else "(not comparable)"
+        diff = (
+            f"{100 * (acc - ref):+.2f} pt"
+            if ref is not None and s["comparable_to_reference"]
+            else "(not comparable)"
+        )
         lines.append(
-            f"| {s['setting'] or '-'} | {c['lam']:g} | {c['eta']:g} | {c['epochs']} | {c['batch_size']} | {c['seed']} "
+            f"| {s['setting'] or '-'} | {c['lam']:g} | {c['eta']:g} | {c['epochs']} | {c['batch_size']} "
+            f"| {c['seed']} "
             f"| {s['best_epoch']} | {s['val']['accuracy']:.4f} | {acc:.4f} | "
             f"{'' if ref is None else f'{ref:.4f}'} | {diff} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(folder: Path, outcomes: Sequence[Outcome], summaries: Sequence[dict[str, Any]],
-                     data_folder: str, class_names: Sequence[str], *, figures: bool = True) -> list[Path]:
+def write_comparison(
+    folder: Path,
+    outcomes: Sequence[Outcome],
+    summaries: Sequence[dict[str, Any]],
+    data_folder: str,
+    class_names: Sequence[str],
+    *,
+    figures: bool = True,
+) -> list[Path]:
     """``summary.md``, ``summary.json`` and (with figures) ``settings.png`` in ``folder``."""
     write_text(folder / "summary.md", summary_markdown(summaries, data_folder))
     write_text(folder / "summary.json", json.dumps(list(summaries), indent=2) + "\n")
@@ -186,8 +213,10 @@ def draw_training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[
     cfg, st = outcome.config, outcome.state
     return [
         plots.save(plots.curves(st.history, cfg), outcome.out / "curves.png"),
-        plots.save(plots.montage(st.W, class_names, f"weights as images, {plots.run_title(cfg)}"),
-                   outcome.out / "montage.png"),
+        plots.save(
+            plots.montage(st.W, class_names, f"weights as images, {plots.run_title(cfg)}"),
+            outcome.out / "montage.png",
+        ),
     ]
 
 
@@ -212,8 +241,10 @@ def draw_figures(
         kinds.remove("curves")
         notice(f"no history.h5 beside {target}, so no curves")
     if "curves" in kinds and files.history is None:
-        raise CifarlinError(f"{files.folder}: no history.h5 for the curves (cifarlin train writes it); "
-                            "draw montage, confusion or samples for a model alone")
+        raise RunError(
+            f"{files.folder}: no history.h5 for the curves (cifarlin train writes it); "
+            "draw montage, confusion or samples for a model alone"
+        )
     needs_model = [k for k in kinds if k != "curves"]
     if needs_model and files.model is None:
         raise ModelFileError(f"{files.folder}: no model.h5 or checkpoint.h5 to draw from")
@@ -241,8 +272,13 @@ def draw_figures(
             figs.append((plots.confusion(ev.confusion, snap.class_names, label), name(f"confusion-{split}")))
         if "samples" in kinds:
             k = min(request.n_samples, len(ev.labels))
-            fig = plots.samples(ev.images[:k], ev.labels[:k], ev.predictions[:k], snap.class_names,
-                                f"first {k} {split} images")
+            fig = plots.samples(
+                ev.images[:k],
+                ev.labels[:k],
+                ev.predictions[:k],
+                snap.class_names,
+                f"first {k} {split} images",
+            )
             figs.append((fig, name(f"samples-{split}")))
     if request.show and plots.can_show():
         plots.show()

@@ -11,6 +11,7 @@ import numpy as np
 from cifarlin import data, model, numgrad
 from cifarlin.config import GradcheckConfig, SplitSpec
 
+
 @dataclass(frozen=True)
 class ParamReport:
     """Agreement of analytic and numerical gradients for one parameter array."""

@@ -29,8 +29,12 @@ class History:
 
     def append(self, train: Metrics, val: Metrics, seconds: float) -> None:
         row = {
-            "train_cost": train.cost, "train_loss": train.loss, "train_acc": train.accuracy,
-            "val_cost": val.cost, "val_loss": val.loss, "val_acc": val.accuracy,
+            "train_cost": train.cost,
+            "train_loss": train.loss,
+            "train_acc": train.accuracy,
+            "val_cost": val.cost,
+            "val_loss": val.loss,
+            "val_acc": val.accuracy,
             "seconds": seconds,
         }
         for k in HISTORY_KEYS:

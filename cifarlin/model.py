@@ -17,6 +17,7 @@ gradient check); reductions that produce a reported number are accumulated in fl
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from cifarlin.config import D, K  # 10 classes, 3072 inputs (32 x 32 pixels x 3 channels)

@@ -8,10 +8,11 @@ changes it by t. So every perturbed cost follows from S and one column of X:
   lse(S_n + u e_i) = m_n + log( sum_{k != i} exp(S_nk - m_n) + exp(S_ni - m_n + u) )
 
 with m_n the row maximum (the sum over the other classes is kept scaled, see _others). All
-2 x K x (d + 1) perturbed costs are array expressions over (N, K, columns), evaluated in column chunks to bound memory: no Python loop over parameters.
-J(theta + h) - J(theta - h) is taken as the mean over samples of the per-sample loss
-differences (the same number, summed in another order), so the terms common to both, m_n and
-S_n,y_n, cancel exactly instead of adding rounding error to the difference.
+2 x K x (d + 1) perturbed costs are array expressions over (N, K, columns), evaluated in column
+chunks to bound memory: no Python loop over parameters. J(theta + h) - J(theta - h) is taken as
+the mean over samples of the per-sample loss differences (the same number, summed in another
+order), so the terms common to both, m_n and S_n,y_n, cancel exactly instead of adding rounding
+error to the difference.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from cifarlin.errors import bad_value
 from cifarlin.model import scores
 
 Method = Literal["centred", "complex"]
@@ -74,7 +76,7 @@ def numerical_gradients(
     cancellation error. ``max_elements`` caps the size of the (N, K, columns) work arrays.
     """
     if method not in ("centred", "complex"):
-        raise ValueError(f"unknown method {method!r}: use 'centred' or 'complex'")
+        raise bad_value("method", method, "use 'centred' or 'complex'")
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)

@@ -16,8 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cifarlin.config import TrainConfig
-from cifarlin.files import atomic_path
 from cifarlin.evaluation import per_class_accuracy
+from cifarlin.files import atomic_path
 from cifarlin.history import History
 
 TRAIN_COLOR, VAL_COLOR, BEST_COLOR = "#1f77b4", "#d62728", "#555555"
@@ -40,11 +40,19 @@ def can_show() -> bool:
 
 
 def _style() -> None:
-    plt.rcParams.update({
-        "figure.dpi": 100, "savefig.dpi": 150, "font.size": 10, "axes.titlesize": 11,
-        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-        "svg.hashsalt": "cifarlin",  # reproducible SVG ids
-    })
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "svg.hashsalt": "cifarlin",  # reproducible SVG ids
+        }
+    )
 
 
 def run_title(cfg: TrainConfig) -> str:
@@ -77,12 +85,23 @@ def curves(history: History, cfg: TrainConfig) -> Figure:
     epochs = np.arange(1, len(history) + 1)
     best = history.best_epoch
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
-    for ax, key, label in zip(axes, ("cost", "loss", "acc"), ("cost (loss + lambda |W|^2)", "loss (cross-entropy)", "accuracy")):
+    for ax, key, label in zip(
+        axes,
+        ("cost", "loss", "acc"),
+        ("cost (loss + lambda |W|^2)", "loss (cross-entropy)", "accuracy"),
+        strict=True,
+    ):
         ax.plot(epochs, h[f"train_{key}"], color=TRAIN_COLOR, label="training", lw=1.8)
         ax.plot(epochs, h[f"val_{key}"], color=VAL_COLOR, label="validation", lw=1.8)
         ax.axvline(best, color=BEST_COLOR, ls="--", lw=1)
-        ax.plot([best], [h[f"val_{key}"][best - 1]], "o", color=VAL_COLOR, ms=6,
-                label=f"best validation accuracy (epoch {best})")
+        ax.plot(
+            [best],
+            [h[f"val_{key}"][best - 1]],
+            "o",
+            color=VAL_COLOR,
+            ms=6,
+            label=f"best validation accuracy (epoch {best})",
+        )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label.split(" (")[0].capitalize())
@@ -98,7 +117,7 @@ def montage(W: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     _style()
     imgs = weight_images(W)
     fig, axes = plt.subplots(1, len(imgs), figsize=(1.3 * len(imgs), 1.9), layout="constrained")
-    for ax, img, name in zip(np.atleast_1d(axes), imgs, class_names):
+    for ax, img, name in zip(np.atleast_1d(axes), imgs, class_names, strict=True):
         ax.imshow(img, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
@@ -121,8 +140,15 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     high = cm.max() * 0.55 if cm.size else 0
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if cm[i, j] > high else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if cm[i, j] > high else "black",
+            )
     side.barh(range(k), acc, color=TRAIN_COLOR)
     side.set_ylim(k - 0.5, -0.5)
     side.set_xlim(0, 1)
@@ -137,18 +163,26 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     return fig
 
 
-def samples(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str],
-            title: str, cols: int = 8) -> Figure:
+def samples(
+    images: np.ndarray,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    cols: int = 8,
+) -> Figure:
     """A grid of images with true and predicted labels; wrong predictions in red with a red frame."""
     _style()
     n = len(images)
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.75 * rows + 0.5), layout="constrained")
     axes = np.atleast_1d(axes).ravel()
-    for ax, img, t, p in zip(axes, images_rgb(images), labels, preds):
+    for ax, img, t, p in zip(axes, images_rgb(images), labels, preds, strict=False):
         ax.imshow(img, interpolation="nearest")
         wrong = t != p
-        ax.set_title(f"{class_names[t]}\n-> {class_names[p]}", fontsize=8, color="#c00000" if wrong else "black")
+        ax.set_title(
+            f"{class_names[t]}\n-> {class_names[p]}", fontsize=8, color="#c00000" if wrong else "black"
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
@@ -179,7 +213,7 @@ def comparison(runs: Sequence[tuple[TrainConfig, History, np.ndarray]], class_na
         ax.set_xlabel("epoch", fontsize=8)
         if r == 0:
             ax.legend(fontsize=8)
-        for c, (img, name) in enumerate(zip(weight_images(W), class_names)):
+        for c, (img, name) in enumerate(zip(weight_images(W), class_names, strict=True)):
             t = fig.add_subplot(grid[r, 1 + c])
             t.imshow(img, interpolation="nearest")
             t.set_axis_off()

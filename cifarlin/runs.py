@@ -28,16 +28,26 @@ from cifarlin import model
 from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
 from cifarlin.config import FIGURE_FORMATS, REFERENCE_TEST_ACCURACY, TrainConfig
 from cifarlin.data import Prepared
-from cifarlin.errors import (CifarlinError, ConfigError, DivergenceError, Interrupted, ModelFileError,
-                             RunExistsError, WriteError, bad_value)
+from cifarlin.errors import (
+    ConfigError,
+    DataError,
+    DivergenceError,
+    Interrupted,
+    ModelFileError,
+    RunError,
+    RunExistsError,
+    WriteError,
+    bad_value,
+)
 from cifarlin.history import TrainState
 from cifarlin.train import fit, init_state, one_blas_thread
 
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
 RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
 #: Figures a run folder may hold (written by ``train`` and ``visualize``), removed by overwrite.
-FIGURE_PATTERNS = tuple(f"{stem}.{fmt}" for stem in ("curves", "montage", "confusion*", "samples*")
-                        for fmt in FIGURE_FORMATS)
+FIGURE_PATTERNS = tuple(
+    f"{stem}.{fmt}" for stem in ("curves", "montage", "confusion*", "samples*") for fmt in FIGURE_FORMATS
+)
 
 
 def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
@@ -83,7 +93,9 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
         raise bad_value("out", str(out), "exists and is not a folder")
     if resume:
         if not (out / CHECKPOINT).is_file():
-            raise CifarlinError(f"{out / CHECKPOINT}: no checkpoint to resume from; start the run without resuming")
+            raise RunError(
+                f"{out / CHECKPOINT}: no checkpoint to resume from; start the run without resuming"
+            )
         return
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not overwrite:
@@ -119,7 +131,9 @@ class RunFolder:
             probe.close()
         except OSError as e:
             self._release(remove_folder=True)
-            raise WriteError(f"{self.out}: cannot write the run there ({e.strerror or e}); choose another folder") from None
+            raise WriteError(
+                f"{self.out}: cannot write the run there ({e.strerror or e}); choose another folder"
+            ) from None
         if self.overwrite:
             old = [p for name in RUN_FILES if (p := self.out / name).exists()]
             old += [p for pattern in FIGURE_PATTERNS for p in self.out.glob(pattern)]
@@ -155,8 +169,10 @@ class RunFolder:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise RunExistsError(f"{self.out}: another cifarlin is training into this folder; wait for it, "
-                                 "or choose another folder") from None
+            raise RunExistsError(
+                f"{self.out}: another cifarlin is training into this folder; wait for it, "
+                "or choose another folder"
+            ) from None
         self._lock_fd = fd
 
     def _release(self, remove_folder: bool) -> None:
@@ -183,8 +199,12 @@ def resume_point(out: Path, requested: dict[str, Any]) -> tuple[TrainConfig, Sna
             continue
         have = getattr(cfg, name)
         if (tuple(value) if isinstance(have, tuple) else value) != have:
-            raise bad_value(name, value, f"the run in {out} uses {have!r}; a resumed run keeps its settings "
-                                         "(start over with --overwrite)")
+            raise bad_value(
+                name,
+                value,
+                f"the run in {out} uses {have!r}; a resumed run keeps its settings "
+                "(start over with --overwrite)",
+            )
     epochs = requested.get("epochs")
     if epochs is not None:
         if epochs < snap.state.epoch:
@@ -222,9 +242,15 @@ class Outcome:
             "best_val_accuracy": h.best_val_acc,
             "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
             "comparable_to_reference": self.config.is_reference,
-            "seconds": {"training": self.loop_seconds, "checkpoints": self.checkpoint_seconds,
-                        "epochs": sum(h.columns["seconds"])},
-            "files": {k: str(self.out / v) for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))},
+            "seconds": {
+                "training": self.loop_seconds,
+                "checkpoints": self.checkpoint_seconds,
+                "epochs": sum(h.columns["seconds"]),
+            },
+            "files": {
+                k: str(self.out / v)
+                for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))
+            },
         }
 
 
@@ -247,7 +273,7 @@ def run(
     """
     info = DataInfo(str(prepared.dataset.folder), prepared.dataset.format, dict(prepared.checksums))
     if start is not None and (changed := start.data.changed(prepared.checksums)):
-        raise CifarlinError(
+        raise DataError(
             f"{prepared.dataset.folder / changed[0]} differs from the file the run in {out} was trained on "
             "(MD5 mismatch): resume with the same data, or start over with --overwrite"
         )

@@ -31,7 +31,7 @@ class _Global:
     """A stand-in for one of the allowed numpy globals: it can be called (building a stub) but
     not given state or attributes, so a pickle cannot modify it for later loads."""
 
-    __slots__ = ("name", "make")
+    __slots__ = ("make", "name")
 
     def __init__(self, name: str, make: Callable[..., object] | None):
         object.__setattr__(self, "name", name)
@@ -174,8 +174,19 @@ def safe_unpickle(stream: BinaryIO, path: Path) -> dict:
         obj = _unstub(_SafeUnpickler(stream, encoding="bytes").load())
     except _Refused as e:
         raise DataError(f"{path}: refused to load: {e} (the file may be hostile)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as e:
         raise DataError(f"{path}: truncated or not a CIFAR-10 pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: holds a {type(obj).__name__}, expected a dict")

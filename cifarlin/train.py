@@ -21,6 +21,7 @@ from cifarlin.data import Prepared
 from cifarlin.errors import DivergenceError, bad_value
 from cifarlin.history import History, TrainState
 
+
 def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:
     """W, b from N(0, init_std^2) drawn from ``np.random.default_rng(cfg.seed)``."""
     rng = np.random.default_rng(cfg.seed)
@@ -35,8 +36,10 @@ def _finite(*values: np.ndarray | float) -> bool:
 def _metrics(W: np.ndarray, b: np.ndarray, data: Prepared, lam: float) -> tuple[model.Metrics, model.Metrics]:
     """Cost, loss and accuracy on the training and the validation set."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # per thread
-        return (model.evaluate(W, b, data.X["train"], data.y["train"], lam),
-                model.evaluate(W, b, data.X["val"], data.y["val"], lam))
+        return (
+            model.evaluate(W, b, data.X["train"], data.y["train"], lam),
+            model.evaluate(W, b, data.X["val"], data.y["val"], lam),
+        )
 
 
 @contextmanager
@@ -124,7 +127,10 @@ def fit(
         if on_epoch is not None:
             on_epoch(last)
 
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"), _metrics_thread() as pool:
+    with (
+        np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"),
+        _metrics_thread() as pool,
+    ):
         try:
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
                 t0 = time.perf_counter()

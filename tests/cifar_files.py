@@ -92,7 +92,9 @@ def write_python_dataset(folder: Path, n: int = 50, n_test: int = 50) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(1, 6):
         images, labels = make_split(n, seed=i)
-        (folder / f"data_batch_{i}").write_bytes(py2_pickle(batch_dict(images, labels, f"training batch {i} of 5")))
+        (folder / f"data_batch_{i}").write_bytes(
+            py2_pickle(batch_dict(images, labels, f"training batch {i} of 5"))
+        )
     images, labels = make_split(n_test, seed=99)
     (folder / "test_batch").write_bytes(py2_pickle(batch_dict(images, labels, "testing batch 1 of 1")))
     meta = {b"num_cases_per_batch": n, b"label_names": [s.encode() for s in NAMES], b"num_vis": 3072}

@@ -21,8 +21,11 @@ def isolated_env(tmp_path, monkeypatch):
     from cifarlin import download
 
     monkeypatch.setattr(download, "BACKOFF", 0.01)
-    monkeypatch.setattr(download, "OFFICIAL_URL", {"python": "http://127.0.0.1:9/none.tar.gz",
-                                                   "binary": "http://127.0.0.1:9/none.tar.gz"})
+    monkeypatch.setattr(
+        download,
+        "OFFICIAL_URL",
+        {"python": "http://127.0.0.1:9/none.tar.gz", "binary": "http://127.0.0.1:9/none.tar.gz"},
+    )
 
 
 @pytest.fixture(scope="session")

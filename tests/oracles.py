@@ -10,7 +10,7 @@ from cifarlin import model
 def cost_naive(W, b, X, y, lam):
     """J sample by sample, without any shifting tricks; works for complex W and b too."""
     total = 0.0
-    for x, label in zip(X, y):
+    for x, label in zip(X, y, strict=True):
         s = W @ x + b  # (K,)
         e = np.exp(s)
         total += -np.log(e[label] / e.sum())
@@ -21,7 +21,7 @@ def gradients_naive(W, b, X, y, lam):
     """dJ/dW, dJ/db accumulated sample by sample from p - onehot(y)."""
     dW = np.zeros_like(W, dtype=np.float64)
     db = np.zeros_like(b, dtype=np.float64)
-    for x, label in zip(X, y):
+    for x, label in zip(X, y, strict=True):
         s = W @ x + b
         p = np.exp(s - s.max())
         p /= p.sum()

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from typer.main import get_command
 
 from cifarlin import __version__
 from cifarlin.cli import app
-from typer.main import get_command
 
 COMMANDS = sorted(get_command(app).commands)
 
@@ -62,16 +62,23 @@ def test_unexpected_errors_are_short_unless_debugging(runner, monkeypatch):
 
 
 def run_module(*args, **env):
-    return subprocess.run([sys.executable, "-m", "cifarlin", *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cifarlin", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
 
 
+@pytest.mark.slow
 def test_python_m_and_no_escape_codes_in_pipes():
     r = run_module("gradcheck", "--random", "--dims", "20", "--json")
     assert r.returncode == 0 and r.stdout.count("\n") == 1 and r.stdout.startswith("{")
     assert "\x1b" not in r.stderr and "PASS" in r.stderr
 
 
+@pytest.mark.slow
 def test_no_color_on_a_terminal_gives_plain_text():
     """Under a pseudo-terminal, NO_COLOR still gives text without escape codes."""
     pty = pytest.importorskip("pty")
@@ -81,7 +88,9 @@ def test_no_color_on_a_terminal_gives_plain_text():
         pid, fd = pty.fork()
         if pid == 0:  # child
             os.environ.update(env)
-            os.execv(sys.executable, [sys.executable, "-m", "cifarlin", "gradcheck", "--random", "--dims", "20"])
+            os.execv(
+                sys.executable, [sys.executable, "-m", "cifarlin", "gradcheck", "--random", "--dims", "20"]
+            )
         out = b""
         while True:
             r, _, _ = select.select([fd], [], [], 30)
@@ -102,6 +111,7 @@ def test_no_color_on_a_terminal_gives_plain_text():
     assert "PASS" in plain and "\x1b" not in plain
 
 
+@pytest.mark.slow
 def test_help_is_fast_enough_to_skip_heavy_imports():
     code = "import sys, cifarlin.cli; print(sorted(m for m in ('h5py', 'matplotlib') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -139,18 +149,52 @@ def test_environment_values_are_named_in_errors(runner, tmp_path, monkeypatch):
 
 
 def test_narrow_terminals_do_not_cut_numbers(runner, tiny_py, tmp_path):
-    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", str(tmp_path / "r"), "--batch-size", "10",
-                            "--epochs", "1", "--quiet", "--no-plots"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data-dir",
+            str(tiny_py),
+            "--out",
+            str(tmp_path / "r"),
+            "--batch-size",
+            "10",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--no-plots",
+        ],
+    )
     assert r.exit_code == 0
-    r = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py)], env={"COLUMNS": "40"})
+    r = runner.invoke(
+        app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py)], env={"COLUMNS": "40"}
+    )
     assert r.exit_code == 0 and "…" not in r.stderr
 
 
 def test_evaluate_falls_back_to_the_checkpoint(runner, tiny_py, tmp_path):
     out = tmp_path / "r"
-    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", str(out), "--batch-size", "10",
-                            "--epochs", "1", "--quiet", "--no-plots"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data-dir",
+            str(tiny_py),
+            "--out",
+            str(out),
+            "--batch-size",
+            "10",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--no-plots",
+        ],
+    )
     assert r.exit_code == 0
     (out / "model.h5").unlink()
     r = runner.invoke(app, ["evaluate", str(out), "--data-dir", str(tiny_py), "--json"])
-    assert r.exit_code == 0 and "checkpoint.h5" in r.stderr and json.loads(r.stdout)["model"].endswith("checkpoint.h5")
+    assert (
+        r.exit_code == 0
+        and "checkpoint.h5" in r.stderr
+        and json.loads(r.stdout)["model"].endswith("checkpoint.h5")
+    )

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_committed_scripts_are_fresh(shell, name):
     committed = (REPO / "completions" / name).read_text()
     assert committed == completion.script(shell, group()), (
-        f"completions/{name} is stale: run `python -m cifarlin.completion completions`")
+        f"completions/{name} is stale: run `python -m cifarlin.completion completions`"
+    )
 
 
 def test_completion_command_prints_the_script(runner):
@@ -36,31 +37,38 @@ def test_scripts_know_every_command_and_option():
                 assert n in bash, (c.name, n)
 
 
-BASH_DRIVER = r'''
+BASH_DRIVER = r"""
 source "$1"
 shift
 COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMPREPLY=()
 _cifarlin
 printf '%s\n' "${COMPREPLY[@]}"
-'''
+"""
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
-@pytest.mark.parametrize("words, expected", [
-    (["cifarlin", ""], {"download", "gradcheck", "train", "evaluate", "visualize", "completion"}),
-    (["cifarlin", "tr"], {"train"}),
-    (["cifarlin", "train", "--setting", ""], {"1", "2", "3", "4", "all"}),
-    (["cifarlin", "gradcheck", "--method", ""], {"centred", "complex"}),
-    (["cifarlin", "visualize", "--what", "c"], {"curves", "confusion"}),
-    (["cifarlin", "visualize", "--format", ""], {"png", "pdf", "svg"}),
-    (["cifarlin", "evaluate", "--split", ""], {"test", "val", "train"}),
-    (["cifarlin", "train", "--no-"], {"--no-shuffle", "--no-plots", "--no-download"}),
-])
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        (["cifarlin", ""], {"download", "gradcheck", "train", "evaluate", "visualize", "completion"}),
+        (["cifarlin", "tr"], {"train"}),
+        (["cifarlin", "train", "--setting", ""], {"1", "2", "3", "4", "all"}),
+        (["cifarlin", "gradcheck", "--method", ""], {"centred", "complex"}),
+        (["cifarlin", "visualize", "--what", "c"], {"curves", "confusion"}),
+        (["cifarlin", "visualize", "--format", ""], {"png", "pdf", "svg"}),
+        (["cifarlin", "evaluate", "--split", ""], {"test", "val", "train"}),
+        (["cifarlin", "train", "--no-"], {"--no-shuffle", "--no-plots", "--no-download"}),
+    ],
+)
 def test_bash_completes(tmp_path, words, expected):
     driver = tmp_path / "drive.sh"
     driver.write_text(BASH_DRIVER)
-    out = subprocess.run(["bash", str(driver), str(REPO / "completions" / "cifarlin.bash"), *words],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["bash", str(driver), str(REPO / "completions" / "cifarlin.bash"), *words],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert set(out.stdout.split()) == expected
 
@@ -73,8 +81,13 @@ def test_bash_completes_paths(tmp_path):
     driver.write_text(BASH_DRIVER)
 
     def complete(*words):
-        out = subprocess.run(["bash", str(driver), str(REPO / "completions" / "cifarlin.bash"), *words],
-                             capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        out = subprocess.run(
+            ["bash", str(driver), str(REPO / "completions" / "cifarlin.bash"), *words],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
         return set(out.stdout.split())
 
     assert complete("cifarlin", "evaluate", "") >= {"runs", "model.h5"}
@@ -84,12 +97,18 @@ def test_bash_completes_paths(tmp_path):
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
 def test_fish_completes():
     script = REPO / "completions" / "cifarlin.fish"
-    out = subprocess.run(["fish", "-c", f"source {script}; complete -C 'cifarlin train --setting '"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["fish", "-c", f"source {script}; complete -C 'cifarlin train --setting '"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert {line.split("\t")[0] for line in out.stdout.splitlines()} == {"1", "2", "3", "4", "all"}
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
 def test_zsh_script_parses():
-    out = subprocess.run(["zsh", "-n", str(REPO / "completions" / "_cifarlin")], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["zsh", "-n", str(REPO / "completions" / "_cifarlin")], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stderr

@@ -79,7 +79,14 @@ def write(tmp_path, content: bytes, name="data_batch_1"):
 
 def test_hostile_pickle_is_refused_and_not_run(tmp_path):
     marker = tmp_path / "pwned"
-    evil = b"\x80\x02" + global_op("os", "system") + b"U" + bytes([len(f"touch {marker}")]) + f"touch {marker}".encode() + b"\x85R."
+    evil = (
+        b"\x80\x02"
+        + global_op("os", "system")
+        + b"U"
+        + bytes([len(f"touch {marker}")])
+        + f"touch {marker}".encode()
+        + b"\x85R."
+    )
     path = write(tmp_path, evil)
     with pytest.raises(DataError, match="os.system") as e:
         data.read_batch(path, "python")
@@ -92,12 +99,15 @@ class Evil:
         return (print, ("side effect",))
 
 
-@pytest.mark.parametrize("payload", [
-    pickle.dumps({b"data": Evil()}, protocol=2),
-    pickle.dumps({b"data": Evil()}, protocol=5),
-    b"\x80\x02" + global_op("builtins", "eval") + b"U\x041+1\x85R.",
-    b"\x80\x02" + global_op("numpy", "load") + b"U\x01x\x85R.",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pickle.dumps({b"data": Evil()}, protocol=2),
+        pickle.dumps({b"data": Evil()}, protocol=5),
+        b"\x80\x02" + global_op("builtins", "eval") + b"U\x041+1\x85R.",
+        b"\x80\x02" + global_op("numpy", "load") + b"U\x01x\x85R.",
+    ],
+)
 def test_any_other_global_is_refused(tmp_path, payload, capsys):
     with pytest.raises(DataError, match="refused"):
         data.read_batch(write(tmp_path, payload), "python")
@@ -106,16 +116,21 @@ def test_any_other_global_is_refused(tmp_path, payload, capsys):
 
 def test_object_dtype_is_refused(tmp_path):
     arr = b"\x80\x02" + global_op("numpy.core.multiarray", "_reconstruct") + global_op("numpy", "ndarray")
-    arr += b"K\x00\x85U\x01b\x87R" + b"(K\x01K\x01\x85" + global_op("numpy", "dtype") + b"U\x02O8\x89\x88\x87R"
+    arr += (
+        b"K\x00\x85U\x01b\x87R" + b"(K\x01K\x01\x85" + global_op("numpy", "dtype") + b"U\x02O8\x89\x88\x87R"
+    )
     with pytest.raises(DataError, match="refused"):
         data.read_batch(write(tmp_path, arr + b"}."), "python")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda raw: raw[: len(raw) // 2], "truncated"),
-    (lambda raw: b"", "empty"),
-    (lambda raw: b"not a pickle at all", "truncated or not a CIFAR-10 pickle"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda raw: raw[: len(raw) // 2], "truncated"),
+        (lambda raw: b"", "empty"),
+        (lambda raw: b"not a pickle at all", "truncated or not a CIFAR-10 pickle"),
+    ],
+)
 def test_broken_python_files(tmp_path, tiny_py, mutate, message):
     path = write(tmp_path, mutate((tiny_py / "data_batch_1").read_bytes()))
     with pytest.raises(DataError, match=message) as e:
@@ -123,22 +138,30 @@ def test_broken_python_files(tmp_path, tiny_py, mutate, message):
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(images=np.zeros((5, 3071), np.uint8)), r"shape \(5, 3071\)"),
-    (dict(images=np.zeros((5, 3072), np.float64)), "float64, expected uint8"),
-    (dict(labels=[0, 1, 11, 2, 3]), "label 11 at index 2"),
-    (dict(labels=[0, 1, 2]), "3 labels for 5 images"),
-    (dict(images=np.zeros((0, 3072), np.uint8), labels=[]), "N > 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(images=np.zeros((5, 3071), np.uint8)), r"shape \(5, 3071\)"),
+        (dict(images=np.zeros((5, 3072), np.float64)), "float64, expected uint8"),
+        (dict(labels=[0, 1, 11, 2, 3]), "label 11 at index 2"),
+        (dict(labels=[0, 1, 2]), "3 labels for 5 images"),
+        (dict(images=np.zeros((0, 3072), np.uint8), labels=[]), "N > 0"),
+    ],
+)
 def test_invalid_batches(tmp_path, change, message):
     images, labels = np.zeros((5, 3072), np.uint8), [0, 1, 2, 3, 4]
     images, labels = change.get("images", images), change.get("labels", labels)
     d = {b"data": images, b"labels": labels}
     if images.dtype != np.uint8:
         d = {b"data": images.astype(np.uint8), b"labels": labels}
-        raw = py2_pickle(d).replace(b"U\x02u1", b"U\x02f8").replace(
-            b"T" + (images.size).to_bytes(4, "little"), b"T" + (images.size * 8).to_bytes(4, "little")
-        ).replace(bytes(images.size), bytes(images.size * 8))
+        raw = (
+            py2_pickle(d)
+            .replace(b"U\x02u1", b"U\x02f8")
+            .replace(
+                b"T" + (images.size).to_bytes(4, "little"), b"T" + (images.size * 8).to_bytes(4, "little")
+            )
+            .replace(bytes(images.size), bytes(images.size * 8))
+        )
     else:
         raw = py2_pickle(d)
     with pytest.raises(DataError, match=message):
@@ -155,8 +178,11 @@ def test_missing_keys(tmp_path):
 def test_binary_file_checks(tmp_path):
     ok = bytes([3]) + bytes(3072)
     assert data.read_batch(write(tmp_path, ok * 2, "b.bin"), "binary").labels.tolist() == [3, 3]
-    for raw, message in ((ok[:-1], "3072 bytes is not a whole number"), (b"", "0 bytes"),
-                         (bytes([11]) + bytes(3072), "label 11")):
+    for raw, message in (
+        (ok[:-1], "3072 bytes is not a whole number"),
+        (b"", "0 bytes"),
+        (bytes([11]) + bytes(3072), "label 11"),
+    ):
         with pytest.raises(DataError, match=message):
             data.read_batch(write(tmp_path, raw, "b.bin"), "binary")
 
@@ -189,7 +215,11 @@ def test_prepare_default_split(tiny_py):
     p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     raw1 = data.read_batch(tiny_py / "data_batch_1", "python")
     raw2 = data.read_batch(tiny_py / "data_batch_2", "python")
-    assert {k: v.shape for k, v in p.X.items()} == {"train": (50, 3072), "val": (50, 3072), "test": (50, 3072)}
+    assert {k: v.shape for k, v in p.X.items()} == {
+        "train": (50, 3072),
+        "val": (50, 3072),
+        "test": (50, 3072),
+    }
     assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in p.X.values())
     assert np.array_equal(p.y["val"], raw2.labels)
     x = raw1.images.astype(np.float64) / 255
@@ -261,7 +291,9 @@ def test_a_pickle_cannot_modify_the_allowed_globals(tmp_path):
     attack = b"\x80\x02" + global_op("numpy", "dtype") + b"N}U\x08__call__K\x01s\x86b."
     with pytest.raises(DataError, match="refused"):
         data.read_batch(write(tmp_path, attack), "python")
-    assert data.read_batch(write(tmp_path, py2_pickle(batch_dict(*make_split(3, 1), "x"))), "python").images.shape == (3, 3072)
+    assert data.read_batch(
+        write(tmp_path, py2_pickle(batch_dict(*make_split(3, 1), "x"))), "python"
+    ).images.shape == (3, 3072)
 
 
 @pytest.mark.parametrize("labels", [[[1], [1, 2]], [1, "2"], [1, 2.0], [True, False], [2**70, 1]])

@@ -56,7 +56,9 @@ class Server:
                 payload = server.body[start:]
                 self.send_response(206 if start else 200)
                 if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(server.body) - 1}/{len(server.body)}")
+                    self.send_header(
+                        "Content-Range", f"bytes {start}-{len(server.body) - 1}/{len(server.body)}"
+                    )
                     payload += server.extra  # a resumed response longer than its Content-Range says
                 self.send_header("Content-Length", str(len(payload)))
                 self.send_header("ETag", server.etag)
@@ -72,7 +74,9 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     def close(self):
@@ -123,7 +127,7 @@ def test_download_verify_extract_load_then_nothing_twice(runner, serve, archive,
 def test_force_downloads_again(runner, serve, archive, tmp_path):
     s = serve(archive)
     run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path)
-    r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--force", "--json")
+    _, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--force", "--json")
     assert out["status"] == "downloaded" and len(s.ranges) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
 
@@ -199,14 +203,27 @@ def test_from_file_right_and_wrong(runner, archive, tmp_path):
     assert good.exists()  # the user's own archive is kept
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"not an archive")
-    r, _ = run(runner, "--from-file", bad, "--md5", md5(b"not an archive"), "--data-dir", tmp_path / "d2", "--force")
+    r, _ = run(
+        runner, "--from-file", bad, "--md5", md5(b"not an archive"), "--data-dir", tmp_path / "d2", "--force"
+    )
     assert r.exit_code == 1 and "not a readable .tar.gz archive" in r.stderr
 
 
 def test_binary_format(runner, serve, tmp_path):
     body = dataset_archive(tmp_path / "src", "binary")
     s = serve(body, "cifar-10-binary.tar.gz")
-    r, out = run(runner, "--format", "binary", "--url", s.url, "--md5", md5(body), "--data-dir", tmp_path / "d", "--json")
+    r, out = run(
+        runner,
+        "--format",
+        "binary",
+        "--url",
+        s.url,
+        "--md5",
+        md5(body),
+        "--data-dir",
+        tmp_path / "d",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     assert out["path"] == str(tmp_path / "d" / "cifar-10-batches-bin") and out["official_files"] is None
 
@@ -214,7 +231,7 @@ def test_binary_format(runner, serve, tmp_path):
 def test_env_data_dir_is_used(runner, serve, archive, tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARLIN_DATA_DIR", str(tmp_path / "env"))
     s = serve(archive)
-    r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--json")
+    _, out = run(runner, "--url", s.url, "--md5", md5(archive), "--json")
     assert out["path"] == str(tmp_path / "env" / "cifar-10-batches-py")
 
 
@@ -229,9 +246,16 @@ def hostile(kind: str) -> bytes:
         ok = tarfile.TarInfo("cifar-10-batches-py/readme")
         ok.size = 2
         tar.addfile(ok, io.BytesIO(b"hi"))
-        info = tarfile.TarInfo({"dotdot": "cifar-10-batches-py/../../evil", "absolute": "/tmp/cifarlin-evil",
-                                "symlink": "cifar-10-batches-py/link", "hardlink": "cifar-10-batches-py/hard",
-                                "device": "cifar-10-batches-py/dev", "outside": "evil-top-level"}[kind])
+        info = tarfile.TarInfo(
+            {
+                "dotdot": "cifar-10-batches-py/../../evil",
+                "absolute": "/tmp/cifarlin-evil",
+                "symlink": "cifar-10-batches-py/link",
+                "hardlink": "cifar-10-batches-py/hard",
+                "device": "cifar-10-batches-py/dev",
+                "outside": "evil-top-level",
+            }[kind]
+        )
         data_bytes = b""
         if kind == "symlink":
             info.type, info.linkname = tarfile.SYMTYPE, "../../../etc/passwd"
@@ -264,7 +288,9 @@ def test_archive_with_broken_files_is_refused(tmp_path):
     body = tar_gz({"cifar-10-batches-py/data_batch_1": b"garbage"})
     src = tmp_path / "a.tar.gz"
     src.write_bytes(body)
-    with pytest.raises(DownloadError, match=r"does not hold a valid CIFAR-10 dataset \(cifar-10-batches-py/data_batch_1: "):
+    with pytest.raises(
+        DownloadError, match=r"does not hold a valid CIFAR-10 dataset \(cifar-10-batches-py/data_batch_1: "
+    ):
         download.install(tmp_path / "d", DownloadConfig(md5=md5(body)), from_file=src)
     assert not (tmp_path / "d").exists()
 
@@ -371,7 +397,9 @@ def test_more_bytes_than_announced_are_not_accepted(serve, archive, tmp_path):
     s = serve(archive)
     s.drop_after = 5000
     s.extra = b"junk" * 1000
-    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))  # the overlong resume is discarded
+    download.install(
+        tmp_path, DownloadConfig(url=s.url, md5=md5(archive))
+    )  # the overlong resume is discarded
     assert s.ranges == [None, "bytes=5000-", None]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
 
@@ -380,7 +408,8 @@ def test_a_complete_part_is_not_fetched_again(serve, archive, tmp_path):
     s = serve(archive)
     (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(archive)
     (tmp_path / "cifar-10-python.tar.gz.part.json").write_text(
-        json.dumps({"url": s.url, "etag": s.etag, "last_modified": None, "total": len(archive)}))
+        json.dumps({"url": s.url, "etag": s.etag, "last_modified": None, "total": len(archive)})
+    )
     download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges == [f"bytes={len(archive)}-"]  # answered 416 */N: nothing more to fetch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
@@ -429,7 +458,9 @@ def test_failed_swap_keeps_the_old_dataset(serve, archive, tmp_path, monkeypatch
         download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), force=True, from_file=None)
     monkeypatch.setattr(download.os, "replace", real)
     assert marker.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tar.gz")) == ["cifar-10-batches-py"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tar.gz")) == [
+        "cifar-10-batches-py"
+    ]
 
 
 @pytest.mark.parametrize("url", ["notaurl", "http://[::1", "gopher://x/y", "http:///nohost"])

@@ -13,10 +13,9 @@ from cifarlin.errors import WriteError
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     target = tmp_path / "x.txt"
     files.write_text(target, "old")
-    with pytest.raises(RuntimeError):
-        with files.atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), files.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]  # no temporary file left
     files.write_text(target, "new")
@@ -24,10 +23,14 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
 
 
 def test_write_failures_are_one_line_naming_the_file(tmp_path):
-    hdf5_style = OSError("Can't close file (file write failed: time = now ,\n filename = 'x', errno = 28, "
-                         "error message = 'No space left on device', buf = 0x1)")
+    hdf5_style = OSError(
+        "Can't close file (file write failed: time = now ,\n filename = 'x', errno = 28, "
+        "error message = 'No space left on device', buf = 0x1)"
+    )
     err = files._write_error(Path("/data/model.h5"), hdf5_style)
-    assert str(err) == "/data/model.h5: cannot be written (No space left on device); any earlier version of it is unchanged"
-    with pytest.raises(WriteError, match="cannot be written"):
-        with files.atomic_path(tmp_path / "missing-folder" / "x"):
-            pass
+    expected = (
+        "/data/model.h5: cannot be written (No space left on device); any earlier version of it is unchanged"
+    )
+    assert str(err) == expected
+    with pytest.raises(WriteError, match="cannot be written"), files.atomic_path(tmp_path / "missing" / "x"):
+        pass

@@ -57,7 +57,9 @@ def test_cost_at_zero_is_log_k():
 def test_cost_and_penalty_match_the_naive_loop(lam):
     W, b, X, y = problem(3, std=0.3)
     assert model.cost(W, b, X, y, lam) == pytest.approx(cost_naive(W, b, X, y, lam), rel=1e-13)
-    assert model.cost(W, b, X, y, lam) - model.loss(W, b, X, y) == pytest.approx(lam * np.sum(W**2), rel=1e-13)
+    assert model.cost(W, b, X, y, lam) - model.loss(W, b, X, y) == pytest.approx(
+        lam * np.sum(W**2), rel=1e-13
+    )
 
 
 def test_accuracy_and_metrics_agree():

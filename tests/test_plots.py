@@ -10,6 +10,8 @@ import pytest
 
 from cifarlin.cli import app
 
+pytestmark = pytest.mark.slow  # every test here draws figures
+
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib import image as mpimg  # noqa: E402
 
@@ -21,7 +23,9 @@ def run_dir(tmp_path_factory, tiny_py):
     from typer.testing import CliRunner
 
     out = tmp_path_factory.mktemp("viz") / "run"
-    r = CliRunner().invoke(app, ["train", "--setting", "4", "--out", str(out), "--data-dir", str(tiny_py), *TINY, "--quiet"])
+    r = CliRunner().invoke(
+        app, ["train", "--setting", "4", "--out", str(out), "--data-dir", str(tiny_py), *TINY, "--quiet"]
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -39,13 +43,36 @@ def test_train_writes_curves_and_montage(run_dir):
 
 
 def test_visualize_all_kinds(runner, run_dir, tiny_py, tmp_path):
-    r = runner.invoke(app, ["visualize", str(run_dir), "--out", str(tmp_path), "--data-dir", str(tiny_py), "--json",
-                            "--dpi", "100", "--n", "10"])
+    r = runner.invoke(
+        app,
+        [
+            "visualize",
+            str(run_dir),
+            "--out",
+            str(tmp_path),
+            "--data-dir",
+            str(tiny_py),
+            "--json",
+            "--dpi",
+            "100",
+            "--n",
+            "10",
+        ],
+    )
     assert r.exit_code == 0, r.output
     files = json.loads(r.stdout)["files"]
-    assert [p.split("/")[-1] for p in files] == ["curves.png", "montage.png", "confusion-test.png", "samples-test.png"]
-    sizes = {"curves.png": (400, 1300), "montage.png": (190, 1300), "confusion-test.png": (700, 950),
-             "samples-test.png": (400, 1160)}
+    assert [p.split("/")[-1] for p in files] == [
+        "curves.png",
+        "montage.png",
+        "confusion-test.png",
+        "samples-test.png",
+    ]
+    sizes = {
+        "curves.png": (400, 1300),
+        "montage.png": (190, 1300),
+        "confusion-test.png": (700, 950),
+        "samples-test.png": (400, 1160),
+    }
     for path in files:
         name = path.split("/")[-1]
         img = mpimg.imread(path)
@@ -56,7 +83,9 @@ def test_visualize_all_kinds(runner, run_dir, tiny_py, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["pdf", "svg"])
 def test_vector_formats(runner, run_dir, tmp_path, fmt):
-    r = runner.invoke(app, ["visualize", str(run_dir), "--what", "curves", "--format", fmt, "--out", str(tmp_path)])
+    r = runner.invoke(
+        app, ["visualize", str(run_dir), "--what", "curves", "--format", fmt, "--out", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
     path = tmp_path / f"curves.{fmt}"
     raw = path.read_bytes()
@@ -68,8 +97,21 @@ def test_vector_formats(runner, run_dir, tmp_path, fmt):
 
 
 def test_model_file_alone(runner, run_dir, tmp_path, tiny_py):
-    r = runner.invoke(app, ["visualize", str(run_dir / "model.h5"), "--what", "confusion", "--split", "val",
-                            "--out", str(tmp_path), "--data-dir", str(tiny_py)])
+    r = runner.invoke(
+        app,
+        [
+            "visualize",
+            str(run_dir / "model.h5"),
+            "--what",
+            "confusion",
+            "--split",
+            "val",
+            "--out",
+            str(tmp_path),
+            "--data-dir",
+            str(tiny_py),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "confusion-val.png").is_file()
 
@@ -88,11 +130,11 @@ def test_montage_channel_layout():
     fig = plots.montage(W, [f"c{i}" for i in range(10)], "test")
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
-    h, w, _ = rgb.shape
+    w = rgb.shape[1]
     first = rgb[:, : w // 10]
     red = (first[..., 0] > 230) & (first[..., 1] < 25) & (first[..., 2] < 25)
     assert red.sum() > 0.3 * first.shape[0] * first.shape[1] * 0.5  # the first tile is red
-    rest = rgb[:, w // 10:]
+    rest = rgb[:, w // 10 :]
     assert ((rest[..., 0] > 230) & (rest[..., 1] < 25) & (rest[..., 2] < 25)).sum() == 0
     matplotlib.pyplot.close(fig)
 
@@ -117,8 +159,23 @@ def test_bad_inputs(runner, tmp_path, run_dir):
 
 
 def test_setting_all_comparison_figure(runner, tiny_py, tmp_path):
-    r = runner.invoke(app, ["train", "--setting", "all", "--out", str(tmp_path), "--data-dir", str(tiny_py),
-                            "--batch-size", "10", "--epochs", "2", "--quiet"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--setting",
+            "all",
+            "--out",
+            str(tmp_path),
+            "--data-dir",
+            str(tiny_py),
+            "--batch-size",
+            "10",
+            "--epochs",
+            "2",
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     img = mpimg.imread(tmp_path / "settings.png")
     assert img.shape[:2] == (1380, 2400) and colours(tmp_path / "settings.png") > 100
@@ -130,7 +187,11 @@ def test_a_model_file_alone_draws_what_it_can(runner, run_dir, tmp_path, tiny_py
     (alone / "m.h5").write_bytes((run_dir / "model.h5").read_bytes())
     r = runner.invoke(app, ["visualize", str(alone / "m.h5"), "--data-dir", str(tiny_py), "--json"])
     assert r.exit_code == 0, r.output
-    assert [p.split("/")[-1] for p in json.loads(r.stdout)["files"]] == ["montage.png", "confusion-test.png", "samples-test.png"]
+    assert [p.split("/")[-1] for p in json.loads(r.stdout)["files"]] == [
+        "montage.png",
+        "confusion-test.png",
+        "samples-test.png",
+    ]
     assert "no curves" in r.stderr
 
 
@@ -142,6 +203,18 @@ def test_visualize_out_must_be_a_folder(runner, run_dir, tmp_path):
 
 
 def test_a_failed_visualize_leaves_no_folder(runner, run_dir, tmp_path):
-    r = runner.invoke(app, ["visualize", str(run_dir), "--what", "confusion", "--out", str(tmp_path / "new"),
-                            "--data-dir", str(tmp_path / "nodata"), "--no-download"])
+    r = runner.invoke(
+        app,
+        [
+            "visualize",
+            str(run_dir),
+            "--what",
+            "confusion",
+            "--out",
+            str(tmp_path / "new"),
+            "--data-dir",
+            str(tmp_path / "nodata"),
+            "--no-download",
+        ],
+    )
     assert r.exit_code == 1 and not (tmp_path / "new").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import pytest
 from cifarlin import checkpoint, config, data, history, model, runs, train
 from cifarlin.cli import app
 from cifarlin.config import SETTINGS, TrainConfig
-from cifarlin.errors import ConfigError, DivergenceError, ModelFileError
+from cifarlin.errors import ConfigError, DataError, DivergenceError, ModelFileError
 
 TINY = ["--batch-size", "10", "--no-plots"]
 
@@ -33,10 +34,20 @@ def cfg(**kw):
 
 def test_settings_are_the_reference_ones():
     assert {s: (TrainConfig.for_setting(s).lam, TrainConfig.for_setting(s).eta) for s in SETTINGS} == {
-        1: (0.0, 0.1), 2: (0.0, 0.001), 3: (0.1, 0.001), 4: (1.0, 0.001)}
+        1: (0.0, 0.1),
+        2: (0.0, 0.001),
+        3: (0.1, 0.001),
+        4: (1.0, 0.001),
+    }
     for s in SETTINGS:
         c = TrainConfig.for_setting(s)
-        assert (c.epochs, c.batch_size, c.shuffle, c.init_std, c.train_batches) == (40, 100, False, 0.01, (1,))
+        assert (c.epochs, c.batch_size, c.shuffle, c.init_std, c.train_batches) == (
+            40,
+            100,
+            False,
+            0.01,
+            (1,),
+        )
 
 
 def test_a_few_epochs_lower_the_cost(prepared):
@@ -46,7 +57,7 @@ def test_a_few_epochs_lower_the_cost(prepared):
     st0 = train.init_state(c)
     start = model.evaluate(st0.W, st0.b, prepared.X["train"], prepared.y["train"], 0.0).cost
     assert len(costs) == 5 and st.epoch == 5
-    assert costs[0] < start and all(b < a for a, b in zip(costs, costs[1:]))
+    assert costs[0] < start and all(b < a for a, b in itertools.pairwise(costs))
     assert st.history.columns["train_acc"][-1] > 0.5
 
 
@@ -56,7 +67,7 @@ def test_update_rule_is_plain_minibatch_gradient_descent(prepared):
     W, b = st0.W.copy(), st0.b.copy()
     X, y = prepared.X["train"], prepared.y["train"]
     for s in range(0, len(y), 10):
-        dW, db = model.gradients(W, b, X[s:s + 10], y[s:s + 10], 0.3)
+        dW, db = model.gradients(W, b, X[s : s + 10], y[s : s + 10], 0.3)
         W -= c.eta * dW
         b -= c.eta * db
     st = train.fit(c, prepared, st0)
@@ -84,10 +95,17 @@ def test_divergence_raises_with_the_epoch(prepared):
     assert e.value.epoch == 1
 
 
-@pytest.mark.parametrize("kw, value", [
-    (dict(eta=0), "eta=0: "), (dict(eta=-1.0), "eta=-1.0: "), (dict(batch_size=0), "batch_size=0: "),
-    (dict(lam=-0.1), "lam=-0.1: "), (dict(epochs=0), "epochs=0: "), (dict(eta=float("nan")), "eta=nan: "),
-])
+@pytest.mark.parametrize(
+    "kw, value",
+    [
+        (dict(eta=0), "eta=0: "),
+        (dict(eta=-1.0), "eta=-1.0: "),
+        (dict(batch_size=0), "batch_size=0: "),
+        (dict(lam=-0.1), "lam=-0.1: "),
+        (dict(epochs=0), "epochs=0: "),
+        (dict(eta=float("nan")), "eta=nan: "),
+    ],
+)
 def test_config_validation_names_the_value(kw, value):
     with pytest.raises(ConfigError) as e:
         TrainConfig(**kw)
@@ -132,8 +150,14 @@ def test_files_and_layout(prepared, tmp_path):
 def test_model_round_trip(prepared, tmp_path):
     c = cfg(lam=0.5, shuffle=True, seed=7)
     st = train.fit(c, prepared, train.init_state(c))
-    snap = checkpoint.Snapshot(c, st, prepared.normalizer, prepared.class_names,
-                               checkpoint.DataInfo("x", "python", {"a": "b"}), kind="checkpoint")
+    snap = checkpoint.Snapshot(
+        c,
+        st,
+        prepared.normalizer,
+        prepared.class_names,
+        checkpoint.DataInfo("x", "python", {"a": "b"}),
+        kind="checkpoint",
+    )
     checkpoint.save_snapshot(tmp_path / "c.h5", snap)
     back = checkpoint.load_snapshot(tmp_path / "c.h5")
     assert back.config == c and back.class_names == prepared.class_names
@@ -199,7 +223,21 @@ def test_divergence_keeps_the_last_good_checkpoint(prepared, tmp_path):
 
 
 def test_cli_divergence_exit_1(runner, tiny_py, tmp_path):
-    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", str(tmp_path / "x"), *TINY, "--eta", "1e38", "--epochs", "2"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data-dir",
+            str(tiny_py),
+            "--out",
+            str(tmp_path / "x"),
+            *TINY,
+            "--eta",
+            "1e38",
+            "--epochs",
+            "2",
+        ],
+    )
     assert r.exit_code == 1
     last = r.stderr.strip().splitlines()[-1]
     assert "diverged in epoch 1" in last and "--eta" in last
@@ -208,11 +246,27 @@ def test_cli_divergence_exit_1(runner, tiny_py, tmp_path):
 
 def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
     out = tmp_path / "s2"
-    r = runner.invoke(app, ["train", "--setting", "2", "--epochs", "2", "--json", "--out", str(out),
-                            "--data-dir", str(tiny_py), *TINY])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--setting",
+            "2",
+            "--epochs",
+            "2",
+            "--json",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tiny_py),
+            *TINY,
+        ],
+    )
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
-    assert s["setting"] == 2 and s["epochs"] == 2 and s["config"]["eta"] == 0.001 and s["config"]["lam"] == 0.0
+    assert (
+        s["setting"] == 2 and s["epochs"] == 2 and s["config"]["eta"] == 0.001 and s["config"]["lam"] == 0.0
+    )
     assert s["config"]["batch_size"] == 10 and s["reference_test_accuracy"] == 0.3898
     assert set(s["test"]) == {"cost", "loss", "accuracy"} and 1 <= s["best_epoch"] <= 2
     assert Path(s["files"]["model"]) == out / "model.h5"
@@ -232,7 +286,17 @@ def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
 
 
 def test_cli_refuses_a_folder_with_a_run_then_resume_and_overwrite(runner, tiny_py, tmp_path):
-    args = ["train", "--out", str(tmp_path / "r"), "--data-dir", str(tiny_py), *TINY, "--epochs", "1", "--quiet"]
+    args = [
+        "train",
+        "--out",
+        str(tmp_path / "r"),
+        "--data-dir",
+        str(tiny_py),
+        *TINY,
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     r = runner.invoke(app, args)
     assert r.exit_code == 1 and "already holds a run" in r.stderr and "--resume" in r.stderr
@@ -244,22 +308,36 @@ def test_cli_refuses_a_folder_with_a_run_then_resume_and_overwrite(runner, tiny_
     assert r.exit_code == 2
 
 
-@pytest.mark.parametrize("args, value", [
-    (["--eta", "0"], "--eta 0"), (["--batch-size", "0"], "--batch-size 0"), (["--lam", "-1"], "--lam -1"),
-    (["--setting", "5"], "'5'"), (["--batch-size", "51"], "--batch-size 51"), (["--epochs", "0"], "--epochs 0"),
-    (["--train-batches", "7"], "--train-batches '7'"), (["--train-batches", "1-3"], "--val-size"),
-])
+@pytest.mark.parametrize(
+    "args, value",
+    [
+        (["--eta", "0"], "--eta 0"),
+        (["--batch-size", "0"], "--batch-size 0"),
+        (["--lam", "-1"], "--lam -1"),
+        (["--setting", "5"], "'5'"),
+        (["--batch-size", "51"], "--batch-size 51"),
+        (["--epochs", "0"], "--epochs 0"),
+        (["--train-batches", "7"], "--train-batches '7'"),
+        (["--train-batches", "1-3"], "--val-size"),
+    ],
+)
 def test_cli_bad_values_exit_2(runner, tiny_py, tmp_path, args, value):
-    r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", str(tmp_path / "o"), "--no-plots", *args])
+    r = runner.invoke(
+        app, ["train", "--data-dir", str(tiny_py), "--out", str(tmp_path / "o"), "--no-plots", *args]
+    )
     assert r.exit_code == 2, r.output
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("Error:") and value in line
     assert not (tmp_path / "o").exists()  # nothing written
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "not an HDF5 file"), (b"garbage" * 100, "not an HDF5 file"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not an HDF5 file"),
+        (b"garbage" * 100, "not an HDF5 file"),
+    ],
+)
 def test_foreign_files_give_one_line(runner, tmp_path, content, message, tiny_py):
     path = tmp_path / "m.h5"
     path.write_bytes(content)
@@ -284,8 +362,12 @@ def test_truncated_and_wrong_models(runner, tiny_py, tmp_path, prepared):
     with h5py.File(tmp_path / "shape.h5", "a") as f:
         del f["W"]
         f["W"] = np.zeros((10, 100))
-    expect = {"truncated.h5": "damaged or incomplete|not an HDF5", "foreign.h5": "not a cifarlin model",
-              "shape.h5": r"'W' has shape \(10, 100\)", "missing.h5": "no such file"}
+    expect = {
+        "truncated.h5": "damaged or incomplete|not an HDF5",
+        "foreign.h5": "not a cifarlin model",
+        "shape.h5": r"'W' has shape \(10, 100\)",
+        "missing.h5": "no such file",
+    }
     for name, message in expect.items():
         with pytest.raises(ModelFileError, match=message):
             checkpoint.load_snapshot(tmp_path / name)
@@ -296,18 +378,39 @@ def test_truncated_and_wrong_models(runner, tiny_py, tmp_path, prepared):
 
 
 def test_setting_all_writes_a_summary(runner, tiny_py, tmp_path):
-    r = runner.invoke(app, ["train", "--setting", "all", "--epochs", "1", "--out", str(tmp_path), "--data-dir",
-                            str(tiny_py), *TINY, "--json", "--quiet"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--setting",
+            "all",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--data-dir",
+            str(tiny_py),
+            *TINY,
+            "--json",
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     assert [s["setting"] for s in lines] == [1, 2, 3, 4]
-    assert [(s["config"]["lam"], s["config"]["eta"]) for s in lines] == [(0, 0.1), (0, 0.001), (0.1, 0.001), (1, 0.001)]
+    assert [(s["config"]["lam"], s["config"]["eta"]) for s in lines] == [
+        (0, 0.1),
+        (0, 0.001),
+        (0.1, 0.001),
+        (1, 0.001),
+    ]
     md = (tmp_path / "summary.md").read_text()
     assert md.count("\n| ") == 5 and "0.3898" in md
     assert [s["setting"] for s in json.loads((tmp_path / "summary.json").read_text())] == [1, 2, 3, 4]
     assert all((tmp_path / f"setting-{i}" / "model.h5").is_file() for i in range(1, 5))
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_exits_130(tiny_py, tmp_path):
     """A real SIGINT to a real process: the checkpoint stays, the message says how to resume."""
     out = tmp_path / "run"
@@ -322,18 +425,34 @@ def test_ctrl_c_saves_and_exits_130(tiny_py, tmp_path):
         "from cifarlin.cli import main\n"
         "main()\n"
     )
-    p = subprocess.Popen([sys.executable, "-c", code, "train", "--out", str(out), "--epochs", "100",
-                          "--batch-size", "10", "--no-plots"], env=env, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            "100",
+            "--batch-size",
+            "10",
+            "--no-plots",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
 
     def read():
-        for line in p.stderr:
-            lines.append(line)
+        lines.extend(p.stderr)
 
     reader = threading.Thread(target=read)
     reader.start()
     deadline = 60
     import time as _t
+
     t0 = _t.time()
     while not any("epoch 2/100" in line for line in lines):
         assert _t.time() - t0 < deadline and p.poll() is None, "".join(lines)
@@ -370,6 +489,7 @@ def test_damaged_model_contents_are_refused(prepared, tmp_path):
         def edit(f):
             del f[name]
             f[name] = value
+
         return edit
 
     def huge(f):
@@ -384,7 +504,10 @@ def test_damaged_model_contents_are_refused(prepared, tmp_path):
         "huge.h5": (huge, r"shape \(10, 1000000000\)"),
         "rng.h5": (lambda f: f.attrs.__setitem__("rng_state", '{"bit_generator": "MT19937"}'), "damaged"),
         "names.h5": (lambda f: f.attrs.__setitem__("class_names", "abc"), "damaged"),
-        "two-names.h5": (lambda f: f.attrs.__setitem__("class_names", np.array(["a", "b"], dtype=h5py.string_dtype())), "damaged"),
+        "two-names.h5": (
+            lambda f: f.attrs.__setitem__("class_names", np.array(["a", "b"], dtype=h5py.string_dtype())),
+            "damaged",
+        ),
         "lam.h5": (lambda f: f.attrs.__delitem__("lam"), "no 'lam' attribute"),
         "version.h5": (lambda f: f.attrs.__setitem__("format_version", 99), "format version 99"),
         "epoch.h5": (lambda f: f.attrs.__setitem__("epoch", -3), "epoch -3"),
@@ -400,7 +523,7 @@ def test_resume_refuses_other_data(prepared, tmp_path, tiny_py):
     runs.run(cfg(epochs=1), out, prepared)
     _, snap = runs.resume_point(out, {})
     snap.data.checksums["data_batch_1"] = "0" * 32
-    with pytest.raises(runs.CifarlinError, match="data_batch_1 differs from the file"):
+    with pytest.raises(DataError, match="data_batch_1 differs from the file"):
         runs.run(cfg(epochs=2), out, prepared, start=snap)
 
 
@@ -448,9 +571,8 @@ def test_a_failed_fresh_run_leaves_no_folder(prepared, tmp_path):
 
 def test_one_writer_per_run_folder(prepared, tmp_path):
     out = tmp_path / "run"
-    with runs.RunFolder(out):
-        with pytest.raises(runs.RunExistsError, match="another cifarlin is training"):
-            runs.run(cfg(epochs=1), out, prepared)
+    with runs.RunFolder(out), pytest.raises(runs.RunExistsError, match="another cifarlin is training"):
+        runs.run(cfg(epochs=1), out, prepared)
     runs.run(cfg(epochs=1), out, prepared)  # free again
     assert not (out / runs.RunFolder.LOCK).exists()
 
@@ -490,8 +612,21 @@ def test_default_run_folders_are_unique(tmp_path):
 
 
 def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch):
-    args = ["train", "--setting", "all", "--out", str(tmp_path), "--data-dir", str(tiny_py), "--batch-size", "10",
-            "--epochs", "2", "--no-plots", "--quiet"]
+    args = [
+        "train",
+        "--setting",
+        "all",
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        str(tiny_py),
+        "--batch-size",
+        "10",
+        "--epochs",
+        "2",
+        "--no-plots",
+        "--quiet",
+    ]
     real = runs.fit
 
     def stop_in_setting_3(cfg_, prepared_, state, on_epoch=None, on_batch=None):
@@ -505,7 +640,10 @@ def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "fit", stop_in_setting_3)
     r = runner.invoke(app, args)
     assert r.exit_code == 130
-    assert f"resume with 'cifarlin train --setting all --out {tmp_path} --resume --data-dir {tiny_py}'" in r.stderr
+    assert (
+        f"resume with 'cifarlin train --setting all --out {tmp_path} --resume --data-dir {tiny_py}'"
+        in r.stderr
+    )
     assert not (tmp_path / "setting-4").exists()
     monkeypatch.setattr(runs, "fit", real)
     r = runner.invoke(app, [*args, "--resume", "--json"])

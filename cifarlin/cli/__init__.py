@@ -40,8 +40,14 @@ class CifarlinGroup(TyperGroup):
             ctx.exit(2)
         return super().parse_args(ctx, args)
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         env = Env.read(os.environ)  # the one place the environment is read
         extra.setdefault("obj", env)
         if not standalone_mode:
@@ -124,7 +130,14 @@ def completion(
     sys.stdout.write(script(shell, group()))
 
 
-for command in (download.download, gradcheck.gradcheck, train.train, inspect.evaluate, inspect.visualize, completion):
+for command in (
+    download.download,
+    gradcheck.gradcheck,
+    train.train,
+    inspect.evaluate,
+    inspect.visualize,
+    completion,
+):
     app.command()(command)
 
 

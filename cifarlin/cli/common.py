@@ -36,8 +36,12 @@ class Env:
         else:
             cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
             root = Path(cache).expanduser() / "cifarlin"
-        return cls(root, environ.get("CIFARLIN_URL") or None, environ.get("CIFARLIN_MD5") or None,
-                   bool(environ.get("CIFARLIN_DEBUG")))
+        return cls(
+            root,
+            environ.get("CIFARLIN_URL") or None,
+            environ.get("CIFARLIN_MD5") or None,
+            bool(environ.get("CIFARLIN_DEBUG")),
+        )
 
     def data_root(self, data_dir: Path | None) -> Path:
         """``--data-dir`` when given, else the default data folder."""
@@ -52,8 +56,9 @@ class Env:
                     DownloadConfig(**{field: value})
                 except ConfigError as e:
                     raise ConfigError(str(e).replace(f"{field}=", f"${var} ", 1)) from None
-        return DownloadConfig(url=url if url is not None else self.url,
-                              md5=md5 if md5 is not None else self.md5, **kw)
+        return DownloadConfig(
+            url=url if url is not None else self.url, md5=md5 if md5 is not None else self.md5, **kw
+        )
 
 
 def env(ctx: typer.Context) -> Env:
@@ -68,7 +73,10 @@ def ensure_data(ctx: typer.Context, data_dir: Path | None, no_download: bool, qu
     c = console()
     with download_progress(quiet) as progress:
         return download.ensure(
-            e.data_root(data_dir), e.download_config(), download=not no_download, on_progress=progress,
+            e.data_root(data_dir),
+            e.download_config(),
+            download=not no_download,
+            on_progress=progress,
             on_notice=None if quiet else (lambda m: say(c, m)),
         )
 
@@ -103,9 +111,10 @@ def in_flags(message: str, flags: Mapping[str, str]) -> str:
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
-        "--data-dir", metavar="DIR",
+        "--data-dir",
+        metavar="DIR",
         help="Folder holding cifar-10-batches-py/ (or that folder itself). "
-             "Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).",
+        "Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).",
     ),
 ]
 NoDownloadOpt = Annotated[

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cifarlin.errors import CifarlinError
+from cifarlin.errors import WriteError
 
 
 def plain() -> bool:
@@ -101,7 +101,7 @@ def emit_json(obj: Any) -> None:
     except BrokenPipeError:
         raise
     except OSError as e:
-        raise CifarlinError(f"cannot write the result to stdout ({e.strerror or e})") from None
+        raise WriteError(f"cannot write the result to stdout ({e.strerror or e})") from None
 
 
 def _finite(obj: Any) -> Any:
@@ -135,11 +135,23 @@ def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None]
         return
     c = console()
     if not plain():
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
-        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), TimeRemainingColumn(), console=c, transient=True) as bar:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=c,
+            transient=True,
+        ) as bar:
             task = bar.add_task("download", total=None)
             started = False
 
@@ -169,34 +181,52 @@ def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None]
     yield plain_line
 
 
-EPOCH_HEADER = f"{'epoch':>5}  {'train cost':>10}  {'val cost':>10}  {'train acc':>9}  {'val acc':>9}  {'seconds':>7}"
+EPOCH_HEADER = (
+    f"{'epoch':>5}  {'train cost':>10}  {'val cost':>10}  {'train acc':>9}  {'val acc':>9}  {'seconds':>7}"
+)
 
 
 def _epoch_row(epoch: int, h: dict[str, float]) -> str:
-    return (f"{epoch:>5}  {fmt_cost(h['train_cost']):>10}  {fmt_cost(h['val_cost']):>10}  "
-            f"{h['train_acc']:>9.4f}  {h['val_acc']:>9.4f}  {h['seconds']:>7.2f}")
+    return (
+        f"{epoch:>5}  {fmt_cost(h['train_cost']):>10}  {fmt_cost(h['val_cost']):>10}  "
+        f"{h['train_acc']:>9.4f}  {h['val_acc']:>9.4f}  {h['seconds']:>7.2f}"
+    )
 
 
 @contextmanager
-def train_progress(c: Console, quiet: bool, epochs: int, first: int, n_train: int, batch: int) -> Iterator[tuple[Any, Any]]:
+def train_progress(
+    c: Console, quiet: bool, epochs: int, first: int, n_train: int, batch: int
+) -> Iterator[tuple[Any, Any]]:
     """(on_epoch, on_batch) callbacks: a live bar and table rows on a terminal, a plain line per
     epoch otherwise, nothing with --quiet."""
     if quiet:
         yield None, None
         return
     if plain():
+
         def plain_epoch(st: Any) -> None:
             h = st.history.last()
-            say(c, f"epoch {st.epoch}/{epochs}: train cost {fmt_cost(h['train_cost'])} acc {h['train_acc']:.4f}, "
-                   f"val cost {fmt_cost(h['val_cost'])} acc {h['val_acc']:.4f}, {h['seconds']:.2f} s")
+            say(
+                c,
+                f"epoch {st.epoch}/{epochs}: train cost {fmt_cost(h['train_cost'])} "
+                f"acc {h['train_acc']:.4f}, val cost {fmt_cost(h['val_cost'])} acc {h['val_acc']:.4f}, "
+                f"{h['seconds']:.2f} s",
+            )
 
         yield plain_epoch, None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     c.print(f"[bold]{EPOCH_HEADER}[/]")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=c, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=c,
+        transient=True,
+    ) as bar:
         ep = bar.add_task("epochs ", total=epochs, completed=first, rate="")
         bt = bar.add_task("batches", total=-(-n_train // batch), rate="")
         t0 = time.perf_counter()

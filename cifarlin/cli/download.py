@@ -19,17 +19,38 @@ def download(
         Literal[LAYOUTS], typer.Option("--format", help="Which official version to fetch.")  # type: ignore[valid-type]
     ] = LAYOUTS[0],
     url: Annotated[
-        str | None, typer.Option("--url", metavar="URL", help="Fetch from a mirror instead (default: $CIFARLIN_URL, else the official host).")
+        str | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="Fetch from a mirror instead (default: $CIFARLIN_URL, else the official host).",
+        ),
     ] = None,
     md5: Annotated[
-        str | None, typer.Option("--md5", metavar="HEX", help="Expected MD5 of the archive, when it is not the official one.")
+        str | None,
+        typer.Option(
+            "--md5", metavar="HEX", help="Expected MD5 of the archive, when it is not the official one."
+        ),
     ] = None,
     from_file: Annotated[
-        Path | None, typer.Option("--from-file", metavar="PATH", help="Install an archive you fetched by other means (offline route).")
+        Path | None,
+        typer.Option(
+            "--from-file",
+            metavar="PATH",
+            help="Install an archive you fetched by other means (offline route).",
+        ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace the dataset even when it is present.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Give up on a connect or a read after this long.")] = TIMEOUT,
-    retries: Annotated[int, typer.Option("--retries", help="Attempts after a broken connection (each resumes where it broke).")] = RETRIES,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the dataset even when it is present.")
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", metavar="SECONDS", help="Give up on a connect or a read after this long."),
+    ] = TIMEOUT,
+    retries: Annotated[
+        int,
+        typer.Option("--retries", help="Attempts after a broken connection (each resumes where it broke)."),
+    ] = RETRIES,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -47,14 +68,24 @@ def download(
     cfg = e.download_config(url, md5, layout=layout, timeout=timeout, retries=retries)
     c = console()
     with download_progress(quiet) as progress:
-        result = dl.install(e.data_root(data_dir), cfg, from_file=from_file, force=force, on_progress=progress,
-                            on_notice=None if quiet else (lambda m: say(c, m)))
-    official = {True: "its files match the official release's checksums",
-                False: "its files differ from the official release's checksums (a copy of another origin)",
-                None: "no official per-file checksums are known for this version"}[result.official_files]
-    done = {"downloaded": f"downloaded and unpacked ({result.bytes / 1e6:.1f} MB, MD5 {result.md5} verified)",
-            "installed": f"installed from {result.origin} (MD5 {result.md5} verified)",
-            "already present": "already present, nothing downloaded"}[result.status]
+        result = dl.install(
+            e.data_root(data_dir),
+            cfg,
+            from_file=from_file,
+            force=force,
+            on_progress=progress,
+            on_notice=None if quiet else (lambda m: say(c, m)),
+        )
+    official = {
+        True: "its files match the official release's checksums",
+        False: "its files differ from the official release's checksums (a copy of another origin)",
+        None: "no official per-file checksums are known for this version",
+    }[result.official_files]
+    done = {
+        "downloaded": f"downloaded and unpacked ({result.bytes / 1e6:.1f} MB, MD5 {result.md5} verified)",
+        "installed": f"installed from {result.origin} (MD5 {result.md5} verified)",
+        "already present": "already present, nothing downloaded",
+    }[result.status]
     say(c, f"CIFAR-10 ({result.format} version) in {result.path}: {done}; {official}")
     if json_out:
         emit_json(result.to_dict())

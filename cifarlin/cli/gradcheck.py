@@ -12,25 +12,37 @@ from cifarlin.config import DEFAULT_H, GradcheckConfig
 
 DEFAULTS = GradcheckConfig()
 METHODS = tuple(DEFAULT_H)
+STEPS = ", ".join(f"{h:.0e} ({method})".replace("e-0", "e-") for method, h in DEFAULT_H.items())
 
 
 def gradcheck(
     ctx: typer.Context,
-    n: Annotated[int, typer.Option("--n", help="Number of images (the first N of the training set).")] = DEFAULTS.n,
-    dims: Annotated[int, typer.Option("--dims", metavar="D", help="Check only the first D inputs.")] = DEFAULTS.dims,
+    n: Annotated[
+        int, typer.Option("--n", help="Number of images (the first N of the training set).")
+    ] = DEFAULTS.n,
+    dims: Annotated[
+        int, typer.Option("--dims", metavar="D", help="Check only the first D inputs.")
+    ] = DEFAULTS.dims,
     lam: Annotated[float, typer.Option("--lam", help="Penalty weight lambda.")] = DEFAULTS.lam,
     h: Annotated[
         float | None,
-        typer.Option("--h", help=f"Step. Default: {', '.join(f'{v:.0e} ({k})'.replace('e-0', 'e-') for k, v in DEFAULT_H.items())}.",
-                     show_default=False),
+        typer.Option(
+            "--h",
+            help=f"Step. Default: {STEPS}.",
+            show_default=False,
+        ),
     ] = None,
     method: Annotated[
         Literal[METHODS], typer.Option("--method", help="Centred differences or the complex step.")  # type: ignore[valid-type]
     ] = DEFAULTS.method,
     tol: Annotated[float, typer.Option("--tol", help="Relative tolerance.")] = DEFAULTS.tol,
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = DEFAULTS.atol,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of W, b (and of --random inputs).")] = DEFAULTS.seed,
-    random: Annotated[bool, typer.Option("--random", help="Random inputs and labels instead of images: needs no data.")] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of W, b (and of --random inputs).")
+    ] = DEFAULTS.seed,
+    random: Annotated[
+        bool, typer.Option("--random", help="Random inputs and labels instead of images: needs no data.")
+    ] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
@@ -50,17 +62,41 @@ def gradcheck(
     report = gc.run(cfg, None if random else ensure_data(ctx, data_dir, no_download, quiet))
     c = console()
     if not quiet:
-        say(c, f"gradient check: {cfg.method}, h={cfg.step:g}, lambda={cfg.lam:g}, n={cfg.n}, "
-               f"dims={cfg.dims}, data: {report.inputs}")
-        t = table("param", "max rel", "p99 rel", "mean rel", "max abs", "checked", "failing", "verdict", left=("param",))
+        say(
+            c,
+            f"gradient check: {cfg.method}, h={cfg.step:g}, lambda={cfg.lam:g}, n={cfg.n}, "
+            f"dims={cfg.dims}, data: {report.inputs}",
+        )
+        t = table(
+            "param",
+            "max rel",
+            "p99 rel",
+            "mean rel",
+            "max abs",
+            "checked",
+            "failing",
+            "verdict",
+            left=("param",),
+        )
         for p in report.params:
-            t.add_row(p.name, fmt_sci(p.max_rel), fmt_sci(p.p99_rel), fmt_sci(p.mean_rel), fmt_sci(p.max_abs),
-                      str(p.checked), str(p.failing), "[green]PASS[/]" if p.passed else "[red]FAIL[/]")
+            t.add_row(
+                p.name,
+                fmt_sci(p.max_rel),
+                fmt_sci(p.p99_rel),
+                fmt_sci(p.mean_rel),
+                fmt_sci(p.max_abs),
+                str(p.checked),
+                str(p.failing),
+                "[green]PASS[/]" if p.passed else "[red]FAIL[/]",
+            )
         print_table(c, t)
     verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
-    c.print(f"{verdict}: |ga - gn| <= {cfg.atol:g} + {cfg.tol:g} (|ga| + |gn|) for "
-            f"{sum(p.checked - p.failing for p in report.params)} of {sum(p.checked for p in report.params)} "
-            f"entries ({report.seconds:.3f} s)", soft_wrap=True)
+    c.print(
+        f"{verdict}: |ga - gn| <= {cfg.atol:g} + {cfg.tol:g} (|ga| + |gn|) for "
+        f"{sum(p.checked - p.failing for p in report.params)} of {sum(p.checked for p in report.params)} "
+        f"entries ({report.seconds:.3f} s)",
+        soft_wrap=True,
+    )
     if json_out:
         emit_json(report.to_dict())
     raise typer.Exit(0 if report.passed else 1)

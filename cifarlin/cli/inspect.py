@@ -41,15 +41,25 @@ def evaluate(
     snap = load_snapshot(path)
     c = console()
     if path.name == CHECKPOINT and not quiet:
-        say(c, f"note: {model_path} has no model.h5 (unfinished run); evaluating {path} (epoch {snap.state.epoch})")
+        say(
+            c,
+            f"note: {model_path} has no model.h5 (unfinished run); "
+            f"evaluating {path} (epoch {snap.state.epoch})",
+        )
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
     ev = evaluate_split(snap, dataset, split)
     m, cm, names = ev.metrics, ev.confusion, snap.class_names
     result = {
-        "model": str(path), "split": split, "images": int(len(ev.labels)), "data_dir": str(dataset.folder),
-        "cost": m.cost, "loss": m.loss, "accuracy": m.accuracy,
-        "per_class_accuracy": {n: float(a) for n, a in zip(names, ev.per_class_accuracy)},
-        "class_names": names, "confusion_matrix": cm.tolist(),
+        "model": str(path),
+        "split": split,
+        "images": len(ev.labels),
+        "data_dir": str(dataset.folder),
+        "cost": m.cost,
+        "loss": m.loss,
+        "accuracy": m.accuracy,
+        "per_class_accuracy": {n: float(a) for n, a in zip(names, ev.per_class_accuracy, strict=True)},
+        "class_names": names,
+        "confusion_matrix": cm.tolist(),
         "same_data_as_training": not ev.changed_files,
     }
     if ev.changed_files:
@@ -57,12 +67,12 @@ def evaluate(
     if not quiet:
         say(c, f"per-class accuracy ({split}, {len(ev.labels)} images):")
         t = table("class", "accuracy", "images", left=("class",))
-        for n, a, k in zip(names, ev.per_class_accuracy, cm.sum(axis=1)):
+        for n, a, k in zip(names, ev.per_class_accuracy, cm.sum(axis=1), strict=True):
             t.add_row(n, f"{a:.4f}", str(k))
         print_table(c, t)
         say(c, "confusion matrix (rows: true class, columns: predicted class):")
         t = table("", *(n[:5] for n in names), left=("",))
-        for n, row in zip(names, cm):
+        for n, row in zip(names, cm, strict=True):
             t.add_row(n, *(str(v) for v in row))
         print_table(c, t)
     say(c, f"{path} on {split}: accuracy {m.accuracy:.4f}, cost {fmt_cost(m.cost)}, loss {fmt_cost(m.loss)}")
@@ -72,11 +82,15 @@ def evaluate(
 
 def visualize(
     ctx: typer.Context,
-    target: Annotated[Path, typer.Argument(metavar="RUN_DIR_OR_MODEL", help="A run folder (from train) or a model.h5.")],
+    target: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR_OR_MODEL", help="A run folder (from train) or a model.h5.")
+    ],
     what: Annotated[
         Literal[(*FIGURES, "all")], typer.Option("--what", help="Which figure.")  # type: ignore[valid-type]
     ] = "all",
-    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Where to write. Default: the run folder.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Where to write. Default: the run folder.")
+    ] = None,
     format: Annotated[
         Literal[FIGURE_FORMATS], typer.Option("--format", help="File format.")  # type: ignore[valid-type]
     ] = FIGURE_DEFAULTS.format,
@@ -84,7 +98,9 @@ def visualize(
     split: Annotated[
         Literal[SPLITS], typer.Option("--split", help="Images for the confusion matrix and samples.")  # type: ignore[valid-type]
     ] = FIGURE_DEFAULTS.split,
-    n_samples: Annotated[int, typer.Option("--n", help="Number of sample images.")] = FIGURE_DEFAULTS.n_samples,
+    n_samples: Annotated[
+        int, typer.Option("--n", help="Number of sample images.")
+    ] = FIGURE_DEFAULTS.n_samples,
     show: Annotated[bool, typer.Option("--show", help="Also open each figure in a window.")] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
@@ -102,13 +118,29 @@ def visualize(
     from cifarlin.experiments import draw_figures
 
     kinds = FIGURES if what == "all" else (what,)
-    request = FigureRequest(kinds=kinds, out=out.expanduser() if out is not None else None, format=format, dpi=dpi,
-                            split=split, n_samples=n_samples, show=show)
+    request = FigureRequest(
+        kinds=kinds,
+        out=out.expanduser() if out is not None else None,
+        format=format,
+        dpi=dpi,
+        split=split,
+        n_samples=n_samples,
+        show=show,
+    )
     c = console()
-    written = draw_figures(target, request, lambda: ensure_data(ctx, data_dir, no_download, quiet),
-                           on_notice=None if quiet else (lambda m: say(c, f"note: {m}")))
+    written = draw_figures(
+        target,
+        request,
+        lambda: ensure_data(ctx, data_dir, no_download, quiet),
+        on_notice=None if quiet else (lambda m: say(c, f"note: {m}")),
+    )
     for path in written:
         say(c, f"wrote {path}")
     if json_out:
-        emit_json({"files": [str(p) for p in written], "out": str(written[0].parent if written else target),
-                   "format": format})
+        emit_json(
+            {
+                "files": [str(p) for p in written],
+                "out": str(written[0].parent if written else target),
+                "format": format,
+            }
+        )

@@ -35,9 +35,12 @@ def _print_summary(c: Console, s: dict[str, Any]) -> None:
         ref_text = f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
     else:
         ref_text = f"; the original work reports {ref:.4f} for the unchanged setting (40 epochs, batch 100)"
-    say(c, f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
-           f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}; training loop "
-           f"{s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s writing checkpoints)")
+    say(
+        c,
+        f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
+        f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}; training loop "
+        f"{s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s writing checkpoints)",
+    )
     files = [s["files"]["model"], s["files"]["history"], s["files"]["checkpoint"], *s.get("figures", [])]
     say(c, "wrote " + ", ".join(files))
 
@@ -46,32 +49,80 @@ def train(
     ctx: typer.Context,
     setting: Annotated[
         Literal[SETTING_CHOICES] | None,  # type: ignore[valid-type]
-        typer.Option("--setting", help="A reference setting of the original work (40 epochs, batch 100), or all four."),
+        typer.Option(
+            "--setting", help="A reference setting of the original work (40 epochs, batch 100), or all four."
+        ),
     ] = None,
-    lam: Annotated[float | None, typer.Option("--lam", help=f"Penalty weight lambda. [default: {DEFAULTS.lam:g}]", show_default=False)] = None,
-    eta: Annotated[float | None, typer.Option("--eta", help=f"Learning rate. [default: {DEFAULTS.eta:g}]", show_default=False)] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help=f"Epochs. [default: {DEFAULTS.epochs}]", show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help=f"Images per batch. [default: {DEFAULTS.batch_size}]", show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help=f"Seed of the initial W, b (and of shuffling). [default: {DEFAULTS.seed}]", show_default=False)] = None,
+    lam: Annotated[
+        float | None,
+        typer.Option("--lam", help=f"Penalty weight lambda. [default: {DEFAULTS.lam:g}]", show_default=False),
+    ] = None,
+    eta: Annotated[
+        float | None,
+        typer.Option("--eta", help=f"Learning rate. [default: {DEFAULTS.eta:g}]", show_default=False),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help=f"Epochs. [default: {DEFAULTS.epochs}]", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", help=f"Images per batch. [default: {DEFAULTS.batch_size}]", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help=f"Seed of the initial W, b (and of shuffling). [default: {DEFAULTS.seed}]",
+            show_default=False,
+        ),
+    ] = None,
     shuffle: Annotated[
-        bool | None, typer.Option("--shuffle/--no-shuffle", help="Shuffle the batches each epoch. [default: no-shuffle]", show_default=False)
+        bool | None,
+        typer.Option(
+            "--shuffle/--no-shuffle",
+            help="Shuffle the batches each epoch. [default: no-shuffle]",
+            show_default=False,
+        ),
     ] = None,
     train_batches: Annotated[
-        str | None, typer.Option("--train-batches", metavar="LIST", help="Training batches, e.g. 1-5 or 1,3. [default: 1]", show_default=False)
+        str | None,
+        typer.Option(
+            "--train-batches",
+            metavar="LIST",
+            help="Training batches, e.g. 1-5 or 1,3. [default: 1]",
+            show_default=False,
+        ),
     ] = None,
     val_size: Annotated[
-        int | None, typer.Option("--val-size", metavar="N", help="Validate on the last N training images instead of data_batch_2.")
+        int | None,
+        typer.Option(
+            "--val-size", metavar="N", help="Validate on the last N training images instead of data_batch_2."
+        ),
     ] = None,
     dtype: Annotated[
         Literal[DTYPES] | None,  # type: ignore[valid-type]
-        typer.Option("--dtype", help=f"Precision of data and weights. [default: {DEFAULTS.dtype}]", show_default=False),
+        typer.Option(
+            "--dtype", help=f"Precision of data and weights. [default: {DEFAULTS.dtype}]", show_default=False
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", metavar="DIR", help="Run folder. Default: outputs/setting-N, or a new outputs/run-DATE-TIME; with --setting all, the parent of setting-1..4.")
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Run folder. Default: outputs/setting-N, or a new outputs/run-DATE-TIME; "
+            "with --setting all, the parent of setting-1..4.",
+        ),
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.h5.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.h5.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --out.")] = False,
-    no_plots: Annotated[bool, typer.Option("--no-plots", help="Do not draw the curves and the weight montage.")] = False,
+    no_plots: Annotated[
+        bool, typer.Option("--no-plots", help="Do not draw the curves and the weight montage.")
+    ] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
@@ -87,14 +138,25 @@ def train(
     from cifarlin import experiments
 
     overrides: dict[str, Any] = {
-        "lam": lam, "eta": eta, "epochs": epochs, "batch_size": batch_size, "seed": seed,
-        "shuffle": shuffle, "val_size": val_size, "dtype": dtype,
+        "lam": lam,
+        "eta": eta,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "shuffle": shuffle,
+        "val_size": val_size,
+        "dtype": dtype,
         "train_batches": parse_batches(train_batches) if train_batches is not None else None,
     }
     given = {k: v for k, v in overrides.items() if v is not None}
     out = out.expanduser() if out is not None else None
-    plan = experiments.plan_runs(setting if setting == "all" else (int(setting) if setting else None), given,
-                                 out=out, resume=resume, overwrite=overwrite)
+    plan = experiments.plan_runs(
+        setting if setting == "all" else (int(setting) if setting else None),
+        given,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+    )
     data_opt = f" --data-dir {data_dir}" if data_dir is not None else ""
     if setting == "all":
         hint = f"cifarlin train --setting all --out {out or Path('outputs')} --resume{data_opt}"
@@ -121,9 +183,18 @@ def train(
         if json_out:
             emit_json(s)
 
-    result = experiments.run_plan(plan, dataset, overwrite=overwrite, resume_hint=hint, figures=not no_plots,
-                                  compare=setting == "all", compare_dir=out or Path("outputs"),
-                                  on_loading=on_loading, on_run=on_run, on_done=on_done)
+    result = experiments.run_plan(
+        plan,
+        dataset,
+        overwrite=overwrite,
+        resume_hint=hint,
+        figures=not no_plots,
+        compare=setting == "all",
+        compare_dir=out or Path("outputs"),
+        on_loading=on_loading,
+        on_run=on_run,
+        on_done=on_done,
+    )
     if result.files:
         if not quiet:
             say(c, experiments.summary_markdown(result.summaries, str(dataset.folder)))
