@@ -31,11 +31,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cifarlin import __version__
+from cifarlin import __version__, h5safe
 from cifarlin.config import TrainConfig
 from cifarlin.data import Normalizer
-from cifarlin.errors import ModelFileError
+from cifarlin.errors import ConfigError, ModelFileError
 from cifarlin.files import atomic_path
+from cifarlin.h5safe import Reader, open_file
 from cifarlin.history import HISTORY_KEYS, History, TrainState
 from cifarlin.model import D, K, Metrics
 
@@ -86,28 +87,39 @@ def _write_config(attrs: h5py.AttributeManager, cfg: TrainConfig) -> None:
 
 #: Attributes a file must have: the values that change what its numbers mean.
 REQUIRED = ("lam", "eta", "epochs", "batch_size", "seed", "shuffle", "init_std", "train_batches", "dtype")
+#: The NumPy kinds an attribute of each TrainConfig field type may have, and how to convert it.
+_FIELD_KINDS: dict[str, tuple[str, Any]] = {
+    "float": ("fiu", float),
+    "int": ("iu", int),
+    "int | None": ("iu", int),
+    "bool": ("b", bool),
+    "str": ("OUS", str),
+}
 
 
-def _read_config(attrs: h5py.AttributeManager) -> TrainConfig:
-    missing = [name for name in REQUIRED if name not in attrs]
+def _read_config(r: Reader) -> TrainConfig:
+    """The configuration stored in the attributes, each checked for its type before it is used."""
+    missing = [name for name in REQUIRED if name not in r.node.attrs]
     if missing:
-        raise ValueError(f"no '{missing[0]}' attribute")
+        raise r.fail(f"no '{missing[0]}' attribute")
     d: dict[str, Any] = {}
     for f in fields(TrainConfig):
-        if f.name not in attrs:
+        if f.name not in r.node.attrs:
             continue
-        v = attrs[f.name]
         if f.name == "train_batches":
-            d[f.name] = tuple(int(i) for i in np.atleast_1d(v))
-        elif isinstance(v, bytes | str):
-            d[f.name] = v.decode() if isinstance(v, bytes) else v
-        elif isinstance(v, np.bool_ | bool):
-            d[f.name] = bool(v)
-        elif isinstance(v, np.integer | int):
-            d[f.name] = int(v)
-        else:
-            d[f.name] = float(v)
-    return TrainConfig(**d)
+            aid = r.node.attrs.get_id(f.name)
+            shape = aid.shape if len(aid.shape) == 1 and aid.shape[0] <= 16 else (1,)
+            d[f.name] = tuple(int(i) for i in r.attr(f.name, "iu", shape=shape))
+            continue
+        kinds, convert = _FIELD_KINDS[str(f.type)]
+        try:
+            d[f.name] = convert(r.attr(f.name, kinds))
+        except ModelFileError:
+            raise r.fail(f"attribute '{f.name}' is not of type {f.type}") from None
+    try:
+        return TrainConfig(**d)
+    except ConfigError as e:
+        raise r.fail(f"holds an invalid configuration ({e})") from None
 
 
 def _write_common(f: h5py.File, kind: str, cfg: TrainConfig, class_names: list[str]) -> None:
@@ -172,118 +184,111 @@ def save_history(
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading
+# Reading: every value checked before it is used (see h5safe)
 # ---------------------------------------------------------------------------------------------
+
+MAX_EPOCHS = 1_000_000  # TrainConfig's limit: no history is longer
 
 
 @contextmanager
-def _open(path: Path, what: str) -> Iterator[h5py.File]:
-    path = Path(path)
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a folder, expected a {what} file")
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise ModelFileError(f"{path}: not an HDF5 file, or truncated; expected a cifarlin {what}") from None
-    try:
-        if f.attrs.get("format") != FORMAT:
-            raise ModelFileError(f"{path}: an HDF5 file, but not a cifarlin {what} (no format attribute)")
-        version = f.attrs.get("format_version")
-        if not isinstance(version, np.integer | int) or not 1 <= version <= FORMAT_VERSION:
-            raise ModelFileError(
-                f"{path}: format version {version}; this cifarlin reads version {FORMAT_VERSION} "
+def _open(path: Path, what: str) -> Iterator[Reader]:
+    with open_file(path, what) as r:
+        if r.attr("format", "OUS", None) != FORMAT:
+            raise r.fail(f"an HDF5 file, but not a cifarlin {what} (no format attribute)")
+        try:
+            version = r.int("format_version")
+        except ModelFileError:
+            raise r.fail(f"its format version is not a whole number; expected a cifarlin {what}") from None
+        if not 1 <= version <= FORMAT_VERSION:
+            raise r.fail(
+                f"format version {version}; this cifarlin reads versions 1 to {FORMAT_VERSION} "
                 "(a newer cifarlin wrote it?)"
             )
-        yield f
-    except ModelFileError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
-        raise ModelFileError(
-            f"{path}: damaged or incomplete cifarlin {what} ({type(e).__name__}: {e})"
-        ) from None
-    finally:
-        f.close()
+        yield r
 
 
-def _dataset(f: h5py.File, path: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    if name not in f or not isinstance(f[name], h5py.Dataset):
-        raise ModelFileError(f"{path}: no dataset '{name}'; not a complete cifarlin model")
-    ds = f[name]
-    if ds.shape != shape or ds.dtype not in (np.float32, np.float64):  # checked before reading
-        raise ModelFileError(
-            f"{path}: dataset '{name}' has shape {ds.shape} and type {ds.dtype}, expected float {shape}"
-        )
-    a = ds[()]
+def _weights(r: Reader, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    a = r.dataset(name, len(shape), "f", K * D, shape)
+    if a.dtype not in (np.float32, np.float64):
+        raise r.fail(f"dataset '{name}' has type {a.dtype}, expected float32 or float64")
     if not np.isfinite(a).all():
-        raise ModelFileError(f"{path}: dataset '{name}' holds NaN or infinite values")
+        raise r.fail(f"dataset '{name}' holds NaN or infinite values")
     return a
 
 
-def _read_history(group: h5py.Group, path: Path) -> History:
-    missing = [k for k in HISTORY_KEYS if k not in group]
+def _read_history(r: Reader) -> History:
+    missing = [k for k in HISTORY_KEYS if k not in r]
     if missing:
-        raise ModelFileError(f"{path}: history has no '{missing[0]}' dataset")
-    arrays = {k: np.asarray(group[k][()], dtype=np.float64) for k in HISTORY_KEYS}
+        raise r.fail(f"history has no '{missing[0]}' dataset")
+    arrays = {k: np.asarray(r.dataset(k, 1, "fiu", MAX_EPOCHS), dtype=np.float64) for k in HISTORY_KEYS}
     if len({len(a) for a in arrays.values()}) != 1:
-        raise ModelFileError(f"{path}: history datasets have different lengths")
+        raise r.fail("history datasets have different lengths")
     return History.from_arrays(arrays)
 
 
-def _read_metrics(attrs: h5py.AttributeManager, prefix: str) -> Metrics | None:
+def _read_metrics(r: Reader, prefix: str) -> Metrics | None:
     keys = [f"{prefix}_cost", f"{prefix}_loss", f"{prefix}_acc"]
-    if not all(k in attrs for k in keys):
+    if not all(k in r.node.attrs for k in keys):
         return None
-    return Metrics(*(float(attrs[k]) for k in keys))
+    return Metrics(*(r.float(k) for k in keys))
 
 
-def _names(attrs: h5py.AttributeManager) -> list[str]:
-    raw = attrs["class_names"]
-    if not isinstance(raw, np.ndarray) or raw.shape != (K,):
-        raise ValueError(f"class_names must hold {K} names")
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+def _names(r: Reader) -> list[str]:
+    try:
+        return list(r.attr("class_names", "OUS", shape=(K,)))
+    except ModelFileError:
+        raise r.fail(f"attribute 'class_names' does not hold {K} names") from None
 
 
-def load_snapshot(path: Path, kinds: tuple[str, ...] = ("model", "checkpoint")) -> Snapshot:
-    """Read and validate a model or checkpoint file; :class:`ModelFileError` for anything wrong."""
-    path = Path(path)
+def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
     what = "model" if "model" in kinds else "checkpoint"
-    with _open(path, what) as f:
-        kind = f.attrs.get("kind")
+    with _open(path, what) as r:
+        kind = r.text("kind", "")
         if kind not in kinds:
-            raise ModelFileError(f"{path}: a cifarlin {kind} file, expected a {what}")
-        W = _dataset(f, path, "W", (K, D))
-        b = _dataset(f, path, "b", (K,))
-        norm = Normalizer(_dataset(f, path, "mean", (D,)), _dataset(f, path, "std", (D,)))
+            raise r.fail(f"a cifarlin {kind or 'unknown'} file, expected a {what}")
+        W = _weights(r, "W", (K, D))
+        b = _weights(r, "b", (K,))
+        norm = Normalizer(_weights(r, "mean", (D,)), _weights(r, "std", (D,)))
         if (norm.std <= 0).any():
-            raise ModelFileError(f"{path}: dataset 'std' holds values <= 0")
-        cfg = _read_config(f.attrs)
+            raise r.fail("dataset 'std' holds values <= 0")
+        cfg = _read_config(r)
         if W.dtype != cfg.dtype or b.dtype != cfg.dtype:
-            raise ModelFileError(f"{path}: weights are {W.dtype}, but the file says dtype={cfg.dtype}")
-        history = _read_history(f["history"], path) if "history" in f else History()
-        rng_state = json.loads(f.attrs["rng_state"])
-        np.random.default_rng().bit_generator.state = rng_state  # raises for a state that is not PCG64's
-        epoch = int(f.attrs["epoch"])
+            raise r.fail(f"weights are {W.dtype}, but the file says dtype={cfg.dtype}")
+        history = _read_history(r.group("history")) if "history" in r else History()
+        try:
+            rng_state = json.loads(r.text("rng_state"))
+            np.random.default_rng().bit_generator.state = rng_state  # raises for a state not PCG64's
+        except (ValueError, TypeError, KeyError) as e:
+            raise r.fail(f"attribute 'rng_state' is not a generator state ({type(e).__name__})") from None
+        epoch = r.int("epoch")
         if not 0 <= epoch <= cfg.epochs or (kind == "checkpoint" and len(history) != epoch):
-            raise ModelFileError(f"{path}: epoch {epoch} does not fit its history ({len(history)} epochs)")
-        state = TrainState(W, b, epoch, history, rng_state)
-        files = f["data_files"].attrs if "data_files" in f else {}
-        data = DataInfo(
-            folder=str(f.attrs.get("data_dir", "")),
-            format=str(f.attrs.get("data_format", "python")),
-            checksums={k: str(v) for k, v in files.items()},
-        )
+            raise r.fail(f"epoch {epoch} does not fit its history ({len(history)} epochs)")
+        files = r.group("data_files") if "data_files" in r else None
+        checksums = {k: files.text(k) for k in files.attr_names()} if files is not None else {}
         return Snapshot(
             config=cfg,
-            state=state,
+            state=TrainState(W, b, epoch, history, rng_state),
             normalizer=norm,
-            class_names=_names(f.attrs),
-            data=data,
-            test=_read_metrics(f.attrs, "test"),
-            kind=str(kind),
-            version=str(f.attrs.get("cifarlin_version", "")),
+            class_names=_names(r),
+            data=DataInfo(r.text("data_dir", ""), r.text("data_format", "python"), checksums),
+            test=_read_metrics(r, "test"),
+            kind=kind,
+            version=r.text("cifarlin_version", ""),
         )
+
+
+def load_snapshot(
+    path: Path, kinds: tuple[str, ...] = ("model", "checkpoint"), probe: bool = True
+) -> Snapshot:
+    """Read and validate a model or checkpoint file; :class:`ModelFileError` for anything wrong.
+
+    With ``probe`` the file is first read in a child process (see :func:`h5safe.probe`), so a
+    damaged file that crashes or hangs the HDF5 library gives an error instead.
+    """
+    path = Path(path)
+    if probe:
+        h5safe.probe(path, lambda p: _read_snapshot(p, kinds), "model")
+    return _read_snapshot(path, kinds)
 
 
 @dataclass
@@ -295,16 +300,23 @@ class HistoryFile:
     test: Metrics | None
 
 
-def load_history(path: Path) -> HistoryFile:
-    """Read and validate a ``history.h5`` file."""
-    path = Path(path)
-    with _open(path, "history") as f:
-        if f.attrs.get("kind") != "history":
-            raise ModelFileError(f"{path}: a cifarlin {f.attrs.get('kind')} file, expected a history")
+def _read_history_file(path: Path) -> HistoryFile:
+    with _open(path, "history") as r:
+        kind = r.text("kind", "")
+        if kind != "history":
+            raise r.fail(f"a cifarlin {kind or 'unknown'} file, expected a history")
         return HistoryFile(
-            history=_read_history(f, path),
-            config=_read_config(f.attrs),
-            class_names=_names(f.attrs),
-            status=str(f.attrs.get("status", "")),
-            test=_read_metrics(f.attrs, "test"),
+            history=_read_history(r),
+            config=_read_config(r),
+            class_names=_names(r),
+            status=r.text("status", ""),
+            test=_read_metrics(r, "test"),
         )
+
+
+def load_history(path: Path, probe: bool = True) -> HistoryFile:
+    """Read and validate a ``history.h5`` file (first in a child process, with ``probe``)."""
+    path = Path(path)
+    if probe:
+        h5safe.probe(path, _read_history_file, "history")
+    return _read_history_file(path)

@@ -287,5 +287,3 @@ class FigureRequest:
             raise bad_value("n", self.n_samples, "use 1 to 400 sample images")
         if self.split not in SPLITS:
             raise bad_value("split", self.split, f"use one of {', '.join(SPLITS)}")
-        if self.out is not None and self.out.exists() and not self.out.is_dir():
-            raise bad_value("out", str(self.out), "exists and is not a folder")

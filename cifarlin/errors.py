@@ -55,9 +55,25 @@ class RunExistsError(RunError):
 
 
 class Interrupted(CifarlinError):
-    """The user pressed Ctrl-C; the message says what was kept and how to continue (exit 130)."""
+    """Ctrl-C (exit 130) or SIGTERM (exit 143) stopped a job; the message says what was kept and
+    how to continue."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the signal lands (the command line installs the handler), so that it
+    is handled exactly like Ctrl-C: the work of the last finished step is kept."""
+
+
+def stopped(e: BaseException) -> tuple[str, int]:
+    """How a KeyboardInterrupt is named, and its exit code: ('interrupted', 130) for Ctrl-C,
+    ('terminated (SIGTERM)', 143) for :class:`Terminated`."""
+    return ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
 
 
 class DivergenceError(CifarlinError):

@@ -19,11 +19,20 @@ import numpy as np
 from cifarlin import data
 from cifarlin.checkpoint import Snapshot, load_history, load_snapshot
 from cifarlin.config import FIGURES, SETTINGS, FigureRequest, TrainConfig
-from cifarlin.errors import ConfigError, ModelFileError, RunError, WriteError
+from cifarlin.errors import ConfigError, ModelFileError, RunError, WriteError, bad_value
 from cifarlin.evaluation import evaluate_split
-from cifarlin.files import write_text
+from cifarlin.files import check_path, write_text
 from cifarlin.history import TrainState
-from cifarlin.runs import CHECKPOINT, Outcome, check_run_folder, default_out, resume_point, run, run_files
+from cifarlin.runs import (
+    CHECKPOINT,
+    Outcome,
+    check_run_folder,
+    default_out,
+    recover,
+    resume_point,
+    run,
+    run_files,
+)
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -51,13 +60,15 @@ def plan_runs(
     resume: bool = False,
     overwrite: bool = False,
     root: Path = Path("outputs"),
+    on_notice: Callable[[str], None] | None = None,
 ) -> list[PlannedRun]:
-    """The runs of one ``train`` command, their folders checked (nothing is written).
+    """The runs of one ``train`` command, their folders checked.
 
     ``setting``: a reference setting (1-4), ``'all'`` for the four into ``out`` (default
     ``root``)/setting-N, or None for a run of ``overrides`` alone. With ``resume``, runs that have
     a checkpoint continue from it (for ``'all'``, the others start afresh); ``overrides`` must
-    then agree with the checkpoint, but for ``epochs``.
+    then agree with the checkpoint, but for ``epochs``. Nothing is written, except that a run
+    an interrupted ``--overwrite`` set aside is put back first (see :func:`runs.recover`).
     """
     if setting == "all":
         configs = [TrainConfig.for_setting(s, **overrides) for s in SETTINGS]
@@ -73,6 +84,9 @@ def plan_runs(
         configs, outs = [c], [out or default_out(c, root)]
     plan = []
     for c, o in zip(configs, outs, strict=True):
+        check_path(o)
+        if (done := recover(o)) is not None and on_notice is not None:
+            on_notice(done)
         resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
         check_run_folder(o, resume=resume_this, overwrite=overwrite)
         if resume_this:
@@ -234,6 +248,10 @@ def draw_figures(
     """
     from cifarlin import plots
 
+    if request.out is not None:
+        check_path(request.out)
+        if request.out.exists() and not request.out.is_dir():
+            raise bad_value("out", str(request.out), "exists and is not a folder")
     notice = on_notice or (lambda m: None)
     files = run_files(target)
     kinds = list(request.kinds)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cifarlin.errors import WriteError
+from cifarlin.errors import WriteError, bad_value
 
 
 def _read_umask() -> int:
@@ -74,3 +74,27 @@ def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def check_path(out: Path, field: str = "out") -> None:
+    """Refuse a path this system cannot use (too long, a name in it too long, a loop of links)
+    before anything is created there: a usage error naming ``field``."""
+    anchor = next((p for p in Path(os.path.abspath(out)).parents if p.is_dir()), Path("/"))
+    name_max, path_max = _limit(anchor, "PC_NAME_MAX", 255), _limit(anchor, "PC_PATH_MAX", 4096)
+    if len(os.fsencode(os.path.abspath(out))) >= path_max:
+        raise bad_value(field, str(out), f"cannot be used as a folder here (longer than {path_max} bytes)")
+    if any(len(os.fsencode(part)) > name_max for part in out.parts):
+        raise bad_value(field, str(out), f"cannot be used as a folder here (a name over {name_max} bytes)")
+    try:
+        out.exists()
+        out.resolve()
+    except (OSError, RuntimeError) as e:
+        why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e)
+        raise bad_value(field, str(out), f"cannot be used as a folder here ({why})") from None
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(folder, name))
+    except (OSError, ValueError):
+        return default

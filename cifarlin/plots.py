@@ -51,6 +51,8 @@ def _style() -> None:
             "axes.grid": True,
             "grid.alpha": 0.3,
             "svg.hashsalt": "cifarlin",  # reproducible SVG ids
+            "text.parse_math": False,  # class names and paths from files are text, never math
+            "text.usetex": False,
         }
     )
 

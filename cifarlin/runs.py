@@ -14,11 +14,13 @@ A run folder holds:
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +40,7 @@ from cifarlin.errors import (
     RunExistsError,
     WriteError,
     bad_value,
+    stopped,
 )
 from cifarlin.history import TrainState
 from cifarlin.train import fit, init_state, one_blas_thread
@@ -82,6 +85,11 @@ def run_files(target: Path) -> RunFiles:
     else:
         raise ModelFileError(f"{target}: no such file or folder; give a run folder or its model.h5")
     history = folder / HISTORY
+    if found is None and (left := stashes(folder)):
+        raise RunError(
+            f"{folder}: an interrupted --overwrite left the previous run in {left[-1]}; "
+            "any cifarlin train on this folder puts it back (e.g. with --resume)"
+        )
     return RunFiles(folder, found, history if history.is_file() else None)
 
 
@@ -105,40 +113,131 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
         )
 
 
+LOCK = ".cifarlin.lock"
+STASH_PREFIX = ".previous-run-"  # an --overwrite keeps the old run here until the new one saves
+STALE_SECONDS = 3600  # a figure's temporary file this old belongs to no running command
+
+
+@contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold the run folder's lock (one cifarlin writes into a run folder at a time).
+
+    The lock file is opened with O_NOFOLLOW: a symbolic link planted in its place is refused, never
+    followed (which would create its target outside the folder).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Windows
+        yield
+        return
+    lock = out / LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunError(f"{lock}: is a symbolic link, not cifarlin's lock file; remove it") from None
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunExistsError(
+            f"{out}: another cifarlin is training into this folder; wait for it, or choose another folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def stashes(out: Path) -> list[Path]:
+    """Old runs an --overwrite set aside in ``out`` (normally none: they go when it finishes)."""
+    try:
+        return sorted(p for p in out.glob(STASH_PREFIX + "*") if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+
+
+def recover(out: Path) -> str | None:
+    """Put back the run an interrupted ``--overwrite`` set aside, and remove stale temporary files.
+
+    An --overwrite that was killed (SIGKILL, power loss) before the new run saved its first
+    checkpoint leaves the old run in ``.previous-run-*`` and no run files: the old run is moved
+    back. If the new run did save, the leftover is removed. Returns what was done, or None. Does
+    nothing while another cifarlin holds the folder's lock.
+    """
+    if not out.is_dir() or not (left := stashes(out)):
+        return None
+    try:
+        with folder_lock(out):
+            if any((out / name).exists() for name in RUN_FILES):
+                for stash in left:
+                    shutil.rmtree(stash, ignore_errors=True)
+                return None
+            stash = left[-1]
+            for p in stash.iterdir():
+                os.replace(p, out / p.name)
+            for extra in left:
+                shutil.rmtree(extra, ignore_errors=True)
+            return f"put back the previous run from {stash} (an --overwrite stopped before its first epoch)"
+    except RunExistsError:
+        return None
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of killed writes: those of the run files (only the lock holder writes them)
+    and figures' ones older than an hour (``visualize`` writes figures without the lock)."""
+    now = time.time()
+    for pattern in (*(f".{name}.*.tmp" for name in RUN_FILES), ".cifarlin-probe-*"):
+        for p in out.glob(pattern):
+            p.unlink(missing_ok=True)
+    for pattern in FIGURE_PATTERNS:
+        for p in out.glob(f".{pattern}.*.tmp"):
+            try:
+                if now - p.lstat().st_mtime > STALE_SECONDS:
+                    p.unlink()
+            except OSError:
+                pass
+
+
 class RunFolder:
     """The folder of a run while it trains.
 
-    Created when needed, locked against a second cifarlin writing into it, and checked for
-    writing before any work is done. With ``overwrite`` the old run's files are set aside and
-    deleted only once the new run has saved its first checkpoint; if the new run fails before
-    that, they are put back, and a folder this run created is removed again.
+    Created when needed, locked against a second cifarlin writing into it (stale temporary files
+    of killed writes are removed then), and checked for writing before any work is done. With
+    ``overwrite`` the old run's files are set aside and deleted only once the new run has saved
+    its first checkpoint; if the new run fails before that, they are put back (and if it is
+    killed, :func:`recover` puts them back next time), and a folder this run created is removed.
     """
-
-    LOCK = ".cifarlin.lock"
 
     def __init__(self, out: Path, overwrite: bool = False):
         self.out, self.overwrite = out, overwrite
         self.created = False
         self.stash: Path | None = None
-        self._lock_fd: int | None = None
+        self._lock = ExitStack()
 
     def __enter__(self) -> RunFolder:
         try:
             self.created = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
-            self._lock()
+            self._lock.enter_context(folder_lock(self.out))
             probe = tempfile.NamedTemporaryFile(dir=self.out, prefix=".cifarlin-probe-")
             probe.close()
+            _remove_stale_temporaries(self.out)
         except OSError as e:
             self._release(remove_folder=True)
             raise WriteError(
                 f"{self.out}: cannot write the run there ({e.strerror or e}); choose another folder"
             ) from None
+        except BaseException:
+            self._release(remove_folder=True)
+            raise
         if self.overwrite:
             old = [p for name in RUN_FILES if (p := self.out / name).exists()]
             old += [p for pattern in FIGURE_PATTERNS for p in self.out.glob(pattern)]
             if old:
-                self.stash = Path(tempfile.mkdtemp(dir=self.out, prefix=".previous-run-"))
+                self.stash = Path(tempfile.mkdtemp(dir=self.out, prefix=STASH_PREFIX))
                 for p in old:
                     os.replace(p, self.stash / p.name)
         return self
@@ -159,27 +258,8 @@ class RunFolder:
             self.stash = None
         self._release(remove_folder=failed_before_saving and self.created)
 
-    def _lock(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not on Windows
-            return
-        fd = os.open(self.out / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RunExistsError(
-                f"{self.out}: another cifarlin is training into this folder; wait for it, "
-                "or choose another folder"
-            ) from None
-        self._lock_fd = fd
-
     def _release(self, remove_folder: bool) -> None:
-        if self._lock_fd is not None:
-            (self.out / self.LOCK).unlink(missing_ok=True)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.close()
         if remove_folder and self.created:
             try:
                 self.out.rmdir()  # only if empty
@@ -311,10 +391,11 @@ def run(
         t0 = time.perf_counter()
         try:
             final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             history_as("interrupted")
             resume = f": resume with '{resume_hint}'" if last_good.epoch > 0 else ""
-            raise Interrupted(f"interrupted in epoch {last_good.epoch + 1}; {kept()}{resume}") from None
+            how, code = stopped(e)
+            raise Interrupted(f"{how} in epoch {last_good.epoch + 1}; {kept()}{resume}", code) from None
         except DivergenceError as e:
             history_as("diverged")
             again = " (start again with other values with --overwrite)" if last_good.epoch > 0 else ""

@@ -14,7 +14,9 @@ REAL_DATA = Path(os.environ.get("CIFARLIN_REAL_DATA", REPO.parent / "shared" / "
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    """No test sees the user's data folder, mirror settings, colours or the network defaults."""
+    """No test sees the user's data folder, mirror settings, colours or the network defaults, and
+    none writes into the repository: each runs in its own temporary folder."""
+    monkeypatch.chdir(tmp_path)
     for var in ("CIFARLIN_DATA_DIR", "CIFARLIN_URL", "CIFARLIN_MD5", "CIFARLIN_DEBUG", "NO_COLOR", "COLUMNS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))

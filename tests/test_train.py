@@ -363,7 +363,7 @@ def test_truncated_and_wrong_models(runner, tiny_py, tmp_path, prepared):
         del f["W"]
         f["W"] = np.zeros((10, 100))
     expect = {
-        "truncated.h5": "damaged or incomplete|not an HDF5",
+        "truncated.h5": r"truncated \(\d+ of its \d+ bytes\)",
         "foreign.h5": "not a cifarlin model",
         "shape.h5": r"'W' has shape \(10, 100\)",
         "missing.h5": "no such file",
@@ -499,7 +499,7 @@ def test_damaged_model_contents_are_refused(prepared, tmp_path):
     cases = {
         "nan.h5": (nan_w, "NaN or infinite"),
         "std.h5": (replace("std", np.zeros(3072)), "'std' holds values <= 0"),
-        "dtype.h5": (replace("W", np.zeros((10, 3072), np.float16)), "'W' has shape"),
+        "dtype.h5": (replace("W", np.zeros((10, 3072), np.float16)), "'W' has type float16"),
         "w64.h5": (replace("W", np.zeros((10, 3072), np.float64)), "weights are float64"),
         "huge.h5": (huge, r"shape \(10, 1000000000\)"),
         "rng.h5": (lambda f: f.attrs.__setitem__("rng_state", '{"bit_generator": "MT19937"}'), "damaged"),
@@ -574,7 +574,7 @@ def test_one_writer_per_run_folder(prepared, tmp_path):
     with runs.RunFolder(out), pytest.raises(runs.RunExistsError, match="another cifarlin is training"):
         runs.run(cfg(epochs=1), out, prepared)
     runs.run(cfg(epochs=1), out, prepared)  # free again
-    assert not (out / runs.RunFolder.LOCK).exists()
+    assert not (out / runs.LOCK).exists()
 
 
 def test_unwritable_folder_fails_before_training(prepared, tmp_path, monkeypatch):

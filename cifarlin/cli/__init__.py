@@ -14,18 +14,66 @@ not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpec
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import redirect_stdout
 from typing import Annotated, Any, Literal
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__
 from cifarlin.cli import download, gradcheck, inspect, train
 from cifarlin.cli.common import Env, flag_names, in_flags
 from cifarlin.cli.display import error_line
-from cifarlin.errors import CifarlinError
+from cifarlin.errors import CifarlinError, ConfigError, Terminated, stopped
+
+_signals: list[int] = []  # SIGTERMs received (Typer reports an unhandled one only as exit code 130)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    _signals.append(signum)
+    raise Terminated()
+
+
+def _stdout_usable() -> bool:
+    if sys.stdout is None:
+        return False
+    try:
+        os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return not hasattr(sys.stdout, "fileno") or _in_memory(sys.stdout)
+    return True
+
+
+def _in_memory(stream: Any) -> bool:
+    """A stdout with no file behind it (a test runner's capture) is usable."""
+    try:
+        stream.fileno()
+    except (OSError, ValueError):
+        return not getattr(stream, "closed", False)
+    return False
+
+
+class CifarlinCommand(TyperCommand):
+    """Usage errors typer would let through: an empty path, and --json with nowhere to print."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        paths = {
+            name
+            for p in self.params
+            if getattr(p, "param_type_name", "") == "option" and p.type_descriptor.is_path
+            for name in p.opts
+        }
+        for i, arg in enumerate(args):
+            name, eq, value = arg.partition("=")
+            if name in paths and (value == "" if eq else i + 1 < len(args) and args[i + 1] == ""):
+                raise ConfigError(f"{name} '': an empty path; give a folder or file name")
+        if "--json" in args and not _stdout_usable():
+            raise ConfigError(
+                "--json: stdout is closed, so the result has nowhere to go; drop --json or open stdout"
+            )
+        return super().parse_args(ctx, args)
 
 
 class CifarlinGroup(TyperGroup):
@@ -52,6 +100,19 @@ class CifarlinGroup(TyperGroup):
         extra.setdefault("obj", env)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:  # SIGTERM is handled like Ctrl-C: the last finished step is kept
+            previous = signal.signal(signal.SIGTERM, _terminate)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            return self._main(env, args, prog_name, complete_var, **extra)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _main(
+        self, env: Env, args: Any, prog_name: str | None, complete_var: str | None, **extra: Any
+    ) -> Any:
         if os.environ.get("NO_COLOR"):  # Typer's own help console honours colour only, not NO_COLOR
             from typer import rich_utils
 
@@ -67,7 +128,11 @@ class CifarlinGroup(TyperGroup):
         except CifarlinError as e:
             error_line(in_flags(str(e), flag_names(self)))
             sys.exit(e.exit_code)
-        except (KeyboardInterrupt, typer.Abort):
+        except KeyboardInterrupt as e:
+            how, code = stopped(e)
+            error_line(how)
+            sys.exit(code)
+        except typer.Abort:
             error_line("interrupted")
             sys.exit(130)
         except BrokenPipeError:
@@ -81,8 +146,9 @@ class CifarlinGroup(TyperGroup):
                 "CIFARLIN_DEBUG=1 to see the full traceback, and please report it)"
             )
             sys.exit(1)
-        if rv == 130:  # Typer turns a Ctrl-C that no command handled into exit code 130
-            error_line("interrupted; nothing was left half-written (files are written whole or not at all)")
+        if rv == 130:  # Typer turns a Ctrl-C (or SIGTERM) that no command handled into exit code 130
+            how, rv = ("terminated (SIGTERM)", 143) if _signals else ("interrupted", 130)
+            error_line(f"{how}; nothing was left half-written (files are written whole or not at all)")
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -138,7 +204,7 @@ for command in (
     inspect.visualize,
     completion,
 ):
-    app.command()(command)
+    app.command(cls=CifarlinCommand)(command)
 
 
 def group() -> Any:

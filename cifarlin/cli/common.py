@@ -14,6 +14,7 @@ import typer
 from cifarlin.cli.display import console, download_progress, say
 from cifarlin.config import DownloadConfig
 from cifarlin.errors import ConfigError
+from cifarlin.files import check_path
 
 if TYPE_CHECKING:
     from cifarlin.data import Dataset
@@ -45,7 +46,9 @@ class Env:
 
     def data_root(self, data_dir: Path | None) -> Path:
         """``--data-dir`` when given, else the default data folder."""
-        return data_dir.expanduser() if data_dir is not None else self.data_dir
+        root = data_dir.expanduser() if data_dir is not None else self.data_dir
+        check_path(root, "data_dir")
+        return root
 
     def download_config(self, url: str | None = None, md5: str | None = None, **kw: Any) -> DownloadConfig:
         """The download options, with ``$CIFARLIN_URL`` and ``$CIFARLIN_MD5`` for those not given."""

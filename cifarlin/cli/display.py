@@ -37,9 +37,23 @@ def console() -> Console:
     return Console(stderr=True, highlight=False, color_system=None if plain() else "auto", width=width)
 
 
+def clean(text: object) -> str:
+    """Text from a file, a path or the network, safe to print: control characters (terminal
+    escape sequences among them) shown as escapes, rich markup shown as written."""
+    s = str(text)
+    if not s.isprintable():
+        s = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in s)
+    return escape(s)
+
+
 def say(c: Console, text: str) -> None:
     """A line of plain text (no markup), wrapped by the terminal rather than by rich."""
-    c.print(escape(text), soft_wrap=True)
+    c.print(clean(text), soft_wrap=True)
+
+
+def add_row(t: Table, *cells: object) -> None:
+    """A table row of plain text (cells cleaned as by :func:`clean`)."""
+    t.add_row(*(clean(cell) for cell in cells))
 
 
 def table(*columns: str, left: tuple[str, ...] = ()) -> Table:
@@ -49,7 +63,7 @@ def table(*columns: str, left: tuple[str, ...] = ()) -> Table:
 
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
     for col in columns:
-        t.add_column(col, justify="left" if col in left else "right", no_wrap=True)
+        t.add_column(clean(col), justify="left" if col in left else "right", no_wrap=True)
     return t
 
 
@@ -67,7 +81,7 @@ def print_table(c: Console, t: Table) -> None:
 def error_line(message: str) -> None:
     """One line on stderr, whatever the message holds."""
     line = re.sub(r"\s*\n\s*", " ", message.strip())
-    console().print(f"[bold red]Error:[/] {escape(line)}", soft_wrap=True)
+    console().print(f"[bold red]Error:[/] {clean(line)}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------

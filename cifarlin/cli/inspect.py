@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data
-from cifarlin.cli.display import console, emit_json, fmt_cost, print_table, say, table
+from cifarlin.cli.display import add_row, console, emit_json, fmt_cost, print_table, say, table
 from cifarlin.config import FIGURE_FORMATS, FIGURES, SPLITS, FigureRequest
 
 FIGURE_DEFAULTS = FigureRequest()
@@ -68,12 +68,12 @@ def evaluate(
         say(c, f"per-class accuracy ({split}, {len(ev.labels)} images):")
         t = table("class", "accuracy", "images", left=("class",))
         for n, a, k in zip(names, ev.per_class_accuracy, cm.sum(axis=1), strict=True):
-            t.add_row(n, f"{a:.4f}", str(k))
+            add_row(t, n, f"{a:.4f}", k)
         print_table(c, t)
         say(c, "confusion matrix (rows: true class, columns: predicted class):")
         t = table("", *(n[:5] for n in names), left=("",))
         for n, row in zip(names, cm, strict=True):
-            t.add_row(n, *(str(v) for v in row))
+            add_row(t, n, *row)
         print_table(c, t)
     say(c, f"{path} on {split}: accuracy {m.accuracy:.4f}, cost {fmt_cost(m.cost)}, loss {fmt_cost(m.loss)}")
     if json_out:

@@ -7,10 +7,19 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data
-from cifarlin.cli.display import console, emit_json, fmt_cost, print_table, say, table, train_progress
+from cifarlin.cli.display import (
+    add_row,
+    clean,
+    console,
+    emit_json,
+    fmt_cost,
+    print_table,
+    say,
+    table,
+    train_progress,
+)
 from cifarlin.config import DTYPES, SETTINGS, TrainConfig, parse_batches
 
 DEFAULTS = TrainConfig()
@@ -21,12 +30,12 @@ def _summary_table(s: dict[str, Any]) -> Any:
     t = table("set", "cost", "loss", "accuracy", left=("set",))
     for name in ("train", "val", "test"):
         m = s[name]
-        t.add_row(name, fmt_cost(m["cost"]), fmt_cost(m["loss"]), f"{m['accuracy']:.4f}")
+        add_row(t, name, fmt_cost(m["cost"]), fmt_cost(m["loss"]), f"{m['accuracy']:.4f}")
     return t
 
 
 def _print_summary(c: Console, s: dict[str, Any]) -> None:
-    c.print(f"[bold]{escape(s['run_dir'])}[/]: {s['epochs']} epochs", soft_wrap=True)
+    c.print(f"[bold]{clean(s['run_dir'])}[/]: {s['epochs']} epochs", soft_wrap=True)
     print_table(c, _summary_table(s))
     ref = s["reference_test_accuracy"]
     if ref is None:
@@ -150,12 +159,14 @@ def train(
     }
     given = {k: v for k, v in overrides.items() if v is not None}
     out = out.expanduser() if out is not None else None
+    c = console()
     plan = experiments.plan_runs(
         setting if setting == "all" else (int(setting) if setting else None),
         given,
         out=out,
         resume=resume,
         overwrite=overwrite,
+        on_notice=lambda m: say(c, f"note: {m}"),
     )
     data_opt = f" --data-dir {data_dir}" if data_dir is not None else ""
     if setting == "all":
@@ -163,7 +174,6 @@ def train(
     else:
         hint = f"cifarlin train --out {plan[0].out} --resume{data_opt}"
 
-    c = console()
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
 
     def on_loading(ds: Any, what: str) -> None:
@@ -175,7 +185,7 @@ def train(
         if not quiet:
             what = f"setting {cfg.setting}" if cfg.setting else "run"
             resumed = f", resuming after epoch {p.first_epoch}" if p.start is not None else ""
-            c.print(f"[bold]{what}[/]: {cfg.describe()}{resumed} -> {escape(str(p.out))}", soft_wrap=True)
+            c.print(f"[bold]{what}[/]: {cfg.describe()}{resumed} -> {clean(p.out)}", soft_wrap=True)
         return train_progress(c, quiet, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
 
     def on_done(s: dict[str, Any]) -> None:
