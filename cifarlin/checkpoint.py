@@ -41,7 +41,7 @@ from cifarlin.history import HISTORY_KEYS, History, TrainState
 from cifarlin.model import D, K, Metrics
 
 FORMAT = "cifarlin"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the loss (a file of version 1 holds a cross-entropy model)
 
 
 @dataclass

@@ -23,7 +23,7 @@ D = 3072  # inputs: 32 x 32 pixels x 3 channels
 N_TRAIN_BATCHES = 5  # data_batch_1 ... data_batch_5
 LAYOUTS = ("python", "binary")  # the two official versions of CIFAR-10
 SPLITS = ("test", "val", "train")
-FIGURES = ("curves", "montage", "confusion", "samples")
+FIGURES = ("curves", "montage", "confusion", "samples", "probs")
 FIGURE_FORMATS = ("png", "pdf", "svg")
 TIMEOUT = 30.0  # seconds, for connecting and for each read
 MAX_TIMEOUT = 86400.0
@@ -41,6 +41,7 @@ SETTINGS: dict[int, dict[str, float]] = {
 REFERENCE_TEST_ACCURACY: dict[int, float] = {1: 0.3069, 2: 0.3898, 3: 0.3924, 4: 0.3763}
 
 DTYPES = ("float32", "float64")
+LOSS_NAMES = ("ce", "svm", "bce")  # softmax cross-entropy, multi-class hinge, binary cross-entropy per class
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -107,6 +108,7 @@ class TrainConfig:
     val_size: int | None = None
     dtype: str = "float32"
     setting: int | None = None
+    loss: str = "ce"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -129,6 +131,8 @@ class TrainConfig:
             raise bad("seed", "must be between 0 and 2**63 - 1")
         if self.dtype not in DTYPES:
             raise bad("dtype", f"use one of {', '.join(DTYPES)}")
+        if self.loss not in LOSS_NAMES:
+            raise bad("loss", f"use one of {', '.join(LOSS_NAMES)}")
         if self.setting is not None and self.setting not in SETTINGS:
             raise bad("setting", f"use one of {', '.join(map(str, SETTINGS))}")
         SplitSpec(tuple(self.train_batches), self.val_size)  # validates both
@@ -166,8 +170,9 @@ class TrainConfig:
             raise bad_value("batch_size", self.batch_size, f"larger than the training set ({n_train} images)")
 
     def describe(self) -> str:
+        loss = "" if self.loss == "ce" else f"loss={self.loss}, "
         return (
-            f"lambda={self.lam:g}, eta={self.eta:g}, batch={self.batch_size}, "
+            f"{loss}lambda={self.lam:g}, eta={self.eta:g}, batch={self.batch_size}, "
             f"epochs={self.epochs}, seed={self.seed}" + (", shuffled" if self.shuffle else "")
         )
 
@@ -193,8 +198,11 @@ class GradcheckConfig:
     atol: float = 1e-8
     seed: int = 0
     init_std: float = 0.01
+    loss: str = "ce"
 
     def __post_init__(self) -> None:
+        if self.loss not in LOSS_NAMES:
+            raise bad_value("loss", self.loss, f"use one of {', '.join(LOSS_NAMES)}")
         if not 1 <= self.n <= MAX_GRADCHECK_N:
             raise bad_value(
                 "n", self.n, f"must be between 1 and {MAX_GRADCHECK_N} (the images of one training batch)"

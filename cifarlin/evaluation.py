@@ -9,6 +9,7 @@ import numpy as np
 from cifarlin import model
 from cifarlin.checkpoint import Snapshot
 from cifarlin.data import Dataset, load_split
+from cifarlin.losses import LOSSES
 from cifarlin.train import one_blas_thread
 
 
@@ -34,6 +35,7 @@ class Evaluation:
     metrics: model.Metrics
     confusion: np.ndarray  # (K, K), rows: true class
     changed_files: list[str]  # batch files whose MD5 differs from the ones trained on
+    true_class_prob: np.ndarray | None = None  # (N,) the probability given the true class (ce, bce)
 
     @property
     def per_class_accuracy(self) -> np.ndarray:
@@ -45,15 +47,19 @@ def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
     its own data split), exactly as training evaluated them."""
     raw, reader = load_split(dataset, snap.config.split, split)
     X = snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype))
-    with one_blas_thread():
+    with one_blas_thread():  # the summation order of training's own evaluation, to the last bit
         S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)
+        metrics = model.metrics(S, raw.labels, snap.state.W, snap.config.lam, snap.config.loss)
     pred = S.argmax(axis=1)
+    probs = LOSSES[snap.config.loss].probs
+    p_true = None if probs is None else probs(np.asarray(S, np.float64))[np.arange(len(pred)), raw.labels]
     return Evaluation(
         split,
         raw.images,
         raw.labels,
         pred,
-        model.metrics(S, raw.labels, snap.state.W, snap.config.lam),
+        metrics,
         confusion_matrix(raw.labels, pred),
         snap.data.changed(reader.checksums),
+        p_true,
     )

@@ -23,6 +23,7 @@ from cifarlin.errors import ConfigError, ModelFileError, RunError, WriteError, b
 from cifarlin.evaluation import evaluate_split
 from cifarlin.files import check_path, write_text
 from cifarlin.history import TrainState
+from cifarlin.losses import LOSSES
 from cifarlin.runs import (
     CHECKPOINT,
     Outcome,
@@ -282,7 +283,10 @@ def draw_figures(
     if snap is not None and "montage" in kinds:
         title = f"weights as images, {plots.run_title(snap.config)}"
         figs.append((plots.montage(snap.state.W, snap.class_names, title), name("montage")))
-    if snap is not None and {"confusion", "samples"} & set(kinds):
+    if snap is not None and "probs" in kinds and LOSSES[snap.config.loss].probs is None:
+        kinds.remove("probs")
+        notice(f"a {snap.config.loss} model gives scores, not probabilities, so no probability histograms")
+    if snap is not None and {"confusion", "samples", "probs"} & set(kinds):
         split = request.split
         ev = evaluate_split(snap, dataset(), split)
         label = f"{plots.run_title(snap.config)}; {split} split"
@@ -298,6 +302,12 @@ def draw_figures(
                 f"first {k} {split} images",
             )
             figs.append((fig, name(f"samples-{split}")))
+        if "probs" in kinds and ev.true_class_prob is not None:
+            title = f"probability of the true class, {label}"
+            fig = plots.probabilities(
+                ev.true_class_prob, ev.predictions == ev.labels, snap.config.loss, title
+            )
+            figs.append((fig, name(f"probs-{split}")))
     if request.show and plots.can_show():
         plots.show()
     try:

@@ -10,6 +10,10 @@ Shapes used throughout (K classes, d inputs, N samples in a batch):
 
     J(W, b) = mean_n -log P[n, y_n]  +  lam * sum(W**2)
 
+The assignment's loss is the cross-entropy above; its bonus swaps in the multi-class hinge
+(``loss="svm"``) or a binary cross-entropy per class (``loss="bce"``), defined beside this file
+in :mod:`cifarlin.losses`. Everything here takes the loss by name.
+
 The functions work in the dtype of their inputs (float32 for fast training, float64 for the
 gradient check); reductions that produce a reported number are accumulated in float64.
 """
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cifarlin.config import D, K  # 10 classes, 3072 inputs (32 x 32 pixels x 3 channels)
+from cifarlin.losses import LOSSES
+from cifarlin.losses import softmax as softmax  # P = softmax(S), here for the reader of this file
 
 
 def init_params(
@@ -51,20 +57,9 @@ def scores(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> np.ndarray:
     return S
 
 
-def softmax(S: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of scores (N, K); shifting by the row maximum keeps exp() finite."""
-    P = S - S.max(axis=1, keepdims=True)  # (N, K), entries <= 0
-    np.exp(P, out=P)
-    P /= P.sum(axis=1, keepdims=True)
-    return P
-
-
 def cross_entropy(S: np.ndarray, y: np.ndarray) -> float:
     """Mean of -log softmax(S)[n, y_n] over the N rows of S (N, K); computed in float64."""
-    S = np.asarray(S, dtype=np.float64)
-    m = S.max(axis=1)  # (N,)
-    lse = m + np.log(np.exp(S - m[:, None]).sum(axis=1))  # (N,) log sum_k exp S[n, k]
-    return float((lse - S[np.arange(len(y)), y]).mean())
+    return LOSSES["ce"].mean(S, y)
 
 
 def penalty(W: np.ndarray, lam: float) -> float:
@@ -73,18 +68,18 @@ def penalty(W: np.ndarray, lam: float) -> float:
     return float(lam * (w @ w))
 
 
-def loss(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy, without the penalty."""
-    return cross_entropy(scores(W, b, X), y)
+def loss(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, loss: str = "ce") -> float:
+    """Mean loss over the rows of X, without the penalty."""
+    return LOSSES[loss].mean(scores(W, b, X), y)
 
 
-def cost(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, lam: float) -> float:
-    """J = mean cross-entropy + lam * sum(W**2)."""
-    return loss(W, b, X, y) + penalty(W, lam)
+def cost(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, lam: float, loss: str = "ce") -> float:
+    """J = mean loss + lam * sum(W**2)."""
+    return LOSSES[loss].mean(scores(W, b, X), y) + penalty(W, lam)
 
 
 def predict(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Predicted class per row, (N,)."""
+    """Predicted class per row, (N,): the highest score, whatever the loss."""
     return scores(W, b, X).argmax(axis=1)
 
 
@@ -102,29 +97,31 @@ class Metrics:
     accuracy: float
 
 
-def metrics(S: np.ndarray, y: np.ndarray, W: np.ndarray, lam: float) -> Metrics:
+def metrics(S: np.ndarray, y: np.ndarray, W: np.ndarray, lam: float, loss: str = "ce") -> Metrics:
     """Cost, loss and accuracy of scores S (N, K) for labels y (N,); W only for the penalty."""
-    ce = cross_entropy(S, y)
+    value = LOSSES[loss].mean(S, y)
     acc = float((S.argmax(axis=1) == y).mean())
-    return Metrics(cost=ce + penalty(W, lam), loss=ce, accuracy=acc)
+    return Metrics(cost=value + penalty(W, lam), loss=value, accuracy=acc)
 
 
-def evaluate(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, lam: float) -> Metrics:
+def evaluate(
+    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, lam: float, loss: str = "ce"
+) -> Metrics:
     """Cost, loss and accuracy from a single pass of scores over X (N, d)."""
-    return metrics(scores(W, b, X), y, W, lam)
+    return metrics(scores(W, b, X), y, W, lam, loss)
 
 
 def gradients(
-    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, lam: float
+    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, lam: float, loss: str = "ce"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Analytic gradients of J on a batch.
 
-    With G = (P - Y) / N, where Y (N, K) is the one-hot of y:
+    With G = dl/dS / N (N, K), the loss's score gradient averaged over the batch (for the
+    cross-entropy G = (P - Y) / N, Y (N, K) the one-hot of y; see :mod:`cifarlin.losses`):
     dJ/dW = G^T X + 2 lam W  (K, d);   dJ/db = sum_n G[n]  (K,).
     """
     N = X.shape[0]
-    G = softmax(scores(W, b, X))  # (N, K), becomes P - Y then (P - Y) / N
-    G[np.arange(N), y] -= 1
+    G = LOSSES[loss].grad(scores(W, b, X), y)  # (N, K)
     G /= N
     dW = G.T @ X  # (K, d)
     if lam:

@@ -1,5 +1,9 @@
 """Numerical gradients of the cost for every entry of W and b at once, for the gradient check.
 
+Written out for the cross-entropy below; the hinge and binary cross-entropy losses follow the
+same plan with their own per-sample changes (``_svm_delta``, ``_bce_delta``), simpler because
+moving one score changes only the terms that hold it.
+
 Perturbing W[i, j] by t changes only column i of the scores, by t * X[:, j]; perturbing b[i]
 changes it by t. So every perturbed cost follows from S and one column of X:
 
@@ -22,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from cifarlin.errors import bad_value
+from cifarlin.losses import softplus
 from cifarlin.model import scores
 
 Method = Literal["centred", "complex"]
@@ -59,6 +64,49 @@ def _perturbed_lse(A0: np.ndarray, m2: np.ndarray, R: np.ndarray, T: np.ndarray)
     return L
 
 
+def _ce_delta(S: np.ndarray, Y: np.ndarray, T: np.ndarray, method: Method) -> np.ndarray:
+    """Cross-entropy: per-sample loss changes (N, K, c) when score i moves by +-T[n, j] (centred:
+    l(+T) - l(-T)) or by i T (complex: Im l(s + i T))."""
+    A0 = S - S.max(axis=1, keepdims=True)  # (N, K)
+    m2, R = _others(A0)  # (N, K) each
+    if method == "complex":
+        return _perturbed_lse(A0, m2, R, T).imag - Y * T.imag[:, None, :]
+    dL = _perturbed_lse(A0, m2, R, T) - _perturbed_lse(A0, m2, R, -T)  # (N, K, c)
+    dL -= 2 * Y * T[:, None, :]  # the -t [y = i] terms of the two losses
+    return dL
+
+
+def _bce_delta(S: np.ndarray, Y: np.ndarray, T: np.ndarray, method: Method) -> np.ndarray:
+    """Binary cross-entropy: moving score i changes only its own term,
+    (1/K) [softplus(s_i + u) - y_i u] (plus what does not depend on u)."""
+    k = S.shape[1]
+    Si, U = S[:, :, None], T[:, None, :]  # (N, K, 1), (N, 1, c)
+    if method == "complex":
+        return (softplus(Si + U).imag - Y * U.imag) / k
+    return (softplus(Si + U) - softplus(Si - U) - 2 * Y * U) / k
+
+
+def _svm_margins(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Margins s_j - s_y + 1 (N, K), with -inf for j = y (not a term of the loss)."""
+    M = S - S[np.arange(len(y)), y][:, None] + 1
+    M[np.arange(len(y)), y] = -np.inf
+    return M
+
+
+def _svm_delta(S: np.ndarray, Y: np.ndarray, T: np.ndarray, method: Method) -> np.ndarray:
+    """Hinge: moving score i != y changes only max(0, m_i + u); moving s_y by u changes every
+    term by -u, so its change is minus the sum of what moving each other score would do."""
+    M = _svm_margins(S, Y[:, :, 0].argmax(axis=1))[:, :, None]  # (N, K, 1)
+    U = T[:, None, :]  # (N, 1, c)
+    # complex: Im max(0, m + iu) = u where the margin is active (m > 0), else 0;
+    # centred: max(0, m + u) - max(0, m - u), 0 for j = y (m = -inf)
+    A = np.where(M > 0, U.imag, 0.0) if method == "complex" else np.maximum(M + U, 0) - np.maximum(M - U, 0)
+    return A - Y * A.sum(axis=1, keepdims=True)
+
+
+_DELTAS = {"ce": _ce_delta, "bce": _bce_delta, "svm": _svm_delta}
+
+
 def numerical_gradients(
     W: np.ndarray,
     b: np.ndarray,
@@ -67,6 +115,7 @@ def numerical_gradients(
     lam: float,
     h: float = 1e-6,
     method: Method = "centred",
+    loss: str = "ce",
     max_elements: int = 1 << 22,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Numerical gradients of J for every entry of W (K, d) and b (K,), in float64.
@@ -77,29 +126,23 @@ def numerical_gradients(
     """
     if method not in ("centred", "complex"):
         raise bad_value("method", method, "use 'centred' or 'complex'")
-    W = np.asarray(W, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    X = np.asarray(X, dtype=np.float64)
+    if loss not in _DELTAS:
+        raise bad_value("loss", loss, f"use one of {', '.join(_DELTAS)}")
+    W, b, X = (np.asarray(a, dtype=np.float64) for a in (W, b, X))
     y = np.asarray(y)
     N, d = X.shape
     k = W.shape[0]
-
     S = scores(W, b, X)  # (N, K)
-    A0 = S - S.max(axis=1, keepdims=True)  # (N, K)
-    m2, R = _others(A0)  # (N, K) each
     Y = (y[:, None] == np.arange(k)).astype(np.float64)[:, :, None]  # (N, K, 1) one-hot
+    delta = _DELTAS[loss]
 
     def column_grads(x: np.ndarray, w: np.ndarray | None) -> np.ndarray:
         """Gradients of the parameters whose score shift is t * x[:, j]: weights w (K, c), or
         biases (w None, no penalty). x (N, c); returns (K, c)."""
         if method == "complex":  # Im J(theta + i h) / h
-            T = (1j * h) * x[:, None, :]  # (N, 1, c)
-            g = (_perturbed_lse(A0, m2, R, T[:, 0, :]).imag - Y * T.imag).mean(axis=0) / h
+            g = delta(S, Y, (1j * h) * x, method).mean(axis=0) / h
             return g if w is None else g + lam * ((w + 1j * h) ** 2).imag / h
-        T = h * x[:, None, :]  # (N, 1, c)
-        dL = _perturbed_lse(A0, m2, R, T[:, 0, :]) - _perturbed_lse(A0, m2, R, -T[:, 0, :])  # (N, K, c)
-        dL -= 2 * Y * T  # the -t x [y = i] terms of the two losses
-        dJ = dL.mean(axis=0)  # (K, c) = J(theta + h) - J(theta - h)
+        dJ = delta(S, Y, h * x, method).mean(axis=0)  # (K, c) = J(theta + h) - J(theta - h)
         if w is not None:
             dJ += lam * ((w + h) ** 2 - (w - h) ** 2)
         return dJ / (2 * h)
@@ -111,3 +154,34 @@ def numerical_gradients(
         gW[:, j0:j1] = column_grads(X[:, j0:j1], W[:, j0:j1])
     gb = column_grads(np.ones((N, 1)), None)[:, 0]
     return gW, gb
+
+
+def kinks(
+    W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, h: float, loss: str = "svm"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the loss has no derivative within the step: boolean masks (K, d) and (K,) of the
+    entries whose perturbation by +-h moves some margin across 0 (|margin| <= h |x|). Only the
+    hinge loss has kinks; for the others both masks are all False.
+
+    Perturbing W[i, j] moves margin i of sample n by h x_nj when i != y_n, and every margin of n
+    by -h x_nj when i = y_n. A margin of exactly 0 is a kink too (the analytic subgradient calls
+    it inactive; differences straddle it).
+    """
+    W, b, X = (np.asarray(a, dtype=np.float64) for a in (W, b, X))
+    y = np.asarray(y)
+    k, d = W.shape
+    if loss != "svm":
+        return np.zeros((k, d), dtype=bool), np.zeros(k, dtype=bool)
+    M = np.abs(_svm_margins(scores(W, b, X), y))  # (N, K), inf for j = y
+    closest = M.min(axis=1)  # (N,) the margin of each sample nearest to 0
+    Y = (y[:, None] == np.arange(k)).astype(np.float64)  # (N, K)
+
+    def hit(t: np.ndarray) -> np.ndarray:
+        """t (N, c) = h |x|: (K, c) entries with a crossing."""
+        other = (M[:, :, None] <= t[:, None, :]).any(axis=0)  # (K, c), i != y_n
+        own = Y.T @ (closest[:, None] <= t).astype(np.float64) > 0  # (K, c), i = y_n
+        return other | own
+
+    kW = np.concatenate([hit(h * np.abs(X[:, j : j + 256])) for j in range(0, d, 256)], axis=1)
+    kb = hit(np.full((len(y), 1), h))[:, 0]
+    return kW, kb

@@ -19,6 +19,7 @@ from cifarlin.config import TrainConfig
 from cifarlin.evaluation import per_class_accuracy
 from cifarlin.files import atomic_path
 from cifarlin.history import History
+from cifarlin.losses import LOSSES
 
 TRAIN_COLOR, VAL_COLOR, BEST_COLOR = "#1f77b4", "#d62728", "#555555"
 
@@ -90,7 +91,7 @@ def curves(history: History, cfg: TrainConfig) -> Figure:
     for ax, key, label in zip(
         axes,
         ("cost", "loss", "acc"),
-        ("cost (loss + lambda |W|^2)", "loss (cross-entropy)", "accuracy"),
+        ("cost (loss + lambda |W|^2)", f"loss ({LOSSES[cfg.loss].label.removesuffix(' loss')})", "accuracy"),
         strict=True,
     ):
         ax.plot(epochs, h[f"train_{key}"], color=TRAIN_COLOR, label="training", lw=1.8)
@@ -195,6 +196,28 @@ def samples(
         ax.set_axis_off()
     right = int(np.sum(labels[:n] == preds[:n]))
     fig.suptitle(f"{title}: {right} of {n} right (true -> predicted; wrong ones in red)", fontsize=10)
+    return fig
+
+
+def probabilities(p_true: np.ndarray, correct: np.ndarray, loss: str, title: str) -> Figure:
+    """Histograms of the probability the model gives the true class, for the images it classifies
+    right and for those it gets wrong, side by side (softmax for ce, the class's sigmoid for bce)."""
+    _style()
+    what = {"ce": "softmax probability", "bce": "sigmoid output"}.get(loss, "probability")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True, layout="constrained")
+    bins = np.linspace(0, 1, 26)
+    for ax, mask, name, color in (
+        (axes[0], correct, "classified right", TRAIN_COLOR),
+        (axes[1], ~correct, "classified wrong", VAL_COLOR),
+    ):
+        values = p_true[mask]
+        ax.hist(values, bins=bins, color=color, edgecolor="white")
+        mean = f", mean {values.mean():.3f}" if len(values) else ""
+        ax.set_title(f"{name}: {len(values)} images{mean}")
+        ax.set_xlabel(f"{what} of the true class")
+        ax.set_ylabel("images")
+        ax.set_xlim(0, 1)
+    fig.suptitle(title)
     return fig
 
 

@@ -49,14 +49,17 @@ MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
 RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
 #: Figures a run folder may hold (written by ``train`` and ``visualize``), removed by overwrite.
 FIGURE_PATTERNS = tuple(
-    f"{stem}.{fmt}" for stem in ("curves", "montage", "confusion*", "samples*") for fmt in FIGURE_FORMATS
+    f"{stem}.{fmt}"
+    for stem in ("curves", "montage", "confusion*", "samples*", "probs*")
+    for fmt in FIGURE_FORMATS
 )
 
 
 def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
-    """``root/setting-N``, or a new ``root/run-<date>-<time>`` when no setting is named."""
+    """``root/setting-N`` (``setting-N-LOSS`` for a loss other than the cross-entropy), or a new
+    ``root/run-<date>-<time>`` when no setting is named."""
     if cfg.setting is not None:
-        return root / f"setting-{cfg.setting}"
+        return root / (f"setting-{cfg.setting}" + ("" if cfg.loss == "ce" else f"-{cfg.loss}"))
     stem = datetime.now().strftime("run-%Y%m%d-%H%M%S")
     out, n = root / stem, 1
     while out.exists():  # two runs started in the same second get their own folders
@@ -403,7 +406,7 @@ def run(
         except WriteError as e:
             raise WriteError(f"{e}; {kept()}") from None
         with one_blas_thread():
-            test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam)
+            test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam, cfg.loss)
         loop_seconds = time.perf_counter() - t0 - io_seconds  # epochs, metrics, test evaluation
         save_snapshot(out / MODEL, snapshot(final, "model", test))
         save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)

@@ -33,12 +33,14 @@ def _finite(*values: np.ndarray | float) -> bool:
     return all(np.isfinite(v).all() for v in values)
 
 
-def _metrics(W: np.ndarray, b: np.ndarray, data: Prepared, lam: float) -> tuple[model.Metrics, model.Metrics]:
+def _metrics(
+    W: np.ndarray, b: np.ndarray, data: Prepared, lam: float, loss: str
+) -> tuple[model.Metrics, model.Metrics]:
     """Cost, loss and accuracy on the training and the validation set."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # per thread
         return (
-            model.evaluate(W, b, data.X["train"], data.y["train"], lam),
-            model.evaluate(W, b, data.X["val"], data.y["val"], lam),
+            model.evaluate(W, b, data.X["train"], data.y["train"], lam, loss),
+            model.evaluate(W, b, data.X["val"], data.y["val"], lam, loss),
         )
 
 
@@ -137,7 +139,7 @@ def fit(
                 order = rng.permutation(N) if cfg.shuffle else None
                 for j, start in enumerate(range(0, N, B)):
                     rows = slice(start, start + B) if order is None else order[start : start + B]
-                    dW, db = model.gradients(W, b, X[rows], y[rows], cfg.lam)
+                    dW, db = model.gradients(W, b, X[rows], y[rows], cfg.lam, cfg.loss)
                     dW *= cfg.eta  # in place: W -= eta * dW without a temporary
                     W -= dW
                     db *= cfg.eta
@@ -150,7 +152,7 @@ def fit(
                 if not _finite(W, b):
                     raise diverged(epoch)
                 We, be = W.copy(), b.copy()
-                future = pool.submit(_metrics, We, be, data, cfg.lam)
+                future = pool.submit(_metrics, We, be, data, cfg.lam, cfg.loss)
                 pending = _Pending(epoch, We, be, rng.bit_generator.state, t0, future)
             if pending is not None:
                 done, pending = pending, None

@@ -31,13 +31,14 @@ _cifarlin() {
                 --lam) return ;;
                 --h) return ;;
                 --method) COMPREPLY=($(compgen -W "centred complex" -- "$cur")); return ;;
+                --loss) COMPREPLY=($(compgen -W "ce svm bce" -- "$cur")); return ;;
                 --tol) return ;;
                 --atol) return ;;
                 --seed) return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--n --dims --lam --h --method --tol --atol --seed --random --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--n --dims --lam --h --method --loss --tol --atol --seed --random --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         train)
@@ -45,6 +46,7 @@ _cifarlin() {
                 --setting) COMPREPLY=($(compgen -W "1 2 3 4 all" -- "$cur")); return ;;
                 --lam) return ;;
                 --eta) return ;;
+                --loss) COMPREPLY=($(compgen -W "ce svm bce" -- "$cur")); return ;;
                 --epochs) return ;;
                 --batch-size) return ;;
                 --seed) return ;;
@@ -55,7 +57,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         evaluate)
@@ -71,7 +73,7 @@ _cifarlin() {
             ;;
         visualize)
             case "$prev" in
-                --what) COMPREPLY=($(compgen -W "curves montage confusion samples all" -- "$cur")); return ;;
+                --what) COMPREPLY=($(compgen -W "curves montage confusion samples probs all" -- "$cur")); return ;;
                 --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --format) COMPREPLY=($(compgen -W "png pdf svg" -- "$cur")); return ;;
                 --dpi) return ;;

@@ -34,21 +34,26 @@ def test_complex_step_default_h(runner):
     assert out["W"]["max_rel"] < 1e-10 and out["b"]["max_rel"] < 1e-10
 
 
-def test_broken_gradient_fails_with_exit_1(runner, monkeypatch):
+@pytest.mark.parametrize("loss", ["ce", "svm", "bce"])
+@pytest.mark.parametrize("method", ["centred", "complex"])
+def test_broken_gradient_fails_with_exit_1(runner, monkeypatch, loss, method):
+    """Bug: a wrong analytic gradient of any loss that the check lets pass."""
     real = model.gradients
 
-    def broken(W, b, X, y, lam):
-        dW, db = real(W, b, X, y, lam)
+    def broken(W, b, X, y, lam, loss="ce"):
+        dW, db = real(W, b, X, y, lam, loss)
         dW = dW.copy()
-        dW[3, 7] += 1e-3
+        dW[3, 7] += 1e-4
         return dW, db
 
     monkeypatch.setattr(model, "gradients", broken)
-    r = runner.invoke(app, ["gradcheck", "--random", "--json", "--dims", "50"])
+    args = ["gradcheck", "--random", "--json", "--dims", "50", "--loss", loss, "--method", method]
+    r = runner.invoke(app, args)
     assert r.exit_code == 1
     out = json.loads(r.stdout)
     assert out["pass"] is False and out["W"]["failing"] == 1 and out["b"]["failing"] == 0
-    assert "FAIL" in r.stderr
+    assert out["loss"] == loss
+    assert "FAIL: 1 of 510 entries outside |ga - gn| <= 1e-08 + 1e-06 (|ga| + |gn|)" in r.stderr
 
 
 @pytest.mark.parametrize(
@@ -111,8 +116,8 @@ def test_random_problem_uses_training_init():
 def test_nan_gradients_fail(runner, monkeypatch):
     real = model.gradients
 
-    def nan_grads(W, b, X, y, lam):
-        dW, db = real(W, b, X, y, lam)
+    def nan_grads(W, b, X, y, lam, loss="ce"):
+        dW, db = real(W, b, X, y, lam, loss)
         return np.full_like(dW, np.nan), db
 
     monkeypatch.setattr(model, "gradients", nan_grads)

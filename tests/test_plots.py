@@ -66,12 +66,14 @@ def test_visualize_all_kinds(runner, run_dir, tiny_py, tmp_path):
         "montage.png",
         "confusion-test.png",
         "samples-test.png",
+        "probs-test.png",
     ]
     sizes = {
         "curves.png": (400, 1300),
         "montage.png": (190, 1300),
         "confusion-test.png": (700, 950),
         "samples-test.png": (400, 1160),
+        "probs-test.png": (380, 1000),
     }
     for path in files:
         name = path.split("/")[-1]
@@ -191,6 +193,7 @@ def test_a_model_file_alone_draws_what_it_can(runner, run_dir, tmp_path, tiny_py
         "montage.png",
         "confusion-test.png",
         "samples-test.png",
+        "probs-test.png",
     ]
     assert "no curves" in r.stderr
 

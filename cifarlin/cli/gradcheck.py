@@ -8,7 +8,7 @@ import typer
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data
 from cifarlin.cli.display import console, emit_json, fmt_sci, print_table, say, table
-from cifarlin.config import DEFAULT_H, GradcheckConfig
+from cifarlin.config import DEFAULT_H, LOSS_NAMES, GradcheckConfig
 
 DEFAULTS = GradcheckConfig()
 METHODS = tuple(DEFAULT_H)
@@ -35,6 +35,12 @@ def gradcheck(
     method: Annotated[
         Literal[METHODS], typer.Option("--method", help="Centred differences or the complex step.")  # type: ignore[valid-type]
     ] = DEFAULTS.method,
+    loss: Annotated[
+        Literal[LOSS_NAMES],  # type: ignore[valid-type]
+        typer.Option(
+            "--loss", help="The loss: softmax cross-entropy, multi-class hinge, or binary cross-entropy."
+        ),
+    ] = DEFAULTS.loss,
     tol: Annotated[float, typer.Option("--tol", help="Relative tolerance.")] = DEFAULTS.tol,
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = DEFAULTS.atol,
     seed: Annotated[
@@ -58,45 +64,34 @@ def gradcheck(
     """
     from cifarlin import gradcheck as gc
 
-    cfg = GradcheckConfig(n=n, dims=dims, lam=lam, h=h, method=method, tol=tol, atol=atol, seed=seed)
+    cfg = GradcheckConfig(
+        n=n, dims=dims, lam=lam, h=h, method=method, tol=tol, atol=atol, seed=seed, loss=loss
+    )
     report = gc.run(cfg, None if random else ensure_data(ctx, data_dir, no_download, quiet))
     c = console()
     if not quiet:
         say(
             c,
-            f"gradient check: {cfg.method}, h={cfg.step:g}, lambda={cfg.lam:g}, n={cfg.n}, "
-            f"dims={cfg.dims}, data: {report.inputs}",
+            f"gradient check of the {cfg.loss} loss: {cfg.method}, h={cfg.step:g}, lambda={cfg.lam:g}, "
+            f"n={cfg.n}, dims={cfg.dims}, data: {report.inputs}",
         )
-        t = table(
-            "param",
-            "max rel",
-            "p99 rel",
-            "mean rel",
-            "max abs",
-            "checked",
-            "failing",
-            "verdict",
-            left=("param",),
-        )
+        cols = ("param", "max rel", "p99 rel", "mean rel", "max abs", "checked", "failing", "by floor")
+        t = table(*cols, *(("kinks",) if cfg.loss == "svm" else ()), "verdict", left=("param",))
         for p in report.params:
-            t.add_row(
-                p.name,
-                fmt_sci(p.max_rel),
-                fmt_sci(p.p99_rel),
-                fmt_sci(p.mean_rel),
-                fmt_sci(p.max_abs),
-                str(p.checked),
-                str(p.failing),
-                "[green]PASS[/]" if p.passed else "[red]FAIL[/]",
-            )
+            stats = (fmt_sci(p.max_rel), fmt_sci(p.p99_rel), fmt_sci(p.mean_rel), fmt_sci(p.max_abs))
+            counts = (p.checked, p.failing, p.by_floor, *((p.kinks,) if cfg.loss == "svm" else ()))
+            t.add_row(p.name, *stats, *map(str, counts), "[green]PASS[/]" if p.passed else "[red]FAIL[/]")
         print_table(c, t)
-    verdict = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
-    c.print(
-        f"{verdict}: |ga - gn| <= {cfg.atol:g} + {cfg.tol:g} (|ga| + |gn|) for "
-        f"{sum(p.checked - p.failing for p in report.params)} of {sum(p.checked for p in report.params)} "
-        f"entries ({report.seconds:.3f} s)",
-        soft_wrap=True,
-    )
+    checked = sum(p.checked for p in report.params)
+    failing = sum(p.failing for p in report.params)
+    kinks = sum(p.kinks for p in report.params)
+    rule = f"|ga - gn| <= {cfg.atol:g} + {cfg.tol:g} (|ga| + |gn|)"
+    if report.passed:
+        verdict = f"[bold green]PASS[/]: all {checked} checked entries within {rule}"
+    else:
+        verdict = f"[bold red]FAIL[/]: {failing} of {checked} entries outside {rule}"
+    left_out = f"; {kinks} entries at a kink of the hinge left out" if kinks else ""
+    c.print(f"{verdict}{left_out} ({report.seconds:.3f} s)", soft_wrap=True)
     if json_out:
         emit_json(report.to_dict())
     raise typer.Exit(0 if report.passed else 1)

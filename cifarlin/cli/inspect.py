@@ -49,8 +49,14 @@ def evaluate(
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
     ev = evaluate_split(snap, dataset, split)
     m, cm, names = ev.metrics, ev.confusion, snap.class_names
+    from cifarlin.losses import LOSSES
+
+    loss = LOSSES[snap.config.loss]
+    p_true = None if ev.true_class_prob is None else float(ev.true_class_prob.mean())
     result = {
         "model": str(path),
+        "loss_function": snap.config.loss,
+        "mean_true_class_probability": p_true,
         "split": split,
         "images": len(ev.labels),
         "data_dir": str(dataset.folder),
@@ -75,7 +81,12 @@ def evaluate(
         for n, row in zip(names, cm, strict=True):
             add_row(t, n, *row)
         print_table(c, t)
-    say(c, f"{path} on {split}: accuracy {m.accuracy:.4f}, cost {fmt_cost(m.cost)}, loss {fmt_cost(m.loss)}")
+    probability = "" if p_true is None else f", mean probability of the true class {p_true:.4f}"
+    say(
+        c,
+        f"{path} on {split}: accuracy {m.accuracy:.4f}, cost {fmt_cost(m.cost)}, "
+        f"{loss.label} {fmt_cost(m.loss)}{probability}",
+    )
     if json_out:
         emit_json(result)
 

@@ -20,14 +20,16 @@ from cifarlin.cli.display import (
     table,
     train_progress,
 )
-from cifarlin.config import DTYPES, SETTINGS, TrainConfig, parse_batches
+from cifarlin.config import DTYPES, LOSS_NAMES, SETTINGS, TrainConfig, parse_batches
 
 DEFAULTS = TrainConfig()
 SETTING_CHOICES = (*map(str, SETTINGS), "all")
 
 
 def _summary_table(s: dict[str, Any]) -> Any:
-    t = table("set", "cost", "loss", "accuracy", left=("set",))
+    from cifarlin.losses import LOSSES
+
+    t = table("set", "cost", LOSSES[s["config"]["loss"]].label, "accuracy", left=("set",))
     for name in ("train", "val", "test"):
         m = s[name]
         add_row(t, name, fmt_cost(m["cost"]), fmt_cost(m["loss"]), f"{m['accuracy']:.4f}")
@@ -69,6 +71,15 @@ def train(
     eta: Annotated[
         float | None,
         typer.Option("--eta", help=f"Learning rate. [default: {DEFAULTS.eta:g}]", show_default=False),
+    ] = None,
+    loss: Annotated[
+        Literal[LOSS_NAMES] | None,  # type: ignore[valid-type]
+        typer.Option(
+            "--loss",
+            help="ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class "
+            f"(a setting keeps its lambda and eta). [default: {DEFAULTS.loss}]",
+            show_default=False,
+        ),
     ] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help=f"Epochs. [default: {DEFAULTS.epochs}]", show_default=False)
@@ -149,6 +160,7 @@ def train(
     overrides: dict[str, Any] = {
         "lam": lam,
         "eta": eta,
+        "loss": loss,
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": seed,

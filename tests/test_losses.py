@@ -1,0 +1,130 @@
+"""The three losses (cross-entropy, multi-class hinge, binary cross-entropy) against loop oracles.
+
+Each test names the bug it would catch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifarlin import gradcheck, losses, model, numgrad
+from cifarlin.config import GradcheckConfig
+from oracles import NAIVE, numerical_gradients_loop_loss
+
+LOSSES = ["ce", "svm", "bce"]
+
+
+def problem(seed: int, K: int = 10, d: int = 40, N: int = 9, std: float = 0.3):
+    rng = np.random.default_rng(seed)
+    W, b = model.init_params(rng, K=K, d=d, std=std)
+    X = rng.standard_normal((N, d))
+    y = rng.integers(0, K, size=N)
+    return W, b, X, y
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("lam", [0.0, 0.4])
+@pytest.mark.parametrize("seed", range(3))
+def test_cost_equals_the_naive_loop(loss, lam, seed):
+    """Bug: a wrong loss value (a missing 1/K in bce, the j = y term counted in the hinge)."""
+    W, b, X, y = problem(seed)
+    assert model.cost(W, b, X, y, lam, loss) == pytest.approx(NAIVE[loss][0](W, b, X, y, lam), rel=1e-13)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("lam", [0.0, 0.4])
+@pytest.mark.parametrize("seed", range(3))
+def test_gradients_equal_the_naive_loop(loss, lam, seed):
+    """Bug: a wrong analytic gradient (the hinge's -count on the true class, bce's 1/K)."""
+    W, b, X, y = problem(seed)
+    dW, db = model.gradients(W, b, X, y, lam, loss)
+    nW, nb = NAIVE[loss][1](W, b, X, y, lam)
+    np.testing.assert_allclose(dW, nW, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(db, nb, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_vectorised_numerical_gradients_equal_the_per_parameter_loop(loss):
+    """Bug: the all-parameters-at-once numerical gradient of a loss computes the wrong perturbed
+    costs (checked against changing one parameter at a time)."""
+    W, b, X, y = problem(5, d=12, N=6)
+    gW, gb = numgrad.numerical_gradients(W, b, X, y, 0.3, h=1e-6, loss=loss)
+    lW, lb = numerical_gradients_loop_loss(W.copy(), b.copy(), X, y, 0.3, loss)
+    np.testing.assert_allclose(gW, lW, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(gb, lb, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_complex_step_agrees_with_the_analytic_gradient(loss):
+    """Bug: a complex-step path that is not analytic (a real max or abs on the complex scores)."""
+    W, b, X, y = problem(6, d=30)
+    aW, ab = model.gradients(W, b, X, y, 0.2, loss)
+    cW, cb = numgrad.numerical_gradients(W, b, X, y, 0.2, h=1e-20, method="complex", loss=loss)
+    assert gradcheck.relative_error(aW, cW).max() < 1e-10
+    assert gradcheck.relative_error(ab, cb).max() < 1e-10
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_huge_scores_give_finite_costs_and_gradients(loss):
+    """Bug: log(1 - sigmoid(s)) written literally (-inf for s = 1e4), exp overflow in softmax."""
+    S = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 3.0], [5e3, 5e3, -5e3]])
+    y = np.array([1, 1, 2])
+    values = losses.LOSSES[loss].losses(S, y)
+    G = losses.LOSSES[loss].grad(S.copy(), y)
+    assert np.isfinite(values).all() and np.isfinite(G).all()
+    expected = {  # exact values of the definitions at these scores
+        "ce": [2e4, 0.0, 1e4 + np.log(2)],
+        "svm": [(2e4 + 1) + (1e4 + 1), 0.0, 2 * (1e4 + 1)],
+        "bce": [(1e4 + 1e4 + np.log(2)) / 3, (3 + np.log1p(np.exp(-3))) / 3, (5e3 + 5e3 + 5e3) / 3],
+    }[loss]
+    np.testing.assert_allclose(values, expected, rtol=1e-12)
+
+
+def test_bce_keeps_precision_where_the_literal_form_underflows():
+    """Bug: sigmoid computed as 1/(1 + exp(-s)) - 1 loses the gradient of confident wrong classes."""
+    S = np.array([[-40.0, 0.0]])
+    G = losses.bce_grad(S.copy(), np.array([1]))
+    assert G[0, 0] == pytest.approx(np.exp(-40.0) / 2, rel=1e-12)
+
+
+def test_hinge_margin_of_exactly_zero_is_inactive():
+    """Bug: >= instead of > in the hinge's subgradient."""
+    S = np.array([[1.0, 2.0, 0.5]])  # margins for y = 1: s0 - s1 + 1 = 0, s2 - s1 + 1 = -0.5
+    G = losses.svm_grad(S.copy(), np.array([1]))
+    assert G.tolist() == [[0.0, 0.0, 0.0]]
+    S = np.array([[1.5, 2.0, 0.5]])  # now margin 0 is 0.5 > 0: active
+    assert losses.svm_grad(S.copy(), np.array([1])).tolist() == [[1.0, -1.0, 0.0]]
+
+
+def test_hinge_kinks_are_counted_and_left_out():
+    """Bug: entries whose perturbation crosses a margin of 0 counted as failures (or silently as
+    passes): they are left out of the verdict, and counted."""
+    rng = np.random.default_rng(0)
+    W, b = np.zeros((10, 8)), np.zeros(10)
+    X = rng.standard_normal((4, 8))
+    y = np.array([0, 1, 2, 3])
+    b[5] = -1.0  # class 5's margin is exactly 0 for every sample: a kink for b[5] and all W[5, :]
+    cfg = GradcheckConfig(n=4, dims=8, loss="svm")
+    report = gradcheck.check(W, b, X, y, cfg, "test")
+    W_report, b_report = report.params
+    assert report.passed
+    assert b_report.kinks >= 1 and W_report.kinks >= 8
+    assert W_report.checked + W_report.kinks == 80 and b_report.checked + b_report.kinks == 10
+    kW, kb = numgrad.kinks(W, b, X, y, cfg.step, "svm")
+    assert kb[5] and kW[5].all() and int(kW.sum()) == W_report.kinks
+
+
+def test_no_kinks_outside_the_hinge():
+    W, b, X, y = problem(1)
+    for loss in ("ce", "bce"):
+        kW, kb = numgrad.kinks(W, b, X, y, 1e-6, loss)
+        assert not kW.any() and not kb.any()
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_predictions_are_the_highest_score_for_every_loss(loss):
+    W, b, X, y = problem(2)
+    assert np.array_equal(model.predict(W, b, X), np.argmax(X @ W.T + b, axis=1))
+    m = model.evaluate(W, b, X, y, 0.0, loss)
+    assert m.accuracy == np.mean(np.argmax(X @ W.T + b, axis=1) == y)

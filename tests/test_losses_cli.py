@@ -1,0 +1,112 @@
+"""--loss through the command line: train, evaluate, gradcheck, visualize; the files and resuming.
+
+Each test names the bug it would catch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from cifarlin import checkpoint, config, data, model
+from cifarlin import train as train_module
+from cifarlin.cli import app
+
+TINY = ["--batch-size", "10", "--epochs", "2", "--no-plots"]
+
+
+def train(runner, tiny_py, out, *args):
+    r = runner.invoke(app, ["train", "--out", str(out), "--data-dir", str(tiny_py), *TINY, "--json", *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("loss", ["svm", "bce"])
+def test_train_with_a_loss_stores_it_and_evaluate_uses_it(runner, tiny_py, tmp_path, loss):
+    """Bug: the loss not stored in the files, or evaluate reporting the cross-entropy of a model
+    trained with another loss."""
+    s = train(runner, tiny_py, tmp_path / "r", "--setting", "3", "--loss", loss)
+    assert s["config"]["loss"] == loss and s["config"]["lam"] == 0.1 and s["config"]["eta"] == 0.001
+    assert not s["comparable_to_reference"]
+    for name in ("model.h5", "checkpoint.h5", "history.h5"):
+        with h5py.File(tmp_path / "r" / name) as f:
+            assert f.attrs["loss"] == loss and f.attrs["format_version"] == 2
+    snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
+    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    with train_module.one_blas_thread():  # as training evaluates: one summation order
+        expected = model.evaluate(snap.state.W, snap.state.b, p.X["test"], p.y["test"], 0.1, loss)
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--json"])
+    ev = json.loads(r.stdout)
+    assert ev["loss_function"] == loss
+    assert ev["loss"] == expected.loss and ev["cost"] == expected.cost == s["test"]["cost"]
+    label = {"svm": "hinge loss", "bce": "BCE loss"}[loss]
+    assert label in r.stderr
+    if loss == "svm":
+        assert ev["mean_true_class_probability"] is None
+    else:
+        S = p.X["test"].astype(np.float64) @ snap.state.W.T.astype(np.float64) + snap.state.b
+        sig = 1 / (1 + np.exp(-S[np.arange(len(p.y["test"])), p.y["test"]]))
+        assert ev["mean_true_class_probability"] == pytest.approx(sig.mean(), rel=1e-5)
+
+
+def test_ce_reports_the_mean_softmax_probability_of_the_true_class(runner, tiny_py, tmp_path):
+    """Bug: the probability of the predicted class (or of class 0) reported instead."""
+    train(runner, tiny_py, tmp_path / "r")
+    snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
+    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    S = p.X["test"].astype(np.float64) @ snap.state.W.T.astype(np.float64) + snap.state.b
+    P = np.exp(S - S.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--json", "-q"])
+    got = json.loads(r.stdout)["mean_true_class_probability"]
+    assert got == pytest.approx(P[np.arange(len(p.y["test"])), p.y["test"]].mean(), rel=1e-5)
+
+
+def test_resume_refuses_another_loss(runner, tiny_py, tmp_path):
+    """Bug: a checkpoint trained with one loss continued with another."""
+    train(runner, tiny_py, tmp_path / "r", "--loss", "svm")
+    args = ["train", "--out", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--resume", "--loss", "bce"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "--loss 'bce': the run in" in r.stderr and "uses 'svm'" in r.stderr
+
+
+def test_a_version_1_model_still_evaluates_as_cross_entropy(runner, tiny_py, tmp_path):
+    """Bug: files written before the losses existed refused, or read with another loss."""
+    train(runner, tiny_py, tmp_path / "r")
+    old = tmp_path / "old.h5"
+    old.write_bytes((tmp_path / "r" / "model.h5").read_bytes())
+    with h5py.File(old, "a") as f:
+        f.attrs["format_version"] = 1
+        del f.attrs["loss"]
+    assert checkpoint.load_snapshot(old).config.loss == "ce"
+    r = runner.invoke(app, ["evaluate", str(old), "--data-dir", str(tiny_py), "--json", "-q"])
+    new = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--json", "-q"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["cost"] == json.loads(new.stdout)["cost"]
+
+
+@pytest.mark.parametrize("loss", ["ce", "svm", "bce"])
+def test_gradcheck_loss_on_data(runner, tiny_py, loss):
+    """Bug: --loss ignored by gradcheck (every loss checked as the cross-entropy)."""
+    r = runner.invoke(app, ["gradcheck", "--loss", loss, "--data-dir", str(tiny_py), "--n", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["loss"] == loss and out["pass"] and out["W"]["checked"] + out["W"]["kinks"] == 30720
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["svm", "bce"])
+def test_visualize_probs(runner, tiny_py, tmp_path, loss):
+    """Bug: a probability histogram drawn for the hinge (which has no probabilities), or none for bce."""
+    train(runner, tiny_py, tmp_path / "r", "--loss", loss)
+    r = runner.invoke(app, ["visualize", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--json"])
+    assert r.exit_code == 0, r.output
+    names = [p.split("/")[-1] for p in json.loads(r.stdout)["files"]]
+    if loss == "svm":
+        assert "probs-test.png" not in names and "gives scores, not probabilities" in r.stderr
+    else:
+        assert "probs-test.png" in names
+    r = runner.invoke(app, ["visualize", str(tmp_path / "r"), "--what", "probs", "--data-dir", str(tiny_py)])
+    assert r.exit_code == 0
