@@ -6,7 +6,7 @@ _cifarlin() {
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            download|gradcheck|train|evaluate|visualize|completion) cmd="${COMP_WORDS[i]}"; break ;;
+            download|gradcheck|train|sweep|evaluate|visualize|completion) cmd="${COMP_WORDS[i]}"; break ;;
         esac
     done
     case "$cmd" in
@@ -60,6 +60,32 @@ _cifarlin() {
                 COMPREPLY=($(compgen -W "--setting --lam --eta --loss --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
+        sweep)
+            case "$prev" in
+                --lam) return ;;
+                --eta) return ;;
+                --loss) return ;;
+                --epochs) return ;;
+                --batch-size) return ;;
+                --seed) return ;;
+                --shuffle) return ;;
+                --train-batches) return ;;
+                --val-size) return ;;
+                --dtype) return ;;
+                --init-std) return ;;
+                --trials) return ;;
+                --refine) return ;;
+                --sweep-seed) return ;;
+                --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --workers) return ;;
+                --scheduler) return ;;
+                --retries) return ;;
+                --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--lam --eta --loss --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --trials --refine --sweep-seed --out --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+            fi
+            ;;
         evaluate)
             case "$prev" in
                 --split) COMPREPLY=($(compgen -W "test val train" -- "$cur")); return ;;
@@ -102,7 +128,7 @@ _cifarlin() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version --install-completion --show-completion --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize completion" -- "$cur"))
+                COMPREPLY=($(compgen -W "download gradcheck train sweep evaluate visualize completion" -- "$cur"))
             fi
             ;;
     esac

@@ -17,7 +17,7 @@ COMMANDS = sorted(get_command(app).commands)
 
 
 def test_the_commands_exist():
-    assert set(COMMANDS) == {"download", "gradcheck", "train", "evaluate", "visualize", "completion"}
+    assert set(COMMANDS) == {"download", "gradcheck", "train", "sweep", "evaluate", "visualize", "completion"}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -8,7 +8,7 @@ not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpec
 
     display.py   console, tables, progress, JSON on stdout
     common.py    the environment, shared options, fetching data, field names -> flags
-    download.py, gradcheck.py, train.py, inspect.py   the commands
+    download.py, gradcheck.py, train.py, sweep.py, inspect.py   the commands
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__
-from cifarlin.cli import download, gradcheck, inspect, train
+from cifarlin.cli import download, gradcheck, inspect, sweep, train
 from cifarlin.cli.common import Env, flag_names, in_flags
 from cifarlin.cli.display import error_line
 from cifarlin.errors import CifarlinError, ConfigError, Terminated, stopped
@@ -200,6 +200,7 @@ for command in (
     download.download,
     gradcheck.gradcheck,
     train.train,
+    sweep.sweep,
     inspect.evaluate,
     inspect.visualize,
     completion,
