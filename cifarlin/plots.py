@@ -278,8 +278,7 @@ def sweep_figure(
     vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     if vmax - vmin < 1e-3:
         vmin, vmax = vmin - 0.005, vmax + 0.005
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     if grid:
         lams, etas = sorted(set(lam)), sorted(set(eta))
         cells = np.full((len(lams), len(etas)), np.nan)

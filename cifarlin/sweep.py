@@ -429,6 +429,7 @@ class TrialResult:
             "seconds": self.seconds,
             "resumed_from_epoch": self.resumed_from_epoch,
             "worker": self.worker,
+            "data": self.data,
             "error": self.error,
         }
 
@@ -607,6 +608,7 @@ def run_trial(
 
     if gone():
         return result("interrupted", error="the sweep stopped before this trial started")
+    _malloc_as_usual()
     try:
         with one_blas_thread():
             state, found = trial_state(folder, trial.config)
@@ -655,6 +657,27 @@ def run_trial(
         return result("failed", error=one_line(e))
 
 
+_malloc_tuned = False
+
+
+def _malloc_as_usual() -> None:
+    """Undo, in this process, what the MALLOC_TRIM_THRESHOLD_ that Dask's nannies set does to the
+    training loop (fresh pages mapped and zeroed for every temporary): keep temporaries of up to
+    32 MB on the heap, as glibc's adaptive default does for a plain ``cifarlin train``."""
+    global _malloc_tuned
+    if _malloc_tuned or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _malloc_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _saved_metrics(folder: Path) -> dict[str, Any]:
     """The metrics of the epochs a stopped trial saved (its history.h5), if any."""
     from cifarlin.checkpoint import load_history
@@ -697,12 +720,24 @@ def check_scheduler(address: str) -> str:
     return address
 
 
+def check_cluster(scheduler: str | None, workers: int | None, retries: int = RETRIES) -> None:
+    """The cluster options: a scheduler's address, or the size of a local cluster."""
+    if scheduler is not None:
+        check_scheduler(scheduler)
+        if workers is not None:
+            raise bad_value(
+                "workers", workers, "sizes a local cluster; with scheduler=ADDRESS the cluster has its own"
+            )
+    if workers is not None and not 1 <= workers <= 512:
+        raise bad_value("workers", workers, "must be between 1 and 512")
+    if not 0 <= retries <= 100:
+        raise bad_value("retries", retries, "must be between 0 and 100")
+
+
 def local_workers(requested: int | None, trials: Sequence[Trial]) -> int:
     """Worker processes of a local cluster: as asked, else one per core, no more than trials, and
     no more than the memory holds (each worker keeps one copy of the data)."""
     if requested is not None:
-        if not 1 <= requested <= 512:
-            raise bad_value("workers", requested, "must be between 1 and 512")
         return requested
     n = min(os.cpu_count() or 1, max(1, len(trials)))
     try:
@@ -743,16 +778,19 @@ def dask_client(scheduler: str | None, workers: int, retries: int = RETRIES) -> 
         finally:
             client.close()
         return
-    if not 0 <= retries <= 100:
-        raise bad_value("retries", retries, "must be between 0 and 100")
     # Worker processes inherit an ignored SIGINT: Ctrl-C stops the sweep here, not them.
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which makes glibc map and zero fresh pages
+    # for the training loop's every temporary: seven times the page faults of `cifarlin train`.
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     try:
         with dask.config.set(
             {
                 "distributed.scheduler.worker-saturation": 1.0,  # a trial waits on no busy worker
                 "distributed.scheduler.allowed-failures": retries,
+                "distributed.nanny.pre-spawn-environ": environ,
             }
         ):
             cluster = LocalCluster(
@@ -833,6 +871,14 @@ class SweepResult:
         }
 
 
+def config_json(cfg: TrainConfig) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def _decode(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
 def _box_json(box: Box | None) -> dict[str, list[Any]] | None:
     return None if box is None else {k: list(v) for k, v in box.items()}
 
@@ -867,12 +913,7 @@ def run_sweep(
     report = on_trial or (lambda e, r: None)
     out = Path(out)
     check_path(out)
-    if scheduler is not None:
-        check_scheduler(scheduler)
-        if workers is not None:
-            raise bad_value(
-                "workers", workers, "starts a local cluster; with scheduler=ADDRESS the cluster has its own"
-            )
+    check_cluster(scheduler, workers, retries)
     trials = plan(spec)
     if out.exists() and not out.is_dir():
         raise bad_value("out", str(out), "exists and is not a folder")
@@ -884,7 +925,8 @@ def run_sweep(
     results = [TrialResult(t, out / t.name) for t in trials]
     state = _Sweep(spec, out, abs_out, Path(os.path.abspath(data_folder)), results, notice, report, trial_fn)
     with runs.folder_lock(out):
-        box = None
+        state.read_previous()  # before sweep.h5 is rewritten
+        state.box = state.stored_box() if spec.refine else None
         try:
             with contextlib.ExitStack() as stack:
                 state.scan(results)
@@ -902,14 +944,13 @@ def run_sweep(
                         )
                         stack.enter_context(state.alive())
                         state.probe()
+                        notice(f"running on {state.cluster}")
                     return state.client
 
                 if todo:
                     state.run(client(), todo)
                 if spec.refine:
-                    box = state.stored_box()
-                    if box is None:
-                        box = refine_box(spec, results)
+                    box = state.box if state.box is not None else refine_box(spec, results)
                     if box is None:
                         notice("no second round: no trial of the first finished")
                     else:
@@ -975,6 +1016,9 @@ class _Sweep:
         self.client: Any = None
         self.cluster = ""
         self.box: Box | None = None
+        self.previous_spec: dict[str, Any] = {}
+        self.previous_box: Any = None
+        self.previous: dict[str, dict[str, str]] = {}
         self.token = uuid.uuid4().hex[:12]  # names this run's Dask keys, events and alive file
         self.alive_file = abs_out / f"{ALIVE_PREFIX}{self.token}"
 
@@ -985,6 +1029,13 @@ class _Sweep:
             if status in ("done", "diverged"):
                 r.status = status
                 r.update(history_metrics(found.history))
+                self.report("skipped", r)
+            elif (
+                status == "new"
+                and self.previous.get(r.trial.name, {}).get("status") == "diverged"
+                and (self.previous[r.trial.name]["config"] == config_json(r.trial.config))
+            ):
+                r.status, r.error = "diverged", self.previous[r.trial.name]["error"]
                 self.report("skipped", r)
             else:
                 if status == "resume":
@@ -1037,37 +1088,51 @@ class _Sweep:
                 )
 
     def run(self, client: Any, todo: list[TrialResult]) -> None:
-        """Submit ``todo`` (in one graph, trials that share data side by side) and follow them."""
+        """Train ``todo`` on the cluster and follow it until every trial has a result.
+
+        Trials go to the scheduler as workers' threads free up (re-read every second, so workers
+        that join are used): each worker holds one trial at a time, so a trial never waits behind
+        a long one while another worker idles, and a trial that kills its worker takes no other
+        trial with it. Trials that share data go together.
+        """
         from distributed import as_completed
 
         topic = f"cifarlin-sweep-{self.token}"
         events: queue.Queue[Any] = queue.Queue()
         client.subscribe_topic(topic, events.put)
-        order = sorted(todo, key=lambda r: (r.trial.config.split.describe(), r.trial.config.dtype))
-        futures = client.map(
-            self.trial_fn,
-            [r.trial for r in order],
-            out=str(self.abs_out),
-            data_folder=str(self.data_folder),
-            alive=str(self.alive_file),
-            topic=topic,
-            key=[(f"cifarlin-trial-{self.token}", r.trial.name) for r in order],
-            pure=False,
-        )
-        by_name = {r.trial.name: r for r in order}
-        for r in order:
+        waiting = sorted(todo, key=lambda r: (r.trial.config.split.describe(), r.trial.config.dtype))
+        by_name = {r.trial.name: r for r in waiting}
+        for r in waiting:
             r.status = "queued"
-        pending = as_completed(futures)
+        submitted: list[Any] = []
+        running = as_completed()
+        slots, counted = 1, -math.inf
         try:
-            while not pending.is_empty():
-                for f in pending.next_batch(block=False):
+            while waiting or not running.is_empty():
+                if time.monotonic() - counted > 1:
+                    slots, counted = max(1, sum(client.nthreads().values())), time.monotonic()
+                if waiting and running.count() < slots:
+                    batch, waiting = waiting[: slots - running.count()], waiting[slots - running.count() :]
+                    futures = client.map(
+                        self.trial_fn,
+                        [r.trial for r in batch],
+                        out=str(self.abs_out),
+                        data_folder=str(self.data_folder),
+                        alive=str(self.alive_file),
+                        topic=topic,
+                        key=[(f"cifarlin-trial-{self.token}", r.trial.name) for r in batch],
+                        pure=False,
+                    )
+                    submitted += futures
+                    running.update(futures)
+                for f in running.next_batch(block=False):
                     self._events(events, by_name)
                     self._finish(f, by_name[f.key[1]])
                 self._events(events, by_name)
                 time.sleep(POLL_SECONDS)
             self._events(events, by_name)
         finally:
-            client.cancel(futures)
+            client.cancel(submitted)
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(topic)
 
@@ -1109,19 +1174,30 @@ class _Sweep:
         self.report("finished", r)
         self.save()
 
-    def stored_box(self) -> Box | None:
-        """Round 2's box as an earlier run of the same sweep drew it (so its trials are the same)."""
+    def read_previous(self) -> None:
+        """What an earlier run of this sweep recorded in sweep.h5: round 2's box, and the trials
+        that diverged before saving anything (their folders are gone; they are not run again)."""
         from cifarlin.h5safe import open_file
 
         path = self.out / SWEEP_FILE
         if not path.is_file():
-            return None
+            return
+        columns = ("name", "status", "error", "config")
         try:
             with open_file(path, "sweep") as r:
-                spec = json.loads(r.text("spec", "{}"))
-                box = json.loads(r.text("round2_box", "null"))
-        except (CifarlinError, ValueError):
-            return None
+                self.previous_spec = json.loads(r.text("spec", "{}"))
+                self.previous_box = json.loads(r.text("round2_box", "null"))
+                if all(c in r for c in columns):
+                    cols = [[_decode(v) for v in r.dataset(c, 1, "OSU", 4 * MAX_TRIALS)] for c in columns]
+                    self.previous = {
+                        row[0]: dict(zip(columns, row, strict=True)) for row in zip(*cols, strict=True)
+                    }
+        except (CifarlinError, ValueError, TypeError):
+            self.previous_spec, self.previous_box, self.previous = {}, None, {}
+
+    def stored_box(self) -> Box | None:
+        """Round 2's box as an earlier run of the same sweep drew it (so its trials are the same)."""
+        spec, box = self.previous_spec, self.previous_box
         same = {k: v for k, v in self.spec.to_dict().items() if k != "refine"}
         if not isinstance(box, dict) or {k: v for k, v in spec.items() if k != "refine"} != same:
             return None
@@ -1170,7 +1246,8 @@ def write_tables(
     """``sweep.h5`` and ``results.csv`` in ``out``, each written whole or not at all.
 
     sweep.h5: one dataset per column, one value per trial (``name``, ``round``, ``status``,
-    ``error``, ``worker``, ``run_dir``, the metrics, ``seconds``; ``params/<field>`` for every
+    ``error``, ``worker``, ``run_dir``, the metrics, ``seconds``, ``config``: the trial's whole
+    TrainConfig as JSON; ``params/<field>`` for every
     sweepable field: numbers as numbers, ``val_size`` 0 for none, ``train_batches`` as text),
     NaN where a trial has no value; attributes: the sweep (``spec`` as JSON), ``selected_by``,
     ``best`` and its ``best_test_*`` metrics once known, ``round2_box`` (JSON).
@@ -1208,6 +1285,8 @@ def write_tables(
                 name, data=np.array([getattr(r, name) for r in results], dtype=object), dtype=text
             )
         f.create_dataset("name", data=np.array([r.trial.name for r in results], dtype=object), dtype=text)
+        configs = [config_json(r.trial.config) for r in results]
+        f.create_dataset("config", data=np.array(configs, dtype=object), dtype=text)
         f.create_dataset(
             "run_dir", data=np.array([str(r.run_dir) for r in results], dtype=object), dtype=text
         )

@@ -50,7 +50,10 @@ printf '%s\n' "${COMPREPLY[@]}"
 @pytest.mark.parametrize(
     "words, expected",
     [
-        (["cifarlin", ""], {"download", "gradcheck", "train", "sweep", "evaluate", "visualize", "completion"}),
+        (
+            ["cifarlin", ""],
+            {"download", "gradcheck", "train", "sweep", "evaluate", "visualize", "completion"},
+        ),
         (["cifarlin", "tr"], {"train"}),
         (["cifarlin", "train", "--setting", ""], {"1", "2", "3", "4", "all"}),
         (["cifarlin", "gradcheck", "--method", ""], {"centred", "complex"}),

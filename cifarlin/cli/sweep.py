@@ -308,6 +308,7 @@ def sweep(
         tuple(lib.parse_axis(name, text) for name, text in texts.items()), trials, refine, sweep_seed
     )
     lib.plan(spec)  # every configuration checked before anything is started
+    lib.check_cluster(scheduler, workers, retries)
     out = out.expanduser() if out is not None else lib.default_out()
     c = console()
     extra = [
@@ -330,9 +331,8 @@ def sweep(
     else:
         data_folder = ensure_data(ctx, data_dir, no_download, quiet).folder
     if not quiet:
-        where = f"the Dask cluster at {scheduler}" if scheduler else "a local Dask cluster"
-        say(c, f"sweep: {spec.describe()} on {where} -> {out}")
-        say(c, f"data: {data_folder} (every worker reads it there)")
+        say(c, f"sweep: {spec.describe()} -> {out}")
+        say(c, f"data: {data_folder}")
     with _Display(c, quiet, _swept(spec)) as display:
         result = lib.run_sweep(
             spec,
