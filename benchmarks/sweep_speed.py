@@ -2,6 +2,9 @@
 
     python benchmarks/sweep_speed.py [--data-dir DIR] [--repeats 3] [--workers 2] [--epochs 40]
 
+CPU seconds (user + system, worker processes included) are printed beside the wall times: on a
+machine that other work shares, they show what the same job costs on an idle one.
+
 The grid is lambda in {0, 0.01, 0.1, 1} x eta in {0.001, 0.01}: 8 trials of 40 epochs on
 data_batch_1 (batch 100). Each repeat times, as whole processes (start-up, data loading and file
 writing included), in alternating order so that a drifting machine favours neither:
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +35,14 @@ import numpy as np
 
 LAMS = ("0", "0.01", "0.1", "1")
 ETAS = ("0.001", "0.01")
+
+
+CPU: dict[str, list[float]] = {}  # CPU seconds (user + system) of each job, its worker processes included
+
+
+def cpu_of_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def cifarlin(*args: str) -> float:
@@ -98,8 +110,11 @@ def main() -> None:
             if a.one_worker:
                 jobs.append(("sweep-1", lambda: sweep(1)))
             for name, job in jobs if i % 2 == 0 else jobs[::-1]:
+                cpu = cpu_of_children()
                 times[name].append(job())
-                print(f"repeat {i + 1}: {name} {times[name][-1]:.1f} s", flush=True)
+                CPU.setdefault(name, []).append(cpu_of_children() - cpu)
+                wall, cpu, load = times[name][-1], CPU[name][-1], os.getloadavg()[0]
+                print(f"repeat {i + 1}: {name} {wall:.1f} s, {cpu:.1f} CPU s (load {load:.1f})", flush=True)
         trials = sorted((root / f"sweep-{a.workers}-0").glob("trial-*"))
         pairs = [
             (t, root / f"train-0-{lam}-{eta}")
@@ -110,7 +125,10 @@ def main() -> None:
     for name, ts in times.items():
         if ts:
             each = ", ".join(f"{t:.1f}" for t in ts)
-            print(f"{name:>10}: median {statistics.median(ts):.1f} s over {len(ts)} ({each})")
+            cpu = statistics.median(CPU[name])
+            print(
+                f"{name:>10}: median {statistics.median(ts):.1f} s over {len(ts)} ({each}); {cpu:.1f} CPU s"
+            )
     ratio = statistics.median(times["sweep"]) / statistics.median(times["sequential"])
     print(f"sweep with {a.workers} workers / sequential train commands: {ratio:.2f}")
     print(f"bit for bit equal to cifarlin train: {sum(equal)} of {len(equal)} trials")

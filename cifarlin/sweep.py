@@ -799,7 +799,7 @@ def dask_client(scheduler: str | None, workers: int, retries: int = RETRIES) -> 
                 processes=True,
                 host="127.0.0.1",
                 scheduler_port=0,
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: no clash with another cluster
                 silence_logs=logging.CRITICAL,
                 preload=["cifarlin.sweep"],
             )
