@@ -1126,6 +1126,9 @@ class _Sweep:
                     submitted += futures
                     running.update(futures)
                 for f in running.next_batch(block=False):
+                    if f.status == "lost":  # its result was on a worker that died: Dask computes it
+                        running.add(f)  # again (a finished trial just reads its files)
+                        continue
                     self._events(events, by_name)
                     self._finish(f, by_name[f.key[1]])
                 self._events(events, by_name)

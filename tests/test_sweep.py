@@ -258,7 +258,8 @@ def test_grid_on_a_local_cluster(runner, tiny_py, tmp_path):
     t0 = time.perf_counter()
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert time.perf_counter() - t0 < 5 and again.stderr.count("not run again") == 4
+    assert again.stderr.count("not run again") == 4 and "running on" not in again.stderr  # no cluster
+    assert time.perf_counter() - t0 < 20
     assert (out / "trial-001" / "model.h5").stat().st_mtime_ns == before
     assert json.loads(again.stdout)["best"]["name"] == best["name"]
 
