@@ -317,6 +317,10 @@ def sweep_figure(
             ax.set_yscale("log")
         else:
             ax.set_yscale("symlog", linthresh=float(y[y > 0].min()) if (y > 0).any() else 1e-6)
+        from matplotlib.ticker import FuncFormatter
+
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers: math text is off (text.parse_math)
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         if best is not None:
             ax.plot(
                 x[best], y[best], "*", ms=20, mfc="none", mec="#d62728", mew=2, label=f"best: {acc[best]:.4f}"
