@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ SETTINGS: dict[int, dict[str, float]] = {
 REFERENCE_TEST_ACCURACY: dict[int, float] = {1: 0.3069, 2: 0.3898, 3: 0.3924, 4: 0.3763}
 
 DTYPES = ("float32", "float64")
+SCHEDULES = ("constant", "step", "cosine", "cyclic")
+KEEP = ("last", "best")
 LOSS_NAMES = ("ce", "svm", "bce")  # softmax cross-entropy, multi-class hinge, binary cross-entropy per class
 
 
@@ -93,6 +95,25 @@ class SplitSpec:
         return f"train data_batch_{train} minus the last {self.val_size} (validation), test test_batch"
 
 
+def _check_types(obj: Any) -> None:
+    """Each field of a config dataclass holds a value of its declared type (an int field no float
+    or bool, a float field a real number, a text field a str), named in the error otherwise."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        kinds = str(f.type).split(" | ")
+        if value is None and "None" in kinds:
+            continue
+        ok = (
+            ("int" in kinds and type(value) is int)
+            or ("float" in kinds and type(value) in (int, float))
+            or ("bool" in kinds and type(value) is bool)
+            or ("str" in kinds and type(value) is str)
+            or ("tuple[int, ...]" in kinds and isinstance(value, tuple))
+        )
+        if not ok:
+            raise bad_value(f.name, value, f"must be of type {f.type}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run, bit for bit (with the data files)."""
@@ -107,15 +128,24 @@ class TrainConfig:
     train_batches: tuple[int, ...] = (1,)
     val_size: int | None = None
     dtype: str = "float32"
-    setting: int | None = None
+    setting: int | str | None = None
     loss: str = "ce"
+    schedule: str = "constant"  # see cifarlin/schedules.py
+    decay: float = 0.1  # step: eta *= decay every decay_every epochs
+    decay_every: int = 10
+    eta_min: float = 0.0  # cosine: the last epoch's eta; cyclic: the lowest
+    eta_max: float | None = None  # cyclic: the highest (default: eta)
+    step_size: int | None = None  # cyclic: updates per half cycle (default: two epochs)
+    keep: str = "last"  # model.h5 holds the last epoch, or the best by validation accuracy
+    patience: int | None = None  # stop after this many epochs without a better validation accuracy
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
             return bad_value(name, getattr(self, name), why)
 
-        for name in ("lam", "eta", "init_std"):
-            if not math.isfinite(getattr(self, name)):
+        _check_types(self)
+        for name in ("lam", "eta", "init_std", "decay", "eta_min", "eta_max"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise bad(name, "must be a finite number")
         if self.eta <= 0:
             raise bad("eta", "the learning rate must be > 0")
@@ -135,6 +165,27 @@ class TrainConfig:
             raise bad("loss", f"use one of {', '.join(LOSS_NAMES)}")
         if self.setting is not None and self.setting not in SETTINGS:
             raise bad("setting", f"use one of {', '.join(map(str, SETTINGS))}")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"use one of {', '.join(SCHEDULES)}")
+        if not 0 < self.decay <= 1:
+            raise bad("decay", "the factor must be > 0 and <= 1")
+        if not 1 <= self.decay_every <= 1_000_000:
+            raise bad("decay_every", "must be between 1 and 1000000 epochs")
+        if self.eta_min < 0:
+            raise bad("eta_min", "must be >= 0")
+        peak = self.eta_max if self.eta_max is not None else self.eta
+        if self.schedule in ("cosine", "cyclic") and not self.eta_min < peak:
+            raise bad(
+                "eta_min", f"must be below the highest rate ({peak:g}) for the {self.schedule} schedule"
+            )
+        if self.eta_max is not None and self.eta_max <= 0:
+            raise bad("eta_max", "must be > 0")
+        if self.step_size is not None and not 1 <= self.step_size <= 100_000_000:
+            raise bad("step_size", "must be between 1 and 100000000 updates")
+        if self.keep not in KEEP:
+            raise bad("keep", f"use one of {', '.join(KEEP)}")
+        if self.patience is not None and not 1 <= self.patience <= 1_000_000:
+            raise bad("patience", "must be between 1 and 1000000 epochs")
         SplitSpec(tuple(self.train_batches), self.val_size)  # validates both
 
     @property

@@ -10,7 +10,9 @@ import numpy as np
 
 from cifarlin.model import Metrics
 
-HISTORY_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc", "seconds")
+HISTORY_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc", "seconds", "eta")
+#: Metrics files written before the learning-rate schedules lack; read as the constant eta.
+OPTIONAL_KEYS = ("eta",)
 
 
 def best_epoch(val_acc: list[float] | np.ndarray) -> int:
@@ -27,7 +29,7 @@ class History:
     def __len__(self) -> int:
         return len(self.columns["train_cost"])
 
-    def append(self, train: Metrics, val: Metrics, seconds: float) -> None:
+    def append(self, train: Metrics, val: Metrics, seconds: float, eta: float) -> None:
         row = {
             "train_cost": train.cost,
             "train_loss": train.loss,
@@ -36,6 +38,7 @@ class History:
             "val_loss": val.loss,
             "val_acc": val.accuracy,
             "seconds": seconds,
+            "eta": eta,
         }
         for k in HISTORY_KEYS:
             self.columns[k].append(float(row[k]))
@@ -64,11 +67,22 @@ class History:
 
 
 @dataclass
+class Kept:
+    """The weights of one epoch kept aside (``keep="best"``: the best by validation accuracy)."""
+
+    W: np.ndarray  # (K, d)
+    b: np.ndarray  # (K,)
+    epoch: int
+
+
+@dataclass
 class TrainState:
-    """Everything needed to continue a run: parameters, epochs done, history, RNG state."""
+    """Everything needed to continue a run: parameters, epochs done, history, RNG state, and
+    the best epoch's weights when the run keeps them."""
 
     W: np.ndarray  # (K, d)
     b: np.ndarray  # (K,)
     epoch: int
     history: History
     rng_state: dict[str, Any]
+    best: Kept | None = None

@@ -19,7 +19,8 @@ from cifarlin import model
 from cifarlin.config import TrainConfig
 from cifarlin.data import Prepared
 from cifarlin.errors import DivergenceError, bad_value
-from cifarlin.history import History, TrainState
+from cifarlin.history import History, Kept, TrainState
+from cifarlin.schedules import learning_rates
 
 
 def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:
@@ -77,6 +78,17 @@ class _Pending:
     rng_state: dict[str, Any]
     started: float
     metrics: Future[tuple[model.Metrics, model.Metrics]]
+    eta: float  # the mean learning rate of the epoch's updates
+
+
+def should_stop(cfg: TrainConfig, history: History) -> bool:
+    """Early stopping: ``cfg.patience`` epochs have passed without a better validation accuracy."""
+    return cfg.patience is not None and len(history) - history.best_epoch >= cfg.patience
+
+
+def is_complete(cfg: TrainConfig, state: TrainState) -> bool:
+    """Whether the run of ``cfg`` has nothing left to train from ``state``."""
+    return state.epoch >= cfg.epochs or should_stop(cfg, state.history)
 
 
 def fit(
@@ -86,17 +98,22 @@ def fit(
     on_epoch: Callable[[TrainState], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
 ) -> TrainState:
-    """Train from ``state`` up to ``cfg.epochs`` epochs; returns the final state.
+    """Train from ``state`` up to ``cfg.epochs`` epochs (or until ``cfg.patience`` says stop);
+    returns the final state.
 
     Per epoch: the batches in order (or in a permutation drawn from the run's generator when
-    ``cfg.shuffle``), ``W -= eta * dW``, ``b -= eta * db``; then cost, loss and accuracy on the
-    training and validation sets. ``on_epoch(state)`` is called with each new state,
-    ``on_batch(epoch, batch, n_batches)`` after each batch. Raises :class:`DivergenceError`
-    (leaving the last good state to the caller) when the parameters or the cost stop being finite.
+    ``cfg.shuffle``), ``W -= eta_t * dW``, ``b -= eta_t * db`` with the schedule's eta_t of each
+    update; then cost, loss and accuracy on the training and validation sets. With
+    ``cfg.keep == "best"`` the state also carries the weights of the epoch with the highest
+    validation accuracy (the earliest on ties). ``on_epoch(state)`` is called with each new
+    state, ``on_batch(epoch, batch, n_batches)`` after each batch. Raises
+    :class:`DivergenceError` (leaving the last good state to the caller) when the parameters or
+    the cost stop being finite.
 
     An epoch's metrics are computed on a second thread while the next epoch trains, so
     ``on_epoch`` for epoch e runs once epoch e + 1's batches are done (at the latest at the end,
-    or on Ctrl-C, which waits the few milliseconds the last finished epoch's metrics need).
+    or on Ctrl-C, which waits the few milliseconds the last finished epoch's metrics need). When
+    early stopping ends the run at epoch e, the epoch trained meanwhile is dropped.
     """
     X, y = data.X["train"], data.y["train"]  # (N, d) float, (N,)
     N, B = len(y), cfg.batch_size
@@ -124,11 +141,16 @@ def fit(
         train, val = p.metrics.result()
         if not _finite(train.cost, val.cost):
             raise diverged(p.epoch)
-        history.append(train, val, ended - p.started)
-        last = TrainState(p.W, p.b, p.epoch, history.copy(), p.rng_state)
+        history.append(train, val, ended - p.started, p.eta)
+        best = last.best
+        if cfg.keep == "best" and history.best_epoch == p.epoch:
+            best = Kept(p.W, p.b, p.epoch)
+        last = TrainState(p.W, p.b, p.epoch, history.copy(), p.rng_state, best)
         if on_epoch is not None:
             on_epoch(last)
 
+    if is_complete(cfg, state):
+        return state
     with (
         np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"),
         _metrics_thread() as pool,
@@ -136,24 +158,28 @@ def fit(
         try:
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
                 t0 = time.perf_counter()
+                etas = learning_rates(cfg, epoch, n_batches)  # (n_batches,)
                 order = rng.permutation(N) if cfg.shuffle else None
                 for j, start in enumerate(range(0, N, B)):
                     rows = slice(start, start + B) if order is None else order[start : start + B]
                     dW, db = model.gradients(W, b, X[rows], y[rows], cfg.lam, cfg.loss)
-                    dW *= cfg.eta  # in place: W -= eta * dW without a temporary
+                    eta = float(etas[j])  # a Python float: the update stays in the data's dtype
+                    dW *= eta  # in place: W -= eta * dW without a temporary
                     W -= dW
-                    db *= cfg.eta
+                    db *= eta
                     b -= db
                     if on_batch is not None:
                         on_batch(epoch, j + 1, n_batches)
                 if pending is not None:
                     done, pending = pending, None
                     finish(done, t0)
+                    if should_stop(cfg, history):
+                        break  # the epoch just trained is dropped: the run ends at done.epoch
                 if not _finite(W, b):
                     raise diverged(epoch)
                 We, be = W.copy(), b.copy()
                 future = pool.submit(_metrics, We, be, data, cfg.lam, cfg.loss)
-                pending = _Pending(epoch, We, be, rng.bit_generator.state, t0, future)
+                pending = _Pending(epoch, We, be, rng.bit_generator.state, t0, future, float(etas.mean()))
             if pending is not None:
                 done, pending = pending, None
                 finish(done, time.perf_counter())

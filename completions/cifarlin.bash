@@ -47,6 +47,14 @@ _cifarlin() {
                 --lam) return ;;
                 --eta) return ;;
                 --loss) COMPREPLY=($(compgen -W "ce svm bce" -- "$cur")); return ;;
+                --schedule) COMPREPLY=($(compgen -W "constant step cosine cyclic" -- "$cur")); return ;;
+                --decay) return ;;
+                --decay-every) return ;;
+                --eta-min) return ;;
+                --eta-max) return ;;
+                --step-size) return ;;
+                --keep) COMPREPLY=($(compgen -W "last best" -- "$cur")); return ;;
+                --patience) return ;;
                 --epochs) return ;;
                 --batch-size) return ;;
                 --seed) return ;;
@@ -57,7 +65,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         evaluate)

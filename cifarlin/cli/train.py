@@ -20,7 +20,7 @@ from cifarlin.cli.display import (
     table,
     train_progress,
 )
-from cifarlin.config import DTYPES, LOSS_NAMES, SETTINGS, TrainConfig, parse_batches
+from cifarlin.config import DTYPES, KEEP, LOSS_NAMES, SCHEDULES, SETTINGS, TrainConfig, parse_batches
 
 DEFAULTS = TrainConfig()
 SETTING_CHOICES = (*map(str, SETTINGS), "all")
@@ -52,6 +52,14 @@ def _print_summary(c: Console, s: dict[str, Any]) -> None:
         f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}; training loop "
         f"{s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s writing checkpoints)",
     )
+    if s["stopped_early"]:
+        say(
+            c,
+            f"stopped early after epoch {s['epochs']}: {s['config']['patience']} epochs without a better "
+            "validation accuracy",
+        )
+    if s["config"]["keep"] == "best":
+        say(c, f"model.h5 holds epoch {s['model_epoch']}, the best by validation accuracy")
     files = [s["files"]["model"], s["files"]["history"], s["files"]["checkpoint"], *s.get("figures", [])]
     say(c, "wrote " + ", ".join(files))
 
@@ -79,6 +87,69 @@ def train(
             help="ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class "
             f"(a setting keeps its lambda and eta). [default: {DEFAULTS.loss}]",
             show_default=False,
+        ),
+    ] = None,
+    schedule: Annotated[
+        Literal[SCHEDULES] | None,  # type: ignore[valid-type]
+        typer.Option(
+            "--schedule",
+            help="Learning rate per epoch or update: constant, step (--decay every --decay-every epochs), "
+            "cosine (down to --eta-min), cyclic (--eta-min to --eta-max, --step-size updates up, then down). "
+            f"[default: {DEFAULTS.schedule}]",
+            show_default=False,
+        ),
+    ] = None,
+    decay: Annotated[
+        float | None,
+        typer.Option(
+            "--decay", help=f"step: factor applied to eta. [default: {DEFAULTS.decay:g}]", show_default=False
+        ),
+    ] = None,
+    decay_every: Annotated[
+        int | None,
+        typer.Option(
+            "--decay-every",
+            metavar="EPOCHS",
+            help=f"step: epochs between decays. [default: {DEFAULTS.decay_every}]",
+            show_default=False,
+        ),
+    ] = None,
+    eta_min: Annotated[
+        float | None,
+        typer.Option(
+            "--eta-min",
+            help=f"cosine and cyclic: the lowest eta. [default: {DEFAULTS.eta_min:g}]",
+            show_default=False,
+        ),
+    ] = None,
+    eta_max: Annotated[
+        float | None,
+        typer.Option("--eta-max", help="cyclic: the highest eta. [default: --eta]", show_default=False),
+    ] = None,
+    step_size: Annotated[
+        int | None,
+        typer.Option(
+            "--step-size",
+            metavar="UPDATES",
+            help="cyclic: updates per half cycle. [default: two epochs]",
+            show_default=False,
+        ),
+    ] = None,
+    keep: Annotated[
+        Literal[KEEP] | None,  # type: ignore[valid-type]
+        typer.Option(
+            "--keep",
+            help="model.h5 holds the last epoch, or the best by validation accuracy. "
+            f"[default: {DEFAULTS.keep}]",
+            show_default=False,
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            "--patience",
+            metavar="EPOCHS",
+            help="Stop after this many epochs without a better validation accuracy.",
         ),
     ] = None,
     epochs: Annotated[
@@ -161,6 +232,14 @@ def train(
         "lam": lam,
         "eta": eta,
         "loss": loss,
+        "schedule": schedule,
+        "decay": decay,
+        "decay_every": decay_every,
+        "eta_min": eta_min,
+        "eta_max": eta_max,
+        "step_size": step_size,
+        "keep": keep,
+        "patience": patience,
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": seed,
