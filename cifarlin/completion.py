@@ -9,8 +9,9 @@ module never imports the command line). ``cifarlin completion bash|zsh|fish`` pr
 from __future__ import annotations
 
 import sys
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 SHELLS = {"bash": "cifarlin.bash", "zsh": "_cifarlin", "fish": "cifarlin.fish"}
@@ -44,8 +45,16 @@ class Cmd:
     argument: str | list[str] | None = None  # "file" (a path argument), its choices, or None
 
 
+def _is_path(desc: Any) -> bool:
+    """A path, or a list of paths (``list[Path]``, as for ``evaluate MODEL...``)."""
+    if desc.is_path:
+        return True
+    args = typing.get_args(desc.annotation)
+    return bool(args) and isinstance(args[0], type) and issubclass(args[0], PurePath)
+
+
 def _path_kind(param: Any) -> str | None:
-    if not param.type_descriptor.is_path:
+    if not _is_path(param.type_descriptor):
         return None
     return "dir" if (param.metavar or "").upper() == "DIR" else "file"
 

@@ -46,6 +46,17 @@ def clean(text: object) -> str:
     return escape(s)
 
 
+def results(json_out: bool) -> Console:
+    """Where a command's human-readable result goes: stdout (so ``> file`` and ``| grep`` work),
+    or stderr when ``--json`` keeps stdout for the JSON document."""
+    if json_out:
+        return console()
+    tty = sys.stdout.isatty()
+    width = None if tty or os.environ.get("COLUMNS") else 120
+    color = None if os.environ.get("NO_COLOR") or not tty else "auto"
+    return Console(file=sys.stdout, highlight=False, color_system=color, width=width)
+
+
 def say(c: Console, text: str) -> None:
     """A line of plain text (no markup), wrapped by the terminal rather than by rich."""
     c.print(clean(text), soft_wrap=True)
