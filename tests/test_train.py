@@ -279,6 +279,26 @@ def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
     cm = np.array(ev["confusion_matrix"])
     assert cm.shape == (10, 10) and cm.sum() == 50 and np.trace(cm) / 50 == ev["accuracy"]
     assert list(ev["per_class_accuracy"]) == ev["class_names"]
+    # Catches a transposed confusion matrix and per-class precision instead of recall: both
+    # recomputed here from model.h5 and the tiny test batch, image by image.
+    from cifar_files import NAMES, make_split
+
+    with h5py.File(out / "model.h5", "r") as f:
+        W, b, mean, std = (f[k][()].astype(np.float64) for k in ("W", "b", "mean", "std"))
+    images, labels = make_split(50, seed=99)  # the tiny test batch
+    S = ((images / 255 - mean) / std) @ W.T + b
+    top2 = np.sort(S, axis=1)[:, -2:]
+    assert (top2[:, 1] - top2[:, 0]).min() > 1e-4  # far from ties: float32 rounding cannot flip one
+    expected = np.zeros((10, 10), dtype=int)
+    for t, p in zip(labels, S.argmax(axis=1), strict=True):
+        expected[t, p] += 1  # row: true class, column: predicted class
+    assert not np.array_equal(expected, expected.T)  # a transposed matrix would show
+    assert cm.tolist() == expected.tolist()
+    recall = {n: int(expected[i, i]) / int(expected[i].sum()) for i, n in enumerate(NAMES)}
+    precision = {n: int(expected[i, i]) / max(int(expected[:, i].sum()), 1) for i, n in enumerate(NAMES)}
+    assert recall != precision  # per-class precision would show
+    assert ev["class_names"] == NAMES
+    assert ev["per_class_accuracy"] == recall
     v = runner.invoke(app, ["evaluate", str(out), "--split", "val", "--json", "--data-dir", str(tiny_py)])
     assert json.loads(v.stdout)["accuracy"] == s["val"]["accuracy"]
     t = runner.invoke(app, ["evaluate", str(out), "--split", "train", "--json", "--data-dir", str(tiny_py)])
@@ -406,8 +426,47 @@ def test_setting_all_writes_a_summary(runner, tiny_py, tmp_path):
     ]
     md = (tmp_path / "summary.md").read_text()
     assert md.count("\n| ") == 5 and "0.3898" in md
-    assert [s["setting"] for s in json.loads((tmp_path / "summary.json").read_text())] == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "summary.json").read_text()) == lines  # as printed
     assert all((tmp_path / f"setting-{i}" / "model.h5").is_file() for i in range(1, 5))
+    # Every cell of summary.md against the run's own files. Catches the test acc column filled
+    # with the validation accuracy (they differ here), the best epoch or val acc from the wrong
+    # curve, shifted columns and rows out of order.
+    assert f"on `{tiny_py}`" in md
+    table = [[c.strip() for c in ln.strip("|").split("|")] for ln in md.splitlines() if ln.startswith("|")]
+    assert table[0] == [
+        "setting",
+        "lambda",
+        "eta",
+        "epochs",
+        "batch",
+        "seed",
+        "best val epoch",
+        "val acc",
+        "test acc",
+        "original",
+        "difference",
+    ]
+    original = {1: "0.3069", 2: "0.3898", 3: "0.3924", 4: "0.3763"}  # the original work's report
+    for setting, row in enumerate(table[2:], start=1):
+        with h5py.File(tmp_path / f"setting-{setting}" / "model.h5", "r") as f:
+            lam, eta, test_acc = f.attrs["lam"], f.attrs["eta"], f.attrs["test_acc"]
+        with h5py.File(tmp_path / f"setting-{setting}" / "history.h5", "r") as f:
+            val_acc = f["val_acc"][()].tolist()
+        assert len(val_acc) == 1 and test_acc == lines[setting - 1]["test"]["accuracy"]
+        assert [row[0], float(row[1]), float(row[2]), *row[3:]] == [
+            str(setting),
+            lam,
+            eta,
+            "1",
+            "10",
+            "0",
+            "1",
+            f"{val_acc[0]:.4f}",
+            f"{test_acc:.4f}",
+            original[setting],
+            "(not comparable)",
+        ], f"the row of setting {setting}"
+    assert any(row[7] != row[8] for row in table[2:])  # val and test accuracy differ somewhere
 
 
 @pytest.mark.slow
