@@ -139,7 +139,7 @@ def test_summary_table_cells_are_each_runs_own_numbers(four_settings):
 def outcome(setting, val_acc, train_acc, test_acc) -> Outcome:
     h = History()
     for va, ta in zip(val_acc, train_acc, strict=True):
-        h.append(Metrics(1.9, 1.8, ta), Metrics(2.0, 1.9, va), 0.1)
+        h.append(Metrics(1.9, 1.8, ta), Metrics(2.0, 1.9, va), 0.1, 0.001)
     cfg = TrainConfig.for_setting(setting) if setting is not None else TrainConfig(lam=0.25, eta=0.002)
     state = TrainState(np.zeros((10, 3072), np.float32), np.zeros(10, np.float32), len(h), h, {})
     return Outcome(Path(f"out/{setting}"), cfg, state, Metrics(1.7, 1.6, test_acc), 0, 1.0, 0.1)

@@ -21,7 +21,7 @@ VAL_ACC = [0.28, 0.33, 0.37, 0.35, 0.37, 0.34]
 def curves(train_acc, val_acc) -> History:
     h = History()
     for i, (ta, va) in enumerate(zip(train_acc, val_acc, strict=True)):
-        h.append(Metrics(2.0 - i / 10, 1.9 - i / 10, ta), Metrics(2.1 - i / 10, 2.0 - i / 10, va), 0.5)
+        h.append(Metrics(2.0 - i / 10, 1.9 - i / 10, ta), Metrics(2.1 - i / 10, 2.0 - i / 10, va), 0.5, 0.001)
     return h
 
 
