@@ -37,7 +37,7 @@ from cifarlin.data import Normalizer
 from cifarlin.errors import ConfigError, ModelFileError
 from cifarlin.files import atomic_path
 from cifarlin.h5safe import Reader, open_file
-from cifarlin.history import HISTORY_KEYS, OPTIONAL_KEYS, History, Kept, TrainState
+from cifarlin.history import HISTORY_KEYS, INITIAL_KEYS, OPTIONAL_KEYS, History, Kept, TrainState
 from cifarlin.model import D, K, Metrics
 
 FORMAT = "cifarlin"
@@ -147,6 +147,9 @@ def _write_metrics(attrs: h5py.AttributeManager, prefix: str, m: Metrics | None)
 
 
 def _write_history(group: h5py.Group, history: History) -> None:
+    if history.initial is not None:
+        for k, v in history.initial.items():
+            group.attrs[f"initial_{k}"] = v
     arrays = history.arrays()
     group.create_dataset("epoch", data=np.arange(1, len(history) + 1, dtype=np.int64))
     for k in HISTORY_KEYS:
@@ -242,7 +245,10 @@ def _read_history(r: Reader, cfg: TrainConfig) -> History:
         raise r.fail("history datasets have different lengths")
     if "eta" not in arrays:  # written before the schedules: the constant rate
         arrays["eta"] = np.full(len(arrays["val_acc"]), cfg.eta)
-    return History.from_arrays(arrays)
+    initial = None
+    if all(f"initial_{k}" in r.node.attrs for k in INITIAL_KEYS):
+        initial = {k: r.float(f"initial_{k}") for k in INITIAL_KEYS}
+    return History.from_arrays(arrays, initial)
 
 
 def _read_metrics(r: Reader, prefix: str) -> Metrics | None:

@@ -8,6 +8,7 @@ module never imports the command line). ``cifarlin completion bash|zsh|fish`` pr
 
 from __future__ import annotations
 
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ def _options(command: Any) -> list[Opt]:
         help_text = " ".join((p.help or "").split())
         desc = p.type_descriptor
         choices = [str(c) for c in desc.choices] if desc.is_choice and desc.choices else None
+        if choices is None and (listed := re.search(r"One of: ([^.]+)\.", help_text)):
+            choices = [c.strip() for c in listed.group(1).split(",")]  # a comma list (--what a,b)
         if p.is_flag:
             out.append(Opt(list(p.opts), help_text, False))
             if p.secondary_opts:

@@ -8,6 +8,7 @@ in this module works, and is tested, without it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -17,23 +18,24 @@ from typing import Any
 import numpy as np
 
 from cifarlin import data
-from cifarlin.checkpoint import Snapshot, load_history, load_snapshot
-from cifarlin.config import FIGURES, SETTINGS, FigureRequest, TrainConfig
-from cifarlin.errors import ConfigError, ModelFileError, RunError, WriteError, bad_value
-from cifarlin.evaluation import evaluate_split
+from cifarlin.checkpoint import Snapshot, load_history
+from cifarlin.config import SETTINGS, TrainConfig
+from cifarlin.errors import ConfigError, ModelFileError
+from cifarlin.figures import comparison_figure, draw_training_figures, stale_figures
 from cifarlin.files import check_path, write_text
 from cifarlin.history import TrainState
-from cifarlin.losses import LOSSES
 from cifarlin.runs import (
     CHECKPOINT,
+    HISTORY,
+    MODEL,
     Outcome,
     check_run_folder,
     default_out,
     recover,
     resume_point,
     run,
-    run_files,
 )
+from cifarlin.train import is_complete
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -46,6 +48,7 @@ class PlannedRun:
     config: TrainConfig
     out: Path
     start: Snapshot | None = None
+    reuse: bool = False  # a complete run of this configuration is in the folder: nothing to train
 
     @property
     def first_epoch(self) -> int:
@@ -84,19 +87,41 @@ def plan_runs(
         )
         configs, outs = [c], [out or default_out(c, root)]
     plan = []
+    notice = on_notice or (lambda m: None)
     for c, o in zip(configs, outs, strict=True):
         check_path(o)
-        if (done := recover(o)) is not None and on_notice is not None:
-            on_notice(done)
+        if (put_back := recover(o)) is not None:
+            notice(put_back)
         resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
+        if not resume_this and not overwrite and complete_config(o) == c:
+            notice(
+                f"{o} holds a complete run with these parameters: reusing it (--overwrite trains it again)"
+            )
+            plan.append(PlannedRun(c, o, reuse=True))
+            continue
         check_run_folder(o, resume=resume_this, overwrite=overwrite)
         if resume_this:
             requested = {**overrides, "setting": c.setting} if setting is not None else overrides
             c, start = resume_point(o, requested)
-            plan.append(PlannedRun(c, o, start))
+            done = is_complete(c, start.state) and (o / MODEL).is_file() and complete_config(o) == c
+            if done:
+                notice(f"{o} is complete ({start.state.epoch} epochs): nothing to resume, nothing changed")
+            plan.append(PlannedRun(c, o, start, reuse=done))
         else:
             plan.append(PlannedRun(c, o))
     return plan
+
+
+def complete_config(out: Path) -> TrainConfig | None:
+    """The configuration of the complete run in ``out`` (its history says complete and its model
+    is there), or None."""
+    if not ((out / HISTORY).is_file() and (out / MODEL).is_file() and (out / CHECKPOINT).is_file()):
+        return None
+    try:
+        h = load_history(out / HISTORY)
+    except ModelFileError:
+        return None
+    return h.config if h.status == "complete" else None
 
 
 @dataclass
@@ -143,34 +168,56 @@ def run_plan(
         return cache[key]
 
     result = PlanResult([], [])
+    names: list[str] = []
     for planned in plan:
-        p = prepared(planned.config)
-        context = on_run(planned, len(p.y["train"])) if on_run is not None else nullcontext((None, None))
-        with context as (on_epoch, on_batch):
-            outcome = run(
-                planned.config,
-                planned.out,
-                p,
-                start=planned.start,
-                overwrite=overwrite,
-                resume_hint=resume_hint,
-                on_epoch=on_epoch,
-                on_batch=on_batch,
-            )
-        s = outcome.summary()
-        if figures:
-            s["figures"] = [str(f) for f in draw_training_figures(outcome, p.class_names)]
+        if planned.reuse:
+            outcome = Outcome.from_folder(planned.out, planned.config)
+            names = load_history(planned.out / HISTORY).class_names
+            missing = [f for f in ("curves.png", "montage.png") if not (planned.out / f).exists()]
+            s = outcome.summary()
+            if figures and missing:
+                s["figures"] = [str(f) for f in draw_training_figures(outcome, names)]
+        else:
+            p = prepared(planned.config)
+            context = on_run(planned, len(p.y["train"])) if on_run is not None else nullcontext((None, None))
+            with context as (on_epoch, on_batch):
+                outcome = run(
+                    planned.config,
+                    planned.out,
+                    p,
+                    start=planned.start,
+                    overwrite=overwrite,
+                    resume_hint=resume_hint,
+                    on_epoch=on_epoch,
+                    on_batch=on_batch,
+                )
+            s = outcome.summary()
+            names = p.class_names
+            if figures:
+                s["figures"] = [str(f) for f in draw_training_figures(outcome, names)]
+            else:
+                s["stale_figures"] = stale_figures(planned.out)
         result.outcomes.append(outcome)
         result.summaries.append(s)
         if on_done is not None:
             on_done(s)
     if compare and result.outcomes:
         folder = compare_dir if compare_dir is not None else result.outcomes[0].out.parent
-        names = prepared(plan[0].config).class_names if figures else []
         result.files = write_comparison(
             folder, result.outcomes, result.summaries, str(dataset.folder), names, figures=figures
         )
     return result
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN or infinity: null instead."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def summary_markdown(summaries: Sequence[dict[str, Any]], data_folder: str) -> str:
@@ -209,109 +256,10 @@ def write_comparison(
 ) -> list[Path]:
     """``summary.md``, ``summary.json`` and (with figures) ``settings.png`` in ``folder``."""
     write_text(folder / "summary.md", summary_markdown(summaries, data_folder))
-    write_text(folder / "summary.json", json.dumps(list(summaries), indent=2) + "\n")
+    write_text(
+        folder / "summary.json", json.dumps(_finite(list(summaries)), indent=2, allow_nan=False) + "\n"
+    )
     files = [folder / "summary.md", folder / "summary.json"]
     if figures:
-        from cifarlin import plots
-
-        plots.use_backend()
-        runs_ = [(o.config, o.state.history, o.state.W) for o in outcomes]
-        files.append(plots.save(plots.comparison(runs_, class_names), folder / "settings.png"))
+        files.append(comparison_figure(outcomes, class_names, folder / "settings.png"))
     return files
-
-
-def draw_training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[Path]:
-    """``curves.png`` and ``montage.png`` into the run's folder."""
-    from cifarlin import plots
-
-    plots.use_backend()
-    cfg, st = outcome.config, outcome.state
-    return [
-        plots.save(plots.curves(st.history, cfg), outcome.out / "curves.png"),
-        plots.save(
-            plots.montage(st.W, class_names, f"weights as images, {plots.run_title(cfg)}"),
-            outcome.out / "montage.png",
-        ),
-    ]
-
-
-def draw_figures(
-    target: Path,
-    request: FigureRequest,
-    dataset: Callable[[], data.Dataset],
-    *,
-    on_notice: Callable[[str], None] | None = None,
-) -> list[Path]:
-    """Draw ``request.kinds`` for the run folder or model file ``target``; returns the files.
-
-    ``dataset()`` is called only when a figure needs images (confusion, samples). Asked for every
-    kind, a model file without a history gets every figure but the curves (with a notice).
-    """
-    from cifarlin import plots
-
-    if request.out is not None:
-        check_path(request.out)
-        if request.out.exists() and not request.out.is_dir():
-            raise bad_value("out", str(request.out), "exists and is not a folder")
-    notice = on_notice or (lambda m: None)
-    files = run_files(target)
-    kinds = list(request.kinds)
-    if set(kinds) == set(FIGURES) and files.history is None and not Path(target).is_dir():
-        kinds.remove("curves")
-        notice(f"no history.h5 beside {target}, so no curves")
-    if "curves" in kinds and files.history is None:
-        raise RunError(
-            f"{files.folder}: no history.h5 for the curves (cifarlin train writes it); "
-            "draw montage, confusion or samples for a model alone"
-        )
-    needs_model = [k for k in kinds if k != "curves"]
-    if needs_model and files.model is None:
-        raise ModelFileError(f"{files.folder}: no model.h5 or checkpoint.h5 to draw from")
-    snap = load_snapshot(files.model) if needs_model and files.model is not None else None
-    hist = load_history(files.history) if "curves" in kinds and files.history is not None else None
-    out_dir = request.out or files.folder
-    plots.use_backend(request.show)
-    if request.show and not plots.can_show():
-        notice("no display here, so no window opens; the files are written as usual")
-
-    def name(stem: str) -> Path:
-        return out_dir / f"{stem}.{request.format}"
-
-    figs = []
-    if hist is not None:
-        figs.append((plots.curves(hist.history, hist.config), name("curves")))
-    if snap is not None and "montage" in kinds:
-        title = f"weights as images, {plots.run_title(snap.config)}"
-        figs.append((plots.montage(snap.state.W, snap.class_names, title), name("montage")))
-    if snap is not None and "probs" in kinds and LOSSES[snap.config.loss].probs is None:
-        kinds.remove("probs")
-        notice(f"a {snap.config.loss} model gives scores, not probabilities, so no probability histograms")
-    if snap is not None and {"confusion", "samples", "probs"} & set(kinds):
-        split = request.split
-        ev = evaluate_split(snap, dataset(), split)
-        label = f"{plots.run_title(snap.config)}; {split} split"
-        if "confusion" in kinds:
-            figs.append((plots.confusion(ev.confusion, snap.class_names, label), name(f"confusion-{split}")))
-        if "samples" in kinds:
-            k = min(request.n_samples, len(ev.labels))
-            fig = plots.samples(
-                ev.images[:k],
-                ev.labels[:k],
-                ev.predictions[:k],
-                snap.class_names,
-                f"first {k} {split} images",
-            )
-            figs.append((fig, name(f"samples-{split}")))
-        if "probs" in kinds and ev.true_class_prob is not None:
-            title = f"probability of the true class, {label}"
-            fig = plots.probabilities(
-                ev.true_class_prob, ev.predictions == ev.labels, snap.config.loss, title
-            )
-            figs.append((fig, name(f"probs-{split}")))
-    if request.show and plots.can_show():
-        plots.show()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failure above leaves no empty folder
-    except OSError as e:
-        raise WriteError(f"{out_dir}: cannot create the folder ({e.strerror or e})") from None
-    return [plots.save(fig, path, request.format, request.dpi) for fig, path in figs]

@@ -309,6 +309,29 @@ class Outcome:
     checkpoint_seconds: float  # time spent writing checkpoint.h5 after each epoch (not in loop_seconds)
     model_epoch: int = 0  # the epoch whose weights model.h5 holds (the last, or the best one kept)
 
+    reused: bool = False  # a complete run found in its folder, not trained again
+
+    @classmethod
+    def from_folder(cls, out: Path, cfg: TrainConfig) -> Outcome:
+        """The complete run in ``out`` as if it had just finished (its checkpoint holds the last
+        epoch and the history, its model the test metrics)."""
+        last = load_snapshot(out / CHECKPOINT, kinds=("checkpoint",))
+        final = load_snapshot(out / MODEL, kinds=("model",))
+        if final.test is None:
+            raise ModelFileError(f"{out / MODEL}: has no test metrics; not the model of a complete run")
+        epoch = final.kept_epoch or last.state.epoch
+        return cls(out, cfg, last.state, final.test, last.state.epoch, 0.0, 0.0, epoch, reused=True)
+
+    def warnings(self) -> list[str]:
+        """What the user should know although the run finished: a cost that grew by orders of
+        magnitude (without becoming NaN) says the step is too large."""
+        h = self.state.history
+        start = h.initial["train_cost"] if h.initial else h.columns["train_cost"][0]
+        end = h.columns["train_cost"][-1]
+        if end > 100 * start:
+            return [f"the training cost rose from {start:.3g} to {end:.3g}: eta too large?"]
+        return []
+
     def summary(self) -> dict[str, Any]:
         h = self.state.history
         last = h.last()
@@ -337,6 +360,9 @@ class Outcome:
                 k: str(self.out / v)
                 for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))
             },
+            "reused": self.reused,
+            "warnings": self.warnings(),
+            "history": {"initial": h.initial, **h.columns},
         }
 
 

@@ -137,10 +137,13 @@ def fit(
         )
 
     def finish(p: _Pending, ended: float) -> None:
-        nonlocal last
+        nonlocal last, initial
         train, val = p.metrics.result()
         if not _finite(train.cost, val.cost):
             raise diverged(p.epoch)
+        if initial is not None:
+            history.set_initial(*initial.result())
+            initial = None
         history.append(train, val, ended - p.started, p.eta)
         best = last.best
         if cfg.keep == "best" and history.best_epoch == p.epoch:
@@ -155,6 +158,10 @@ def fit(
         np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"),
         _metrics_thread() as pool,
     ):
+        # the metrics of the initial weights (epoch 0 of the curves), beside the first epoch
+        initial = (
+            pool.submit(_metrics, W.copy(), b.copy(), data, cfg.lam, cfg.loss) if state.epoch == 0 else None
+        )
         try:
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
                 t0 = time.perf_counter()

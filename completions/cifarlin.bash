@@ -13,7 +13,7 @@ _cifarlin() {
         download)
             case "$prev" in
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
-                --format) COMPREPLY=($(compgen -W "python binary" -- "$cur")); return ;;
+                --layout) COMPREPLY=($(compgen -W "python binary" -- "$cur")); return ;;
                 --url) return ;;
                 --md5) return ;;
                 --from-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -21,15 +21,15 @@ _cifarlin() {
                 --retries) return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--data-dir --format --url --md5 --from-file --force --timeout --retries --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--data-dir --layout --url --md5 --from-file --force --timeout --retries --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         gradcheck)
             case "$prev" in
-                --n) return ;;
+                --n|--samples) return ;;
                 --dims) return ;;
                 --lam) return ;;
-                --h) return ;;
+                --step) return ;;
                 --method) COMPREPLY=($(compgen -W "centred complex" -- "$cur")); return ;;
                 --loss) COMPREPLY=($(compgen -W "ce svm bce" -- "$cur")); return ;;
                 --tol) return ;;
@@ -38,7 +38,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--n --dims --lam --h --method --loss --tol --atol --seed --random --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--n --samples --dims --lam --step --method --loss --tol --atol --seed --random --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         train)
@@ -61,11 +61,11 @@ _cifarlin() {
                 --train-batches) return ;;
                 --val-size) return ;;
                 --dtype) COMPREPLY=($(compgen -W "float32 float64" -- "$cur")); return ;;
-                --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --out|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         evaluate)
@@ -82,15 +82,18 @@ _cifarlin() {
         visualize)
             case "$prev" in
                 --what) COMPREPLY=($(compgen -W "curves montage confusion samples probs all" -- "$cur")); return ;;
-                --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --out|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --format) COMPREPLY=($(compgen -W "png pdf svg" -- "$cur")); return ;;
                 --dpi) return ;;
                 --split) COMPREPLY=($(compgen -W "test val train" -- "$cur")); return ;;
                 --n) return ;;
+                --pick) COMPREPLY=($(compgen -W "first random errors" -- "$cur")); return ;;
+                --panels) COMPREPLY=($(compgen -W "cost loss acc eta" -- "$cur")); return ;;
+                --size) COMPREPLY=($(compgen -W "single double" -- "$cur")); return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--what --out --format --dpi --split --n --show --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--what --out -o --format --dpi --split --n --pick --normalize --panels --size --show --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
@@ -108,7 +111,7 @@ _cifarlin() {
             case "$prev" in
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--version --install-completion --show-completion --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--version -V --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize completion" -- "$cur"))
             fi

@@ -214,7 +214,7 @@ def test_binary_format(runner, serve, tmp_path):
     s = serve(body, "cifar-10-binary.tar.gz")
     r, out = run(
         runner,
-        "--format",
+        "--layout",
         "binary",
         "--url",
         s.url,

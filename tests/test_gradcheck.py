@@ -61,7 +61,8 @@ def test_broken_gradient_fails_with_exit_1(runner, monkeypatch, loss, method):
     "args, value",
     [
         (["--n", "0"], "--n 0"),
-        (["--h", "-1"], "--h -1"),
+        (["--h", "-1"], "--step -1"),
+        (["--step", "0"], "--step 0.0"),
         (["--dims", "5000"], "--dims 5000"),
         (["--tol", "-1"], "--tol -1"),
         (["--lam", "nan"], "--lam nan"),

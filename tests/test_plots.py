@@ -49,7 +49,7 @@ def colours(path) -> int:
 
 
 def test_train_writes_curves_and_montage(run_dir):
-    for name, size in (("curves.png", (600, 1950)), ("montage.png", (285, 1950))):
+    for name, size in (("curves.png", (735, 1890)), ("montage.png", (285, 1950))):
         img = mpimg.imread(run_dir / name)
         assert img.shape[:2] == size
         assert colours(run_dir / name) > 50
@@ -82,10 +82,10 @@ def test_visualize_all_kinds(runner, run_dir, tiny_py, tmp_path):
         "probs-test.png",
     ]
     sizes = {
-        "curves.png": (400, 1300),
+        "curves.png": (490, 1260),
         "montage.png": (190, 1300),
-        "confusion-test.png": (700, 950),
-        "samples-test.png": (400, 1160),
+        "confusion-test.png": (720, 950),
+        "samples-test.png": (440, 1160),
         "probs-test.png": (380, 1000),
     }
     for path in files:
@@ -129,9 +129,9 @@ def test_model_file_alone(runner, run_dir, tmp_path, tiny_py):
     )
     assert r.exit_code == 0, r.output
     # Catches: the figure drawn at another size or resolution than the default 150 dpi of a
-    # 9.5 x 7 inch figure, or an empty canvas.
+    # 9.5 x 7.2 inch figure, or an empty canvas.
     path = tmp_path / "confusion-val.png"
-    assert mpimg.imread(path).shape[:2] == (7 * 150, int(9.5 * 150))
+    assert mpimg.imread(path).shape[:2] == (int(7.2 * 150), int(9.5 * 150))
     assert colours(path) > 20
 
 
@@ -197,7 +197,7 @@ def test_setting_all_comparison_figure(runner, tiny_py, tmp_path):
     )
     assert r.exit_code == 0, r.output
     img = mpimg.imread(tmp_path / "settings.png")
-    assert img.shape[:2] == (1380, 2400) and colours(tmp_path / "settings.png") > 100
+    assert img.shape[:2] == (1500, 2400) and colours(tmp_path / "settings.png") > 100
 
 
 def test_a_model_file_alone_draws_what_it_can(runner, run_dir, tmp_path, tiny_py):

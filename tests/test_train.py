@@ -318,7 +318,11 @@ def test_cli_refuses_a_folder_with_a_run_then_resume_and_overwrite(runner, tiny_
         "--quiet",
     ]
     assert runner.invoke(app, args).exit_code == 0
-    r = runner.invoke(app, args)
+    before = (tmp_path / "r" / "model.h5").stat().st_mtime_ns
+    r = runner.invoke(app, args)  # the same parameters: the complete run is reused, nothing rewritten
+    assert r.exit_code == 0 and "holds a complete run with these parameters: reusing it" in r.stderr
+    assert (tmp_path / "r" / "model.h5").stat().st_mtime_ns == before
+    r = runner.invoke(app, [*args, "--eta", "0.5"])  # other parameters: refused
     assert r.exit_code == 1 and "already holds a run" in r.stderr and "--resume" in r.stderr
     r = runner.invoke(app, [*args, "--resume", "--epochs", "2", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["resumed_from_epoch"] == 1
@@ -416,7 +420,9 @@ def test_setting_all_writes_a_summary(runner, tiny_py, tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    doc = json.loads(r.stdout)  # one JSON document holding every run
+    lines = doc["runs"]
+    assert doc["files"] == [str(tmp_path / "summary.md"), str(tmp_path / "summary.json")]
     assert [s["setting"] for s in lines] == [1, 2, 3, 4]
     assert [(s["config"]["lam"], s["config"]["eta"]) for s in lines] == [
         (0, 0.1),
@@ -707,7 +713,7 @@ def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "fit", real)
     r = runner.invoke(app, [*args, "--resume", "--json"])
     assert r.exit_code == 0, r.output
-    assert [json.loads(line)["setting"] for line in r.stdout.splitlines()] == [1, 2, 3, 4]
+    assert [s["setting"] for s in json.loads(r.stdout)["runs"]] == [1, 2, 3, 4]
     assert (tmp_path / "summary.md").is_file()
 
 

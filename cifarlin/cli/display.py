@@ -25,16 +25,19 @@ from cifarlin.errors import WriteError
 
 
 def plain() -> bool:
-    """No colours, no live display: NO_COLOR is set or stderr is not a terminal."""
-    return bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+    """No live display (progress bars, live tables): stderr is not a terminal. (NO_COLOR removes
+    colours only.)"""
+    return not sys.stderr.isatty()
 
 
 def console() -> Console:
-    """The stderr console for humans; plain text when :func:`plain`, 120 columns in logs."""
+    """The stderr console for humans: no colours with NO_COLOR or off a terminal, 120 columns in
+    logs."""
     width = None
     if not sys.stderr.isatty() and not os.environ.get("COLUMNS"):
         width = 120  # CI logs: wide enough that no table wraps
-    return Console(stderr=True, highlight=False, color_system=None if plain() else "auto", width=width)
+    color = None if os.environ.get("NO_COLOR") or plain() else "auto"
+    return Console(stderr=True, highlight=False, color_system=color, width=width)
 
 
 def clean(text: object) -> str:
@@ -58,8 +61,9 @@ def results(json_out: bool) -> Console:
 
 
 def say(c: Console, text: str) -> None:
-    """A line of plain text (no markup), wrapped by the terminal rather than by rich."""
-    c.print(clean(text), soft_wrap=True)
+    """A line of plain text (no markup): wrapped at spaces on a terminal, never in a file or pipe
+    (one line per message for grep)."""
+    c.print(clean(text), soft_wrap=not c.is_terminal)
 
 
 def add_row(t: Table, *cells: object) -> None:
@@ -89,10 +93,11 @@ def print_table(c: Console, t: Table) -> None:
         c.width = width
 
 
-def error_line(message: str) -> None:
-    """One line on stderr, whatever the message holds."""
+def error_line(message: str) -> str:
+    """One line on stderr, whatever the message holds; returns the line."""
     line = re.sub(r"\s*\n\s*", " ", message.strip())
     console().print(f"[bold red]Error:[/] {clean(line)}", soft_wrap=True)
+    return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +114,13 @@ def fmt_sci(x: float) -> str:
     return f"{x:.2e}"
 
 
+def fmt_duration(seconds: float) -> str:
+    """0:03, 1:05, 1:02:03."""
+    s = round(max(seconds, 0))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
 def fmt_megabytes(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -118,8 +130,21 @@ def fmt_megabytes(n: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+_emitted: list[bool] = []  # set once a JSON document went to stdout (a command emits one)
+
+
+def json_written() -> bool:
+    return bool(_emitted)
+
+
+def start_command() -> None:
+    """A new command begins (several run in one process under a test runner)."""
+    _emitted.clear()
+
+
 def emit_json(obj: Any) -> None:
     """One JSON document on one line of stdout (NaN and infinities, which JSON lacks, as null)."""
+    _emitted.append(True)
     try:
         sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, default=_json_default) + "\n")
         sys.stdout.flush()
@@ -228,14 +253,16 @@ def train_progress(
         yield None, None
         return
     if plain():
+        started, done_before = time.monotonic(), first
 
         def plain_epoch(st: Any) -> None:
             h = st.history.last()
+            rate = (time.monotonic() - started) / max(st.epoch - done_before, 1)
             say(
                 c,
                 f"epoch {st.epoch}/{epochs}: train cost {fmt_cost(h['train_cost'])} "
                 f"acc {h['train_acc']:.4f}, val cost {fmt_cost(h['val_cost'])} acc {h['val_acc']:.4f}, "
-                f"{h['seconds']:.2f} s",
+                f"{h['seconds']:.2f} s, ETA {fmt_duration(rate * (epochs - st.epoch))}",
             )
 
         yield plain_epoch, None

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data
+from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, option
 from cifarlin.cli.display import add_row, console, emit_json, fmt_cost, print_table, results, say, table
-from cifarlin.config import FIGURE_FORMATS, FIGURES, SPLITS, FigureRequest
+from cifarlin.config import FIGURE_FORMATS, FIGURES, PANELS, PICKS, SIZES, SPLITS, FigureRequest, parse_list
 
-FIGURE_DEFAULTS = FigureRequest()
+F = FigureRequest()  # the defaults
 
 
 def evaluate(
@@ -19,10 +19,13 @@ def evaluate(
     model_paths: Annotated[
         list[Path], typer.Argument(metavar="MODEL...", help="Model files (model.h5) or run folders.")
     ],
-    split: Annotated[Literal[SPLITS], typer.Option("--split", help="Which images.")] = SPLITS[0],  # type: ignore[valid-type]
+    split: Annotated[
+        Literal[SPLITS],  # type: ignore[valid-type]
+        option("--split", metavar="NAME", help="Which images.", choices=SPLITS, default=SPLITS[0]),
+    ] = SPLITS[0],
     ensemble: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--ensemble", help="Also the models together: their class probabilities (hinge: scores) averaged."
         ),
     ] = False,
@@ -147,41 +150,91 @@ def _print_one(out: Any, r: dict[str, Any], ev: Any, names: list[str], quiet: bo
 def visualize(
     ctx: typer.Context,
     target: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR_OR_MODEL", help="A run folder (from train) or a model.h5.")
+        Path,
+        typer.Argument(metavar="RUN", help="A run folder (from train), a model.h5, or a folder of runs."),
     ],
     what: Annotated[
-        Literal[(*FIGURES, "all")], typer.Option("--what", help="Which figure.")  # type: ignore[valid-type]
+        str,
+        option(
+            "--what",
+            metavar="LIST",
+            help="Which figures, a comma list.",
+            choices=(*FIGURES, "all"),
+            default="all",
+        ),
     ] = "all",
     out: Annotated[
-        Path | None, typer.Option("--out", metavar="DIR", help="Where to write. Default: the run folder.")
+        Path | None, option("--out", "-o", metavar="DIR", help="Where to write. Default: the run folder.")
     ] = None,
     format: Annotated[
-        Literal[FIGURE_FORMATS], typer.Option("--format", help="File format.")  # type: ignore[valid-type]
-    ] = FIGURE_DEFAULTS.format,
-    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of PNG files.")] = FIGURE_DEFAULTS.dpi,
+        Literal[FIGURE_FORMATS],  # type: ignore[valid-type]
+        option("--format", metavar="TYPE", help="File format.", choices=FIGURE_FORMATS, default=F.format),
+    ] = F.format,
+    dpi: Annotated[int, option("--dpi", metavar="N", help="Resolution of PNG files.", default=F.dpi)] = F.dpi,
     split: Annotated[
-        Literal[SPLITS], typer.Option("--split", help="Images for the confusion matrix and samples.")  # type: ignore[valid-type]
-    ] = FIGURE_DEFAULTS.split,
+        Literal[SPLITS],  # type: ignore[valid-type]
+        option(
+            "--split",
+            metavar="NAME",
+            help="Images for confusion, samples and probs.",
+            choices=SPLITS,
+            default=F.split,
+        ),
+    ] = F.split,
     n_samples: Annotated[
-        int, typer.Option("--n", help="Number of sample images.")
-    ] = FIGURE_DEFAULTS.n_samples,
-    show: Annotated[bool, typer.Option("--show", help="Also open each figure in a window.")] = False,
+        int, option("--n", metavar="N", help="Number of sample images.", default=F.n_samples)
+    ] = F.n_samples,
+    pick: Annotated[
+        Literal[PICKS],  # type: ignore[valid-type]
+        option(
+            "--pick",
+            metavar="WHICH",
+            help="samples: the first images, random ones, or misclassified ones.",
+            choices=PICKS,
+            default=F.pick,
+        ),
+    ] = F.pick,
+    normalize: Annotated[
+        bool, flag("--normalize", help="confusion: each true class's row as fractions.")
+    ] = False,
+    panels: Annotated[
+        str | None,
+        option(
+            "--panels",
+            metavar="LIST",
+            help="curves: which panels, a comma list.",
+            choices=PANELS,
+            default="loss,acc (and cost when lambda > 0, eta when it varies)",
+        ),
+    ] = None,
+    size: Annotated[
+        Literal[SIZES] | None,  # type: ignore[valid-type]
+        option(
+            "--size",
+            metavar="WIDTH",
+            help="curves: a journal's single- or double-column width.",
+            choices=SIZES,
+        ),
+    ] = None,
+    show: Annotated[bool, flag("--show", help="Also open each figure in a window.")] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Draw the learning curves, the weight montage, the confusion matrix and sample predictions.
+    """Draw the learning curves, the weight montage, the confusion matrix, sample predictions and
+    probability histograms.
 
-    curves: cost, loss and accuracy per epoch from history.h5, the best validation epoch marked.
-    montage: each class's weights as a 32x32 colour image. confusion and samples classify the
-    images of --split. Works without a display; --show opens windows too.
+    curves: cost, loss, accuracy (and eta) per epoch from history.h5, the best validation epoch
+    marked. montage: each class's weights as a 32x32 colour image. confusion, samples and probs
+    classify the images of --split. Given a folder of several runs, draws their comparison
+    (settings.png). Works without a display; --show opens windows too.
 
-    **Example:** cifarlin visualize outputs/setting-2 --what all --format png
+    **Example:** cifarlin visualize outputs/setting-2 --what curves,montage
     """
-    from cifarlin.experiments import draw_figures
+    from cifarlin.figures import draw_figures
 
-    kinds = FIGURES if what == "all" else (what,)
+    kinds = FIGURES if what == "all" else parse_list(what, "what", (*FIGURES,))
     request = FigureRequest(
         kinds=kinds,
         out=out.expanduser() if out is not None else None,
@@ -190,6 +243,10 @@ def visualize(
         split=split,
         n_samples=n_samples,
         show=show,
+        panels=parse_list(panels, "panels", PANELS) if panels is not None else None,
+        size=size,
+        normalize=normalize,
+        pick=pick,
     )
     c = console()
     written = draw_figures(
@@ -198,8 +255,9 @@ def visualize(
         lambda: ensure_data(ctx, data_dir, no_download, quiet),
         on_notice=None if quiet else (lambda m: say(c, f"note: {m}")),
     )
+    res = results(json_out)
     for path in written:
-        say(c, f"wrote {path}")
+        say(res, f"wrote {path}")
     if json_out:
         emit_json(
             {
