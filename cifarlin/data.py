@@ -10,13 +10,10 @@ int64 labels.
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -96,38 +93,6 @@ def find(root: Path) -> Dataset:
     return dataset
 
 
-class _HashingReader:
-    """A read-only file that feeds every byte it hands out to an MD5: the file is read once,
-    without a second copy of it in memory."""
-
-    def __init__(self, f: BinaryIO):
-        self.f = f
-        self.md5 = hashlib.md5()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.md5.update(data)
-        return data
-
-    def readline(self, n: int = -1) -> bytes:
-        data = self.f.readline(n)
-        self.md5.update(data)
-        return data
-
-    def peek(self, n: int = 0) -> bytes:  # lets the unpickler prefetch: far fewer read() calls
-        return self.f.peek(n)
-
-    def readinto(self, buf: bytearray | memoryview) -> int:
-        n = self.f.readinto(buf)
-        self.md5.update(memoryview(buf)[:n])
-        return n
-
-    def hexdigest(self) -> str:
-        while self.read(1 << 20):  # whatever follows the pickle counts too
-            pass
-        return self.md5.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading and validating files
 # ---------------------------------------------------------------------------------------------
@@ -148,22 +113,17 @@ def _fresh_copy_hint(path: Path) -> str:
     return f"fetch a fresh copy with 'cifarlin download --force --data-dir {root}'"
 
 
-@contextmanager
-def _open(path: Path) -> Iterator[BinaryIO]:
+def _read_bytes(path: Path) -> bytes:
+    """The whole file, read once."""
     try:
         with open(path, "rb") as f:
-            yield f
+            return f.read()
     except FileNotFoundError:
         raise DataError(f"{path}: missing; {_fresh_copy_hint(path)}") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, expected a CIFAR-10 file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
-
-
-def _read_bytes(path: Path) -> bytes:
-    with _open(path) as f:
-        return f.read()
 
 
 def _check_batch(path: Path, images: object, labels: object) -> Batch:
@@ -190,9 +150,9 @@ def _check_batch(path: Path, images: object, labels: object) -> Batch:
 
 
 def read_batch(path: Path, fmt: Format) -> Batch:
-    """Read and validate one batch file of either format (reading it once, hashing as it goes)."""
+    """Read and validate one batch file of either format (read once: the MD5 is of the same bytes)."""
+    raw = _read_bytes(path)
     if fmt == "binary":
-        raw = _read_bytes(path)
         if len(raw) == 0 or len(raw) % RECORD:
             raise DataError(
                 f"{path}: {len(raw)} bytes is not a whole number of {RECORD}-byte records "
@@ -201,34 +161,36 @@ def read_batch(path: Path, fmt: Format) -> Batch:
         records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD)
         batch = _check_batch(path, records[:, 1:], records[:, 0])  # images: a view, no copy
         return Batch(batch.images, batch.labels, hashlib.md5(raw).hexdigest())
-    with _open(path) as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            raise DataError(f"{path}: empty file; {_fresh_copy_hint(path)}")
-        reader = _HashingReader(f)
-        obj = safe_unpickle(reader, path)  # type: ignore[arg-type]
-        md5 = reader.hexdigest()
+    if not raw:
+        raise DataError(f"{path}: empty file; {_fresh_copy_hint(path)}")
+    obj = safe_unpickle(raw, path)
     missing = [k for k in ("data", "labels") if k not in obj]
     if missing:
         keys = ", ".join(sorted(map(str, obj))) or "none"
         raise DataError(f"{path}: no {' or '.join(missing)!s} entry (has: {keys})")
     batch = _check_batch(path, obj["data"], obj["labels"])
-    return Batch(batch.images, batch.labels, md5)
+    return Batch(batch.images, batch.labels, hashlib.md5(raw).hexdigest())
 
 
 def read_class_names(dataset: Dataset) -> list[str]:
     """The 10 class names, from ``batches.meta`` or ``batches.meta.txt``."""
+    return _class_names(dataset)[0]
+
+
+def _class_names(dataset: Dataset) -> tuple[list[str], str]:
+    """The 10 class names and the MD5 of the file they were read from."""
     path = dataset.path(meta_name(dataset.format))
     raw = _read_bytes(path)
     if dataset.format == "binary":
         names: object = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines()]
         names = [n for n in names if n]
     else:
-        names = safe_unpickle(io.BytesIO(raw), path).get("label_names")
+        names = safe_unpickle(raw, path).get("label_names")
         if isinstance(names, list):
             names = [text(n) for n in names]
     if not (isinstance(names, list) and len(names) == K and all(isinstance(n, str) for n in names)):
         raise DataError(f"{path}: expected {K} class names")
-    return list(names)
+    return list(names), hashlib.md5(raw).hexdigest()
 
 
 def verify_dataset(dataset: Dataset) -> dict[str, str]:
@@ -236,8 +198,7 @@ def verify_dataset(dataset: Dataset) -> dict[str, str]:
     sums = {}
     for name in dataset_files(dataset.format):
         if name.startswith("batches.meta"):
-            read_class_names(dataset)
-            sums[name] = hashlib.md5(_read_bytes(dataset.path(name))).hexdigest()
+            sums[name] = _class_names(dataset)[1]
         else:
             sums[name] = read_batch(dataset.path(name), dataset.format).md5
     return sums
