@@ -10,6 +10,8 @@ int64 labels.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,17 +115,67 @@ def _fresh_copy_hint(path: Path) -> str:
     return f"fetch a fresh copy with 'cifarlin download --force --data-dir {root}'"
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The whole file, read once."""
+#: The largest file of each kind cifarlin reads, checked before reading: an official batch is
+#: 30,730,000 bytes (binary) or about 31 MB (python), the meta files a few hundred bytes. A
+#: bigger file (a sparse or runaway one) is refused at once instead of being read and hashed.
+MAX_BATCH_BYTES = 64 << 20
+MAX_META_BYTES = 1 << 20
+
+_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def _check_regular(path: Path, st: os.stat_result, limit: int) -> None:
+    """Refuse anything but a regular file of at most ``limit`` bytes (opening a FIFO would block
+    forever, a device would never end)."""
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a folder, expected a CIFAR-10 file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _KINDS if test(st.st_mode)), "special file")
+        raise DataError(f"{path}: is a {kind}, not a regular file; expected a CIFAR-10 file")
+    if st.st_size > limit:
+        raise _too_big(path, f"{st.st_size:,} bytes", limit)
+
+
+def _too_big(path: Path, size: str, limit: int) -> DataError:
+    return DataError(
+        f"{path}: {size}, more than a CIFAR-10 file of its kind ever holds ({limit:,} bytes); "
+        f"{_fresh_copy_hint(path)}"
+    )
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The whole of the regular file ``path``, at most ``limit`` bytes, read once.
+
+    The file is checked by ``os.stat`` before it is opened, and again by ``fstat`` once open (it
+    is opened non-blocking, so a FIFO put in its place meanwhile cannot block the open either).
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        _check_regular(path, os.stat(path), limit)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise DataError(f"{path}: missing; {_fresh_copy_hint(path)}") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected a CIFAR-10 file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    with open(fd, "rb") as f:
+        try:
+            st = os.fstat(fd)
+            _check_regular(path, st, limit)
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
+            raw = f.read(st.st_size)  # exactly the size: read(limit) would allocate the limit
+            more = f.read(1)
+            if more:  # it grew since the stat, or reports no size (as /proc files do)
+                raw += more + f.read(limit - len(raw))
+        except OSError as e:
+            raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if len(raw) > limit:
+        raise _too_big(path, "more bytes than its size said", limit)
+    return raw
 
 
 def _check_batch(path: Path, images: object, labels: object) -> Batch:
@@ -151,7 +203,7 @@ def _check_batch(path: Path, images: object, labels: object) -> Batch:
 
 def read_batch(path: Path, fmt: Format) -> Batch:
     """Read and validate one batch file of either format (read once: the MD5 is of the same bytes)."""
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, MAX_BATCH_BYTES)
     if fmt == "binary":
         if len(raw) == 0 or len(raw) % RECORD:
             raise DataError(
@@ -180,7 +232,7 @@ def read_class_names(dataset: Dataset) -> list[str]:
 def _class_names(dataset: Dataset) -> tuple[list[str], str]:
     """The 10 class names and the MD5 of the file they were read from."""
     path = dataset.path(meta_name(dataset.format))
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, MAX_META_BYTES)
     if dataset.format == "binary":
         names: object = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines()]
         names = [n for n in names if n]
