@@ -1,0 +1,322 @@
+"""Hostile and unlucky inputs to ``cifarlin download``: archives whose headers would make tarfile
+read gigabytes, gzip trailers that do not match, a full disk while unpacking, URLs whose names
+collide with the user's files, servers that trickle bytes, and absurd option values."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import tarfile
+import tracemalloc
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from test_download import Server
+
+from cifar_files import dataset_archive, md5, tar_gz
+from cifarlin import archive as archive_mod
+from cifarlin import download
+from cifarlin.cli import app
+from cifarlin.config import DownloadConfig
+from cifarlin.errors import DownloadError, WriteError
+
+FOLDER = "cifar-10-batches-py"
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> bytes:
+    return dataset_archive(tmp_path_factory.mktemp("archive"))
+
+
+@pytest.fixture
+def serve():
+    servers: list[Server] = []
+
+    def start(body: bytes, name: str = "cifar-10-python.tar.gz") -> Server:
+        servers.append(Server(body, name))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def run(runner, *args):
+    r = runner.invoke(app, ["download", *map(str, args)])
+    return r, (json.loads(r.stdout) if r.exit_code == 0 and "--json" in args else None)
+
+
+def one_line(r) -> str:
+    """The CLI's error: one line, the last on stderr (notices come before it)."""
+    lines = r.stderr.splitlines()
+    assert [ln for ln in lines if ln.startswith("Error:")] == lines[-1:], r.stderr
+    return lines[-1]
+
+
+def gzip_of(parts: Iterable[bytes]) -> bytes:
+    """A gzip stream of ``parts``, compressed as they come (100 MB of zeros make 450 kB)."""
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)
+    return b"".join([*(z.compress(p) for p in parts), z.flush()])
+
+
+def header(name: str, type_: bytes, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type, info.size = type_, size
+    return info.tobuf(tarfile.GNU_FORMAT)
+
+
+def long_header_archive(type_: bytes, size: int) -> bytes:
+    """An archive whose first header is of ``type_`` and declares ``size`` bytes of payload (all
+    of them present, zeros), followed by a regular member."""
+
+    def parts():
+        yield header(f"{FOLDER}/x", type_, size)
+        left = -(-size // 512) * 512
+        zeros = bytes(1 << 20)
+        while left:
+            yield zeros[: min(left, len(zeros))]
+            left -= min(left, len(zeros))
+        yield header(f"{FOLDER}/readme", tarfile.REGTYPE, 0) + bytes(1024)
+
+    return gzip_of(parts())
+
+
+def install_file(folder: Path, body: bytes):
+    """Install ``body`` from ``folder/in.tar.gz`` into ``folder/data``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / "in.tar.gz"
+    src.write_bytes(body)
+    return download.install(folder / "data", DownloadConfig(md5=md5(body)), from_file=src)
+
+
+def refused_with_bounded_memory(folder: Path, body: bytes) -> tuple[str, float]:
+    """(the error, peak MB Python allocated while refusing); nothing may be left unpacked."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DownloadError) as e:
+            install_file(folder, body)
+        peak = tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
+    assert sorted(p.name for p in folder.iterdir()) == ["in.tar.gz"]  # not even the data folder
+    assert "\n" not in str(e.value)
+    return str(e.value), peak
+
+
+# ---------------------------------------------------------------------------------------------
+# 1a. Headers whose payload tarfile reads whole
+# ---------------------------------------------------------------------------------------------
+
+LONG = {
+    b"x": "a PAX header",
+    b"g": "a PAX global header",
+    b"L": "a GNU long-name header",
+    b"K": "a GNU long-link header",
+}
+
+
+@pytest.mark.parametrize("type_", list(LONG))
+def test_a_huge_long_header_is_refused_before_its_payload_is_read(tmp_path, type_):
+    # The bug: tarfile read the whole 100 MB payload into memory before any check (gigabytes
+    # for a header of a few GB, from a .tar.gz of a few MB).
+    body = long_header_archive(type_, 100_000_000)
+    assert len(body) < 1_000_000
+    message, peak = refused_with_bounded_memory(tmp_path, body)
+    src = tmp_path / "in.tar.gz"
+    assert message == f"{src}: refused: {LONG[type_]} at byte 0 declares 100,000,000 bytes (at most 16,384)"
+    assert peak < 50
+
+
+@pytest.mark.parametrize("size", [archive_mod.MAX_HEADER, archive_mod.MAX_HEADER + 1])
+def test_the_long_header_cap_boundary(tmp_path, size):
+    # A PAX header of MAX_HEADER bytes is read (this archive then lacks the dataset); one byte
+    # more is refused unread.
+    with pytest.raises(DownloadError) as e:
+        install_file(tmp_path, long_header_archive(b"x", size))
+    if size > archive_mod.MAX_HEADER:
+        assert str(e.value).endswith(
+            f"refused: a PAX header at byte 0 declares {size:,} bytes (at most 16,384)"
+        )
+    else:
+        assert "does not hold a valid CIFAR-10 dataset" in str(e.value)
+
+
+def test_a_chain_of_small_extended_headers_is_refused(tmp_path):
+    # Each extended header makes tarfile read the next one recursively.
+    chain = b"".join(
+        header(f"{FOLDER}/n", tarfile.GNUTYPE_LONGNAME, 512) + b"a" * 511 + b"\0" for _ in range(9)
+    )
+    body = gzip_of([chain, header(f"{FOLDER}/readme", tarfile.REGTYPE, 0), bytes(1024)])
+    message, _ = refused_with_bounded_memory(tmp_path, body)
+    assert message.endswith(f"refused: more than 8 extended headers in a row at byte {8 * 1024}")
+
+
+def test_extended_headers_are_capped_in_all(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive_mod, "MAX_HEADERS", 4096)
+    members = []
+    for i in range(3):
+        name = f"{FOLDER}/long-{i}".encode().ljust(2048, b"\0")
+        members += [header("././@LongLink", tarfile.GNUTYPE_LONGNAME, 2048), name]
+        members += [header(f"{FOLDER}/f{i}", tarfile.REGTYPE, 0)]
+    message, _ = refused_with_bounded_memory(tmp_path, gzip_of([*members, bytes(1024)]))
+    assert message.endswith("refused: its extended headers hold more than 4,096 bytes in all")
+
+
+def test_global_headers_are_capped_in_all(tmp_path):
+    # tarfile copies every global record into every member after it.
+    parts = []
+    for i in range(3):
+        record = b"2000 k%d=" % i
+        record += b"v" * (2000 - len(record) - 1) + b"\n"
+        parts += [header(f"{FOLDER}/g{i}", tarfile.XGLTYPE, len(record)), record + bytes(-len(record) % 512)]
+    parts += [header(f"{FOLDER}/readme", tarfile.REGTYPE, 0), bytes(1024)]
+    message, _ = refused_with_bounded_memory(tmp_path, gzip_of(parts))
+    assert message.endswith("refused: its PAX global headers hold more than 4,096 bytes in all")
+
+
+def test_negative_sizes_and_sparse_members_are_refused(tmp_path):
+    negative = bytearray(header(f"{FOLDER}/neg", tarfile.REGTYPE, 0))
+    negative[124:136] = b"\xff" * 12  # base-256: -1
+    negative[148:156] = b"%06o\0 " % (sum(negative[:148]) + 256 + sum(negative[156:]))
+    sparse = header(f"{FOLDER}/sparse", tarfile.GNUTYPE_SPARSE, 0)
+    pax_sparse = tarfile.TarInfo(f"{FOLDER}/s10")
+    pax_sparse.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s"}
+    # a sparse map of 10**9 entries that never ends: tarfile would read it forever
+    pax_bytes = pax_sparse.tobuf(tarfile.PAX_FORMAT) + b"1000000000\n" + b"1\n" * 4000
+    cases = [
+        (gzip_of([bytes(negative), bytes(1024)]), "refused: a header at byte 0 declares a negative size"),
+        (gzip_of([sparse, bytes(1024)]), f"refused: member '{FOLDER}/sparse' is a sparse file"),
+        (gzip_of([pax_bytes, bytes(1024)]), "is a sparse file (GNU.sparse PAX records)"),
+    ]
+    for i, (body, what) in enumerate(cases):
+        message, peak = refused_with_bounded_memory(tmp_path / str(i), body)
+        assert what in message and peak < 50
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_archives_with_ordinary_pax_and_gnu_headers_install(tmp_path, good, fmt):
+    # No false alarms: long names, PAX records and a small global header (as git archive writes
+    # one) are well within the caps.
+    with tarfile.open(fileobj=io.BytesIO(good)) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=fmt, pax_headers={"comment": "a" * 40}) as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.pax_headers = len(content), {"mtime": "1700000000.5", "uname": "ünï"}
+            tar.addfile(info, io.BytesIO(content))
+        tar.addfile(tarfile.TarInfo(f"{FOLDER}/" + "long-name-" * 20), io.BytesIO(b""))
+    result = install_file(tmp_path, buf.getvalue())
+    assert result.status == "installed" and result.path == str(tmp_path / "data" / FOLDER)
+    assert (tmp_path / "data" / FOLDER / ("long-name-" * 20)).is_file()
+
+
+def test_a_member_larger_than_any_cifar_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive_mod, "MAX_MEMBER", 1000)
+    body = tar_gz({f"{FOLDER}/data_batch_1": bytes(1001)})
+    message, _ = refused_with_bounded_memory(tmp_path, body)
+    assert message.endswith(
+        f"refused: member '{FOLDER}/data_batch_1' has 1,001 bytes, more than any CIFAR-10 file (1,000)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. The gzip trailer
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where, reason",
+    [(-8, "CRC check failed"), (-5, "CRC check failed"), (-4, "Incorrect length of data produced")],
+)
+def test_a_wrong_gzip_trailer_is_refused_even_when_the_md5_matches(runner, tmp_path, good, where, reason):
+    # The bug: tarfile stops at the end-of-archive blocks, so the CRC-32 and length at the end of
+    # the gzip stream were never read, and data that were not what was compressed installed.
+    bad = bytearray(good)
+    bad[where] ^= 0x01
+    src = tmp_path / "bad.tar.gz"
+    src.write_bytes(bytes(bad))
+    r, _ = run(runner, "--from-file", src, "--md5", md5(bytes(bad)), "--data-dir", tmp_path / "d")
+    assert r.exit_code == 1
+    assert one_line(r).startswith(f"Error: {src}: not a readable .tar.gz archive (BadGzipFile: {reason}")
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_wrong_trailer_downloaded_is_refused_and_deleted(runner, serve, tmp_path, good):
+    bad = good[:-8] + bytes([good[-8] ^ 1]) + good[-7:]
+    s = serve(bad)
+    r, _ = run(runner, "--url", s.url, "--md5", md5(bad), "--data-dir", tmp_path)
+    assert r.exit_code == 1 and "CRC check failed" in one_line(r)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_what_follows_the_tar_data_is_capped_and_checked(tmp_path, good, monkeypatch):
+    padded = gzip_of([zlib.decompress(good, 31), bytes(5000)])  # a longer last record: fine
+    assert install_file(tmp_path / "a", padded).status == "installed"
+    message, _ = refused_with_bounded_memory(tmp_path / "c", good + b"garbage after the gzip stream")
+    assert "not a readable .tar.gz archive (BadGzipFile: Not a gzipped file" in message
+    monkeypatch.setattr(archive_mod, "MAX_TRAILING", 4096)
+    message, _ = refused_with_bounded_memory(tmp_path / "b", padded)
+    assert message.endswith("refused: more than 4,096 bytes follow the end of its tar data")
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. A full disk while unpacking
+# ---------------------------------------------------------------------------------------------
+
+SPACE = [
+    (errno.ENOSPC, "No space left on device"),
+    (errno.EFBIG, "File too large"),
+    (errno.EDQUOT, "Disk quota exceeded"),
+]
+
+
+def disk_fills_after(monkeypatch, code: int, files: int = 3):
+    """Make the extraction's writes fail with ``code`` from the ``files``-th member on, half-way
+    through its data."""
+    real = tarfile.copyfileobj
+    calls = []
+
+    def copy(src, dst, length=None, *args, **kwargs):
+        calls.append(length)
+        if len(calls) > files:
+            real(src, dst, (length or 0) // 2, *args, **kwargs)
+            raise OSError(code, os.strerror(code))
+        return real(src, dst, length, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile, "copyfileobj", copy)
+
+
+@pytest.mark.parametrize("code, reason", SPACE)
+def test_a_full_disk_leaves_the_users_archive_and_the_old_dataset(
+    runner, tmp_path, good, monkeypatch, code, reason
+):
+    src = tmp_path / "mine.tar.gz"
+    src.write_bytes(good)
+    data_dir = tmp_path / "d"
+    r, _ = run(runner, "--from-file", src, "--md5", md5(good), "--data-dir", data_dir)
+    assert r.exit_code == 0
+    before = {p.name: p.read_bytes() for p in (data_dir / FOLDER).iterdir()}
+    disk_fills_after(monkeypatch, code, files=0)
+    r, _ = run(runner, "--from-file", src, "--md5", md5(good), "--data-dir", data_dir, "--force")
+    assert r.exit_code == 1
+    assert one_line(r) == (
+        f"Error: {data_dir}: cannot unpack mine.tar.gz there ({reason}); "
+        "free some space or pass --data-dir DIR"
+    )
+    assert src.read_bytes() == good
+    assert {p.name: p.read_bytes() for p in (data_dir / FOLDER).iterdir()} == before
+    assert sorted(p.name for p in data_dir.iterdir()) == [FOLDER]
+
+
+def test_no_room_for_the_extraction_folder_is_a_write_error(tmp_path, good, monkeypatch):
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive_mod.tempfile, "mkdtemp", full)
+    with pytest.raises(WriteError, match=r"cannot unpack in.tar.gz there \(No space left on device\)"):
+        install_file(tmp_path, good)
