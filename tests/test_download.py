@@ -30,6 +30,7 @@ class Server:
         self.etag = '"v1"'
         self.wrong_start = 0  # resume at this many bytes past the asked start
         self.extra = b""  # bytes appended to every response beyond its Content-Length
+        self.any_path = False  # serve the file at any path, not only /NAME
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -37,7 +38,7 @@ class Server:
                 pass
 
             def do_GET(self):
-                if self.path != f"/{server.name}":
+                if self.path != f"/{server.name}" and not server.any_path:
                     self.send_error(404)
                     return
                 rng = self.headers.get("Range")
@@ -145,7 +146,7 @@ def test_next_run_resumes_the_part_file(runner, serve, archive, tmp_path):
     s.drop_after = 1000
     r, _ = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--retries", "0")
     assert r.exit_code == 1 and "run again to resume" in r.stderr
-    part = tmp_path / "cifar-10-python.tar.gz.part"
+    part = tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part"
     assert part.stat().st_size == 1000
     assert not (tmp_path / "cifar-10-batches-py").exists()
     r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--json")
@@ -338,7 +339,7 @@ def test_ctrl_c_keeps_the_part_and_the_next_run_resumes(runner, serve, archive, 
     with pytest.raises(download.Interrupted, match="run the same command again to resume") as e:
         download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), on_progress=press_ctrl_c)
     assert e.value.exit_code == 130
-    part = tmp_path / "cifar-10-python.tar.gz.part"
+    part = tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part"
     kept = part.stat().st_size
     assert 0 < kept < len(archive) and not (tmp_path / "cifar-10-batches-py").exists()
     r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--json")
@@ -406,8 +407,9 @@ def test_more_bytes_than_announced_are_not_accepted(serve, archive, tmp_path):
 
 def test_a_complete_part_is_not_fetched_again(serve, archive, tmp_path):
     s = serve(archive)
-    (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(archive)
-    (tmp_path / "cifar-10-python.tar.gz.part.json").write_text(
+    (tmp_path / ".cifarlin-download").mkdir()
+    (tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part").write_bytes(archive)
+    (tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part.json").write_text(
         json.dumps({"url": s.url, "etag": s.etag, "last_modified": None, "total": len(archive)})
     )
     download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
@@ -417,7 +419,8 @@ def test_a_complete_part_is_not_fetched_again(serve, archive, tmp_path):
 
 def test_a_part_of_unknown_origin_is_not_resumed(serve, archive, tmp_path):
     s = serve(archive)
-    (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(b"something else entirely")
+    (tmp_path / ".cifarlin-download").mkdir()
+    (tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part").write_bytes(b"something else entirely")
     download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges == [None]
 
@@ -432,7 +435,7 @@ def test_ctrl_c_while_unpacking_keeps_the_verified_archive(serve, archive, tmp_p
     monkeypatch.setattr(download, "extract", interrupted)
     with pytest.raises(download.Interrupted, match="is kept"):
         download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
-    assert (tmp_path / "cifar-10-python.tar.gz").is_file()
+    assert (tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz").is_file()
     monkeypatch.setattr(download, "extract", real)
     download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert len(s.ranges) == 1  # not downloaded again
@@ -458,7 +461,7 @@ def test_failed_swap_keeps_the_old_dataset(serve, archive, tmp_path, monkeypatch
         download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), force=True, from_file=None)
     monkeypatch.setattr(download.os, "replace", real)
     assert marker.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tar.gz")) == [
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".cifarlin-download") == [
         "cifar-10-batches-py"
     ]
 

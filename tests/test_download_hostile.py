@@ -292,6 +292,30 @@ def disk_fills_after(monkeypatch, code: int, files: int = 3):
 
 
 @pytest.mark.parametrize("code, reason", SPACE)
+def test_a_full_disk_is_named_and_the_verified_download_kept(
+    runner, serve, tmp_path, good, monkeypatch, code, reason
+):
+    # The bug: reported as "not a readable .tar.gz archive (OSError)", and the verified archive,
+    # fetched with --url, was deleted: the next run downloaded it again.
+    s = serve(good)
+    disk_fills_after(monkeypatch, code)
+    r, _ = run(runner, "--url", s.url, "--md5", md5(good), "--data-dir", tmp_path)
+    kept = tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz"
+    assert r.exit_code == 1
+    assert one_line(r) == (
+        f"Error: {tmp_path}: cannot unpack cifar-10-python.tar.gz there ({reason}); free some space "
+        f"or pass --data-dir DIR; the verified download stays in {kept} for the next run"
+    )
+    assert kept.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cifarlin-download"]  # nothing half-unpacked
+    monkeypatch.undo()
+    r, out = run(runner, "--url", s.url, "--md5", md5(good), "--data-dir", tmp_path, "--json")
+    assert r.exit_code == 0 and out["status"] == "downloaded"
+    assert "was downloaded and verified before" in r.stderr and len(s.ranges) == 1  # not fetched again
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER]
+
+
+@pytest.mark.parametrize("code, reason", SPACE)
 def test_a_full_disk_leaves_the_users_archive_and_the_old_dataset(
     runner, tmp_path, good, monkeypatch, code, reason
 ):
@@ -320,3 +344,101 @@ def test_no_room_for_the_extraction_folder_is_a_write_error(tmp_path, good, monk
     monkeypatch.setattr(archive_mod.tempfile, "mkdtemp", full)
     with pytest.raises(WriteError, match=r"cannot unpack in.tar.gz there \(No space left on device\)"):
         install_file(tmp_path, good)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Where the download goes
+# ---------------------------------------------------------------------------------------------
+
+URL_TAILS = ["notes.txt", "mydir", "mydir/", "..", "", "x?name=notes.txt", "a%2F..%2Fnotes.txt", FOLDER]
+
+
+def users_files(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+        if FOLDER not in p.parts and ".cifarlin-download" not in p.parts
+    }
+
+
+@pytest.fixture
+def user_root(tmp_path) -> Path:
+    root = tmp_path / "data"
+    (root / "mydir").mkdir(parents=True)
+    (root / "notes.txt").write_text("my notes\n")
+    (root / "mydir" / "notes.txt").write_text("more notes\n")
+    (tmp_path / "notes.txt").write_text("outside\n")
+    return root
+
+
+@pytest.mark.parametrize("tail", URL_TAILS)
+def test_the_url_never_names_a_local_file(runner, serve, good, user_root, tail):
+    # The bug: the archive was named after the URL's last segment and unlinked first: a --url
+    # ending in notes.txt deleted the user's notes.txt, even on a 404; '..' named the parent.
+    s = serve(good)
+    s.any_path = True
+    url = s.url.rsplit("/", 1)[0] + "/" + tail
+    before = users_files(user_root.parent)
+    r, out = run(runner, "--url", url, "--md5", md5(good), "--data-dir", user_root, "--json")
+    assert r.exit_code == 0, r.output
+    assert out["status"] == "downloaded" and out["path"] == str(user_root / FOLDER)
+    assert users_files(user_root.parent) == before
+    assert sorted(p.name for p in user_root.iterdir()) == [FOLDER, "mydir", "notes.txt"]
+
+
+@pytest.mark.parametrize("tail", URL_TAILS)
+def test_a_failed_download_leaves_the_users_files(runner, serve, good, user_root, tail):
+    s = serve(good, name="nothing-here")
+    url = s.url.rsplit("/", 1)[0] + "/" + tail
+    before = users_files(user_root.parent)
+    r, _ = run(runner, "--url", url, "--data-dir", user_root)
+    assert r.exit_code == 1 and "404" in one_line(r)
+    assert users_files(user_root.parent) == before
+    assert sorted(p.name for p in user_root.iterdir()) == ["mydir", "notes.txt"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "file"])
+def test_a_download_folder_that_is_not_cifarlins_is_refused(runner, serve, good, tmp_path, kind):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "data"
+    root.mkdir()
+    if kind == "symlink":
+        (root / ".cifarlin-download").symlink_to(elsewhere)
+    else:
+        (root / ".cifarlin-download").write_text("mine\n")
+    s = serve(good)
+    r, _ = run(runner, "--url", s.url, "--md5", md5(good), "--data-dir", root)
+    assert r.exit_code == 1
+    assert one_line(r) == (
+        f"Error: {root / '.cifarlin-download'}: is not a folder cifarlin made; move it away and run again"
+    )
+    assert list(elsewhere.iterdir()) == [] and s.ranges == []
+
+
+def test_a_server_announcing_more_than_an_archive_is_refused(serve, tmp_path):
+    s = serve(bytes(1001))
+    with pytest.raises(DownloadError, match="the server announces 1,001 bytes, more than a CIFAR-10 archive"):
+        download.fetch(s.url, tmp_path / "a.tar.gz", max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "sparse"])
+def test_from_file_that_is_a_pipe_or_huge_is_refused_at_once(runner, tmp_path, kind):
+    src = tmp_path / "a.tar.gz"
+    if kind == "fifo":  # as <(curl ...) gives: hashing it would consume it, or wait forever
+        os.mkfifo(src)
+    else:
+        with open(src, "wb") as f:
+            f.truncate(20 << 30)
+    r, _ = run(runner, "--from-file", src, "--data-dir", tmp_path / "d")
+    line = one_line(r)
+    if kind == "fifo":
+        assert r.exit_code == 2 and line == (
+            f"Error: --from-file '{src}': is not a regular file; save the archive to a file first"
+        )
+    else:
+        assert r.exit_code == 1 and line.startswith(
+            f"Error: {src}: 21,474,836,480 bytes, more than a CIFAR-10"
+        )
+    assert not (tmp_path / "d").exists()
