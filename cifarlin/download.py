@@ -3,13 +3,16 @@
 Nothing downloaded is trusted: the archive's MD5 is checked before anything is extracted, and
 :mod:`cifarlin.archive` unpacks it safely. Downloads go to cifarlin's own folder in the data
 folder (:data:`DOWNLOAD_FOLDER`), under a name of cifarlin's choosing, never one taken from the
-URL; they stream to a ``.part`` file, retry with backoff and resume by HTTP Range.
+URL; they stream to a ``.part`` file, retry with backoff, resume by HTTP Range, and give up on a
+server that sends too little for too long (:class:`_Pace`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
@@ -50,6 +53,11 @@ OFFICIAL_FILE_MD5 = {
 OFFLINE_HINT = "or download the archive elsewhere and install it with 'cifarlin download --from-file PATH'"
 BACKOFF = 1.0  # seconds before the first retry, doubling after each
 MAX_BACKOFF = 30.0  # but never longer than this
+#: The slowest a download may be, in bytes per second over each window of ``timeout`` seconds
+#: (response headers included): a server that trickles bytes would otherwise never time out, as
+#: ``timeout`` bounds each read, not progress. Slower is a failed attempt, retried and resumed.
+MIN_RATE = 1000
+TICK = 0.5  # seconds: how often a waiting download checks its pace and reports its progress
 MAX_ARCHIVE = MAX_UNPACKED  # bytes; the archives are 163 MB
 #: cifarlin's own folder in the data folder: the archive being fetched, its ``.part`` and
 #: ``.part.json`` live there under fixed names, so nothing of the user's is ever replaced.
@@ -103,7 +111,138 @@ def _content_range(resp: Any) -> tuple[int, int | None] | None:
     return int(m[1]), (None if m[2] == "*" else int(m[2]))
 
 
+class _TooSlow(TimeoutError):
+    """The server sent too little in a window of ``timeout`` seconds."""
+
+
+class _Pace:
+    """The minimum-progress rule of one attempt: at least :data:`MIN_RATE` bytes per second over
+    each window of ``timeout`` seconds, checked on every read and every :data:`TICK` of waiting.
+
+    ``on_wait`` is called on every tick of waiting, so progress keeps being reported (and its
+    rate falls) while nothing arrives.
+    """
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.on_wait: Callable[[], None] | None = None
+        self.window, self.got = time.monotonic(), 0
+
+    def arrived(self, n: int) -> None:
+        self.got += n
+        if n:  # the end of the data is no time to judge the pace
+            self._check()
+
+    def waited(self) -> None:
+        if self.on_wait is not None:
+            self.on_wait()
+        self._check()
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        if now - self.window < self.timeout:
+            return
+        need = MIN_RATE * self.timeout
+        if self.got < need:
+            seconds = f"{now - self.window:.3g} s"
+            if self.got == 0:
+                raise _TooSlow(f"timed out: no data for {seconds}")
+            raise _TooSlow(f"too slow: {self.got} bytes in {seconds}, fewer than {need:.0f}")
+        self.window, self.got = now, 0
+
+
+class _PacedSocket(io.RawIOBase):
+    """The socket of an HTTP response, read under a :class:`_Pace` (headers and body alike).
+
+    Each read waits at most a :data:`TICK` at a time; after each tick the pace is told of the
+    wait and checked. (The socket is read itself, not through ``socket.makefile``, whose reader
+    refuses to read again after a timeout; its own timeout is restored after each read, for a
+    TLS handshake that may follow a proxy's answer on the same socket.)
+    """
+
+    def __init__(self, sock: socket.socket, pace: _Pace):
+        super().__init__()
+        self._file = sock.makefile("rb", buffering=0)  # keeps the socket open while we are
+        self._sock, self._pace, self._tick = sock, pace, min(TICK, pace.timeout)
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def readinto(self, buf: Any) -> int:
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(self._tick)
+        try:
+            while True:
+                try:
+                    n = self._sock.recv_into(buf)
+                except TimeoutError:
+                    self._pace.waited()
+                    continue
+                self._pace.arrived(n)
+                return n
+        finally:
+            self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+class _PacedResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, pace: _Pace, **kwargs: Any):
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # the plain reader it made; ours reads the same socket under the pace
+        self.fp = io.BufferedReader(_PacedSocket(sock, pace))
+
+
+class _Paced:
+    """An HTTP(S) connection whose responses are read under a :class:`_Pace`."""
+
+    def __init__(self, *args: Any, pace: _Pace, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.response_class = functools.partial(_PacedResponse, pace=pace)
+
+
+class _PacedHTTPConnection(_Paced, http.client.HTTPConnection):
+    pass
+
+
+class _PacedHTTPSConnection(_Paced, http.client.HTTPSConnection):
+    pass
+
+
+class _PacedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, pace: _Pace):
+        super().__init__()
+        self.pace = pace
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_PacedHTTPConnection, req, pace=self.pace)
+
+
+class _PacedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, pace: _Pace):
+        super().__init__()
+        self.pace = pace
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_PacedHTTPSConnection, req, pace=self.pace, context=self._context)
+
+
+def _urlopen(req: urllib.request.Request, timeout: float, pace: _Pace) -> Any:
+    """``urlopen`` (proxies, redirects, ftp:// and file:// included) with HTTP(S) responses read
+    under ``pace``; certificates are verified as ``urlopen`` verifies them."""
+    opener = urllib.request.build_opener(_PacedHTTPHandler(pace), _PacedHTTPSHandler(pace))
+    return opener.open(req, timeout=timeout)
+
+
 def _why(e: BaseException) -> str:
+    if isinstance(e, _TooSlow):
+        return str(e)
     if isinstance(e, urllib.error.URLError) and isinstance(e.reason, ssl.SSLCertVerificationError):
         return (
             f"the server's TLS certificate could not be verified ({e.reason.verify_message}); "
@@ -162,13 +301,19 @@ def _copy(
     out: Any,
     done: int,
     total: int | None,
+    pace: _Pace,
     on_progress: Progress | None,
     chunk: int,
     max_bytes: int,
     url: str,
 ) -> int:
-    """Copy the body of ``resp`` to ``out``; returns the bytes in ``out`` (``done`` before)."""
-    while block := resp.read(chunk):
+    """Copy the body of ``resp`` to ``out`` as it arrives; returns the bytes in ``out`` (``done``
+    before). Progress is reported for every block and, through ``pace``, every tick of waiting."""
+    if on_progress is not None:
+        pace.on_wait = lambda: on_progress(done, total)
+        on_progress(done, total)  # at once: the display knows the size before the first block
+    read = getattr(resp, "read1", resp.read)  # whatever has arrived, not a whole chunk
+    while block := read(chunk):
         try:
             out.write(block)
         except OSError as e:
@@ -195,11 +340,13 @@ def fetch(
 ) -> int:
     """Stream ``url`` to ``dest`` through ``dest.part``; returns the number of bytes.
 
-    A connection that breaks is retried ``retries`` times with exponential backoff, resuming with
+    A connection that breaks, or whose server sends less than :data:`MIN_RATE` bytes per second
+    over ``timeout`` seconds, is retried ``retries`` times with exponential backoff, resuming with
     an HTTP Range request when the server honours it (``If-Range`` with the ETag or date of the
     first response, kept in ``dest.part.json``, so a file that changed meanwhile is fetched
-    anew) and starting over when it does not. More than ``max_bytes`` is refused. On Ctrl-C the
-    ``.part`` file stays for the next run to resume and :class:`Interrupted` is raised.
+    anew) and starting over when it does not. ``on_progress`` is called for every block and
+    every :data:`TICK` of waiting. More than ``max_bytes`` is refused. On Ctrl-C the ``.part``
+    file stays for the next run to resume and :class:`Interrupted` is raised.
     """
     timeout = TIMEOUT if timeout is None else timeout
     retries = RETRIES if retries is None else retries
@@ -229,8 +376,9 @@ def fetch(
             validator = origin.get("etag") or origin.get("last_modified")
             if validator:
                 req.add_header("If-Range", validator)
+        pace = _Pace(timeout)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with _urlopen(req, timeout, pace) as resp:
                 status = getattr(resp, "status", None) or 200
                 if have and status == 206:
                     span = _content_range(resp)
@@ -252,7 +400,7 @@ def fetch(
                 except OSError as e:
                     raise write_error(e) from None
                 with out:
-                    done = _copy(resp, out, have, total, on_progress, chunk, max_bytes, url)
+                    done = _copy(resp, out, have, total, pace, on_progress, chunk, max_bytes, url)
                 if total is not None and done < total:
                     raise http.client.IncompleteRead(b"", total - done)
             os.replace(part, dest)

@@ -8,6 +8,7 @@ import json
 import socket
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from cifarlin.errors import DownloadError
 class Server:
     """Serves one file at /NAME on 127.0.0.1, with switches for the failures under test."""
 
-    def __init__(self, body: bytes, name: str = "cifar-10-python.tar.gz"):
+    def __init__(self, body: bytes, name: str = "cifar-10-python.tar.gz", tls=None):
         self.body, self.name = body, name
         self.ranges: list[str | None] = []  # the Range header of every request
         self.drop_after: int | None = None  # first response stops after this many bytes
@@ -31,15 +32,55 @@ class Server:
         self.wrong_start = 0  # resume at this many bytes past the asked start
         self.extra = b""  # bytes appended to every response beyond its Content-Length
         self.any_path = False  # serve the file at any path, not only /NAME
+        # How the next responses misbehave, one entry each: "trickle" sends the body a byte at a
+        # time, "trickle-headers" the status line and headers, "silent" the headers and then
+        # nothing (each for at most 5 s, while the client stays)
+        self.slow: list[str] = []
+        self.delay = 0.02  # seconds between trickled bytes
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
+            def trickle(self, data: bytes):
+                deadline = time.monotonic() + 5
+                try:
+                    for i in range(len(data)):
+                        if time.monotonic() > deadline:
+                            return
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.delay)
+                except OSError:  # the client gave up
+                    pass
+
+            def misbehave(self, mode: str):
+                head = (
+                    f"HTTP/1.1 200 OK\r\nContent-Length: {len(server.body)}\r\nETag: {server.etag}\r\n\r\n"
+                ).encode()
+                if mode == "trickle-headers":
+                    self.trickle(head)
+                    return
+                self.wfile.write(head)
+                self.wfile.flush()
+                if mode == "trickle":
+                    self.trickle(server.body)
+                else:  # silent: wait until the client gives up
+                    self.connection.settimeout(5)
+                    try:
+                        self.connection.recv(1)
+                    except OSError:
+                        pass
+                self.close_connection = True
+
             def do_GET(self):
                 if self.path != f"/{server.name}" and not server.any_path:
                     self.send_error(404)
+                    return
+                if server.slow:
+                    server.ranges.append(self.headers.get("Range"))
+                    self.misbehave(server.slow.pop(0))
                     return
                 rng = self.headers.get("Range")
                 server.ranges.append(rng)
@@ -74,7 +115,10 @@ class Server:
                 self.wfile.write(payload)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+        if tls is not None:  # an ssl.SSLContext with the server's certificate: serve https://
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "http" if tls is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}/{name}"
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -366,7 +410,7 @@ def test_unknown_host_fails_at_once_without_retries(runner, monkeypatch, tmp_pat
         calls.append(1)
         raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
 
-    monkeypatch.setattr(download.urllib.request, "urlopen", no_dns)
+    monkeypatch.setattr(download, "_urlopen", no_dns)
     r, _ = run(runner, "--url", "https://cifar.example.invalid/x.tar.gz", "--data-dir", tmp_path)
     assert r.exit_code == 1 and len(calls) == 1
     line = r.stderr.strip().splitlines()[-1]

@@ -8,6 +8,8 @@ import errno
 import io
 import json
 import os
+import ssl
+import subprocess
 import tarfile
 import tracemalloc
 import zlib
@@ -36,8 +38,8 @@ def good(tmp_path_factory) -> bytes:
 def serve():
     servers: list[Server] = []
 
-    def start(body: bytes, name: str = "cifar-10-python.tar.gz") -> Server:
-        servers.append(Server(body, name))
+    def start(body: bytes, name: str = "cifar-10-python.tar.gz", tls=None) -> Server:
+        servers.append(Server(body, name, tls))
         return servers[-1]
 
     yield start
@@ -442,3 +444,140 @@ def test_from_file_that_is_a_pipe_or_huge_is_refused_at_once(runner, tmp_path, k
             f"Error: {src}: 21,474,836,480 bytes, more than a CIFAR-10"
         )
     assert not (tmp_path / "d").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Servers that trickle
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_trickling_body_fails_the_attempt_and_keeps_what_arrived(serve, good, tmp_path):
+    # The bug: one byte every half second never timed out, as the timeout bounds each read.
+    s = serve(good)
+    s.slow = ["trickle"]
+    calls = []
+    with pytest.raises(DownloadError) as e:
+        download.install(
+            tmp_path,
+            DownloadConfig(url=s.url, md5=md5(good), timeout=0.3, retries=0),
+            on_progress=lambda done, total: calls.append((done, total)),
+        )
+    part = tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part"
+    assert "(too slow: " in str(e.value) and "fewer than 300)" in str(e.value)
+    assert f"{part} keeps what arrived, run again to resume" in str(e.value)
+    assert 0 < part.stat().st_size < 100
+    assert len(calls) > 3 and calls[0] == (0, len(good)) and calls[-1][0] == part.stat().st_size
+
+
+def test_silence_keeps_reporting_progress_and_then_times_out(serve, good, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "TICK", 0.05)
+    s = serve(good)
+    s.slow = ["silent"]
+    calls = []
+    with pytest.raises(
+        DownloadError, match=r"failed after 1 attempt \(too slow: \d+ bytes in 0\.3\d* s, fewer than 300\)"
+    ):
+        download.fetch(
+            s.url,
+            tmp_path / "a.tar.gz",
+            timeout=0.3,
+            retries=0,
+            on_progress=lambda done, total: calls.append((done, total)),
+        )
+    assert len(calls) >= 4 and set(calls) == {(0, len(good))}  # the display keeps being told
+
+
+def test_a_server_that_never_answers_times_out(tmp_path):
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (by the kernel), never answers
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/a.tar.gz"
+        with pytest.raises(DownloadError, match=r"failed after 1 attempt \(timed out: no data for 0\.3"):
+            download.fetch(url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
+    finally:
+        listener.close()
+
+
+def test_trickled_headers_fail_too(serve, good, tmp_path):
+    s = serve(good)
+    s.slow = ["trickle-headers"]
+    with pytest.raises(DownloadError, match=r"failed after 1 attempt \(too slow: \d+ bytes in 0\.3"):
+        download.fetch(s.url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_slow_attempt_is_retried_and_resumed(serve, good, tmp_path):
+    s = serve(good)
+    s.slow = ["trickle"]
+    download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(good), timeout=0.3, retries=1))
+    assert s.ranges[0] is None and s.ranges[1].startswith("bytes=") and s.ranges[1] != "bytes=0-"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> Path:
+    """A self-signed certificate for 127.0.0.1 (its key beside it), made by the openssl tool."""
+    folder = tmp_path_factory.mktemp("tls")
+    try:
+        key, cert = folder / "key.pem", folder / "cert.pem"
+        args = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
+        args += " -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
+        subprocess.run(
+            ["openssl", *args.split(), "-keyout", str(key), "-out", str(cert)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("the openssl tool cannot make a test certificate here")
+    return cert
+
+
+@pytest.fixture
+def https(serve, certificate, monkeypatch):
+    """Start an https:// server whose certificate the client trusts (through SSL_CERT_FILE)."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate, certificate.with_name("key.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    return lambda body: serve(body, tls=tls)
+
+
+def test_https_downloads_through_the_paced_connection(https, good, tmp_path):
+    # The paced HTTPS connection: a real TLS handshake, the certificate checked, resume included.
+    s = https(good)
+    s.drop_after = len(good) // 2
+    result = download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(good)))
+    assert result.status == "downloaded" and s.url.startswith("https://")
+    assert s.ranges == [None, f"bytes={len(good) // 2}-"]
+
+
+def test_https_trickle_fails_and_an_untrusted_certificate_is_refused(https, good, tmp_path, monkeypatch):
+    s = https(good)
+    s.slow = ["trickle"]
+    with pytest.raises(DownloadError, match=r"failed after 1 attempt \(too slow: "):
+        download.fetch(s.url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
+    monkeypatch.delenv("SSL_CERT_FILE")
+    with pytest.raises(DownloadError, match="the server's TLS certificate could not be verified"):
+        download.fetch(s.url, tmp_path / "b.tar.gz", retries=0)
+
+
+def test_cli_reports_a_trickling_server_in_one_line(runner, serve, good, tmp_path):
+    s = serve(good)
+    s.slow = ["trickle"]
+    r, _ = run(
+        runner,
+        "--url",
+        s.url,
+        "--md5",
+        md5(good),
+        "--data-dir",
+        tmp_path,
+        "--timeout",
+        "0.3",
+        "--retries",
+        "0",
+    )
+    assert r.exit_code == 1
+    line = one_line(r)
+    assert f"Error: {s.url}: download failed after 1 attempt (too slow: " in line
+    assert "run again to resume" in line
