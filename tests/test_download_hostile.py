@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import ssl
 import subprocess
@@ -24,7 +25,7 @@ from cifarlin import archive as archive_mod
 from cifarlin import download
 from cifarlin.cli import app
 from cifarlin.config import DownloadConfig
-from cifarlin.errors import DownloadError, WriteError
+from cifarlin.errors import ConfigError, DownloadError, WriteError
 
 FOLDER = "cifar-10-batches-py"
 
@@ -581,3 +582,32 @@ def test_cli_reports_a_trickling_server_in_one_line(runner, serve, good, tmp_pat
     line = one_line(r)
     assert f"Error: {s.url}: download failed after 1 attempt (too slow: " in line
     assert "run again to resume" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. Absurd option values
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [("inf", "inf"), ("1e300", "1e+300"), ("nan", "nan"), ("0", "0.0"), ("-1", "-1.0"), ("-inf", "-inf")],
+)
+def test_absurd_timeouts_are_usage_errors(runner, tmp_path, value, shown):
+    r, _ = run(runner, "--timeout", value, "--data-dir", tmp_path / "d")
+    assert r.exit_code == 2
+    assert one_line(r) == f"Error: --timeout {shown}: use a number of seconds > 0 and <= 86400"
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "101", "99999999999999999999"])
+def test_absurd_retries_are_usage_errors(runner, tmp_path, value):
+    r, _ = run(runner, "--retries", value, "--data-dir", tmp_path / "d")
+    assert r.exit_code == 2 and one_line(r) == f"Error: --retries {value}: use 0 to 100"
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("timeout", [math.inf, -math.inf, math.nan, 0, -1.0, 1e300, "30"])
+def test_download_config_refuses_absurd_timeouts(timeout):
+    with pytest.raises(ConfigError, match=r"^timeout="):
+        DownloadConfig(timeout=timeout)
