@@ -169,7 +169,7 @@ def _unstub(obj: object) -> object:
     return walk(obj, 0)
 
 
-MAX_OPS = 1_000_000  # opcodes before STOP (an official batch has about 30,000)
+MAX_OPS = 250_000  # opcodes before STOP: an official batch has about 30,000; each may build an object
 MAX_MEMO = 100_000  # memo entries and indices (an official batch memoizes about 10,000 strings)
 
 _PUTS = {ord("p"), ord("q"), ord("r")}  # PUT (a decimal line), BINPUT (1 byte), LONG_BINPUT (4)
