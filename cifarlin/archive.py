@@ -227,8 +227,8 @@ def _swap_in(staged: Path, target: Path, spare: Path) -> None:
             if old:
                 os.replace(spare, target)
             raise
-    except OSError as e:
-        raise DownloadError(f"{target}: cannot be replaced ({e.strerror or e})") from None
+    except OSError as e:  # the data folder's fault, not the archive's
+        raise WriteError(f"{target}: cannot be replaced ({e.strerror or e})") from None
 
 
 def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Dataset, dict[str, str]]:
@@ -255,8 +255,11 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Dataset, 
         staged = data.Dataset(tmp / folder, fmt)
         if not staged.folder.is_dir():
             raise DownloadError(f"{archive}: has no {folder}/ folder; is it the {fmt} version of CIFAR-10?")
-        for path in [staged.folder, *staged.folder.rglob("*")]:  # read-only members stay removable
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        try:
+            for path in [staged.folder, *staged.folder.rglob("*")]:  # read-only members stay removable
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        except OSError as e:
+            raise _write_error(archive, root, e) from None
         try:
             checksums = data.verify_dataset(staged)
         except DataError as e:

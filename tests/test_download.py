@@ -17,7 +17,7 @@ from cifar_files import dataset_archive, md5, tar_gz
 from cifarlin import data, download
 from cifarlin.cli import app
 from cifarlin.config import DownloadConfig
-from cifarlin.errors import DownloadError
+from cifarlin.errors import DownloadError, WriteError
 
 
 class Server:
@@ -501,13 +501,16 @@ def test_failed_swap_keeps_the_old_dataset(serve, archive, tmp_path, monkeypatch
         return real(src, dst)
 
     monkeypatch.setattr(download.os, "replace", flaky)
-    with pytest.raises(DownloadError, match="cannot be replaced"):
+    kept = tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz"
+    with pytest.raises(WriteError) as e:  # the data folder's fault: the verified download is kept
         download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), force=True, from_file=None)
+    assert str(e.value) == (
+        f"{tmp_path / 'cifar-10-batches-py'}: cannot be replaced (No space left on device); "
+        f"the verified download stays in {kept} for the next run"
+    )
     monkeypatch.setattr(download.os, "replace", real)
-    assert marker.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".cifarlin-download") == [
-        "cifar-10-batches-py"
-    ]
+    assert marker.read_bytes() == before and kept.read_bytes() == archive
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cifarlin-download", "cifar-10-batches-py"]
 
 
 @pytest.mark.parametrize("url", ["notaurl", "http://[::1", "gopher://x/y", "http:///nohost"])
