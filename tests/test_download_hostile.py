@@ -227,6 +227,17 @@ def test_a_member_larger_than_any_cifar_file_is_refused(tmp_path, monkeypatch):
     )
 
 
+def test_member_count_and_total_size_caps_still_hold(tmp_path, monkeypatch):
+    # The caps of the first pass, with the new header checks in front of them.
+    many = tar_gz({f"{FOLDER}/f{i}": b"" for i in range(archive_mod.MAX_MEMBERS + 1)})
+    message, _ = refused_with_bounded_memory(tmp_path / "count", many)
+    assert message.endswith("refused: it unpacks to more than 1024 MiB or 1000 files")
+    monkeypatch.setattr(archive_mod, "MAX_UNPACKED", 2500)
+    big = tar_gz({f"{FOLDER}/a": bytes(1000), f"{FOLDER}/b": bytes(1000), f"{FOLDER}/c": bytes(1000)})
+    message, _ = refused_with_bounded_memory(tmp_path / "size", big)
+    assert message.endswith("refused: it unpacks to more than 0 MiB or 1000 files")
+
+
 # ---------------------------------------------------------------------------------------------
 # 9. The gzip trailer
 # ---------------------------------------------------------------------------------------------
