@@ -75,11 +75,17 @@ class _CheckedTarInfo(tarfile.TarInfo):
             tar.chain = 0
         return super()._proc_member(tar)
 
-    def _refuse_sparse(self, next: tarfile.TarInfo, *args: object) -> None:
-        raise _Refused(f"member {next.name!r} is a sparse file (GNU.sparse PAX records)")
+    def _refuse_sparse(self, member: tarfile.TarInfo, *args: object) -> None:
+        raise _Refused(f"member {member.name!r} is a sparse file (GNU.sparse PAX records)")
 
     # tarfile's readers of the three PAX forms of GNU sparse maps (a map can be unbounded)
     _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
+
+
+#: The tarfile methods the checks above replace or wrap; a tarfile without them (a future Python
+#: that renamed them) would read archives unguarded, so none is read then.
+_HOOKS = ("_proc_member", "_proc_gnusparse_00", "_proc_gnusparse_01", "_proc_gnusparse_10")
+_GUARDED = all(callable(getattr(tarfile.TarInfo, name, None)) for name in _HOOKS)
 
 
 class _CheckedTarFile(tarfile.TarFile):
@@ -241,6 +247,11 @@ def extract(archive: Path, root: Path, fmt: data.Format) -> tuple[data.Dataset, 
     data folder cannot take it (a full disk).
     """
     folder = data.FOLDERS[fmt]
+    if not _GUARDED:
+        raise DownloadError(
+            f"{archive}: not unpacked: this Python's tarfile module lacks the hooks cifarlin checks "
+            f"headers with; unpack it with tar and pass its {folder} folder as --data-dir"
+        )
     try:
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".cifarlin-extract-"))
     except OSError as e:

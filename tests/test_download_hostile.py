@@ -227,6 +227,14 @@ def test_a_member_larger_than_any_cifar_file_is_refused(tmp_path, monkeypatch):
     )
 
 
+def test_a_tarfile_without_the_hooks_reads_nothing(tmp_path, good, monkeypatch):
+    # Fail closed: were tarfile's _proc_member renamed, the header checks would silently stop.
+    monkeypatch.setattr(archive_mod, "_GUARDED", False)
+    message, _ = refused_with_bounded_memory(tmp_path, good)
+    assert "not unpacked: this Python's tarfile module lacks the hooks" in message
+    assert archive_mod._HOOKS[0] in dir(tarfile.TarInfo)  # and on this Python it has them
+
+
 def test_member_count_and_total_size_caps_still_hold(tmp_path, monkeypatch):
     # The caps of the first pass, with the new header checks in front of them.
     many = tar_gz({f"{FOLDER}/f{i}": b"" for i in range(archive_mod.MAX_MEMBERS + 1)})
