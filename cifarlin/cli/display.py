@@ -214,7 +214,7 @@ def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None]
 
             yield update
         return
-    base: tuple[float, int] | None = None  # (time, bytes) of the first report
+    base: tuple[float, int] | None = None  # (time, bytes) of the last line, or the first report
     last = 0.0
 
     def plain_line(done: int, total: int | None) -> None:
@@ -224,7 +224,8 @@ def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None]
             base = (now, done)
         if now - last >= 5 or (total is not None and done >= total):
             last = now
-            rate = (done - base[1]) / max(now - base[0], 1e-9)
+            rate = (done - base[1]) / max(now - base[0], 1e-9)  # since the last line: a stall shows
+            base = (now, done)
             of = f" of {fmt_megabytes(total)} ({100 * done / total:.0f}%)" if total else ""
             say(c, f"downloaded {fmt_megabytes(done)}{of}, {fmt_megabytes(rate)}/s")
 
