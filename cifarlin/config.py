@@ -316,7 +316,10 @@ class DownloadConfig:
         if self.url is not None:
             check_url(self.url)
         object.__setattr__(self, "md5", check_md5_text(self.md5))
-        if not (isinstance(self.timeout, int | float) and 0 < self.timeout <= MAX_TIMEOUT):  # not NaN
+        timeout_ok = (
+            type(self.timeout) in (int, float) and 0 < self.timeout <= MAX_TIMEOUT
+        )  # not NaN, not a bool
+        if not timeout_ok:
             raise bad_value("timeout", self.timeout, f"use a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
         if not (type(self.retries) is int and 0 <= self.retries <= MAX_RETRIES):
             raise bad_value("retries", self.retries, f"use 0 to {MAX_RETRIES}")

@@ -16,7 +16,7 @@ complete -c cifarlin -n '__fish_seen_subcommand_from download' -l url -x -d 'Fet
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l md5 -x -d 'Expected MD5 of the archive, when it is not the official one.'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l from-file -r -F -d 'Install an archive you fetched by other means (offline route).'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l force -d 'Replace the dataset even when it is present.'
-complete -c cifarlin -n '__fish_seen_subcommand_from download' -l timeout -x -d 'Give up on a connect or a read after this long. [default: 30]'
+complete -c cifarlin -n '__fish_seen_subcommand_from download' -l timeout -x -d 'Give up (then retry) after this long without a connection, or with less than 1 kB/s. [default: 30]'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l retries -x -d 'Attempts after a broken connection (each resumes where it broke). [default: 4]'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l json -d 'Print the result as one JSON document on stdout.'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l quiet -s q -d 'No progress; print only the result.'

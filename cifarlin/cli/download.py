@@ -51,7 +51,7 @@ def download(
         option(
             "--timeout",
             metavar="SECONDS",
-            help="Give up on a connect or a read after this long.",
+            help="Give up (then retry) after this long without a connection, or with less than 1 kB/s.",
             default=g(TIMEOUT),
         ),
     ] = TIMEOUT,
