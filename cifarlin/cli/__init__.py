@@ -68,6 +68,12 @@ class CifarlinCommand(TyperCommand):
     def get_help_option(self, ctx: Any) -> Any:
         return _plain_help_option(super().get_help_option(ctx))
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for p in self.params:  # an argument's value name (MODEL, RUN, SHELL) says enough: no <path>
+            if getattr(p, "param_type_name", "") == "argument":
+                p.display_type_rich = lambda ctx: None
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         paths = {
             name
@@ -91,6 +97,12 @@ class CifarlinGroup(TyperGroup):
 
     def get_help_option(self, ctx: Any) -> Any:
         return _plain_help_option(super().get_help_option(ctx))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for p in self.params:  # an argument's value name (MODEL, RUN, SHELL) says enough: no <path>
+            if getattr(p, "param_type_name", "") == "argument":
+                p.display_type_rich = lambda ctx: None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args and not ctx.resilient_parsing:  # no command: a usage error, help on stderr
