@@ -95,6 +95,13 @@ class SplitSpec:
         return f"train data_batch_{train} minus the last {self.val_size} (validation), test test_batch"
 
 
+def defaults(cls: type) -> Any:
+    """The default values of a config dataclass's fields, without making one (which validates)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{f.name: f.default for f in fields(cls)})
+
+
 def _check_types(obj: Any) -> None:
     """Each field of a config dataclass holds a value of its declared type (an int field no float
     or bool, a float field a real number, a text field a str), named in the error otherwise."""
@@ -136,6 +143,7 @@ class TrainConfig:
     eta_min: float = 0.0  # cosine: the last epoch's eta; cyclic: the lowest
     eta_max: float | None = None  # cyclic: the highest (default: eta)
     step_size: int | None = None  # cyclic: updates per half cycle (default: two epochs)
+    augment: str = "none"  # pixel-space views of the training images: "flip", "translate:N", both
     keep: str = "last"  # model.h5 holds the last epoch, or the best by validation accuracy
     patience: int | None = None  # stop after this many epochs without a better validation accuracy
 
@@ -182,6 +190,9 @@ class TrainConfig:
             raise bad("eta_max", "must be > 0")
         if self.step_size is not None and not 1 <= self.step_size <= 100_000_000:
             raise bad("step_size", "must be between 1 and 100000000 updates")
+        from cifarlin.augment import parse_augment  # here: it imports numpy, which --help need not
+
+        object.__setattr__(self, "augment", str(parse_augment(self.augment)))  # canonical text
         if self.keep not in KEEP:
             raise bad("keep", f"use one of {', '.join(KEEP)}")
         if self.patience is not None and not 1 <= self.patience <= 1_000_000:
@@ -222,9 +233,17 @@ class TrainConfig:
 
     def describe(self) -> str:
         loss = "" if self.loss == "ce" else f"loss={self.loss}, "
+        extras = [
+            *(["shuffled"] if self.shuffle else []),
+            *([f"augment={self.augment}"] if self.augment != "none" else []),
+            *([f"schedule={self.schedule}"] if self.schedule != "constant" else []),
+            *([f"keep={self.keep}"] if self.keep != "last" else []),
+            *([f"patience={self.patience}"] if self.patience is not None else []),
+            *([f"batches={','.join(map(str, self.train_batches))}"] if self.train_batches != (1,) else []),
+        ]
         return (
             f"{loss}lambda={self.lam:g}, eta={self.eta:g}, batch={self.batch_size}, "
-            f"epochs={self.epochs}, seed={self.seed}" + (", shuffled" if self.shuffle else "")
+            f"epochs={self.epochs}, seed={self.seed}" + "".join(f", {e}" for e in extras)
         )
 
 

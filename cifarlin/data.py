@@ -362,6 +362,7 @@ class Prepared:
     dataset: Dataset
     spec: SplitSpec
     checksums: dict[str, str]
+    raw_train: np.ndarray | None = None  # (N, d) uint8: the training images, for pixel-space augmentation
 
 
 def _fit_training_rows(batches: list[Batch], n_train: int) -> Normalizer:
@@ -388,17 +389,21 @@ def training_sample(
     return norm.apply(images, dtype), labels, reader
 
 
-def prepare(dataset: Dataset, spec: SplitSpec, dtype: np.dtype | type = np.float32) -> Prepared:
+def prepare(
+    dataset: Dataset, spec: SplitSpec, dtype: np.dtype | type = np.float32, keep_raw: bool = False
+) -> Prepared:
     """Read the splits of ``spec``, fit the normaliser on the training split, normalise all.
 
     Each raw batch is converted into its split's contiguous float array and released at once:
     the peak memory is the float arrays plus the raw training batches (or one other raw batch),
-    never a float64 copy.
+    never a float64 copy. With ``keep_raw`` the raw training images stay too (uint8, a quarter
+    of the float32 matrix), for augmenting in pixel space.
     """
     reader = Reader(dataset)
     batches, n_train = reader.train_batches(spec)
     norm = _fit_training_rows(batches, n_train)
     labels = np.concatenate([b.labels for b in batches])
+    raw = np.concatenate([b.images for b in batches])[:n_train] if keep_raw else None
     X_all = np.empty((len(labels), D), dtype=dtype)  # (N, d), one contiguous row per image
     row = 0
     while batches:
@@ -414,4 +419,4 @@ def prepare(dataset: Dataset, spec: SplitSpec, dtype: np.dtype | type = np.float
         b = reader.batch(2 if name == "val" else "test")
         X[name], y[name] = norm.apply(b.images, dtype), b.labels
         del b
-    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums)
+    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, raw)

@@ -156,15 +156,16 @@ def run_plan(
     montage are drawn into its folder; with ``compare``, ``summary.md``, ``summary.json`` and
     (with figures) ``settings.png`` compare the runs in ``compare_dir``.
     """
-    cache: dict[tuple[Any, str], data.Prepared] = {}
+    cache: dict[tuple[Any, ...], data.Prepared] = {}
 
     def prepared(cfg: TrainConfig) -> data.Prepared:
-        key = (cfg.split, cfg.dtype)
+        raw = cfg.augment != "none"  # augmenting needs the raw training images
+        key = (cfg.split, cfg.dtype, raw)
         if key not in cache:
             if on_loading is not None:
                 on_loading(dataset, cfg.split.describe())
             cache.clear()  # one copy of the data in memory
-            cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype))
+            cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype), keep_raw=raw)
         return cache[key]
 
     result = PlanResult([], [])

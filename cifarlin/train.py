@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cifarlin import model
+from cifarlin import augment, model
+from cifarlin.augment import parse_augment
 from cifarlin.config import TrainConfig
 from cifarlin.data import Prepared
 from cifarlin.errors import DivergenceError, bad_value
@@ -120,6 +121,12 @@ def fit(
     cfg.check_training_set(N)
     if X.dtype != np.dtype(cfg.dtype):
         raise bad_value("dtype", cfg.dtype, f"the data are {X.dtype}; prepare them in {cfg.dtype}")
+    aug = parse_augment(cfg.augment)
+    if aug.active and data.raw_train is None:
+        raise bad_value(
+            "augment", cfg.augment, "the data were prepared without their raw images (keep_raw=True)"
+        )
+    batch = np.empty((min(B, N), X.shape[1]), dtype=X.dtype)  # an augmented batch, normalised
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state
     W, b = state.W.copy(), state.b.copy()
@@ -167,9 +174,15 @@ def fit(
                 t0 = time.perf_counter()
                 etas = learning_rates(cfg, epoch, n_batches)  # (n_batches,)
                 order = rng.permutation(N) if cfg.shuffle else None
+                flips, moves = augment.draw(rng, N, aug) if aug.active else (None, None)  # per image
                 for j, start in enumerate(range(0, N, B)):
                     rows = slice(start, start + B) if order is None else order[start : start + B]
-                    dW, db = model.gradients(W, b, X[rows], y[rows], cfg.lam, cfg.loss)
+                    if aug.active:  # the images' views in pixel space, then normalised as ever
+                        views = augment.apply(data.raw_train[rows], flips[rows], moves[rows])
+                        Xb = data.normalizer.apply(views, out=batch[: len(views)])
+                    else:
+                        Xb = X[rows]
+                    dW, db = model.gradients(W, b, Xb, y[rows], cfg.lam, cfg.loss)
                     eta = float(etas[j])  # a Python float: the update stays in the data's dtype
                     dW *= eta  # in place: W -= eta * dW without a temporary
                     W -= dW

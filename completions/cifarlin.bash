@@ -53,6 +53,7 @@ _cifarlin() {
                 --eta-min) return ;;
                 --eta-max) return ;;
                 --step-size) return ;;
+                --augment) return ;;
                 --keep) COMPREPLY=($(compgen -W "last best" -- "$cur")); return ;;
                 --patience) return ;;
                 --epochs) return ;;
@@ -65,7 +66,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         evaluate)

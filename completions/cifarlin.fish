@@ -46,6 +46,7 @@ complete -c cifarlin -n '__fish_seen_subcommand_from train' -l decay-every -x -d
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l eta-min -x -d 'cosine, cyclic: the lowest eta. [default: 0]'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l eta-max -x -d 'cyclic: the highest eta. [default: --eta]'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l step-size -x -d 'cyclic: updates per half cycle. [default: two epochs]'
+complete -c cifarlin -n '__fish_seen_subcommand_from train' -l augment -x -d 'Random views of each training image, drawn afresh every epoch: flip (mirrored left-right with probability 1/2), translate:K (shifted by up to K pixels in x and y, edges repeated), or both (flip,translate:2); augmented in pixel space, then normalised. [default: none]'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l keep -x -a 'last best' -d 'What model.h5 holds: the last epoch, or the best by validation accuracy. One of: last, best. [default: last]'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l patience -x -d 'Stop after this many epochs without a better validation accuracy.'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l epochs -x -d 'Epochs. [default: 40]'

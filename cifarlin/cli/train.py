@@ -28,10 +28,11 @@ from cifarlin.config import (
     SCHEDULES,
     SETTINGS,
     TrainConfig,
+    defaults,
     parse_batches,
 )
 
-D = TrainConfig()  # the defaults
+D = defaults(TrainConfig)
 SETTING_CHOICES = (*map(str, SETTINGS), "all")
 SETTING_HELP = (
     "A reference setting of the original work (Assignment 1 of KTH's DD2424), 40 epochs of batch 100: "
@@ -170,6 +171,17 @@ def train(
             "--step-size", metavar="UPDATES", help="cyclic: updates per half cycle.", default="two epochs"
         ),
     ] = None,
+    augment: Annotated[
+        str | None,
+        option(
+            "--augment",
+            metavar="VIEWS",
+            help="Random views of each training image, drawn afresh every epoch: flip (mirrored left-right "
+            "with probability 1/2), translate:K (shifted by up to K pixels in x and y, edges repeated), or "
+            "both (flip,translate:2); augmented in pixel space, then normalised.",
+            default=D.augment,
+        ),
+    ] = None,
     keep: Annotated[
         Literal[KEEP] | None,  # type: ignore[valid-type]
         option(
@@ -263,6 +275,7 @@ def train(
         "eta_min": eta_min,
         "eta_max": eta_max,
         "step_size": step_size,
+        "augment": augment,
         "keep": keep,
         "patience": patience,
         "epochs": epochs,
