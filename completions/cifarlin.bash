@@ -6,7 +6,7 @@ _cifarlin() {
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            download|gradcheck|train|evaluate|visualize|completion) cmd="${COMP_WORDS[i]}"; break ;;
+            download|gradcheck|train|evaluate|visualize|predict|completion) cmd="${COMP_WORDS[i]}"; break ;;
         esac
     done
     case "$cmd" in
@@ -95,6 +95,17 @@ _cifarlin() {
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
             ;;
+        predict)
+            case "$prev" in
+                --top) return ;;
+                --fit) COMPREPLY=($(compgen -W "crop squash" -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--top --fit --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
         completion)
             case "$prev" in
             esac
@@ -110,7 +121,7 @@ _cifarlin() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version --install-completion --show-completion --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize completion" -- "$cur"))
+                COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize predict completion" -- "$cur"))
             fi
             ;;
     esac

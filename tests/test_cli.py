@@ -17,7 +17,15 @@ COMMANDS = sorted(get_command(app).commands)
 
 
 def test_the_commands_exist():
-    assert set(COMMANDS) == {"download", "gradcheck", "train", "evaluate", "visualize", "completion"}
+    assert set(COMMANDS) == {
+        "download",
+        "gradcheck",
+        "train",
+        "evaluate",
+        "visualize",
+        "predict",
+        "completion",
+    }
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__
-from cifarlin.cli import download, gradcheck, inspect, train
+from cifarlin.cli import download, gradcheck, inspect, predict, train
 from cifarlin.cli.common import Env, flag_names, in_flags
 from cifarlin.cli.display import error_line
 from cifarlin.errors import CifarlinError, ConfigError, Terminated, stopped
@@ -202,6 +202,7 @@ for command in (
     train.train,
     inspect.evaluate,
     inspect.visualize,
+    predict.predict,
     completion,
 ):
     app.command(cls=CifarlinCommand)(command)
