@@ -12,6 +12,7 @@ complete -c cifarlin -n '__fish_use_subcommand' -a train -d 'Train with mini-bat
 complete -c cifarlin -n '__fish_use_subcommand' -a evaluate -d 'Accuracy, per-class accuracy and confusion matrix of saved models.'
 complete -c cifarlin -n '__fish_use_subcommand' -a visualize -d 'Draw the learning curves, the weight montage, the confusion matrix and sample predictions.'
 complete -c cifarlin -n '__fish_use_subcommand' -a predict -d 'Classify your own images: the most likely classes of each, with their probabilities.'
+complete -c cifarlin -n '__fish_use_subcommand' -a export -d 'Write a model as .npz (NumPy) or its per-epoch history as .csv, for other tools.'
 complete -c cifarlin -n '__fish_use_subcommand' -a completion -d 'Print a static completion script (subcommands, options, choices, paths) for a shell.'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l data-dir -x -a '(__fish_complete_directories)' -d 'Folder holding cifar-10-batches-py/ (or that folder itself). Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l format -x -a 'python binary' -d 'Which official version to fetch.'
@@ -95,6 +96,11 @@ complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l json -d 'Print 
 complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l quiet -s q -d 'No progress; print only the final result.'
 complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from predict' -F
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l to -r -F -d 'Where to write: NAME.npz for the model, NAME.csv for the history per epoch (repeat --to for both).'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l json -d 'Print the result as one JSON object on stdout.'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l quiet -s q -d 'No progress; print only the final result.'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l help -d 'Show this message and exit.'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -F
 complete -c cifarlin -n '__fish_seen_subcommand_from completion' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from completion' -a 'bash zsh fish'
-# subcommands: download gradcheck train evaluate visualize predict completion
+# subcommands: download gradcheck train evaluate visualize predict export completion

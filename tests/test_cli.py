@@ -24,6 +24,7 @@ def test_the_commands_exist():
         "evaluate",
         "visualize",
         "predict",
+        "export",
         "completion",
     }
 

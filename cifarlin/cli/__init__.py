@@ -203,6 +203,7 @@ for command in (
     inspect.evaluate,
     inspect.visualize,
     predict.predict,
+    predict.export,
     completion,
 ):
     app.command(cls=CifarlinCommand)(command)

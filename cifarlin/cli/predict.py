@@ -1,4 +1,4 @@
-"""``cifarlin predict``: a saved model used outside training."""
+"""``cifarlin predict`` and ``cifarlin export``: a saved model used outside training."""
 
 from __future__ import annotations
 
@@ -107,3 +107,75 @@ def _print_predictions(out: Any, path: Path, loss: str, report: Any) -> None:
         lines.append(clean(f"{name}: " + ", ".join(f"{c} {v:.4f}" for c, v in p.top)))
     if report.predictions:
         out.print("\n".join(lines), soft_wrap=True)  # one call: fast for 10,000 rows of an array
+
+
+def export(
+    model_path: Annotated[
+        Path,
+        typer.Argument(metavar="MODEL", help="A run folder, or its model.h5 (or checkpoint.h5)."),
+    ],
+    to: Annotated[
+        list[Path],
+        typer.Option(
+            "--to",
+            metavar="FILE",
+            help="Where to write: NAME.npz for the model, NAME.csv for the history per epoch "
+            "(repeat --to for both).",
+        ),
+    ],
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a model as .npz (NumPy) or its per-epoch history as .csv, for other tools.
+
+    model.npz holds W, b, mean, std, class_names, loss and the training configuration, each as
+    an array (np.load(path, allow_pickle=False) reads it); history.csv has a header line and a
+    line per epoch. The suffix of --to chooses the format. Files are written whole or not at all.
+
+    **Example:** cifarlin export outputs/setting-2 --to model.npz --to history.csv
+    """
+    from cifarlin import export as ex
+    from cifarlin.files import check_path
+
+    kinds = [ex.target_kind(t) for t in to]  # every name checked before anything is read or written
+    for t in to:
+        check_path(t, "to")
+    written: list[dict[str, Any]] = []
+    snap_path, snap = None, None
+    for target, kind in zip(to, kinds, strict=True):
+        if kind == "model":
+            if snap is None:
+                snap_path, snap = _load_model(model_path, quiet)
+            ex.export_model(snap, target)
+            written.append({"file": str(target), "format": "npz", "from": str(snap_path)})
+        else:
+            source, history = _load_history(model_path, quiet)
+            ex.export_history(history, target)
+            written.append(
+                {"file": str(target), "format": "csv", "from": str(source), "epochs": len(history)}
+            )
+    out = results(json_out)
+    for w in written:
+        say(out, f"wrote {w['file']} (from {w['from']})")
+    if json_out:
+        emit_json({"written": written})
+
+
+def _load_history(given: Path, quiet: bool) -> tuple[Path, Any]:
+    """The history of the run behind ``given``: history.h5, else the checkpoint's (a run that is
+    still training or was killed has no history.h5 yet)."""
+    from cifarlin.checkpoint import load_history, load_snapshot
+    from cifarlin.errors import ModelFileError
+    from cifarlin.runs import CHECKPOINT, run_files
+
+    files = run_files(given)
+    if files.history is not None:
+        return files.history, load_history(files.history).history
+    ckpt = files.folder / CHECKPOINT
+    if ckpt.is_file():
+        if not quiet:
+            say(console(), f"note: {files.folder} has no history.h5; using the history in {ckpt}")
+        return ckpt, load_snapshot(ckpt, kinds=("checkpoint",)).state.history
+    raise ModelFileError(
+        f"{files.folder}: no history.h5 or checkpoint.h5 beside {given}; a model alone has no history"
+    )
