@@ -6,7 +6,7 @@ _cifarlin() {
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            download|gradcheck|train|evaluate|visualize|predict|export|completion) cmd="${COMP_WORDS[i]}"; break ;;
+            download|gradcheck|train|evaluate|visualize|predict|export|runs|completion) cmd="${COMP_WORDS[i]}"; break ;;
         esac
     done
     case "$cmd" in
@@ -116,6 +116,16 @@ _cifarlin() {
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
             ;;
+        runs)
+            case "$prev" in
+                --depth) return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--depth --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
         completion)
             case "$prev" in
             esac
@@ -131,7 +141,7 @@ _cifarlin() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version --install-completion --show-completion --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize predict export completion" -- "$cur"))
+                COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize predict export runs completion" -- "$cur"))
             fi
             ;;
     esac

@@ -13,6 +13,7 @@ complete -c cifarlin -n '__fish_use_subcommand' -a evaluate -d 'Accuracy, per-cl
 complete -c cifarlin -n '__fish_use_subcommand' -a visualize -d 'Draw the learning curves, the weight montage, the confusion matrix and sample predictions.'
 complete -c cifarlin -n '__fish_use_subcommand' -a predict -d 'Classify your own images: the most likely classes of each, with their probabilities.'
 complete -c cifarlin -n '__fish_use_subcommand' -a export -d 'Write a model as .npz (NumPy) or its per-epoch history as .csv, for other tools.'
+complete -c cifarlin -n '__fish_use_subcommand' -a runs -d 'List the runs under a folder: settings, epochs, best validation and test accuracy, status.'
 complete -c cifarlin -n '__fish_use_subcommand' -a completion -d 'Print a static completion script (subcommands, options, choices, paths) for a shell.'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l data-dir -x -a '(__fish_complete_directories)' -d 'Folder holding cifar-10-batches-py/ (or that folder itself). Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l format -x -a 'python binary' -d 'Which official version to fetch.'
@@ -101,6 +102,11 @@ complete -c cifarlin -n '__fish_seen_subcommand_from export' -l json -d 'Print t
 complete -c cifarlin -n '__fish_seen_subcommand_from export' -l quiet -s q -d 'No progress; print only the final result.'
 complete -c cifarlin -n '__fish_seen_subcommand_from export' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from export' -F
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l depth -x -d 'How many folders below DIR to search.'
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l json -d 'Print the result as one JSON object on stdout.'
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l quiet -s q -d 'No progress; print only the final result.'
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l help -d 'Show this message and exit.'
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -F
 complete -c cifarlin -n '__fish_seen_subcommand_from completion' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from completion' -a 'bash zsh fish'
-# subcommands: download gradcheck train evaluate visualize predict export completion
+# subcommands: download gradcheck train evaluate visualize predict export runs completion

@@ -25,6 +25,7 @@ def test_the_commands_exist():
         "visualize",
         "predict",
         "export",
+        "runs",
         "completion",
     }
 

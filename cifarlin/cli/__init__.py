@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__
-from cifarlin.cli import download, gradcheck, inspect, predict, train
+from cifarlin.cli import download, gradcheck, inspect, predict, runs, train
 from cifarlin.cli.common import Env, flag_names, in_flags
 from cifarlin.cli.display import error_line
 from cifarlin.errors import CifarlinError, ConfigError, Terminated, stopped
@@ -204,6 +204,7 @@ for command in (
     inspect.visualize,
     predict.predict,
     predict.export,
+    runs.runs,
     completion,
 ):
     app.command(cls=CifarlinCommand)(command)
