@@ -54,6 +54,7 @@ MAX_IMAGE_BYTES = 64 << 20
 MAX_NPY_BYTES = 256 << 20  # about 87,000 images of 3072 bytes
 MAX_PIXELS = 50_000_000  # declared width x height; a 50-megapixel photo decodes to 150-200 MB
 NPY_SUFFIX = ".npy"
+CHUNK = 4096  # rows classified at a time: 50 MB of float32 inputs, however long the array
 
 #: What Pillow raises for a file it cannot decode: the exceptions its own fuzzing tests accept from
 #: a bad file (besides UnidentifiedImageError and the decompression-bomb ones), and two its
@@ -326,8 +327,10 @@ def classify(snap: Snapshot, images: np.ndarray, top: int = 3) -> Classified:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != D:
         raise bad_value("images", f"{images.dtype} {images.shape}", f"expected uint8 rows (n, {D})")
-    X = snap.normalizer.apply(images, np.dtype(snap.config.dtype))  # (n, d)
-    S = np.asarray(model.scores(snap.state.W, snap.state.b, X), dtype=np.float64)  # (n, K)
+    S = np.empty((len(images), k), dtype=np.float64)  # (n, K)
+    for i in range(0, len(images), CHUNK):  # normalised a block at a time: bounded memory
+        X = snap.normalizer.apply(images[i : i + CHUNK], np.dtype(snap.config.dtype))  # (m, d)
+        S[i : i + CHUNK] = model.scores(snap.state.W, snap.state.b, X)
     probs = LOSSES[snap.config.loss].probs
     outputs = S.copy() if probs is None else probs(S.copy())
     order = np.argsort(-S, axis=1, kind="stable")[:, :top]  # (n, top)
@@ -370,7 +373,8 @@ def predict_files(snap: Snapshot, paths: Sequence[Path], top: int = 3, fit: str 
     if not loaded:
         kind = "score" if LOSSES[snap.config.loss].probs is None else "probability"
         return Report(kind, [], errors)
-    c = classify(snap, np.concatenate([rows for _, rows, _ in loaded]), top)
+    images = loaded[0][1] if len(loaded) == 1 else np.concatenate([rows for _, rows, _ in loaded])
+    c = classify(snap, images, top)
     names = snap.class_names
     values = np.take_along_axis(c.outputs, c.top, axis=1).tolist()
     order = c.top.tolist()

@@ -415,3 +415,18 @@ def test_model_missing_or_not_a_model(tmp_path, run):
     ):
         r = invoke(model, tmp_path / "ok.png")
         assert r.exit_code == 1 and r.stderr.count("\n") == 1 and why in r.stderr
+
+
+def test_arrays_are_classified_block_by_block_without_losing_rows(snap, monkeypatch):
+    """Bug: a row at a block boundary skipped or classified twice (long arrays are normalised a
+    block at a time to bound memory)."""
+    images, _ = make_split(7, seed=8)
+    whole = predict.classify(snap, images, 10)
+    monkeypatch.setattr(predict, "CHUNK", 3)  # blocks of 3, 3 and 1 rows
+    blocks = predict.classify(snap, images, 10)
+    assert np.array_equal(blocks.top, whole.top)
+    assert np.allclose(blocks.outputs, whole.outputs, rtol=1e-5)
+    for i in range(7):
+        assert blocks.outputs[i].tolist() == pytest.approx(
+            list(reference(snap, images[i]).values()), rel=1e-5, abs=1e-7
+        )
