@@ -275,3 +275,10 @@ def test_no_runs_missing_folder_and_a_file(tmp_path):
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "not a folder" in r.stderr
     r = CliRunner().invoke(app, ["runs", str(tmp_path), "--depth", "99"])
     assert r.exit_code == 2 and "--depth 99" in r.stderr
+
+
+def test_the_default_depth_is_the_librarys():
+    """Bug: `cifarlin runs` and catalog.list_runs searching to different depths by default."""
+    from cifarlin.cli import runs as cli_runs
+
+    assert cli_runs.MAX_DEPTH == catalog.MAX_DEPTH

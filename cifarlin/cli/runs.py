@@ -16,9 +16,7 @@ MAX_DEPTH = 4  # cifarlin.catalog.MAX_DEPTH (not imported here: it needs NumPy a
 def runs(
     folder: Annotated[
         Path,
-        typer.Argument(
-            metavar="[DIR]", help="The folder to search, and its folders below. Default: outputs."
-        ),
+        typer.Argument(metavar="DIR", help="The folder to search, and its folders below. Default: outputs."),
     ] = Path("outputs"),
     depth: Annotated[int, typer.Option("--depth", help="How many folders below DIR to search.")] = MAX_DEPTH,
     json_out: JsonOpt = False,
