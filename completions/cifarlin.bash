@@ -6,7 +6,7 @@ _cifarlin() {
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            download|gradcheck|train|evaluate|visualize|completion) cmd="${COMP_WORDS[i]}"; break ;;
+            download|gradcheck|train|evaluate|visualize|predict|export|runs|completion) cmd="${COMP_WORDS[i]}"; break ;;
         esac
     done
     case "$cmd" in
@@ -99,6 +99,37 @@ _cifarlin() {
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
             ;;
+        predict)
+            case "$prev" in
+                --top) return ;;
+                --fit) COMPREPLY=($(compgen -W "crop squash" -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--top --fit --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
+        export)
+            case "$prev" in
+                --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--to --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
+        runs)
+            case "$prev" in
+                --depth) return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--depth --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
         completion)
             case "$prev" in
             esac
@@ -114,7 +145,7 @@ _cifarlin() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version -V --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize completion" -- "$cur"))
+                COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize predict export runs completion" -- "$cur"))
             fi
             ;;
     esac

@@ -9,6 +9,9 @@ complete -c cifarlin -n '__fish_use_subcommand' -a gradcheck -d 'Compare analyti
 complete -c cifarlin -n '__fish_use_subcommand' -a train -d 'Train with mini-batch gradient descent; checkpoints and history go to HDF5.'
 complete -c cifarlin -n '__fish_use_subcommand' -a evaluate -d 'Accuracy, per-class accuracy and confusion matrix of saved models.'
 complete -c cifarlin -n '__fish_use_subcommand' -a visualize -d 'Draw the learning curves, the weight montage, the confusion matrix, sample predictions and'
+complete -c cifarlin -n '__fish_use_subcommand' -a predict -d 'Classify your own images: the most likely classes of each, with their probabilities.'
+complete -c cifarlin -n '__fish_use_subcommand' -a export -d 'Write a model as .npz (NumPy) or its per-epoch history as .csv, for other tools.'
+complete -c cifarlin -n '__fish_use_subcommand' -a runs -d 'List the runs under a folder: settings, epochs, best validation and test accuracy, status.'
 complete -c cifarlin -n '__fish_use_subcommand' -a completion -d 'Print a static completion script (subcommands, options, choices, paths) for a shell.'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l data-dir -x -a '(__fish_complete_directories)' -d 'Folder holding cifar-10-batches-py/ (or that folder itself). Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l layout -x -a 'python binary' -d 'Which official version to fetch. One of: python, binary. [default: python]'
@@ -91,6 +94,22 @@ complete -c cifarlin -n '__fish_seen_subcommand_from visualize' -l json -d 'Prin
 complete -c cifarlin -n '__fish_seen_subcommand_from visualize' -l quiet -s q -d 'No progress; print only the result.'
 complete -c cifarlin -n '__fish_seen_subcommand_from visualize' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from visualize' -F
+complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l top -x -d 'How many classes to show per image. [default: 3]'
+complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l fit -x -a 'crop squash' -d 'crop: the centred square of the image; squash: all of it, stretched. One of: crop, squash. [default: crop]'
+complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l json -d 'Print the result as one JSON document on stdout.'
+complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l quiet -s q -d 'No progress; print only the result.'
+complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l help -d 'Show this message and exit.'
+complete -c cifarlin -n '__fish_seen_subcommand_from predict' -F
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l to -r -F -d 'Where to write: NAME.npz for the model, NAME.csv for the history per epoch (repeat --to for both).'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l json -d 'Print the result as one JSON document on stdout.'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l quiet -s q -d 'No progress; print only the result.'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l help -d 'Show this message and exit.'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -F
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l depth -x -d 'How many folders below DIR to search. [default: 4]'
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l json -d 'Print the result as one JSON document on stdout.'
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l quiet -s q -d 'No progress; print only the result.'
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l help -d 'Show this message and exit.'
+complete -c cifarlin -n '__fish_seen_subcommand_from runs' -F
 complete -c cifarlin -n '__fish_seen_subcommand_from completion' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from completion' -a 'bash zsh fish'
-# subcommands: download gradcheck train evaluate visualize completion
+# subcommands: download gradcheck train evaluate visualize predict export runs completion

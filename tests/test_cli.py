@@ -17,7 +17,17 @@ COMMANDS = sorted(name for name, c in get_command(app).commands.items() if not c
 
 
 def test_the_commands_exist():
-    assert set(COMMANDS) == {"download", "gradcheck", "train", "evaluate", "visualize", "completion"}
+    assert set(COMMANDS) == {
+        "download",
+        "gradcheck",
+        "train",
+        "evaluate",
+        "visualize",
+        "predict",
+        "export",
+        "runs",
+        "completion",
+    }
     assert get_command(app).commands["visualise"].hidden  # the British spelling works too
 
 

@@ -50,7 +50,20 @@ printf '%s\n' "${COMPREPLY[@]}"
 @pytest.mark.parametrize(
     "words, expected",
     [
-        (["cifarlin", ""], {"download", "gradcheck", "train", "evaluate", "visualize", "completion"}),
+        (
+            ["cifarlin", ""],
+            {
+                "download",
+                "gradcheck",
+                "train",
+                "evaluate",
+                "visualize",
+                "predict",
+                "export",
+                "runs",
+                "completion",
+            },
+        ),
         (["cifarlin", "tr"], {"train"}),
         (["cifarlin", "train", "--setting", ""], {"1", "2", "3", "4", "all"}),
         (["cifarlin", "gradcheck", "--method", ""], {"centred", "complex"}),
