@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 from cifarlin import data
 from cifarlin.checkpoint import Snapshot, load_history
 from cifarlin.config import SETTINGS, TrainConfig
-from cifarlin.errors import ConfigError, ModelFileError
+from cifarlin.errors import ConfigError, Interrupted, ModelFileError, stopped
 from cifarlin.figures import comparison_figure, draw_training_figures, stale_figures
 from cifarlin.files import check_path, write_text
 from cifarlin.history import TrainState
@@ -35,7 +37,7 @@ from cifarlin.runs import (
     resume_point,
     run,
 )
-from cifarlin.train import is_complete
+from cifarlin.train import is_complete, one_blas_thread
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -140,6 +142,7 @@ def run_plan(
     figures: bool = True,
     compare: bool = False,
     compare_dir: Path | None = None,
+    workers: int = 1,
     on_loading: Callable[[data.Dataset, str], None] | None = None,
     on_run: Callable[
         [PlannedRun, int], AbstractContextManager[tuple[EpochCallback | None, BatchCallback | None]]
@@ -147,14 +150,19 @@ def run_plan(
     | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> PlanResult:
-    """Train the runs of ``plan`` one after another.
+    """Train the runs of ``plan``: one after another, or ``workers`` at a time.
 
     The data are read and normalised once for all runs that share a split and precision (one
     copy in memory at a time). ``on_loading(dataset, description)`` is called before reading,
     ``on_run(run, n_train)`` gives a context holding the run's (on_epoch, on_batch) callbacks,
-    ``on_done(summary)`` is called after each run. With ``figures``, each run's curves and weight
-    montage are drawn into its folder; with ``compare``, ``summary.md``, ``summary.json`` and
-    (with figures) ``settings.png`` compare the runs in ``compare_dir``.
+    ``on_done(summary)`` is called after each run, in plan order. With ``figures``, each run's
+    curves and weight montage are drawn into its folder; with ``compare``, ``summary.md``,
+    ``summary.json`` and (with figures) ``settings.png`` compare the runs in ``compare_dir``.
+
+    With ``workers`` > 1 (and runs that share their data), runs train in threads, each with one
+    BLAS thread, so two settings use both cores; their numbers are those of runs one after
+    another, bit for bit. Ctrl-C stops every running run at its next batch, each keeping its
+    last finished epoch as usual.
     """
     cache: dict[tuple[Any, ...], data.Prepared] = {}
 
@@ -168,46 +176,101 @@ def run_plan(
             cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype), keep_raw=raw)
         return cache[key]
 
-    result = PlanResult([], [])
-    names: list[str] = []
-    for planned in plan:
+    def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Outcome, list[str]]:
         if planned.reuse:
-            outcome = Outcome.from_folder(planned.out, planned.config)
-            names = load_history(planned.out / HISTORY).class_names
-            missing = [f for f in ("curves.png", "montage.png") if not (planned.out / f).exists()]
-            s = outcome.summary()
-            if figures and missing:
-                s["figures"] = [str(f) for f in draw_training_figures(outcome, names)]
-        else:
-            p = prepared(planned.config)
-            context = on_run(planned, len(p.y["train"])) if on_run is not None else nullcontext((None, None))
-            with context as (on_epoch, on_batch):
-                outcome = run(
-                    planned.config,
-                    planned.out,
-                    p,
-                    start=planned.start,
-                    overwrite=overwrite,
-                    resume_hint=resume_hint,
-                    on_epoch=on_epoch,
-                    on_batch=on_batch,
-                )
-            s = outcome.summary()
-            names = p.class_names
-            if figures:
-                s["figures"] = [str(f) for f in draw_training_figures(outcome, names)]
-            else:
-                s["stale_figures"] = stale_figures(planned.out)
+            return Outcome.from_folder(planned.out, planned.config), load_history(
+                planned.out / HISTORY
+            ).class_names
+        p = prepared(planned.config)
+        context = on_run(planned, len(p.y["train"])) if on_run is not None else nullcontext((None, None))
+        with context as (on_epoch, on_batch):
+
+            def batch_done(epoch: int, j: int, n: int) -> None:
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt  # stopped from the main thread (Ctrl-C, SIGTERM)
+                if on_batch is not None:
+                    on_batch(epoch, j, n)
+
+            outcome = run(
+                planned.config,
+                planned.out,
+                p,
+                start=planned.start,
+                overwrite=overwrite,
+                resume_hint=resume_hint,
+                on_epoch=on_epoch,
+                on_batch=batch_done,
+            )
+        return outcome, p.class_names
+
+    def finish(outcome: Outcome, names: list[str], reused: bool) -> None:
+        s = outcome.summary()
+        done = [f for f in ("curves.png", "montage.png") if (outcome.out / f).exists()]
+        if figures and not (reused and len(done) == 2):
+            s["figures"] = [str(f) for f in draw_training_figures(outcome, names)]
+        elif not figures and not reused:
+            s["stale_figures"] = stale_figures(outcome.out)
         result.outcomes.append(outcome)
         result.summaries.append(s)
         if on_done is not None:
             on_done(s)
+
+    result = PlanResult([], [])
+    names: list[str] = []
+    shared = len({(r.config.split, r.config.dtype, r.config.augment != "none") for r in plan}) == 1
+    if workers > 1 and shared and sum(not r.reuse for r in plan) > 1:
+        names = _run_parallel(plan, workers, prepared, train_one, finish)
+    else:
+        for planned in plan:
+            outcome, names = train_one(planned)
+            finish(outcome, names, planned.reuse)
     if compare and result.outcomes:
         folder = compare_dir if compare_dir is not None else result.outcomes[0].out.parent
         result.files = write_comparison(
             folder, result.outcomes, result.summaries, str(dataset.folder), names, figures=figures
         )
     return result
+
+
+def _run_parallel(
+    plan: Sequence[PlannedRun],
+    workers: int,
+    prepared: Callable[[TrainConfig], data.Prepared],
+    train_one: Callable[..., tuple[Outcome, list[str]]],
+    finish: Callable[[Outcome, list[str], bool], None],
+) -> list[str]:
+    """The runs of ``plan`` in ``workers`` threads, finished (figures, callbacks) in plan order on
+    this thread (matplotlib is not thread-safe). BLAS is held at one thread for the whole plan:
+    runs that start and end at different times must not change each other's BLAS threads."""
+    first = next(r for r in plan if not r.reuse)
+    prepared(first.config)  # read once, before the threads share it
+    stop = threading.Event()
+    names: list[str] = []
+    with one_blas_thread(), ThreadPoolExecutor(workers, thread_name_prefix="cifarlin-run") as pool:
+        futures = [pool.submit(train_one, r, stop) for r in plan]
+        try:
+            for planned, future in zip(plan, futures, strict=True):
+                outcome, names = future.result()
+                finish(outcome, names, planned.reuse)
+        except BaseException as e:
+            stop.set()  # every running run stops at its next batch and keeps its last epoch
+            for f in futures:
+                f.cancel()
+            messages = []
+            for f in futures:
+                if f.cancelled():
+                    continue
+                try:
+                    f.result()
+                except Interrupted as stopped_run:
+                    messages.append(str(stopped_run))
+                except BaseException:
+                    pass
+            if isinstance(e, KeyboardInterrupt | Interrupted) and messages:
+                code = e.exit_code if isinstance(e, Interrupted) else stopped(e)[1]
+                raise Interrupted("; ".join(messages), code) from None
+            raise
+    return names
 
 
 def _finite(obj: Any) -> Any:

@@ -63,10 +63,11 @@ _cifarlin() {
                 --val-size) return ;;
                 --dtype) COMPREPLY=($(compgen -W "float32 float64" -- "$cur")); return ;;
                 --out|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --workers) return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         evaluate)

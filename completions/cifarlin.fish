@@ -64,6 +64,7 @@ complete -c cifarlin -n '__fish_seen_subcommand_from train' -l out -s o -x -a '(
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l resume -d 'Continue the run in --out from its checkpoint.h5.'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l overwrite -d 'Replace the run in --out.'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l no-plots -d 'Do not draw the curves and the weight montage.'
+complete -c cifarlin -n '__fish_seen_subcommand_from train' -l workers -x -d 'Runs trained at the same time, each on one core. [default: 2 with --setting all (1 on one core), else 1]'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l data-dir -x -a '(__fish_complete_directories)' -d 'Folder holding cifar-10-batches-py/ (or that folder itself). Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l no-download -d 'Fail instead of downloading CIFAR-10 when it is missing.'
 complete -c cifarlin -n '__fish_seen_subcommand_from train' -l json -d 'Print the result as one JSON document on stdout.'

@@ -676,9 +676,14 @@ def test_default_run_folders_are_unique(tmp_path):
     assert a != b and b.name.startswith(a.name)
 
 
-def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch, workers):
+    """Bug: Ctrl-C in one of the four runs (one after another, or two at a time) losing the
+    others' work, or a resume that starts finished runs again."""
     args = [
         "train",
+        "--workers",
+        workers,
         "--setting",
         "all",
         "--out",
@@ -709,11 +714,22 @@ def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch):
         f"resume with 'cifarlin train --setting all --out {tmp_path} --resume --data-dir {tiny_py}'"
         in r.stderr
     )
-    assert not (tmp_path / "setting-4").exists()
+    if workers == "1":
+        assert not (tmp_path / "setting-4").exists()
+    done = {
+        i: (tmp_path / f"setting-{i}" / "model.h5").stat().st_mtime_ns
+        for i in (1, 2)
+        if (tmp_path / f"setting-{i}" / "model.h5").exists()
+    }
+    assert done  # one of the first two finished before the interruption
     monkeypatch.setattr(runs, "fit", real)
     r = runner.invoke(app, [*args, "--resume", "--json"])
     assert r.exit_code == 0, r.output
-    assert [s["setting"] for s in json.loads(r.stdout)["runs"]] == [1, 2, 3, 4]
+    runs_ = json.loads(r.stdout)["runs"]
+    assert [s["setting"] for s in runs_] == [1, 2, 3, 4]
+    assert all(s["epochs"] == 2 for s in runs_)
+    for i, stamp in done.items():  # finished runs are not trained again
+        assert (tmp_path / f"setting-{i}" / "model.h5").stat().st_mtime_ns == stamp
     assert (tmp_path / "summary.md").is_file()
 
 
@@ -721,3 +737,30 @@ def test_reference_comparisons_only_for_unchanged_settings():
     assert TrainConfig.for_setting(2).is_reference and TrainConfig.for_setting(2, seed=5).is_reference
     assert not TrainConfig.for_setting(2, epochs=5).is_reference
     assert not TrainConfig.for_setting(3, shuffle=True).is_reference and not TrainConfig().is_reference
+
+
+def test_setting_all_two_at_a_time_equals_one_after_another(runner, tiny_py, tmp_path):
+    """Bug: runs trained in threads at the same time giving other numbers than alone (a BLAS
+    thread count changed under a running run, or shared state between runs)."""
+    base = [
+        "train",
+        "--setting",
+        "all",
+        "--data-dir",
+        str(tiny_py),
+        *TINY,
+        "--epochs",
+        "3",
+        "--shuffle",
+        "--quiet",
+    ]
+    for workers in ("1", "2"):
+        r = runner.invoke(app, [*base, "--workers", workers, "--out", str(tmp_path / workers)])
+        assert r.exit_code == 0, r.output
+    for i in range(1, 5):
+        a = read_arrays(tmp_path / "1" / f"setting-{i}" / "model.h5")
+        b = read_arrays(tmp_path / "2" / f"setting-{i}" / "model.h5")
+        assert np.array_equal(a["W"], b["W"]) and np.array_equal(a["b"], b["b"])
+        ha = checkpoint.load_history(tmp_path / "1" / f"setting-{i}" / "history.h5").history.columns
+        hb = checkpoint.load_history(tmp_path / "2" / f"setting-{i}" / "history.h5").history.columns
+        assert ha["val_cost"] == hb["val_cost"] and ha["train_acc"] == hb["train_acc"]

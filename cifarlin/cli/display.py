@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -244,33 +244,46 @@ def _epoch_row(epoch: int, h: dict[str, float]) -> str:
     )
 
 
+RunDisplay = Callable[[str, int, int, int, int], AbstractContextManager[tuple[Any, Any]]]
+
+
 @contextmanager
-def train_progress(
-    c: Console, quiet: bool, epochs: int, first: int, n_train: int, batch: int
-) -> Iterator[tuple[Any, Any]]:
-    """(on_epoch, on_batch) callbacks: a live bar and table rows on a terminal, a plain line per
-    epoch otherwise, nothing with --quiet."""
+def training_display(c: Console, quiet: bool, labelled: bool = False) -> Iterator[RunDisplay]:
+    """A factory of per-run displays: ``run(label, epochs, first, n_train, batch)`` gives a context
+    holding that run's (on_epoch, on_batch) callbacks. On a terminal, one live display holds a bar
+    per running run (runs may train at the same time, in threads) and prints a row per epoch;
+    otherwise a plain line per epoch, ending with the ETA; nothing with --quiet. ``labelled``
+    starts each line with the run's label (several runs at once)."""
     if quiet:
-        yield None, None
+        yield lambda *a: nullcontext((None, None))
         return
     if plain():
-        started, done_before = time.monotonic(), first
 
-        def plain_epoch(st: Any) -> None:
-            h = st.history.last()
-            rate = (time.monotonic() - started) / max(st.epoch - done_before, 1)
-            say(
-                c,
-                f"epoch {st.epoch}/{epochs}: train cost {fmt_cost(h['train_cost'])} "
-                f"acc {h['train_acc']:.4f}, val cost {fmt_cost(h['val_cost'])} acc {h['val_acc']:.4f}, "
-                f"{h['seconds']:.2f} s, ETA {fmt_duration(rate * (epochs - st.epoch))}",
-            )
+        @contextmanager
+        def plain_run(
+            label: str, epochs: int, first: int, n_train: int, batch: int
+        ) -> Iterator[tuple[Any, Any]]:
+            started = time.monotonic()
+            prefix = f"{label}: " if labelled else ""
 
-        yield plain_epoch, None
+            def on_epoch(st: Any) -> None:
+                h = st.history.last()
+                rate = (time.monotonic() - started) / max(st.epoch - first, 1)
+                say(
+                    c,
+                    f"{prefix}epoch {st.epoch}/{epochs}: train cost {fmt_cost(h['train_cost'])} "
+                    f"acc {h['train_acc']:.4f}, val cost {fmt_cost(h['val_cost'])} acc {h['val_acc']:.4f}, "
+                    f"{h['seconds']:.2f} s, ETA {fmt_duration(rate * (epochs - st.epoch))}",
+                )
+
+            yield on_epoch, None
+
+        yield plain_run
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    c.print(f"[bold]{EPOCH_HEADER}[/]")
+    header = ("run          " if labelled else "") + EPOCH_HEADER
+    c.print(f"[bold]{header}[/]")
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -280,20 +293,33 @@ def train_progress(
         console=c,
         transient=True,
     ) as bar:
-        ep = bar.add_task("epochs ", total=epochs, completed=first, rate="")
-        bt = bar.add_task("batches", total=-(-n_train // batch), rate="")
-        t0 = time.perf_counter()
 
-        def on_batch(epoch: int, j: int, n: int) -> None:
-            nonlocal t0
-            if j == 1:
-                t0 = time.perf_counter()
-            if j % 5 == 0 or j == n:
-                rate = min(j * batch, n_train) / max(time.perf_counter() - t0, 1e-9)
-                bar.update(bt, completed=j, total=n, rate=f"{rate:,.0f} img/s")
+        @contextmanager
+        def live_run(
+            label: str, epochs: int, first: int, n_train: int, batch: int
+        ) -> Iterator[tuple[Any, Any]]:
+            name = f"{label} " if labelled else ""
+            ep = bar.add_task(f"{name}epochs ", total=epochs, completed=first, rate="")
+            bt = bar.add_task(f"{name}batches", total=-(-n_train // batch), rate="")
+            t0 = time.perf_counter()
 
-        def on_epoch(st: Any) -> None:
-            bar.update(ep, completed=st.epoch)
-            bar.console.print(_epoch_row(st.epoch, st.history.last()))
+            def on_batch(epoch: int, j: int, n: int) -> None:
+                nonlocal t0
+                if j == 1:
+                    t0 = time.perf_counter()
+                if j % 5 == 0 or j == n:
+                    rate = min(j * batch, n_train) / max(time.perf_counter() - t0, 1e-9)
+                    bar.update(bt, completed=j, total=n, rate=f"{rate:,.0f} img/s")
 
-        yield on_epoch, on_batch
+            def on_epoch(st: Any) -> None:
+                bar.update(ep, completed=st.epoch)
+                row = _epoch_row(st.epoch, st.history.last())
+                bar.console.print(f"{clean(label):<12} {row}" if labelled else row)
+
+            try:
+                yield on_epoch, on_batch
+            finally:
+                bar.remove_task(ep)
+                bar.remove_task(bt)
+
+        yield live_run

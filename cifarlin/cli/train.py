@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,7 +20,7 @@ from cifarlin.cli.display import (
     results,
     say,
     table,
-    train_progress,
+    training_display,
 )
 from cifarlin.config import (
     DTYPES,
@@ -250,6 +251,15 @@ def train(
     no_plots: Annotated[
         bool, flag("--no-plots", help="Do not draw the curves and the weight montage.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        option(
+            "--workers",
+            metavar="N",
+            help="Runs trained at the same time, each on one core.",
+            default="2 with --setting all (1 on one core), else 1",
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
@@ -309,31 +319,37 @@ def train(
         if not quiet:
             say(c, f"loading CIFAR-10 from {ds.folder}: {what}")
 
-    def on_run(p: experiments.PlannedRun, n_train: int) -> Any:
-        cfg = p.config
-        if not quiet:
-            what = f"setting {cfg.setting}" if cfg.setting else "run"
-            resumed = f", resuming after epoch {p.first_epoch}" if p.start is not None else ""
-            c.print(f"[bold]{what}[/]: {cfg.describe()}{resumed} -> {clean(p.out)}", soft_wrap=True)
-        return train_progress(c, quiet, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
-
     def on_done(s: dict[str, Any]) -> None:
         _print_summary(res, s)
         for warning in s["warnings"]:
             say(c, f"warning: {warning}")
 
-    result = experiments.run_plan(
-        plan,
-        dataset,
-        overwrite=overwrite,
-        resume_hint=hint,
-        figures=not no_plots,
-        compare=setting == "all",
-        compare_dir=out or Path("outputs"),
-        on_loading=on_loading,
-        on_run=on_run,
-        on_done=on_done,
-    )
+    n_workers = workers if workers is not None else (min(2, os.cpu_count() or 1) if setting == "all" else 1)
+    with training_display(c, quiet, labelled=n_workers > 1) as display:
+
+        def on_run(p: experiments.PlannedRun, n_train: int) -> Any:
+            cfg = p.config
+            what = f"setting {cfg.setting}" if cfg.setting else "run"
+            if not quiet:
+                resumed = f", resuming after epoch {p.first_epoch}" if p.start is not None else ""
+                c.print(
+                    f"[bold]{clean(what)}[/]: {cfg.describe()}{resumed} -> {clean(p.out)}", soft_wrap=True
+                )
+            return display(what, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
+
+        result = experiments.run_plan(
+            plan,
+            dataset,
+            overwrite=overwrite,
+            resume_hint=hint,
+            figures=not no_plots,
+            compare=setting == "all",
+            compare_dir=out or Path("outputs"),
+            workers=n_workers,
+            on_loading=on_loading,
+            on_run=on_run,
+            on_done=on_done,
+        )
     if setting == "all":
         say(res, "the reference settings against the original work's test accuracy:")
         print_table(res, _comparison_table(result.summaries))
