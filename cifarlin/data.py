@@ -13,6 +13,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -102,11 +103,28 @@ def find(root: Path) -> Dataset:
 
 @dataclass(frozen=True)
 class Batch:
-    """One batch file: images (N, 3072) uint8, labels (N,) int64, and the file's MD5."""
+    """One batch file: images (N, 3072) uint8, labels (N,) int64, and the file's MD5 (computed
+    on another thread while the images are used: ``md5`` waits for it)."""
 
     images: np.ndarray
     labels: np.ndarray
-    md5: str
+    digest: Future[str] | str
+
+    @property
+    def md5(self) -> str:
+        return self.digest if isinstance(self.digest, str) else self.digest.result()
+
+
+_hashing: ThreadPoolExecutor | None = None
+
+
+def _md5_soon(raw: bytes) -> Future[str]:
+    """The MD5 of ``raw``, computed on a helper thread (hashlib releases the GIL): reading a batch
+    costs its unpickling, not also its hashing."""
+    global _hashing
+    if _hashing is None:
+        _hashing = ThreadPoolExecutor(1, thread_name_prefix="cifarlin-md5")
+    return _hashing.submit(lambda: hashlib.md5(raw).hexdigest())
 
 
 def _fresh_copy_hint(path: Path) -> str:
@@ -198,7 +216,7 @@ def _check_batch(path: Path, images: object, labels: object) -> Batch:
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(f"{path}: label {int(lab[i])} at index {i} is outside 0..{K - 1}")
-    return Batch(images=images, labels=lab.astype(np.int64), md5="")
+    return Batch(images=images, labels=lab.astype(np.int64), digest="")
 
 
 def read_batch(path: Path, fmt: Format) -> Batch:
@@ -210,18 +228,20 @@ def read_batch(path: Path, fmt: Format) -> Batch:
                 f"{path}: {len(raw)} bytes is not a whole number of {RECORD}-byte records "
                 "(truncated or not a CIFAR-10 binary batch)"
             )
+        digest = _md5_soon(raw)
         records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD)
         batch = _check_batch(path, records[:, 1:], records[:, 0])  # images: a view, no copy
-        return Batch(batch.images, batch.labels, hashlib.md5(raw).hexdigest())
+        return Batch(batch.images, batch.labels, digest)
     if not raw:
         raise DataError(f"{path}: empty file; {_fresh_copy_hint(path)}")
+    digest = _md5_soon(raw)
     obj = safe_unpickle(raw, path)
     missing = [k for k in ("data", "labels") if k not in obj]
     if missing:
         keys = ", ".join(sorted(map(str, obj))) or "none"
         raise DataError(f"{path}: no {' or '.join(missing)!s} entry (has: {keys})")
     batch = _check_batch(path, obj["data"], obj["labels"])
-    return Batch(batch.images, batch.labels, hashlib.md5(raw).hexdigest())
+    return Batch(batch.images, batch.labels, digest)
 
 
 def read_class_names(dataset: Dataset) -> list[str]:
@@ -274,12 +294,17 @@ class Reader:
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
-        self.checksums: dict[str, str] = {}
+        self._digests: dict[str, Batch] = {}
+
+    @property
+    def checksums(self) -> dict[str, str]:
+        """{file name: MD5} of every batch read (waiting for the hashes still being computed)."""
+        return {name: batch.md5 for name, batch in self._digests.items()}
 
     def batch(self, which: int | str) -> Batch:
         name = batch_name(self.dataset.format, which)
         batch = read_batch(self.dataset.path(name), self.dataset.format)
-        self.checksums[name] = batch.md5
+        self._digests[name] = Batch(batch.images[:0], batch.labels[:0], batch.digest)  # no image kept
         return batch
 
     def train_batches(self, spec: SplitSpec) -> tuple[list[Batch], int]:
@@ -342,12 +367,23 @@ class Normalizer:
     def apply(
         self, images: np.ndarray, dtype: np.dtype | type = np.float32, out: np.ndarray | None = None
     ) -> np.ndarray:
-        """Normalised images (N, d) in ``dtype``, written into ``out`` when given."""
+        """Normalised images (N, d) in ``dtype``, written into ``out`` when given.
+
+        Computed as (x - 255 mean) / (255 std) in ``dtype`` (uint8 -> float is exact, so this equals
+        (x/255 - mean) / std up to the rounding of the two constants), a block of rows at a time:
+        each block is converted, shifted and scaled while it is in cache (3 passes over memory
+        would cost three times as much, and the first touch of fresh memory more).
+        """
         if out is None:
             out = np.empty(images.shape, dtype=dtype)
-        # (x - 255 mean) / (255 std); uint8 -> float is exact, so this equals x/255 - mean ... / std
-        np.subtract(images, (255.0 * self.mean).astype(out.dtype), out=out, dtype=out.dtype)
-        np.divide(out, (255.0 * self.std).astype(out.dtype), out=out)
+        shift = (255.0 * self.mean).astype(out.dtype)
+        scale = (255.0 * self.std).astype(out.dtype)
+        rows = max(1, (1 << 21) // max(1, out.shape[1] * out.itemsize))  # about 2 MB per block
+        for i in range(0, len(images), rows):
+            block = out[i : i + rows]
+            np.copyto(block, images[i : i + rows], casting="unsafe")
+            block -= shift
+            block /= scale
         return out
 
 
