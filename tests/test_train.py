@@ -302,7 +302,12 @@ def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
     v = runner.invoke(app, ["evaluate", str(out), "--split", "val", "--json", "--data-dir", str(tiny_py)])
     assert json.loads(v.stdout)["accuracy"] == s["val"]["accuracy"]
     t = runner.invoke(app, ["evaluate", str(out), "--split", "train", "--json", "--data-dir", str(tiny_py)])
-    assert json.loads(t.stdout)["cost"] == pytest.approx(s["train"]["cost"], rel=1e-12)
+    # The training-set metrics are gathered by the next epoch's passes (or, after the last epoch,
+    # by the same passes on their own): summed batch by batch, they may differ from evaluating the
+    # whole split in the last bits of the cost (a wrong penalty or split differs by far more);
+    # the accuracy is a count, exact.
+    assert json.loads(t.stdout)["cost"] == pytest.approx(s["train"]["cost"], rel=1e-6)
+    assert json.loads(t.stdout)["accuracy"] == s["train"]["accuracy"]
 
 
 def test_cli_refuses_a_folder_with_a_run_then_resume_and_overwrite(runner, tiny_py, tmp_path):
