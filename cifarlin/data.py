@@ -303,8 +303,11 @@ class Reader:
 
     def batch(self, which: int | str) -> Batch:
         name = batch_name(self.dataset.format, which)
+        for earlier in self._digests.values():
+            _ = earlier.md5  # its hash done (and the file's bytes it holds freed) before the next read
         batch = read_batch(self.dataset.path(name), self.dataset.format)
-        self._digests[name] = Batch(batch.images[:0], batch.labels[:0], batch.digest)  # no image kept
+        # Only the digest is kept: fresh empty arrays, as a view (images[:0]) would keep the file alive
+        self._digests[name] = Batch(np.empty((0, D), np.uint8), np.empty(0, np.int64), batch.digest)
         return batch
 
     def train_batches(self, spec: SplitSpec) -> tuple[list[Batch], int]:
@@ -439,11 +442,16 @@ def prepare(
     batches, n_train = reader.train_batches(spec)
     norm = _fit_training_rows(batches, n_train)
     labels = np.concatenate([b.labels for b in batches])
-    raw = np.concatenate([b.images for b in batches])[:n_train] if keep_raw else None
+    chunks = [b.images for b in batches]
+    del batches
+    raw = None
+    if keep_raw:  # one uint8 copy of all rows, the batch files' arrays released before normalising
+        chunks = [np.concatenate(chunks)]
+        raw = chunks[0][:n_train]
     X_all = np.empty((len(labels), D), dtype=dtype)  # (N, d), one contiguous row per image
     row = 0
-    while batches:
-        images = batches.pop(0).images
+    while chunks:
+        images = chunks.pop(0)
         norm.apply(images, out=X_all[row : row + len(images)])
         row += len(images)
         del images
