@@ -1,16 +1,23 @@
-"""Time `cifarlin train --setting 2` beside a plain course-style NumPy loop, in the same run.
+"""The whole `cifarlin train --setting 2`, phase by phase, beside a plain PyTorch loop.
 
-    python benchmarks/train_speed.py [--data-dir DIR] [--skip-reference] [--skip-cli]
+    python benchmarks/train_speed.py [--data-dir DIR] [--repeats 5] [--torch-python PYTHON]
+                                      [--skip-torch] [--skip-all] [--skip-49k]
 
-1. cifarlin's training loop in-process (40 epochs, batch 100, per-epoch cost/loss/accuracy on the
-   training and validation sets, then the test set): seconds per epoch and images per second.
-2. The same training written as in the course: data as (d, N) float64 columns, one-hot labels,
-   column slices per batch, ComputeCost/ComputeAccuracy-style metrics; and, when PyTorch is
-   installed, written plainly in PyTorch on the CPU.
-3. The real command, `python -m cifarlin train --setting 2`, in a subprocess: its reported loop
-   time and its peak resident memory (ru_maxrss).
+Everything is measured as whole processes (what a user waits for), the commands alternating in
+one run so that a shared machine's drift hits all alike; medians of ``--repeats``:
 
-Without CIFAR-10 (see the README's data folder rule) it uses random images of the same shape.
+1. `cifarlin --help`, `cifarlin train --help`;
+2. `cifarlin train --setting 2` (with its figures) and the same with `--no-plots`; the phases the
+   command reports (training loop, checkpoints) and its peak resident memory;
+3. `benchmarks/torch_loop.py`: the same work in plain PyTorch on the CPU (when a Python with torch
+   is given or this one has it), and the ratio;
+4. in-process phases: reading and normalising the three default batches (`data.prepare`), and
+   drawing and saving the two figures train draws;
+5. `cifarlin train --setting all`, two runs at a time (the default) against one after another;
+6. 49,000 training images (`--train-batches 1-5 --val-size 1000`, 3 epochs): images per second
+   and peak memory, with and without `--augment flip,translate:2`.
+
+No timing is asserted anywhere: the figures go to benchmarks/README.md by hand, with the machine.
 """
 
 from __future__ import annotations
@@ -18,184 +25,138 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from cifarlin import config, data, model, train
-from cifarlin.config import TrainConfig
-from cifarlin.errors import DataNotFoundError
+HERE = Path(__file__).resolve().parent
 
 
-def synthetic(n: int = 10000) -> data.Prepared:
-    rng = np.random.default_rng(0)
-    raw = {
-        s: (rng.integers(0, 256, (n, model.D), dtype=np.uint8), rng.integers(0, 10, n))
-        for s in ("train", "val", "test")
-    }
-    norm = data.Normalizer.fit([raw["train"][0]])
-    X = {s: norm.apply(im) for s, (im, _) in raw.items()}
-    y = {s: lab for s, (_, lab) in raw.items()}
-    return data.Prepared(
-        X, y, norm, [str(i) for i in range(10)], data.Dataset(Path("-"), "python"), config.SplitSpec(), {}
-    )
-
-
-def reference_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float]:
-    """The course's way: X (d, N) float64, Y one-hot (K, N), W (K, d); returns (seconds, test acc)."""
-
-    def cols(name):
-        X = p.X[name].T.astype(np.float64)  # (d, N)
-        Y = np.eye(10)[p.y[name]].T  # (K, N)
-        return X, Y, p.y[name]
-
-    (Xtr, Ytr, ytr), (Xva, Yva, yva), (Xte, _, yte) = cols("train"), cols("val"), cols("test")
-    rng = np.random.default_rng(cfg.seed)
-    W = rng.normal(0, 0.01, (10, model.D))
-    b = rng.normal(0, 0.01, (10, 1))
-
-    def evaluate_classifier(X, W, b):
-        s = W @ X + b
-        e = np.exp(s - s.max(axis=0))
-        return e / e.sum(axis=0)
-
-    def compute_cost(X, Y, W, b, lam):
-        P = evaluate_classifier(X, W, b)
-        return -np.sum(Y * np.log(P)) / X.shape[1] + lam * np.sum(W**2)
-
-    def compute_accuracy(X, y, W, b):
-        return np.mean(np.argmax(evaluate_classifier(X, W, b), axis=0) == y)
-
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stdout) of a whole process, through /usr/bin/time -v."""
     t0 = time.perf_counter()
-    n = Xtr.shape[1]
-    for _ in range(cfg.epochs):
-        for j in range(0, n, cfg.batch_size):
-            Xb, Yb = Xtr[:, j : j + cfg.batch_size], Ytr[:, j : j + cfg.batch_size]
-            G = -(Yb - evaluate_classifier(Xb, W, b))
-            W -= cfg.eta * (G @ Xb.T / Xb.shape[1] + 2 * cfg.lam * W)
-            b -= cfg.eta * G.sum(axis=1, keepdims=True) / Xb.shape[1]
-        for X, Y, yy in ((Xtr, Ytr, ytr), (Xva, Yva, yva)):
-            compute_cost(X, Y, W, b, cfg.lam), compute_accuracy(X, yy, W, b)
-    acc = compute_accuracy(Xte, yte, W, b)
-    return time.perf_counter() - t0, acc
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    rss = next(int(line.split()[-1]) for line in r.stderr.splitlines() if "Maximum resident" in line) / 1024
+    return wall, rss, r.stdout
 
 
-def torch_loop(p: data.Prepared, cfg: TrainConfig) -> tuple[float, float] | None:
-    """The same training written plainly in PyTorch (CPU), when PyTorch is installed."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    X = {k: torch.from_numpy(v) for k, v in p.X.items()}
-    Y = {k: torch.from_numpy(v) for k, v in p.y.items()}
-    g = torch.Generator().manual_seed(cfg.seed)
-    W = (torch.randn(10, model.D, generator=g) * 0.01).requires_grad_()
-    b = (torch.randn(10, generator=g) * 0.01).requires_grad_()
-
-    def metrics(name: str) -> tuple[float, float]:
-        with torch.no_grad():
-            S = X[name] @ W.T + b
-            loss = torch.nn.functional.cross_entropy(S.double(), Y[name])
-            return float(loss + cfg.lam * (W.double() ** 2).sum()), float(
-                (S.argmax(1) == Y[name]).float().mean()
-            )
-
-    t0 = time.perf_counter()
-    n = len(p.y["train"])
-    for _ in range(cfg.epochs):
-        for j in range(0, n, cfg.batch_size):
-            S = X["train"][j : j + cfg.batch_size] @ W.T + b
-            J = (
-                torch.nn.functional.cross_entropy(S, Y["train"][j : j + cfg.batch_size])
-                + cfg.lam * (W**2).sum()
-            )
-            gW, gb = torch.autograd.grad(J, (W, b))
-            with torch.no_grad():
-                W -= cfg.eta * gW
-                b -= cfg.eta * gb
-        metrics("train"), metrics("val")
-    acc = metrics("test")[1]
-    return time.perf_counter() - t0, acc
-
-
-def run_command(source: data.Dataset) -> None:
-    """The real command in a subprocess: its loop time and peak memory."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "cifarlin",
-            "train",
-            "--setting",
-            "2",
-            "--out",
-            f"{tmp}/run",
-            "--quiet",
-            "--json",
-            "--data-dir",
-            str(source.folder),
-        ]
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
-        wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    s = json.loads(out.stdout)
-    sec = s["seconds"]
-    print(
-        f"  `cifarlin train --setting 2`: training loop {sec['training']:.2f} s "
-        f"(+ {sec['checkpoints']:.2f} s writing checkpoints), whole command {wall:.2f} s, "
-        f"peak RSS {peak:.0f} MB, test acc {s['test']['accuracy']:.4f}"
-    )
+def med(xs: list[float]) -> str:
+    return f"{statistics.median(xs):6.2f}"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--skip-reference", action="store_true", help="do not time the ~10 s course-style loop")
-    ap.add_argument("--skip-cli", action="store_true", help="do not run the command in a subprocess")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "cifarlin"))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--torch-python", default=sys.executable, help="a Python that can import torch")
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--skip-all", action="store_true", help="skip --setting all")
+    ap.add_argument("--skip-49k", action="store_true")
     args = ap.parse_args()
-
-    cfg = TrainConfig.for_setting(2)
-    try:
-        source: data.Dataset | None = data.find(args.data_dir)
-    except DataNotFoundError:
-        source = None
-    where = str(source.folder) if source else "random images (no CIFAR-10 found)"
-    print(f"setting 2: {cfg.describe()}; data: {where}")
-    if not args.skip_cli and source is not None:
-        run_command(
-            source
-        )  # first, while this process is small: a child's ru_maxrss counts what it forked with
-
-    p = data.prepare(source, cfg.split) if source else synthetic()
-    n_train = len(p.y["train"])
-    t0 = time.perf_counter()
-    st = train.fit(cfg, p, train.init_state(cfg))
-    test = model.evaluate(st.W, st.b, p.X["test"], p.y["test"], cfg.lam)
-    loop = time.perf_counter() - t0
-    print(
-        f"  cifarlin loop     {loop:6.2f} s  {1000 * loop / cfg.epochs:6.1f} ms/epoch  "
-        f"{cfg.epochs * n_train / loop:9,.0f} training images/s  test acc {test.accuracy:.4f}"
+    cifarlin = [sys.executable, "-m", "cifarlin"]
+    env = {**os.environ, "CIFARLIN_DATA_DIR": args.data_dir}
+    has_torch = (
+        not args.skip_torch
+        and subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True).returncode == 0
     )
-    tl = torch_loop(p, cfg)
-    if tl is not None:
-        print(
-            f"  PyTorch loop      {tl[0]:6.2f} s  {1000 * tl[0] / cfg.epochs:6.1f} ms/epoch  "
-            f"{cfg.epochs * n_train / tl[0]:9,.0f} training images/s  test acc {tl[1]:.4f}  "
-            f"({tl[0] / loop:.1f}x slower)"
+    tmp = Path(tempfile.mkdtemp(prefix="cifarlin-bench-"))
+    rows: dict[str, list[float]] = {k: [] for k in ("help", "train-help", "train", "train-no-plots", "torch")}
+    loop, ckpt, rss, torch_loop, torch_import = [], [], [], [], []
+    for i in range(args.repeats):  # alternately
+        rows["help"].append(timed([*cifarlin, "--help"], env)[0])
+        rows["train-help"].append(timed([*cifarlin, "train", "--help"], env)[0])
+        wall, peak, out = timed(
+            [*cifarlin, "train", "--setting", "2", "-q", "--json", "-o", str(tmp / f"a{i}")], env
         )
-    if not args.skip_reference:
-        ref, acc = reference_loop(p, cfg)
-        print(
-            f"  course-style loop {ref:6.2f} s  {1000 * ref / cfg.epochs:6.1f} ms/epoch  "
-            f"{cfg.epochs * n_train / ref:9,.0f} training images/s  test acc {acc:.4f}  "
-            f"({ref / loop:.1f}x slower)"
+        s = json.loads(out)
+        rows["train"].append(wall)
+        loop.append(s["seconds"]["training"])
+        ckpt.append(s["seconds"]["checkpoints"])
+        rss.append(peak)
+        wall, _, _ = timed(
+            [*cifarlin, "train", "--setting", "2", "-q", "--no-plots", "-o", str(tmp / f"b{i}")], env
         )
+        rows["train-no-plots"].append(wall)
+        if has_torch:
+            wall, _, out = timed(
+                [args.torch_python, str(HERE / "torch_loop.py"), "--data-dir", args.data_dir], env
+            )
+            rows["torch"].append(wall)
+            t = json.loads(out)
+            torch_loop.append(t["loop"])
+            torch_import.append(t["import_torch"])
+    print(f"whole processes, medians of {args.repeats} (seconds), data {args.data_dir}:")
+    print(f"  cifarlin --help                         {med(rows['help'])}")
+    print(f"  cifarlin train --help                   {med(rows['train-help'])}")
+    print(f"  cifarlin train --setting 2              {med(rows['train'])}   (peak RSS {med(rss)} MB)")
+    print(f"    of which the training loop            {med(loop)}   (+{med(ckpt)} s writing checkpoints)")
+    print(f"  cifarlin train --setting 2 --no-plots   {med(rows['train-no-plots'])}")
+    if rows["torch"]:
+        ratio = statistics.median(rows["train"]) / statistics.median(rows["torch"])
+        print(
+            f"  PyTorch loop (benchmarks/torch_loop.py) {med(rows['torch'])}   (its loop {med(torch_loop)}, "
+            f"import torch {med(torch_import)})"
+        )
+        print(f"  cifarlin / PyTorch                      {ratio:6.2f}")
+    print("in-process phases:", flush=True)
+    phases = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "phases.py"),
+            "--data-dir",
+            args.data_dir,
+            "--repeats",
+            str(args.repeats),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    print(phases.stdout.rstrip() or phases.stderr[-2000:])
+    if not args.skip_all:
+        par, seq = [], []
+        for i in range(max(1, args.repeats // 2)):
+            base = [*cifarlin, "train", "--setting", "all", "-q", "--no-plots"]
+            par.append(timed([*base, "-o", str(tmp / f"p{i}")], env)[0])
+            seq.append(timed([*base, "--workers", "1", "-o", str(tmp / f"s{i}")], env)[0])
+        print(f"  --setting all, two at a time           {med(par)}")
+        print(
+            f"  --setting all, one after another       {med(seq)}   "
+            f"(ratio {statistics.median(par) / statistics.median(seq):.2f})"
+        )
+    if not args.skip_49k:
+        for aug in ("none", "flip,translate:2"):
+            wall, peak, out = timed(
+                [
+                    *cifarlin,
+                    "train",
+                    "--train-batches",
+                    "1-5",
+                    "--val-size",
+                    "1000",
+                    "--epochs",
+                    "3",
+                    "--augment",
+                    aug,
+                    "-q",
+                    "--json",
+                    "--no-plots",
+                    "-o",
+                    str(tmp / f"k{aug}"),
+                ],
+                env,
+            )
+            s = json.loads(out)
+            per_epoch = statistics.median(s["history"]["seconds"])
+            print(
+                f"  49,000 images, augment {aug:17} {per_epoch:5.2f} s/epoch, "
+                f"{49000 / per_epoch:9,.0f} images/s, peak RSS {peak:.0f} MB, whole process {wall:.1f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from cifarlin.data import Normalizer
 from cifarlin.errors import ConfigError, ModelFileError
 from cifarlin.files import atomic_path
 from cifarlin.h5safe import Reader, open_file
-from cifarlin.history import HISTORY_KEYS, History, TrainState
+from cifarlin.history import HISTORY_KEYS, INITIAL_KEYS, OPTIONAL_KEYS, History, Kept, TrainState
 from cifarlin.model import D, K, Metrics
 
 FORMAT = "cifarlin"
@@ -69,6 +69,7 @@ class Snapshot:
     test: Metrics | None = None
     kind: str = "model"
     version: str = __version__
+    kept_epoch: int | None = None  # a model of keep="best": the epoch whose weights it holds
 
 
 @contextmanager
@@ -87,14 +88,23 @@ def _write_config(attrs: h5py.AttributeManager, cfg: TrainConfig) -> None:
 
 #: Attributes a file must have: the values that change what its numbers mean.
 REQUIRED = ("lam", "eta", "epochs", "batch_size", "seed", "shuffle", "init_std", "train_batches", "dtype")
-#: The NumPy kinds an attribute of each TrainConfig field type may have, and how to convert it.
-_FIELD_KINDS: dict[str, tuple[str, Any]] = {
-    "float": ("fiu", float),
+#: The NumPy kinds an attribute of each type may be stored as, and the Python type it becomes.
+_KINDS: dict[str, tuple[str, type]] = {
     "int": ("iu", int),
-    "int | None": ("iu", int),
+    "float": ("fiu", float),
     "bool": ("b", bool),
     "str": ("OUS", str),
 }
+
+
+def _typed(r: Reader, name: str, declared: str) -> Any:
+    """Attribute ``name`` as one of the ``declared`` types ('int | str | None' and the like)."""
+    kind = r.node.attrs.get_id(name).dtype.kind
+    kind = "O" if kind == "S" else kind
+    for t in declared.split(" | "):
+        if t in _KINDS and kind in _KINDS[t][0]:
+            return _KINDS[t][1](r.attr(name, _KINDS[t][0]))
+    raise r.fail(f"attribute '{name}' is not of type {declared}")
 
 
 def _read_config(r: Reader) -> TrainConfig:
@@ -111,9 +121,8 @@ def _read_config(r: Reader) -> TrainConfig:
             shape = aid.shape if len(aid.shape) == 1 and aid.shape[0] <= 16 else (1,)
             d[f.name] = tuple(int(i) for i in r.attr(f.name, "iu", shape=shape))
             continue
-        kinds, convert = _FIELD_KINDS[str(f.type)]
         try:
-            d[f.name] = convert(r.attr(f.name, kinds))
+            d[f.name] = _typed(r, f.name, str(f.type))
         except ModelFileError:
             raise r.fail(f"attribute '{f.name}' is not of type {f.type}") from None
     try:
@@ -138,6 +147,9 @@ def _write_metrics(attrs: h5py.AttributeManager, prefix: str, m: Metrics | None)
 
 
 def _write_history(group: h5py.Group, history: History) -> None:
+    if history.initial is not None:
+        for k, v in history.initial.items():
+            group.attrs[f"initial_{k}"] = v
     arrays = history.arrays()
     group.create_dataset("epoch", data=np.arange(1, len(history) + 1, dtype=np.int64))
     for k in HISTORY_KEYS:
@@ -160,8 +172,14 @@ def save_snapshot(path: Path, snap: Snapshot) -> None:
         for name, md5 in snap.data.checksums.items():
             files.attrs[name] = md5
         _write_metrics(f.attrs, "test", snap.test)
+        if snap.kind == "model" and snap.kept_epoch is not None:
+            f.attrs["kept_epoch"] = snap.kept_epoch
         if snap.kind == "checkpoint":
             _write_history(f.create_group("history"), snap.state.history)
+            if snap.state.best is not None:
+                f.create_dataset("best_W", data=snap.state.best.W)
+                f.create_dataset("best_b", data=snap.state.best.b)
+                f.attrs["best_epoch_kept"] = snap.state.best.epoch
 
 
 def save_history(
@@ -216,14 +234,21 @@ def _weights(r: Reader, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return a
 
 
-def _read_history(r: Reader) -> History:
-    missing = [k for k in HISTORY_KEYS if k not in r]
+def _read_history(r: Reader, cfg: TrainConfig) -> History:
+    missing = [k for k in HISTORY_KEYS if k not in r and k not in OPTIONAL_KEYS]
     if missing:
         raise r.fail(f"history has no '{missing[0]}' dataset")
-    arrays = {k: np.asarray(r.dataset(k, 1, "fiu", MAX_EPOCHS), dtype=np.float64) for k in HISTORY_KEYS}
+    arrays = {
+        k: np.asarray(r.dataset(k, 1, "fiu", MAX_EPOCHS), dtype=np.float64) for k in HISTORY_KEYS if k in r
+    }
     if len({len(a) for a in arrays.values()}) != 1:
         raise r.fail("history datasets have different lengths")
-    return History.from_arrays(arrays)
+    if "eta" not in arrays:  # written before the schedules: the constant rate
+        arrays["eta"] = np.full(len(arrays["val_acc"]), cfg.eta)
+    initial = None
+    if all(f"initial_{k}" in r.node.attrs for k in INITIAL_KEYS):
+        initial = {k: r.float(f"initial_{k}") for k in INITIAL_KEYS}
+    return History.from_arrays(arrays, initial)
 
 
 def _read_metrics(r: Reader, prefix: str) -> Metrics | None:
@@ -254,7 +279,13 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
         cfg = _read_config(r)
         if W.dtype != cfg.dtype or b.dtype != cfg.dtype:
             raise r.fail(f"weights are {W.dtype}, but the file says dtype={cfg.dtype}")
-        history = _read_history(r.group("history")) if "history" in r else History()
+        history = _read_history(r.group("history"), cfg) if "history" in r else History()
+        best = None
+        if kind == "checkpoint" and cfg.keep == "best" and len(history):
+            kept = r.int("best_epoch_kept")
+            if kept != history.best_epoch:
+                raise r.fail(f"its kept epoch {kept} is not the history's best ({history.best_epoch})")
+            best = Kept(_weights(r, "best_W", (K, D)), _weights(r, "best_b", (K,)), kept)
         try:
             rng_state = json.loads(r.text("rng_state"))
             np.random.default_rng().bit_generator.state = rng_state  # raises for a state not PCG64's
@@ -267,13 +298,14 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
         checksums = {k: files.text(k) for k in files.attr_names()} if files is not None else {}
         return Snapshot(
             config=cfg,
-            state=TrainState(W, b, epoch, history, rng_state),
+            state=TrainState(W, b, epoch, history, rng_state, best),
             normalizer=norm,
             class_names=_names(r),
             data=DataInfo(r.text("data_dir", ""), r.text("data_format", "python"), checksums),
             test=_read_metrics(r, "test"),
             kind=kind,
             version=r.text("cifarlin_version", ""),
+            kept_epoch=r.int("kept_epoch", None) if kind == "model" else None,
         )
 
 
@@ -305,9 +337,10 @@ def _read_history_file(path: Path) -> HistoryFile:
         kind = r.text("kind", "")
         if kind != "history":
             raise r.fail(f"a cifarlin {kind or 'unknown'} file, expected a history")
+        cfg = _read_config(r)
         return HistoryFile(
-            history=_read_history(r),
-            config=_read_config(r),
+            history=_read_history(r, cfg),
+            config=cfg,
             class_names=_names(r),
             status=r.text("status", ""),
             test=_read_metrics(r, "test"),

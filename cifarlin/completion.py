@@ -8,9 +8,11 @@ module never imports the command line). ``cifarlin completion bash|zsh|fish`` pr
 
 from __future__ import annotations
 
+import re
 import sys
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 SHELLS = {"bash": "cifarlin.bash", "zsh": "_cifarlin", "fish": "cifarlin.fish"}
@@ -44,8 +46,16 @@ class Cmd:
     argument: str | list[str] | None = None  # "file" (a path argument), its choices, or None
 
 
+def _is_path(desc: Any) -> bool:
+    """A path, or a list of paths (``list[Path]``, as for ``evaluate MODEL...``)."""
+    if desc.is_path:
+        return True
+    args = typing.get_args(desc.annotation)
+    return bool(args) and isinstance(args[0], type) and issubclass(args[0], PurePath)
+
+
 def _path_kind(param: Any) -> str | None:
-    if not param.type_descriptor.is_path:
+    if not _is_path(param.type_descriptor):
         return None
     return "dir" if (param.metavar or "").upper() == "DIR" else "file"
 
@@ -58,6 +68,8 @@ def _options(command: Any) -> list[Opt]:
         help_text = " ".join((p.help or "").split())
         desc = p.type_descriptor
         choices = [str(c) for c in desc.choices] if desc.is_choice and desc.choices else None
+        if choices is None and (listed := re.search(r"One of: ([^.]+)\.", help_text)):
+            choices = [c.strip() for c in listed.group(1).split(",")]  # a comma list (--what a,b)
         if p.is_flag:
             out.append(Opt(list(p.opts), help_text, False))
             if p.secondary_opts:

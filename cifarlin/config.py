@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ SETTINGS: dict[int, dict[str, float]] = {
 REFERENCE_TEST_ACCURACY: dict[int, float] = {1: 0.3069, 2: 0.3898, 3: 0.3924, 4: 0.3763}
 
 DTYPES = ("float32", "float64")
+SCHEDULES = ("constant", "step", "cosine", "cyclic")
+KEEP = ("last", "best")
 LOSS_NAMES = ("ce", "svm", "bce")  # softmax cross-entropy, multi-class hinge, binary cross-entropy per class
 
 
@@ -93,6 +95,32 @@ class SplitSpec:
         return f"train data_batch_{train} minus the last {self.val_size} (validation), test test_batch"
 
 
+def defaults(cls: type) -> Any:
+    """The default values of a config dataclass's fields, without making one (which validates)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{f.name: f.default for f in fields(cls)})
+
+
+def _check_types(obj: Any) -> None:
+    """Each field of a config dataclass holds a value of its declared type (an int field no float
+    or bool, a float field a real number, a text field a str), named in the error otherwise."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        kinds = str(f.type).split(" | ")
+        if value is None and "None" in kinds:
+            continue
+        ok = (
+            ("int" in kinds and type(value) is int)
+            or ("float" in kinds and type(value) in (int, float))
+            or ("bool" in kinds and type(value) is bool)
+            or ("str" in kinds and type(value) is str)
+            or ("tuple[int, ...]" in kinds and isinstance(value, tuple))
+        )
+        if not ok:
+            raise bad_value(f.name, value, f"must be of type {f.type}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run, bit for bit (with the data files)."""
@@ -107,15 +135,25 @@ class TrainConfig:
     train_batches: tuple[int, ...] = (1,)
     val_size: int | None = None
     dtype: str = "float32"
-    setting: int | None = None
+    setting: int | str | None = None
     loss: str = "ce"
+    schedule: str = "constant"  # see cifarlin/schedules.py
+    decay: float = 0.1  # step: eta *= decay every decay_every epochs
+    decay_every: int = 10
+    eta_min: float = 0.0  # cosine: the last epoch's eta; cyclic: the lowest
+    eta_max: float | None = None  # cyclic: the highest (default: eta)
+    step_size: int | None = None  # cyclic: updates per half cycle (default: two epochs)
+    augment: str = "none"  # pixel-space views of the training images: "flip", "translate:N", both
+    keep: str = "last"  # model.h5 holds the last epoch, or the best by validation accuracy
+    patience: int | None = None  # stop after this many epochs without a better validation accuracy
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
             return bad_value(name, getattr(self, name), why)
 
-        for name in ("lam", "eta", "init_std"):
-            if not math.isfinite(getattr(self, name)):
+        _check_types(self)
+        for name in ("lam", "eta", "init_std", "decay", "eta_min", "eta_max"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise bad(name, "must be a finite number")
         if self.eta <= 0:
             raise bad("eta", "the learning rate must be > 0")
@@ -135,6 +173,30 @@ class TrainConfig:
             raise bad("loss", f"use one of {', '.join(LOSS_NAMES)}")
         if self.setting is not None and self.setting not in SETTINGS:
             raise bad("setting", f"use one of {', '.join(map(str, SETTINGS))}")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", f"use one of {', '.join(SCHEDULES)}")
+        if not 0 < self.decay <= 1:
+            raise bad("decay", "the factor must be > 0 and <= 1")
+        if not 1 <= self.decay_every <= 1_000_000:
+            raise bad("decay_every", "must be between 1 and 1000000 epochs")
+        if self.eta_min < 0:
+            raise bad("eta_min", "must be >= 0")
+        peak = self.eta_max if self.eta_max is not None else self.eta
+        if self.schedule in ("cosine", "cyclic") and not self.eta_min < peak:
+            raise bad(
+                "eta_min", f"must be below the highest rate ({peak:g}) for the {self.schedule} schedule"
+            )
+        if self.eta_max is not None and self.eta_max <= 0:
+            raise bad("eta_max", "must be > 0")
+        if self.step_size is not None and not 1 <= self.step_size <= 100_000_000:
+            raise bad("step_size", "must be between 1 and 100000000 updates")
+        from cifarlin.augment import parse_augment  # here: it imports numpy, which --help need not
+
+        object.__setattr__(self, "augment", str(parse_augment(self.augment)))  # canonical text
+        if self.keep not in KEEP:
+            raise bad("keep", f"use one of {', '.join(KEEP)}")
+        if self.patience is not None and not 1 <= self.patience <= 1_000_000:
+            raise bad("patience", "must be between 1 and 1000000 epochs")
         SplitSpec(tuple(self.train_batches), self.val_size)  # validates both
 
     @property
@@ -171,9 +233,17 @@ class TrainConfig:
 
     def describe(self) -> str:
         loss = "" if self.loss == "ce" else f"loss={self.loss}, "
+        extras = [
+            *(["shuffled"] if self.shuffle else []),
+            *([f"augment={self.augment}"] if self.augment != "none" else []),
+            *([f"schedule={self.schedule}"] if self.schedule != "constant" else []),
+            *([f"keep={self.keep}"] if self.keep != "last" else []),
+            *([f"patience={self.patience}"] if self.patience is not None else []),
+            *([f"batches={','.join(map(str, self.train_batches))}"] if self.train_batches != (1,) else []),
+        ]
         return (
             f"{loss}lambda={self.lam:g}, eta={self.eta:g}, batch={self.batch_size}, "
-            f"epochs={self.epochs}, seed={self.seed}" + (", shuffled" if self.shuffle else "")
+            f"epochs={self.epochs}, seed={self.seed}" + "".join(f", {e}" for e in extras)
         )
 
 
@@ -265,10 +335,18 @@ class DownloadConfig:
         if self.url is not None:
             check_url(self.url)
         object.__setattr__(self, "md5", check_md5_text(self.md5))
-        if not (isinstance(self.timeout, int | float) and 0 < self.timeout <= MAX_TIMEOUT):  # not NaN
+        timeout_ok = (
+            type(self.timeout) in (int, float) and 0 < self.timeout <= MAX_TIMEOUT
+        )  # not NaN, not a bool
+        if not timeout_ok:
             raise bad_value("timeout", self.timeout, f"use a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
         if not (type(self.retries) is int and 0 <= self.retries <= MAX_RETRIES):
             raise bad_value("retries", self.retries, f"use 0 to {MAX_RETRIES}")
+
+
+PANELS = ("cost", "loss", "acc", "eta")
+SIZES = ("single", "double")
+PICKS = ("first", "random", "errors")
 
 
 @dataclass(frozen=True)
@@ -282,16 +360,38 @@ class FigureRequest:
     split: str = "test"
     n_samples: int = 24
     show: bool = False
+    panels: tuple[str, ...] | None = (
+        None  # curves: default cost (when lambda > 0), loss, acc, eta (when it varies)
+    )
+    size: str | None = None  # curves: a journal's single or double column width
+    normalize: bool = False  # confusion: fractions of each true class
+    pick: str = "first"  # samples: the first images, random ones, or the misclassified
+    seed: int = 0  # samples: the seed of --pick random
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in FIGURES]
         if unknown or not self.kinds:
-            raise bad_value("what", ",".join(self.kinds), f"use {', '.join(FIGURES)} or all")
+            raise bad_value("what", ",".join(self.kinds), f"use some of {', '.join(FIGURES)}, or all")
         if self.format not in FIGURE_FORMATS:
             raise bad_value("format", self.format, f"use one of {', '.join(FIGURE_FORMATS)}")
         if not 10 <= self.dpi <= 1200:
             raise bad_value("dpi", self.dpi, "use 10 to 1200")
         if not 1 <= self.n_samples <= 400:
-            raise bad_value("n", self.n_samples, "use 1 to 400 sample images")
+            raise bad_value("n_samples", self.n_samples, "use 1 to 400 sample images")
         if self.split not in SPLITS:
             raise bad_value("split", self.split, f"use one of {', '.join(SPLITS)}")
+        if self.panels is not None and (not self.panels or any(p not in PANELS for p in self.panels)):
+            raise bad_value("panels", ",".join(self.panels), f"use some of {', '.join(PANELS)}")
+        if self.size is not None and self.size not in SIZES:
+            raise bad_value("size", self.size, f"use one of {', '.join(SIZES)}")
+        if self.pick not in PICKS:
+            raise bad_value("pick", self.pick, f"use one of {', '.join(PICKS)}")
+
+
+def parse_list(text: str, field: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'), each one of ``allowed``, in the order given, without repeats."""
+    items = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [p for p in items if p not in allowed]
+    if bad or not items:
+        raise bad_value(field, text, f"use a comma list of {', '.join(allowed)}")
+    return items

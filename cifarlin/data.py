@@ -10,13 +10,13 @@ int64 labels.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import stat
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -96,38 +96,6 @@ def find(root: Path) -> Dataset:
     return dataset
 
 
-class _HashingReader:
-    """A read-only file that feeds every byte it hands out to an MD5: the file is read once,
-    without a second copy of it in memory."""
-
-    def __init__(self, f: BinaryIO):
-        self.f = f
-        self.md5 = hashlib.md5()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.md5.update(data)
-        return data
-
-    def readline(self, n: int = -1) -> bytes:
-        data = self.f.readline(n)
-        self.md5.update(data)
-        return data
-
-    def peek(self, n: int = 0) -> bytes:  # lets the unpickler prefetch: far fewer read() calls
-        return self.f.peek(n)
-
-    def readinto(self, buf: bytearray | memoryview) -> int:
-        n = self.f.readinto(buf)
-        self.md5.update(memoryview(buf)[:n])
-        return n
-
-    def hexdigest(self) -> str:
-        while self.read(1 << 20):  # whatever follows the pickle counts too
-            pass
-        return self.md5.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading and validating files
 # ---------------------------------------------------------------------------------------------
@@ -135,11 +103,28 @@ class _HashingReader:
 
 @dataclass(frozen=True)
 class Batch:
-    """One batch file: images (N, 3072) uint8, labels (N,) int64, and the file's MD5."""
+    """One batch file: images (N, 3072) uint8, labels (N,) int64, and the file's MD5 (computed
+    on another thread while the images are used: ``md5`` waits for it)."""
 
     images: np.ndarray
     labels: np.ndarray
-    md5: str
+    digest: Future[str] | str
+
+    @property
+    def md5(self) -> str:
+        return self.digest if isinstance(self.digest, str) else self.digest.result()
+
+
+_hashing: ThreadPoolExecutor | None = None
+
+
+def _md5_soon(raw: bytes) -> Future[str]:
+    """The MD5 of ``raw``, computed on a helper thread (hashlib releases the GIL): reading a batch
+    costs its unpickling, not also its hashing."""
+    global _hashing
+    if _hashing is None:
+        _hashing = ThreadPoolExecutor(1, thread_name_prefix="cifarlin-md5")
+    return _hashing.submit(lambda: hashlib.md5(raw).hexdigest())
 
 
 def _fresh_copy_hint(path: Path) -> str:
@@ -148,22 +133,67 @@ def _fresh_copy_hint(path: Path) -> str:
     return f"fetch a fresh copy with 'cifarlin download --force --data-dir {root}'"
 
 
-@contextmanager
-def _open(path: Path) -> Iterator[BinaryIO]:
+#: The largest file of each kind cifarlin reads, checked before reading: an official batch is
+#: 30,730,000 bytes (binary) or about 31 MB (python), the meta files a few hundred bytes. A
+#: bigger file (a sparse or runaway one) is refused at once instead of being read and hashed.
+MAX_BATCH_BYTES = 64 << 20
+MAX_META_BYTES = 1 << 20
+
+_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def _check_regular(path: Path, st: os.stat_result, limit: int) -> None:
+    """Refuse anything but a regular file of at most ``limit`` bytes (opening a FIFO would block
+    forever, a device would never end)."""
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a folder, expected a CIFAR-10 file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _KINDS if test(st.st_mode)), "special file")
+        raise DataError(f"{path}: is a {kind}, not a regular file; expected a CIFAR-10 file")
+    if st.st_size > limit:
+        raise _too_big(path, f"{st.st_size:,} bytes", limit)
+
+
+def _too_big(path: Path, size: str, limit: int) -> DataError:
+    return DataError(
+        f"{path}: {size}, more than a CIFAR-10 file of its kind ever holds ({limit:,} bytes); "
+        f"{_fresh_copy_hint(path)}"
+    )
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The whole of the regular file ``path``, at most ``limit`` bytes, read once.
+
+    The file is checked by ``os.stat`` before it is opened, and again by ``fstat`` once open (it
+    is opened non-blocking, so a FIFO put in its place meanwhile cannot block the open either).
+    """
     try:
-        with open(path, "rb") as f:
-            yield f
+        _check_regular(path, os.stat(path), limit)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise DataError(f"{path}: missing; {_fresh_copy_hint(path)}") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected a CIFAR-10 file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
-
-
-def _read_bytes(path: Path) -> bytes:
-    with _open(path) as f:
-        return f.read()
+    with open(fd, "rb") as f:
+        try:
+            st = os.fstat(fd)
+            _check_regular(path, st, limit)
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
+            raw = f.read(st.st_size)  # exactly the size: read(limit) would allocate the limit
+            more = f.read(1)
+            if more:  # it grew since the stat, or reports no size (as /proc files do)
+                raw += more + f.read(limit - len(raw))
+        except OSError as e:
+            raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if len(raw) > limit:
+        raise _too_big(path, "more bytes than its size said", limit)
+    return raw
 
 
 def _check_batch(path: Path, images: object, labels: object) -> Batch:
@@ -186,49 +216,53 @@ def _check_batch(path: Path, images: object, labels: object) -> Batch:
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(f"{path}: label {int(lab[i])} at index {i} is outside 0..{K - 1}")
-    return Batch(images=images, labels=lab.astype(np.int64), md5="")
+    return Batch(images=images, labels=lab.astype(np.int64), digest="")
 
 
 def read_batch(path: Path, fmt: Format) -> Batch:
-    """Read and validate one batch file of either format (reading it once, hashing as it goes)."""
+    """Read and validate one batch file of either format (read once: the MD5 is of the same bytes)."""
+    raw = _read_bytes(path, MAX_BATCH_BYTES)
     if fmt == "binary":
-        raw = _read_bytes(path)
         if len(raw) == 0 or len(raw) % RECORD:
             raise DataError(
                 f"{path}: {len(raw)} bytes is not a whole number of {RECORD}-byte records "
                 "(truncated or not a CIFAR-10 binary batch)"
             )
+        digest = _md5_soon(raw)
         records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD)
         batch = _check_batch(path, records[:, 1:], records[:, 0])  # images: a view, no copy
-        return Batch(batch.images, batch.labels, hashlib.md5(raw).hexdigest())
-    with _open(path) as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            raise DataError(f"{path}: empty file; {_fresh_copy_hint(path)}")
-        reader = _HashingReader(f)
-        obj = safe_unpickle(reader, path)  # type: ignore[arg-type]
-        md5 = reader.hexdigest()
+        return Batch(batch.images, batch.labels, digest)
+    if not raw:
+        raise DataError(f"{path}: empty file; {_fresh_copy_hint(path)}")
+    digest = _md5_soon(raw)
+    obj = safe_unpickle(raw, path)
     missing = [k for k in ("data", "labels") if k not in obj]
     if missing:
         keys = ", ".join(sorted(map(str, obj))) or "none"
         raise DataError(f"{path}: no {' or '.join(missing)!s} entry (has: {keys})")
     batch = _check_batch(path, obj["data"], obj["labels"])
-    return Batch(batch.images, batch.labels, md5)
+    return Batch(batch.images, batch.labels, digest)
 
 
 def read_class_names(dataset: Dataset) -> list[str]:
     """The 10 class names, from ``batches.meta`` or ``batches.meta.txt``."""
+    return _class_names(dataset)[0]
+
+
+def _class_names(dataset: Dataset) -> tuple[list[str], str]:
+    """The 10 class names and the MD5 of the file they were read from."""
     path = dataset.path(meta_name(dataset.format))
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, MAX_META_BYTES)
     if dataset.format == "binary":
         names: object = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines()]
         names = [n for n in names if n]
     else:
-        names = safe_unpickle(io.BytesIO(raw), path).get("label_names")
+        names = safe_unpickle(raw, path).get("label_names")
         if isinstance(names, list):
             names = [text(n) for n in names]
     if not (isinstance(names, list) and len(names) == K and all(isinstance(n, str) for n in names)):
         raise DataError(f"{path}: expected {K} class names")
-    return list(names)
+    return list(names), hashlib.md5(raw).hexdigest()
 
 
 def verify_dataset(dataset: Dataset) -> dict[str, str]:
@@ -236,8 +270,7 @@ def verify_dataset(dataset: Dataset) -> dict[str, str]:
     sums = {}
     for name in dataset_files(dataset.format):
         if name.startswith("batches.meta"):
-            read_class_names(dataset)
-            sums[name] = hashlib.md5(_read_bytes(dataset.path(name))).hexdigest()
+            sums[name] = _class_names(dataset)[1]
         else:
             sums[name] = read_batch(dataset.path(name), dataset.format).md5
     return sums
@@ -261,12 +294,20 @@ class Reader:
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
-        self.checksums: dict[str, str] = {}
+        self._digests: dict[str, Batch] = {}
+
+    @property
+    def checksums(self) -> dict[str, str]:
+        """{file name: MD5} of every batch read (waiting for the hashes still being computed)."""
+        return {name: batch.md5 for name, batch in self._digests.items()}
 
     def batch(self, which: int | str) -> Batch:
         name = batch_name(self.dataset.format, which)
+        for earlier in self._digests.values():
+            _ = earlier.md5  # its hash done (and the file's bytes it holds freed) before the next read
         batch = read_batch(self.dataset.path(name), self.dataset.format)
-        self.checksums[name] = batch.md5
+        # Only the digest is kept: fresh empty arrays, as a view (images[:0]) would keep the file alive
+        self._digests[name] = Batch(np.empty((0, D), np.uint8), np.empty(0, np.int64), batch.digest)
         return batch
 
     def train_batches(self, spec: SplitSpec) -> tuple[list[Batch], int]:
@@ -329,12 +370,23 @@ class Normalizer:
     def apply(
         self, images: np.ndarray, dtype: np.dtype | type = np.float32, out: np.ndarray | None = None
     ) -> np.ndarray:
-        """Normalised images (N, d) in ``dtype``, written into ``out`` when given."""
+        """Normalised images (N, d) in ``dtype``, written into ``out`` when given.
+
+        Computed as (x - 255 mean) / (255 std) in ``dtype`` (uint8 -> float is exact, so this equals
+        (x/255 - mean) / std up to the rounding of the two constants), a block of rows at a time:
+        each block is converted, shifted and scaled while it is in cache (3 passes over memory
+        would cost three times as much, and the first touch of fresh memory more).
+        """
         if out is None:
             out = np.empty(images.shape, dtype=dtype)
-        # (x - 255 mean) / (255 std); uint8 -> float is exact, so this equals x/255 - mean ... / std
-        np.subtract(images, (255.0 * self.mean).astype(out.dtype), out=out, dtype=out.dtype)
-        np.divide(out, (255.0 * self.std).astype(out.dtype), out=out)
+        shift = (255.0 * self.mean).astype(out.dtype)
+        scale = (255.0 * self.std).astype(out.dtype)
+        rows = max(1, (1 << 21) // max(1, out.shape[1] * out.itemsize))  # about 2 MB per block
+        for i in range(0, len(images), rows):
+            block = out[i : i + rows]
+            np.copyto(block, images[i : i + rows], casting="unsafe")
+            block -= shift
+            block /= scale
         return out
 
 
@@ -349,6 +401,7 @@ class Prepared:
     dataset: Dataset
     spec: SplitSpec
     checksums: dict[str, str]
+    raw_train: np.ndarray | None = None  # (N, d) uint8: the training images, for pixel-space augmentation
 
 
 def _fit_training_rows(batches: list[Batch], n_train: int) -> Normalizer:
@@ -375,21 +428,30 @@ def training_sample(
     return norm.apply(images, dtype), labels, reader
 
 
-def prepare(dataset: Dataset, spec: SplitSpec, dtype: np.dtype | type = np.float32) -> Prepared:
+def prepare(
+    dataset: Dataset, spec: SplitSpec, dtype: np.dtype | type = np.float32, keep_raw: bool = False
+) -> Prepared:
     """Read the splits of ``spec``, fit the normaliser on the training split, normalise all.
 
     Each raw batch is converted into its split's contiguous float array and released at once:
     the peak memory is the float arrays plus the raw training batches (or one other raw batch),
-    never a float64 copy.
+    never a float64 copy. With ``keep_raw`` the raw training images stay too (uint8, a quarter
+    of the float32 matrix), for augmenting in pixel space.
     """
     reader = Reader(dataset)
     batches, n_train = reader.train_batches(spec)
     norm = _fit_training_rows(batches, n_train)
     labels = np.concatenate([b.labels for b in batches])
+    chunks = [b.images for b in batches]
+    del batches
+    raw = None
+    if keep_raw:  # one uint8 copy of all rows, the batch files' arrays released before normalising
+        chunks = [np.concatenate(chunks)]
+        raw = chunks[0][:n_train]
     X_all = np.empty((len(labels), D), dtype=dtype)  # (N, d), one contiguous row per image
     row = 0
-    while batches:
-        images = batches.pop(0).images
+    while chunks:
+        images = chunks.pop(0)
         norm.apply(images, out=X_all[row : row + len(images)])
         row += len(images)
         del images
@@ -401,4 +463,4 @@ def prepare(dataset: Dataset, spec: SplitSpec, dtype: np.dtype | type = np.float
         b = reader.batch(2 if name == "val" else "test")
         X[name], y[name] = norm.apply(b.images, dtype), b.labels
         del b
-    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums)
+    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, raw)

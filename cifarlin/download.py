@@ -1,31 +1,36 @@
 """Fetching, verifying and safely unpacking the CIFAR-10 archives.
 
 Nothing downloaded is trusted: the archive's MD5 is checked before anything is extracted, and
-:mod:`cifarlin.archive` unpacks it safely. Downloads stream to a ``.part`` file, retry with
-backoff and resume by HTTP Range.
+:mod:`cifarlin.archive` unpacks it safely. Downloads go to cifarlin's own folder in the data
+folder (:data:`DOWNLOAD_FOLDER`), under a name of cifarlin's choosing, never one taken from the
+URL; they stream to a ``.part`` file, retry with backoff, resume by HTTP Range, and give up on a
+server that sends too little for too long (:class:`_Pace`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
 import socket
 import ssl
+import stat
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from cifarlin import __version__, data
-from cifarlin.archive import extract
+from cifarlin.archive import MAX_UNPACKED, extract
 from cifarlin.config import RETRIES, TIMEOUT, DownloadConfig
-from cifarlin.errors import DataError, DownloadError, Interrupted, bad_value
+from cifarlin.errors import DataError, DownloadError, Interrupted, WriteError, bad_value
 
 OFFICIAL_URL = {
     "python": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -48,6 +53,15 @@ OFFICIAL_FILE_MD5 = {
 OFFLINE_HINT = "or download the archive elsewhere and install it with 'cifarlin download --from-file PATH'"
 BACKOFF = 1.0  # seconds before the first retry, doubling after each
 MAX_BACKOFF = 30.0  # but never longer than this
+#: The slowest a download may be, in bytes per second over each window of ``timeout`` seconds
+#: (response headers included): a server that trickles bytes would otherwise never time out, as
+#: ``timeout`` bounds each read, not progress. Slower is a failed attempt, retried and resumed.
+MIN_RATE = 1000
+TICK = 0.5  # seconds: how often a waiting download checks its pace and reports its progress
+MAX_ARCHIVE = MAX_UNPACKED  # bytes; the archives are 163 MB
+#: cifarlin's own folder in the data folder: the archive being fetched, its ``.part`` and
+#: ``.part.json`` live there under fixed names, so nothing of the user's is ever replaced.
+DOWNLOAD_FOLDER = ".cifarlin-download"
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
 
@@ -97,7 +111,138 @@ def _content_range(resp: Any) -> tuple[int, int | None] | None:
     return int(m[1]), (None if m[2] == "*" else int(m[2]))
 
 
+class _TooSlow(TimeoutError):
+    """The server sent too little in a window of ``timeout`` seconds."""
+
+
+class _Pace:
+    """The minimum-progress rule of one attempt: at least :data:`MIN_RATE` bytes per second over
+    each window of ``timeout`` seconds, checked on every read and every :data:`TICK` of waiting.
+
+    ``on_wait`` is called on every tick of waiting, so progress keeps being reported (and its
+    rate falls) while nothing arrives.
+    """
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.on_wait: Callable[[], None] | None = None
+        self.window, self.got = time.monotonic(), 0
+
+    def arrived(self, n: int) -> None:
+        self.got += n
+        if n:  # the end of the data is no time to judge the pace
+            self._check()
+
+    def waited(self) -> None:
+        if self.on_wait is not None:
+            self.on_wait()
+        self._check()
+
+    def _check(self) -> None:
+        now = time.monotonic()
+        if now - self.window < self.timeout:
+            return
+        need = MIN_RATE * self.timeout
+        if self.got < need:
+            seconds = f"{now - self.window:.3g} s"
+            if self.got == 0:
+                raise _TooSlow(f"timed out: no data for {seconds}")
+            raise _TooSlow(f"too slow: {self.got} bytes in {seconds}, fewer than {need:.0f}")
+        self.window, self.got = now, 0
+
+
+class _PacedSocket(io.RawIOBase):
+    """The socket of an HTTP response, read under a :class:`_Pace` (headers and body alike).
+
+    Each read waits at most a :data:`TICK` at a time; after each tick the pace is told of the
+    wait and checked. (The socket is read itself, not through ``socket.makefile``, whose reader
+    refuses to read again after a timeout; its own timeout is restored after each read, for a
+    TLS handshake that may follow a proxy's answer on the same socket.)
+    """
+
+    def __init__(self, sock: socket.socket, pace: _Pace):
+        super().__init__()
+        self._file = sock.makefile("rb", buffering=0)  # keeps the socket open while we are
+        self._sock, self._pace, self._tick = sock, pace, min(TICK, pace.timeout)
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def readinto(self, buf: Any) -> int:
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(self._tick)
+        try:
+            while True:
+                try:
+                    n = self._sock.recv_into(buf)
+                except TimeoutError:
+                    self._pace.waited()
+                    continue
+                self._pace.arrived(n)
+                return n
+        finally:
+            self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+class _PacedResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, pace: _Pace, **kwargs: Any):
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # the plain reader it made; ours reads the same socket under the pace
+        self.fp = io.BufferedReader(_PacedSocket(sock, pace))
+
+
+class _Paced:
+    """An HTTP(S) connection whose responses are read under a :class:`_Pace`."""
+
+    def __init__(self, *args: Any, pace: _Pace, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.response_class = functools.partial(_PacedResponse, pace=pace)
+
+
+class _PacedHTTPConnection(_Paced, http.client.HTTPConnection):
+    pass
+
+
+class _PacedHTTPSConnection(_Paced, http.client.HTTPSConnection):
+    pass
+
+
+class _PacedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, pace: _Pace):
+        super().__init__()
+        self.pace = pace
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_PacedHTTPConnection, req, pace=self.pace)
+
+
+class _PacedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, pace: _Pace):
+        super().__init__()
+        self.pace = pace
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_PacedHTTPSConnection, req, pace=self.pace, context=self._context)
+
+
+def _urlopen(req: urllib.request.Request, timeout: float, pace: _Pace) -> Any:
+    """``urlopen`` (proxies, redirects, ftp:// and file:// included) with HTTP(S) responses read
+    under ``pace``; certificates are verified as ``urlopen`` verifies them."""
+    opener = urllib.request.build_opener(_PacedHTTPHandler(pace), _PacedHTTPSHandler(pace))
+    return opener.open(req, timeout=timeout)
+
+
 def _why(e: BaseException) -> str:
+    if isinstance(e, _TooSlow):
+        return str(e)
     if isinstance(e, urllib.error.URLError) and isinstance(e.reason, ssl.SSLCertVerificationError):
         return (
             f"the server's TLS certificate could not be verified ({e.reason.verify_message}); "
@@ -112,6 +257,14 @@ def _why(e: BaseException) -> str:
 
 class _StartOver(Exception):
     """The partial download cannot be continued; it is discarded and fetched from the start."""
+
+
+class _WriteFailed(Exception):
+    """Writing the ``.part`` file failed (its OSError is the cause)."""
+
+    def __init__(self, e: OSError):
+        super().__init__(e)
+        self.error = e
 
 
 def _origin(resp: Any, url: str, total: int | None) -> dict[str, Any]:
@@ -132,6 +285,49 @@ def _read_origin(path: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
+class _TooLarge(DownloadError):
+    """More bytes than any CIFAR-10 archive: not retried, and the partial download is deleted."""
+
+
+def _too_large(url: str, what: str, max_bytes: int) -> DownloadError:
+    return _TooLarge(
+        f"{url}: the server {what}, more than a CIFAR-10 archive could hold ({max_bytes:,}); "
+        "is the URL right?"
+    )
+
+
+def _copy(
+    resp: Any,
+    out: Any,
+    done: int,
+    total: int | None,
+    pace: _Pace,
+    on_progress: Progress | None,
+    chunk: int,
+    max_bytes: int,
+    url: str,
+) -> int:
+    """Copy the body of ``resp`` to ``out`` as it arrives; returns the bytes in ``out`` (``done``
+    before). Progress is reported for every block and, through ``pace``, every tick of waiting."""
+    if on_progress is not None:
+        pace.on_wait = lambda: on_progress(done, total)
+        on_progress(done, total)  # at once: the display knows the size before the first block
+    read = getattr(resp, "read1", resp.read)  # whatever has arrived, not a whole chunk
+    while block := read(chunk):
+        try:
+            out.write(block)
+        except OSError as e:
+            raise _WriteFailed(e) from None
+        done += len(block)
+        if total is not None and done > total:
+            raise _StartOver(f"the server sent more than the {total} bytes it announced")
+        if done > max_bytes:
+            raise _too_large(url, f"sends more than {max_bytes:,} bytes", max_bytes)
+        if on_progress is not None:
+            on_progress(done, total)
+    return done
+
+
 def fetch(
     url: str,
     dest: Path,
@@ -140,14 +336,17 @@ def fetch(
     timeout: float | None = None,
     retries: int | None = None,
     chunk: int = 1 << 18,
+    max_bytes: int = MAX_ARCHIVE,
 ) -> int:
     """Stream ``url`` to ``dest`` through ``dest.part``; returns the number of bytes.
 
-    A connection that breaks is retried ``retries`` times with exponential backoff, resuming with
+    A connection that breaks, or whose server sends less than :data:`MIN_RATE` bytes per second
+    over ``timeout`` seconds, is retried ``retries`` times with exponential backoff, resuming with
     an HTTP Range request when the server honours it (``If-Range`` with the ETag or date of the
     first response, kept in ``dest.part.json``, so a file that changed meanwhile is fetched
-    anew) and starting over when it does not. On Ctrl-C the ``.part`` file stays for the next run
-    to resume and :class:`Interrupted` is raised.
+    anew) and starting over when it does not. ``on_progress`` is called for every block and
+    every :data:`TICK` of waiting. More than ``max_bytes`` is refused. On Ctrl-C the ``.part``
+    file stays for the next run to resume and :class:`Interrupted` is raised.
     """
     timeout = TIMEOUT if timeout is None else timeout
     retries = RETRIES if retries is None else retries
@@ -177,8 +376,9 @@ def fetch(
             validator = origin.get("etag") or origin.get("last_modified")
             if validator:
                 req.add_header("If-Range", validator)
+        pace = _Pace(timeout)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with _urlopen(req, timeout, pace) as resp:
                 status = getattr(resp, "status", None) or 200
                 if have and status == 206:
                     span = _content_range(resp)
@@ -193,22 +393,14 @@ def fetch(
                         origin_file.write_text(json.dumps(_origin(resp, url, total)))
                     except OSError as e:
                         raise write_error(e) from None
-                done = have
+                if total is not None and total > max_bytes:
+                    raise _too_large(url, f"announces {total:,} bytes", max_bytes)
                 try:
                     out = open(part, mode)  # noqa: SIM115 - its own error message, then a with block
                 except OSError as e:
                     raise write_error(e) from None
                 with out:
-                    while block := resp.read(chunk):
-                        try:
-                            out.write(block)
-                        except OSError as e:
-                            raise write_error(e) from None
-                        done += len(block)
-                        if total is not None and done > total:
-                            raise _StartOver(f"the server sent more than the {total} bytes it announced")
-                        if on_progress is not None:
-                            on_progress(done, total)
+                    done = _copy(resp, out, have, total, pace, on_progress, chunk, max_bytes, url)
                 if total is not None and done < total:
                     raise http.client.IncompleteRead(b"", total - done)
             os.replace(part, dest)
@@ -218,9 +410,14 @@ def fetch(
             raise Interrupted(
                 f"download interrupted; {part} keeps what arrived: run the same command again to resume"
             ) from None
+        except _WriteFailed as e:
+            raise write_error(e.error) from None
         except _StartOver as e:
             discard()
             reason = str(e)
+        except _TooLarge:
+            discard()
+            raise
         except urllib.error.HTTPError as e:
             if e.code == 416 and have:  # nothing left after our range start
                 m = re.match(r"bytes \*/(\d+)", e.headers.get("Content-Range", "") if e.headers else "")
@@ -317,6 +514,63 @@ def install(
         raise
 
 
+def _given_archive(from_file: Path) -> Path:
+    """The user's own archive (``--from-file``): a regular file of a plausible size."""
+    archive = Path(from_file).expanduser()
+    if archive.is_dir():
+        raise bad_value("from_file", str(archive), "is a folder; give the .tar.gz archive itself")
+    if not archive.exists():
+        raise bad_value("from_file", str(archive), "no such file")
+    if not archive.is_file():  # a pipe (<(curl ...)) or a device: hashing it would consume or hang
+        raise bad_value("from_file", str(archive), "is not a regular file; save the archive to a file first")
+    if archive.stat().st_size > MAX_ARCHIVE:
+        raise DownloadError(
+            f"{archive}: {archive.stat().st_size:,} bytes, more than a CIFAR-10 archive could hold "
+            f"({MAX_ARCHIVE:,}); is it the right file?"
+        )
+    return archive
+
+
+def download_folder(root: Path) -> Path:
+    """cifarlin's own folder in ``root`` for archives being fetched, made when missing.
+
+    Everything in it is cifarlin's, under names of cifarlin's choosing: a URL never decides
+    what is written or deleted. Something else under its name (a file, a link) is refused.
+    """
+    folder = root / DOWNLOAD_FOLDER
+    try:
+        folder.mkdir(exist_ok=True)
+        ours = stat.S_ISDIR(os.lstat(folder).st_mode)
+    except FileExistsError:
+        ours = False
+    except OSError as e:
+        raise DownloadError(f"{folder}: cannot be created ({e.strerror or e}); pass --data-dir DIR") from None
+    if not ours:
+        raise DownloadError(f"{folder}: is not a folder cifarlin made; move it away and run again")
+    return folder
+
+
+def _fetched_archive(
+    root: Path,
+    cfg: DownloadConfig,
+    expected: str,
+    on_progress: Progress | None,
+    notice: Callable[[str], None],
+) -> tuple[Path, int]:
+    """The archive of ``cfg``, in :func:`download_folder`: one a stopped run fetched and
+    verified, or fetched now (resuming its ``.part``)."""
+    url = cfg.url or OFFICIAL_URL[cfg.layout]
+    archive = download_folder(root) / f"cifar-10-{cfg.layout}.tar.gz"
+    if os.path.lexists(archive) and not stat.S_ISREG(os.lstat(archive).st_mode):
+        raise DownloadError(f"{archive}: is not a file cifarlin made; move it away and run again")
+    if archive.is_file() and file_md5(archive) == expected:  # fetched by a run stopped before unpacking
+        notice(f"{archive} was downloaded and verified before")
+        return archive, archive.stat().st_size
+    archive.unlink(missing_ok=True)  # cifarlin's own, and not the archive wanted
+    notice(f"downloading {url} to {archive}")
+    return archive, fetch(url, archive, on_progress=on_progress, timeout=cfg.timeout, retries=cfg.retries)
+
+
 def _install_into(
     root: Path,
     cfg: DownloadConfig,
@@ -327,31 +581,50 @@ def _install_into(
 ) -> Result:
     expected = cfg.md5 or OFFICIAL_MD5[cfg.layout]
     if from_file is not None:
-        archive = Path(from_file).expanduser()
-        if archive.is_dir():
-            raise bad_value("from_file", str(archive), "is a folder; give the .tar.gz archive itself")
-        if not archive.is_file():
-            raise bad_value("from_file", str(archive), "no such file")
+        archive = _given_archive(from_file)
         origin, status, size = str(archive), "installed", archive.stat().st_size
     else:
-        url = cfg.url or OFFICIAL_URL[cfg.layout]
-        name = PurePosixPath(urllib.request.urlparse(url).path).name or f"cifar-10-{cfg.layout}.tar.gz"
-        archive = root / name
-        origin, status = url, "downloaded"
-        if archive.is_file() and file_md5(archive) == expected:  # fetched by a run stopped before unpacking
-            notice(f"{archive} was downloaded and verified before")
-            size = archive.stat().st_size
-        else:
-            archive.unlink(missing_ok=True)
-            notice(f"downloading {url} to {archive}")
-            size = fetch(url, archive, on_progress=on_progress, timeout=cfg.timeout, retries=cfg.retries)
+        try:
+            archive, size = _fetched_archive(root, cfg, expected, on_progress, notice)
+        finally:
+            _remove_if_empty(root / DOWNLOAD_FOLDER)
+        origin, status = cfg.url or OFFICIAL_URL[cfg.layout], "downloaded"
+    try:
+        got, target, sums = _verify_and_unpack(
+            archive, root, cfg, expected, ours=from_file is None, notice=notice
+        )
+    finally:
+        if from_file is None:
+            _remove_if_empty(root / DOWNLOAD_FOLDER)
+    return Result(
+        str(target.folder),
+        cfg.layout,
+        origin,
+        got,
+        size,
+        time.perf_counter() - t0,
+        status,
+        official_match(target, sums),
+    )
 
+
+def _verify_and_unpack(
+    archive: Path,
+    root: Path,
+    cfg: DownloadConfig,
+    expected: str,
+    *,
+    ours: bool,
+    notice: Callable[[str], None],
+) -> tuple[str, data.Dataset, dict[str, str]]:
+    """Check the MD5 of ``archive`` and unpack it; an archive cifarlin downloaded (``ours``) is
+    deleted once unpacked or refused, and kept when unpacking failed for want of space."""
     notice(f"checking the MD5 of {archive}")
     got = file_md5(archive)
     if got != expected:
-        if from_file is None:
+        if ours:
             archive.unlink(missing_ok=True)
-        deleted = "; the download was deleted" if from_file is None else ""
+        deleted = "; the download was deleted" if ours else ""
         hint = "" if cfg.md5 else " (give md5=HEX if you trust this archive and it is not the official one)"
         raise DownloadError(
             f"{archive}: MD5 mismatch: expected {expected}, got {got}; nothing was extracted{deleted}{hint}"
@@ -363,22 +636,24 @@ def _install_into(
         raise Interrupted(
             f"interrupted while unpacking; the verified {archive} is kept for the next run"
         ) from None
+    except WriteError as e:  # the data folder's fault (a full disk), not the archive's
+        if ours:
+            raise WriteError(f"{e}; the verified download stays in {archive} for the next run") from None
+        raise
     except DownloadError:
-        if from_file is None:
+        if ours:
             archive.unlink(missing_ok=True)
         raise
-    if from_file is None:
+    if ours:
         archive.unlink(missing_ok=True)
-    return Result(
-        str(target.folder),
-        cfg.layout,
-        origin,
-        got,
-        size,
-        time.perf_counter() - t0,
-        status,
-        official_match(target, sums),
-    )
+    return got, target, sums
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def ensure(

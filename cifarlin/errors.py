@@ -31,7 +31,7 @@ class WriteError(CifarlinError):
 
 
 class DataError(CifarlinError):
-    """A CIFAR-10 file is missing, truncated, malformed or hostile."""
+    """A data file (a CIFAR-10 batch, an image, an array) is missing, truncated, malformed or hostile."""
 
 
 class DataNotFoundError(DataError):

@@ -9,6 +9,7 @@ import numpy as np
 from cifarlin import model
 from cifarlin.checkpoint import Snapshot
 from cifarlin.data import Dataset, load_split
+from cifarlin.errors import bad_value
 from cifarlin.losses import LOSSES
 from cifarlin.train import one_blas_thread
 
@@ -36,6 +37,7 @@ class Evaluation:
     confusion: np.ndarray  # (K, K), rows: true class
     changed_files: list[str]  # batch files whose MD5 differs from the ones trained on
     true_class_prob: np.ndarray | None = None  # (N,) the probability given the true class (ce, bce)
+    outputs: np.ndarray | None = None  # (N, K) float64: class probabilities (ce, bce) or scores (svm)
 
     @property
     def per_class_accuracy(self) -> np.ndarray:
@@ -52,7 +54,8 @@ def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
         metrics = model.metrics(S, raw.labels, snap.state.W, snap.config.lam, snap.config.loss)
     pred = S.argmax(axis=1)
     probs = LOSSES[snap.config.loss].probs
-    p_true = None if probs is None else probs(np.asarray(S, np.float64))[np.arange(len(pred)), raw.labels]
+    outputs = np.asarray(S, np.float64) if probs is None else probs(np.asarray(S, np.float64))  # (N, K)
+    p_true = None if probs is None else outputs[np.arange(len(pred)), raw.labels]
     return Evaluation(
         split,
         raw.images,
@@ -62,4 +65,38 @@ def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
         confusion_matrix(raw.labels, pred),
         snap.data.changed(reader.checksums),
         p_true,
+        outputs,
+    )
+
+
+def ensemble(evals: list[Evaluation], losses: list[str]) -> Evaluation:
+    """The average of several models' class probabilities (or, for hinge-loss models, scores) on
+    the same images, classified by its highest entry. Its cost and loss are undefined (NaN)."""
+    first = evals[0]
+    for ev in evals[1:]:
+        if not np.array_equal(ev.labels, first.labels):
+            raise bad_value(
+                "split",
+                first.split,
+                "the models hold out different images here; "
+                "ensemble them on the test split (or on models trained on the same split)",
+            )
+    if "svm" in losses and set(losses) != {"svm"}:
+        raise bad_value("ensemble", ",".join(losses), "hinge-loss scores do not average with probabilities")
+    mean = np.mean([ev.outputs for ev in evals], axis=0)  # (N, K)
+    pred = mean.argmax(axis=1)
+    rows = np.arange(len(pred))
+    p_true = None if "svm" in losses else mean[rows, first.labels]
+    accuracy = float((pred == first.labels).mean())
+    nan = float("nan")
+    return Evaluation(
+        first.split,
+        first.images,
+        first.labels,
+        pred,
+        model.Metrics(nan, nan, accuracy),
+        confusion_matrix(first.labels, pred),
+        sorted({f for ev in evals for f in ev.changed_files}),
+        p_true,
+        mean,
     )

@@ -8,7 +8,10 @@ in this module works, and is tested, without it.
 from __future__ import annotations
 
 import json
+import math
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,23 +20,24 @@ from typing import Any
 import numpy as np
 
 from cifarlin import data
-from cifarlin.checkpoint import Snapshot, load_history, load_snapshot
-from cifarlin.config import FIGURES, SETTINGS, FigureRequest, TrainConfig
-from cifarlin.errors import ConfigError, ModelFileError, RunError, WriteError, bad_value
-from cifarlin.evaluation import evaluate_split
+from cifarlin.checkpoint import Snapshot, load_history
+from cifarlin.config import SETTINGS, TrainConfig
+from cifarlin.errors import ConfigError, Interrupted, ModelFileError, stopped
+from cifarlin.figures import comparison_figure, draw_training_figures, stale_figures
 from cifarlin.files import check_path, write_text
 from cifarlin.history import TrainState
-from cifarlin.losses import LOSSES
 from cifarlin.runs import (
     CHECKPOINT,
+    HISTORY,
+    MODEL,
     Outcome,
     check_run_folder,
     default_out,
     recover,
     resume_point,
     run,
-    run_files,
 )
+from cifarlin.train import is_complete, one_blas_thread
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -46,6 +50,7 @@ class PlannedRun:
     config: TrainConfig
     out: Path
     start: Snapshot | None = None
+    reuse: bool = False  # a complete run of this configuration is in the folder: nothing to train
 
     @property
     def first_epoch(self) -> int:
@@ -84,19 +89,41 @@ def plan_runs(
         )
         configs, outs = [c], [out or default_out(c, root)]
     plan = []
+    notice = on_notice or (lambda m: None)
     for c, o in zip(configs, outs, strict=True):
         check_path(o)
-        if (done := recover(o)) is not None and on_notice is not None:
-            on_notice(done)
+        if (put_back := recover(o)) is not None:
+            notice(put_back)
         resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
+        if not resume_this and not overwrite and complete_config(o) == c:
+            notice(
+                f"{o} holds a complete run with these parameters: reusing it (--overwrite trains it again)"
+            )
+            plan.append(PlannedRun(c, o, reuse=True))
+            continue
         check_run_folder(o, resume=resume_this, overwrite=overwrite)
         if resume_this:
             requested = {**overrides, "setting": c.setting} if setting is not None else overrides
             c, start = resume_point(o, requested)
-            plan.append(PlannedRun(c, o, start))
+            done = is_complete(c, start.state) and (o / MODEL).is_file() and complete_config(o) == c
+            if done:
+                notice(f"{o} is complete ({start.state.epoch} epochs): nothing to resume, nothing changed")
+            plan.append(PlannedRun(c, o, start, reuse=done))
         else:
             plan.append(PlannedRun(c, o))
     return plan
+
+
+def complete_config(out: Path) -> TrainConfig | None:
+    """The configuration of the complete run in ``out`` (its history says complete and its model
+    is there), or None."""
+    if not ((out / HISTORY).is_file() and (out / MODEL).is_file() and (out / CHECKPOINT).is_file()):
+        return None
+    try:
+        h = load_history(out / HISTORY)
+    except ModelFileError:
+        return None
+    return h.config if h.status == "complete" else None
 
 
 @dataclass
@@ -115,6 +142,7 @@ def run_plan(
     figures: bool = True,
     compare: bool = False,
     compare_dir: Path | None = None,
+    workers: int = 1,
     on_loading: Callable[[data.Dataset, str], None] | None = None,
     on_run: Callable[
         [PlannedRun, int], AbstractContextManager[tuple[EpochCallback | None, BatchCallback | None]]
@@ -122,31 +150,47 @@ def run_plan(
     | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> PlanResult:
-    """Train the runs of ``plan`` one after another.
+    """Train the runs of ``plan``: one after another, or ``workers`` at a time.
 
     The data are read and normalised once for all runs that share a split and precision (one
     copy in memory at a time). ``on_loading(dataset, description)`` is called before reading,
     ``on_run(run, n_train)`` gives a context holding the run's (on_epoch, on_batch) callbacks,
-    ``on_done(summary)`` is called after each run. With ``figures``, each run's curves and weight
-    montage are drawn into its folder; with ``compare``, ``summary.md``, ``summary.json`` and
-    (with figures) ``settings.png`` compare the runs in ``compare_dir``.
+    ``on_done(summary)`` is called after each run, in plan order. With ``figures``, each run's
+    curves and weight montage are drawn into its folder; with ``compare``, ``summary.md``,
+    ``summary.json`` and (with figures) ``settings.png`` compare the runs in ``compare_dir``.
+
+    With ``workers`` > 1 (and runs that share their data), runs train in threads, each with one
+    BLAS thread, so two settings use both cores; their numbers are those of runs one after
+    another, bit for bit. Ctrl-C stops every running run at its next batch, each keeping its
+    last finished epoch as usual.
     """
-    cache: dict[tuple[Any, str], data.Prepared] = {}
+    cache: dict[tuple[Any, ...], data.Prepared] = {}
 
     def prepared(cfg: TrainConfig) -> data.Prepared:
-        key = (cfg.split, cfg.dtype)
+        raw = cfg.augment != "none"  # augmenting needs the raw training images
+        key = (cfg.split, cfg.dtype, raw)
         if key not in cache:
             if on_loading is not None:
                 on_loading(dataset, cfg.split.describe())
             cache.clear()  # one copy of the data in memory
-            cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype))
+            cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype), keep_raw=raw)
         return cache[key]
 
-    result = PlanResult([], [])
-    for planned in plan:
+    def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Outcome, list[str]]:
+        if planned.reuse:
+            return Outcome.from_folder(planned.out, planned.config), load_history(
+                planned.out / HISTORY
+            ).class_names
         p = prepared(planned.config)
         context = on_run(planned, len(p.y["train"])) if on_run is not None else nullcontext((None, None))
         with context as (on_epoch, on_batch):
+
+            def batch_done(epoch: int, j: int, n: int) -> None:
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt  # stopped from the main thread (Ctrl-C, SIGTERM)
+                if on_batch is not None:
+                    on_batch(epoch, j, n)
+
             outcome = run(
                 planned.config,
                 planned.out,
@@ -155,22 +199,89 @@ def run_plan(
                 overwrite=overwrite,
                 resume_hint=resume_hint,
                 on_epoch=on_epoch,
-                on_batch=on_batch,
+                on_batch=batch_done,
             )
+        return outcome, p.class_names
+
+    def finish(outcome: Outcome, names: list[str], reused: bool) -> None:
         s = outcome.summary()
-        if figures:
-            s["figures"] = [str(f) for f in draw_training_figures(outcome, p.class_names)]
+        done = [f for f in ("curves.png", "montage.png") if (outcome.out / f).exists()]
+        if figures and not (reused and len(done) == 2):
+            s["figures"] = [str(f) for f in draw_training_figures(outcome, names)]
+        elif not figures and not reused:
+            s["stale_figures"] = stale_figures(outcome.out)
         result.outcomes.append(outcome)
         result.summaries.append(s)
         if on_done is not None:
             on_done(s)
+
+    result = PlanResult([], [])
+    names: list[str] = []
+    shared = len({(r.config.split, r.config.dtype, r.config.augment != "none") for r in plan}) == 1
+    if workers > 1 and shared and sum(not r.reuse for r in plan) > 1:
+        names = _run_parallel(plan, workers, prepared, train_one, finish)
+    else:
+        for planned in plan:
+            outcome, names = train_one(planned)
+            finish(outcome, names, planned.reuse)
     if compare and result.outcomes:
         folder = compare_dir if compare_dir is not None else result.outcomes[0].out.parent
-        names = prepared(plan[0].config).class_names if figures else []
         result.files = write_comparison(
             folder, result.outcomes, result.summaries, str(dataset.folder), names, figures=figures
         )
     return result
+
+
+def _run_parallel(
+    plan: Sequence[PlannedRun],
+    workers: int,
+    prepared: Callable[[TrainConfig], data.Prepared],
+    train_one: Callable[..., tuple[Outcome, list[str]]],
+    finish: Callable[[Outcome, list[str], bool], None],
+) -> list[str]:
+    """The runs of ``plan`` in ``workers`` threads, finished (figures, callbacks) in plan order on
+    this thread (matplotlib is not thread-safe). BLAS is held at one thread for the whole plan:
+    runs that start and end at different times must not change each other's BLAS threads."""
+    first = next(r for r in plan if not r.reuse)
+    prepared(first.config)  # read once, before the threads share it
+    stop = threading.Event()
+    names: list[str] = []
+    with one_blas_thread(), ThreadPoolExecutor(workers, thread_name_prefix="cifarlin-run") as pool:
+        futures = [pool.submit(train_one, r, stop) for r in plan]
+        try:
+            for planned, future in zip(plan, futures, strict=True):
+                outcome, names = future.result()
+                finish(outcome, names, planned.reuse)
+        except BaseException as e:
+            stop.set()  # every running run stops at its next batch and keeps its last epoch
+            for f in futures:
+                f.cancel()
+            messages = []
+            for f in futures:
+                if f.cancelled():
+                    continue
+                try:
+                    f.result()
+                except Interrupted as stopped_run:
+                    messages.append(str(stopped_run))
+                except BaseException:
+                    pass
+            if isinstance(e, KeyboardInterrupt | Interrupted) and messages:
+                code = e.exit_code if isinstance(e, Interrupted) else stopped(e)[1]
+                raise Interrupted("; ".join(messages), code) from None
+            raise
+    return names
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN or infinity: null instead."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def summary_markdown(summaries: Sequence[dict[str, Any]], data_folder: str) -> str:
@@ -209,109 +320,10 @@ def write_comparison(
 ) -> list[Path]:
     """``summary.md``, ``summary.json`` and (with figures) ``settings.png`` in ``folder``."""
     write_text(folder / "summary.md", summary_markdown(summaries, data_folder))
-    write_text(folder / "summary.json", json.dumps(list(summaries), indent=2) + "\n")
+    write_text(
+        folder / "summary.json", json.dumps(_finite(list(summaries)), indent=2, allow_nan=False) + "\n"
+    )
     files = [folder / "summary.md", folder / "summary.json"]
     if figures:
-        from cifarlin import plots
-
-        plots.use_backend()
-        runs_ = [(o.config, o.state.history, o.state.W) for o in outcomes]
-        files.append(plots.save(plots.comparison(runs_, class_names), folder / "settings.png"))
+        files.append(comparison_figure(outcomes, class_names, folder / "settings.png"))
     return files
-
-
-def draw_training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[Path]:
-    """``curves.png`` and ``montage.png`` into the run's folder."""
-    from cifarlin import plots
-
-    plots.use_backend()
-    cfg, st = outcome.config, outcome.state
-    return [
-        plots.save(plots.curves(st.history, cfg), outcome.out / "curves.png"),
-        plots.save(
-            plots.montage(st.W, class_names, f"weights as images, {plots.run_title(cfg)}"),
-            outcome.out / "montage.png",
-        ),
-    ]
-
-
-def draw_figures(
-    target: Path,
-    request: FigureRequest,
-    dataset: Callable[[], data.Dataset],
-    *,
-    on_notice: Callable[[str], None] | None = None,
-) -> list[Path]:
-    """Draw ``request.kinds`` for the run folder or model file ``target``; returns the files.
-
-    ``dataset()`` is called only when a figure needs images (confusion, samples). Asked for every
-    kind, a model file without a history gets every figure but the curves (with a notice).
-    """
-    from cifarlin import plots
-
-    if request.out is not None:
-        check_path(request.out)
-        if request.out.exists() and not request.out.is_dir():
-            raise bad_value("out", str(request.out), "exists and is not a folder")
-    notice = on_notice or (lambda m: None)
-    files = run_files(target)
-    kinds = list(request.kinds)
-    if set(kinds) == set(FIGURES) and files.history is None and not Path(target).is_dir():
-        kinds.remove("curves")
-        notice(f"no history.h5 beside {target}, so no curves")
-    if "curves" in kinds and files.history is None:
-        raise RunError(
-            f"{files.folder}: no history.h5 for the curves (cifarlin train writes it); "
-            "draw montage, confusion or samples for a model alone"
-        )
-    needs_model = [k for k in kinds if k != "curves"]
-    if needs_model and files.model is None:
-        raise ModelFileError(f"{files.folder}: no model.h5 or checkpoint.h5 to draw from")
-    snap = load_snapshot(files.model) if needs_model and files.model is not None else None
-    hist = load_history(files.history) if "curves" in kinds and files.history is not None else None
-    out_dir = request.out or files.folder
-    plots.use_backend(request.show)
-    if request.show and not plots.can_show():
-        notice("no display here, so no window opens; the files are written as usual")
-
-    def name(stem: str) -> Path:
-        return out_dir / f"{stem}.{request.format}"
-
-    figs = []
-    if hist is not None:
-        figs.append((plots.curves(hist.history, hist.config), name("curves")))
-    if snap is not None and "montage" in kinds:
-        title = f"weights as images, {plots.run_title(snap.config)}"
-        figs.append((plots.montage(snap.state.W, snap.class_names, title), name("montage")))
-    if snap is not None and "probs" in kinds and LOSSES[snap.config.loss].probs is None:
-        kinds.remove("probs")
-        notice(f"a {snap.config.loss} model gives scores, not probabilities, so no probability histograms")
-    if snap is not None and {"confusion", "samples", "probs"} & set(kinds):
-        split = request.split
-        ev = evaluate_split(snap, dataset(), split)
-        label = f"{plots.run_title(snap.config)}; {split} split"
-        if "confusion" in kinds:
-            figs.append((plots.confusion(ev.confusion, snap.class_names, label), name(f"confusion-{split}")))
-        if "samples" in kinds:
-            k = min(request.n_samples, len(ev.labels))
-            fig = plots.samples(
-                ev.images[:k],
-                ev.labels[:k],
-                ev.predictions[:k],
-                snap.class_names,
-                f"first {k} {split} images",
-            )
-            figs.append((fig, name(f"samples-{split}")))
-        if "probs" in kinds and ev.true_class_prob is not None:
-            title = f"probability of the true class, {label}"
-            fig = plots.probabilities(
-                ev.true_class_prob, ev.predictions == ev.labels, snap.config.loss, title
-            )
-            figs.append((fig, name(f"probs-{split}")))
-    if request.show and plots.can_show():
-        plots.show()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failure above leaves no empty folder
-    except OSError as e:
-        raise WriteError(f"{out_dir}: cannot create the folder ({e.strerror or e})") from None
-    return [plots.save(fig, path, request.format, request.dpi) for fig, path in figs]

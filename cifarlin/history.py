@@ -10,7 +10,9 @@ import numpy as np
 
 from cifarlin.model import Metrics
 
-HISTORY_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc", "seconds")
+HISTORY_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc", "seconds", "eta")
+#: Metrics files written before the learning-rate schedules lack; read as the constant eta.
+OPTIONAL_KEYS = ("eta",)
 
 
 def best_epoch(val_acc: list[float] | np.ndarray) -> int:
@@ -18,16 +20,32 @@ def best_epoch(val_acc: list[float] | np.ndarray) -> int:
     return int(np.argmax(val_acc)) + 1 if len(val_acc) else 0
 
 
+#: The metrics of the initial weights (before the first update), kept beside the epochs.
+INITIAL_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc")
+
+
 @dataclass
 class History:
-    """One value per epoch for each of :data:`HISTORY_KEYS`."""
+    """One value per epoch for each of :data:`HISTORY_KEYS`, and the metrics of the initial
+    weights (``initial``: :data:`INITIAL_KEYS`, None when not known)."""
 
     columns: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+    initial: dict[str, float] | None = None
+
+    def set_initial(self, train: Metrics, val: Metrics) -> None:
+        self.initial = {
+            "train_cost": train.cost,
+            "train_loss": train.loss,
+            "train_acc": train.accuracy,
+            "val_cost": val.cost,
+            "val_loss": val.loss,
+            "val_acc": val.accuracy,
+        }
 
     def __len__(self) -> int:
         return len(self.columns["train_cost"])
 
-    def append(self, train: Metrics, val: Metrics, seconds: float) -> None:
+    def append(self, train: Metrics, val: Metrics, seconds: float, eta: float) -> None:
         row = {
             "train_cost": train.cost,
             "train_loss": train.loss,
@@ -36,6 +54,7 @@ class History:
             "val_loss": val.loss,
             "val_acc": val.accuracy,
             "seconds": seconds,
+            "eta": eta,
         }
         for k in HISTORY_KEYS:
             self.columns[k].append(float(row[k]))
@@ -56,19 +75,32 @@ class History:
         return self.columns["val_acc"][self.best_epoch - 1] if len(self) else None
 
     def copy(self) -> History:
-        return History({k: list(v) for k, v in self.columns.items()})
+        return History(
+            {k: list(v) for k, v in self.columns.items()}, dict(self.initial) if self.initial else None
+        )
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> History:
-        return cls({k: [float(x) for x in arrays[k]] for k in HISTORY_KEYS})
+    def from_arrays(cls, arrays: dict[str, np.ndarray], initial: dict[str, float] | None = None) -> History:
+        return cls({k: [float(x) for x in arrays[k]] for k in HISTORY_KEYS}, initial)
+
+
+@dataclass
+class Kept:
+    """The weights of one epoch kept aside (``keep="best"``: the best by validation accuracy)."""
+
+    W: np.ndarray  # (K, d)
+    b: np.ndarray  # (K,)
+    epoch: int
 
 
 @dataclass
 class TrainState:
-    """Everything needed to continue a run: parameters, epochs done, history, RNG state."""
+    """Everything needed to continue a run: parameters, epochs done, history, RNG state, and
+    the best epoch's weights when the run keeps them."""
 
     W: np.ndarray  # (K, d)
     b: np.ndarray  # (K,)
     epoch: int
     history: History
     rng_state: dict[str, Any]
+    best: Kept | None = None

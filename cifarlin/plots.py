@@ -1,8 +1,11 @@
-"""Figures of a run: learning curves, the weight montage, the confusion matrix, sample images.
+"""Figures of a run: learning curves, the weight montage, the confusion matrix, sample images,
+the probability histograms, and the comparison of several runs.
 
-Importing this module imports matplotlib (about a second), so only the workflows that draw do, when
-they draw. Figures are drawn with the non-interactive Agg backend unless the
-caller asks for a window, and saved atomically.
+Importing this module imports matplotlib (about half a second), so only the workflows that draw
+do, when they draw. Figures use the non-interactive Agg backend unless the caller asks for a
+window, fixed layouts (no constrained layout: it costs more than the drawing), and are saved
+atomically. Text that comes from files (class names) is never parsed as math; our own labels
+are (lambda, ||W||^2, eta).
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
+
+matplotlib.use("Agg")  # before pyplot: no GUI toolkit is imported unless a window is asked for
+import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from cifarlin.config import TrainConfig
 from cifarlin.evaluation import per_class_accuracy
@@ -21,13 +27,21 @@ from cifarlin.files import atomic_path
 from cifarlin.history import History
 from cifarlin.losses import LOSSES
 
-TRAIN_COLOR, VAL_COLOR, BEST_COLOR = "#1f77b4", "#d62728", "#555555"
+TRAIN_COLOR, VAL_COLOR, BEST_COLOR, WRONG_COLOR = "#1f77b4", "#d62728", "#555555", "#c00000"
+#: Figure widths in inches: a journal's single and double column; None: a roomy screen size.
+WIDTHS = {"single": 3.5, "double": 7.16}
+PANELS = ("cost", "loss", "acc", "eta")
 
 
 def use_backend(show: bool = False) -> None:
     """Agg (files only, no display needed) unless a window is wanted."""
-    if not show:
-        matplotlib.use("Agg", force=True)
+    if show:
+        try:
+            plt.switch_backend(matplotlib.rcParamsDefault["backend"])
+        except (ImportError, ValueError):  # no display or no toolkit: files only
+            plt.switch_backend("Agg")
+    else:
+        plt.switch_backend("Agg")
 
 
 def show() -> None:
@@ -40,13 +54,13 @@ def can_show() -> bool:
     return matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo", "template")
 
 
-def _style() -> None:
+def _style(small: bool = False) -> None:
     plt.rcParams.update(
         {
             "figure.dpi": 100,
             "savefig.dpi": 150,
-            "font.size": 10,
-            "axes.titlesize": 11,
+            "font.size": 7 if small else 10,
+            "axes.titlesize": 8 if small else 11,
             "axes.spines.top": False,
             "axes.spines.right": False,
             "axes.grid": True,
@@ -58,9 +72,18 @@ def _style() -> None:
     )
 
 
-def run_title(cfg: TrainConfig) -> str:
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+def run_title(cfg: TrainConfig, epochs: int | None = None) -> str:
+    """'setting 2: $\\lambda$ = 0, $\\eta$ = 0.001, batch 100, 40 epochs' (draw with parse_math)."""
     setting = f"setting {cfg.setting}: " if cfg.setting else ""
-    return f"{setting}lambda = {cfg.lam:g}, eta = {cfg.eta:g}, batch = {cfg.batch_size}, {cfg.epochs} epochs"
+    loss = "" if cfg.loss == "ce" else f"{LOSSES[cfg.loss].label}, "
+    return (
+        f"{setting}{loss}$\\lambda$ = {cfg.lam:g}, $\\eta$ = {cfg.eta:g}, batch {cfg.batch_size}, "
+        f"{_epochs(cfg.epochs if epochs is None else epochs)}"
+    )
 
 
 def weight_images(W: np.ndarray) -> np.ndarray:
@@ -80,38 +103,97 @@ def images_rgb(images: np.ndarray) -> np.ndarray:
     return np.asarray(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
-def curves(history: History, cfg: TrainConfig) -> Figure:
-    """Cost, loss and accuracy per epoch, training and validation in each panel; the best
-    validation epoch marked."""
-    _style()
+def default_panels(history: History, cfg: TrainConfig) -> tuple[str, ...]:
+    """Loss and accuracy; the cost too when lambda > 0 (else it equals the loss); the learning
+    rate when it changes during the run."""
+    eta = history.columns["eta"]
+    changes = len(set(eta)) > 1
+    return (*(("cost",) if cfg.lam > 0 else ()), "loss", "acc", *(("eta",) if changes else ()))
+
+
+def _grid(n_panels: int, size: str | None) -> tuple[int, int, float, float]:
+    """(rows, columns, width, height) in inches of the curves' panels: in a row on a screen, stacked
+    in a single column, two by two in a double column."""
+    if size == "single":
+        return n_panels, 1, WIDTHS["single"], 1.75 * n_panels + 0.9
+    if size == "double":
+        cols = n_panels if n_panels <= 3 else 2
+        rows = -(-n_panels // cols)
+        return rows, cols, WIDTHS["double"], 2.35 * rows + 0.9
+    return 1, n_panels, 4.2 * n_panels, 4.9
+
+
+def curves(
+    history: History, cfg: TrainConfig, panels: Sequence[str] | None = None, size: str | None = None
+) -> Figure:
+    """The chosen panels per epoch (training and validation; epoch 0: the initial weights, when
+    known), integer epochs, markers, and the epoch with the best validation accuracy marked."""
+    panels = tuple(panels or default_panels(history, cfg))
+    small = size is not None
+    _style(small)
     h = history.arrays()
-    epochs = np.arange(1, len(history) + 1)
+    n = len(history)
+    epochs = np.arange(1, n + 1)
     best = history.best_epoch
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
-    for ax, key, label in zip(
-        axes,
-        ("cost", "loss", "acc"),
-        ("cost (loss + lambda |W|^2)", f"loss ({LOSSES[cfg.loss].label.removesuffix(' loss')})", "accuracy"),
-        strict=True,
-    ):
-        ax.plot(epochs, h[f"train_{key}"], color=TRAIN_COLOR, label="training", lw=1.8)
-        ax.plot(epochs, h[f"val_{key}"], color=VAL_COLOR, label="validation", lw=1.8)
-        ax.axvline(best, color=BEST_COLOR, ls="--", lw=1)
-        ax.plot(
-            [best],
-            [h[f"val_{key}"][best - 1]],
-            "o",
-            color=VAL_COLOR,
-            ms=6,
-            label=f"best validation accuracy (epoch {best})",
-        )
+    rows, cols, width, height = _grid(len(panels), size)
+    fig, grid = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    loss_name = LOSSES[cfg.loss].label.removesuffix(" loss")
+    labels = {
+        "cost": ("Cost", "cost $J$ = loss + $\\lambda\\|W\\|^2$"),
+        "loss": ("Loss", f"loss ({loss_name})"),
+        "acc": ("Accuracy", "accuracy"),
+        "eta": ("Learning rate", "$\\eta$ (the epoch's mean)"),
+    }
+    marker = {"marker": "o", "ms": 2.5 if small else 3.5, "markevery": max(1, n // 40)}
+    for ax, key in zip(axes, panels, strict=False):
+        title, ylabel = labels[key]
+        if key == "eta":
+            ax.plot(epochs, h["eta"], color=BEST_COLOR, lw=1.5, **marker)
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        else:
+            for split, color, name in (("train", TRAIN_COLOR, "training"), ("val", VAL_COLOR, "validation")):
+                x, y = epochs, h[f"{split}_{key}"]
+                if history.initial is not None:
+                    x, y = np.concatenate([[0], x]), np.concatenate([[history.initial[f"{split}_{key}"]], y])
+                ax.plot(x, y, color=color, label=name, lw=1.5, **marker)
+            star = f"best validation accuracy (epoch {best})"
+            ax.plot(
+                [best], [h[f"val_{key}"][best - 1]], "*", color=VAL_COLOR, ms=6 if small else 9, label=star
+            )
+        ax.axvline(best, color=BEST_COLOR, ls="--", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.3 if history.initial is not None else 0.7, n + 0.3)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(label.split(" (")[0].capitalize())
-        ax.set_xlim(0.5, max(len(epochs), 1) + 0.5)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
-    fig.suptitle(run_title(cfg))
+        if small:  # the title names the quantity; the label says what it is, where there is room
+            ax.set_title(ylabel[0].upper() + ylabel[1:], parse_math=True)
+        else:
+            ax.set_ylabel(ylabel, parse_math=True)
+            ax.set_title(title)
+    metric_axes = [ax for ax, key in zip(axes, panels, strict=False) if key != "eta"]
+    handles, names = metric_axes[0].get_legend_handles_labels() if metric_axes else ([], [])
+    if handles:
+        fig.legend(
+            handles,
+            names,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=3 if width > 5 else 2,
+            frameon=False,
+        )
+    title = run_title(cfg, n)
+    fig.suptitle(title.replace(", batch", ",\nbatch") if size == "single" else title, parse_math=True)
+    bottom, top = {"single": (0.95, 0.8), "double": (0.75, 0.5)}.get(size or "", (0.95, 0.55))
+    fig.subplots_adjust(
+        left=(0.62 if small else 1.26 * cols) / width,
+        right=0.98,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=0.3,
+        hspace={"single": 0.75, "double": 0.55}.get(size or "", 0.3),
+    )
     return fig
 
 
@@ -119,50 +201,70 @@ def montage(W: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """The ten rows of W as images, one row of tiles titled with the class names."""
     _style()
     imgs = weight_images(W)
-    fig, axes = plt.subplots(1, len(imgs), figsize=(1.3 * len(imgs), 1.9), layout="constrained")
-    for ax, img, name in zip(np.atleast_1d(axes), imgs, class_names, strict=True):
+    k = len(imgs)
+    fig = plt.figure(figsize=(1.3 * k, 1.9))
+    pad = 0.05 / k  # each tile centred in its 1/K of the width
+    for i, (img, name) in enumerate(zip(imgs, class_names, strict=True)):
+        ax = fig.add_axes((i / k + pad, 0.04, 1 / k - 2 * pad, 0.64))
         ax.imshow(img, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, parse_math=True)
     return fig
 
 
-def confusion(cm: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
-    """The confusion matrix as a heatmap with counts, and the per-class accuracy beside it."""
+def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, normalize: bool = False) -> Figure:
+    """The confusion matrix as a heatmap (counts, or with ``normalize`` the fraction of each true
+    class's images), and the per-class accuracy beside it, in the same unit and colour scale."""
     _style()
     k = len(class_names)
     acc = per_class_accuracy(cm)
-    fig, (ax, side) = plt.subplots(1, 2, figsize=(9.5, 7), width_ratios=[k, 1.6], layout="constrained")
-    im = ax.imshow(cm, cmap="Blues", vmin=0)
+    rows = np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    shown = cm / rows if normalize else cm
+    fig = plt.figure(figsize=(9.5, 7.2))
+    grid = fig.add_gridspec(
+        1, 4, width_ratios=[k, 1.6, 0.25, 0.3], wspace=0.03, left=0.17, right=0.91, bottom=0.17, top=0.86
+    )
+    ax, side, bar = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[0, 3])
+    vmax = 1.0 if normalize else max(cm.max(), 1)
+    cmap = plt.get_cmap("Blues")
+    im = ax.imshow(shown, cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
     ax.grid(False)
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    high = cm.max() * 0.55 if cm.size else 0
     for i in range(k):
         for j in range(k):
+            text = f"{shown[i, j]:.0%}" if normalize else str(cm[i, j])
             ax.text(
                 j,
                 i,
-                str(cm[i, j]),
+                text,
                 ha="center",
                 va="center",
                 fontsize=8,
-                color="white" if cm[i, j] > high else "black",
+                color="white" if shown[i, j] > 0.55 * vmax else "black",
             )
-    side.barh(range(k), acc, color=TRAIN_COLOR)
+    # the per-class accuracy (the diagonal's share of each row), on the matrix's rows
+    side.barh(range(k), acc, color=cmap(0.7), height=0.9)
+    for i, a in enumerate(acc):
+        side.text(min(a, 0.62) + 0.03, i, f"{a:.0%}", va="center", fontsize=8)
     side.set_ylim(k - 0.5, -0.5)
     side.set_xlim(0, 1)
-    side.set_yticks(range(k), [f"{a:.1%}" for a in acc])
-    side.yaxis.tick_right()
-    side.tick_params(axis="y", length=0)
-    side.set_xlabel("per-class accuracy")
+    side.set_yticks([])
+    side.set_xticks([0, 0.5, 1], ["0", "50%", "100%"])
+    side.set_xlabel("per-class\naccuracy")
     side.grid(False)
-    fig.colorbar(im, ax=ax, shrink=0.7, label="images")
+    side.spines["left"].set_visible(False)
+    fig.colorbar(
+        im,
+        cax=bar,
+        label="share of the true class" if normalize else "images",
+        format="{x:.0%}" if normalize else None,
+    )
     total = np.trace(cm) / max(cm.sum(), 1)
-    fig.suptitle(f"{title}\naccuracy {total:.2%} over {cm.sum()} images")
+    fig.suptitle(f"{title}\naccuracy {total:.2%} over {cm.sum()} images", parse_math=True)
     return fig
 
 
@@ -172,30 +274,44 @@ def samples(
     preds: np.ndarray,
     class_names: Sequence[str],
     title: str,
+    confidence: np.ndarray | None = None,
     cols: int = 8,
 ) -> Figure:
-    """A grid of images with true and predicted labels; wrong predictions in red with a red frame."""
+    """A grid of images with true and predicted labels and the probability of the prediction;
+    a wrong prediction is marked by a cross, the word 'wrong' and a red dashed frame (not by
+    colour alone)."""
     _style()
     n = len(images)
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.75 * rows + 0.5), layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.9 * rows + 0.6))
     axes = np.atleast_1d(axes).ravel()
-    for ax, img, t, p in zip(axes, images_rgb(images), labels, preds, strict=False):
+    for i, (ax, img, t, p) in enumerate(zip(axes, images_rgb(images), labels, preds, strict=False)):
         ax.imshow(img, interpolation="nearest")
         wrong = t != p
+        prob = "" if confidence is None else f" ({confidence[i]:.0%})"
+        mark = "\u2717 wrong: " if wrong else "\u2713 "
         ax.set_title(
-            f"{class_names[t]}\n-> {class_names[p]}", fontsize=8, color="#c00000" if wrong else "black"
+            f"{class_names[t]}\n{mark}{class_names[p]}{prob}",
+            fontsize=7,
+            color=WRONG_COLOR if wrong else "black",
         )
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(bool(wrong))
-            spine.set_edgecolor("#c00000")
-            spine.set_linewidth(2.5)
+            spine.set_edgecolor(WRONG_COLOR)
+            spine.set_linestyle("--")
+            spine.set_linewidth(2.2)
     for ax in axes[n:]:
         ax.set_axis_off()
     right = int(np.sum(labels[:n] == preds[:n]))
-    fig.suptitle(f"{title}: {right} of {n} right (true -> predicted; wrong ones in red)", fontsize=10)
+    what = "true class, then \u2713/\u2717 predicted class" + (
+        "" if confidence is None else " (its probability)"
+    )
+    fig.suptitle(f"{title}: {right} of {n} right ({what})", fontsize=10, parse_math=True)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / (1.9 * rows + 0.6), hspace=0.55, wspace=0.1
+    )
     return fig
 
 
@@ -204,7 +320,7 @@ def probabilities(p_true: np.ndarray, correct: np.ndarray, loss: str, title: str
     right and for those it gets wrong, side by side (softmax for ce, the class's sigmoid for bce)."""
     _style()
     what = {"ce": "softmax probability", "bce": "sigmoid output"}.get(loss, "probability")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     bins = np.linspace(0, 1, 26)
     for ax, mask, name, color in (
         (axes[0], correct, "classified right", TRAIN_COLOR),
@@ -217,34 +333,51 @@ def probabilities(p_true: np.ndarray, correct: np.ndarray, loss: str, title: str
         ax.set_xlabel(f"{what} of the true class")
         ax.set_ylabel("images")
         ax.set_xlim(0, 1)
-    fig.suptitle(title)
+    fig.suptitle(title, parse_math=True)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.8, wspace=0.22)
     return fig
 
 
-def comparison(runs: Sequence[tuple[TrainConfig, History, np.ndarray]], class_names: Sequence[str]) -> Figure:
-    """The settings side by side, like the original work's figures: per row, the training and
-    validation loss per epoch, and the weight montage."""
+def comparison(
+    runs: Sequence[tuple[TrainConfig, History, np.ndarray, float | None]], class_names: Sequence[str]
+) -> Figure:
+    """Runs side by side, like the original work's figures: per row, the training and validation
+    loss per epoch (titled with the test accuracy) and the weight montage."""
     _style()
     n = len(runs)
-    fig = plt.figure(figsize=(16, 2.3 * n), layout="constrained")
-    grid = fig.add_gridspec(n, 1 + 10, width_ratios=[4] + [1] * 10)
-    for r, (cfg, history, W) in enumerate(runs):
+    height = 2.3 * n + 0.8
+    fig = plt.figure(figsize=(16, height))
+    grid = fig.add_gridspec(
+        n,
+        1 + 10,
+        width_ratios=[4] + [1] * 10,
+        left=0.05,
+        right=0.99,
+        bottom=0.7 / height,
+        top=1 - 0.75 / height,
+        hspace=0.85,
+        wspace=0.08,
+    )
+    for r, (cfg, history, W, test_acc) in enumerate(runs):
         ax = fig.add_subplot(grid[r, 0])
         h = history.arrays()
         e = np.arange(1, len(history) + 1)
         ax.plot(e, h["train_loss"], color=TRAIN_COLOR, label="training loss")
         ax.plot(e, h["val_loss"], color=VAL_COLOR, label="validation loss")
-        ax.set_title(f"{run_title(cfg)}\nval acc {h['val_acc'][-1]:.3f}", fontsize=9)
+        test = "" if test_acc is None else f", test accuracy {test_acc:.3f}"
+        ax.set_title(f"{run_title(cfg, len(history))}{test}", fontsize=9, parse_math=True)
         ax.set_xlabel("epoch", fontsize=8)
-        if r == 0:
-            ax.legend(fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for c, (img, name) in enumerate(zip(weight_images(W), class_names, strict=True)):
             t = fig.add_subplot(grid[r, 1 + c])
             t.imshow(img, interpolation="nearest")
             t.set_axis_off()
             if r == 0:
                 t.set_title(name, fontsize=8)
-    fig.suptitle("The reference settings: loss per epoch and the learnt weights as images")
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower left", ncol=2, frameon=False, fontsize=9)
+    fig.suptitle("Loss per epoch and the learnt weights as images")
     return fig
 
 

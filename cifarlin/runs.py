@@ -307,6 +307,30 @@ class Outcome:
     started_at_epoch: int
     loop_seconds: float  # wall time of the training loop: epochs, their metrics, the test evaluation
     checkpoint_seconds: float  # time spent writing checkpoint.h5 after each epoch (not in loop_seconds)
+    model_epoch: int = 0  # the epoch whose weights model.h5 holds (the last, or the best one kept)
+
+    reused: bool = False  # a complete run found in its folder, not trained again
+
+    @classmethod
+    def from_folder(cls, out: Path, cfg: TrainConfig) -> Outcome:
+        """The complete run in ``out`` as if it had just finished (its checkpoint holds the last
+        epoch and the history, its model the test metrics)."""
+        last = load_snapshot(out / CHECKPOINT, kinds=("checkpoint",))
+        final = load_snapshot(out / MODEL, kinds=("model",))
+        if final.test is None:
+            raise ModelFileError(f"{out / MODEL}: has no test metrics; not the model of a complete run")
+        epoch = final.kept_epoch or last.state.epoch
+        return cls(out, cfg, last.state, final.test, last.state.epoch, 0.0, 0.0, epoch, reused=True)
+
+    def warnings(self) -> list[str]:
+        """What the user should know although the run finished: a cost that grew by orders of
+        magnitude (without becoming NaN) says the step is too large."""
+        h = self.state.history
+        start = h.initial["train_cost"] if h.initial else h.columns["train_cost"][0]
+        end = h.columns["train_cost"][-1]
+        if end > 100 * start:
+            return [f"the training cost rose from {start:.3g} to {end:.3g}: eta too large?"]
+        return []
 
     def summary(self) -> dict[str, Any]:
         h = self.state.history
@@ -322,6 +346,8 @@ class Outcome:
             "val": {"cost": last["val_cost"], "loss": last["val_loss"], "accuracy": last["val_acc"]},
             "test": {"cost": self.test.cost, "loss": self.test.loss, "accuracy": self.test.accuracy},
             "best_epoch": h.best_epoch,
+            "model_epoch": self.model_epoch,
+            "stopped_early": self.state.epoch < self.config.epochs,
             "best_val_accuracy": h.best_val_acc,
             "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
             "comparable_to_reference": self.config.is_reference,
@@ -334,6 +360,9 @@ class Outcome:
                 k: str(self.out / v)
                 for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))
             },
+            "reused": self.reused,
+            "warnings": self.warnings(),
+            "history": {"initial": h.initial, **h.columns},
         }
 
 
@@ -367,8 +396,12 @@ def run(
     last_good = state
     io_seconds = 0.0
 
-    def snapshot(st: TrainState, kind: str, test: model.Metrics | None = None) -> Snapshot:
-        return Snapshot(cfg, st, prepared.normalizer, prepared.class_names, info, test=test, kind=kind)
+    def snapshot(
+        st: TrainState, kind: str, test: model.Metrics | None = None, kept: int | None = None
+    ) -> Snapshot:
+        return Snapshot(
+            cfg, st, prepared.normalizer, prepared.class_names, info, test=test, kind=kind, kept_epoch=kept
+        )
 
     def kept() -> str:
         if last_good.epoch == first == 0:
@@ -405,9 +438,21 @@ def run(
             raise DivergenceError(f"{e}; {kept()}{again}", e.epoch) from None
         except WriteError as e:
             raise WriteError(f"{e}; {kept()}") from None
+        chosen = final_model(cfg, final)
         with one_blas_thread():
-            test = model.evaluate(final.W, final.b, prepared.X["test"], prepared.y["test"], cfg.lam, cfg.loss)
+            test = model.evaluate(
+                chosen.W, chosen.b, prepared.X["test"], prepared.y["test"], cfg.lam, cfg.loss
+            )
         loop_seconds = time.perf_counter() - t0 - io_seconds  # epochs, metrics, test evaluation
-        save_snapshot(out / MODEL, snapshot(final, "model", test))
+        kept_epoch = chosen.epoch if cfg.keep == "best" else None
+        save_snapshot(out / MODEL, snapshot(chosen, "model", test, kept_epoch))
         save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
-    return Outcome(out, cfg, final, test, first, loop_seconds, io_seconds)
+    return Outcome(out, cfg, final, test, first, loop_seconds, io_seconds, chosen.epoch)
+
+
+def final_model(cfg: TrainConfig, final: TrainState) -> TrainState:
+    """What model.h5 holds: the last epoch, or with ``keep="best"`` the best epoch's weights (its
+    epoch is then the kept one; the history in history.h5 says how long the run trained)."""
+    if cfg.keep != "best" or final.best is None:
+        return final
+    return TrainState(final.best.W, final.best.b, final.best.epoch, final.history, final.rng_state)

@@ -1,13 +1,18 @@
 """Unpickling CIFAR-10's python-version files without trusting them.
 
-The unpickler admits only the four numpy globals the official files name, and even those are
-stand-ins that build arrays from validated raw bytes: numpy's own unpickling code never sees the
-file. Containers are walked once afterwards and refused when nested too deep, shared, or too many.
+Before anything is unpickled, the opcodes are walked once without building an object (see
+:func:`scan`): a pickle with more opcodes, or memo indices, than a CIFAR-10 file could use is
+refused, since the unpickler would otherwise allocate memory for them first (its memo grows to the
+largest index it is told to store). The unpickler then admits only the four numpy globals the
+official files name, and even those are stand-ins that build arrays from validated raw bytes:
+numpy's own unpickling code never sees the file. Containers are walked once afterwards and refused
+when nested too deep, shared, or too many.
 """
 
 from __future__ import annotations
 
 import pickle
+import pickletools
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -164,14 +169,144 @@ def _unstub(obj: object) -> object:
     return walk(obj, 0)
 
 
-def safe_unpickle(stream: BinaryIO, path: Path) -> dict:
-    """Unpickle a CIFAR-10 python-version file without trusting it.
+MAX_OPS = 250_000  # opcodes before STOP: an official batch has about 30,000; each may build an object
+MAX_MEMO = 100_000  # memo entries and indices (an official batch memoizes about 10,000 strings)
+
+_PUTS = {ord("p"), ord("q"), ord("r")}  # PUT (a decimal line), BINPUT (1 byte), LONG_BINPUT (4)
+_GETS = {ord("g"), ord("h"), ord("j")}  # GET, BINGET, LONG_BINGET: the same argument forms
+_DECIMAL = {ord("p"), ord("g")}
+_MEMOIZE, _STOP = 0x94, ord(".")
+_MEMO_OPS = _PUTS | _GETS | {_MEMOIZE}
+_LINE, _LENGTH = -1, -2  # argument kinds beside a fixed size >= 0
+
+
+def _arg_forms() -> list[tuple[int, int, bool] | None]:
+    """For each opcode byte: (kind or fixed size, lines or length bytes, length signed), from
+    pickletools' table of every opcode's argument (None: not an opcode)."""
+    length_bytes = {
+        pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+        pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+        pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+        pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+    }
+    forms: list[tuple[int, int, bool] | None] = [None] * 256
+    for op in pickletools.opcodes:
+        arg = op.arg
+        if arg is None:
+            form = (0, 0, False)
+        elif arg.n >= 0:
+            form = (arg.n, 0, False)
+        elif arg.n == pickletools.UP_TO_NEWLINE:  # GLOBAL and INST take two lines
+            form = (_LINE, 2 if arg.name.endswith("_pair") else 1, False)
+        else:
+            form = (_LENGTH, *length_bytes[arg.n])
+        forms[op.code.encode("latin-1")[0]] = form
+    return forms
+
+
+_FORMS = _arg_forms()
+
+
+def _memo_index(code: int, arg: bytes) -> int:
+    if code not in _DECIMAL:
+        return int.from_bytes(arg, "little")
+    try:  # a decimal line, parsed as the unpickler parses it
+        return int(arg) if len(arg) <= 20 else MAX_MEMO + 1
+    except ValueError:
+        raise pickle.UnpicklingError(f"memo index {arg!r} is not a number") from None
+
+
+def scan(raw: bytes) -> int:
+    """Walk the opcodes of the pickle ``raw`` up to its STOP without building any object; returns
+    the number of bytes up to and including the STOP.
+
+    Refuses more than :data:`MAX_OPS` opcodes, memo indices above :data:`MAX_MEMO` and more than
+    that many memo entries: CPython's unpickler sizes its memo by the largest index a pickle names
+    (a 5-byte LONG_BINPUT can make it allocate gigabytes) and its stack by the opcodes. A malformed
+    or truncated pickle raises :class:`pickle.UnpicklingError` or :class:`EOFError`. Arguments are
+    skipped by their declared lengths, never copied, so the walk needs no memory of its own.
+    """
+    end, pos, ops, memo = len(raw), 0, 0, 0
+    while pos < end:
+        code = raw[pos]
+        form = _FORMS[code]
+        if form is None:
+            raise pickle.UnpicklingError(f"invalid opcode {bytes([code])!r} at byte {pos}")
+        ops += 1
+        if ops > MAX_OPS:
+            raise _Refused(f"more than {MAX_OPS} pickle opcodes")
+        kind, count, signed = form
+        start = pos = pos + 1
+        if kind >= 0:
+            pos += kind
+        elif kind == _LINE:
+            for _ in range(count):
+                pos = raw.find(b"\n", pos) + 1
+                if pos == 0:
+                    raise EOFError(f"the pickle ends inside the opcode at byte {start - 1}")
+        else:
+            size = int.from_bytes(raw[pos : pos + count], "little", signed=signed)
+            if size < 0:
+                raise pickle.UnpicklingError(f"negative length at byte {start - 1}")
+            pos += count + size
+        if pos > end:
+            raise EOFError(f"the pickle ends inside the opcode at byte {start - 1}")
+        if code in _MEMO_OPS:
+            if code != _MEMOIZE:
+                index = _memo_index(code, raw[start : pos - (kind == _LINE)])
+                if not 0 <= index <= MAX_MEMO:
+                    raise _Refused(f"memo index {index} is outside 0..{MAX_MEMO}")
+            if code not in _GETS:
+                memo += 1
+                if memo > MAX_MEMO:
+                    raise _Refused(f"more than {MAX_MEMO} memo entries")
+        elif code == _STOP:
+            return pos
+    raise EOFError("the pickle ends before its STOP opcode")
+
+
+class _View:
+    """A read-only file over bytes whose reads are memoryviews, not copies: the unpickler copies
+    only what it keeps (a batch's 30 MB of pixels once, not twice). ``peek`` lets it prefetch."""
+
+    def __init__(self, raw: bytes):
+        self.raw, self.view, self.pos = raw, memoryview(raw), 0
+
+    def _take(self, n: int, advance: bool = True) -> memoryview:
+        end = len(self.raw) if n is None or n < 0 else min(self.pos + n, len(self.raw))
+        out = self.view[self.pos : end]
+        if advance:
+            self.pos = end
+        return out
+
+    def read(self, n: int = -1) -> memoryview:
+        return self._take(n)
+
+    def peek(self, n: int = 0) -> memoryview:
+        return self._take(max(n, 1), advance=False)
+
+    def readline(self, n: int = -1) -> memoryview:
+        end = self.raw.find(b"\n", self.pos) + 1 or len(self.raw)
+        return self._take(end - self.pos if n < 0 else min(n, end - self.pos))
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        data = self._take(len(buf))
+        memoryview(buf).cast("B")[: len(data)] = data
+        return len(data)
+
+
+def safe_unpickle(raw: bytes | BinaryIO, path: Path) -> dict:
+    """Unpickle a CIFAR-10 python-version file (its bytes, or a stream of them) without trusting it.
 
     Returns a dict with str keys; raises :class:`DataError` naming ``path`` for anything that is
-    not a plain pickle of a dict of numbers, strings, lists and numeric arrays.
+    not a plain pickle of a dict of numbers, strings, lists and numeric arrays. The opcodes are
+    scanned (:func:`scan`) before the unpickler sees any of them.
     """
+    if not isinstance(raw, bytes):
+        raw = raw.read()
     try:
-        obj = _unstub(_SafeUnpickler(stream, encoding="bytes").load())
+        scan(raw)
+        obj = _unstub(_SafeUnpickler(_View(raw), encoding="bytes").load())
     except _Refused as e:
         raise DataError(f"{path}: refused to load: {e} (the file may be hostile)") from None
     except (

@@ -45,20 +45,39 @@ from cifarlin.config import TrainConfig, parse_batches
 from cifarlin.errors import CifarlinError, ConfigError, DataError, Interrupted, WriteError, bad_value, stopped
 from cifarlin.files import check_path, write_text
 
-#: The TrainConfig fields a sweep can vary, with what a value means (the command line's help).
-#: To make a new field sweepable, add it here: its option and parsing follow from its type.
-SWEEPABLE: dict[str, str] = {
-    "lam": "Penalty weight lambda",
-    "eta": "Learning rate",
-    "loss": "Loss (ce, svm or bce)",
-    "epochs": "Epochs",
-    "batch_size": "Images per batch",
-    "seed": "Seed of the initial W, b (and of shuffling)",
-    "shuffle": "Shuffle the batches each epoch (true or false)",
-    "train_batches": "Training batches, each value e.g. 1, 1-5 or 1,3",
-    "val_size": "Validate on the last N training images (none: on data_batch_2)",
-    "dtype": "Precision of data and weights (float32 or float64)",
-    "init_std": "Standard deviation of the initial W and b",
+
+@dataclass(frozen=True)
+class Sweepable:
+    """What a value of a sweepable field means (the command line's help), and what separates the
+    values of a list when they may hold commas themselves (default: the field type's)."""
+
+    help: str
+    sep: str | None = None
+
+
+#: The TrainConfig fields a sweep can vary. To make a new field sweepable, add it here: its
+#: option and parsing follow from its type in TrainConfig (see KINDS).
+SWEEPABLE: dict[str, Sweepable] = {
+    "lam": Sweepable("Penalty weight lambda"),
+    "eta": Sweepable("Learning rate"),
+    "loss": Sweepable("Loss (ce, svm or bce)"),
+    "epochs": Sweepable("Epochs"),
+    "batch_size": Sweepable("Images per batch"),
+    "seed": Sweepable("Seed of the initial W, b (and of shuffling and augmentation)"),
+    "shuffle": Sweepable("Shuffle the batches each epoch (true or false)"),
+    "train_batches": Sweepable("Training batches, each value e.g. 1, 1-5 or 1,3"),
+    "val_size": Sweepable("Validate on the last N training images (none: on data_batch_2)"),
+    "dtype": Sweepable("Precision of data and weights (float32 or float64)"),
+    "init_std": Sweepable("Standard deviation of the initial W and b"),
+    "schedule": Sweepable("Learning-rate schedule (constant, step, cosine or cyclic)"),
+    "decay": Sweepable("step: eta's factor"),
+    "decay_every": Sweepable("step: epochs between decays"),
+    "eta_min": Sweepable("cosine, cyclic: the lowest eta"),
+    "eta_max": Sweepable("cyclic: the highest eta (none: eta)"),
+    "step_size": Sweepable("cyclic: updates per half cycle (none: two epochs)"),
+    "augment": Sweepable("Augmentation, each value none, flip, translate:K or flip,translate:K", sep="/"),
+    "keep": Sweepable("What model.h5 holds (last or best epoch)"),
+    "patience": Sweepable("Stop after N epochs without a better validation accuracy (none: never)"),
 }
 
 MAX_TRIALS = 10_000
@@ -71,7 +90,7 @@ POLL_SECONDS = 0.1
 STOP_CHECK_SECONDS = 0.5  # how often a running trial looks whether the sweep was stopped
 
 SWEEP_FILE, RESULTS_FILE, FIGURE_FILE = "sweep.h5", "results.csv", "sweep.png"
-SELECTED_BY = "final_val_accuracy"  # the validation accuracy of the model a trial saves
+SELECTED_BY = "val_accuracy"  # the validation accuracy of the model a trial saves
 STATUSES = ("queued", "running", "done", "diverged", "failed", "interrupted")
 ALIVE_PREFIX = ".sweep-alive-"  # present while a sweep runs; trials stop when it goes
 
@@ -99,6 +118,10 @@ def _int(name: str, text: str) -> int:
 
 def _optional_int(name: str, text: str) -> int | None:
     return None if text.lower() == "none" else _int(name, text)
+
+
+def _optional_float(name: str, text: str) -> float | None:
+    return None if text.lower() == "none" else _float(name, text)
 
 
 def _bool(name: str, text: str) -> bool:
@@ -131,6 +154,7 @@ KINDS: dict[str, Kind] = {
     "float": Kind(_float, repr, ranged=True),
     "int": Kind(_int, str),
     "int | None": Kind(_optional_int, lambda v: "none" if v is None else str(v)),
+    "float | None": Kind(_optional_float, lambda v: "none" if v is None else repr(v), ranged=True),
     "bool": Kind(_bool, lambda v: "true" if v else "false"),
     "str": Kind(lambda name, text: text, str),
     "tuple[int, ...]": Kind(lambda name, text: parse_batches(text), _show_batches, sep="/"),
@@ -142,6 +166,11 @@ _FIELD_TYPES = {f.name: str(f.type) for f in fields(TrainConfig)}
 def kind(name: str) -> Kind:
     """The :class:`Kind` of a sweepable field."""
     return KINDS[_FIELD_TYPES[name]]
+
+
+def separator(name: str) -> str:
+    """What separates the values of a list of field ``name``."""
+    return SWEEPABLE[name].sep or kind(name).sep
 
 
 def show(name: str, value: Any) -> str:
@@ -188,14 +217,17 @@ def parse_axis(name: str, text: str) -> Axis:
             )
         lo_text, _, hi_text = text.partition("..")
         lo, hi = k.parse(name, lo_text.strip()), k.parse(name, hi_text.strip())
+        if lo is None or hi is None:
+            raise bad_value(name, text, "a range LOW..HIGH is of numbers")
         if lo <= 0:
             raise bad_value(name, text, "a log-uniform range needs LOW > 0")
         if not lo < hi:
             raise bad_value(name, text, "an empty range: give LOW..HIGH with LOW < HIGH")
         return Axis(name, text, low=lo, high=hi)
-    items = [t.strip() for t in text.split(k.sep)]
+    sep = separator(name)
+    items = [t.strip() for t in text.split(sep)]
     if not all(items):
-        raise bad_value(name, text, f"an empty value in the list (values are separated by '{k.sep}')")
+        raise bad_value(name, text, f"an empty value in the list (values are separated by '{sep}')")
     values = tuple(k.parse(name, t) for t in items)
     for i, v in enumerate(values):
         if v in values[:i]:
@@ -380,6 +412,8 @@ def refine_box(spec: SweepSpec, results: Sequence[TrialResult]) -> Box | None:
 # ---------------------------------------------------------------------------------------------
 
 METRICS = (
+    "val_accuracy",
+    "val_cost",
     "final_val_accuracy",
     "final_val_cost",
     "best_val_accuracy",
@@ -396,7 +430,9 @@ class TrialResult:
     trial: Trial
     run_dir: Path
     status: str = "queued"
-    final_val_accuracy: float | None = None  # of the saved (last epoch's) model: what selects
+    val_accuracy: float | None = None  # of the model the trial saved (see keep): what selects
+    val_cost: float | None = None
+    final_val_accuracy: float | None = None  # the last epoch's
     final_val_cost: float | None = None
     best_val_accuracy: float | None = None  # the highest over the epochs
     best_val_cost: float | None = None  # the lowest over the epochs
@@ -437,12 +473,16 @@ class TrialResult:
 _RESULT_FIELDS = {f.name for f in fields(TrialResult)}
 
 
-def history_metrics(history: Any) -> dict[str, Any]:
-    """The validation metrics of a :class:`~cifarlin.history.History`."""
+def history_metrics(history: Any, keep: str = "last") -> dict[str, Any]:
+    """The validation metrics of a :class:`~cifarlin.history.History`; ``val_*`` those of the
+    epoch whose model a run with this ``keep`` saves (the last, or the best)."""
     h = history.columns
     if not len(history):
         return {}
+    saved = history.best_epoch - 1 if keep == "best" else -1
     return {
+        "val_accuracy": h["val_acc"][saved],
+        "val_cost": h["val_cost"][saved],
         "final_val_accuracy": h["val_acc"][-1],
         "final_val_cost": h["val_cost"][-1],
         "best_val_accuracy": history.best_val_acc,
@@ -453,12 +493,12 @@ def history_metrics(history: Any) -> dict[str, Any]:
 
 
 def ranked(results: Sequence[TrialResult]) -> list[TrialResult]:
-    """Finished trials, best first: highest final validation accuracy, then lowest final
+    """Finished trials, best first: highest validation accuracy of the saved model, then lowest
     validation cost, then the earlier trial. Test figures play no part."""
-    done = [r for r in results if r.status == "done" and r.final_val_accuracy is not None]
+    done = [r for r in results if r.status == "done" and r.val_accuracy is not None]
     return sorted(
         done,
-        key=lambda r: (-r.final_val_accuracy, r.final_val_cost, r.trial.round, r.trial.index),  # type: ignore[operator]
+        key=lambda r: (-r.val_accuracy, r.val_cost, r.trial.round, r.trial.index),  # type: ignore[operator]
     )
 
 
@@ -499,7 +539,7 @@ def trial_state(folder: Path, cfg: TrainConfig) -> tuple[str, Any]:
         _check_same(folder, h.config, cfg)
         if h.status == "diverged":
             return "diverged", h
-        if h.status == "complete" and len(h.history) == cfg.epochs and (folder / runs.MODEL).is_file():
+        if h.status == "complete" and h.config.epochs == cfg.epochs and (folder / runs.MODEL).is_file():
             return "done", h
     if (folder / runs.CHECKPOINT).is_file():
         snap = load_snapshot(folder / runs.CHECKPOINT, kinds=("checkpoint",))
@@ -519,24 +559,31 @@ def trial_state(folder: Path, cfg: TrainConfig) -> tuple[str, Any]:
 # On a worker
 # ---------------------------------------------------------------------------------------------
 
-_cache: dict[tuple[str, Any, str], Any] = {}
+_cache: dict[tuple[Any, ...], Any] = {}
 _cache_lock = threading.Lock()
 
 
-def cached_data(folder: str, split: Any, dtype: str) -> tuple[Any, bool]:
-    """The prepared data of ``split`` in ``dtype`` from the dataset in ``folder``, read and
-    normalised once per process: (Prepared, whether this call read them). One copy is kept
-    (a sweep submits trials that share data together)."""
+def data_key(cfg: TrainConfig) -> tuple[Any, ...]:
+    """What decides a run's prepared data, as for ``train`` (experiments.run_plan): its split,
+    its precision, and whether augmentation needs the raw training images too."""
+    return (cfg.split, cfg.dtype, cfg.augment != "none")
+
+
+def cached_data(folder: str, cfg: TrainConfig) -> tuple[Any, bool]:
+    """The prepared data of ``cfg`` from the dataset in ``folder``, read and normalised once per
+    process: (Prepared, whether this call read them). One copy is kept (a sweep submits trials
+    that share data together)."""
+    import numpy as np
+
     from cifarlin import data
 
-    key = (folder, split, dtype)
+    key = (folder, *data_key(cfg))
     with _cache_lock:
         if key in _cache:
             return _cache[key], False
         _cache.clear()  # one copy of the data in memory
-        import numpy as np
-
-        _cache[key] = data.prepare(data.find(Path(folder)), split, dtype=np.dtype(dtype))
+        dataset = data.find(Path(folder))
+        _cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype), keep_raw=key[-1])
         return _cache[key], True
 
 
@@ -613,11 +660,11 @@ def run_trial(
         with one_blas_thread():
             state, found = trial_state(folder, trial.config)
             if state in ("done", "diverged"):  # finished on another worker before a retry
-                return result(state, **history_metrics(found.history))
+                return result(state, **history_metrics(found.history, trial.config.keep))
             start = found if state == "resume" else None
             first = start.state.epoch if start is not None else 0
             post({"name": trial.name, "event": "started", "worker": worker, "epoch": first})
-            prepared, loaded = cached_data(data_folder, trial.config.split, trial.config.dtype)
+            prepared, loaded = cached_data(data_folder, trial.config)
             row.update(resumed_from_epoch=first, data="loaded" if loaded else "cached")
             last_check = time.monotonic()
 
@@ -647,12 +694,12 @@ def run_trial(
                 on_epoch=on_epoch,
                 on_batch=on_batch,
             )
-        return result("done", **history_metrics(outcome.state.history))
+        return result("done", **history_metrics(outcome.state.history, trial.config.keep))
     except DivergenceError as e:
         why = f"diverged in epoch {e.epoch}: the cost or the weights became NaN or infinite"
-        return result("diverged", error=why, **_saved_metrics(folder))
+        return result("diverged", error=why, **_saved_metrics(folder, trial.config.keep))
     except Interrupted as e:
-        return result("interrupted", error=one_line(e), **_saved_metrics(folder))
+        return result("interrupted", error=one_line(e), **_saved_metrics(folder, trial.config.keep))
     except Exception as e:
         return result("failed", error=one_line(e))
 
@@ -678,12 +725,12 @@ def _malloc_as_usual() -> None:
         pass
 
 
-def _saved_metrics(folder: Path) -> dict[str, Any]:
+def _saved_metrics(folder: Path, keep: str) -> dict[str, Any]:
     """The metrics of the epochs a stopped trial saved (its history.h5), if any."""
     from cifarlin.checkpoint import load_history
 
     try:
-        return history_metrics(load_history(folder / "history.h5").history)
+        return history_metrics(load_history(folder / "history.h5").history, keep)
     except CifarlinError:
         return {}
 
@@ -905,7 +952,7 @@ def run_sweep(
     'started', 'restarted' (its worker died), 'epoch' and 'finished'; ``on_notice`` the rest.
     Ctrl-C stops the workers, keeps what finished and raises :class:`Interrupted` naming
     ``resume_hint``, the command that continues. Returns every trial's result and the best
-    trial (by final validation accuracy) with its test metrics.
+    trial (by the validation accuracy of the model it saved) with its test metrics.
     """
     from cifarlin import runs
 
@@ -1028,7 +1075,7 @@ class _Sweep:
             status, found = trial_state(r.run_dir, r.trial.config)
             if status in ("done", "diverged"):
                 r.status = status
-                r.update(history_metrics(found.history))
+                r.update(history_metrics(found.history, r.trial.config.keep))
                 self.report("skipped", r)
             elif (
                 status == "new"
@@ -1040,7 +1087,7 @@ class _Sweep:
             else:
                 if status == "resume":
                     r.resumed_from_epoch = found.state.epoch
-                    r.update(history_metrics(found.state.history))
+                    r.update(history_metrics(found.state.history, r.trial.config.keep))
                 self.report("planned", r)
 
     @contextlib.contextmanager
@@ -1100,7 +1147,7 @@ class _Sweep:
         topic = f"cifarlin-sweep-{self.token}"
         events: queue.Queue[Any] = queue.Queue()
         client.subscribe_topic(topic, events.put)
-        waiting = sorted(todo, key=lambda r: (r.trial.config.split.describe(), r.trial.config.dtype))
+        waiting = sorted(todo, key=lambda r: repr(data_key(r.trial.config)))
         by_name = {r.trial.name: r for r in waiting}
         for r in waiting:
             r.status = "queued"
@@ -1157,7 +1204,7 @@ class _Sweep:
                 self.report("restarted" if again else "started", r)
             elif msg.get("event") == "epoch" and r.status == "running":
                 r.epochs_trained = int(msg.get("epoch", 0))
-                r.final_val_accuracy = float(msg.get("val_acc", math.nan))
+                r.val_accuracy = r.final_val_accuracy = float(msg.get("val_acc", math.nan))
                 self.report("epoch", r)
 
     def _finish(self, future: Any, r: TrialResult) -> None:
@@ -1324,7 +1371,7 @@ def write_tables(
 
 
 def draw(path: Path, spec: SweepSpec, results: Sequence[TrialResult], best: TrialResult | None) -> Path:
-    """``sweep.png``: final validation accuracy over (lambda, eta), the best trial marked."""
+    """``sweep.png``: validation accuracy over (lambda, eta), the best trial marked."""
     from cifarlin import plots
 
     plots.use_backend()
@@ -1334,7 +1381,7 @@ def draw(path: Path, spec: SweepSpec, results: Sequence[TrialResult], best: Tria
     fig = plots.sweep_figure(
         [r.trial.config.lam for r in results],
         [r.trial.config.eta for r in results],
-        [r.final_val_accuracy if r.status == "done" else None for r in results],
+        [r.val_accuracy if r.status == "done" else None for r in results],
         [r.status for r in results],
         None if best is None else results.index(best),
         grid=spec.mode == "grid",

@@ -15,11 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from cifarlin import model
+from cifarlin import augment, model
+from cifarlin.augment import parse_augment
 from cifarlin.config import TrainConfig
 from cifarlin.data import Prepared
 from cifarlin.errors import DivergenceError, bad_value
-from cifarlin.history import History, TrainState
+from cifarlin.history import History, Kept, TrainState
+from cifarlin.losses import LOSSES
+from cifarlin.schedules import learning_rates
 
 
 def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:
@@ -34,14 +37,51 @@ def _finite(*values: np.ndarray | float) -> bool:
 
 
 def _metrics(
-    W: np.ndarray, b: np.ndarray, data: Prepared, lam: float, loss: str
-) -> tuple[model.Metrics, model.Metrics]:
-    """Cost, loss and accuracy on the training and the validation set."""
+    W: np.ndarray, b: np.ndarray, data: Prepared, lam: float, loss: str, train: bool = True
+) -> tuple[model.Metrics | None, model.Metrics]:
+    """Cost, loss and accuracy on the validation set, and on the training set unless ``train`` is
+    False (when the next epoch's passes over it gather them, see :class:`TrainScores`)."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # per thread
         return (
-            model.evaluate(W, b, data.X["train"], data.y["train"], lam, loss),
+            model.evaluate(W, b, data.X["train"], data.y["train"], lam, loss) if train else None,
             model.evaluate(W, b, data.X["val"], data.y["val"], lam, loss),
         )
+
+
+@dataclass
+class TrainScores:
+    """The training-set metrics of one epoch's final weights, gathered batch by batch while the
+    next epoch trains: its forward passes score each batch with those weights too (model.step,
+    while the batch is in cache), so the 123 MB training matrix is read once per epoch, not twice. The sums
+    run in the batches' order, so the costs can differ from a separate evaluation of the
+    training set in their last bits (about 1e-7 relative); accuracy counts are exact."""
+
+    W: np.ndarray
+    b: np.ndarray
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+    def add(self, S: np.ndarray, y: np.ndarray, loss: str) -> None:
+        self.loss_sum += float(LOSSES[loss].losses(S, y).sum())
+        self.correct += int(np.count_nonzero(S.argmax(axis=1) == y))
+        self.seen += len(y)
+
+    def metrics(self, lam: float) -> model.Metrics:
+        value = self.loss_sum / self.seen
+        return model.Metrics(value + model.penalty(self.W, lam), value, self.correct / self.seen)
+
+    def standalone(
+        self, X: np.ndarray, y: np.ndarray, order: np.ndarray | None, B: int, loss: str
+    ) -> TrainScores:
+        """The same sums computed on their own (the run ended, or stopped, before the next epoch
+        finished gathering them): the same batches in the same order through the same wide
+        product, with zero weights in the step's columns, so the same bits as gathered."""
+        out = TrainScores(self.W, self.b)
+        for start in range(0, len(y), B):
+            rows = slice(start, start + B) if order is None else order[start : start + B]
+            out.add(model.scores_of_step(X[rows], self.W, self.b), y[rows], loss)
+        return out
 
 
 @contextmanager
@@ -76,7 +116,19 @@ class _Pending:
     b: np.ndarray
     rng_state: dict[str, Any]
     started: float
-    metrics: Future[tuple[model.Metrics, model.Metrics]]
+    metrics: Future[tuple[model.Metrics | None, model.Metrics]]  # (train or None, val)
+    eta: float  # the mean learning rate of the epoch's updates
+    train: TrainScores | None = None  # its training-set metrics, gathered during the next epoch
+
+
+def should_stop(cfg: TrainConfig, history: History) -> bool:
+    """Early stopping: ``cfg.patience`` epochs have passed without a better validation accuracy."""
+    return cfg.patience is not None and len(history) - history.best_epoch >= cfg.patience
+
+
+def is_complete(cfg: TrainConfig, state: TrainState) -> bool:
+    """Whether the run of ``cfg`` has nothing left to train from ``state``."""
+    return state.epoch >= cfg.epochs or should_stop(cfg, state.history)
 
 
 def fit(
@@ -86,23 +138,34 @@ def fit(
     on_epoch: Callable[[TrainState], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
 ) -> TrainState:
-    """Train from ``state`` up to ``cfg.epochs`` epochs; returns the final state.
+    """Train from ``state`` up to ``cfg.epochs`` epochs (or until ``cfg.patience`` says stop);
+    returns the final state.
 
     Per epoch: the batches in order (or in a permutation drawn from the run's generator when
-    ``cfg.shuffle``), ``W -= eta * dW``, ``b -= eta * db``; then cost, loss and accuracy on the
-    training and validation sets. ``on_epoch(state)`` is called with each new state,
-    ``on_batch(epoch, batch, n_batches)`` after each batch. Raises :class:`DivergenceError`
-    (leaving the last good state to the caller) when the parameters or the cost stop being finite.
+    ``cfg.shuffle``), ``W -= eta_t * dW``, ``b -= eta_t * db`` with the schedule's eta_t of each
+    update; then cost, loss and accuracy on the training and validation sets. With
+    ``cfg.keep == "best"`` the state also carries the weights of the epoch with the highest
+    validation accuracy (the earliest on ties). ``on_epoch(state)`` is called with each new
+    state, ``on_batch(epoch, batch, n_batches)`` after each batch. Raises
+    :class:`DivergenceError` (leaving the last good state to the caller) when the parameters or
+    the cost stop being finite.
 
     An epoch's metrics are computed on a second thread while the next epoch trains, so
     ``on_epoch`` for epoch e runs once epoch e + 1's batches are done (at the latest at the end,
-    or on Ctrl-C, which waits the few milliseconds the last finished epoch's metrics need).
+    or on Ctrl-C, which waits the few milliseconds the last finished epoch's metrics need). When
+    early stopping ends the run at epoch e, the epoch trained meanwhile is dropped.
     """
     X, y = data.X["train"], data.y["train"]  # (N, d) float, (N,)
     N, B = len(y), cfg.batch_size
     cfg.check_training_set(N)
     if X.dtype != np.dtype(cfg.dtype):
         raise bad_value("dtype", cfg.dtype, f"the data are {X.dtype}; prepare them in {cfg.dtype}")
+    aug = parse_augment(cfg.augment)
+    if aug.active and data.raw_train is None:
+        raise bad_value(
+            "augment", cfg.augment, "the data were prepared without their raw images (keep_raw=True)"
+        )
+    batch = np.empty((min(B, N), X.shape[1]), dtype=X.dtype)  # an augmented batch, normalised
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state
     W, b = state.W.copy(), state.b.copy()
@@ -120,40 +183,106 @@ def fit(
         )
 
     def finish(p: _Pending, ended: float) -> None:
-        nonlocal last
+        nonlocal last, initial
         train, val = p.metrics.result()
+        if train is None:
+            train = gathered(p.train).metrics(cfg.lam)
         if not _finite(train.cost, val.cost):
             raise diverged(p.epoch)
-        history.append(train, val, ended - p.started)
-        last = TrainState(p.W, p.b, p.epoch, history.copy(), p.rng_state)
+        if initial is not None:
+            start_train, start_val = initial[0].result()
+            history.set_initial(start_train or gathered(initial[1]).metrics(cfg.lam), start_val)
+            initial = None
+        history.append(train, val, ended - p.started, p.eta)
+        best = last.best
+        if cfg.keep == "best" and history.best_epoch == p.epoch:
+            best = Kept(p.W, p.b, p.epoch)
+        last = TrainState(p.W, p.b, p.epoch, history.copy(), p.rng_state, best)
         if on_epoch is not None:
             on_epoch(last)
 
+    def next_order() -> np.ndarray | None:
+        """The permutation the next epoch will draw (on a copy of the generator: nothing drawn)."""
+        if not cfg.shuffle:
+            return None
+        peek = np.random.default_rng()
+        peek.bit_generator.state = rng.bit_generator.state
+        return peek.permutation(N)
+
+    def gathered(scores: TrainScores) -> TrainScores:
+        """``scores`` complete: as gathered by the next epoch, or computed alike on their own."""
+        if scores.seen == N:
+            return scores
+        order = orders[id(scores)] if id(scores) in orders else next_order()
+        return scores.standalone(X, y, order, B, cfg.loss)
+
+    orders: dict[int, np.ndarray | None] = {}  # the batch order each gathering runs in
+    if is_complete(cfg, state):
+        return state
     with (
         np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"),
         _metrics_thread() as pool,
     ):
+        # the metrics of the initial weights (epoch 0 of the curves), beside the first epoch:
+        # (validation on the other thread, training gathered by the first epoch's passes)
+        initial = None
+        if state.epoch == 0:
+            initial = (
+                pool.submit(_metrics, W.copy(), b.copy(), data, cfg.lam, cfg.loss, aug.active),
+                TrainScores(W.copy(), b.copy()),
+            )
         try:
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
                 t0 = time.perf_counter()
+                etas = learning_rates(cfg, epoch, n_batches)  # (n_batches,)
                 order = rng.permutation(N) if cfg.shuffle else None
+                flips, moves = augment.draw(rng, N, aug) if aug.active else (None, None)  # per image
+                # the previous epoch's weights, whose training-set metrics this epoch's passes gather
+                gather = None
+                if not aug.active:
+                    gather = (
+                        pending.train if pending is not None else initial[1] if initial is not None else None
+                    )
+                if gather is not None:
+                    orders[id(gather)] = order
                 for j, start in enumerate(range(0, N, B)):
                     rows = slice(start, start + B) if order is None else order[start : start + B]
-                    dW, db = model.gradients(W, b, X[rows], y[rows], cfg.lam, cfg.loss)
-                    dW *= cfg.eta  # in place: W -= eta * dW without a temporary
+                    if aug.active:  # the images' views in pixel space, then normalised as ever
+                        views = augment.apply(data.raw_train[rows], flips[rows], moves[rows])
+                        Xb = data.normalizer.apply(views, out=batch[: len(views)])
+                    else:
+                        Xb = X[rows]
+                    also = (gather.W, gather.b) if gather is not None else None
+                    dW, db, S_prev = model.step(W, b, Xb, y[rows], cfg.lam, cfg.loss, also)
+                    if gather is not None:
+                        gather.add(S_prev, y[rows], cfg.loss)
+                    eta = float(etas[j])  # a Python float: the update stays in the data's dtype
+                    dW *= eta  # in place: W -= eta * dW without a temporary
                     W -= dW
-                    db *= cfg.eta
+                    db *= eta
                     b -= db
                     if on_batch is not None:
                         on_batch(epoch, j + 1, n_batches)
                 if pending is not None:
                     done, pending = pending, None
                     finish(done, t0)
+                    if should_stop(cfg, history):
+                        break  # the epoch just trained is dropped: the run ends at done.epoch
                 if not _finite(W, b):
                     raise diverged(epoch)
                 We, be = W.copy(), b.copy()
-                future = pool.submit(_metrics, We, be, data, cfg.lam, cfg.loss)
-                pending = _Pending(epoch, We, be, rng.bit_generator.state, t0, future)
+                fused = not aug.active  # its training metrics: gathered by the next epoch's passes
+                future = pool.submit(_metrics, We, be, data, cfg.lam, cfg.loss, not fused)
+                pending = _Pending(
+                    epoch,
+                    We,
+                    be,
+                    rng.bit_generator.state,
+                    t0,
+                    future,
+                    float(etas.mean()),
+                    TrainScores(We, be) if fused else None,
+                )
             if pending is not None:
                 done, pending = pending, None
                 finish(done, time.perf_counter())

@@ -6,14 +6,14 @@ _cifarlin() {
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            download|gradcheck|train|sweep|evaluate|visualize|completion) cmd="${COMP_WORDS[i]}"; break ;;
+            download|gradcheck|train|sweep|evaluate|visualize|predict|export|runs|completion) cmd="${COMP_WORDS[i]}"; break ;;
         esac
     done
     case "$cmd" in
         download)
             case "$prev" in
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
-                --format) COMPREPLY=($(compgen -W "python binary" -- "$cur")); return ;;
+                --layout) COMPREPLY=($(compgen -W "python binary" -- "$cur")); return ;;
                 --url) return ;;
                 --md5) return ;;
                 --from-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -21,15 +21,15 @@ _cifarlin() {
                 --retries) return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--data-dir --format --url --md5 --from-file --force --timeout --retries --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--data-dir --layout --url --md5 --from-file --force --timeout --retries --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         gradcheck)
             case "$prev" in
-                --n) return ;;
+                --n|--samples) return ;;
                 --dims) return ;;
                 --lam) return ;;
-                --h) return ;;
+                --step) return ;;
                 --method) COMPREPLY=($(compgen -W "centred complex" -- "$cur")); return ;;
                 --loss) COMPREPLY=($(compgen -W "ce svm bce" -- "$cur")); return ;;
                 --tol) return ;;
@@ -38,7 +38,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--n --dims --lam --h --method --loss --tol --atol --seed --random --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--n --samples --dims --lam --step --method --loss --tol --atol --seed --random --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         train)
@@ -47,17 +47,27 @@ _cifarlin() {
                 --lam) return ;;
                 --eta) return ;;
                 --loss) COMPREPLY=($(compgen -W "ce svm bce" -- "$cur")); return ;;
+                --schedule) COMPREPLY=($(compgen -W "constant step cosine cyclic" -- "$cur")); return ;;
+                --decay) return ;;
+                --decay-every) return ;;
+                --eta-min) return ;;
+                --eta-max) return ;;
+                --step-size) return ;;
+                --augment) return ;;
+                --keep) COMPREPLY=($(compgen -W "last best" -- "$cur")); return ;;
+                --patience) return ;;
                 --epochs) return ;;
                 --batch-size) return ;;
                 --seed) return ;;
                 --train-batches) return ;;
                 --val-size) return ;;
                 --dtype) COMPREPLY=($(compgen -W "float32 float64" -- "$cur")); return ;;
-                --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --out|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --workers) return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out --resume --overwrite --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         sweep)
@@ -73,17 +83,26 @@ _cifarlin() {
                 --val-size) return ;;
                 --dtype) return ;;
                 --init-std) return ;;
+                --schedule) return ;;
+                --decay) return ;;
+                --decay-every) return ;;
+                --eta-min) return ;;
+                --eta-max) return ;;
+                --step-size) return ;;
+                --augment) return ;;
+                --keep) return ;;
+                --patience) return ;;
                 --trials) return ;;
                 --refine) return ;;
                 --sweep-seed) return ;;
-                --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --out|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --workers) return ;;
                 --scheduler) return ;;
                 --retries) return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--lam --eta --loss --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --trials --refine --sweep-seed --out --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--lam --eta --loss --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         evaluate)
@@ -92,7 +111,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--split --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--split --ensemble --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
@@ -100,15 +119,49 @@ _cifarlin() {
         visualize)
             case "$prev" in
                 --what) COMPREPLY=($(compgen -W "curves montage confusion samples probs all" -- "$cur")); return ;;
-                --out) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --out|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 --format) COMPREPLY=($(compgen -W "png pdf svg" -- "$cur")); return ;;
                 --dpi) return ;;
                 --split) COMPREPLY=($(compgen -W "test val train" -- "$cur")); return ;;
                 --n) return ;;
+                --pick) COMPREPLY=($(compgen -W "first random errors" -- "$cur")); return ;;
+                --panels) COMPREPLY=($(compgen -W "cost loss acc eta" -- "$cur")); return ;;
+                --size) COMPREPLY=($(compgen -W "single double" -- "$cur")); return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--what --out --format --dpi --split --n --show --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--what --out -o --format --dpi --split --n --pick --normalize --panels --size --show --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
+        predict)
+            case "$prev" in
+                --top) return ;;
+                --fit) COMPREPLY=($(compgen -W "crop squash" -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--top --fit --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
+        export)
+            case "$prev" in
+                --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--to --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
+        runs)
+            case "$prev" in
+                --depth) return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--depth --json --quiet -q --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
@@ -126,9 +179,9 @@ _cifarlin() {
             case "$prev" in
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--version --install-completion --show-completion --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--version -V --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "download gradcheck train sweep evaluate visualize completion" -- "$cur"))
+                COMPREPLY=($(compgen -W "download gradcheck train sweep evaluate visualize predict export runs completion" -- "$cur"))
             fi
             ;;
     esac

@@ -13,11 +13,23 @@ from typer.main import get_command
 from cifarlin import __version__
 from cifarlin.cli import app
 
-COMMANDS = sorted(get_command(app).commands)
+COMMANDS = sorted(name for name, c in get_command(app).commands.items() if not c.hidden)
 
 
 def test_the_commands_exist():
-    assert set(COMMANDS) == {"download", "gradcheck", "train", "sweep", "evaluate", "visualize", "completion"}
+    assert set(COMMANDS) == {
+        "download",
+        "gradcheck",
+        "train",
+        "sweep",
+        "evaluate",
+        "visualize",
+        "predict",
+        "export",
+        "runs",
+        "completion",
+    }
+    assert get_command(app).commands["visualise"].hidden  # the British spelling works too
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -52,7 +52,18 @@ printf '%s\n' "${COMPREPLY[@]}"
     [
         (
             ["cifarlin", ""],
-            {"download", "gradcheck", "train", "sweep", "evaluate", "visualize", "completion"},
+            {
+                "download",
+                "gradcheck",
+                "train",
+                "sweep",
+                "evaluate",
+                "visualize",
+                "predict",
+                "export",
+                "runs",
+                "completion",
+            },
         ),
         (["cifarlin", "tr"], {"train"}),
         (["cifarlin", "train", "--setting", ""], {"1", "2", "3", "4", "all"}),

@@ -307,3 +307,143 @@ def test_bare_numpy_globals_are_not_data(tmp_path):
     raw = b"\x80\x02}(U\x04data" + global_op("numpy", "dtype") + b"U\x06labels]u."
     with pytest.raises(DataError, match="where plain data was expected"):
         data.read_batch(write(tmp_path, raw), "python")
+
+
+def finishes(fn, seconds: float = 10.0, unblock=None):
+    """Run ``fn`` in a thread; fail (after ``unblock`` frees it) if it has not returned in time,
+    so a regression that blocks shows up as a failure, not as a hung test suite."""
+    import threading
+
+    outcome: list = []
+
+    def run():
+        try:
+            outcome.append(fn())
+        except BaseException as e:  # handed to the test
+            outcome.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        if unblock is not None:
+            unblock()
+        pytest.fail(f"still running after {seconds} s (blocked?)")
+    return outcome[0]
+
+
+def test_a_fifo_batch_is_refused_not_waited_for(tmp_path):
+    # The bug: open() of a FIFO blocks until a writer comes, so train hung forever.
+    import os
+
+    path = tmp_path / "data_batch_1"
+    os.mkfifo(path)
+
+    def unblock():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    e = finishes(lambda: data.read_batch(path, "python"), unblock=unblock)
+    assert isinstance(e, DataError)
+    assert str(e) == f"{path}: is a FIFO, not a regular file; expected a CIFAR-10 file"
+
+
+def test_special_files_and_folders_are_refused(tmp_path):
+    import os
+    import socket
+
+    sock_path = tmp_path / "s" / "data_batch_2"
+    sock_path.parent.mkdir()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    (tmp_path / "data_batch_3").mkdir()
+    os.symlink("/dev/zero", tmp_path / "data_batch_4.bin")  # would never end
+    try:
+        for path, fmt, kind in (
+            (sock_path, "python", "is a socket, not a regular file"),
+            (tmp_path / "data_batch_3", "python", "is a folder"),
+            (tmp_path / "data_batch_4.bin", "binary", "is a character device, not a regular file"),
+        ):
+            e = finishes(lambda p=path, f=fmt: data.read_batch(p, f))
+            assert isinstance(e, DataError) and str(e).startswith(f"{path}: {kind}")
+    finally:
+        sock.close()
+
+
+def test_a_fifo_swapped_in_after_the_stat_does_not_block(tmp_path, monkeypatch):
+    # The race: the file is regular when stat'ed and a FIFO when opened; O_NONBLOCK + fstat.
+    import os
+    import stat
+
+    path = tmp_path / "data_batch_1"
+    os.mkfifo(path)
+    a_file = os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 10, 0, 0, 0))  # what stat saw
+    real_stat = os.stat
+    monkeypatch.setattr(data.os, "stat", lambda p, *a, **k: a_file if p == path else real_stat(p, *a, **k))
+
+    def unblock():
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    e = finishes(lambda: data.read_batch(path, "python"), unblock=unblock)
+    assert isinstance(e, DataError)
+    assert str(e) == f"{path}: is a FIFO, not a regular file; expected a CIFAR-10 file"
+
+
+@pytest.mark.parametrize("name, fmt", [("data_batch_1", "python"), ("test_batch.bin", "binary")])
+def test_a_huge_sparse_batch_is_refused_before_it_is_read(tmp_path, name, fmt):
+    # The bug: a 20 GiB sparse file was read and hashed for a minute before being refused.
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        f.truncate(20 << 30)
+    e = finishes(lambda: data.read_batch(path, fmt), seconds=5)
+    assert isinstance(e, DataError)
+    assert str(e).startswith(
+        f"{path}: 21,474,836,480 bytes, more than a CIFAR-10 file of its kind ever holds (67,108,864 bytes)"
+    )
+
+
+def test_a_huge_meta_file_is_refused(tmp_path, tiny_py):
+    folder = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(tiny_py, folder)
+    with open(folder / "batches.meta", "r+b") as f:
+        f.truncate(2 << 20)
+    with pytest.raises(DataError, match=r"batches.meta: 2,097,152 bytes, more than .* \(1,048,576 bytes\)"):
+        data.read_class_names(data.Dataset(folder, "python"))
+
+
+def test_the_size_cap_boundary(tmp_path, monkeypatch):
+    raw = (bytes([3]) + bytes(3072)) * 2
+    path = write(tmp_path, raw, "b.bin")
+    monkeypatch.setattr(data, "MAX_BATCH_BYTES", len(raw))
+    assert data.read_batch(path, "binary").labels.tolist() == [3, 3]
+    monkeypatch.setattr(data, "MAX_BATCH_BYTES", len(raw) - 1)
+    with pytest.raises(DataError, match=f"{len(raw):,} bytes, more than"):
+        data.read_batch(path, "binary")
+
+
+def test_a_file_that_reports_no_size_is_still_capped(tmp_path, monkeypatch):
+    # /proc files say 0 bytes and hold more: the cap holds on what is read, not what stat says.
+    import os
+
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("no /proc")
+    os.symlink("/proc/self/status", tmp_path / "data_batch_1.bin")
+    monkeypatch.setattr(data, "MAX_BATCH_BYTES", 100)
+    with pytest.raises(DataError, match=r"more bytes than its size said, more than .* \(100 bytes\)"):
+        data.read_batch(tmp_path / "data_batch_1.bin", "binary")
+
+
+def test_cli_names_the_fifo_and_exits_1(tmp_path, tiny_py, runner):
+    import os
+
+    from cifarlin.cli import app
+
+    folder = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(tiny_py, folder)
+    (folder / "data_batch_1").unlink()
+    os.mkfifo(folder / "data_batch_1")
+    r = finishes(lambda: runner.invoke(app, ["gradcheck", "--data-dir", str(tmp_path), "--n", "3"]))
+    assert r.exit_code == 1
+    assert (
+        r.stderr
+        == f"Error: {folder / 'data_batch_1'}: is a FIFO, not a regular file; expected a CIFAR-10 file\n"
+    )

@@ -8,6 +8,7 @@ import json
 import socket
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,13 @@ from cifar_files import dataset_archive, md5, tar_gz
 from cifarlin import data, download
 from cifarlin.cli import app
 from cifarlin.config import DownloadConfig
-from cifarlin.errors import DownloadError
+from cifarlin.errors import DownloadError, WriteError
 
 
 class Server:
     """Serves one file at /NAME on 127.0.0.1, with switches for the failures under test."""
 
-    def __init__(self, body: bytes, name: str = "cifar-10-python.tar.gz"):
+    def __init__(self, body: bytes, name: str = "cifar-10-python.tar.gz", tls=None):
         self.body, self.name = body, name
         self.ranges: list[str | None] = []  # the Range header of every request
         self.drop_after: int | None = None  # first response stops after this many bytes
@@ -30,15 +31,56 @@ class Server:
         self.etag = '"v1"'
         self.wrong_start = 0  # resume at this many bytes past the asked start
         self.extra = b""  # bytes appended to every response beyond its Content-Length
+        self.any_path = False  # serve the file at any path, not only /NAME
+        # How the next responses misbehave, one entry each: "trickle" sends the body a byte at a
+        # time, "trickle-headers" the status line and headers, "silent" the headers and then
+        # nothing (each for at most 5 s, while the client stays)
+        self.slow: list[str] = []
+        self.delay = 0.02  # seconds between trickled bytes
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
+            def trickle(self, data: bytes):
+                deadline = time.monotonic() + 5
+                try:
+                    for i in range(len(data)):
+                        if time.monotonic() > deadline:
+                            return
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(server.delay)
+                except OSError:  # the client gave up
+                    pass
+
+            def misbehave(self, mode: str):
+                head = (
+                    f"HTTP/1.1 200 OK\r\nContent-Length: {len(server.body)}\r\nETag: {server.etag}\r\n\r\n"
+                ).encode()
+                if mode == "trickle-headers":
+                    self.trickle(head)
+                    return
+                self.wfile.write(head)
+                self.wfile.flush()
+                if mode == "trickle":
+                    self.trickle(server.body)
+                else:  # silent: wait until the client gives up
+                    self.connection.settimeout(5)
+                    try:
+                        self.connection.recv(1)
+                    except OSError:
+                        pass
+                self.close_connection = True
+
             def do_GET(self):
-                if self.path != f"/{server.name}":
+                if self.path != f"/{server.name}" and not server.any_path:
                     self.send_error(404)
+                    return
+                if server.slow:
+                    server.ranges.append(self.headers.get("Range"))
+                    self.misbehave(server.slow.pop(0))
                     return
                 rng = self.headers.get("Range")
                 server.ranges.append(rng)
@@ -73,7 +115,10 @@ class Server:
                 self.wfile.write(payload)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+        if tls is not None:  # an ssl.SSLContext with the server's certificate: serve https://
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "http" if tls is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}/{name}"
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -145,7 +190,7 @@ def test_next_run_resumes_the_part_file(runner, serve, archive, tmp_path):
     s.drop_after = 1000
     r, _ = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--retries", "0")
     assert r.exit_code == 1 and "run again to resume" in r.stderr
-    part = tmp_path / "cifar-10-python.tar.gz.part"
+    part = tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part"
     assert part.stat().st_size == 1000
     assert not (tmp_path / "cifar-10-batches-py").exists()
     r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--json")
@@ -214,7 +259,7 @@ def test_binary_format(runner, serve, tmp_path):
     s = serve(body, "cifar-10-binary.tar.gz")
     r, out = run(
         runner,
-        "--format",
+        "--layout",
         "binary",
         "--url",
         s.url,
@@ -338,7 +383,7 @@ def test_ctrl_c_keeps_the_part_and_the_next_run_resumes(runner, serve, archive, 
     with pytest.raises(download.Interrupted, match="run the same command again to resume") as e:
         download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), on_progress=press_ctrl_c)
     assert e.value.exit_code == 130
-    part = tmp_path / "cifar-10-python.tar.gz.part"
+    part = tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part"
     kept = part.stat().st_size
     assert 0 < kept < len(archive) and not (tmp_path / "cifar-10-batches-py").exists()
     r, out = run(runner, "--url", s.url, "--md5", md5(archive), "--data-dir", tmp_path, "--json")
@@ -365,7 +410,7 @@ def test_unknown_host_fails_at_once_without_retries(runner, monkeypatch, tmp_pat
         calls.append(1)
         raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
 
-    monkeypatch.setattr(download.urllib.request, "urlopen", no_dns)
+    monkeypatch.setattr(download, "_urlopen", no_dns)
     r, _ = run(runner, "--url", "https://cifar.example.invalid/x.tar.gz", "--data-dir", tmp_path)
     assert r.exit_code == 1 and len(calls) == 1
     line = r.stderr.strip().splitlines()[-1]
@@ -406,8 +451,9 @@ def test_more_bytes_than_announced_are_not_accepted(serve, archive, tmp_path):
 
 def test_a_complete_part_is_not_fetched_again(serve, archive, tmp_path):
     s = serve(archive)
-    (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(archive)
-    (tmp_path / "cifar-10-python.tar.gz.part.json").write_text(
+    (tmp_path / ".cifarlin-download").mkdir()
+    (tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part").write_bytes(archive)
+    (tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part.json").write_text(
         json.dumps({"url": s.url, "etag": s.etag, "last_modified": None, "total": len(archive)})
     )
     download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
@@ -417,7 +463,8 @@ def test_a_complete_part_is_not_fetched_again(serve, archive, tmp_path):
 
 def test_a_part_of_unknown_origin_is_not_resumed(serve, archive, tmp_path):
     s = serve(archive)
-    (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(b"something else entirely")
+    (tmp_path / ".cifarlin-download").mkdir()
+    (tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz.part").write_bytes(b"something else entirely")
     download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert s.ranges == [None]
 
@@ -432,7 +479,7 @@ def test_ctrl_c_while_unpacking_keeps_the_verified_archive(serve, archive, tmp_p
     monkeypatch.setattr(download, "extract", interrupted)
     with pytest.raises(download.Interrupted, match="is kept"):
         download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
-    assert (tmp_path / "cifar-10-python.tar.gz").is_file()
+    assert (tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz").is_file()
     monkeypatch.setattr(download, "extract", real)
     download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)))
     assert len(s.ranges) == 1  # not downloaded again
@@ -454,13 +501,16 @@ def test_failed_swap_keeps_the_old_dataset(serve, archive, tmp_path, monkeypatch
         return real(src, dst)
 
     monkeypatch.setattr(download.os, "replace", flaky)
-    with pytest.raises(DownloadError, match="cannot be replaced"):
+    kept = tmp_path / ".cifarlin-download" / "cifar-10-python.tar.gz"
+    with pytest.raises(WriteError) as e:  # the data folder's fault: the verified download is kept
         download.install(tmp_path, DownloadConfig(url=s.url, md5=md5(archive)), force=True, from_file=None)
+    assert str(e.value) == (
+        f"{tmp_path / 'cifar-10-batches-py'}: cannot be replaced (No space left on device); "
+        f"the verified download stays in {kept} for the next run"
+    )
     monkeypatch.setattr(download.os, "replace", real)
-    assert marker.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tar.gz")) == [
-        "cifar-10-batches-py"
-    ]
+    assert marker.read_bytes() == before and kept.read_bytes() == archive
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cifarlin-download", "cifar-10-batches-py"]
 
 
 @pytest.mark.parametrize("url", ["notaurl", "http://[::1", "gopher://x/y", "http:///nohost"])

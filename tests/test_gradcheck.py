@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from cifar_files import make_split
 from cifarlin import gradcheck, model
 from cifarlin.cli import app
 
@@ -60,7 +61,8 @@ def test_broken_gradient_fails_with_exit_1(runner, monkeypatch, loss, method):
     "args, value",
     [
         (["--n", "0"], "--n 0"),
-        (["--h", "-1"], "--h -1"),
+        (["--h", "-1"], "--step -1"),
+        (["--step", "0"], "--step 0.0"),
         (["--dims", "5000"], "--dims 5000"),
         (["--tol", "-1"], "--tol -1"),
         (["--lam", "nan"], "--lam nan"),
@@ -84,11 +86,34 @@ def test_without_data_says_where_it_looked(runner, tmp_path):
     assert str(tmp_path / "nothing") in line and "cifarlin download" in line
 
 
-def test_on_tiny_data_uses_normalised_training_images(runner, tiny_py):
+def test_on_tiny_data_uses_normalised_training_images(runner, tiny_py, monkeypatch):
+    """Catches: the sample normalised by the mean and std of the n sampled rows instead of the
+    whole training split, rows other than the first n, labels out of step with their images,
+    inputs other than the first --dims, and weights other than training's initial ones."""
+    checked = []
+    real = gradcheck.check
+
+    def spy(W, b, X, y, cfg, inputs):
+        checked.append((W, b, X, y))
+        return real(W, b, X, y, cfg, inputs)
+
+    monkeypatch.setattr(gradcheck, "check", spy)
     r = runner.invoke(app, ["gradcheck", "--data-dir", str(tiny_py), "--n", "8", "--dims", "200", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["inputs"] == str(tiny_py) and out["n"] == 8 and out["W"]["checked"] == 2000
+    [(W, b, X, y)] = checked
+    images, labels = make_split(50, seed=1)  # data_batch_1, the whole training split, made independently
+    pixels = images / 255
+    mean, std = pixels.mean(axis=0), pixels.std(axis=0)  # over all 50 training images
+    expected = (pixels[:8] - mean) / std
+    np.testing.assert_allclose(X, expected[:, :200], rtol=1e-12, atol=1e-12)
+    assert np.array_equal(y, labels[:8])
+    own = (pixels[:8] - pixels[:8].mean(axis=0)) / pixels[:8].std(axis=0)  # the bug's sample
+    assert np.abs(own - expected).max() > 0.1  # differs enough to be seen
+    rng = np.random.default_rng(0)
+    W0 = rng.normal(0.0, 0.01, size=(10, 3072))
+    assert np.array_equal(W, W0[:, :200]) and np.array_equal(b, rng.normal(0.0, 0.01, size=10))
 
 
 def test_n_larger_than_the_training_set(runner, tiny_py):

@@ -147,3 +147,18 @@ def test_relative_error_formula():
 def test_confusion_matrix():
     cm = evaluation.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), K=3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+def test_a_step_scoring_other_weights_keeps_its_own_bits():
+    """Bug: the training-set metrics gathered in the step's pass (train.fit) changing the step's
+    own numbers, or gathered and recomputed scores disagreeing (a resumed run's history would)."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((100, 3072)).astype(np.float32)
+    y = rng.integers(0, 10, 100)
+    W, b = (rng.standard_normal((10, 3072)) * 0.01).astype(np.float32), np.zeros(10, np.float32)
+    We, be = (rng.standard_normal((10, 3072)) * 0.01).astype(np.float32), np.ones(10, np.float32)
+    dW, db = model.gradients(W, b, X, y, 0.1)
+    dW2, db2, S = model.step(W, b, X, y, 0.1, also=(We, be))
+    assert np.array_equal(dW, dW2) and np.array_equal(db, db2)
+    assert np.array_equal(S, model.scores_of_step(X, We, be))
+    np.testing.assert_allclose(S, model.scores(We, be, X), rtol=1e-5, atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import h5py
 import numpy as np
 import pytest
 
@@ -30,13 +31,25 @@ def run_dir(tmp_path_factory, tiny_py):
     return out
 
 
+def montage_tiles(img: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) of each image tile in a montage, left to right: the columns
+    that are not background all the way down the band of rows that mostly are not."""
+    content = (img[..., :3] < 0.95).any(axis=2)  # not white
+    band = np.flatnonzero(content.mean(axis=1) > 0.5)
+    top, bottom = int(band[0]), int(band[-1]) + 1
+    assert np.array_equal(band, np.arange(top, bottom))  # one band of tiles
+    full = content[top:bottom].mean(axis=0) > 0.9
+    edges = np.flatnonzero(np.diff(np.r_[0, full.astype(int), 0]))
+    return [(top, bottom, int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
 def colours(path) -> int:
     img = mpimg.imread(path)
     return len(np.unique((img[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0))
 
 
 def test_train_writes_curves_and_montage(run_dir):
-    for name, size in (("curves.png", (600, 1950)), ("montage.png", (285, 1950))):
+    for name, size in (("curves.png", (735, 1890)), ("montage.png", (285, 1950))):
         img = mpimg.imread(run_dir / name)
         assert img.shape[:2] == size
         assert colours(run_dir / name) > 50
@@ -69,10 +82,10 @@ def test_visualize_all_kinds(runner, run_dir, tiny_py, tmp_path):
         "probs-test.png",
     ]
     sizes = {
-        "curves.png": (400, 1300),
+        "curves.png": (490, 1260),
         "montage.png": (190, 1300),
-        "confusion-test.png": (700, 950),
-        "samples-test.png": (400, 1160),
+        "confusion-test.png": (720, 950),
+        "samples-test.png": (440, 1160),
         "probs-test.png": (380, 1000),
     }
     for path in files:
@@ -115,7 +128,11 @@ def test_model_file_alone(runner, run_dir, tmp_path, tiny_py):
         ],
     )
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "confusion-val.png").is_file()
+    # Catches: the figure drawn at another size or resolution than the default 150 dpi of a
+    # 9.5 x 7.2 inch figure, or an empty canvas.
+    path = tmp_path / "confusion-val.png"
+    assert mpimg.imread(path).shape[:2] == (int(7.2 * 150), int(9.5 * 150))
+    assert colours(path) > 20
 
 
 def test_montage_channel_layout():
@@ -180,7 +197,7 @@ def test_setting_all_comparison_figure(runner, tiny_py, tmp_path):
     )
     assert r.exit_code == 0, r.output
     img = mpimg.imread(tmp_path / "settings.png")
-    assert img.shape[:2] == (1380, 2400) and colours(tmp_path / "settings.png") > 100
+    assert img.shape[:2] == (1500, 2400) and colours(tmp_path / "settings.png") > 100
 
 
 def test_a_model_file_alone_draws_what_it_can(runner, run_dir, tmp_path, tiny_py):
@@ -196,6 +213,25 @@ def test_a_model_file_alone_draws_what_it_can(runner, run_dir, tmp_path, tiny_py
         "probs-test.png",
     ]
     assert "no curves" in r.stderr
+    # Catches: a montage of fewer (or blank) tiles, tiles out of class order, the weights of
+    # another model, and weights scaled over all of W instead of tile by tile. The montage is a
+    # 13 x 1.9 inch figure at 150 dpi: ten square tiles side by side, each the model's 32 x 32
+    # weights in the channel layout of CIFAR-10 (1024 red, 1024 green, 1024 blue), scaled to [0, 1].
+    img = mpimg.imread(alone / "montage.png")[..., :3].astype(np.float64)
+    assert img.shape[:2] == (int(1.9 * 150), 13 * 150)
+    tiles = montage_tiles(img)
+    assert len(tiles) == 10
+    with h5py.File(alone / "m.h5", "r") as f:
+        W = f["W"][()].astype(np.float64)
+    expected = W.reshape(10, 3, 32, 32).transpose(0, 2, 3, 1)  # (class, row, column, channel)
+    lo, hi = expected.min(axis=(1, 2, 3), keepdims=True), expected.max(axis=(1, 2, 3), keepdims=True)
+    expected = (expected - lo) / (hi - lo)
+    for k, (top, bottom, left, right) in enumerate(tiles):
+        assert abs((bottom - top) - (right - left)) <= 2, f"tile {k} is not square"
+        ys = (top + (np.arange(32) + 0.5) * (bottom - top) / 32).astype(int)  # cell centres
+        xs = (left + (np.arange(32) + 0.5) * (right - left) / 32).astype(int)
+        error = np.abs(img[np.ix_(ys, xs)] - expected[k]).max()  # img: (32, 32, 3) cell colours
+        assert error < 1.5 / 255, f"tile {k}: off by up to {error:.3f}"  # PNG keeps 8 bits a channel
 
 
 def test_visualize_out_must_be_a_folder(runner, run_dir, tmp_path):

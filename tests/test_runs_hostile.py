@@ -206,7 +206,7 @@ def test_text_from_files_is_printed_as_text(runner, tmp_path):
     assert "[bold]r" in r.stderr
     r = runner.invoke(app, ["evaluate", str(out), "--data-dir", str(data_dir)])
     assert r.exit_code == 0, r.output
-    assert "\x1b" not in r.stderr and "\\x1b]0;pwned\\x07cat" in r.stderr
-    assert "[/bold]" in r.stderr and "[red]x" in r.stderr
+    assert "\x1b" not in r.output and "\\x1b]0;pwned\\x07cat" in r.stdout  # the report is on stdout
+    assert "[/bold]" in r.stdout and "[red]x" in r.stdout
     r = runner.invoke(app, ["evaluate", str(out), "--data-dir", str(data_dir), "--json", "--quiet"])
     assert json.loads(r.stdout)["class_names"][:3] == names[:3]  # JSON carries them exactly

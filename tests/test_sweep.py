@@ -123,7 +123,7 @@ def test_random_search_is_log_uniform_reproducible_and_extensible():
 
 def result(trial, acc, status="done"):
     r = TrialResult(trial, Path(trial.name), status=status)
-    r.final_val_accuracy, r.final_val_cost = acc, 1.0
+    r.val_accuracy, r.val_cost = acc, 1.0
     return r
 
 
@@ -151,9 +151,24 @@ def test_selection_uses_validation_accuracy_of_finished_trials_only():
     trials = sweep.plan(SweepSpec((parse_axis("lam", "0,0.1,1"),)))
     rs = [result(trials[0], 0.30), result(trials[1], 0.35), result(trials[2], 0.9, "diverged")]
     assert sweep.best_of(rs) is rs[1]
-    rs[0].final_val_accuracy = 0.35
-    rs[0].final_val_cost = 0.5  # a tie: the lower validation cost wins
+    rs[0].val_accuracy = 0.35
+    rs[0].val_cost = 0.5  # a tie: the lower validation cost wins
     assert sweep.best_of(rs) is rs[0]
+
+
+def test_selection_uses_the_saved_models_accuracy():
+    """With keep=best the model a trial saves is its best epoch's: that accuracy selects, not
+    the last epoch's (which would rank the trial by a model it does not have)."""
+    from cifarlin.history import History
+    from cifarlin.model import Metrics
+
+    h = History()
+    for acc, cost in ((0.3, 2.0), (0.5, 1.5), (0.4, 1.8)):
+        h.append(Metrics(cost, cost, 0.9), Metrics(cost, cost, acc), 0.1, 0.01)
+    last, best = sweep.history_metrics(h, "last"), sweep.history_metrics(h, "best")
+    assert (last["val_accuracy"], last["val_cost"]) == (0.4, 1.8) == (last["final_val_accuracy"], 1.8)
+    assert (best["val_accuracy"], best["val_cost"], best["best_epoch"]) == (0.5, 1.5, 2)
+    assert best["best_val_cost"] == 1.5 and best["epochs_trained"] == 3
 
 
 def test_a_new_config_field_needs_one_line_to_be_swept():
@@ -163,6 +178,28 @@ def test_a_new_config_field_needs_one_line_to_be_swept():
     assert types <= set(sweep.KINDS), types - set(sweep.KINDS)
     options = {o for p in group().commands["sweep"].params for o in p.opts}
     assert {"--" + f.replace("_", "-") for f in sweep.SWEEPABLE} <= options
+
+
+def test_a_trial_is_train_bit_for_bit_with_the_newer_options(runner, tiny_py, tmp_path):
+    """A trial run in-process with augmentation, a schedule and keep=best equals `cifarlin train`
+    with the same options: the options reach runs.run and nothing else changes the numbers."""
+    spec = SweepSpec(
+        (
+            parse_axis("augment", "none/flip,translate:2"),
+            parse_axis("schedule", "cosine"),
+            parse_axis("keep", "best"),
+            parse_axis("shuffle", "true"),
+            *(parse_axis(k, v) for k, v in (("epochs", "3"), ("batch_size", "10"), ("eta", "0.01"))),
+        )
+    )
+    trial = sweep.plan(spec)[1]
+    assert trial.config.augment == "flip,translate:2"
+    row = sweep.run_trial(trial, str(tmp_path / "s"), str(tiny_py))
+    assert row["status"] == "done", row
+    args = ["train", "--augment", "flip,translate:2", "--schedule", "cosine", "--keep", "best", "--shuffle"]
+    args += [*TINY, "--eta", "0.01", "--data-dir", str(tiny_py), "--out", str(tmp_path / "alone")]
+    assert runner.invoke(app, [*args, "--no-plots", "--quiet"]).exit_code == 0
+    assert same_bits(tmp_path / "s" / trial.name, tmp_path / "alone")
 
 
 @pytest.mark.parametrize(
@@ -232,8 +269,8 @@ def test_grid_on_a_local_cluster(runner, tiny_py, tmp_path):
     assert len({t["worker"] for t in doc["trials"]} - {""}) >= 1
     best = doc["best"]
     assert best["name"] in ("trial-001", "trial-003") and best["status"] == "done"
-    assert 0 <= best["test_accuracy"] <= 1 and best["final_val_accuracy"] == max(
-        t["final_val_accuracy"] for t in doc["trials"] if t["status"] == "done"
+    assert 0 <= best["test_accuracy"] <= 1 and best["val_accuracy"] == max(
+        t["val_accuracy"] for t in doc["trials"] if t["status"] == "done"
     )
     assert all("test_accuracy" not in t for t in doc["trials"])  # selection never sees the test set
     out = Path("s")
@@ -243,7 +280,7 @@ def test_grid_on_a_local_cluster(runner, tiny_py, tmp_path):
     with h5py.File(out / "sweep.h5", "r") as f:
         assert [s.decode() for s in f["status"][()]] == ["done", "diverged", "done", "diverged"]
         assert list(f["params/eta"][()]) == [0.01, 1e38, 0.01, 1e38]
-        assert f.attrs["best"] == best["name"] and f.attrs["selected_by"] == "final_val_accuracy"
+        assert f.attrs["best"] == best["name"] and f.attrs["selected_by"] == "val_accuracy"
     assert (out / "results.csv").read_text().splitlines()[0].startswith("name,round,lam,eta,")
     assert "test accuracy of the best trial alone" in r.stderr
 
@@ -491,7 +528,7 @@ def test_random_search_with_a_second_round_continues_with_the_same_box(runner, t
     assert again.stderr.count("not run again") == 5
 
     def facts(d):
-        return [(t["name"], t["params"], t["status"], t["final_val_accuracy"]) for t in d["trials"]]
+        return [(t["name"], t["params"], t["status"], t["val_accuracy"]) for t in d["trials"]]
 
     assert facts(json.loads(again.stdout)) == facts(doc)
 

@@ -8,7 +8,8 @@ not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpec
 
     display.py   console, tables, progress, JSON on stdout
     common.py    the environment, shared options, fetching data, field names -> flags
-    download.py, gradcheck.py, train.py, sweep.py, inspect.py   the commands
+    download.py, gradcheck.py, train.py, sweep.py, inspect.py (evaluate, visualize), predict.py
+    (predict, export), runs.py   the commands
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import os
 import signal
 import sys
 from contextlib import redirect_stdout
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__
-from cifarlin.cli import download, gradcheck, inspect, sweep, train
+from cifarlin.cli import download, gradcheck, inspect, predict, runs, sweep, train
 from cifarlin.cli.common import Env, flag_names, in_flags
-from cifarlin.cli.display import error_line
+from cifarlin.cli.display import emit_json, error_line, json_written, start_command
 from cifarlin.errors import CifarlinError, ConfigError, Terminated, stopped
 
 _signals: list[int] = []  # SIGTERMs received (Typer reports an unhandled one only as exit code 130)
@@ -55,8 +56,24 @@ def _in_memory(stream: Any) -> bool:
     return False
 
 
+def _plain_help_option(option: Any) -> Any:
+    """-h/--help is a switch: no value name in the help."""
+    if option is not None:
+        option.metavar = ""
+    return option
+
+
 class CifarlinCommand(TyperCommand):
     """Usage errors typer would let through: an empty path, and --json with nowhere to print."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain_help_option(super().get_help_option(ctx))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for p in self.params:  # an argument's value name (MODEL, RUN, SHELL) says enough: no <path>
+            if getattr(p, "param_type_name", "") == "argument":
+                p.display_type_rich = lambda ctx: None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         paths = {
@@ -78,6 +95,15 @@ class CifarlinCommand(TyperCommand):
 
 class CifarlinGroup(TyperGroup):
     """Turns every failure into one line on stderr and the documented exit code."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain_help_option(super().get_help_option(ctx))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for p in self.params:  # an argument's value name (MODEL, RUN, SHELL) says enough: no <path>
+            if getattr(p, "param_type_name", "") == "argument":
+                p.display_type_rich = lambda ctx: None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args and not ctx.resilient_parsing:  # no command: a usage error, help on stderr
@@ -117,38 +143,49 @@ class CifarlinGroup(TyperGroup):
             from typer import rich_utils
 
             rich_utils.COLOR_SYSTEM = None
+        wants_json = "--json" in (sys.argv[1:] if args is None else list(args))
+        start_command()
+
+        def fail(message: str, code: int) -> NoReturn:
+            """One line on stderr; with --json also ``{"error": ..., "exit_code": ...}`` on stdout."""
+            line = error_line(message)
+            if wants_json and _stdout_usable():
+                try:
+                    emit_json({"error": line, "exit_code": code})
+                except (OSError, CifarlinError):
+                    pass
+            sys.exit(code)
+
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
         except typer.TyperException as e:  # click's usage errors
             msg = e.format_message().replace("Value error, ", "")
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            error_line(msg.replace("\n", " ") + hint)
-            sys.exit(e.exit_code)
+            fail(msg.replace("\n", " ") + hint, e.exit_code)
         except CifarlinError as e:
-            error_line(in_flags(str(e), flag_names(self)))
-            sys.exit(e.exit_code)
+            fail(in_flags(str(e), flag_names(self)), e.exit_code)
         except KeyboardInterrupt as e:
             how, code = stopped(e)
-            error_line(how)
-            sys.exit(code)
+            fail(how, code)
         except typer.Abort:
-            error_line("interrupted")
-            sys.exit(130)
+            fail("interrupted", 130)
         except BrokenPipeError:
             sys.stderr.close()  # the reader went away (e.g. `| head`): not an error of ours
             sys.exit(1)
         except Exception as e:
             if env.debug:
                 raise
-            error_line(
+            fail(
                 f"unexpected {type(e).__name__}: {e} (this is a bug in cifarlin: run again with "
-                "CIFARLIN_DEBUG=1 to see the full traceback, and please report it)"
+                "CIFARLIN_DEBUG=1 to see the full traceback, and please report it)",
+                1,
             )
-            sys.exit(1)
         if rv == 130:  # Typer turns a Ctrl-C (or SIGTERM) that no command handled into exit code 130
-            how, rv = ("terminated (SIGTERM)", 143) if _signals else ("interrupted", 130)
-            error_line(f"{how}; nothing was left half-written (files are written whole or not at all)")
+            how, code = ("terminated (SIGTERM)", 143) if _signals else ("interrupted", 130)
+            fail(f"{how}; nothing was left half-written (files are written whole or not at all)", code)
+        if isinstance(rv, int) and rv != 0 and wants_json and not json_written() and _stdout_usable():
+            emit_json({"error": f"failed (exit code {rv}); see stderr", "exit_code": rv})
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -158,7 +195,8 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
-    context_settings={"max_content_width": 100},
+    add_completion=False,  # one way to install completion: `cifarlin completion SHELL` (see the README)
+    context_settings={"max_content_width": 100, "help_option_names": ["-h", "--help"]},
 )
 
 
@@ -171,7 +209,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_version,
+            is_eager=True,
+            metavar="",
+            help="Print the version and exit.",
+        ),
     ] = False,
 ) -> None:
     """Train, check and understand a linear softmax classifier on CIFAR-10.
@@ -182,12 +228,14 @@ def _root(
 
 
 def completion(
-    shell: Annotated[Literal["bash", "zsh", "fish"], typer.Argument(help="The shell to complete in.")],
+    shell: Annotated[
+        Literal["bash", "zsh", "fish"], typer.Argument(metavar="SHELL", help="bash, zsh or fish.")
+    ],
 ) -> None:
     """Print a static completion script (subcommands, options, choices, paths) for a shell.
 
     The same scripts ship in the repository's completions/ folder; see the README for where each
-    shell looks for them. `cifarlin --install-completion` installs Typer's dynamic completion instead.
+    shell looks for them.
 
     **Example:** cifarlin completion bash > ~/.local/share/bash-completion/completions/cifarlin
     """
@@ -203,9 +251,13 @@ for command in (
     sweep.sweep,
     inspect.evaluate,
     inspect.visualize,
+    predict.predict,
+    predict.export,
+    runs.runs,
     completion,
 ):
     app.command(cls=CifarlinCommand)(command)
+app.command("visualise", cls=CifarlinCommand, hidden=True)(inspect.visualize)  # the British spelling
 
 
 def group() -> Any:

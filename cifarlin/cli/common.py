@@ -4,7 +4,7 @@ when it is missing, and the translation of library field names into this command
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -110,10 +110,42 @@ def in_flags(message: str, flags: Mapping[str, str]) -> str:
     return message
 
 
-# Options shared by several commands.
+# ---------------------------------------------------------------------------------------------
+# Options, in one style: UPPERCASE value names, choices and defaults in the help text (which
+# wraps at spaces), no value name on flags
+# ---------------------------------------------------------------------------------------------
+
+
+def option(
+    *names: str,
+    help: str,
+    metavar: str = "VALUE",
+    choices: Sequence[object] | None = None,
+    default: object = None,
+    hidden: bool = False,
+) -> Any:
+    """A typer option taking a value: ``help``, then its choices and default when given."""
+    text = help
+    if choices is not None:
+        text += f" One of: {', '.join(map(str, choices))}."
+    if default is not None:
+        text += f" [default: {default}]"
+    return typer.Option(*names, help=text, metavar=metavar, show_default=False, hidden=hidden)
+
+
+def flag(*names: str, help: str, hidden: bool = False) -> Any:
+    """A typer option that is a switch (no value, no value name in the help)."""
+    return typer.Option(*names, help=help, metavar="", show_default=False, hidden=hidden)
+
+
+def g(x: float) -> str:
+    """A number as a user would type it (0.001, 1e-06)."""
+    return f"{x:g}"
+
+
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option(
+    option(
         "--data-dir",
         metavar="DIR",
         help="Folder holding cifar-10-batches-py/ (or that folder itself). "
@@ -121,7 +153,7 @@ DataDirOpt = Annotated[
     ),
 ]
 NoDownloadOpt = Annotated[
-    bool, typer.Option("--no-download", help="Fail instead of downloading CIFAR-10 when it is missing.")
+    bool, flag("--no-download", help="Fail instead of downloading CIFAR-10 when it is missing.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress; print only the final result.")]
+JsonOpt = Annotated[bool, flag("--json", help="Print the result as one JSON document on stdout.")]
+QuietOpt = Annotated[bool, flag("--quiet", "-q", help="No progress; print only the result.")]

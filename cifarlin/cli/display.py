@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,19 @@ from cifarlin.errors import WriteError
 
 
 def plain() -> bool:
-    """No colours, no live display: NO_COLOR is set or stderr is not a terminal."""
-    return bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+    """No live display (progress bars, live tables): stderr is not a terminal. (NO_COLOR removes
+    colours only.)"""
+    return not sys.stderr.isatty()
 
 
 def console() -> Console:
-    """The stderr console for humans; plain text when :func:`plain`, 120 columns in logs."""
+    """The stderr console for humans: no colours with NO_COLOR or off a terminal, 120 columns in
+    logs."""
     width = None
     if not sys.stderr.isatty() and not os.environ.get("COLUMNS"):
         width = 120  # CI logs: wide enough that no table wraps
-    return Console(stderr=True, highlight=False, color_system=None if plain() else "auto", width=width)
+    color = None if os.environ.get("NO_COLOR") or plain() else "auto"
+    return Console(stderr=True, highlight=False, color_system=color, width=width)
 
 
 def clean(text: object) -> str:
@@ -46,9 +49,21 @@ def clean(text: object) -> str:
     return escape(s)
 
 
+def results(json_out: bool) -> Console:
+    """Where a command's human-readable result goes: stdout (so ``> file`` and ``| grep`` work),
+    or stderr when ``--json`` keeps stdout for the JSON document."""
+    if json_out:
+        return console()
+    tty = sys.stdout.isatty()
+    width = None if tty or os.environ.get("COLUMNS") else 120
+    color = None if os.environ.get("NO_COLOR") or not tty else "auto"
+    return Console(file=sys.stdout, highlight=False, color_system=color, width=width)
+
+
 def say(c: Console, text: str) -> None:
-    """A line of plain text (no markup), wrapped by the terminal rather than by rich."""
-    c.print(clean(text), soft_wrap=True)
+    """A line of plain text (no markup): wrapped at spaces on a terminal, never in a file or pipe
+    (one line per message for grep)."""
+    c.print(clean(text), soft_wrap=not c.is_terminal)
 
 
 def add_row(t: Table, *cells: object) -> None:
@@ -78,10 +93,11 @@ def print_table(c: Console, t: Table) -> None:
         c.width = width
 
 
-def error_line(message: str) -> None:
-    """One line on stderr, whatever the message holds."""
+def error_line(message: str) -> str:
+    """One line on stderr, whatever the message holds; returns the line."""
     line = re.sub(r"\s*\n\s*", " ", message.strip())
     console().print(f"[bold red]Error:[/] {clean(line)}", soft_wrap=True)
+    return line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +114,13 @@ def fmt_sci(x: float) -> str:
     return f"{x:.2e}"
 
 
+def fmt_duration(seconds: float) -> str:
+    """0:03, 1:05, 1:02:03."""
+    s = round(max(seconds, 0))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
 def fmt_megabytes(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -107,8 +130,21 @@ def fmt_megabytes(n: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+_emitted: list[bool] = []  # set once a JSON document went to stdout (a command emits one)
+
+
+def json_written() -> bool:
+    return bool(_emitted)
+
+
+def start_command() -> None:
+    """A new command begins (several run in one process under a test runner)."""
+    _emitted.clear()
+
+
 def emit_json(obj: Any) -> None:
     """One JSON document on one line of stdout (NaN and infinities, which JSON lacks, as null)."""
+    _emitted.append(True)
     try:
         sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, default=_json_default) + "\n")
         sys.stdout.flush()
@@ -178,7 +214,7 @@ def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None]
 
             yield update
         return
-    base: tuple[float, int] | None = None  # (time, bytes) of the first report
+    base: tuple[float, int] | None = None  # (time, bytes) of the last line, or the first report
     last = 0.0
 
     def plain_line(done: int, total: int | None) -> None:
@@ -188,7 +224,8 @@ def download_progress(quiet: bool) -> Iterator[Callable[[int, int | None], None]
             base = (now, done)
         if now - last >= 5 or (total is not None and done >= total):
             last = now
-            rate = (done - base[1]) / max(now - base[0], 1e-9)
+            rate = (done - base[1]) / max(now - base[0], 1e-9)  # since the last line: a stall shows
+            base = (now, done)
             of = f" of {fmt_megabytes(total)} ({100 * done / total:.0f}%)" if total else ""
             say(c, f"downloaded {fmt_megabytes(done)}{of}, {fmt_megabytes(rate)}/s")
 
@@ -207,31 +244,46 @@ def _epoch_row(epoch: int, h: dict[str, float]) -> str:
     )
 
 
+RunDisplay = Callable[[str, int, int, int, int], AbstractContextManager[tuple[Any, Any]]]
+
+
 @contextmanager
-def train_progress(
-    c: Console, quiet: bool, epochs: int, first: int, n_train: int, batch: int
-) -> Iterator[tuple[Any, Any]]:
-    """(on_epoch, on_batch) callbacks: a live bar and table rows on a terminal, a plain line per
-    epoch otherwise, nothing with --quiet."""
+def training_display(c: Console, quiet: bool, labelled: bool = False) -> Iterator[RunDisplay]:
+    """A factory of per-run displays: ``run(label, epochs, first, n_train, batch)`` gives a context
+    holding that run's (on_epoch, on_batch) callbacks. On a terminal, one live display holds a bar
+    per running run (runs may train at the same time, in threads) and prints a row per epoch;
+    otherwise a plain line per epoch, ending with the ETA; nothing with --quiet. ``labelled``
+    starts each line with the run's label (several runs at once)."""
     if quiet:
-        yield None, None
+        yield lambda *a: nullcontext((None, None))
         return
     if plain():
 
-        def plain_epoch(st: Any) -> None:
-            h = st.history.last()
-            say(
-                c,
-                f"epoch {st.epoch}/{epochs}: train cost {fmt_cost(h['train_cost'])} "
-                f"acc {h['train_acc']:.4f}, val cost {fmt_cost(h['val_cost'])} acc {h['val_acc']:.4f}, "
-                f"{h['seconds']:.2f} s",
-            )
+        @contextmanager
+        def plain_run(
+            label: str, epochs: int, first: int, n_train: int, batch: int
+        ) -> Iterator[tuple[Any, Any]]:
+            started = time.monotonic()
+            prefix = f"{label}: " if labelled else ""
 
-        yield plain_epoch, None
+            def on_epoch(st: Any) -> None:
+                h = st.history.last()
+                rate = (time.monotonic() - started) / max(st.epoch - first, 1)
+                say(
+                    c,
+                    f"{prefix}epoch {st.epoch}/{epochs}: train cost {fmt_cost(h['train_cost'])} "
+                    f"acc {h['train_acc']:.4f}, val cost {fmt_cost(h['val_cost'])} acc {h['val_acc']:.4f}, "
+                    f"{h['seconds']:.2f} s, ETA {fmt_duration(rate * (epochs - st.epoch))}",
+                )
+
+            yield on_epoch, None
+
+        yield plain_run
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    c.print(f"[bold]{EPOCH_HEADER}[/]")
+    header = ("run          " if labelled else "") + EPOCH_HEADER
+    c.print(f"[bold]{header}[/]")
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -241,20 +293,33 @@ def train_progress(
         console=c,
         transient=True,
     ) as bar:
-        ep = bar.add_task("epochs ", total=epochs, completed=first, rate="")
-        bt = bar.add_task("batches", total=-(-n_train // batch), rate="")
-        t0 = time.perf_counter()
 
-        def on_batch(epoch: int, j: int, n: int) -> None:
-            nonlocal t0
-            if j == 1:
-                t0 = time.perf_counter()
-            if j % 5 == 0 or j == n:
-                rate = min(j * batch, n_train) / max(time.perf_counter() - t0, 1e-9)
-                bar.update(bt, completed=j, total=n, rate=f"{rate:,.0f} img/s")
+        @contextmanager
+        def live_run(
+            label: str, epochs: int, first: int, n_train: int, batch: int
+        ) -> Iterator[tuple[Any, Any]]:
+            name = f"{label} " if labelled else ""
+            ep = bar.add_task(f"{name}epochs ", total=epochs, completed=first, rate="")
+            bt = bar.add_task(f"{name}batches", total=-(-n_train // batch), rate="")
+            t0 = time.perf_counter()
 
-        def on_epoch(st: Any) -> None:
-            bar.update(ep, completed=st.epoch)
-            bar.console.print(_epoch_row(st.epoch, st.history.last()))
+            def on_batch(epoch: int, j: int, n: int) -> None:
+                nonlocal t0
+                if j == 1:
+                    t0 = time.perf_counter()
+                if j % 5 == 0 or j == n:
+                    rate = min(j * batch, n_train) / max(time.perf_counter() - t0, 1e-9)
+                    bar.update(bt, completed=j, total=n, rate=f"{rate:,.0f} img/s")
 
-        yield on_epoch, on_batch
+            def on_epoch(st: Any) -> None:
+                bar.update(ep, completed=st.epoch)
+                row = _epoch_row(st.epoch, st.history.last())
+                bar.console.print(f"{clean(label):<12} {row}" if labelled else row)
+
+            try:
+                yield on_epoch, on_batch
+            finally:
+                bar.remove_task(ep)
+                bar.remove_task(bt)
+
+        yield live_run

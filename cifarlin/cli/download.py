@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from cifarlin.cli.common import DataDirOpt, JsonOpt, QuietOpt, env
-from cifarlin.cli.display import console, download_progress, emit_json, say
+from cifarlin.cli.common import DataDirOpt, JsonOpt, QuietOpt, env, flag, g, option
+from cifarlin.cli.display import console, download_progress, emit_json, results, say
 from cifarlin.config import LAYOUTS, RETRIES, TIMEOUT
 
 
@@ -16,40 +16,53 @@ def download(
     ctx: typer.Context,
     data_dir: DataDirOpt = None,
     layout: Annotated[
-        Literal[LAYOUTS], typer.Option("--format", help="Which official version to fetch.")  # type: ignore[valid-type]
+        Literal[LAYOUTS],  # type: ignore[valid-type]
+        option(
+            "--layout",
+            metavar="NAME",
+            help="Which official version to fetch.",
+            choices=LAYOUTS,
+            default=LAYOUTS[0],
+        ),
     ] = LAYOUTS[0],
     url: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--url",
             metavar="URL",
-            help="Fetch from a mirror instead (default: $CIFARLIN_URL, else the official host).",
+            help="Fetch from a mirror instead. Default: $CIFARLIN_URL, else the official host.",
         ),
     ] = None,
     md5: Annotated[
         str | None,
-        typer.Option(
-            "--md5", metavar="HEX", help="Expected MD5 of the archive, when it is not the official one."
-        ),
+        option("--md5", metavar="HEX", help="Expected MD5 of the archive, when it is not the official one."),
     ] = None,
     from_file: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--from-file",
             metavar="PATH",
             help="Install an archive you fetched by other means (offline route).",
         ),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace the dataset even when it is present.")
-    ] = False,
+    force: Annotated[bool, flag("--force", help="Replace the dataset even when it is present.")] = False,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", metavar="SECONDS", help="Give up on a connect or a read after this long."),
+        option(
+            "--timeout",
+            metavar="SECONDS",
+            help="Give up (then retry) after this long without a connection, or with less than 1 kB/s.",
+            default=g(TIMEOUT),
+        ),
     ] = TIMEOUT,
     retries: Annotated[
         int,
-        typer.Option("--retries", help="Attempts after a broken connection (each resumes where it broke)."),
+        option(
+            "--retries",
+            metavar="N",
+            help="Attempts after a broken connection (each resumes where it broke).",
+            default=RETRIES,
+        ),
     ] = RETRIES,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -86,6 +99,6 @@ def download(
         "installed": f"installed from {result.origin} (MD5 {result.md5} verified)",
         "already present": "already present, nothing downloaded",
     }[result.status]
-    say(c, f"CIFAR-10 ({result.format} version) in {result.path}: {done}; {official}")
+    say(results(json_out), f"CIFAR-10 ({result.format} version) in {result.path}: {done}; {official}")
     if json_out:
         emit_json(result.to_dict())

@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data
-from cifarlin.cli.display import console, emit_json, fmt_sci, print_table, say, table
+from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, g, option
+from cifarlin.cli.display import emit_json, fmt_sci, print_table, results, say, table
 from cifarlin.config import DEFAULT_H, LOSS_NAMES, GradcheckConfig
 
-DEFAULTS = GradcheckConfig()
+D = GradcheckConfig()  # the defaults
 METHODS = tuple(DEFAULT_H)
 STEPS = ", ".join(f"{h:.0e} ({method})".replace("e-0", "e-") for method, h in DEFAULT_H.items())
 
@@ -18,36 +18,57 @@ STEPS = ", ".join(f"{h:.0e} ({method})".replace("e-0", "e-") for method, h in DE
 def gradcheck(
     ctx: typer.Context,
     n: Annotated[
-        int, typer.Option("--n", help="Number of images (the first N of the training set).")
-    ] = DEFAULTS.n,
-    dims: Annotated[
-        int, typer.Option("--dims", metavar="D", help="Check only the first D inputs.")
-    ] = DEFAULTS.dims,
-    lam: Annotated[float, typer.Option("--lam", help="Penalty weight lambda.")] = DEFAULTS.lam,
-    h: Annotated[
-        float | None,
-        typer.Option(
-            "--h",
-            help=f"Step. Default: {STEPS}.",
-            show_default=False,
+        int,
+        option(
+            "--n",
+            "--samples",
+            metavar="N",
+            help="Number of images (the first N of the training set).",
+            default=D.n,
         ),
+    ] = D.n,
+    dims: Annotated[
+        int, option("--dims", metavar="D", help="Check only the first D inputs.", default=D.dims)
+    ] = D.dims,
+    lam: Annotated[
+        float, option("--lam", metavar="LAMBDA", help="Penalty weight lambda.", default=g(D.lam))
+    ] = D.lam,
+    h: Annotated[
+        float | None, option("--step", metavar="H", help="Step of the numerical gradient.", default=STEPS)
+    ] = None,
+    h_alias: Annotated[
+        float | None, option("--h", metavar="H", help="The same as --step.", hidden=True)
     ] = None,
     method: Annotated[
-        Literal[METHODS], typer.Option("--method", help="Centred differences or the complex step.")  # type: ignore[valid-type]
-    ] = DEFAULTS.method,
+        Literal[METHODS],  # type: ignore[valid-type]
+        option(
+            "--method",
+            metavar="NAME",
+            help="Centred differences or the complex step.",
+            choices=METHODS,
+            default=D.method,
+        ),
+    ] = D.method,
     loss: Annotated[
         Literal[LOSS_NAMES],  # type: ignore[valid-type]
-        typer.Option(
-            "--loss", help="The loss: softmax cross-entropy, multi-class hinge, or binary cross-entropy."
+        option(
+            "--loss",
+            metavar="NAME",
+            help="ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class.",
+            default=D.loss,
         ),
-    ] = DEFAULTS.loss,
-    tol: Annotated[float, typer.Option("--tol", help="Relative tolerance.")] = DEFAULTS.tol,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = DEFAULTS.atol,
+    ] = D.loss,
+    tol: Annotated[
+        float, option("--tol", metavar="TOL", help="Relative tolerance.", default=g(D.tol))
+    ] = D.tol,
+    atol: Annotated[
+        float, option("--atol", metavar="TOL", help="Absolute tolerance.", default=g(D.atol))
+    ] = D.atol,
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of W, b (and of --random inputs).")
-    ] = DEFAULTS.seed,
+        int, option("--seed", metavar="N", help="Seed of W, b (and of --random inputs).", default=D.seed)
+    ] = D.seed,
     random: Annotated[
-        bool, typer.Option("--random", help="Random inputs and labels instead of images: needs no data.")
+        bool, flag("--random", help="Random inputs and labels instead of images: needs no data.")
     ] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
@@ -64,11 +85,12 @@ def gradcheck(
     """
     from cifarlin import gradcheck as gc
 
+    step = h if h is not None else h_alias
     cfg = GradcheckConfig(
-        n=n, dims=dims, lam=lam, h=h, method=method, tol=tol, atol=atol, seed=seed, loss=loss
+        n=n, dims=dims, lam=lam, h=step, method=method, tol=tol, atol=atol, seed=seed, loss=loss
     )
     report = gc.run(cfg, None if random else ensure_data(ctx, data_dir, no_download, quiet))
-    c = console()
+    c = results(json_out)  # the report and the verdict are the result
     if not quiet:
         say(
             c,

@@ -3,132 +3,238 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
-from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data
-from cifarlin.cli.display import add_row, console, emit_json, fmt_cost, print_table, say, table
-from cifarlin.config import FIGURE_FORMATS, FIGURES, SPLITS, FigureRequest
+from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, option
+from cifarlin.cli.display import add_row, console, emit_json, fmt_cost, print_table, results, say, table
+from cifarlin.config import FIGURE_FORMATS, FIGURES, PANELS, PICKS, SIZES, SPLITS, FigureRequest, parse_list
 
-FIGURE_DEFAULTS = FigureRequest()
+F = FigureRequest()  # the defaults
 
 
 def evaluate(
     ctx: typer.Context,
-    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="A model.h5 (or its run folder).")],
-    split: Annotated[Literal[SPLITS], typer.Option("--split", help="Which images.")] = SPLITS[0],  # type: ignore[valid-type]
+    model_paths: Annotated[
+        list[Path], typer.Argument(metavar="MODEL...", help="Model files (model.h5) or run folders.")
+    ],
+    split: Annotated[
+        Literal[SPLITS],  # type: ignore[valid-type]
+        option("--split", metavar="NAME", help="Which images.", choices=SPLITS, default=SPLITS[0]),
+    ] = SPLITS[0],
+    ensemble: Annotated[
+        bool,
+        flag(
+            "--ensemble", help="Also the models together: their class probabilities (hinge: scores) averaged."
+        ),
+    ] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Accuracy, per-class accuracy and confusion matrix of a saved model.
+    """Accuracy, per-class accuracy and confusion matrix of saved models.
 
-    The model file carries the normalisation (mean, std) and the data split it was trained with,
-    so it evaluates raw images alone.
+    A model file carries the normalisation (mean, std) and the data split it was trained with, so
+    it evaluates raw images alone. Several models give one table, a row per model (and one for
+    the ensemble with --ensemble); one model also gets its per-class accuracy and confusion matrix.
 
     **Example:** cifarlin evaluate outputs/setting-2/model.h5 --split test
     """
+    from cifarlin import evaluation
     from cifarlin.checkpoint import load_snapshot
     from cifarlin.errors import ModelFileError
-    from cifarlin.evaluation import evaluate_split
     from cifarlin.runs import CHECKPOINT, run_files
 
-    path = run_files(model_path).model
-    if path is None:
-        raise ModelFileError(f"{model_path}: no model.h5 or checkpoint.h5 in this folder")
-    snap = load_snapshot(path)
     c = console()
-    if path.name == CHECKPOINT and not quiet:
-        say(
-            c,
-            f"note: {model_path} has no model.h5 (unfinished run); "
-            f"evaluating {path} (epoch {snap.state.epoch})",
-        )
+    snaps, paths = [], []
+    for given in model_paths:
+        path = run_files(given).model
+        if path is None:
+            raise ModelFileError(f"{given}: no model.h5 or checkpoint.h5 in this folder")
+        snap = load_snapshot(path)
+        if path.name == CHECKPOINT and not quiet:
+            say(
+                c,
+                f"note: {given} has no model.h5 (unfinished run); "
+                f"evaluating {path} (epoch {snap.state.epoch})",
+            )
+        snaps.append(snap)
+        paths.append(path)
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
-    ev = evaluate_split(snap, dataset, split)
-    m, cm, names = ev.metrics, ev.confusion, snap.class_names
-    from cifarlin.losses import LOSSES
+    evals = [evaluation.evaluate_split(snap, dataset, split) for snap in snaps]
+    rows = [
+        _report(str(p), s.config.loss, ev, s.class_names)
+        for p, s, ev in zip(paths, snaps, evals, strict=True)
+    ]
+    for p, ev in zip(paths, evals, strict=True):
+        if ev.changed_files:
+            say(c, f"note: {dataset.folder / ev.changed_files[0]} differs from the file {p} was trained on")
+    together = None
+    if ensemble:
+        losses = [s.config.loss for s in snaps]
+        ens = evaluation.ensemble(evals, losses)
+        together = _report(
+            f"ensemble of {len(snaps)}", "svm" if "svm" in losses else "mean", ens, snaps[0].class_names
+        )
+    out = results(json_out)
+    if len(rows) == 1 and together is None:
+        _print_one(out, rows[0], evals[0], snaps[0].class_names, quiet)
+    else:
+        t = table("model", "loss fn", "accuracy", "cost", "loss", "p(true)", left=("model", "loss fn"))
+        for r in [*rows, *([together] if together else [])]:
+            p = r["mean_true_class_probability"]
+            add_row(
+                t,
+                r["model"],
+                r["loss_function"],
+                f"{r['accuracy']:.4f}",
+                fmt_cost(r["cost"]),
+                fmt_cost(r["loss"]),
+                "-" if p is None else f"{p:.4f}",
+            )
+        say(out, f"{split} split, {len(evals[0].labels)} images, data: {dataset.folder}")
+        print_table(out, t)
+    if json_out:
+        base = {"split": split, "images": len(evals[0].labels), "data_dir": str(dataset.folder)}
+        if len(rows) == 1 and together is None:
+            emit_json({**rows[0], **base})
+        else:
+            emit_json({**base, "models": rows, "ensemble": together})
 
-    loss = LOSSES[snap.config.loss]
-    p_true = None if ev.true_class_prob is None else float(ev.true_class_prob.mean())
-    result = {
-        "model": str(path),
-        "loss_function": snap.config.loss,
-        "mean_true_class_probability": p_true,
-        "split": split,
-        "images": len(ev.labels),
-        "data_dir": str(dataset.folder),
+
+def _report(name: str, loss: str, ev: Any, class_names: list[str]) -> dict[str, Any]:
+    """What evaluate reports of one model (or an ensemble) on a split."""
+    m, cm = ev.metrics, ev.confusion
+    return {
+        "model": name,
+        "loss_function": loss,
         "cost": m.cost,
         "loss": m.loss,
         "accuracy": m.accuracy,
-        "per_class_accuracy": {n: float(a) for n, a in zip(names, ev.per_class_accuracy, strict=True)},
-        "class_names": names,
+        "mean_true_class_probability": None
+        if ev.true_class_prob is None
+        else float(ev.true_class_prob.mean()),
+        "per_class_accuracy": {n: float(a) for n, a in zip(class_names, ev.per_class_accuracy, strict=True)},
+        "class_names": class_names,
         "confusion_matrix": cm.tolist(),
         "same_data_as_training": not ev.changed_files,
     }
-    if ev.changed_files:
-        say(c, f"note: {dataset.folder / ev.changed_files[0]} differs from the file the model was trained on")
+
+
+def _print_one(out: Any, r: dict[str, Any], ev: Any, names: list[str], quiet: bool) -> None:
+    from cifarlin.losses import LOSSES
+
+    cm = ev.confusion
     if not quiet:
-        say(c, f"per-class accuracy ({split}, {len(ev.labels)} images):")
+        say(out, f"per-class accuracy ({ev.split}, {len(ev.labels)} images):")
         t = table("class", "accuracy", "images", left=("class",))
         for n, a, k in zip(names, ev.per_class_accuracy, cm.sum(axis=1), strict=True):
             add_row(t, n, f"{a:.4f}", k)
-        print_table(c, t)
-        say(c, "confusion matrix (rows: true class, columns: predicted class):")
+        print_table(out, t)
+        say(out, "confusion matrix (rows: true class, columns: predicted class):")
         t = table("", *(n[:5] for n in names), left=("",))
         for n, row in zip(names, cm, strict=True):
             add_row(t, n, *row)
-        print_table(c, t)
-    probability = "" if p_true is None else f", mean probability of the true class {p_true:.4f}"
+        print_table(out, t)
+    p = r["mean_true_class_probability"]
+    probability = "" if p is None else f", mean probability of the true class {p:.4f}"
     say(
-        c,
-        f"{path} on {split}: accuracy {m.accuracy:.4f}, cost {fmt_cost(m.cost)}, "
-        f"{loss.label} {fmt_cost(m.loss)}{probability}",
+        out,
+        f"{r['model']} on {ev.split}: accuracy {r['accuracy']:.4f}, cost {fmt_cost(r['cost'])}, "
+        f"{LOSSES[r['loss_function']].label} {fmt_cost(r['loss'])}{probability}",
     )
-    if json_out:
-        emit_json(result)
 
 
 def visualize(
     ctx: typer.Context,
     target: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR_OR_MODEL", help="A run folder (from train) or a model.h5.")
+        Path,
+        typer.Argument(metavar="RUN", help="A run folder (from train), a model.h5, or a folder of runs."),
     ],
     what: Annotated[
-        Literal[(*FIGURES, "all")], typer.Option("--what", help="Which figure.")  # type: ignore[valid-type]
+        str,
+        option(
+            "--what",
+            metavar="LIST",
+            help="Which figures, a comma list.",
+            choices=(*FIGURES, "all"),
+            default="all",
+        ),
     ] = "all",
     out: Annotated[
-        Path | None, typer.Option("--out", metavar="DIR", help="Where to write. Default: the run folder.")
+        Path | None, option("--out", "-o", metavar="DIR", help="Where to write. Default: the run folder.")
     ] = None,
     format: Annotated[
-        Literal[FIGURE_FORMATS], typer.Option("--format", help="File format.")  # type: ignore[valid-type]
-    ] = FIGURE_DEFAULTS.format,
-    dpi: Annotated[int, typer.Option("--dpi", help="Resolution of PNG files.")] = FIGURE_DEFAULTS.dpi,
+        Literal[FIGURE_FORMATS],  # type: ignore[valid-type]
+        option("--format", metavar="TYPE", help="File format.", choices=FIGURE_FORMATS, default=F.format),
+    ] = F.format,
+    dpi: Annotated[int, option("--dpi", metavar="N", help="Resolution of PNG files.", default=F.dpi)] = F.dpi,
     split: Annotated[
-        Literal[SPLITS], typer.Option("--split", help="Images for the confusion matrix and samples.")  # type: ignore[valid-type]
-    ] = FIGURE_DEFAULTS.split,
+        Literal[SPLITS],  # type: ignore[valid-type]
+        option(
+            "--split",
+            metavar="NAME",
+            help="Images for confusion, samples and probs.",
+            choices=SPLITS,
+            default=F.split,
+        ),
+    ] = F.split,
     n_samples: Annotated[
-        int, typer.Option("--n", help="Number of sample images.")
-    ] = FIGURE_DEFAULTS.n_samples,
-    show: Annotated[bool, typer.Option("--show", help="Also open each figure in a window.")] = False,
+        int, option("--n", metavar="N", help="Number of sample images.", default=F.n_samples)
+    ] = F.n_samples,
+    pick: Annotated[
+        Literal[PICKS],  # type: ignore[valid-type]
+        option(
+            "--pick",
+            metavar="WHICH",
+            help="samples: the first images, random ones, or misclassified ones.",
+            choices=PICKS,
+            default=F.pick,
+        ),
+    ] = F.pick,
+    normalize: Annotated[
+        bool, flag("--normalize", help="confusion: each true class's row as fractions.")
+    ] = False,
+    panels: Annotated[
+        str | None,
+        option(
+            "--panels",
+            metavar="LIST",
+            help="curves: which panels, a comma list.",
+            choices=PANELS,
+            default="loss,acc (and cost when lambda > 0, eta when it varies)",
+        ),
+    ] = None,
+    size: Annotated[
+        Literal[SIZES] | None,  # type: ignore[valid-type]
+        option(
+            "--size",
+            metavar="WIDTH",
+            help="curves: a journal's single- or double-column width.",
+            choices=SIZES,
+        ),
+    ] = None,
+    show: Annotated[bool, flag("--show", help="Also open each figure in a window.")] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Draw the learning curves, the weight montage, the confusion matrix and sample predictions.
+    """Draw the learning curves, the weight montage, the confusion matrix, sample predictions and
+    probability histograms.
 
-    curves: cost, loss and accuracy per epoch from history.h5, the best validation epoch marked.
-    montage: each class's weights as a 32x32 colour image. confusion and samples classify the
-    images of --split. Works without a display; --show opens windows too.
+    curves: cost, loss, accuracy (and eta) per epoch from history.h5, the best validation epoch
+    marked. montage: each class's weights as a 32x32 colour image. confusion, samples and probs
+    classify the images of --split. Given a folder of several runs, draws their comparison
+    (settings.png). Works without a display; --show opens windows too.
 
-    **Example:** cifarlin visualize outputs/setting-2 --what all --format png
+    **Example:** cifarlin visualize outputs/setting-2 --what curves,montage
     """
-    from cifarlin.experiments import draw_figures
+    from cifarlin.figures import draw_figures
 
-    kinds = FIGURES if what == "all" else (what,)
+    kinds = FIGURES if what == "all" else parse_list(what, "what", (*FIGURES,))
     request = FigureRequest(
         kinds=kinds,
         out=out.expanduser() if out is not None else None,
@@ -137,6 +243,10 @@ def visualize(
         split=split,
         n_samples=n_samples,
         show=show,
+        panels=parse_list(panels, "panels", PANELS) if panels is not None else None,
+        size=size,
+        normalize=normalize,
+        pick=pick,
     )
     c = console()
     written = draw_figures(
@@ -145,8 +255,9 @@ def visualize(
         lambda: ensure_data(ctx, data_dir, no_download, quiet),
         on_notice=None if quiet else (lambda m: say(c, f"note: {m}")),
     )
+    res = results(json_out)
     for path in written:
-        say(c, f"wrote {path}")
+        say(res, f"wrote {path}")
     if json_out:
         emit_json(
             {

@@ -16,11 +16,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console, Group
 
-from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, env
-from cifarlin.cli.display import add_row, clean, console, emit_json, fmt_cost, plain, print_table, say, table
+from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, env, flag, option
+from cifarlin.cli.display import (
+    add_row,
+    clean,
+    console,
+    emit_json,
+    fmt_cost,
+    plain,
+    print_table,
+    results,
+    say,
+    table,
+)
 from cifarlin.config import TrainConfig
 from cifarlin.errors import CifarlinError
-from cifarlin.sweep import MAX_TRIALS, RETRIES, SWEEPABLE, kind, show
+from cifarlin.sweep import MAX_TRIALS, RETRIES, SWEEPABLE, kind, separator, show
 
 if TYPE_CHECKING:
     from cifarlin.sweep import SweepResult, TrialResult
@@ -28,17 +39,22 @@ if TYPE_CHECKING:
 DEFAULTS = TrainConfig()
 
 
-def flag(name: str) -> str:
+def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
 def _field_option(name: str) -> inspect.Parameter:
-    k = kind(name)
-    forms = f"a list ({k.sep}-separated)" + (" or a log-uniform range LOW..HIGH" if k.ranged else "")
-    help_text = f"{SWEEPABLE[name]}: {forms}. [default: {show(name, getattr(DEFAULTS, name))}]"
-    option = typer.Option(flag(name), metavar="LIST", help=help_text, show_default=False)
+    forms = f"a list ({separator(name)}-separated)" + (
+        " or a log-uniform range LOW..HIGH" if kind(name).ranged else ""
+    )
+    opt = option(
+        flag_of(name),
+        metavar="LIST",
+        help=f"{SWEEPABLE[name].help}: {forms}.",
+        default=show(name, getattr(DEFAULTS, name)),
+    )
     return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, option]
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, opt]
     )
 
 
@@ -106,18 +122,18 @@ class _Display:
         if event == "restarted":
             return f"{what}: its worker died; started again on {r.worker or 'another worker'}"
         if event == "skipped":
-            acc = _fmt(r.final_val_accuracy) or "-"
+            acc = _fmt(r.val_accuracy) or "-"
             return f"{what}: {r.status} in an earlier run (val acc {acc}), not run again"
         if r.status == "done":
             line = (
-                f"{what}: done, val acc {_fmt(r.final_val_accuracy)} (best {_fmt(r.best_val_accuracy)} "
+                f"{what}: done, val acc {_fmt(r.val_accuracy)} (best {_fmt(r.best_val_accuracy)} "
                 f"at epoch {r.best_epoch}), {r.seconds or 0:.1f} s"
             )
         else:
             line = f"{what}: {r.status}: {r.error}"
         best = self._best()
         done = sum(t.finished for t in self.trials.values())
-        tail = f"; best so far {best.trial.name} {_fmt(best.final_val_accuracy)}" if best else ""
+        tail = f"; best so far {best.trial.name} {_fmt(best.val_accuracy)}" if best else ""
         return f"[{done}/{len(self.trials)}] {line}{tail}"
 
     def _render(self) -> Any:
@@ -128,13 +144,13 @@ class _Display:
         head = f"{len(trials)} trials: {head}"
         if best is not None:
             params = _params_text(best, self.swept)
-            head += f"; best so far {best.trial.name} ({params}): val acc {_fmt(best.final_val_accuracy)}"
+            head += f"; best so far {best.trial.name} ({params}): val acc {_fmt(best.val_accuracy)}"
         rows = len(trials)
         limit = max(5, shutil.get_terminal_size((120, 30)).lines - 6)
         shown = trials
         if rows > limit:  # the running ones, then the best finished, then the queued
             order = {"running": 0, "done": 1, "diverged": 2, "failed": 2, "queued": 3, "interrupted": 3}
-            shown = sorted(trials, key=lambda t: (order[t.status], -(t.final_val_accuracy or 0)))[:limit]
+            shown = sorted(trials, key=lambda t: (order[t.status], -(t.val_accuracy or 0)))[:limit]
             shown.sort(key=lambda t: (t.trial.round, t.trial.index))
         t = status_table(shown, self.swept, best)
         return Group(clean(head), t)
@@ -160,7 +176,7 @@ def status_table(trials: list[TrialResult], swept: list[str], best: TrialResult 
             *(show(n, getattr(r.trial.config, n)) for n in swept),
             r.status,
             f"{r.epochs_trained}/{r.trial.config.epochs}",
-            _fmt(r.final_val_accuracy),
+            _fmt(r.val_accuracy),
             _fmt(r.best_val_accuracy),
             "" if r.final_val_cost is None else fmt_cost(r.final_val_cost),
             "" if r.seconds is None else f"{r.seconds:.1f}",
@@ -183,7 +199,7 @@ def _train_command(r: TrialResult) -> str | None:
         if name == "shuffle":
             words.append("--shuffle" if value else "--no-shuffle")
         else:
-            words += [flag(name), show(name, getattr(r.trial.config, name))]
+            words += [flag_of(name), show(name, getattr(r.trial.config, name))]
     return shlex.join(words)
 
 
@@ -200,8 +216,8 @@ def _print_result(c: Console, result: SweepResult, quiet: bool) -> None:
     if best is not None:
         say(
             c,
-            f"best trial (by final validation accuracy): {best.trial.name} ({_params_text(best, swept)}): "
-            f"validation accuracy {_fmt(best.final_val_accuracy)} (highest "
+            f"best trial (by the validation accuracy of its saved model): {best.trial.name} "
+            f"({_params_text(best, swept)}): validation accuracy {_fmt(best.val_accuracy)} (highest "
             f"{_fmt(best.best_val_accuracy)} at epoch {best.best_epoch}), in {best.run_dir}",
         )
         if result.test is not None:
@@ -218,12 +234,12 @@ def _print_result(c: Console, result: SweepResult, quiet: bool) -> None:
 def _continue_command(given: dict[str, str], extra: list[tuple[str, Any]], out: Path) -> str:
     words = ["cifarlin", "sweep"]
     for name, text in given.items():
-        words += [flag(name), text]
-    for option, value in extra:
+        words += [flag_of(name), text]
+    for name, value in extra:
         if value is True:
-            words.append(option)
+            words.append(name)
         elif value is not None and value is not False:
-            words += [option, str(value)]
+            words += [name, str(value)]
     words += ["--out", str(out)]
     return shlex.join(words)
 
@@ -232,7 +248,7 @@ def sweep(
     ctx: typer.Context,
     trials: Annotated[
         int | None,
-        typer.Option(
+        option(
             "--trials",
             metavar="N",
             help=f"A random search of N trials (1 to {MAX_TRIALS}): ranges LOW..HIGH are drawn "
@@ -241,19 +257,21 @@ def sweep(
     ] = None,
     refine: Annotated[
         int,
-        typer.Option(
+        option(
             "--refine",
             metavar="R",
-            help="Then R more trials (round 2) in a box narrowed around the best quarter of the first round.",
+            help="Then R more trials (round 2) in a box narrowed around the best quarter of round 1.",
+            default=0,
         ),
     ] = 0,
     sweep_seed: Annotated[
-        int, typer.Option("--sweep-seed", metavar="S", help="Seed of the random search's draws.")
+        int, option("--sweep-seed", metavar="SEED", help="Seed of the random search's draws.", default=0)
     ] = 0,
     out: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--out",
+            "-o",
             metavar="DIR",
             help="Sweep folder: a run folder per trial, sweep.h5, results.csv, sweep.png. "
             "Default: a new outputs/sweep-DATE-TIME. The same command with the same --out continues it.",
@@ -261,16 +279,16 @@ def sweep(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(
+        option(
             "--workers",
             metavar="N",
-            help="Worker processes of the local Dask cluster. [default: one per core, at most one per trial]",
-            show_default=False,
+            help="Worker processes of the local Dask cluster.",
+            default="one per core, at most one per trial",
         ),
     ] = None,
     scheduler: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--scheduler",
             metavar="ADDRESS",
             help="Run on the existing Dask cluster of this scheduler (tcp://HOST:PORT); its workers must "
@@ -279,14 +297,15 @@ def sweep(
     ] = None,
     retries: Annotated[
         int,
-        typer.Option(
+        option(
             "--retries",
             metavar="N",
             help="Times a trial whose worker died is tried again, on the local cluster (an existing "
             "cluster uses its scheduler's distributed.scheduler.allowed-failures).",
+            default=RETRIES,
         ),
     ] = RETRIES,
-    no_plots: Annotated[bool, typer.Option("--no-plots", help="Do not draw sweep.png.")] = False,
+    no_plots: Annotated[bool, flag("--no-plots", help="Do not draw sweep.png.")] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
@@ -296,8 +315,9 @@ def sweep(
     """Search hyperparameters: train a grid or a random sample of settings on a Dask cluster.
 
     Each trial is an ordinary run folder (evaluate and visualize read it); the best trial is the
-    one with the highest final validation accuracy, and only its test accuracy is reported. The
-    same command with the same --out skips finished trials and continues interrupted ones.
+    one whose saved model has the highest validation accuracy, and only its test accuracy is
+    reported. The same command with the same --out skips finished trials and continues
+    interrupted ones.
 
     **Example:** cifarlin sweep --lam 0,0.01,0.1,1 --eta 0.001,0.01 --epochs 10
     """
@@ -346,7 +366,7 @@ def sweep(
             on_notice=display.notice,
             on_trial=display.on_trial,
         )
-    _print_result(c, result, quiet)
+    _print_result(results(json_out), result, quiet)
     if json_out:
         emit_json(result.document())
     if result.best is None:

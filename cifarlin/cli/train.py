@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
-from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data
+from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, g, option
 from cifarlin.cli.display import (
     add_row,
     clean,
@@ -16,14 +17,29 @@ from cifarlin.cli.display import (
     emit_json,
     fmt_cost,
     print_table,
+    results,
     say,
     table,
-    train_progress,
+    training_display,
 )
-from cifarlin.config import DTYPES, LOSS_NAMES, SETTINGS, TrainConfig, parse_batches
+from cifarlin.config import (
+    DTYPES,
+    KEEP,
+    LOSS_NAMES,
+    SCHEDULES,
+    SETTINGS,
+    TrainConfig,
+    defaults,
+    parse_batches,
+)
 
-DEFAULTS = TrainConfig()
+D = defaults(TrainConfig)
 SETTING_CHOICES = (*map(str, SETTINGS), "all")
+SETTING_HELP = (
+    "A reference setting of the original work (Assignment 1 of KTH's DD2424), 40 epochs of batch 100: "
+    + "; ".join(f"{s}: lambda {g(v['lam'])}, eta {g(v['eta'])}" for s, v in SETTINGS.items())
+    + "; all: the four, compared."
+)
 
 
 def _summary_table(s: dict[str, Any]) -> Any:
@@ -37,7 +53,8 @@ def _summary_table(s: dict[str, Any]) -> Any:
 
 
 def _print_summary(c: Console, s: dict[str, Any]) -> None:
-    c.print(f"[bold]{clean(s['run_dir'])}[/]: {s['epochs']} epochs", soft_wrap=True)
+    how = "reused, " if s["reused"] else ""
+    c.print(f"[bold]{clean(s['run_dir'])}[/]: {how}{s['epochs']} epochs", soft_wrap=True)
     print_table(c, _summary_table(s))
     ref = s["reference_test_accuracy"]
     if ref is None:
@@ -45,104 +62,204 @@ def _print_summary(c: Console, s: dict[str, Any]) -> None:
     elif s["comparable_to_reference"]:
         ref_text = f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
     else:
-        ref_text = f"; the original work reports {ref:.4f} for the unchanged setting (40 epochs, batch 100)"
+        ref_text = f"; the original work reports {ref:.4f} for the unchanged setting"
+    timing = (
+        ""
+        if s["reused"]
+        else (
+            f"; training loop {s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s "
+            "writing checkpoints)"
+        )
+    )
     say(
         c,
         f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
-        f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}; training loop "
-        f"{s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s writing checkpoints)",
+        f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}{timing}",
     )
-    files = [s["files"]["model"], s["files"]["history"], s["files"]["checkpoint"], *s.get("figures", [])]
-    say(c, "wrote " + ", ".join(files))
+    if s["stopped_early"]:
+        patience = s["config"]["patience"]
+        say(
+            c,
+            f"stopped early after epoch {s['epochs']}: {patience} epochs without a better validation "
+            "accuracy",
+        )
+    if s["config"]["keep"] == "best":
+        say(c, f"model.h5 holds epoch {s['model_epoch']}, the best by validation accuracy")
+    if not s["reused"]:
+        files = [s["files"]["model"], s["files"]["history"], s["files"]["checkpoint"], *s.get("figures", [])]
+        say(c, "wrote " + ", ".join(files))
+    if s.get("stale_figures"):
+        say(
+            c,
+            f"note: {', '.join(s['stale_figures'])} show an earlier epoch; cifarlin visualize {s['run_dir']} "
+            "redraws them",
+        )
+
+
+def _comparison_table(summaries: list[dict[str, Any]]) -> Any:
+    """The runs of --setting all side by side, in 80 columns."""
+    t = table(
+        "setting", "lambda", "eta", "best ep", "val acc", "test acc", "original", "diff", left=("setting",)
+    )
+    for s in summaries:
+        c, ref, acc = s["config"], s["reference_test_accuracy"], s["test"]["accuracy"]
+        diff = f"{100 * (acc - ref):+.2f} pt" if ref is not None and s["comparable_to_reference"] else "-"
+        original = f"{ref:.4f}" if ref is not None and s["comparable_to_reference"] else "-"
+        add_row(
+            t,
+            s["setting"],
+            g(c["lam"]),
+            g(c["eta"]),
+            s["best_epoch"],
+            f"{s['val']['accuracy']:.4f}",
+            f"{acc:.4f}",
+            original,
+            diff,
+        )
+    return t
 
 
 def train(
     ctx: typer.Context,
     setting: Annotated[
         Literal[SETTING_CHOICES] | None,  # type: ignore[valid-type]
-        typer.Option(
-            "--setting", help="A reference setting of the original work (40 epochs, batch 100), or all four."
-        ),
+        option("--setting", metavar="N", help=SETTING_HELP),
     ] = None,
     lam: Annotated[
-        float | None,
-        typer.Option("--lam", help=f"Penalty weight lambda. [default: {DEFAULTS.lam:g}]", show_default=False),
+        float | None, option("--lam", metavar="LAMBDA", help="Penalty weight lambda.", default=g(D.lam))
     ] = None,
     eta: Annotated[
-        float | None,
-        typer.Option("--eta", help=f"Learning rate. [default: {DEFAULTS.eta:g}]", show_default=False),
+        float | None, option("--eta", metavar="ETA", help="Learning rate.", default=g(D.eta))
     ] = None,
     loss: Annotated[
         Literal[LOSS_NAMES] | None,  # type: ignore[valid-type]
-        typer.Option(
+        option(
             "--loss",
-            help="ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class "
-            f"(a setting keeps its lambda and eta). [default: {DEFAULTS.loss}]",
-            show_default=False,
+            metavar="NAME",
+            help="ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class; "
+            "a setting keeps its lambda and eta.",
+            default=D.loss,
         ),
     ] = None,
-    epochs: Annotated[
-        int | None, typer.Option("--epochs", help=f"Epochs. [default: {DEFAULTS.epochs}]", show_default=False)
+    schedule: Annotated[
+        Literal[SCHEDULES] | None,  # type: ignore[valid-type]
+        option(
+            "--schedule",
+            metavar="NAME",
+            help="The learning rate over the run: constant; step (times --decay every --decay-every epochs); "
+            "cosine (down to --eta-min); cyclic (from --eta-min up to --eta-max in --step-size updates and "
+            "down again).",
+            default=D.schedule,
+        ),
     ] = None,
-    batch_size: Annotated[
+    decay: Annotated[
+        float | None, option("--decay", metavar="FACTOR", help="step: eta's factor.", default=g(D.decay))
+    ] = None,
+    decay_every: Annotated[
         int | None,
-        typer.Option(
-            "--batch-size", help=f"Images per batch. [default: {DEFAULTS.batch_size}]", show_default=False
+        option("--decay-every", metavar="EPOCHS", help="step: epochs between decays.", default=D.decay_every),
+    ] = None,
+    eta_min: Annotated[
+        float | None,
+        option("--eta-min", metavar="ETA", help="cosine, cyclic: the lowest eta.", default=g(D.eta_min)),
+    ] = None,
+    eta_max: Annotated[
+        float | None, option("--eta-max", metavar="ETA", help="cyclic: the highest eta.", default="--eta")
+    ] = None,
+    step_size: Annotated[
+        int | None,
+        option(
+            "--step-size", metavar="UPDATES", help="cyclic: updates per half cycle.", default="two epochs"
         ),
+    ] = None,
+    augment: Annotated[
+        str | None,
+        option(
+            "--augment",
+            metavar="VIEWS",
+            help="Random views of each training image, drawn afresh every epoch: flip (mirrored left-right "
+            "with probability 1/2), translate:K (shifted by up to K pixels in x and y, edges repeated), or "
+            "both (flip,translate:2); augmented in pixel space, then normalised.",
+            default=D.augment,
+        ),
+    ] = None,
+    keep: Annotated[
+        Literal[KEEP] | None,  # type: ignore[valid-type]
+        option(
+            "--keep",
+            metavar="WHICH",
+            help="What model.h5 holds: the last epoch, or the best by validation accuracy.",
+            choices=KEEP,
+            default=D.keep,
+        ),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        option(
+            "--patience",
+            metavar="EPOCHS",
+            help="Stop after this many epochs without a better validation accuracy.",
+        ),
+    ] = None,
+    epochs: Annotated[int | None, option("--epochs", metavar="N", help="Epochs.", default=D.epochs)] = None,
+    batch_size: Annotated[
+        int | None, option("--batch-size", metavar="N", help="Images per batch.", default=D.batch_size)
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(
-            "--seed",
-            help=f"Seed of the initial W, b (and of shuffling). [default: {DEFAULTS.seed}]",
-            show_default=False,
-        ),
+        option("--seed", metavar="N", help="Seed of the initial W, b and of shuffling.", default=D.seed),
     ] = None,
     shuffle: Annotated[
         bool | None,
         typer.Option(
             "--shuffle/--no-shuffle",
+            metavar="",
             help="Shuffle the batches each epoch. [default: no-shuffle]",
             show_default=False,
         ),
     ] = None,
     train_batches: Annotated[
         str | None,
-        typer.Option(
-            "--train-batches",
-            metavar="LIST",
-            help="Training batches, e.g. 1-5 or 1,3. [default: 1]",
-            show_default=False,
-        ),
+        option("--train-batches", metavar="LIST", help="Training batches, e.g. 1-5 or 1,3.", default="1"),
     ] = None,
     val_size: Annotated[
         int | None,
-        typer.Option(
+        option(
             "--val-size", metavar="N", help="Validate on the last N training images instead of data_batch_2."
         ),
     ] = None,
     dtype: Annotated[
         Literal[DTYPES] | None,  # type: ignore[valid-type]
-        typer.Option(
-            "--dtype", help=f"Precision of data and weights. [default: {DEFAULTS.dtype}]", show_default=False
+        option(
+            "--dtype", metavar="TYPE", help="Precision of data and weights.", choices=DTYPES, default=D.dtype
         ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--out",
+            "-o",
             metavar="DIR",
-            help="Run folder. Default: outputs/setting-N, or a new outputs/run-DATE-TIME; "
-            "with --setting all, the parent of setting-1..4.",
+            help="Run folder. Default: outputs/setting-N (setting-N-LOSS for another loss), or a new "
+            "outputs/run-DATE-TIME; with --setting all, the parent of setting-1..4.",
         ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.h5.")
+        bool, flag("--resume", help="Continue the run in --out from its checkpoint.h5.")
     ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run in --out.")] = False,
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace the run in --out.")] = False,
     no_plots: Annotated[
-        bool, typer.Option("--no-plots", help="Do not draw the curves and the weight montage.")
+        bool, flag("--no-plots", help="Do not draw the curves and the weight montage.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        option(
+            "--workers",
+            metavar="N",
+            help="Runs trained at the same time, each on one core.",
+            default="2 with --setting all (1 on one core), else 1",
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
@@ -151,7 +268,8 @@ def train(
     """Train with mini-batch gradient descent; checkpoints and history go to HDF5.
 
     Writes model.h5, checkpoint.h5 (every epoch) and history.h5 into the run folder. Ctrl-C keeps
-    the last checkpoint; --resume continues it exactly.
+    the last checkpoint; --resume continues it exactly. A folder that holds a complete run with
+    the same parameters is reused, one with other parameters is refused (--resume, --overwrite).
 
     **Example:** cifarlin train --setting 2
     """
@@ -161,6 +279,15 @@ def train(
         "lam": lam,
         "eta": eta,
         "loss": loss,
+        "schedule": schedule,
+        "decay": decay,
+        "decay_every": decay_every,
+        "eta_min": eta_min,
+        "eta_max": eta_max,
+        "step_size": step_size,
+        "augment": augment,
+        "keep": keep,
+        "patience": patience,
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": seed,
@@ -185,39 +312,50 @@ def train(
         hint = f"cifarlin train --setting all --out {out or Path('outputs')} --resume{data_opt}"
     else:
         hint = f"cifarlin train --out {plan[0].out} --resume{data_opt}"
-
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
+    res = results(json_out)
 
     def on_loading(ds: Any, what: str) -> None:
         if not quiet:
             say(c, f"loading CIFAR-10 from {ds.folder}: {what}")
 
-    def on_run(p: experiments.PlannedRun, n_train: int) -> Any:
-        cfg = p.config
-        if not quiet:
-            what = f"setting {cfg.setting}" if cfg.setting else "run"
-            resumed = f", resuming after epoch {p.first_epoch}" if p.start is not None else ""
-            c.print(f"[bold]{what}[/]: {cfg.describe()}{resumed} -> {clean(p.out)}", soft_wrap=True)
-        return train_progress(c, quiet, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
-
     def on_done(s: dict[str, Any]) -> None:
-        _print_summary(c, s)
-        if json_out:
-            emit_json(s)
+        _print_summary(res, s)
+        for warning in s["warnings"]:
+            say(c, f"warning: {warning}")
 
-    result = experiments.run_plan(
-        plan,
-        dataset,
-        overwrite=overwrite,
-        resume_hint=hint,
-        figures=not no_plots,
-        compare=setting == "all",
-        compare_dir=out or Path("outputs"),
-        on_loading=on_loading,
-        on_run=on_run,
-        on_done=on_done,
-    )
-    if result.files:
-        if not quiet:
-            say(c, experiments.summary_markdown(result.summaries, str(dataset.folder)))
-        say(c, "wrote " + ", ".join(str(f) for f in result.files))
+    n_workers = workers if workers is not None else (min(2, os.cpu_count() or 1) if setting == "all" else 1)
+    with training_display(c, quiet, labelled=n_workers > 1) as display:
+
+        def on_run(p: experiments.PlannedRun, n_train: int) -> Any:
+            cfg = p.config
+            what = f"setting {cfg.setting}" if cfg.setting else "run"
+            if not quiet:
+                resumed = f", resuming after epoch {p.first_epoch}" if p.start is not None else ""
+                c.print(
+                    f"[bold]{clean(what)}[/]: {cfg.describe()}{resumed} -> {clean(p.out)}", soft_wrap=True
+                )
+            return display(what, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
+
+        result = experiments.run_plan(
+            plan,
+            dataset,
+            overwrite=overwrite,
+            resume_hint=hint,
+            figures=not no_plots,
+            compare=setting == "all",
+            compare_dir=out or Path("outputs"),
+            workers=n_workers,
+            on_loading=on_loading,
+            on_run=on_run,
+            on_done=on_done,
+        )
+    if setting == "all":
+        say(res, "the reference settings against the original work's test accuracy:")
+        print_table(res, _comparison_table(result.summaries))
+        say(res, "wrote " + ", ".join(str(f) for f in result.files))
+    if json_out:
+        if setting == "all":
+            emit_json({"runs": result.summaries, "files": [str(f) for f in result.files]})
+        else:
+            emit_json(result.summaries[0])

@@ -1,0 +1,114 @@
+"""evaluate with several models and --ensemble.
+
+Each test names the bug it would catch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cifarlin import checkpoint, config, data, evaluation
+from cifarlin.cli import app
+
+TINY = ["--batch-size", "10", "--epochs", "2", "--no-plots", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_py):
+    from typer.testing import CliRunner
+
+    root = tmp_path_factory.mktemp("ens")
+    out = {}
+    for name, args in {
+        "a": ["--seed", "0"],
+        "b": ["--seed", "1", "--eta", "0.01"],
+        "svm": ["--loss", "svm"],
+        "svm2": ["--loss", "svm", "--seed", "3"],
+        "bce": ["--loss", "bce", "--eta", "0.01"],
+        "held": ["--train-batches", "1,3", "--val-size", "20"],
+    }.items():
+        r = CliRunner().invoke(
+            app, ["train", "--out", str(root / name), "--data-dir", str(tiny_py), *TINY, *args]
+        )
+        assert r.exit_code == 0, r.output
+        out[name] = root / name / "model.h5"
+    return out
+
+
+def run(runner, tiny_py, *args):
+    r = runner.invoke(app, ["evaluate", *map(str, args), "--data-dir", str(tiny_py), "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_an_ensemble_of_one_model_is_the_model(runner, tiny_py, models):
+    """Bug: the ensemble averaging something other than the models' own outputs."""
+    out = run(runner, tiny_py, models["a"], "--ensemble")
+    one, ens = out["models"][0], out["ensemble"]
+    assert ens["accuracy"] == one["accuracy"] and ens["confusion_matrix"] == one["confusion_matrix"]
+    assert ens["mean_true_class_probability"] == pytest.approx(one["mean_true_class_probability"], rel=1e-12)
+
+
+def test_an_ensemble_averages_probabilities(runner, tiny_py, models):
+    """Bug: scores averaged instead of probabilities, or the last model's answer used."""
+    out = run(runner, tiny_py, models["a"], models["b"], models["bce"], "--ensemble")
+    dataset = data.Dataset(tiny_py, "python")
+    outputs, labels = [], None
+    for name in ("a", "b", "bce"):
+        ev = evaluation.evaluate_split(checkpoint.load_snapshot(models[name]), dataset, "test")
+        outputs.append(ev.outputs)
+        labels = ev.labels
+    mean = np.mean(outputs, axis=0)  # softmax, softmax and sigmoid outputs
+    assert out["ensemble"]["accuracy"] == np.mean(mean.argmax(axis=1) == labels)
+    assert out["ensemble"]["mean_true_class_probability"] == pytest.approx(mean[np.arange(50), labels].mean())
+    assert [m["model"] for m in out["models"]] == [str(models[n]) for n in ("a", "b", "bce")]
+    assert out["ensemble"]["cost"] is None and out["split"] == "test"
+
+
+def test_hinge_models_ensemble_by_scores_and_do_not_mix(runner, tiny_py, models):
+    """Bug: hinge scores averaged with probabilities (different scales, a meaningless mean)."""
+    out = run(runner, tiny_py, models["svm"], models["svm2"], "--ensemble")
+    assert out["ensemble"]["mean_true_class_probability"] is None
+    r = runner.invoke(
+        app, ["evaluate", str(models["a"]), str(models["svm"]), "--ensemble", "--data-dir", str(tiny_py)]
+    )
+    assert r.exit_code == 2 and "do not average with probabilities" in r.stderr
+
+
+def test_different_validation_images_are_refused(runner, tiny_py, models):
+    """Bug: an ensemble over val splits that hold different images, pairing unrelated predictions."""
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(models["a"]),
+            str(models["held"]),
+            "--split",
+            "val",
+            "--ensemble",
+            "--data-dir",
+            str(tiny_py),
+        ],
+    )
+    assert r.exit_code == 2 and "--split 'val': the models hold out different images" in r.stderr
+
+
+def test_several_models_give_one_table_on_stdout(runner, tiny_py, models):
+    """Bug: one report per model printed in turn (or the table on stderr, lost to `> file`)."""
+    r = runner.invoke(app, ["evaluate", str(models["a"]), str(models["svm"]), "--data-dir", str(tiny_py)])
+    assert r.exit_code == 0
+    lines = [
+        ln for ln in r.stdout.splitlines() if str(models["a"].parent) in ln or str(models["svm"].parent) in ln
+    ]
+    assert len(lines) == 2 and "ce" in lines[0] and "svm" in lines[1]
+    assert r.stdout.count("accuracy") == 1  # one header
+
+
+def test_held_out_split_is_used_for_val(tiny_py, models):
+    snap = checkpoint.load_snapshot(models["held"])
+    ev = evaluation.evaluate_split(snap, data.Dataset(tiny_py, "python"), "val")
+    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 3), 20))
+    assert np.array_equal(ev.labels, p.y["val"])

@@ -1,0 +1,189 @@
+"""Details of the training loop against a reference loop written here: the last, partial batch,
+one permutation per epoch from the run's generator, and the metrics the history records.
+
+The reference loop repeats, operation for operation and in the same order, what
+``cifarlin/train.py`` and ``cifarlin/model.py`` compute (scores through a K padded to 16 columns,
+the shifted softmax, ``dW *= eta; W -= dW``), with BLAS single-threaded as the loop runs it, so
+float32 runs can be compared bit for bit. Each test's docstring names the bug it catches.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from cifarlin import config, data, runs, train
+from cifarlin.config import TrainConfig
+from oracles import cost_naive
+
+N_TRAIN = 50  # images in the tiny training batch
+
+
+@pytest.fixture(scope="module")
+def prepared32(tiny_py):
+    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def prepared64(tiny_py):
+    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float64)
+
+
+def ref_gradients(W, b, X, y, lam):
+    """dJ/dW, dJ/db on a batch, in the operations and order of model.gradients."""
+    k, d = W.shape
+    Wt = np.zeros((d, 16), dtype=W.dtype)  # W^T padded to 16 columns, as model.step does
+    Wt[:, :k] = W.T
+    S = (X @ Wt)[:, :k]
+    S += b
+    G = S - S.max(axis=1, keepdims=True)
+    np.exp(G, out=G)
+    G /= G.sum(axis=1, keepdims=True)
+    G[np.arange(len(y)), y] -= 1
+    G /= len(y)
+    dW = G.T @ X
+    if lam:
+        dW += (2 * lam) * W
+    return dW, G.sum(axis=0)
+
+
+def reference_run(c: TrainConfig, X, y, drop_last=False, same_order=False):
+    """Mini-batch gradient descent written out: W then b from N(0, init_std^2) drawn from
+    default_rng(seed), then per epoch one permutation from that same generator (when shuffling)
+    and every batch of B rows in turn, the last one possibly smaller.
+
+    Returns the weights after each epoch, the generator's state after each epoch and the orders
+    the epochs used. For contrast, the bugs: ``drop_last`` leaves out a last, partial batch,
+    ``same_order`` uses the first epoch's permutation in every epoch.
+    """
+    dtype = np.dtype(c.dtype)
+    rng = np.random.default_rng(c.seed)
+    W = rng.normal(0.0, c.init_std, size=(10, X.shape[1])).astype(dtype)
+    b = rng.normal(0.0, c.init_std, size=10).astype(dtype)
+    N, B = len(y), c.batch_size
+    weights, states, orders = [], [], []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(c.epochs):
+            if not c.shuffle:
+                order = np.arange(N)
+            elif not (same_order and orders):
+                order = rng.permutation(N)
+            orders.append(order)
+            stop = N - N % B if drop_last else N
+            for start in range(0, stop, B):
+                rows = order[start : start + B]
+                Xb = X[rows] if c.shuffle else X[start : start + B]
+                dW, db = ref_gradients(W, b, Xb, y[rows], c.lam)
+                dW *= c.eta
+                W -= dW
+                db *= c.eta
+                b -= db
+            weights.append((W.copy(), b.copy()))
+            states.append(rng.bit_generator.state)
+    return weights, states, orders
+
+
+def assert_bits_equal(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    """Same dtype, shape and bits; otherwise say how many entries differ and by how much."""
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    if not np.array_equal(got, want):
+        diff = np.abs(got.astype(np.float64) - want)
+        raise AssertionError(f"{what}: {np.count_nonzero(diff)} of {got.size} differ, max {diff.max():.3g}")
+
+
+def fit_recording(c: TrainConfig, prepared):
+    """train.fit from init_state, recording every on_epoch state and every on_batch call."""
+    epochs, batches = [], []
+    final = train.fit(
+        c,
+        prepared,
+        train.init_state(c),
+        on_epoch=epochs.append,
+        on_batch=lambda e, j, n: batches.append((e, j, n)),
+    )
+    return final, epochs, batches
+
+
+def test_the_last_partial_batch_trains_bit_for_bit(prepared32):
+    """Catches: the last, partial batch of an epoch dropped (range(0, N - N % B, B)), and a
+    wrong batch count reported to on_batch (N // B instead of ceil(N / B)).
+
+    N = 50 with batch 7: seven batches of 7 and a last one of 1 image, 8 per epoch.
+    """
+    c = TrainConfig(epochs=3, batch_size=7, eta=0.05, lam=0.1)
+    assert N_TRAIN % c.batch_size == 1  # the last batch holds exactly one image
+    final, epochs, batches = fit_recording(c, prepared32)
+    X, y = prepared32.X["train"], prepared32.y["train"]
+    ref, _, _ = reference_run(c, X, y)
+    assert final.W.dtype == np.float32
+    assert [st.epoch for st in epochs] == [1, 2, 3]
+    for st, (W, b) in zip(epochs, ref, strict=True):
+        assert_bits_equal(st.W, W, f"W after epoch {st.epoch}")
+        assert_bits_equal(st.b, b, f"b after epoch {st.epoch}")
+    assert_bits_equal(final.W, ref[-1][0], "final W")
+    assert batches == [(e, j, 8) for e in (1, 2, 3) for j in range(1, 9)]
+    # the one-image batch moves the weights: a loop without it ends elsewhere
+    dropped, _, _ = reference_run(c, X, y, drop_last=True)
+    assert not np.array_equal(dropped[-1][0], ref[-1][0])
+
+
+def test_shuffle_draws_one_permutation_per_epoch_from_the_run_generator(prepared32):
+    """Catches: --shuffle re-seeding its generator every epoch (the same permutation in every
+    epoch), a permutation drawn from another generator than the one W and b came from, and a
+    checkpointed generator state that is not the one after the epoch's permutation (a resume
+    would then shuffle differently).
+    """
+    c = TrainConfig(epochs=4, batch_size=7, eta=0.05, shuffle=True, seed=3)
+    final, epochs, batches = fit_recording(c, prepared32)
+    X, y = prepared32.X["train"], prepared32.y["train"]
+    ref, states, orders = reference_run(c, X, y)
+    assert len({tuple(o) for o in orders}) == 4  # four different permutations: the test has teeth
+    for st, (W, b), state in zip(epochs, ref, states, strict=True):
+        assert_bits_equal(st.W, W, f"W after epoch {st.epoch}")
+        assert_bits_equal(st.b, b, f"b after epoch {st.epoch}")
+        assert st.rng_state == state, f"generator state after epoch {st.epoch}"
+    assert_bits_equal(final.W, ref[-1][0], "final W")
+    assert final.rng_state == states[-1]
+    assert batches == [(e, j, 8) for e in range(1, 5) for j in range(1, 9)]
+    # the same permutation in every epoch (the bug) trains to other weights
+    repeated, _, _ = reference_run(c, X, y, same_order=True)
+    assert not np.array_equal(repeated[-1][0], ref[-1][0])
+
+
+def independent_metrics(W, b, X, y, lam):
+    """Cost, loss and accuracy by the sample-by-sample oracle, in float64."""
+    W, b, X = (np.asarray(a, dtype=np.float64) for a in (W, b, X))
+    acc = float(np.mean([np.argmax(W @ x + b) == label for x, label in zip(X, y, strict=True)]))
+    return cost_naive(W, b, X, y, lam), cost_naive(W, b, X, y, 0.0), acc
+
+
+def test_history_file_holds_the_metrics_of_each_epochs_weights(prepared64, tmp_path):
+    """Catches: the validation (or training) cost recorded without the penalty lam * ||W||^2,
+    cost and loss swapped, a metric computed on the other split, and metrics computed from
+    another epoch's weights (the metrics run on a second thread while the next epoch trains).
+
+    lam = 0.5 makes the penalty (about 1.5) as large as the loss itself. float64 makes the
+    independent evaluation agree to rounding.
+    """
+    c = TrainConfig(epochs=3, batch_size=10, eta=0.01, lam=0.5, dtype="float64")
+    out = tmp_path / "run"
+    runs.run(c, out, prepared64)
+    X, y = prepared64.X, prepared64.y
+    ref, _, _ = reference_run(c, X["train"], y["train"])
+    expected = {k: [] for k in ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc")}
+    for W, b in ref:
+        for split in ("train", "val"):
+            cost, loss, acc = independent_metrics(W, b, X[split], y[split], c.lam)
+            expected[f"{split}_cost"].append(cost)
+            expected[f"{split}_loss"].append(loss)
+            expected[f"{split}_acc"].append(acc)
+    with h5py.File(out / "history.h5", "r") as f:
+        got = {k: f[k][()] for k in expected}
+        assert f["epoch"][()].tolist() == [1, 2, 3]
+    for k, values in expected.items():
+        assert got[k].tolist() == pytest.approx(values, rel=1e-12, abs=0), k
+    penalty = [c.lam * float(np.sum(W.astype(np.float64) ** 2)) for W, _ in ref]
+    assert min(penalty) > 1.0  # the penalty is large enough to matter
+    assert (got["val_cost"] - got["val_loss"]).tolist() == pytest.approx(penalty, rel=1e-9)

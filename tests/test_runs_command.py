@@ -1,0 +1,284 @@
+"""cifarlin runs: every run folder under a folder, its values equal to its own files, damaged
+files listed as such, and nothing in the folders changed.
+
+Each test names the bug it would catch.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cifarlin import catalog, checkpoint, config, data, runs
+from cifarlin.cli import app
+from cifarlin.config import TrainConfig
+from cifarlin.errors import Interrupted
+
+TRAIN = ["--batch-size", "10", "--no-plots", "--quiet"]
+
+
+def train(tiny_py: Path, out: Path, *args: str) -> Path:
+    r = CliRunner().invoke(app, ["train", "--out", str(out), "--data-dir", str(tiny_py), *TRAIN, *args])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def outputs(tiny_py, tmp_path_factory) -> Path:
+    """outputs/ with two finished runs: setting 3 with the hinge loss, and a plain run."""
+    root = tmp_path_factory.mktemp("runs") / "outputs"
+    train(tiny_py, root / "setting-3-svm", "--setting", "3", "--loss", "svm", "--epochs", "3")
+    train(tiny_py, root / "sweep" / "eta-0.01", "--eta", "0.01", "--epochs", "4", "--keep", "best")
+    (root / "examples").mkdir()  # figures only: not a run
+    (root / "examples" / "curves.png").write_bytes(b"png")
+    return root
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def listing(root: Path, *args: str) -> dict:
+    r = CliRunner().invoke(app, ["runs", str(root), "--json", *args])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("\n") == 1
+    return json.loads(r.stdout)
+
+
+def snapshot_of_tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_lists_each_run_with_the_values_of_its_files(outputs):
+    """Bug: the last epoch's validation accuracy shown as the best, a test accuracy not the
+    model's, the loss or the setting missing, a folder of figures listed as a run, or a
+    listing that writes (a lock file, a recovered stash) into the folders it reads."""
+    before = snapshot_of_tree(outputs)
+    got = listing(outputs)
+    assert snapshot_of_tree(outputs) == before
+    assert [r["folder"] for r in got["runs"]] == [
+        str(outputs / "setting-3-svm"),
+        str(outputs / "sweep" / "eta-0.01"),
+    ]
+    for r in got["runs"]:
+        folder = Path(r["folder"])
+        h = checkpoint.load_history(folder / "history.h5")
+        model = checkpoint.load_snapshot(folder / "model.h5")
+        assert r["status"] == "complete" and r["reason"] is None
+        assert r["best_val_acc"] == h.history.best_val_acc == max(h.history.columns["val_acc"])
+        assert r["best_epoch"] == h.history.best_epoch
+        assert r["test_acc"] == model.test.accuracy
+        assert r["epochs_done"] == len(h.history)
+        assert r["config"] == model.config.to_dict()
+        assert r["files"] == ["model.h5", "checkpoint.h5", "history.h5"]
+    svm, sweep = got["runs"]
+    assert (svm["setting"], svm["lam"], svm["eta"], svm["loss"], svm["epochs"], svm["batch_size"]) == (
+        3,
+        0.1,
+        0.001,
+        "svm",
+        3,
+        10,
+    )
+    assert (sweep["setting"], sweep["lam"], sweep["eta"], sweep["loss"], sweep["epochs"]) == (
+        None,
+        0,
+        0.01,
+        "ce",
+        4,
+    )
+
+
+def test_best_validation_accuracy_is_the_best_not_the_last(outputs, tmp_path):
+    """Bug: the last epoch's validation accuracy (or epoch) shown as the best."""
+    peaked = copy_run(outputs / "setting-3-svm", tmp_path / "o" / "peaked")
+    h = checkpoint.load_history(peaked / "history.h5")
+    h.history.columns["val_acc"] = [0.5, 0.9, 0.7]
+    checkpoint.save_history(peaked / "history.h5", h.history, h.config, h.class_names, "complete", h.test)
+    (r,) = listing(tmp_path / "o")["runs"]
+    assert (r["best_val_acc"], r["best_epoch"], r["epochs_done"]) == (0.9, 2, 3)
+
+
+def test_the_table_on_stdout(outputs):
+    """Bug: the listing on stderr (lost in `> file`), or a run's numbers not on its row."""
+    r = CliRunner().invoke(app, ["runs", str(outputs)])
+    assert r.exit_code == 0 and r.stderr == ""
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[2:]}
+    h = checkpoint.load_history(outputs / "setting-3-svm" / "history.h5")
+    row = rows[str(outputs / "setting-3-svm")]
+    assert row[1:7] == ["3", "svm", "0.1", "0.001", "10", "3/3"]
+    assert row[7:] == [f"{h.history.best_val_acc:.4f}", f"{h.test.accuracy:.4f}", "complete"]
+
+
+def interrupted_run(tiny_py: Path, out: Path) -> Path:
+    prepared = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+
+    def stop(state):
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        runs.run(TrainConfig(epochs=5, batch_size=10), out, prepared, on_epoch=stop)
+    return out
+
+
+def test_statuses(outputs, tiny_py, tmp_path):
+    """Bug: an interrupted, diverged, still-running or set-aside run shown as complete (or not
+    listed at all), or its epochs counted from the wrong file."""
+    root = tmp_path / "o"
+    interrupted_run(tiny_py, root / "interrupted")
+
+    diverged = copy_run(outputs / "sweep" / "eta-0.01", root / "diverged")
+    h = checkpoint.load_history(diverged / "history.h5")
+    checkpoint.save_history(diverged / "history.h5", h.history, h.config, h.class_names, "diverged")
+    (diverged / "model.h5").unlink()
+
+    running = interrupted_run(tiny_py, root / "running")  # then resumed: its checkpoint is newer
+    ckpt = running / "checkpoint.h5"
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, (running / "history.h5").stat().st_mtime_ns + 10**9))
+
+    killed = copy_run(outputs / "setting-3-svm", root / "killed")  # killed in its first run
+    (killed / "model.h5").unlink()
+    (killed / "history.h5").unlink()
+
+    stashed = copy_run(outputs / "setting-3-svm", root / "stashed")
+    (stashed / ".previous-run-abc").mkdir()
+    for name in runs.RUN_FILES:
+        os.replace(stashed / name, stashed / ".previous-run-abc" / name)
+
+    got = {Path(r["folder"]).name: r for r in listing(root)["runs"]}
+    status = {name: (r["status"], r["epochs_done"]) for name, r in got.items()}
+    assert status == {
+        "interrupted": ("interrupted", 2),
+        "diverged": ("diverged", 4),
+        "running": ("running-or-stopped", 2),
+        "killed": ("running-or-stopped", 3),
+        "stashed": ("stashed-overwrite", 3),
+    }
+    assert got["interrupted"]["test_acc"] is None and got["interrupted"]["files"] == [
+        "checkpoint.h5",
+        "history.h5",
+    ]
+    assert got["running"]["source"] == str(running / "checkpoint.h5")
+    assert (
+        got["killed"]["best_val_acc"]
+        == checkpoint.load_history(outputs / "setting-3-svm" / "history.h5").history.best_val_acc
+    )
+    assert (
+        got["stashed"]["test_acc"]
+        == checkpoint.load_snapshot(outputs / "setting-3-svm" / "model.h5").test.accuracy
+    )
+    assert (stashed / ".previous-run-abc" / "model.h5").exists()  # listed, not put back
+
+
+DAMAGE = {
+    "history-truncated": ("history.h5", lambda b: b[: len(b) // 2], "truncated"),
+    "history-text": ("history.h5", lambda b: b"epoch,val_acc\n1,0.5\n", "not an HDF5 file"),
+    "model-truncated": ("model.h5", lambda b: b[:1000], "truncated"),
+    "model-zeros": ("model.h5", lambda b: bytes(len(b)), "not an HDF5 file"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_files_are_listed_with_the_reason(outputs, tmp_path, kind):
+    """Bug: one damaged file stopping the listing (a traceback, or exit 1 hiding the good runs),
+    or a run whose model is torn shown as complete."""
+    root = tmp_path / "o"
+    copy_run(outputs / "setting-3-svm", root / "good")
+    bad = copy_run(outputs / "setting-3-svm", root / "bad")
+    name, damage, why = DAMAGE[kind]
+    (bad / name).write_bytes(damage((bad / name).read_bytes()))
+    got = {Path(r["folder"]).name: r for r in listing(root)["runs"]}
+    assert got["good"]["status"] == "complete"
+    assert got["bad"]["status"] == "damaged"
+    assert got["bad"]["reason"].startswith(f"{bad / name}: ") and why in got["bad"]["reason"]
+    r = CliRunner().invoke(app, ["runs", str(root)])
+    assert r.exit_code == 0 and f"{bad}: damaged: {bad / name}: " in r.stdout
+
+
+def test_a_file_that_crashes_the_reader_is_found_and_the_rest_listed(outputs, tmp_path, monkeypatch):
+    """Bug: a file that crashes the HDF5 library taking the whole listing down with it (the
+    listing reads all runs in one child process; when that dies, each run is read on its own)."""
+    root = tmp_path / "o"
+    for name in ("a", "b", "c"):
+        copy_run(outputs / "setting-3-svm", root / name)
+    read = checkpoint._read_history_file
+
+    def crash_on_b(path):
+        if path.parent.name == "b":  # only ever in a child: the probe
+            faulthandler.disable()  # no traceback dump from the child in the test's output
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return read(path)
+
+    monkeypatch.setattr(checkpoint, "_read_history_file", crash_on_b)
+    got = {Path(r["folder"]).name: r for r in listing(root)["runs"]}
+    assert {n: r["status"] for n, r in got.items()} == {"a": "complete", "b": "damaged", "c": "complete"}
+    assert "crashed" in got["b"]["reason"] and "SIGSEGV" in got["b"]["reason"]
+
+
+def test_one_child_process_reads_the_whole_listing(outputs, tmp_path, monkeypatch):
+    """Bug: a fork per file (about 13 ms each, most of the time of a long listing), or every
+    file read twice."""
+    root = tmp_path / "o"
+    for i in range(4):
+        copy_run(outputs / "setting-3-svm", root / f"r{i}")
+    calls = []
+    real = catalog.h5safe.probe
+    monkeypatch.setattr(catalog.h5safe, "probe", lambda *a, **k: (calls.append(a[0]), real(*a, **k)))
+    reads = []
+    load = catalog.load_history
+    monkeypatch.setattr(catalog, "load_history", lambda p, probe=True: (reads.append(p), load(p, probe))[1])
+    assert [r["status"] for r in listing(root)["runs"]] == ["complete"] * 4
+    assert len(calls) == 1 and reads == []  # in this process: nothing read, the child did it all
+
+
+def test_links_hidden_folders_and_depth(outputs, tmp_path):
+    """Bug: a symbolic link loop followed forever (or a run listed twice through a link),
+    a stash or hidden folder listed as a run of its own, or no bound on the depth."""
+    root = tmp_path / "o"
+    copy_run(outputs / "setting-3-svm", root / "a")
+    (root / "a" / "loop").symlink_to(root)  # a -> loop -> root -> a ...
+    (root / "link-to-a").symlink_to(root / "a")
+    copy_run(outputs / "setting-3-svm", root / ".hidden")
+    deep = copy_run(outputs / "setting-3-svm", root / "1" / "2" / "3" / "4" / "5")
+    assert [r["folder"] for r in listing(root)["runs"]] == [str(root / "a")]
+    assert [r["folder"] for r in listing(root, "--depth", "5")["runs"]] == [str(deep), str(root / "a")]
+    assert [r["folder"] for r in listing(root / "a")["runs"]] == [str(root / "a")]  # DIR itself a run
+
+
+def test_natural_order(outputs, tmp_path):
+    """Bug: setting-10 listed before setting-2 (text order)."""
+    for n in (10, 2, 1):
+        copy_run(outputs / "setting-3-svm", tmp_path / "o" / f"setting-{n}")
+    names = [Path(r["folder"]).name for r in listing(tmp_path / "o")["runs"]]
+    assert names == ["setting-1", "setting-2", "setting-10"]
+
+
+def test_no_runs_missing_folder_and_a_file(tmp_path):
+    """Bug: a traceback for a missing folder, or an empty listing that is not valid JSON."""
+    (tmp_path / "empty").mkdir()
+    assert listing(tmp_path / "empty") == {"root": str(tmp_path / "empty"), "runs": []}
+    r = CliRunner().invoke(app, ["runs", str(tmp_path / "empty")])
+    assert r.exit_code == 0 and "no run folders in" in r.stdout
+    r = CliRunner().invoke(app, ["runs"])  # the default: outputs/ of the working folder
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "outputs: no such folder" in r.stderr
+    (tmp_path / "f").write_text("x")
+    r = CliRunner().invoke(app, ["runs", str(tmp_path / "f")])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "not a folder" in r.stderr
+    r = CliRunner().invoke(app, ["runs", str(tmp_path), "--depth", "99"])
+    assert r.exit_code == 2 and "--depth 99" in r.stderr
+
+
+def test_the_default_depth_is_the_librarys():
+    """Bug: `cifarlin runs` and catalog.list_runs searching to different depths by default."""
+    from cifarlin.cli import runs as cli_runs
+
+    assert cli_runs.MAX_DEPTH == catalog.MAX_DEPTH
