@@ -70,7 +70,7 @@ def plan_runs(
 ) -> list[PlannedRun]:
     """The runs of one ``train`` command, their folders checked.
 
-    ``setting``: a reference setting (1-4), ``'all'`` for the four into ``out`` (default
+    ``setting``: a reference setting (1-4) or a recipe ('bonus'), ``'all'`` for the four into ``out`` (default
     ``root``)/setting-N, or None for a run of ``overrides`` alone. With ``resume``, runs that have
     a checkpoint continue from it (for ``'all'``, the others start afresh); ``overrides`` must
     then agree with the checkpoint, but for ``epochs``. Nothing is written, except that a run
@@ -82,11 +82,7 @@ def plan_runs(
     else:
         if resume and out is None and setting is None:
             raise ConfigError("resume=True needs the run folder (out=DIR) or a setting to find the run")
-        c = (
-            TrainConfig.for_setting(int(setting), **overrides)
-            if setting is not None
-            else TrainConfig(**overrides)
-        )
+        c = TrainConfig.for_setting(setting, **overrides) if setting is not None else TrainConfig(**overrides)
         configs, outs = [c], [out or default_out(c, root)]
     plan = []
     notice = on_notice or (lambda m: None)

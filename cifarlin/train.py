@@ -280,7 +280,7 @@ def fit(
                     rng.bit_generator.state,
                     t0,
                     future,
-                    float(etas.mean()),
+                    float(etas[0] if (etas == etas[0]).all() else etas.mean()),  # a constant exactly
                     TrainScores(We, be) if fused else None,
                 )
             if pending is not None:

@@ -43,7 +43,7 @@ _cifarlin() {
             ;;
         train)
             case "$prev" in
-                --setting) COMPREPLY=($(compgen -W "1 2 3 4 all" -- "$cur")); return ;;
+                --setting) COMPREPLY=($(compgen -W "1 2 3 4 bonus all" -- "$cur")); return ;;
                 --lam) return ;;
                 --eta) return ;;
                 --loss) COMPREPLY=($(compgen -W "ce svm bce" -- "$cur")); return ;;

@@ -151,3 +151,13 @@ def test_stdout_holds_exactly_one_json_object(runner, tiny_py, tmp_path, args):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert r.stdout.count("\n") == 1 and isinstance(json.loads(r.stdout), dict)
+
+
+def test_every_package_is_installed():
+    """A non-editable install ships only the packages pyproject lists: each folder of cifarlin with
+    an __init__.py must be among them (a missing one works from the checkout, fails installed)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "cifarlin").rglob("__init__.py")}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"

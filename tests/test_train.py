@@ -244,6 +244,47 @@ def test_cli_divergence_exit_1(runner, tiny_py, tmp_path):
     assert "Traceback" not in r.output
 
 
+def test_setting_bonus_is_the_named_recipe(runner, tiny_py, tmp_path):
+    """--setting bonus trains the recipe of config.RECIPES (overrides on top) into
+    outputs/setting-bonus, keeps the best epoch, and compares with no original figure."""
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--setting",
+            "bonus",
+            "--epochs",
+            "3",
+            "--val-size",
+            "50",
+            "--json",
+            "--data-dir",
+            str(tiny_py),
+            *TINY,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    want = {**config.RECIPES["bonus"], "epochs": 3, "val_size": 50, "batch_size": 10}
+    got = {k: s["config"][k] for k in want}
+    assert got == {**want, "train_batches": list(want["train_batches"])}
+    assert s["setting"] == "bonus" and s["reference_test_accuracy"] is None
+    assert not s["comparable_to_reference"]
+    assert Path(s["files"]["model"]) == Path("outputs/setting-bonus/model.h5")
+    assert s["model_epoch"] == s["best_epoch"]
+    h = checkpoint.load_history(Path("outputs/setting-bonus/history.h5"))
+    assert h.config.setting == "bonus" and h.config == TrainConfig.for_setting("bonus", **want)
+    eta = h.history.columns["eta"]
+    assert eta[0] == want["eta"] and eta[-1] < eta[0]
+
+
+def test_parse_setting_names_the_choices():
+    assert config.parse_setting("2") == 2 and config.parse_setting(" bonus") == "bonus"
+    for bad in ("5", "0", "Bonus", "", "all"):
+        with pytest.raises(ConfigError, match="use one of 1, 2, 3, 4, bonus"):
+            config.parse_setting(bad)
+
+
 def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
     out = tmp_path / "s2"
     r = runner.invoke(
