@@ -66,7 +66,7 @@ printf '%s\n' "${COMPREPLY[@]}"
             },
         ),
         (["cifarlin", "tr"], {"train"}),
-        (["cifarlin", "train", "--setting", ""], {"1", "2", "3", "4", "all"}),
+        (["cifarlin", "train", "--setting", ""], {"1", "2", "3", "4", "all", "bonus"}),
         (["cifarlin", "gradcheck", "--method", ""], {"centred", "complex"}),
         (["cifarlin", "visualize", "--what", "c"], {"curves", "confusion"}),
         (["cifarlin", "visualize", "--format", ""], {"png", "pdf", "svg"}),
