@@ -29,14 +29,14 @@ from cifarlin.cli.display import (
     say,
     table,
 )
-from cifarlin.config import TrainConfig
+from cifarlin.config import TrainConfig, defaults
 from cifarlin.errors import CifarlinError
 from cifarlin.sweep import MAX_TRIALS, RETRIES, SWEEPABLE, kind, separator, show
 
 if TYPE_CHECKING:
     from cifarlin.sweep import SweepResult, TrialResult
 
-DEFAULTS = TrainConfig()
+DEFAULTS = defaults(TrainConfig)  # without making one: validating imports numpy
 
 
 def flag_of(name: str) -> str:
@@ -191,8 +191,8 @@ def _train_command(r: TrialResult) -> str | None:
     known = set(inspect.signature(train).parameters)
     words = ["cifarlin", "train"]
     for name, value in r.trial.params().items():
-        default = DEFAULTS.to_dict()[name]
-        if value == default:
+        default = getattr(DEFAULTS, name)
+        if value == (list(default) if isinstance(default, tuple) else default):
             continue
         if name not in known:
             return None
