@@ -389,3 +389,79 @@ def save(fig: Figure, path: Path, fmt: str = "png", dpi: int = 150) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def sweep_figure(
+    lam: Sequence[float],
+    eta: Sequence[float],
+    accuracy: Sequence[float | None],
+    status: Sequence[str],
+    best: int | None,
+    *,
+    grid: bool,
+    title: str,
+) -> Figure:
+    """Validation accuracy of a sweep's trials over (lambda, eta), the best trial marked: a heat
+    map of the grid's values (each cell the best of its trials; lambda = 0 gets its own row) or a
+    scatter of a random search on log axes. Trials without an accuracy are grey, named by status."""
+    _style()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5), layout="constrained")
+    acc = np.array([np.nan if a is None else a for a in accuracy], dtype=np.float64)
+    finite = acc[np.isfinite(acc)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    if vmax - vmin < 1e-3:
+        vmin, vmax = vmin - 0.005, vmax + 0.005
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
+    if grid:
+        lams, etas = sorted(set(lam)), sorted(set(eta))
+        cells = np.full((len(lams), len(etas)), np.nan)
+        labels: dict[tuple[int, int], str] = {}
+        for la, et, a, st in zip(lam, eta, acc, status, strict=True):
+            i, j = lams.index(la), etas.index(et)
+            if np.isfinite(a):
+                cells[i, j] = a if np.isnan(cells[i, j]) else max(cells[i, j], a)
+            else:
+                labels.setdefault((i, j), st)
+        image = ax.imshow(cells, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+        if cells.size <= 144:
+            for (i, j), v in np.ndenumerate(cells):
+                text = f"{v:.3f}" if np.isfinite(v) else labels.get((i, j), "")
+                dark = np.isfinite(v) and (v - vmin) / (vmax - vmin) < 0.6
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+        ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas])
+        ax.set_yticks(range(len(lams)), [f"{v:g}" for v in lams])
+        ax.grid(False)
+        if best is not None:
+            i, j = lams.index(lam[best]), etas.index(eta[best])
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="#d62728", lw=3))
+            ax.plot([], [], "s", mfc="none", mec="#d62728", mew=2, label=f"best: {acc[best]:.4f}")
+        ax.set_xlabel("eta (learning rate)")
+        ax.set_ylabel("lambda (penalty weight)")
+    else:
+        x, y = np.asarray(eta, dtype=np.float64), np.asarray(lam, dtype=np.float64)
+        ok = np.isfinite(acc)
+        image = ax.scatter(
+            x[ok], y[ok], c=acc[ok], cmap=cmap, vmin=vmin, vmax=vmax, s=40, edgecolors="k", lw=0.3
+        )
+        if (~ok).any():
+            ax.scatter(x[~ok], y[~ok], marker="x", color="#888888", s=30, label="diverged or failed")
+        ax.set_xscale("log")
+        if (y > 0).all():
+            ax.set_yscale("log")
+        else:
+            ax.set_yscale("symlog", linthresh=float(y[y > 0].min()) if (y > 0).any() else 1e-6)
+        from matplotlib.ticker import FuncFormatter
+
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers: math text is off (text.parse_math)
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        if best is not None:
+            ax.plot(
+                x[best], y[best], "*", ms=20, mfc="none", mec="#d62728", mew=2, label=f"best: {acc[best]:.4f}"
+            )
+        ax.set_xlabel("eta (learning rate, log scale)")
+        ax.set_ylabel("lambda (penalty weight, log scale)")
+    fig.colorbar(image, ax=ax, label="final validation accuracy")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), ncol=2, frameon=False, fontsize=9)
+    ax.set_title(title, fontsize=9, wrap=True)
+    return fig

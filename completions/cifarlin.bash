@@ -6,7 +6,7 @@ _cifarlin() {
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            download|gradcheck|train|evaluate|visualize|predict|export|runs|completion) cmd="${COMP_WORDS[i]}"; break ;;
+            download|gradcheck|train|sweep|evaluate|visualize|predict|export|runs|completion) cmd="${COMP_WORDS[i]}"; break ;;
         esac
     done
     case "$cmd" in
@@ -68,6 +68,41 @@ _cifarlin() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+            fi
+            ;;
+        sweep)
+            case "$prev" in
+                --lam) return ;;
+                --eta) return ;;
+                --loss) return ;;
+                --epochs) return ;;
+                --batch-size) return ;;
+                --seed) return ;;
+                --shuffle) return ;;
+                --train-batches) return ;;
+                --val-size) return ;;
+                --dtype) return ;;
+                --init-std) return ;;
+                --schedule) return ;;
+                --decay) return ;;
+                --decay-every) return ;;
+                --eta-min) return ;;
+                --eta-max) return ;;
+                --step-size) return ;;
+                --augment) return ;;
+                --keep) return ;;
+                --patience) return ;;
+                --trials) return ;;
+                --refine) return ;;
+                --sweep-seed) return ;;
+                --out|-o) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+                --workers) return ;;
+                --scheduler) return ;;
+                --retries) return ;;
+                --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--lam --eta --loss --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         evaluate)
@@ -146,7 +181,7 @@ _cifarlin() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version -V --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "download gradcheck train evaluate visualize predict export runs completion" -- "$cur"))
+                COMPREPLY=($(compgen -W "download gradcheck train sweep evaluate visualize predict export runs completion" -- "$cur"))
             fi
             ;;
     esac

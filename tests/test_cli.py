@@ -21,6 +21,7 @@ def test_the_commands_exist():
         "download",
         "gradcheck",
         "train",
+        "sweep",
         "evaluate",
         "visualize",
         "predict",

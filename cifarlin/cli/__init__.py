@@ -8,8 +8,8 @@ not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpec
 
     display.py   console, tables, progress, JSON on stdout
     common.py    the environment, shared options, fetching data, field names -> flags
-    download.py, gradcheck.py, train.py, inspect.py (evaluate, visualize), predict.py (predict,
-    export), runs.py   the commands
+    download.py, gradcheck.py, train.py, sweep.py, inspect.py (evaluate, visualize), predict.py
+    (predict, export), runs.py   the commands
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__
-from cifarlin.cli import download, gradcheck, inspect, predict, runs, train
+from cifarlin.cli import download, gradcheck, inspect, predict, runs, sweep, train
 from cifarlin.cli.common import Env, flag_names, in_flags
 from cifarlin.cli.display import emit_json, error_line, json_written, start_command
 from cifarlin.errors import CifarlinError, ConfigError, Terminated, stopped
@@ -248,6 +248,7 @@ for command in (
     download.download,
     gradcheck.gradcheck,
     train.train,
+    sweep.sweep,
     inspect.evaluate,
     inspect.visualize,
     predict.predict,

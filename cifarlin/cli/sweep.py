@@ -1,0 +1,386 @@
+"""``cifarlin sweep``: options -> :class:`cifarlin.sweep.SweepSpec` -> :func:`cifarlin.sweep.run_sweep`
+-> a live table of trials, the results and the best trial.
+
+The options of the swept fields are made from :data:`cifarlin.sweep.SWEEPABLE`: a field added
+there gets its option here (``batch_size`` -> ``--batch-size``) without a change to this file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shlex
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console, Group
+
+from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, env, flag, option
+from cifarlin.cli.display import (
+    add_row,
+    clean,
+    console,
+    emit_json,
+    fmt_cost,
+    plain,
+    print_table,
+    results,
+    say,
+    table,
+)
+from cifarlin.config import TrainConfig, defaults
+from cifarlin.errors import CifarlinError
+from cifarlin.sweep import MAX_TRIALS, RETRIES, SWEEPABLE, kind, separator, show
+
+if TYPE_CHECKING:
+    from cifarlin.sweep import SweepResult, TrialResult
+
+DEFAULTS = defaults(TrainConfig)  # without making one: validating imports numpy
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_option(name: str) -> inspect.Parameter:
+    forms = f"a list ({separator(name)}-separated)" + (
+        " or a log-uniform range LOW..HIGH" if kind(name).ranged else ""
+    )
+    opt = option(
+        flag_of(name),
+        metavar="LIST",
+        help=f"{SWEEPABLE[name].help}: {forms}.",
+        default=show(name, getattr(DEFAULTS, name)),
+    )
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, opt]
+    )
+
+
+def _swept(result_or_spec: Any) -> list[str]:
+    """The fields that vary in the sweep (shown in the tables)."""
+    spec = getattr(result_or_spec, "spec", result_or_spec)
+    return [a.field for a in spec.axes if a.is_range or len(a.values) > 1] or ["lam", "eta"]
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def _params_text(r: TrialResult, names: list[str]) -> str:
+    return ", ".join(f"{n}={show(n, getattr(r.trial.config, n))}" for n in names)
+
+
+class _Display:
+    """A live table of the trials on a terminal, a line per started or finished trial otherwise,
+    nothing but the end with --quiet."""
+
+    def __init__(self, c: Console, quiet: bool, swept: list[str]):
+        self.c, self.quiet, self.swept = c, quiet, swept
+        self.trials: dict[str, TrialResult] = {}
+        self.live: Any = None
+
+    def __enter__(self) -> _Display:
+        if not self.quiet and not plain():
+            from rich.live import Live
+
+            self.live = Live(console=self.c, transient=True, refresh_per_second=4)
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def notice(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live.console.print(clean(message), soft_wrap=True)
+        else:
+            say(self.c, message)
+
+    def on_trial(self, event: str, r: TrialResult) -> None:
+        self.trials[r.trial.name] = r
+        if self.live is not None:
+            self.live.update(self._render())
+        elif not self.quiet and event in ("started", "restarted", "finished", "skipped"):
+            say(self.c, self._line(event, r))
+
+    def _best(self) -> TrialResult | None:
+        from cifarlin.sweep import best_of
+
+        return best_of(list(self.trials.values()))
+
+    def _line(self, event: str, r: TrialResult) -> str:
+        what = f"{r.trial.name} ({_params_text(r, self.swept)})"
+        if event == "started":
+            resumed = f", from epoch {r.resumed_from_epoch}" if r.resumed_from_epoch else ""
+            return f"{what}: started on {r.worker or 'a worker'}{resumed}"
+        if event == "restarted":
+            return f"{what}: its worker died; started again on {r.worker or 'another worker'}"
+        if event == "skipped":
+            acc = _fmt(r.val_accuracy) or "-"
+            return f"{what}: {r.status} in an earlier run (val acc {acc}), not run again"
+        if r.status == "done":
+            line = (
+                f"{what}: done, val acc {_fmt(r.val_accuracy)} (best {_fmt(r.best_val_accuracy)} "
+                f"at epoch {r.best_epoch}), {r.seconds or 0:.1f} s"
+            )
+        else:
+            line = f"{what}: {r.status}: {r.error}"
+        best = self._best()
+        done = sum(t.finished for t in self.trials.values())
+        tail = f"; best so far {best.trial.name} {_fmt(best.val_accuracy)}" if best else ""
+        return f"[{done}/{len(self.trials)}] {line}{tail}"
+
+    def _render(self) -> Any:
+        trials = list(self.trials.values())
+        counts = {s: sum(t.status == s for t in trials) for s in ("running", "done", "diverged", "failed")}
+        best = self._best()
+        head = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "starting"
+        head = f"{len(trials)} trials: {head}"
+        if best is not None:
+            params = _params_text(best, self.swept)
+            head += f"; best so far {best.trial.name} ({params}): val acc {_fmt(best.val_accuracy)}"
+        rows = len(trials)
+        limit = max(5, shutil.get_terminal_size((120, 30)).lines - 6)
+        shown = trials
+        if rows > limit:  # the running ones, then the best finished, then the queued
+            order = {"running": 0, "done": 1, "diverged": 2, "failed": 2, "queued": 3, "interrupted": 3}
+            shown = sorted(trials, key=lambda t: (order[t.status], -(t.val_accuracy or 0)))[:limit]
+            shown.sort(key=lambda t: (t.trial.round, t.trial.index))
+        t = status_table(shown, self.swept, best)
+        return Group(clean(head), t)
+
+
+def status_table(trials: list[TrialResult], swept: list[str], best: TrialResult | None) -> Any:
+    t = table(
+        "trial",
+        *swept,
+        "status",
+        "epochs",
+        "val acc",
+        "best val acc",
+        "val cost",
+        "seconds",
+        left=("trial", "status"),
+    )
+    for r in trials:
+        mark = " *" if best is not None and r is best else ""
+        add_row(
+            t,
+            r.trial.name + mark,
+            *(show(n, getattr(r.trial.config, n)) for n in swept),
+            r.status,
+            f"{r.epochs_trained}/{r.trial.config.epochs}",
+            _fmt(r.val_accuracy),
+            _fmt(r.best_val_accuracy),
+            "" if r.final_val_cost is None else fmt_cost(r.final_val_cost),
+            "" if r.seconds is None else f"{r.seconds:.1f}",
+        )
+    return t
+
+
+def _train_command(r: TrialResult) -> str | None:
+    """The ``cifarlin train`` command that trains this trial alone, when train has every option."""
+    from cifarlin.cli.train import train
+
+    known = set(inspect.signature(train).parameters)
+    words = ["cifarlin", "train"]
+    for name, value in r.trial.params().items():
+        default = getattr(DEFAULTS, name)
+        if value == (list(default) if isinstance(default, tuple) else default):
+            continue
+        if name not in known:
+            return None
+        if name == "shuffle":
+            words.append("--shuffle" if value else "--no-shuffle")
+        else:
+            words += [flag_of(name), show(name, getattr(r.trial.config, name))]
+    return shlex.join(words)
+
+
+def _print_result(c: Console, result: SweepResult, quiet: bool) -> None:
+    swept = _swept(result)
+    best = result.best
+    if not quiet or len(result.results) <= 100:
+        print_table(c, status_table(result.results, swept, best))
+    for r in result.results:
+        if r.error and r.status in ("failed", "diverged", "interrupted"):
+            say(c, f"{r.trial.name} {r.status}: {r.error}")
+    counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
+    say(c, f"{len(result.results)} trials ({counts}) in {result.out}")
+    if best is not None:
+        say(
+            c,
+            f"best trial (by the validation accuracy of its saved model): {best.trial.name} "
+            f"({_params_text(best, swept)}): validation accuracy {_fmt(best.val_accuracy)} (highest "
+            f"{_fmt(best.best_val_accuracy)} at epoch {best.best_epoch}), in {best.run_dir}",
+        )
+        if result.test is not None:
+            say(
+                c,
+                f"test accuracy of the best trial alone: {result.test.accuracy:.4f} (measured once, "
+                "after the selection, which used validation accuracy only)",
+            )
+        if (cmd := _train_command(best)) is not None:
+            say(c, f"the same run alone: {cmd} --out DIR")
+    say(c, "wrote " + ", ".join(str(f) for f in result.files))
+
+
+def _continue_command(given: dict[str, str], extra: list[tuple[str, Any]], out: Path) -> str:
+    words = ["cifarlin", "sweep"]
+    for name, text in given.items():
+        words += [flag_of(name), text]
+    for name, value in extra:
+        if value is True:
+            words.append(name)
+        elif value is not None and value is not False:
+            words += [name, str(value)]
+    words += ["--out", str(out)]
+    return shlex.join(words)
+
+
+def sweep(
+    ctx: typer.Context,
+    trials: Annotated[
+        int | None,
+        option(
+            "--trials",
+            metavar="N",
+            help=f"A random search of N trials (1 to {MAX_TRIALS}): ranges LOW..HIGH are drawn "
+            "log-uniformly, lists uniformly. Without it, the lists make a grid.",
+        ),
+    ] = None,
+    refine: Annotated[
+        int,
+        option(
+            "--refine",
+            metavar="R",
+            help="Then R more trials (round 2) in a box narrowed around the best quarter of round 1.",
+            default=0,
+        ),
+    ] = 0,
+    sweep_seed: Annotated[
+        int, option("--sweep-seed", metavar="SEED", help="Seed of the random search's draws.", default=0)
+    ] = 0,
+    out: Annotated[
+        Path | None,
+        option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="Sweep folder: a run folder per trial, sweep.h5, results.csv, sweep.png. "
+            "Default: a new outputs/sweep-DATE-TIME. The same command with the same --out continues it.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        option(
+            "--workers",
+            metavar="N",
+            help="Worker processes of the local Dask cluster.",
+            default="one per core, at most one per trial",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="Run on the existing Dask cluster of this scheduler (tcp://HOST:PORT); its workers must "
+            "see --data-dir and --out at the same paths.",
+        ),
+    ] = None,
+    retries: Annotated[
+        int,
+        option(
+            "--retries",
+            metavar="N",
+            help="Times a trial whose worker died is tried again, on the local cluster (an existing "
+            "cluster uses its scheduler's distributed.scheduler.allowed-failures).",
+            default=RETRIES,
+        ),
+    ] = RETRIES,
+    no_plots: Annotated[bool, flag("--no-plots", help="Do not draw sweep.png.")] = False,
+    data_dir: DataDirOpt = None,
+    no_download: NoDownloadOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    **given: str | None,
+) -> None:
+    """Search hyperparameters: train a grid or a random sample of settings on a Dask cluster.
+
+    Each trial is an ordinary run folder (evaluate and visualize read it); the best trial is the
+    one whose saved model has the highest validation accuracy, and only its test accuracy is
+    reported. The same command with the same --out skips finished trials and continues
+    interrupted ones.
+
+    **Example:** cifarlin sweep --lam 0,0.01,0.1,1 --eta 0.001,0.01 --epochs 10
+    """
+    from cifarlin import sweep as lib
+
+    texts = {name: text for name, text in given.items() if text is not None}
+    spec = lib.SweepSpec(
+        tuple(lib.parse_axis(name, text) for name, text in texts.items()), trials, refine, sweep_seed
+    )
+    lib.plan(spec)  # every configuration checked before anything is started
+    lib.check_cluster(scheduler, workers, retries)
+    out = out.expanduser() if out is not None else lib.default_out()
+    c = console()
+    extra = [
+        ("--trials", trials),
+        ("--refine", refine or None),
+        ("--sweep-seed", sweep_seed or None),
+        ("--scheduler", scheduler),
+        ("--workers", workers),
+        ("--retries", retries if retries != RETRIES else None),
+        ("--no-plots", no_plots),
+        ("--data-dir", data_dir),
+    ]
+    hint = _continue_command(texts, extra, out)
+    if scheduler is not None:
+        from cifarlin import data
+
+        root = env(ctx).data_root(data_dir)
+        found = data.locate(root) if root.is_dir() else None
+        data_folder = found.folder if found is not None else root
+    else:
+        data_folder = ensure_data(ctx, data_dir, no_download, quiet).folder
+    if not quiet:
+        say(c, f"sweep: {spec.describe()} -> {out}")
+        say(c, f"data: {data_folder}")
+    with _Display(c, quiet, _swept(spec)) as display:
+        result = lib.run_sweep(
+            spec,
+            out,
+            data_folder,
+            scheduler=scheduler,
+            workers=workers,
+            retries=retries,
+            figures=not no_plots,
+            resume_hint=hint,
+            on_notice=display.notice,
+            on_trial=display.on_trial,
+        )
+    _print_result(results(json_out), result, quiet)
+    if json_out:
+        emit_json(result.document())
+    if result.best is None:
+        counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
+        raise CifarlinError(f"no trial finished ({counts}); the errors are in {out / lib.RESULTS_FILE}")
+
+
+# The swept fields' options, made from the library's table, come first in --help.
+_signature = inspect.signature(sweep, eval_str=True)
+_fixed = [p for p in _signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+sweep.__signature__ = _signature.replace(  # type: ignore[attr-defined]
+    parameters=[
+        _fixed[0],
+        *(_field_option(name) for name in SWEEPABLE),
+        *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _fixed[1:]),
+    ]
+)

@@ -1,0 +1,1391 @@
+"""Hyperparameter search: many training runs of one configuration space, on a Dask cluster.
+
+A sweep is planned here without touching anything (:func:`parse_axis`, :class:`SweepSpec`,
+:func:`plan_grid`, :func:`plan_random`, :func:`refine_box`), then :func:`run_sweep` trains every
+trial on Dask workers, a :class:`distributed.LocalCluster` of worker processes on this machine by
+default or an existing cluster given by its scheduler's address. Each trial is an ordinary run
+folder, trained by :func:`run_trial` on a worker through :func:`cifarlin.runs.run`, exactly as
+``cifarlin train`` does: the same numbers bit for bit, with one BLAS thread. Each worker process
+reads and normalises the data once (:func:`cached_data`), not once per trial.
+
+Which fields can be swept is one table, :data:`SWEEPABLE`; how a value of a field is read from
+text depends only on the field's type in :class:`~cifarlin.config.TrainConfig` (:data:`KINDS`).
+A new TrainConfig field becomes sweepable by one line in :data:`SWEEPABLE` (and, for a type not
+seen before, one in :data:`KINDS`); the command line makes its option from that table.
+
+Results go to the sweep folder: ``sweep.h5`` and ``results.csv`` (one row per trial, rewritten
+atomically as trials finish) and ``sweep.png``. Messages name fields (``trials=0: ...``), as the
+rest of the library does. This module imports nothing heavy at import time (the command line
+reads its tables from here): NumPy, h5py and Dask are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import itertools
+import json
+import math
+import os
+import queue
+import re
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cifarlin import __version__
+from cifarlin.config import TrainConfig, parse_batches
+from cifarlin.errors import CifarlinError, ConfigError, DataError, Interrupted, WriteError, bad_value, stopped
+from cifarlin.files import check_path, write_text
+
+
+@dataclass(frozen=True)
+class Sweepable:
+    """What a value of a sweepable field means (the command line's help), and what separates the
+    values of a list when they may hold commas themselves (default: the field type's)."""
+
+    help: str
+    sep: str | None = None
+
+
+#: The TrainConfig fields a sweep can vary. To make a new field sweepable, add it here: its
+#: option and parsing follow from its type in TrainConfig (see KINDS).
+SWEEPABLE: dict[str, Sweepable] = {
+    "lam": Sweepable("Penalty weight lambda"),
+    "eta": Sweepable("Learning rate"),
+    "loss": Sweepable("Loss (ce, svm or bce)"),
+    "epochs": Sweepable("Epochs"),
+    "batch_size": Sweepable("Images per batch"),
+    "seed": Sweepable("Seed of the initial W, b (and of shuffling and augmentation)"),
+    "shuffle": Sweepable("Shuffle the batches each epoch (true or false)"),
+    "train_batches": Sweepable("Training batches, each value e.g. 1, 1-5 or 1,3"),
+    "val_size": Sweepable("Validate on the last N training images (none: on data_batch_2)"),
+    "dtype": Sweepable("Precision of data and weights (float32 or float64)"),
+    "init_std": Sweepable("Standard deviation of the initial W and b"),
+    "schedule": Sweepable("Learning-rate schedule (constant, step, cosine or cyclic)"),
+    "decay": Sweepable("step: eta's factor"),
+    "decay_every": Sweepable("step: epochs between decays"),
+    "eta_min": Sweepable("cosine, cyclic: the lowest eta"),
+    "eta_max": Sweepable("cyclic: the highest eta (none: eta)"),
+    "step_size": Sweepable("cyclic: updates per half cycle (none: two epochs)"),
+    "augment": Sweepable("Augmentation, each value none, flip, translate:K or flip,translate:K", sep="/"),
+    "keep": Sweepable("What model.h5 holds (last or best epoch)"),
+    "patience": Sweepable("Stop after N epochs without a better validation accuracy (none: never)"),
+}
+
+MAX_TRIALS = 10_000
+SIGNIFICANT = 3  # digits kept of a value drawn in a random search, so it reads and types back exactly
+TOP_FRACTION = 0.25  # round 2 narrows the box around this best fraction of round 1's finished trials
+RETRIES = 2  # a trial whose worker died is tried this many more times (a local cluster)
+CONNECT_SECONDS = 10
+WAIT_FOR_WORKERS_SECONDS = 60
+POLL_SECONDS = 0.1
+STOP_CHECK_SECONDS = 0.5  # how often a running trial looks whether the sweep was stopped
+
+SWEEP_FILE, RESULTS_FILE, FIGURE_FILE = "sweep.h5", "results.csv", "sweep.png"
+SELECTED_BY = "val_accuracy"  # the validation accuracy of the model a trial saves
+STATUSES = ("queued", "running", "done", "diverged", "failed", "interrupted")
+ALIVE_PREFIX = ".sweep-alive-"  # present while a sweep runs; trials stop when it goes
+
+
+# ---------------------------------------------------------------------------------------------
+# Values of a field from text, by the field's type
+# ---------------------------------------------------------------------------------------------
+
+
+def _float(name: str, text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise bad_value(name, text, "not a number") from None
+    if not math.isfinite(v):
+        raise bad_value(name, text, "must be a finite number")
+    return v
+
+
+def _int(name: str, text: str) -> int:
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise bad_value(name, text, "not a whole number")
+    return int(text)
+
+
+def _optional_int(name: str, text: str) -> int | None:
+    return None if text.lower() == "none" else _int(name, text)
+
+
+def _optional_float(name: str, text: str) -> float | None:
+    return None if text.lower() == "none" else _float(name, text)
+
+
+def _bool(name: str, text: str) -> bool:
+    t = text.lower()
+    if t in ("true", "yes", "on", "1"):
+        return True
+    if t in ("false", "no", "off", "0"):
+        return False
+    raise bad_value(name, text, "use true or false")
+
+
+def _show_batches(batches: tuple[int, ...]) -> str:
+    if len(batches) > 1 and list(batches) == list(range(batches[0], batches[-1] + 1)):
+        return f"{batches[0]}-{batches[-1]}"
+    return ",".join(map(str, batches))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a value of one TrainConfig field type is read from text and written back."""
+
+    parse: Callable[[str, str], Any]  # (field name, text) -> value
+    show: Callable[[Any], str]  # value -> text that parses back to it
+    sep: str = ","  # between the values of a list
+    ranged: bool = False  # LOW..HIGH is a log-uniform range of a random search
+
+
+#: Keyed by the type of the field in TrainConfig, as written there.
+KINDS: dict[str, Kind] = {
+    "float": Kind(_float, repr, ranged=True),
+    "int": Kind(_int, str),
+    "int | None": Kind(_optional_int, lambda v: "none" if v is None else str(v)),
+    "float | None": Kind(_optional_float, lambda v: "none" if v is None else repr(v), ranged=True),
+    "bool": Kind(_bool, lambda v: "true" if v else "false"),
+    "str": Kind(lambda name, text: text, str),
+    "tuple[int, ...]": Kind(lambda name, text: parse_batches(text), _show_batches, sep="/"),
+}
+
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(TrainConfig)}
+
+
+def kind(name: str) -> Kind:
+    """The :class:`Kind` of a sweepable field."""
+    return KINDS[_FIELD_TYPES[name]]
+
+
+def separator(name: str) -> str:
+    """What separates the values of a list of field ``name``."""
+    return SWEEPABLE[name].sep or kind(name).sep
+
+
+def show(name: str, value: Any) -> str:
+    """``value`` of field ``name`` as the command line takes it."""
+    return kind(name).show(value)
+
+
+def ranged_fields() -> list[str]:
+    return [f for f in SWEEPABLE if kind(f).ranged]
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Axis:
+    """The values a field takes in a sweep: a list, or a log-uniform range LOW..HIGH."""
+
+    field: str
+    text: str  # as given
+    values: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def is_range(self) -> bool:
+        return self.low is not None
+
+
+def parse_axis(name: str, text: str) -> Axis:
+    """``'0,0.01,0.1'`` -> a list; ``'1e-5..1'`` -> a log-uniform range (float fields only)."""
+    if name not in SWEEPABLE:
+        raise bad_value(name, text, f"cannot be swept; these can: {', '.join(SWEEPABLE)}")
+    k = kind(name)
+    text = text.strip()
+    if ".." in text:
+        if not k.ranged:
+            raise bad_value(
+                name,
+                text,
+                f"a range LOW..HIGH is for {', '.join(ranged_fields())}; give a list of values",
+            )
+        lo_text, _, hi_text = text.partition("..")
+        lo, hi = k.parse(name, lo_text.strip()), k.parse(name, hi_text.strip())
+        if lo is None or hi is None:
+            raise bad_value(name, text, "a range LOW..HIGH is of numbers")
+        if lo <= 0:
+            raise bad_value(name, text, "a log-uniform range needs LOW > 0")
+        if not lo < hi:
+            raise bad_value(name, text, "an empty range: give LOW..HIGH with LOW < HIGH")
+        return Axis(name, text, low=lo, high=hi)
+    sep = separator(name)
+    items = [t.strip() for t in text.split(sep)]
+    if not all(items):
+        raise bad_value(name, text, f"an empty value in the list (values are separated by '{sep}')")
+    values = tuple(k.parse(name, t) for t in items)
+    for i, v in enumerate(values):
+        if v in values[:i]:
+            raise bad_value(name, text, f"{items[i]} is given twice")
+    return Axis(name, text, values=values)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What to try: a grid of the lists of ``axes``, or (with ``trials``) a random search that
+    draws each range log-uniformly and each list's values uniformly; ``refine`` more trials in a
+    second round, in a box narrowed around the best of the first. Fields without an axis keep
+    TrainConfig's defaults."""
+
+    axes: tuple[Axis, ...] = ()
+    trials: int | None = None
+    refine: int = 0
+    sweep_seed: int = 0
+
+    def __post_init__(self) -> None:
+        names = [a.field for a in self.axes]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise bad_value(n, self.axes[i].text, "given twice")
+        ranges = [a for a in self.axes if a.is_range]
+        if self.trials is not None and not (type(self.trials) is int and 1 <= self.trials <= MAX_TRIALS):
+            raise bad_value("trials", self.trials, f"must be between 1 and {MAX_TRIALS}")
+        if ranges and self.trials is None:
+            raise bad_value(
+                ranges[0].field,
+                ranges[0].text,
+                "a range is for a random search: give the number of trials with trials=N",
+            )
+        if self.trials is not None and not ranges:
+            raise bad_value(
+                "trials",
+                self.trials,
+                f"a random search draws from a range, e.g. lam=1e-5..1 (lists alone make a grid); "
+                f"ranges are for {', '.join(ranged_fields())}",
+            )
+        if not (type(self.refine) is int and 0 <= self.refine <= MAX_TRIALS):
+            raise bad_value("refine", self.refine, f"must be between 0 and {MAX_TRIALS}")
+        if self.refine and not ranges:
+            raise bad_value("refine", self.refine, "narrows a random search: give a range like lam=1e-5..1")
+        if not (type(self.sweep_seed) is int and 0 <= self.sweep_seed < 2**63):
+            raise bad_value("sweep_seed", self.sweep_seed, "must be between 0 and 2**63 - 1")
+
+    @property
+    def mode(self) -> str:
+        return "random" if self.trials is not None else "grid"
+
+    def describe(self) -> str:
+        axes = ", ".join(f"{a.field}={a.text}" for a in self.axes) or "the defaults"
+        if self.mode == "grid":
+            return f"grid over {axes}"
+        refine = f", then {self.refine} in a narrowed box" if self.refine else ""
+        return f"random search of {self.trials} trials over {axes} (sweep seed {self.sweep_seed}){refine}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "axes": {a.field: a.text for a in self.axes},
+            "trials": self.trials,
+            "refine": self.refine,
+            "sweep_seed": self.sweep_seed,
+        }
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run of a sweep: its folder name, round, number within the round, and configuration."""
+
+    name: str  # trial-001 in round 1, refine-001 in round 2
+    round: int
+    index: int
+    config: TrainConfig
+
+    def params(self) -> dict[str, Any]:
+        """Every sweepable field's value (train_batches as a list)."""
+        d = self.config.to_dict()
+        return {f: d[f] for f in SWEEPABLE}
+
+
+def default_out(root: Path = Path("outputs")) -> Path:
+    """A new ``root/sweep-<date>-<time>``."""
+    stem = datetime.now().strftime("sweep-%Y%m%d-%H%M%S")
+    out, n = root / stem, 1
+    while out.exists():
+        n += 1
+        out = root / f"{stem}-{n}"
+    return out
+
+
+def trial_name(round_no: int, index: int) -> str:
+    return f"{'trial' if round_no == 1 else 'refine'}-{index:03d}"
+
+
+def _config(values: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**values)  # validation names the field and value at fault
+
+
+def plan_grid(spec: SweepSpec) -> list[Trial]:
+    """Every combination of the lists, the first axis varying slowest."""
+    n = math.prod(len(a.values) for a in spec.axes)
+    if n > MAX_TRIALS:
+        sizes = " x ".join(f"{len(a.values)} {a.field}" for a in spec.axes)
+        raise ConfigError(f"the grid has {sizes} = {n} trials, more than {MAX_TRIALS}")
+    names = [a.field for a in spec.axes]
+    return [
+        Trial(trial_name(1, i), 1, i, _config(dict(zip(names, combo, strict=True))))
+        for i, combo in enumerate(itertools.product(*(a.values for a in spec.axes)), 1)
+    ]
+
+
+Box = dict[str, Any]  # field -> (low, high) of a range, or the choices left of a list
+
+
+def _round_value(v: float) -> float:
+    return float(f"{v:.{SIGNIFICANT}g}")
+
+
+def plan_random(
+    spec: SweepSpec, round_no: int = 1, count: int | None = None, box: Box | None = None
+) -> list[Trial]:
+    """``count`` trials (default ``spec.trials``) drawn for round ``round_no``.
+
+    Trial i draws from ``np.random.default_rng([sweep_seed, round, i])``: the same trials whatever
+    their number, so more trials extend a search. Ranges (or the narrower ``box``) are drawn
+    log-uniformly and kept to 3 significant digits, lists uniformly.
+    """
+    import numpy as np
+
+    box = box or {}
+    count = spec.trials if count is None else count
+    assert count is not None
+    trials = []
+    for i in range(1, count + 1):
+        rng = np.random.default_rng([spec.sweep_seed, round_no, i])
+        values: dict[str, Any] = {}
+        for a in spec.axes:
+            if a.is_range:
+                lo, hi = box.get(a.field, (a.low, a.high))
+                v = _round_value(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+                values[a.field] = min(max(v, lo), hi)
+            else:
+                choices = box.get(a.field, a.values)
+                values[a.field] = choices[int(rng.integers(len(choices)))]
+        trials.append(Trial(trial_name(round_no, i), round_no, i, _config(values)))
+    return trials
+
+
+def plan(spec: SweepSpec) -> list[Trial]:
+    """The trials of the first round; every configuration is validated."""
+    return plan_random(spec) if spec.mode == "random" else plan_grid(spec)
+
+
+def refine_box(spec: SweepSpec, results: Sequence[TrialResult]) -> Box | None:
+    """The box of round 2: for each range, the span (in log space) of the best quarter of round
+    1's finished trials, widened by a quarter of that span or a tenth of the full range, whichever
+    is more, and kept inside the original range; for each list, the values those trials used.
+    None when no trial finished."""
+    done = ranked([r for r in results if r.trial.round == 1])
+    if not done:
+        return None
+    top = done[: max(1, math.ceil(TOP_FRACTION * len(done)))]
+    box: Box = {}
+    for a in spec.axes:
+        used = [getattr(r.trial.config, a.field) for r in top]
+        if a.is_range:
+            assert a.low is not None and a.high is not None
+            logs = [math.log(v) for v in used]
+            full = math.log(a.high) - math.log(a.low)
+            pad = max(0.25 * (max(logs) - min(logs)), 0.1 * full)
+            box[a.field] = (max(a.low, math.exp(min(logs) - pad)), min(a.high, math.exp(max(logs) + pad)))
+        elif len(a.values) > 1:
+            box[a.field] = tuple(v for v in a.values if v in used)
+    return box
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+METRICS = (
+    "val_accuracy",
+    "val_cost",
+    "final_val_accuracy",
+    "final_val_cost",
+    "best_val_accuracy",
+    "best_val_cost",
+    "best_epoch",
+    "epochs_trained",
+)
+
+
+@dataclass
+class TrialResult:
+    """What is known of a trial: its status, and once it trained, its validation metrics."""
+
+    trial: Trial
+    run_dir: Path
+    status: str = "queued"
+    val_accuracy: float | None = None  # of the model the trial saved (see keep): what selects
+    val_cost: float | None = None
+    final_val_accuracy: float | None = None  # the last epoch's
+    final_val_cost: float | None = None
+    best_val_accuracy: float | None = None  # the highest over the epochs
+    best_val_cost: float | None = None  # the lowest over the epochs
+    best_epoch: int = 0
+    epochs_trained: int = 0
+    seconds: float | None = None  # on the worker, this time
+    worker: str = ""
+    error: str = ""
+    resumed_from_epoch: int = 0
+    data: str = ""  # 'loaded' when this trial read the data, 'cached' when its worker had them
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "diverged", "failed")
+
+    def update(self, row: dict[str, Any]) -> None:
+        for k, v in row.items():
+            if k in _RESULT_FIELDS and k not in ("trial", "run_dir"):
+                setattr(self, k, v)
+
+    def row(self) -> dict[str, Any]:
+        """The trial as plain values (JSON, CSV)."""
+        return {
+            "name": self.trial.name,
+            "round": self.trial.round,
+            "params": self.trial.params(),
+            "status": self.status,
+            "run_dir": str(self.run_dir),
+            **{m: getattr(self, m) for m in METRICS},
+            "seconds": self.seconds,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "worker": self.worker,
+            "data": self.data,
+            "error": self.error,
+        }
+
+
+_RESULT_FIELDS = {f.name for f in fields(TrialResult)}
+
+
+def history_metrics(history: Any, keep: str = "last") -> dict[str, Any]:
+    """The validation metrics of a :class:`~cifarlin.history.History`; ``val_*`` those of the
+    epoch whose model a run with this ``keep`` saves (the last, or the best)."""
+    h = history.columns
+    if not len(history):
+        return {}
+    saved = history.best_epoch - 1 if keep == "best" else -1
+    return {
+        "val_accuracy": h["val_acc"][saved],
+        "val_cost": h["val_cost"][saved],
+        "final_val_accuracy": h["val_acc"][-1],
+        "final_val_cost": h["val_cost"][-1],
+        "best_val_accuracy": history.best_val_acc,
+        "best_val_cost": min(h["val_cost"]),
+        "best_epoch": history.best_epoch,
+        "epochs_trained": len(history),
+    }
+
+
+def ranked(results: Sequence[TrialResult]) -> list[TrialResult]:
+    """Finished trials, best first: highest validation accuracy of the saved model, then lowest
+    validation cost, then the earlier trial. Test figures play no part."""
+    done = [r for r in results if r.status == "done" and r.val_accuracy is not None]
+    return sorted(
+        done,
+        key=lambda r: (-r.val_accuracy, r.val_cost, r.trial.round, r.trial.index),  # type: ignore[operator]
+    )
+
+
+def best_of(results: Sequence[TrialResult]) -> TrialResult | None:
+    r = ranked(results)
+    return r[0] if r else None
+
+
+# ---------------------------------------------------------------------------------------------
+# A trial's folder
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_same(folder: Path, have: TrainConfig, want: TrainConfig) -> None:
+    """The run in ``folder`` must be this trial's (its epochs may differ: a sweep may train longer)."""
+    if have.replace(epochs=want.epochs, setting=want.setting) == want:
+        return
+    a, b = have.to_dict(), want.to_dict()
+    name = next(k for k in b if k not in ("epochs", "setting") and a[k] != b[k])
+    raise ConfigError(
+        f"{folder} holds a run with {name}={a[name]!r}, but this sweep's trial there has "
+        f"{name}={b[name]!r}: it is another sweep's folder; give another out=DIR"
+    )
+
+
+def trial_state(folder: Path, cfg: TrainConfig) -> tuple[str, Any]:
+    """Where the trial in ``folder`` stands: ('new', None), ('resume', its checkpoint's
+    Snapshot), ('done', HistoryFile) or ('diverged', HistoryFile). A folder holding another
+    configuration is a :class:`ConfigError`."""
+    from cifarlin import runs
+    from cifarlin.checkpoint import load_history, load_snapshot
+
+    if not folder.exists():
+        return "new", None
+    runs.recover(folder)  # a run an interrupted --overwrite set aside
+    if (folder / runs.HISTORY).is_file():
+        h = load_history(folder / runs.HISTORY)
+        _check_same(folder, h.config, cfg)
+        if h.status == "diverged":
+            return "diverged", h
+        if h.status == "complete" and h.config.epochs == cfg.epochs and (folder / runs.MODEL).is_file():
+            return "done", h
+    if (folder / runs.CHECKPOINT).is_file():
+        snap = load_snapshot(folder / runs.CHECKPOINT, kinds=("checkpoint",))
+        _check_same(folder, snap.config, cfg)
+        if snap.state.epoch > cfg.epochs:
+            raise bad_value(
+                "epochs",
+                cfg.epochs,
+                f"{folder} has already trained {snap.state.epoch} epochs; give another out=DIR",
+            )
+        return "resume", snap
+    runs.check_run_folder(folder, resume=False, overwrite=False)
+    return "new", None
+
+
+# ---------------------------------------------------------------------------------------------
+# On a worker
+# ---------------------------------------------------------------------------------------------
+
+_cache: dict[tuple[Any, ...], Any] = {}
+_cache_lock = threading.Lock()
+
+
+def data_key(cfg: TrainConfig) -> tuple[Any, ...]:
+    """What decides a run's prepared data, as for ``train`` (experiments.run_plan): its split,
+    its precision, and whether augmentation needs the raw training images too."""
+    return (cfg.split, cfg.dtype, cfg.augment != "none")
+
+
+def cached_data(folder: str, cfg: TrainConfig) -> tuple[Any, bool]:
+    """The prepared data of ``cfg`` from the dataset in ``folder``, read and normalised once per
+    process: (Prepared, whether this call read them). One copy is kept (a sweep submits trials
+    that share data together)."""
+    import numpy as np
+
+    from cifarlin import data
+
+    key = (folder, *data_key(cfg))
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key], False
+        _cache.clear()  # one copy of the data in memory
+        dataset = data.find(Path(folder))
+        _cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype), keep_raw=key[-1])
+        return _cache[key], True
+
+
+def clear_data_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return ""
+
+
+def _poster(topic: str | None) -> Callable[[dict[str, Any]], None]:
+    """Sends progress to the sweep's client (structured events of Dask); nothing outside a worker."""
+    worker = None
+    if topic is not None:
+        try:
+            from distributed import get_worker
+
+            worker = get_worker()
+        except (ImportError, ValueError):
+            worker = None
+
+    def post(msg: dict[str, Any]) -> None:
+        if worker is not None:
+            try:
+                worker.log_event(topic, msg)
+            except Exception:  # progress is a nicety: it never stops a trial
+                pass
+
+    return post
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if isinstance(e, CifarlinError) else f"{type(e).__name__}: {text}"
+
+
+def run_trial(
+    trial: Trial, out: str, data_folder: str, alive: str | None = None, topic: str | None = None
+) -> dict[str, Any]:
+    """Train ``trial`` into ``out/<trial.name>`` with :func:`cifarlin.runs.run`, as ``cifarlin
+    train`` does (continuing its checkpoint when it has one); returns its result as plain values.
+
+    Divergence and errors are results ('diverged', 'failed' with the one-line error), not
+    exceptions. The trial stops, keeping its last checkpoint ('interrupted'), when the file
+    ``alive`` disappears (the sweep was stopped). Progress goes to the Dask event ``topic``.
+    """
+    from cifarlin import runs
+    from cifarlin.errors import DivergenceError
+    from cifarlin.train import one_blas_thread
+
+    t0 = time.perf_counter()
+    folder = Path(out) / trial.name
+    worker = _worker_address()
+    row: dict[str, Any] = {"name": trial.name, "worker": worker}
+    post = _poster(topic)
+
+    def gone() -> bool:
+        return alive is not None and not os.path.exists(alive)
+
+    def result(status: str, **kw: Any) -> dict[str, Any]:
+        return {**row, "status": status, "seconds": time.perf_counter() - t0, **kw}
+
+    if gone():
+        return result("interrupted", error="the sweep stopped before this trial started")
+    _malloc_as_usual()
+    try:
+        with one_blas_thread():
+            state, found = trial_state(folder, trial.config)
+            if state in ("done", "diverged"):  # finished on another worker before a retry
+                return result(state, **history_metrics(found.history, trial.config.keep))
+            start = found if state == "resume" else None
+            first = start.state.epoch if start is not None else 0
+            post({"name": trial.name, "event": "started", "worker": worker, "epoch": first})
+            prepared, loaded = cached_data(data_folder, trial.config)
+            row.update(resumed_from_epoch=first, data="loaded" if loaded else "cached")
+            last_check = time.monotonic()
+
+            def on_batch(epoch: int, j: int, n: int) -> None:
+                nonlocal last_check
+                if time.monotonic() - last_check > STOP_CHECK_SECONDS:
+                    last_check = time.monotonic()
+                    if gone():
+                        raise KeyboardInterrupt
+
+            def on_epoch(st: Any) -> None:
+                post(
+                    {
+                        "name": trial.name,
+                        "event": "epoch",
+                        "epoch": st.epoch,
+                        "val_acc": st.history.columns["val_acc"][-1],
+                    }
+                )
+
+            outcome = runs.run(
+                trial.config,
+                folder,
+                prepared,
+                start=start,
+                resume_hint="the same cifarlin sweep command",
+                on_epoch=on_epoch,
+                on_batch=on_batch,
+            )
+        return result("done", **history_metrics(outcome.state.history, trial.config.keep))
+    except DivergenceError as e:
+        why = f"diverged in epoch {e.epoch}: the cost or the weights became NaN or infinite"
+        return result("diverged", error=why, **_saved_metrics(folder, trial.config.keep))
+    except Interrupted as e:
+        return result("interrupted", error=one_line(e), **_saved_metrics(folder, trial.config.keep))
+    except Exception as e:
+        return result("failed", error=one_line(e))
+
+
+_malloc_tuned = False
+
+
+def _malloc_as_usual() -> None:
+    """Undo, in this process, what the MALLOC_TRIM_THRESHOLD_ that Dask's nannies set does to the
+    training loop (fresh pages mapped and zeroed for every temporary): keep temporaries of up to
+    32 MB on the heap, as glibc's adaptive default does for a plain ``cifarlin train``."""
+    global _malloc_tuned
+    if _malloc_tuned or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _malloc_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _saved_metrics(folder: Path, keep: str) -> dict[str, Any]:
+    """The metrics of the epochs a stopped trial saved (its history.h5), if any."""
+    from cifarlin.checkpoint import load_history
+
+    try:
+        return history_metrics(load_history(folder / "history.h5").history, keep)
+    except CifarlinError:
+        return {}
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook of the local cluster's workers: Ctrl-C in the terminal reaches every
+    process of the command, and the sweep stops its workers itself (without their tracebacks)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _probe_worker(data_folder: str, alive: str) -> dict[str, str]:
+    """Run on every worker before a sweep: can it see the data and the sweep folder?"""
+    from cifarlin import data
+
+    out = {"version": __version__, "data": "", "out": ""}
+    try:
+        data.find(Path(data_folder))
+    except CifarlinError as e:
+        out["data"] = one_line(e)
+    if not os.path.exists(alive):
+        out["out"] = f"{Path(alive).parent} is not there (or not the same folder) on this worker"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster
+# ---------------------------------------------------------------------------------------------
+
+
+def check_scheduler(address: str) -> str:
+    if not re.fullmatch(r"(tcp|tls|ucx|ws|wss|inproc)://\S+", address):
+        raise bad_value("scheduler", address, "expected the scheduler's address, e.g. tcp://HOST:8786")
+    return address
+
+
+def check_cluster(scheduler: str | None, workers: int | None, retries: int = RETRIES) -> None:
+    """The cluster options: a scheduler's address, or the size of a local cluster."""
+    if scheduler is not None:
+        check_scheduler(scheduler)
+        if workers is not None:
+            raise bad_value(
+                "workers", workers, "sizes a local cluster; with scheduler=ADDRESS the cluster has its own"
+            )
+    if workers is not None and not 1 <= workers <= 512:
+        raise bad_value("workers", workers, "must be between 1 and 512")
+    if not 0 <= retries <= 100:
+        raise bad_value("retries", retries, "must be between 0 and 100")
+
+
+def local_workers(requested: int | None, trials: Sequence[Trial]) -> int:
+    """Worker processes of a local cluster: as asked, else one per core, no more than trials, and
+    no more than the memory holds (each worker keeps one copy of the data)."""
+    if requested is not None:
+        return requested
+    n = min(os.cpu_count() or 1, max(1, len(trials)))
+    try:
+        import psutil
+
+        total = psutil.virtual_memory().total
+    except Exception:  # psutil comes with distributed; without it, no memory cap
+        return n
+    per_worker = max((_data_bytes(t.config) for t in trials), default=0) + (300 << 20)
+    return max(1, min(n, int(0.8 * total) // per_worker))
+
+
+def _data_bytes(cfg: TrainConfig) -> int:
+    images = 10_000 * len(cfg.train_batches) + (10_000 if cfg.val_size is None else 0) + 10_000
+    return images * 3072 * (8 if cfg.dtype == "float64" else 4)
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int, retries: int = RETRIES) -> Iterator[Any]:
+    """A Dask client: of the cluster at ``scheduler``, or of a new local cluster of ``workers``
+    single-threaded worker processes (scheduler and workers on 127.0.0.1, free ports, no
+    dashboard; a trial whose worker dies is tried ``retries`` more times)."""
+    import logging
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=CONNECT_SECONDS)
+        except (OSError, TimeoutError) as e:
+            raise CifarlinError(
+                f"scheduler={scheduler!r}: cannot connect ({one_line(e)}); start one with 'dask scheduler' "
+                "and workers with 'dask worker ADDRESS'"
+            ) from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    # Worker processes inherit an ignored SIGINT: Ctrl-C stops the sweep here, not them.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which makes glibc map and zero fresh pages
+    # for the training loop's every temporary: seven times the page faults of `cifarlin train`.
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    try:
+        with dask.config.set(
+            {
+                "distributed.scheduler.worker-saturation": 1.0,  # a trial waits on no busy worker
+                "distributed.scheduler.allowed-failures": retries,
+                "distributed.nanny.pre-spawn-environ": environ,
+            }
+        ):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                scheduler_port=0,
+                dashboard_address=":0",  # a free port: no clash with another cluster
+                silence_logs=logging.CRITICAL,
+                preload=["cifarlin.sweep"],
+            )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    client = Client(cluster)
+    try:
+        yield client
+    except BaseException:
+        _stop_local_workers(client)  # at once: a running trial keeps its last checkpoint
+        raise
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _stop_local_workers(client: Any) -> None:
+    try:
+        pids = client.run(os.getpid)
+    except Exception:
+        return
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------------------------
+
+TrialCallback = Callable[[str, TrialResult], None]  # (event, trial): see run_sweep
+
+
+@dataclass
+class SweepResult:
+    spec: SweepSpec
+    out: Path
+    results: list[TrialResult]
+    best: TrialResult | None
+    test: Any  # the best trial's test metrics (model.Metrics), read once, for it alone
+    box: Box | None = None
+    files: list[Path] = field(default_factory=list)
+    cluster: str = ""
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(r.status == s for r in self.results) for s in STATUSES}
+
+    def document(self) -> dict[str, Any]:
+        """``{"trials": [...], "best": {... "test_accuracy": ...}}`` and the sweep's facts."""
+        best = None
+        if self.best is not None:
+            best = self.best.row()
+            if self.test is not None:
+                best.update(
+                    test_accuracy=self.test.accuracy, test_cost=self.test.cost, test_loss=self.test.loss
+                )
+        return {
+            "trials": [r.row() for r in self.results],
+            "best": best,
+            "selected_by": SELECTED_BY,
+            "sweep": self.spec.to_dict(),
+            "round2_box": _box_json(self.box),
+            "out": str(self.out),
+            "counts": self.counts(),
+            "files": [str(f) for f in self.files],
+        }
+
+
+def config_json(cfg: TrainConfig) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def _decode(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _box_json(box: Box | None) -> dict[str, list[Any]] | None:
+    return None if box is None else {k: list(v) for k, v in box.items()}
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    data_folder: Path,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    retries: int = RETRIES,
+    figures: bool = True,
+    resume_hint: str | None = None,
+    on_notice: Callable[[str], None] | None = None,
+    on_trial: TrialCallback | None = None,
+    trial_fn: Callable[..., dict[str, Any]] = run_trial,
+) -> SweepResult:
+    """Run the sweep ``spec`` into ``out``: each trial a run folder ``out/trial-NNN``.
+
+    Trials that finished in an earlier run into ``out`` are not run again; interrupted ones
+    continue from their checkpoints. ``data_folder`` and ``out`` must be the same paths on every
+    worker. ``on_trial(event, trial)`` reports 'planned', 'skipped' (already finished),
+    'started', 'restarted' (its worker died), 'epoch' and 'finished'; ``on_notice`` the rest.
+    Ctrl-C stops the workers, keeps what finished and raises :class:`Interrupted` naming
+    ``resume_hint``, the command that continues. Returns every trial's result and the best
+    trial (by the validation accuracy of the model it saved) with its test metrics.
+    """
+    from cifarlin import runs
+
+    notice = on_notice or (lambda m: None)
+    report = on_trial or (lambda e, r: None)
+    out = Path(out)
+    check_path(out)
+    check_cluster(scheduler, workers, retries)
+    trials = plan(spec)
+    if out.exists() and not out.is_dir():
+        raise bad_value("out", str(out), "exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"{out}: cannot create the sweep folder ({e.strerror or e})") from None
+    abs_out = Path(os.path.abspath(out))
+    results = [TrialResult(t, out / t.name) for t in trials]
+    state = _Sweep(spec, out, abs_out, Path(os.path.abspath(data_folder)), results, notice, report, trial_fn)
+    with runs.folder_lock(out):
+        state.read_previous()  # before sweep.h5 is rewritten
+        state.box = state.stored_box() if spec.refine else None
+        try:
+            with contextlib.ExitStack() as stack:
+                state.scan(results)
+                state.save()
+                todo = [r for r in results if not r.finished]
+
+                def client() -> Any:
+                    if state.client is None:
+                        n = local_workers(workers, [r.trial for r in todo]) if scheduler is None else 0
+                        state.client = stack.enter_context(dask_client(scheduler, n, retries))
+                        state.cluster = (
+                            f"the Dask cluster at {scheduler}"
+                            if scheduler is not None
+                            else f"a local Dask cluster of {n} worker process{'es' if n > 1 else ''}"
+                        )
+                        stack.enter_context(state.alive())
+                        state.probe()
+                        notice(f"running on {state.cluster}")
+                    return state.client
+
+                if todo:
+                    state.run(client(), todo)
+                if spec.refine:
+                    box = state.box if state.box is not None else refine_box(spec, results)
+                    if box is None:
+                        notice("no second round: no trial of the first finished")
+                    else:
+                        state.box = box
+                        round2 = [
+                            TrialResult(t, out / t.name) for t in plan_random(spec, 2, spec.refine, box)
+                        ]
+                        results.extend(round2)
+                        state.scan(round2)
+                        state.save()
+                        todo = [r for r in round2 if not r.finished]
+                        if todo:
+                            notice(f"round 2: {len(round2)} trials in {describe_box(box)}")
+                            state.run(client(), todo)
+        except KeyboardInterrupt as e:
+            how, code = stopped(e)
+            for r in results:
+                if r.status == "running":
+                    r.status = "interrupted"
+            state.save()
+            done = sum(r.finished for r in results)
+            again = f"; continue with '{resume_hint}'" if resume_hint else ""
+            raise Interrupted(
+                f"{how}: {done} of {len(results)} trials finished, kept in {out}; trials stopped "
+                f"in the middle continue from their last epoch{again}",
+                code,
+            ) from None
+        best = best_of(results)
+        test = state.best_test(best)
+        state.save(best, test)
+        files = [out / SWEEP_FILE, out / RESULTS_FILE]
+        if figures and results:
+            files.append(draw(out / FIGURE_FILE, spec, results, best))
+    return SweepResult(spec, out, results, best, test, state.box, files, state.cluster)
+
+
+def describe_box(box: Box) -> str:
+    parts = []
+    for k, v in box.items():
+        if len(v) == 2 and all(isinstance(x, float) for x in v) and k in ranged_fields():
+            parts.append(f"{k} {v[0]:.3g}..{v[1]:.3g}")
+        else:
+            parts.append(f"{k} {','.join(show(k, x) for x in v)}")
+    return ", ".join(parts)
+
+
+class _Sweep:
+    """The running sweep's state on the client: its trials, the Dask client, the files."""
+
+    def __init__(
+        self,
+        spec: SweepSpec,
+        out: Path,
+        abs_out: Path,
+        data_folder: Path,
+        results: list[TrialResult],
+        notice: Callable[[str], None],
+        report: TrialCallback,
+        trial_fn: Callable[..., dict[str, Any]],
+    ):
+        self.spec, self.out, self.abs_out, self.data_folder = spec, out, abs_out, data_folder
+        self.results, self.notice, self.report, self.trial_fn = results, notice, report, trial_fn
+        self.client: Any = None
+        self.cluster = ""
+        self.box: Box | None = None
+        self.previous_spec: dict[str, Any] = {}
+        self.previous_box: Any = None
+        self.previous: dict[str, dict[str, str]] = {}
+        self.token = uuid.uuid4().hex[:12]  # names this run's Dask keys, events and alive file
+        self.alive_file = abs_out / f"{ALIVE_PREFIX}{self.token}"
+
+    def scan(self, results: Sequence[TrialResult]) -> None:
+        """Read what earlier runs left in the trial folders (checking they are this sweep's)."""
+        for r in results:
+            status, found = trial_state(r.run_dir, r.trial.config)
+            if status in ("done", "diverged"):
+                r.status = status
+                r.update(history_metrics(found.history, r.trial.config.keep))
+                self.report("skipped", r)
+            elif (
+                status == "new"
+                and self.previous.get(r.trial.name, {}).get("status") == "diverged"
+                and (self.previous[r.trial.name]["config"] == config_json(r.trial.config))
+            ):
+                r.status, r.error = "diverged", self.previous[r.trial.name]["error"]
+                self.report("skipped", r)
+            else:
+                if status == "resume":
+                    r.resumed_from_epoch = found.state.epoch
+                    r.update(history_metrics(found.state.history, r.trial.config.keep))
+                self.report("planned", r)
+
+    @contextlib.contextmanager
+    def alive(self) -> Iterator[None]:
+        """The file whose presence lets trials run; removed when the sweep ends or stops."""
+        for old in self.out.glob(ALIVE_PREFIX + "*"):  # of sweeps killed before removing theirs
+            old.unlink(missing_ok=True)
+        try:
+            self.alive_file.touch()
+        except OSError as e:
+            raise WriteError(f"{self.out}: cannot write into the sweep folder ({e.strerror or e})") from None
+        try:
+            yield
+        finally:
+            self.alive_file.unlink(missing_ok=True)
+
+    def probe(self) -> None:
+        """Every worker must see the data, the sweep folder and run this cifarlin."""
+        if self.client.scheduler_info().get("workers") == {}:
+            self.notice(f"waiting for Dask workers to join {self.client.scheduler.address}")
+        try:
+            self.client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_SECONDS)
+        except TimeoutError:
+            raise CifarlinError(
+                f"no Dask worker joined the scheduler in {WAIT_FOR_WORKERS_SECONDS} s; start some with "
+                f"'dask worker {self.client.scheduler.address}'"
+            ) from None
+        for worker, facts in self.client.run(
+            _probe_worker, str(self.data_folder), str(self.alive_file)
+        ).items():
+            if facts["version"] != __version__:
+                raise CifarlinError(
+                    f"worker {worker} runs cifarlin {facts['version']}, this is {__version__}: install the "
+                    "same version everywhere (a trial's numbers depend on it)"
+                )
+            if facts["data"]:
+                raise DataError(
+                    f"on worker {worker}: {facts['data']}; give data_dir=DIR a folder every worker can read"
+                )
+            if facts["out"]:
+                raise bad_value(
+                    "out",
+                    str(self.abs_out),
+                    f"on worker {worker}: {facts['out']}; give a folder all workers share, at the same path",
+                )
+
+    def run(self, client: Any, todo: list[TrialResult]) -> None:
+        """Train ``todo`` on the cluster and follow it until every trial has a result.
+
+        Trials go to the scheduler as workers' threads free up (re-read every second, so workers
+        that join are used): each worker holds one trial at a time, so a trial never waits behind
+        a long one while another worker idles, and a trial that kills its worker takes no other
+        trial with it. Trials that share data go together.
+        """
+        from distributed import as_completed
+
+        topic = f"cifarlin-sweep-{self.token}"
+        events: queue.Queue[Any] = queue.Queue()
+        client.subscribe_topic(topic, events.put)
+        waiting = sorted(todo, key=lambda r: repr(data_key(r.trial.config)))
+        by_name = {r.trial.name: r for r in waiting}
+        for r in waiting:
+            r.status = "queued"
+        submitted: list[Any] = []
+        running = as_completed()
+        slots, counted = 1, -math.inf
+        try:
+            while waiting or not running.is_empty():
+                if time.monotonic() - counted > 1:
+                    slots, counted = max(1, sum(client.nthreads().values())), time.monotonic()
+                if waiting and running.count() < slots:
+                    batch, waiting = waiting[: slots - running.count()], waiting[slots - running.count() :]
+                    futures = client.map(
+                        self.trial_fn,
+                        [r.trial for r in batch],
+                        out=str(self.abs_out),
+                        data_folder=str(self.data_folder),
+                        alive=str(self.alive_file),
+                        topic=topic,
+                        key=[(f"cifarlin-trial-{self.token}", r.trial.name) for r in batch],
+                        pure=False,
+                    )
+                    submitted += futures
+                    running.update(futures)
+                for f in running.next_batch(block=False):
+                    if f.status == "lost":  # its result was on a worker that died: Dask computes it
+                        running.add(f)  # again (a finished trial just reads its files)
+                        continue
+                    self._events(events, by_name)
+                    self._finish(f, by_name[f.key[1]])
+                self._events(events, by_name)
+                time.sleep(POLL_SECONDS)
+            self._events(events, by_name)
+        finally:
+            client.cancel(submitted)
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(topic)
+
+    def _events(self, events: queue.Queue[Any], by_name: dict[str, TrialResult]) -> None:
+        while True:
+            try:
+                _, msg = events.get_nowait()
+            except queue.Empty:
+                return
+            except (TypeError, ValueError):
+                continue
+            r = by_name.get(msg.get("name")) if isinstance(msg, dict) else None
+            if r is None or r.finished:
+                continue
+            if msg.get("event") == "started":
+                again = r.status == "running"
+                r.status, r.worker = "running", str(msg.get("worker", ""))
+                r.epochs_trained = r.resumed_from_epoch = int(msg.get("epoch", 0))
+                self.report("restarted" if again else "started", r)
+            elif msg.get("event") == "epoch" and r.status == "running":
+                r.epochs_trained = int(msg.get("epoch", 0))
+                r.val_accuracy = r.final_val_accuracy = float(msg.get("val_acc", math.nan))
+                self.report("epoch", r)
+
+    def _finish(self, future: Any, r: TrialResult) -> None:
+        if future.status == "finished":
+            r.update(future.result())
+        else:
+            e = future.exception() if future.status == "error" else None
+            r.status = "failed"
+            if type(e).__name__ == "KilledWorker":
+                tries = getattr(e, "allowed_failures", 0) + 1
+                r.error = (
+                    f"its worker died {tries} time{'s' if tries > 1 else ''} while training it "
+                    "(killed, or out of memory?)"
+                )
+            else:
+                r.error = one_line(e) if e is not None else f"Dask reports it {future.status}"
+        self.report("finished", r)
+        self.save()
+
+    def read_previous(self) -> None:
+        """What an earlier run of this sweep recorded in sweep.h5: round 2's box, and the trials
+        that diverged before saving anything (their folders are gone; they are not run again)."""
+        from cifarlin.h5safe import open_file
+
+        path = self.out / SWEEP_FILE
+        if not path.is_file():
+            return
+        columns = ("name", "status", "error", "config")
+        try:
+            with open_file(path, "sweep") as r:
+                self.previous_spec = json.loads(r.text("spec", "{}"))
+                self.previous_box = json.loads(r.text("round2_box", "null"))
+                if all(c in r for c in columns):
+                    cols = [[_decode(v) for v in r.dataset(c, 1, "OSU", 4 * MAX_TRIALS)] for c in columns]
+                    self.previous = {
+                        row[0]: dict(zip(columns, row, strict=True)) for row in zip(*cols, strict=True)
+                    }
+        except (CifarlinError, ValueError, TypeError):
+            self.previous_spec, self.previous_box, self.previous = {}, None, {}
+
+    def stored_box(self) -> Box | None:
+        """Round 2's box as an earlier run of the same sweep drew it (so its trials are the same)."""
+        spec, box = self.previous_spec, self.previous_box
+        same = {k: v for k, v in self.spec.to_dict().items() if k != "refine"}
+        if not isinstance(box, dict) or {k: v for k, v in spec.items() if k != "refine"} != same:
+            return None
+        try:
+            out = {}
+            for k, v in box.items():
+                if k in ranged_fields() and any(a.field == k and a.is_range for a in self.spec.axes):
+                    out[k] = (float(v[0]), float(v[1]))
+                else:
+                    out[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+            return out
+        except (TypeError, ValueError, IndexError):
+            return None
+
+    def best_test(self, best: TrialResult | None) -> Any:
+        """The test metrics of the best trial (written by its run): read for it alone."""
+        if best is None:
+            return None
+        from cifarlin.checkpoint import load_history
+
+        try:
+            return load_history(best.run_dir / "history.h5").test
+        except CifarlinError as e:
+            self.notice(f"the best trial's test accuracy is unknown: {e}")
+            return None
+
+    def save(self, best: TrialResult | None = None, test: Any = None) -> None:
+        write_tables(self.out, self.spec, self.results, best, test, self.box)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("name", "round", *SWEEPABLE, "status", *METRICS, "seconds", "worker", "run_dir", "error")
+
+
+def write_tables(
+    out: Path,
+    spec: SweepSpec,
+    results: Sequence[TrialResult],
+    best: TrialResult | None = None,
+    test: Any = None,
+    box: Box | None = None,
+) -> None:
+    """``sweep.h5`` and ``results.csv`` in ``out``, each written whole or not at all.
+
+    sweep.h5: one dataset per column, one value per trial (``name``, ``round``, ``status``,
+    ``error``, ``worker``, ``run_dir``, the metrics, ``seconds``, ``config``: the trial's whole
+    TrainConfig as JSON; ``params/<field>`` for every
+    sweepable field: numbers as numbers, ``val_size`` 0 for none, ``train_batches`` as text),
+    NaN where a trial has no value; attributes: the sweep (``spec`` as JSON), ``selected_by``,
+    ``best`` and its ``best_test_*`` metrics once known, ``round2_box`` (JSON).
+    """
+    import h5py
+    import numpy as np
+
+    from cifarlin.checkpoint import atomic_h5
+
+    text = h5py.string_dtype()
+
+    def nums(values: list[Any], dtype: Any) -> Any:
+        return np.array([np.nan if v is None else v for v in values], dtype=dtype)
+
+    with atomic_h5(out / SWEEP_FILE) as f:
+        f.attrs.update(
+            {
+                "format": "cifarlin",
+                "format_version": 1,
+                "kind": "sweep",
+                "cifarlin_version": __version__,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "spec": json.dumps(spec.to_dict()),
+                "selected_by": SELECTED_BY,
+                "best": best.trial.name if best is not None else "",
+            }
+        )
+        if box is not None:
+            f.attrs["round2_box"] = json.dumps(_box_json(box))
+        if test is not None:
+            f.attrs["best_test_accuracy"], f.attrs["best_test_cost"] = test.accuracy, test.cost
+            f.attrs["best_test_loss"] = test.loss
+        for name in ("status", "error", "worker"):
+            f.create_dataset(
+                name, data=np.array([getattr(r, name) for r in results], dtype=object), dtype=text
+            )
+        f.create_dataset("name", data=np.array([r.trial.name for r in results], dtype=object), dtype=text)
+        configs = [config_json(r.trial.config) for r in results]
+        f.create_dataset("config", data=np.array(configs, dtype=object), dtype=text)
+        f.create_dataset(
+            "run_dir", data=np.array([str(r.run_dir) for r in results], dtype=object), dtype=text
+        )
+        f.create_dataset("round", data=np.array([r.trial.round for r in results], dtype=np.int64))
+        for m in METRICS:
+            is_int = m in ("best_epoch", "epochs_trained")
+            f.create_dataset(
+                m, data=nums([getattr(r, m) for r in results], np.int64 if is_int else np.float64)
+            )
+        f.create_dataset("seconds", data=nums([r.seconds for r in results], np.float64))
+        params = f.create_group("params")
+        for name in SWEEPABLE:
+            values = [getattr(r.trial.config, name) for r in results]
+            t = _FIELD_TYPES[name]
+            if t == "float":
+                params.create_dataset(name, data=np.array(values, dtype=np.float64))
+            elif t in ("int", "int | None"):
+                params.create_dataset(name, data=np.array([v or 0 for v in values], dtype=np.int64))
+            elif t == "bool":
+                params.create_dataset(name, data=np.array(values, dtype=bool))
+            else:
+                shown = [show(name, v) for v in values]
+                params.create_dataset(name, data=np.array(shown, dtype=object), dtype=text)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in results:
+        row = r.row()
+        cells = {**{k: show(k, getattr(r.trial.config, k)) for k in SWEEPABLE}, **row}
+        w.writerow(["" if cells[c] is None else cells[c] for c in CSV_COLUMNS])
+    write_text(out / RESULTS_FILE, buf.getvalue())
+
+
+def draw(path: Path, spec: SweepSpec, results: Sequence[TrialResult], best: TrialResult | None) -> Path:
+    """``sweep.png``: validation accuracy over (lambda, eta), the best trial marked."""
+    from cifarlin import plots
+
+    plots.use_backend()
+    others = [
+        a.field for a in spec.axes if a.field not in ("lam", "eta") and (a.is_range or len(a.values) > 1)
+    ]
+    fig = plots.sweep_figure(
+        [r.trial.config.lam for r in results],
+        [r.trial.config.eta for r in results],
+        [r.val_accuracy if r.status == "done" else None for r in results],
+        [r.status for r in results],
+        None if best is None else results.index(best),
+        grid=spec.mode == "grid",
+        title=f"{spec.describe()}; {len(results)} trials"
+        + (f" (each cell: the best over {', '.join(others)})" if others and spec.mode == "grid" else ""),
+    )
+    return plots.save(fig, path)
