@@ -247,7 +247,9 @@ def fit(
 
 
 def extract_block(fmap: FeatureMap, images: np.ndarray) -> np.ndarray:
-    """Features (n, 4k) float32 of a few images (n, 3072) uint8: the whole pipeline on one block."""
+    """Features (n, 4k) float32 of a few images (n, 3072) uint8: the whole pipeline on one block
+    (a pure function of its arguments: one task of a scheduler, e.g. a Dask delayed call)."""
+    images = _check_images(images)
     n, p, P, k = len(images), fmap.patch, fmap.positions, fmap.k
     zca, shift, right = fmap._plan
     v = normalise_patches(all_patches(images, p), fmap.norm_eps)  # (n P^2, 3p^2)
@@ -347,7 +349,7 @@ class FeatureStats:
     std: np.ndarray  # (4k,) float64
 
     @classmethod
-    def fit(cls, F: np.ndarray, eps: float = 0.01, block: int = 8192) -> FeatureStats:
+    def fit(cls, F: np.ndarray, eps: float = 0.01, block: int = 2048) -> FeatureStats:
         """Mean and std of feature rows F (n, 4k), accumulated in float64 by blocks."""
         n = len(F)
         if F.ndim != 2 or n == 0:
