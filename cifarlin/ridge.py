@@ -63,7 +63,8 @@ class Moments:
         return len(self.sx)
 
     def __add__(self, other: Moments) -> Moments:
-        """The statistics of both sets of rows (e.g. of two batch files computed apart)."""
+        """The statistics of both sets of rows (e.g. of two batch files computed apart, as
+        scheduler tasks); add before :func:`fold`."""
         if self.G.shape != other.G.shape or self.C.shape != other.C.shape:
             raise bad_value("moments", other.G.shape, f"do not match {self.G.shape}")
         return Moments(

@@ -124,6 +124,27 @@ def test_flip_symmetric_half_gives_the_full_solution():
     assert asym.basis.shape == (d, d), "an asymmetric scale must fall back to the whole problem"
 
 
+def test_pixel_solution_is_the_optimum_over_the_materialised_augmented_set():
+    """The whole pixel path (exact statistics, folded views, the augmented set's normaliser, the
+    flip-symmetric half) must return the point where the gradient of the objective over the
+    materialised augmented images vanishes; catches any of them subtly off."""
+    rng = np.random.default_rng(6)
+    X, y = rng.integers(0, 256, (12, 3072), dtype=np.uint8), rng.integers(0, 10, 12)
+    aug, lam = Augment(True, 1), 0.3
+    rp, norm = ridge.fit_pixels([(X[:5], y[:5]), (X[5:], y[5:])], aug)
+    assert rp.basis.shape == (3072, 1536)
+    W, b = rp.solve(lam)
+    np.testing.assert_allclose(W, W[:, augment.flip_index()], atol=1e-12)
+    views = np.concatenate([X[:, src] for src in augment.views(aug)])
+    Z, Y = norm.apply(views, np.float64), np.eye(10)[np.tile(y, aug.n_views)]
+    R = Z @ W.T + b - Y  # (n, K) residuals
+    n = len(Z)
+    assert np.abs(R.sum(axis=0)).max() < 1e-9 * n  # d/db = 0
+    grad = 2 / n * (R.T @ Z) + 2 * lam * W  # d/dW (K, d)
+    assert np.abs(grad).max() < 1e-10
+    assert rp.objective(lam) == pytest.approx((R**2).sum() / n + lam * (W**2).sum(), rel=1e-10)
+
+
 def test_choose_lambda_is_by_validation_accuracy(small):
     """Catches choosing by the training objective (always the smallest lambda), scoring the
     validation rows unnormalised, or breaking ties towards the less regularised model."""
