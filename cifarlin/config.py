@@ -70,7 +70,11 @@ def parse_setting(text: str | int) -> int | str:
 DTYPES = ("float32", "float64")
 SCHEDULES = ("constant", "step", "cosine", "cyclic")
 KEEP = ("last", "best")
-LOSS_NAMES = ("ce", "svm", "bce")  # softmax cross-entropy, multi-class hinge, binary cross-entropy per class
+LOSS_NAMES = ("ce", "svm", "bce", "mse")  # see cifarlin/losses.py
+LOSS_HELP = (
+    "ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class, "
+    "mse: squared error to the one-hot labels"
+)
 
 
 def parse_batches(text: str) -> tuple[int, ...]:

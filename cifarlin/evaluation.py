@@ -37,7 +37,7 @@ class Evaluation:
     confusion: np.ndarray  # (K, K), rows: true class
     changed_files: list[str]  # batch files whose MD5 differs from the ones trained on
     true_class_prob: np.ndarray | None = None  # (N,) the probability given the true class (ce, bce)
-    outputs: np.ndarray | None = None  # (N, K) float64: class probabilities (ce, bce) or scores (svm)
+    outputs: np.ndarray | None = None  # (N, K) float64: class probabilities (ce, bce) or scores (svm, mse)
 
     @property
     def per_class_accuracy(self) -> np.ndarray:
@@ -70,8 +70,9 @@ def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
 
 
 def ensemble(evals: list[Evaluation], losses: list[str]) -> Evaluation:
-    """The average of several models' class probabilities (or, for hinge-loss models, scores) on
-    the same images, classified by its highest entry. Its cost and loss are undefined (NaN)."""
+    """The average of several models' class probabilities (or, for models of a loss without
+    probabilities, hinge or squared, their scores: all of one loss) on the same images,
+    classified by its highest entry. Its cost and loss are undefined (NaN)."""
     first = evals[0]
     for ev in evals[1:]:
         if not np.array_equal(ev.labels, first.labels):
@@ -81,12 +82,15 @@ def ensemble(evals: list[Evaluation], losses: list[str]) -> Evaluation:
                 "the models hold out different images here; "
                 "ensemble them on the test split (or on models trained on the same split)",
             )
-    if "svm" in losses and set(losses) != {"svm"}:
-        raise bad_value("ensemble", ",".join(losses), "hinge-loss scores do not average with probabilities")
+    scores = [name for name in losses if LOSSES[name].probs is None]
+    if scores and len(set(losses)) > 1:
+        raise bad_value(
+            "ensemble", ",".join(losses), f"{LOSSES[scores[0]].label} scores average only with their own kind"
+        )
     mean = np.mean([ev.outputs for ev in evals], axis=0)  # (N, K)
     pred = mean.argmax(axis=1)
     rows = np.arange(len(pred))
-    p_true = None if "svm" in losses else mean[rows, first.labels]
+    p_true = None if scores else mean[rows, first.labels]
     accuracy = float((pred == first.labels).mean())
     nan = float("nan")
     return Evaluation(

@@ -4,6 +4,9 @@
     svm  multi-class hinge         l = sum_{j != y} max(0, s_j - s_y + 1)
     bce  binary cross-entropy      l = -(1/K) sum_k [(1 - y_k) log(1 - sigmoid(s_k))
          per class (y one-hot)                       + y_k log sigmoid(s_k)]
+    mse  squared error to the      l = sum_k (s_k - y_k)^2
+         one-hot labels            (with the penalty: the objective the ridge solver minimises
+                                   exactly, :mod:`cifarlin.ridge`)
 
 Each loss gives the per-sample losses (N,), always in float64, and dl/dS (N, K), the gradient of
 each sample's loss with respect to its scores, in the dtype of S; the model turns the latter into
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LOSS_NAMES = ("ce", "svm", "bce")
+LOSS_NAMES = ("ce", "svm", "bce", "mse")
 
 
 def softmax(S: np.ndarray) -> np.ndarray:
@@ -82,6 +85,13 @@ def bce_losses(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (softplus(S).sum(axis=1) - S[_rows(y)]) / k
 
 
+def mse_losses(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """sum_k (s_k - y_k)^2 for each row, y_k the one-hot of y."""
+    R = np.array(S, dtype=np.float64)  # (N, K) residuals, a copy
+    R[_rows(y)] -= 1
+    return (R * R).sum(axis=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # dl/dS (N, K), in the dtype of S; S itself may be overwritten
 # ---------------------------------------------------------------------------------------------
@@ -111,6 +121,13 @@ def bce_grad(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     return G
 
 
+def mse_grad(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """2 (S - Y)."""
+    S[_rows(y)] -= 1
+    S *= 2
+    return S
+
+
 # ---------------------------------------------------------------------------------------------
 # The table the model, the loop, the gradient check and the display read
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +141,7 @@ class Loss:
     label: str  # how tables and figures name it
     losses: Callable[[np.ndarray, np.ndarray], np.ndarray]
     grad: Callable[[np.ndarray, np.ndarray], np.ndarray]
-    probs: Callable[[np.ndarray], np.ndarray] | None  # None: the hinge loss models no probabilities
+    probs: Callable[[np.ndarray], np.ndarray] | None  # None: hinge and squared loss model none
 
     def mean(self, S: np.ndarray, y: np.ndarray) -> float:
         return float(self.losses(S, y).mean())
@@ -134,4 +151,5 @@ LOSSES: dict[str, Loss] = {
     "ce": Loss("ce", "cross-entropy loss", ce_losses, ce_grad, softmax),
     "svm": Loss("svm", "hinge loss", svm_losses, svm_grad, None),
     "bce": Loss("bce", "BCE loss", bce_losses, bce_grad, sigmoid),
+    "mse": Loss("mse", "squared loss", mse_losses, mse_grad, None),
 }

@@ -1,8 +1,8 @@
 """Numerical gradients of the cost for every entry of W and b at once, for the gradient check.
 
-Written out for the cross-entropy below; the hinge and binary cross-entropy losses follow the
-same plan with their own per-sample changes (``_svm_delta``, ``_bce_delta``), simpler because
-moving one score changes only the terms that hold it.
+Written out for the cross-entropy below; the hinge, binary cross-entropy and squared losses
+follow the same plan with their own per-sample changes (``_svm_delta``, ``_bce_delta``,
+``_mse_delta``), simpler because moving one score changes only the terms that hold it.
 
 Perturbing W[i, j] by t changes only column i of the scores, by t * X[:, j]; perturbing b[i]
 changes it by t. So every perturbed cost follows from S and one column of X:
@@ -104,7 +104,16 @@ def _svm_delta(S: np.ndarray, Y: np.ndarray, T: np.ndarray, method: Method) -> n
     return A - Y * A.sum(axis=1, keepdims=True)
 
 
-_DELTAS = {"ce": _ce_delta, "bce": _bce_delta, "svm": _svm_delta}
+def _mse_delta(S: np.ndarray, Y: np.ndarray, T: np.ndarray, method: Method) -> np.ndarray:
+    """Squared error: moving score i by u changes only (s_i + u - y_i)^2; the centred difference
+    of that is 4 u (s_i - y_i) exactly, the complex step's imaginary part 2 u (s_i - y_i)."""
+    R, U = S[:, :, None] - Y, T[:, None, :]  # (N, K, 1), (N, 1, c)
+    if method == "complex":
+        return ((R + U) ** 2).imag
+    return (R + U) ** 2 - (R - U) ** 2
+
+
+_DELTAS = {"ce": _ce_delta, "bce": _bce_delta, "svm": _svm_delta, "mse": _mse_delta}
 
 
 def numerical_gradients(

@@ -75,7 +75,7 @@ def test_hinge_models_ensemble_by_scores_and_do_not_mix(runner, tiny_py, models)
     r = runner.invoke(
         app, ["evaluate", str(models["a"]), str(models["svm"]), "--ensemble", "--data-dir", str(tiny_py)]
     )
-    assert r.exit_code == 2 and "do not average with probabilities" in r.stderr
+    assert r.exit_code == 2 and "hinge loss scores average only with their own kind" in r.stderr
 
 
 def test_different_validation_images_are_refused(runner, tiny_py, models):

@@ -1,4 +1,5 @@
-"""The three losses (cross-entropy, multi-class hinge, binary cross-entropy) against loop oracles.
+"""The four losses (cross-entropy, multi-class hinge, binary cross-entropy, squared error)
+against loop oracles.
 
 Each test names the bug it would catch.
 """
@@ -12,7 +13,7 @@ from cifarlin import gradcheck, losses, model, numgrad
 from cifarlin.config import GradcheckConfig
 from oracles import NAIVE, numerical_gradients_loop_loss
 
-LOSSES = ["ce", "svm", "bce"]
+LOSSES = ["ce", "svm", "bce", "mse"]
 
 
 def problem(seed: int, K: int = 10, d: int = 40, N: int = 9, std: float = 0.3):
@@ -77,6 +78,7 @@ def test_huge_scores_give_finite_costs_and_gradients(loss):
         "ce": [2e4, 0.0, 1e4 + np.log(2)],
         "svm": [(2e4 + 1) + (1e4 + 1), 0.0, 2 * (1e4 + 1)],
         "bce": [(1e4 + 1e4 + np.log(2)) / 3, (3 + np.log1p(np.exp(-3))) / 3, (5e3 + 5e3 + 5e3) / 3],
+        "mse": [1e8 + (1e4 + 1) ** 2, 1e8 + (1e4 - 1) ** 2 + 9, 2.5e7 + 2.5e7 + (5e3 + 1) ** 2],
     }[loss]
     np.testing.assert_allclose(values, expected, rtol=1e-12)
 
@@ -117,7 +119,7 @@ def test_hinge_kinks_are_counted_and_left_out():
 
 def test_no_kinks_outside_the_hinge():
     W, b, X, y = problem(1)
-    for loss in ("ce", "bce"):
+    for loss in ("ce", "bce", "mse"):
         kW, kb = numgrad.kinks(W, b, X, y, 1e-6, loss)
         assert not kW.any() and not kb.any()
 

@@ -8,7 +8,7 @@ import typer
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, g, option
 from cifarlin.cli.display import emit_json, fmt_sci, print_table, results, say, table
-from cifarlin.config import DEFAULT_H, LOSS_NAMES, GradcheckConfig
+from cifarlin.config import DEFAULT_H, LOSS_HELP, LOSS_NAMES, GradcheckConfig
 
 D = GradcheckConfig()  # the defaults
 METHODS = tuple(DEFAULT_H)
@@ -54,7 +54,7 @@ def gradcheck(
         option(
             "--loss",
             metavar="NAME",
-            help="ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class.",
+            help=LOSS_HELP + ".",
             default=D.loss,
         ),
     ] = D.loss,

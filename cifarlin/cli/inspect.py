@@ -76,7 +76,10 @@ def evaluate(
         losses = [s.config.loss for s in snaps]
         ens = evaluation.ensemble(evals, losses)
         together = _report(
-            f"ensemble of {len(snaps)}", "svm" if "svm" in losses else "mean", ens, snaps[0].class_names
+            f"ensemble of {len(snaps)}",
+            losses[0] if ens.true_class_prob is None else "mean",
+            ens,
+            snaps[0].class_names,
         )
     out = results(json_out)
     if len(rows) == 1 and together is None:

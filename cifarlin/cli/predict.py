@@ -67,8 +67,9 @@ def predict(
 
     Each image is turned upright (EXIF), made RGB (transparency on white) and resized to 32x32
     with Pillow's LANCZOS filter, then normalised with the model's own mean and std. A hinge-loss
-    (--loss svm) model gives scores, not probabilities. An image that cannot be read is named on
-    stderr and the others are still classified; the exit code is then 1.
+    or squared-loss model (--loss svm, mse, --solver ridge) gives scores, not probabilities. An
+    image that cannot be read is named on stderr and the others are still classified; the exit
+    code is then 1.
 
     **Example:** cifarlin predict outputs/setting-2 cat.png
     """
@@ -104,7 +105,7 @@ def _print_predictions(out: Any, path: Path, loss: str, report: Any) -> None:
     from cifarlin.losses import LOSSES
 
     if report.kind == "score":
-        legend = "scores (a hinge-loss model gives scores, not probabilities)"
+        legend = f"scores (a {LOSSES[loss].label} model gives scores, not probabilities)"
     elif loss == "bce":
         legend = "probabilities (one sigmoid per class: they need not sum to 1)"
     else:

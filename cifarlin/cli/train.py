@@ -25,6 +25,7 @@ from cifarlin.cli.display import (
 from cifarlin.config import (
     DTYPES,
     KEEP,
+    LOSS_HELP,
     LOSS_NAMES,
     SCHEDULES,
     SETTING_NAMES,
@@ -139,8 +140,7 @@ def train(
         option(
             "--loss",
             metavar="NAME",
-            help="ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class; "
-            "a setting keeps its lambda and eta.",
+            help=LOSS_HELP + "; a setting keeps its lambda and eta.",
             default=D.loss,
         ),
     ] = None,
