@@ -70,6 +70,7 @@ def parse_setting(text: str | int) -> int | str:
 DTYPES = ("float32", "float64")
 SCHEDULES = ("constant", "step", "cosine", "cyclic")
 KEEP = ("last", "best")
+SOLVERS = ("gd", "ridge")  # mini-batch gradient descent, or the exact squared-loss optimum (ridge.py)
 LOSS_NAMES = ("ce", "svm", "bce", "mse")  # see cifarlin/losses.py
 LOSS_HELP = (
     "ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class, "
@@ -126,6 +127,14 @@ class SplitSpec:
         return f"train data_batch_{train} minus the last {self.val_size} (validation), test test_batch"
 
 
+def solver_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The fields a solver implies when they are not given: for the ridge solver the squared loss,
+    one "epoch", and lambda chosen on the validation set unless it is given."""
+    if overrides.get("solver") != "ridge":
+        return overrides
+    return {"loss": "mse", "epochs": 1, "choose_lam": "lam" not in overrides, **overrides}
+
+
 def defaults(cls: type) -> Any:
     """The default values of a config dataclass's fields, without making one (which validates)."""
     from types import SimpleNamespace
@@ -177,6 +186,8 @@ class TrainConfig:
     augment: str = "none"  # pixel-space views of the training images: "flip", "translate:N", both
     keep: str = "last"  # model.h5 holds the last epoch, or the best by validation accuracy
     patience: int | None = None  # stop after this many epochs without a better validation accuracy
+    solver: str = "gd"  # ridge: the closed-form optimum of the mse loss, one "epoch"
+    choose_lam: bool = False  # ridge: lam was chosen on the validation set (ridge.lambda_grid)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -229,6 +240,14 @@ class TrainConfig:
         if self.patience is not None and not 1 <= self.patience <= 1_000_000:
             raise bad("patience", "must be between 1 and 1000000 epochs")
         SplitSpec(tuple(self.train_batches), self.val_size)  # validates both
+        if self.solver not in SOLVERS:
+            raise bad("solver", f"use one of {', '.join(SOLVERS)}")
+        if self.solver == "ridge" and self.loss != "mse":
+            raise bad("loss", "the ridge solver minimises the squared loss: use mse (its default)")
+        if self.solver == "ridge" and self.epochs != 1:
+            raise bad("epochs", "the ridge solver solves in one step: leave --epochs out")
+        if self.choose_lam and self.solver != "ridge":
+            raise bad("choose_lam", "lambda is chosen on the validation set by the ridge solver only")
 
     @property
     def split(self) -> SplitSpec:
@@ -259,11 +278,16 @@ class TrainConfig:
         return self.replace(seed=ref.seed, dtype=ref.dtype) == ref
 
     def check_training_set(self, n_train: int) -> None:
-        """A batch cannot be larger than the training set."""
-        if self.batch_size > n_train:
+        """A batch cannot be larger than the training set (the ridge solver has no batches)."""
+        if self.solver == "gd" and self.batch_size > n_train:
             raise bad_value("batch_size", self.batch_size, f"larger than the training set ({n_train} images)")
 
     def describe(self) -> str:
+        batches = [f"batches={','.join(map(str, self.train_batches))}"] if self.train_batches != (1,) else []
+        if self.solver == "ridge":
+            lam = "lambda chosen on validation" if self.choose_lam else f"lambda={self.lam:g}"
+            views = [f"augment={self.augment}"] if self.augment != "none" else []
+            return ", ".join(["ridge solver", lam, *views, *batches])
         loss = "" if self.loss == "ce" else f"loss={self.loss}, "
         extras = [
             *(["shuffled"] if self.shuffle else []),
@@ -271,7 +295,7 @@ class TrainConfig:
             *([f"schedule={self.schedule}"] if self.schedule != "constant" else []),
             *([f"keep={self.keep}"] if self.keep != "last" else []),
             *([f"patience={self.patience}"] if self.patience is not None else []),
-            *([f"batches={','.join(map(str, self.train_batches))}"] if self.train_batches != (1,) else []),
+            *batches,
         ]
         return (
             f"{loss}lambda={self.lam:g}, eta={self.eta:g}, batch={self.batch_size}, "

@@ -16,14 +16,18 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from cifarlin.config import N_TRAIN_BATCHES, SplitSpec
+from cifarlin.config import N_TRAIN_BATCHES, SplitSpec, TrainConfig
 from cifarlin.errors import DataError, DataNotFoundError, bad_value
 from cifarlin.model import D, K
 from cifarlin.safepickle import safe_unpickle, text
+
+if TYPE_CHECKING:
+    from cifarlin.augment import Augment
+    from cifarlin.ridge import Moments, RidgePath
 
 Format = Literal["python", "binary"]  # the layouts of config.LAYOUTS
 
@@ -402,15 +406,23 @@ class Prepared:
     spec: SplitSpec
     checksums: dict[str, str]
     raw_train: np.ndarray | None = None  # (N, d) uint8: the training images, for pixel-space augmentation
+    moments: Moments | None = None  # exact sums over the training images' views, for the ridge solver
+    ridge_path: RidgePath | None = None  # the solver's eigendecomposition, once per Prepared
+
+
+def _training_rows(batches: list[Batch], n_train: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``n_train`` rows of the training batches (the rest validate), as (images,
+    labels) blocks: views, no copies."""
+    head, left = [], n_train
+    for b in batches:
+        head.append((b.images[:left], b.labels[:left]))
+        left -= len(head[-1][1])
+    return head
 
 
 def _fit_training_rows(batches: list[Batch], n_train: int) -> Normalizer:
     """Normaliser of the first ``n_train`` rows of the training batches (the rest validate)."""
-    head, left = [], n_train
-    for b in batches:
-        head.append(b.images[:left])
-        left -= len(head[-1])
-    return Normalizer.fit(head)
+    return Normalizer.fit([images for images, _ in _training_rows(batches, n_train)])
 
 
 def training_sample(
@@ -428,19 +440,52 @@ def training_sample(
     return norm.apply(images, dtype), labels, reader
 
 
+def prepared_key(cfg: TrainConfig) -> tuple[Any, ...]:
+    """What decides a run's prepared data: runs with equal keys share one :class:`Prepared`
+    (``train --setting all``, a sweep's worker). Its split and precision; for gradient descent,
+    whether augmentation needs the raw training images; for the ridge solver, the views its
+    statistics sum over (they also decide its normaliser)."""
+    if cfg.solver == "ridge":
+        return (cfg.split, cfg.dtype, "ridge", cfg.augment)
+    return (cfg.split, cfg.dtype, cfg.augment != "none")
+
+
+def prepare_run(dataset: Dataset, cfg: TrainConfig) -> Prepared:
+    """The prepared data of the run ``cfg`` (see :func:`prepared_key`)."""
+    from cifarlin.augment import parse_augment
+
+    dtype = np.dtype(cfg.dtype)
+    if cfg.solver == "ridge":
+        return prepare(dataset, cfg.split, dtype, views=parse_augment(cfg.augment))
+    return prepare(dataset, cfg.split, dtype, keep_raw=cfg.augment != "none")
+
+
 def prepare(
-    dataset: Dataset, spec: SplitSpec, dtype: np.dtype | type = np.float32, keep_raw: bool = False
+    dataset: Dataset,
+    spec: SplitSpec,
+    dtype: np.dtype | type = np.float32,
+    keep_raw: bool = False,
+    views: Augment | None = None,
 ) -> Prepared:
     """Read the splits of ``spec``, fit the normaliser on the training split, normalise all.
 
     Each raw batch is converted into its split's contiguous float array and released at once:
     the peak memory is the float arrays plus the raw training batches (or one other raw batch),
     never a float64 copy. With ``keep_raw`` the raw training images stay too (uint8, a quarter
-    of the float32 matrix), for augmenting in pixel space.
+    of the float32 matrix), for augmenting in pixel space. With ``views`` (the ridge solver's),
+    the exact sums over those views of the training images come along (``Prepared.moments``),
+    and the normaliser is that of the views: of the training set the solver fits.
     """
     reader = Reader(dataset)
     batches, n_train = reader.train_batches(spec)
-    norm = _fit_training_rows(batches, n_train)
+    moments = None
+    if views is None:
+        norm = _fit_training_rows(batches, n_train)
+    else:
+        from cifarlin import ridge
+
+        moments = ridge.fold(ridge.moments(_training_rows(batches, n_train)), views)
+        norm = ridge.normalizer(moments)
     labels = np.concatenate([b.labels for b in batches])
     chunks = [b.images for b in batches]
     del batches
@@ -463,4 +508,4 @@ def prepare(
         b = reader.batch(2 if name == "val" else "test")
         X[name], y[name] = norm.apply(b.images, dtype), b.labels
         del b
-    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, raw)
+    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, raw, moments)

@@ -17,12 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cifarlin import data
 from cifarlin.checkpoint import Snapshot, load_history
-from cifarlin.config import SETTINGS, TrainConfig
-from cifarlin.errors import ConfigError, Interrupted, ModelFileError, stopped
+from cifarlin.config import SETTINGS, TrainConfig, solver_defaults
+from cifarlin.errors import ConfigError, Interrupted, ModelFileError, bad_value, stopped
 from cifarlin.figures import comparison_figure, draw_training_figures, stale_figures
 from cifarlin.files import check_path, write_text
 from cifarlin.history import TrainState
@@ -76,6 +74,11 @@ def plan_runs(
     then agree with the checkpoint, but for ``epochs``. Nothing is written, except that a run
     an interrupted ``--overwrite`` set aside is put back first (see :func:`runs.recover`).
     """
+    if setting is not None and overrides.get("solver", "gd") != "gd":
+        raise bad_value(
+            "solver", overrides["solver"], "the settings are gradient-descent recipes: leave --setting out"
+        )
+    overrides = solver_defaults(overrides)
     if setting == "all":
         configs = [TrainConfig.for_setting(s, **overrides) for s in SETTINGS]
         outs = [default_out(c, out or root) for c in configs]
@@ -91,11 +94,12 @@ def plan_runs(
         if (put_back := recover(o)) is not None:
             notice(put_back)
         resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
-        if not resume_this and not overwrite and complete_config(o) == c:
+        done = complete_config(o)
+        if not resume_this and not overwrite and done is not None and same_run(done, c):
             notice(
                 f"{o} holds a complete run with these parameters: reusing it (--overwrite trains it again)"
             )
-            plan.append(PlannedRun(c, o, reuse=True))
+            plan.append(PlannedRun(done, o, reuse=True))
             continue
         check_run_folder(o, resume=resume_this, overwrite=overwrite)
         if resume_this:
@@ -108,6 +112,12 @@ def plan_runs(
         else:
             plan.append(PlannedRun(c, o))
     return plan
+
+
+def same_run(done: TrainConfig, requested: TrainConfig) -> bool:
+    """Whether a finished run of config ``done`` is the run ``requested`` (whose lambda, when the
+    solver chooses it, is whatever the finished run chose)."""
+    return done == (requested.replace(lam=done.lam) if requested.choose_lam else requested)
 
 
 def complete_config(out: Path) -> TrainConfig | None:
@@ -163,13 +173,12 @@ def run_plan(
     cache: dict[tuple[Any, ...], data.Prepared] = {}
 
     def prepared(cfg: TrainConfig) -> data.Prepared:
-        raw = cfg.augment != "none"  # augmenting needs the raw training images
-        key = (cfg.split, cfg.dtype, raw)
+        key = data.prepared_key(cfg)
         if key not in cache:
             if on_loading is not None:
                 on_loading(dataset, cfg.split.describe())
             cache.clear()  # one copy of the data in memory
-            cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype), keep_raw=raw)
+            cache[key] = data.prepare_run(dataset, cfg)
         return cache[key]
 
     def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Outcome, list[str]]:
@@ -213,7 +222,7 @@ def run_plan(
 
     result = PlanResult([], [])
     names: list[str] = []
-    shared = len({(r.config.split, r.config.dtype, r.config.augment != "none") for r in plan}) == 1
+    shared = len({data.prepared_key(r.config) for r in plan}) == 1
     if workers > 1 and shared and sum(not r.reuse for r in plan) > 1:
         names = _run_parallel(plan, workers, prepared, train_one, finish)
     else:

@@ -21,12 +21,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cifarlin import model
+from cifarlin import model, ridge
 from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
 from cifarlin.config import FIGURE_FORMATS, REFERENCE_TEST_ACCURACY, TrainConfig
 from cifarlin.data import Prepared
@@ -43,6 +43,7 @@ from cifarlin.errors import (
     stopped,
 )
 from cifarlin.history import TrainState
+from cifarlin.ridge import LambdaScore
 from cifarlin.train import fit, init_state, one_blas_thread
 
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
@@ -308,6 +309,7 @@ class Outcome:
     loop_seconds: float  # wall time of the training loop: epochs, their metrics, the test evaluation
     checkpoint_seconds: float  # time spent writing checkpoint.h5 after each epoch (not in loop_seconds)
     model_epoch: int = 0  # the epoch whose weights model.h5 holds (the last, or the best one kept)
+    lambdas: list[LambdaScore] = field(default_factory=list)  # ridge: each candidate's validation accuracy
 
     reused: bool = False  # a complete run found in its folder, not trained again
 
@@ -349,6 +351,9 @@ class Outcome:
             "model_epoch": self.model_epoch,
             "stopped_early": self.state.epoch < self.config.epochs,
             "best_val_accuracy": h.best_val_acc,
+            "lambda_search": [
+                {"lam": c.lam, "val_accuracy": c.val_acc, "objective": c.objective} for c in self.lambdas
+            ],
             "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
             "comparable_to_reference": self.config.is_reference,
             "seconds": {
@@ -394,6 +399,7 @@ def run(
     state = start.state if start is not None else init_state(cfg)
     first = state.epoch
     last_good = state
+    lambdas: list[LambdaScore] = []
     io_seconds = 0.0
 
     def snapshot(
@@ -426,7 +432,12 @@ def run(
 
         t0 = time.perf_counter()
         try:
-            final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
+            if cfg.solver == "ridge":
+                solution = ridge.fit(cfg, prepared)
+                cfg, final, lambdas = solution.config, solution.state, solution.lambdas
+                epoch_done(final)
+            else:
+                final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
         except KeyboardInterrupt as e:
             history_as("interrupted")
             resume = f": resume with '{resume_hint}'" if last_good.epoch > 0 else ""
@@ -447,7 +458,7 @@ def run(
         kept_epoch = chosen.epoch if cfg.keep == "best" else None
         save_snapshot(out / MODEL, snapshot(chosen, "model", test, kept_epoch))
         save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
-    return Outcome(out, cfg, final, test, first, loop_seconds, io_seconds, chosen.epoch)
+    return Outcome(out, cfg, final, test, first, loop_seconds, io_seconds, chosen.epoch, lambdas)
 
 
 def final_model(cfg: TrainConfig, final: TrainState) -> TrainState:

@@ -563,27 +563,18 @@ _cache: dict[tuple[Any, ...], Any] = {}
 _cache_lock = threading.Lock()
 
 
-def data_key(cfg: TrainConfig) -> tuple[Any, ...]:
-    """What decides a run's prepared data, as for ``train`` (experiments.run_plan): its split,
-    its precision, and whether augmentation needs the raw training images too."""
-    return (cfg.split, cfg.dtype, cfg.augment != "none")
-
-
 def cached_data(folder: str, cfg: TrainConfig) -> tuple[Any, bool]:
     """The prepared data of ``cfg`` from the dataset in ``folder``, read and normalised once per
     process: (Prepared, whether this call read them). One copy is kept (a sweep submits trials
     that share data together)."""
-    import numpy as np
-
     from cifarlin import data
 
-    key = (folder, *data_key(cfg))
+    key = (folder, *data.prepared_key(cfg))
     with _cache_lock:
         if key in _cache:
             return _cache[key], False
         _cache.clear()  # one copy of the data in memory
-        dataset = data.find(Path(folder))
-        _cache[key] = data.prepare(dataset, cfg.split, dtype=np.dtype(cfg.dtype), keep_raw=key[-1])
+        _cache[key] = data.prepare_run(data.find(Path(folder)), cfg)
         return _cache[key], True
 
 
@@ -1147,7 +1138,9 @@ class _Sweep:
         topic = f"cifarlin-sweep-{self.token}"
         events: queue.Queue[Any] = queue.Queue()
         client.subscribe_topic(topic, events.put)
-        waiting = sorted(todo, key=lambda r: repr(data_key(r.trial.config)))
+        from cifarlin.data import prepared_key
+
+        waiting = sorted(todo, key=lambda r: repr(prepared_key(r.trial.config)))
         by_name = {r.trial.name: r for r in waiting}
         for r in waiting:
             r.status = "queued"

@@ -47,6 +47,7 @@ _cifarlin() {
                 --lam) return ;;
                 --eta) return ;;
                 --loss) COMPREPLY=($(compgen -W "ce svm bce mse" -- "$cur")); return ;;
+                --solver) COMPREPLY=($(compgen -W "gd ridge" -- "$cur")); return ;;
                 --schedule) COMPREPLY=($(compgen -W "constant step cosine cyclic" -- "$cur")); return ;;
                 --decay) return ;;
                 --decay-every) return ;;
@@ -67,7 +68,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --solver --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         sweep)

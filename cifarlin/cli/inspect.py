@@ -17,7 +17,7 @@ F = FigureRequest()  # the defaults
 def evaluate(
     ctx: typer.Context,
     model_paths: Annotated[
-        list[Path], typer.Argument(metavar="MODEL...", help="Model files (model.h5) or run folders.")
+        list[Path], typer.Argument(metavar="MODEL", help="Model files (model.h5) or run folders.")
     ],
     split: Annotated[
         Literal[SPLITS],  # type: ignore[valid-type]

@@ -42,7 +42,7 @@ def predict(
     images: Annotated[
         list[Path],
         typer.Argument(
-            metavar="IMAGE...",
+            metavar="IMAGE",
             help="PNG or JPEG images of any size, or .npy arrays of uint8 images, shape (n, 3072) "
             "or (n, 32, 32, 3).",
         ),

@@ -30,6 +30,7 @@ from cifarlin.config import (
     SCHEDULES,
     SETTING_NAMES,
     SETTINGS,
+    SOLVERS,
     TrainConfig,
     defaults,
     parse_batches,
@@ -58,7 +59,8 @@ def _summary_table(s: dict[str, Any]) -> Any:
 
 def _print_summary(c: Console, s: dict[str, Any]) -> None:
     how = "reused, " if s["reused"] else ""
-    c.print(f"[bold]{clean(s['run_dir'])}[/]: {how}{s['epochs']} epochs", soft_wrap=True)
+    steps = "solved" if s["config"]["solver"] == "ridge" else f"{s['epochs']} epochs"
+    c.print(f"[bold]{clean(s['run_dir'])}[/]: {how}{steps}", soft_wrap=True)
     print_table(c, _summary_table(s))
     ref = s["reference_test_accuracy"]
     if ref is None:
@@ -71,15 +73,20 @@ def _print_summary(c: Console, s: dict[str, Any]) -> None:
         ""
         if s["reused"]
         else (
-            f"; training loop {s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s "
-            "writing checkpoints)"
+            f"; {'solving' if s['config']['solver'] == 'ridge' else 'training loop'} "
+            f"{s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s writing checkpoints)"
         )
     )
-    say(
-        c,
-        f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; best validation accuracy "
-        f"{s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}{timing}",
-    )
+    if s["config"]["solver"] == "ridge":
+        cands = s["lambda_search"]
+        span = f"{cands[0]['lam']:g} to {cands[-1]['lam']:g}" if cands else ""
+        how = f"chosen on the validation set from {len(cands)} values, {span}" if cands else "as given"
+        if not cands and s["config"]["choose_lam"]:
+            how = "chosen on the validation set"
+        best = f"ridge solution with lambda {s['config']['lam']:.4g} ({how})"
+    else:
+        best = f"best validation accuracy {s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}"
+    say(c, f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; {best}{timing}")
     if s["stopped_early"]:
         patience = s["config"]["patience"]
         say(
@@ -142,6 +149,18 @@ def train(
             metavar="NAME",
             help=LOSS_HELP + "; a setting keeps its lambda and eta.",
             default=D.loss,
+        ),
+    ] = None,
+    solver: Annotated[
+        Literal[SOLVERS] | None,  # type: ignore[valid-type]
+        option(
+            "--solver",
+            metavar="NAME",
+            help="gd: mini-batch gradient descent; ridge: the exact optimum of the squared loss (mse) in "
+            "one step, from the training images' exact statistics with --augment's views all folded in, "
+            "lambda chosen on the validation set unless --lam is given.",
+            choices=SOLVERS,
+            default=D.solver,
         ),
     ] = None,
     schedule: Annotated[
@@ -268,7 +287,7 @@ def train(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train with mini-batch gradient descent; checkpoints and history go to HDF5.
+    """Train with mini-batch gradient descent (or solve exactly); checkpoints and history go to HDF5.
 
     Writes model.h5, checkpoint.h5 (every epoch) and history.h5 into the run folder. Ctrl-C keeps
     the last checkpoint; --resume continues it exactly. A folder that holds a complete run with
@@ -282,6 +301,7 @@ def train(
         "lam": lam,
         "eta": eta,
         "loss": loss,
+        "solver": solver,
         "schedule": schedule,
         "decay": decay,
         "decay_every": decay_every,

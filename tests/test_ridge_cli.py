@@ -1,0 +1,101 @@
+"""`train --solver ridge` end to end on tiny data: the model file holds the exact optimum of the
+squared loss, lambda is chosen on the validation set, and every command reads the result."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cifarlin import augment, checkpoint, data, model, ridge
+from cifarlin.cli import app
+from cifarlin.config import SplitSpec
+
+TINY = ["--no-plots", "--json"]
+
+
+def train(runner, tiny_py, *args):
+    r = runner.invoke(app, ["train", "--solver", "ridge", "--data-dir", str(tiny_py), *TINY, *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def raw_training(tiny_py, spec=SplitSpec()):
+    batches, n_train = data.Reader(data.Dataset(tiny_py, "python")).train_batches(spec)
+    images = np.concatenate([b.images for b in batches])[:n_train]
+    labels = np.concatenate([b.labels for b in batches])[:n_train]
+    return images, labels
+
+
+@pytest.mark.parametrize("views", ["none", "flip,translate:1"])
+def test_model_file_holds_the_exact_optimum_of_the_squared_loss(runner, tiny_py, tmp_path, views):
+    """Bug: a solution of another objective (a penalised bias, lambda scaled by n), or views left
+    out. At the optimum the gradient of J (--loss mse, over every view of every image) is zero."""
+    s = train(
+        runner, tiny_py, "--lam", "0.3", "--augment", views, "--dtype", "float64", "-o", str(tmp_path / "r")
+    )
+    assert s["config"]["lam"] == 0.3 and not s["config"]["choose_lam"] and s["lambda_search"] == []
+    snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
+    assert snap.config.solver == "ridge" and snap.config.loss == "mse" and snap.state.epoch == 1
+    images, labels = raw_training(tiny_py)
+    maps = augment.views(augment.parse_augment(views))
+    X = np.concatenate([snap.normalizer.apply(images[:, v], np.float64) for v in maps])  # (n views, d)
+    y = np.tile(labels, len(maps))
+    dW, db = model.gradients(snap.state.W, snap.state.b, X, y, 0.3, "mse")
+    scale = np.abs(model.gradients(0 * snap.state.W, 0 * snap.state.b, X, y, 0.3, "mse")[0]).max()
+    assert np.abs(dW).max() < 1e-9 * scale and np.abs(db).max() < 1e-9 * scale
+    # its normaliser is the views' own mean and std (what the solver fitted on)
+    np.testing.assert_allclose(
+        snap.normalizer.mean, np.concatenate([images[:, v] for v in maps]).mean(0) / 255
+    )
+
+
+def test_lambda_is_chosen_on_the_validation_set(runner, tiny_py, tmp_path):
+    """Bug: lambda chosen on the test set, or not the best candidate, or not reported."""
+    s = train(runner, tiny_py, "-o", str(tmp_path / "r"))
+    search = s["lambda_search"]
+    assert [c["lam"] for c in search] == pytest.approx(list(ridge.lambda_grid()))
+    best = max(c["val_accuracy"] for c in search)
+    chosen = [c for c in search if c["lam"] == s["config"]["lam"]]
+    assert s["config"]["choose_lam"] and len(chosen) == 1 and chosen[0]["val_accuracy"] == best
+    assert s["val"]["accuracy"] == best  # the history's validation accuracy is the chosen one's
+    e = runner.invoke(
+        app, ["evaluate", str(tmp_path / "r" / "model.h5"), "--json", "--data-dir", str(tiny_py)]
+    )
+    assert e.exit_code == 0, e.output
+    assert json.loads(e.stdout)["accuracy"] == s["test"]["accuracy"]
+
+
+def test_a_finished_run_is_reused_with_its_chosen_lambda(runner, tiny_py, tmp_path):
+    out = str(tmp_path / "r")
+    first = train(runner, tiny_py, "-o", out)
+    again = train(runner, tiny_py, "-o", out)
+    assert again["reused"] and again["config"] == first["config"] and again["test"] == first["test"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--setting", "2"], "the settings are gradient-descent recipes"),
+        (["--epochs", "3"], "solves in one step"),
+        (["--loss", "ce"], "minimises the squared loss"),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(runner, tiny_py, args, message):
+    r = runner.invoke(app, ["train", "--solver", "ridge", "--data-dir", str(tiny_py), *args])
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output
+
+
+def test_predict_and_export_read_a_ridge_model(runner, tiny_py, tmp_path):
+    train(runner, tiny_py, "--lam", "1", "-o", str(tmp_path / "r"))
+    images, _ = raw_training(tiny_py)
+    np.save(tmp_path / "x.npy", images[:3].reshape(3, 3, 32, 32).transpose(0, 2, 3, 1))
+    p = runner.invoke(app, ["predict", str(tmp_path / "r" / "model.h5"), str(tmp_path / "x.npy")])
+    assert p.exit_code == 0, p.output
+    assert "scores, not probabilities" in p.stdout
+    x = runner.invoke(app, ["export", str(tmp_path / "r" / "model.h5"), "--to", str(tmp_path / "m.npz")])
+    assert x.exit_code == 0, x.output
+    with np.load(tmp_path / "m.npz") as z:
+        snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
+        assert np.array_equal(z["W"], snap.state.W)
