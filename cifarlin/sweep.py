@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlin import __version__
-from cifarlin.config import TrainConfig, parse_batches
+from cifarlin.config import TrainConfig, parse_batches, solver_defaults
 from cifarlin.errors import CifarlinError, ConfigError, DataError, Interrupted, WriteError, bad_value, stopped
 from cifarlin.files import check_path, write_text
 
@@ -60,7 +60,8 @@ class Sweepable:
 SWEEPABLE: dict[str, Sweepable] = {
     "lam": Sweepable("Penalty weight lambda"),
     "eta": Sweepable("Learning rate"),
-    "loss": Sweepable("Loss (ce, svm or bce)"),
+    "loss": Sweepable("Loss (ce, svm, bce or mse)"),
+    "solver": Sweepable("Solver (gd; ridge: the exact squared-loss optimum, each lambda nearly free)"),
     "epochs": Sweepable("Epochs"),
     "batch_size": Sweepable("Images per batch"),
     "seed": Sweepable("Seed of the initial W, b (and of shuffling and augmentation)"),
@@ -326,7 +327,7 @@ def trial_name(round_no: int, index: int) -> str:
 
 
 def _config(values: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(**values)  # validation names the field and value at fault
+    return TrainConfig(**solver_defaults(values))  # validation names the field and value at fault
 
 
 def plan_grid(spec: SweepSpec) -> list[Trial]:

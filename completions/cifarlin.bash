@@ -76,6 +76,7 @@ _cifarlin() {
                 --lam) return ;;
                 --eta) return ;;
                 --loss) return ;;
+                --solver) return ;;
                 --epochs) return ;;
                 --batch-size) return ;;
                 --seed) return ;;
@@ -103,7 +104,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--lam --eta --loss --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--lam --eta --loss --solver --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         evaluate)
