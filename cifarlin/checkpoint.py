@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -39,6 +39,9 @@ from cifarlin.files import atomic_path
 from cifarlin.h5safe import Reader, open_file
 from cifarlin.history import HISTORY_KEYS, INITIAL_KEYS, OPTIONAL_KEYS, History, Kept, TrainState
 from cifarlin.model import D, K, Metrics
+
+if TYPE_CHECKING:
+    from cifarlin.features import FeatureMap
 
 FORMAT = "cifarlin"
 FORMAT_VERSION = 2  # 2: the loss (a file of version 1 holds a cross-entropy model)
@@ -70,6 +73,18 @@ class Snapshot:
     kind: str = "model"
     version: str = __version__
     kept_epoch: int | None = None  # a model of keep="best": the epoch whose weights it holds
+    features: FeatureMap | None = None  # a model on k-means features: the map from images to them
+
+    def inputs(self, images: np.ndarray, dtype: np.dtype | None = None, **extract: Any) -> np.ndarray:
+        """The model's inputs X (n, d) for raw images (n, 3072) uint8: normalised pixels, or the
+        features of its feature map, standardised (``extract``: arguments of features.extract)."""
+        dtype = np.dtype(dtype or self.config.dtype)
+        if self.features is None:
+            return self.normalizer.apply(images, dtype)
+        from cifarlin.features import extract as extract_features
+
+        F = extract_features(self.features, images, **extract)  # (n, 4k) float32
+        return self.normalizer.apply(F, dtype, out=F if dtype == F.dtype else None)
 
 
 @contextmanager
@@ -164,6 +179,11 @@ def save_snapshot(path: Path, snap: Snapshot) -> None:
         f.create_dataset("b", data=snap.state.b)
         f.create_dataset("mean", data=snap.normalizer.mean)
         f.create_dataset("std", data=snap.normalizer.std)
+        if snap.features is not None:
+            from cifarlin.features import write_group
+
+            f.attrs["normalizer_scale"] = snap.normalizer.scale
+            write_group(f.create_group("features"), snap.features)
         f.attrs["epoch"] = snap.state.epoch
         f.attrs["rng_state"] = json.dumps(snap.state.rng_state)
         f.attrs["data_dir"] = snap.data.folder
@@ -226,7 +246,7 @@ def _open(path: Path, what: str) -> Iterator[Reader]:
 
 
 def _weights(r: Reader, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    a = r.dataset(name, len(shape), "f", K * D, shape)
+    a = r.dataset(name, len(shape), "f", int(np.prod(shape)), shape)
     if a.dtype not in (np.float32, np.float64):
         raise r.fail(f"dataset '{name}' has type {a.dtype}, expected float32 or float64")
     if not np.isfinite(a).all():
@@ -271,12 +291,23 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
         kind = r.text("kind", "")
         if kind not in kinds:
             raise r.fail(f"a cifarlin {kind or 'unknown'} file, expected a {what}")
-        W = _weights(r, "W", (K, D))
+        cfg = _read_config(r)
+        fmap = None
+        if "features" in r:
+            from cifarlin.features import read_group
+
+            fmap = read_group(r.group("features"))
+        if (fmap is None) != (cfg.features is None):
+            raise r.fail("its configuration and its feature map disagree (one is missing)")
+        d = D if fmap is None else fmap.n_features
+        W = _weights(r, "W", (K, d))
         b = _weights(r, "b", (K,))
-        norm = Normalizer(_weights(r, "mean", (D,)), _weights(r, "std", (D,)))
+        scale = 255.0 if fmap is None else r.float("normalizer_scale")
+        norm = Normalizer(_weights(r, "mean", (d,)), _weights(r, "std", (d,)), scale)
         if (norm.std <= 0).any():
             raise r.fail("dataset 'std' holds values <= 0")
-        cfg = _read_config(r)
+        if not (np.isfinite(scale) and scale > 0):
+            raise r.fail(f"attribute 'normalizer_scale' is {scale}, expected a number > 0")
         if W.dtype != cfg.dtype or b.dtype != cfg.dtype:
             raise r.fail(f"weights are {W.dtype}, but the file says dtype={cfg.dtype}")
         history = _read_history(r.group("history"), cfg) if "history" in r else History()
@@ -285,7 +316,7 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
             kept = r.int("best_epoch_kept")
             if kept != history.best_epoch:
                 raise r.fail(f"its kept epoch {kept} is not the history's best ({history.best_epoch})")
-            best = Kept(_weights(r, "best_W", (K, D)), _weights(r, "best_b", (K,)), kept)
+            best = Kept(_weights(r, "best_W", (K, d)), _weights(r, "best_b", (K,)), kept)
         try:
             rng_state = json.loads(r.text("rng_state"))
             np.random.default_rng().bit_generator.state = rng_state  # raises for a state not PCG64's
@@ -306,6 +337,7 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
             kind=kind,
             version=r.text("cifarlin_version", ""),
             kept_epoch=r.int("kept_epoch", None) if kind == "model" else None,
+            features=fmap,
         )
 
 

@@ -188,6 +188,7 @@ class TrainConfig:
     patience: int | None = None  # stop after this many epochs without a better validation accuracy
     solver: str = "gd"  # ridge: the closed-form optimum of the mse loss, one "epoch"
     choose_lam: bool = False  # ridge: lam was chosen on the validation set (ridge.lambda_grid)
+    features: str | None = None  # a feature-map file (cifarlin features fit): train on its features
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -246,6 +247,10 @@ class TrainConfig:
             raise bad("loss", "the ridge solver minimises the squared loss: use mse (its default)")
         if self.solver == "ridge" and self.epochs != 1:
             raise bad("epochs", "the ridge solver solves in one step: leave --epochs out")
+        if self.features is not None and self.augment not in ("none", "flip"):
+            raise bad("augment", "with --features only flip (mirrored copies of the training images)")
+        if self.features is not None and not self.features.strip():
+            raise bad("features", "an empty path; give the feature-map file")
         if self.choose_lam and self.solver != "ridge":
             raise bad("choose_lam", "lambda is chosen on the validation set by the ridge solver only")
 

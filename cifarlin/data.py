@@ -344,10 +344,12 @@ def load_split(dataset: Dataset, spec: SplitSpec, name: str) -> tuple[Split, Rea
 
 @dataclass(frozen=True)
 class Normalizer:
-    """x -> (x / 255 - mean) / std per input, with the training split's mean and std (d,)."""
+    """x -> (x / scale - mean) / std per input, with the training split's mean and std (d,):
+    scale 255 for pixels (mean and std of x / 255, as the original work), 1 for features."""
 
     mean: np.ndarray
     std: np.ndarray
+    scale: float = 255.0
 
     @classmethod
     def fit(cls, chunks: Sequence[np.ndarray]) -> Normalizer:
@@ -376,15 +378,15 @@ class Normalizer:
     ) -> np.ndarray:
         """Normalised images (N, d) in ``dtype``, written into ``out`` when given.
 
-        Computed as (x - 255 mean) / (255 std) in ``dtype`` (uint8 -> float is exact, so this equals
-        (x/255 - mean) / std up to the rounding of the two constants), a block of rows at a time:
+        Computed as (x - scale mean) / (scale std) in ``dtype`` (uint8 -> float is exact, so this
+        equals (x/scale - mean) / std up to the rounding of the two constants), a block of rows at a time:
         each block is converted, shifted and scaled while it is in cache (3 passes over memory
         would cost three times as much, and the first touch of fresh memory more).
         """
         if out is None:
             out = np.empty(images.shape, dtype=dtype)
-        shift = (255.0 * self.mean).astype(out.dtype)
-        scale = (255.0 * self.std).astype(out.dtype)
+        shift = (self.scale * self.mean).astype(out.dtype)
+        scale = (self.scale * self.std).astype(out.dtype)
         rows = max(1, (1 << 21) // max(1, out.shape[1] * out.itemsize))  # about 2 MB per block
         for i in range(0, len(images), rows):
             block = out[i : i + rows]

@@ -70,6 +70,33 @@ class Terminated(KeyboardInterrupt):
     is handled exactly like Ctrl-C: the work of the last finished step is kept."""
 
 
+_received: list[bool] = []  # a stop signal per entry: True for SIGTERM, False for Ctrl-C
+
+
+def stop_signal(terminate: bool) -> None:
+    """What the command line's SIGINT and SIGTERM handlers do: note the signal, and raise where it
+    lands (KeyboardInterrupt, or :class:`Terminated`)."""
+    _received.append(terminate)
+    raise Terminated() if terminate else KeyboardInterrupt()
+
+
+def check_stop() -> None:
+    """Raise again a stop signal that was received: one that landed in a finaliser or a weakref
+    callback was printed as 'Exception ignored' and swallowed, and long loops call this at each
+    step so that such a Ctrl-C still stops them."""
+    if _received:
+        raise Terminated() if _received[-1] else KeyboardInterrupt()
+
+
+def reset_stop() -> None:
+    _received.clear()
+
+
+def terminated() -> bool:
+    """Whether the last stop signal received was SIGTERM."""
+    return bool(_received) and _received[-1]
+
+
 def stopped(e: BaseException) -> tuple[str, int]:
     """How a KeyboardInterrupt is named, and its exit code: ('interrupted', 130) for Ctrl-C,
     ('terminated (SIGTERM)', 143) for :class:`Terminated`."""

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from cifarlin import __version__, h5safe
-from cifarlin.errors import bad_value
+from cifarlin.errors import bad_value, check_stop
 from cifarlin.files import atomic_path
 
 SIDE, CHANNELS = 32, 3
@@ -327,6 +327,7 @@ def extract(
                     pending.append(pool.submit(run, s))
                 while pending and (s is None or len(pending) > 2 * workers):
                     done += pending.popleft().result()
+                    check_stop()
                     if on_rows is not None:
                         on_rows(done, N)
         except BaseException:

@@ -19,7 +19,7 @@ from cifarlin import augment, model
 from cifarlin.augment import parse_augment
 from cifarlin.config import TrainConfig
 from cifarlin.data import Prepared
-from cifarlin.errors import DivergenceError, bad_value
+from cifarlin.errors import DivergenceError, bad_value, check_stop
 from cifarlin.history import History, Kept, TrainState
 from cifarlin.losses import LOSSES
 from cifarlin.schedules import learning_rates
@@ -261,6 +261,7 @@ def fit(
                     W -= dW
                     db *= eta
                     b -= db
+                    check_stop()  # a Ctrl-C that an 'Exception ignored' swallowed still stops here
                     if on_batch is not None:
                         on_batch(epoch, j + 1, n_batches)
                 if pending is not None:

@@ -26,11 +26,11 @@ TINY = ["--batch-size", "10", "--no-plots"]
 
 SLOW_TRAIN = """
 import sys, time, cifarlin.train as t
-orig = t.model.gradients
+orig = t.model.step
 def slow(*a):
     time.sleep(0.02)
     return orig(*a)
-t.model.gradients = slow
+t.model.step = slow
 from cifarlin.cli import main
 main()
 """

@@ -527,11 +527,11 @@ def test_ctrl_c_saves_and_exits_130(tiny_py, tmp_path):
     env = {**os.environ, "CIFARLIN_DATA_DIR": str(tiny_py), "PYTHONUNBUFFERED": "1"}
     code = (
         "import time, cifarlin.train as t\n"
-        "orig = t.model.gradients\n"
+        "orig = t.model.step\n"
         "def slow(*a):\n"
         "    time.sleep(0.01)\n"
         "    return orig(*a)\n"
-        "t.model.gradients = slow\n"
+        "t.model.step = slow\n"
         "from cifarlin.cli import main\n"
         "main()\n"
     )
@@ -809,3 +809,29 @@ def test_setting_all_two_at_a_time_equals_one_after_another(runner, tiny_py, tmp
         ha = checkpoint.load_history(tmp_path / "1" / f"setting-{i}" / "history.h5").history.columns
         hb = checkpoint.load_history(tmp_path / "2" / f"setting-{i}" / "history.h5").history.columns
         assert ha["val_cost"] == hb["val_cost"] and ha["train_acc"] == hb["train_acc"]
+
+
+def test_a_ctrl_c_swallowed_by_a_weakref_callback_still_stops_training(prepared, monkeypatch):
+    """Bug: SIGINT landing in a weakref callback (h5py's, numpy's) is printed as 'Exception
+    ignored' and lost, and the run went on to its end: the loop raises it at the next batch."""
+    import weakref
+
+    from cifarlin import errors
+
+    class Thing:
+        pass
+
+    ignored = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)  # where 'Exception ignored' goes
+    thing = Thing()
+    ref = weakref.ref(thing, lambda _: errors.stop_signal(terminate=False))  # as the CLI's handler
+    try:
+        del thing  # the callback raises KeyboardInterrupt, which Python reports and ignores
+        assert ref() is None and [type(u.exc_value) for u in ignored] == [KeyboardInterrupt]
+        batches = []
+        with pytest.raises(KeyboardInterrupt):
+            train.fit(cfg(), prepared, train.init_state(cfg()), on_batch=lambda *a: batches.append(a))
+        assert batches == []  # stopped at the first batch
+    finally:
+        errors.reset_stop()
+    assert train.fit(cfg(epochs=1), prepared, train.init_state(cfg())).epoch == 1

@@ -27,14 +27,11 @@ from cifarlin import __version__
 from cifarlin.cli import download, gradcheck, inspect, predict, runs, sweep, train
 from cifarlin.cli.common import Env, flag_names, in_flags
 from cifarlin.cli.display import emit_json, error_line, json_written, start_command
-from cifarlin.errors import CifarlinError, ConfigError, Terminated, stopped
-
-_signals: list[int] = []  # SIGTERMs received (Typer reports an unhandled one only as exit code 130)
+from cifarlin.errors import CifarlinError, ConfigError, reset_stop, stop_signal, stopped, terminated
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    _signals.append(signum)
-    raise Terminated()
+def _stop(signum: int, frame: Any) -> None:
+    stop_signal(terminate=signum == signal.SIGTERM)
 
 
 def _stdout_usable() -> bool:
@@ -126,15 +123,19 @@ class CifarlinGroup(TyperGroup):
         extra.setdefault("obj", env)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        reset_stop()
+        previous = {}
         try:  # SIGTERM is handled like Ctrl-C: the last finished step is kept
-            previous = signal.signal(signal.SIGTERM, _terminate)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
+                    previous[sig] = signal.signal(sig, _stop)
         except ValueError:  # not the main thread
-            previous = None
+            pass
         try:
             return self._main(env, args, prog_name, complete_var, **extra)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _main(
         self, env: Env, args: Any, prog_name: str | None, complete_var: str | None, **extra: Any
@@ -182,7 +183,7 @@ class CifarlinGroup(TyperGroup):
                 1,
             )
         if rv == 130:  # Typer turns a Ctrl-C (or SIGTERM) that no command handled into exit code 130
-            how, code = ("terminated (SIGTERM)", 143) if _signals else ("interrupted", 130)
+            how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
             fail(f"{how}; nothing was left half-written (files are written whole or not at all)", code)
         if isinstance(rv, int) and rv != 0 and wants_json and not json_written() and _stdout_usable():
             emit_json({"error": f"failed (exit code {rv}); see stderr", "exit_code": rv})
