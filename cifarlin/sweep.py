@@ -158,6 +158,9 @@ KINDS: dict[str, Kind] = {
     "float | None": Kind(_optional_float, lambda v: "none" if v is None else repr(v), ranged=True),
     "bool": Kind(_bool, lambda v: "true" if v else "false"),
     "str": Kind(lambda name, text: text, str),
+    "str | None": Kind(
+        lambda name, text: None if text == "none" else text, lambda v: "none" if v is None else v
+    ),
     "tuple[int, ...]": Kind(lambda name, text: parse_batches(text), _show_batches, sep="/"),
 }
 
