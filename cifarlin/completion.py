@@ -89,11 +89,12 @@ def describe(group: Any) -> tuple[list[Opt], list[Cmd]]:
         args = [p for p in command.params if getattr(p, "param_type_name", "") == "argument"]
         summary = (command.help or "").strip().splitlines()[0] if command.help else ""
         argument: str | list[str] | None = None
-        for a in args:
+        for a in args:  # the first argument decides (features ACTION FILE: the actions)
             if _path_kind(a):
                 argument = "file"
             elif a.type_descriptor.is_choice and a.type_descriptor.choices:
                 argument = [str(c) for c in a.type_descriptor.choices]
+            break
         cmds.append(Cmd(name, summary, _options(command), argument))
     return _options(group), cmds
 

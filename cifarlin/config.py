@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,16 @@ class SplitSpec:
         if self.val_size is None:
             return f"train data_batch_{train}, validate data_batch_2, test test_batch"
         return f"train data_batch_{train} minus the last {self.val_size} (validation), test test_batch"
+
+
+def cache_root(environ: Mapping[str, str]) -> Path:
+    """$XDG_CACHE_HOME/cifarlin, else ~/.cache/cifarlin: the default data folder's parent."""
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "cifarlin"
+
+
+def feature_cache_dir(environ: Mapping[str, str]) -> Path:
+    """Where extracted features are cached (cifarlin.features.FeatureCache)."""
+    return cache_root(environ) / "features"
 
 
 def solver_defaults(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from cifarlin.safepickle import safe_unpickle, text
 
 if TYPE_CHECKING:
     from cifarlin.augment import Augment
+    from cifarlin.features import FeatureMap
     from cifarlin.ridge import Moments, RidgePath
 
 Format = Literal["python", "binary"]  # the layouts of config.LAYOUTS
@@ -314,6 +315,10 @@ class Reader:
         self._digests[name] = Batch(np.empty((0, D), np.uint8), np.empty(0, np.int64), batch.digest)
         return batch
 
+    def batch_md5(self, which: int | str) -> str:
+        """The MD5 of a batch file this reader read."""
+        return self._digests[batch_name(self.dataset.format, which)].md5
+
     def train_batches(self, spec: SplitSpec) -> tuple[list[Batch], int]:
         """The training batches of ``spec`` and how many of their rows train (the rest validate)."""
         batches = [self.batch(i) for i in spec.train_batches]
@@ -410,6 +415,7 @@ class Prepared:
     raw_train: np.ndarray | None = None  # (N, d) uint8: the training images, for pixel-space augmentation
     moments: Moments | None = None  # exact sums over the training images' views, for the ridge solver
     ridge_path: RidgePath | None = None  # the solver's eigendecomposition, once per Prepared
+    features: FeatureMap | None = None  # X are the standardised features of this map, not pixels
 
 
 def _training_rows(batches: list[Batch], n_train: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -446,16 +452,24 @@ def prepared_key(cfg: TrainConfig) -> tuple[Any, ...]:
     """What decides a run's prepared data: runs with equal keys share one :class:`Prepared`
     (``train --setting all``, a sweep's worker). Its split and precision; for gradient descent,
     whether augmentation needs the raw training images; for the ridge solver, the views its
-    statistics sum over (they also decide its normaliser)."""
+    statistics sum over (they also decide its normaliser); for features, the feature map and
+    whether mirrored copies join the training rows."""
+    if cfg.features is not None:
+        return (cfg.split, cfg.dtype, "features", cfg.features, cfg.augment)
     if cfg.solver == "ridge":
         return (cfg.split, cfg.dtype, "ridge", cfg.augment)
     return (cfg.split, cfg.dtype, cfg.augment != "none")
 
 
-def prepare_run(dataset: Dataset, cfg: TrainConfig) -> Prepared:
-    """The prepared data of the run ``cfg`` (see :func:`prepared_key`)."""
+def prepare_run(dataset: Dataset, cfg: TrainConfig, **feature_args: Any) -> Prepared:
+    """The prepared data of the run ``cfg`` (see :func:`prepared_key`; ``feature_args``: those of
+    :func:`cifarlin.features.prepare`)."""
     from cifarlin.augment import parse_augment
 
+    if cfg.features is not None:
+        from cifarlin import features
+
+        return features.prepare(dataset, cfg, **feature_args)
     dtype = np.dtype(cfg.dtype)
     if cfg.solver == "ridge":
         return prepare(dataset, cfg.split, dtype, views=parse_augment(cfg.augment))

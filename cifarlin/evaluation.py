@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from cifarlin import model
 from cifarlin.checkpoint import Snapshot
-from cifarlin.data import Dataset, load_split
+from cifarlin.config import feature_cache_dir
+from cifarlin.data import Dataset, Reader, load_split
 from cifarlin.errors import bad_value
 from cifarlin.losses import LOSSES
 from cifarlin.train import one_blas_thread
@@ -48,7 +50,7 @@ def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
     """Classify the raw images of ``split`` with the model in ``snap`` (its own normalisation,
     its own data split), exactly as training evaluated them."""
     raw, reader = load_split(dataset, snap.config.split, split)
-    X = snap.normalizer.apply(raw.images, np.dtype(snap.config.dtype))
+    X = _inputs(snap, raw.images, reader, split)
     with one_blas_thread():  # the summation order of training's own evaluation, to the last bit
         S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)
         metrics = model.metrics(S, raw.labels, snap.state.W, snap.config.lam, snap.config.loss)
@@ -66,6 +68,21 @@ def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
         snap.data.changed(reader.checksums),
         p_true,
         outputs,
+    )
+
+
+def _inputs(snap: Snapshot, images: np.ndarray, reader: Reader, split: str) -> np.ndarray:
+    """The model's inputs for a split's images; a model on features reads those of a whole batch
+    file from the feature cache (where training left them) instead of extracting them again."""
+    whole = {"test": "test", "val": 2}.get(split) if snap.config.val_size is None or split == "test" else None
+    if snap.features is None or whole is None:
+        return snap.inputs(images)
+    from cifarlin.features import FeatureCache
+
+    md5 = reader.batch_md5(whole)
+    F = FeatureCache(feature_cache_dir(os.environ)).features(snap.features, md5, images)[0]
+    return snap.normalizer.apply(
+        F, np.dtype(snap.config.dtype), out=F if snap.config.dtype == "float32" else None
     )
 
 

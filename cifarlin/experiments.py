@@ -89,6 +89,10 @@ def plan_runs(
         configs, outs = [c], [out or default_out(c, root)]
     plan = []
     notice = on_notice or (lambda m: None)
+    if configs[0].features is not None:  # a bad feature-map file is refused before any data is read
+        from cifarlin.features import load
+
+        load(Path(configs[0].features))
     for c, o in zip(configs, outs, strict=True):
         check_path(o)
         if (put_back := recover(o)) is not None:
@@ -155,11 +159,15 @@ def run_plan(
     ]
     | None = None,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    feature_cache: Path | None = None,
+    on_features: Callable[[str, bool], None] | None = None,
 ) -> PlanResult:
     """Train the runs of ``plan``: one after another, or ``workers`` at a time.
 
     The data are read and normalised once for all runs that share a split and precision (one
     copy in memory at a time). ``on_loading(dataset, description)`` is called before reading,
+    ``on_features(batch name, cached)`` before the features of a batch file are read or extracted
+    (into and from ``feature_cache``, see :func:`cifarlin.features.prepare`),
     ``on_run(run, n_train)`` gives a context holding the run's (on_epoch, on_batch) callbacks,
     ``on_done(summary)`` is called after each run, in plan order. With ``figures``, each run's
     curves and weight montage are drawn into its folder; with ``compare``, ``summary.md``,
@@ -178,7 +186,8 @@ def run_plan(
             if on_loading is not None:
                 on_loading(dataset, cfg.split.describe())
             cache.clear()  # one copy of the data in memory
-            cache[key] = data.prepare_run(dataset, cfg)
+            extra = {"cache_dir": feature_cache, "on_batch": on_features} if cfg.features else {}
+            cache[key] = data.prepare_run(dataset, cfg, **extra)
         return cache[key]
 
     def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Outcome, list[str]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,13 +37,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cifarlin import __version__, h5safe
+from cifarlin.config import feature_cache_dir
 from cifarlin.errors import bad_value, check_stop
 from cifarlin.files import atomic_path
+
+if TYPE_CHECKING:
+    from cifarlin.config import SplitSpec, TrainConfig
+    from cifarlin.data import Dataset, Prepared
 
 SIDE, CHANNELS = 32, 3
 D = SIDE * SIDE * CHANNELS
@@ -539,3 +545,91 @@ class FeatureCache:
         F = extract(fmap, images, **extract_args)
         self.put(fmap, batch_md5, F, view)
         return F, False
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's data as features
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare(
+    dataset: Dataset,
+    cfg: TrainConfig,
+    cache_dir: Path | None = None,
+    on_batch: Callable[[str, bool], None] | None = None,
+    workers: int = 2,
+) -> Prepared:
+    """The splits of ``cfg`` as standardised features of the map in ``cfg.features``: a run's data
+    for :func:`cifarlin.train.fit` or the ridge solver, one row per image (with ``augment="flip"``
+    the training rows of the mirrored images follow those of the images).
+
+    Features are extracted per batch file and cached in ``cache_dir`` by (map, file MD5, view),
+    so the next run, or a sweep's next trial, reads them instead (``on_batch(name, cached)`` is
+    called before each). They are standardised by the training rows' mean and std (the paper's
+    (f - mean) / sqrt(var + 0.01)), kept in the returned normaliser (scale 1).
+    """
+    from cifarlin import augment
+    from cifarlin.data import Normalizer, Prepared, Reader, read_class_names
+
+    assert cfg.features is not None
+    fmap = load(Path(cfg.features))
+    cache = FeatureCache(cache_dir or feature_cache_dir(os.environ))
+    reader = Reader(dataset)
+
+    def of(name: str, batch: Any, view: str = "") -> np.ndarray:
+        images = batch.images[:, augment.flip_index()] if view == "flip" else batch.images
+        hit = cache.get(fmap, batch.md5, len(images), view)
+        if on_batch is not None:
+            on_batch(name + (" (mirrored)" if view else ""), hit is not None)
+        return hit if hit is not None else cache.features(fmap, batch.md5, images, view, workers=workers)[0]
+
+    spec = cfg.split
+    batches, n_train = reader.train_batches(spec)
+    labels = np.concatenate([b.labels for b in batches])
+    flips = cfg.augment == "flip"
+    rows = n_train * (2 if flips else 1)
+    train = np.empty((rows, fmap.n_features), dtype=np.float32)  # (n_train [x 2], 4k)
+    val = np.empty((len(labels) - n_train, fmap.n_features), np.float32)  # the held-out tail, if any
+    at = 0
+    for i, b in zip(spec.train_batches, batches, strict=True):
+        F = of(f"data_batch_{i}", b)
+        n, head = len(F), max(0, min(len(F), n_train - at))  # head: this file's rows that train
+        train[at : at + head] = F[:head]
+        val[at + head - n_train : at + n - n_train] = F[head:]
+        if flips and head:
+            train[n_train + at : n_train + at + head] = of(f"data_batch_{i}", b, "flip")[:head]
+        at += n
+        del F
+    y = {"train": np.tile(labels[:n_train], 2 if flips else 1)}
+    X = {"train": train}
+    if spec.val_size is None:
+        b = reader.batch(2)
+        X["val"], y["val"] = of("data_batch_2", b), b.labels
+    else:
+        X["val"], y["val"] = val, labels[n_train:]
+    b = reader.batch("test")
+    X["test"], y["test"] = of("test_batch", b), b.labels
+    stats = FeatureStats.fit(train)
+    norm = Normalizer(stats.mean, stats.std, scale=1.0)
+    dtype = np.dtype(cfg.dtype)
+    for name in X:
+        X[name] = norm.apply(X[name], dtype, out=X[name] if dtype == np.float32 else None)
+    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, features=fmap)
+
+
+def fit_dataset(
+    dataset: Dataset, spec: SplitSpec, k: int, **fit_args: Any
+) -> tuple[FeatureMap, dict[str, Any]]:
+    """A feature map learnt from the training rows of ``spec`` (never its validation rows or the
+    test set), and the attributes its file keeps: the data files' MD5s and the split."""
+    from cifarlin.data import Reader
+
+    reader = Reader(dataset)
+    batches, n_train = reader.train_batches(spec)
+    images = np.concatenate([b.images for b in batches])[:n_train]  # (n_train, 3072) uint8
+    fmap = fit(images, k, **fit_args)
+    attrs: dict[str, Any] = {f"data_{name}": md5 for name, md5 in reader.checksums.items()}
+    attrs["train_batches"] = np.asarray(spec.train_batches, dtype=np.int64)
+    attrs["val_size"] = -1 if spec.val_size is None else spec.val_size
+    attrs["train_images"] = n_train
+    return fmap, attrs

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cifarlin import data
 from cifarlin.checkpoint import Snapshot, load_history, load_snapshot
-from cifarlin.config import FIGURES, FigureRequest
+from cifarlin.config import FIGURES, FigureRequest, TrainConfig
 from cifarlin.errors import ModelFileError, RunError, WriteError, bad_value
 from cifarlin.evaluation import Evaluation, evaluate_split
 from cifarlin.files import check_path
+from cifarlin.history import TrainState
 from cifarlin.losses import LOSSES
 from cifarlin.runs import MODEL, Outcome, final_model, run_files
+
+if TYPE_CHECKING:
+    from cifarlin.features import FeatureMap
 
 
 def stale_figures(out: Path) -> list[str]:
@@ -37,12 +41,25 @@ def draw_training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[
 
     plots.use_backend()
     cfg, st = outcome.config, outcome.state
-    W = final_model(cfg, st).W
-    title = f"weights as images, {plots.run_title(cfg, st.epoch)}"
     return [
         plots.save(plots.curves(st.history, cfg), outcome.out / "curves.png"),
-        plots.save(plots.montage(W, class_names, title), outcome.out / "montage.png"),
+        plots.save(
+            _montage(cfg, final_model(cfg, st), outcome.features, class_names), outcome.out / "montage.png"
+        ),
     ]
+
+
+def _montage(cfg: TrainConfig, st: TrainState, fmap: FeatureMap | None, class_names: Sequence[str]) -> Any:
+    """The weights as images; for a model on features (whose weights are not images), the
+    centroids of its feature map."""
+    from cifarlin import plots
+
+    if fmap is None:
+        return plots.montage(st.W, class_names, f"weights as images, {plots.run_title(cfg, st.epoch)}")
+    from cifarlin.features import centroid_images
+
+    title = f"{fmap.k} k-means centroids\n(whitened {fmap.patch}x{fmap.patch} patches)"
+    return plots.centroids(centroid_images(fmap), title)
 
 
 def comparison_figure(
@@ -132,8 +149,7 @@ def draw_figures(
     if hist is not None:
         figs.append((plots.curves(hist.history, hist.config, request.panels, request.size), name("curves")))
     if snap is not None and "montage" in kinds:
-        title = f"weights as images, {plots.run_title(snap.config, snap.state.epoch)}"
-        figs.append((plots.montage(snap.state.W, snap.class_names, title), name("montage")))
+        figs.append((_montage(snap.config, snap.state, snap.features, snap.class_names), name("montage")))
     if snap is not None and "probs" in kinds and LOSSES[snap.config.loss].probs is None:
         kinds.remove("probs")
         notice(f"a {snap.config.loss} model gives scores, not probabilities, so no probability histograms")

@@ -213,6 +213,27 @@ def montage(W: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     return fig
 
 
+def centroids(patches: np.ndarray, title: str) -> Figure:
+    """k-means centroids (k, p, p, 3) in [0, 1] as a near-square grid of tiles, as in Coates and
+    Ng's figure of whitened centroids."""
+    _style()
+    k = len(patches)
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = -(-k // cols)
+    side = max(min(0.3, 9.0 / cols), 3.0 / cols)  # inches per tile: 3 to 9 inches wide
+    width, height = cols * side + 0.2, rows * side + 0.7
+    top = 1 - 0.6 / height  # the grid's top, below a two-line title
+    w, h = 0.98 / cols, top * 0.98 / rows  # one cell, in figure fractions
+    fig = plt.figure(figsize=(width, height))
+    for i, img in enumerate(patches):
+        r, c = divmod(i, cols)
+        ax = fig.add_axes((0.01 + c * w, top - (r + 1) * h, w * 0.92, h * 0.92))
+        ax.imshow(img, interpolation="nearest")
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, normalize: bool = False) -> Figure:
     """The confusion matrix as a heatmap (counts, or with ``normalize`` the fraction of each true
     class's images), and the per-class accuracy beside it, in the same unit and colour scale."""
@@ -369,6 +390,8 @@ def comparison(
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if W.shape[1] != 3 * 32 * 32:  # a model on features: its weights are not images
+            continue
         for c, (img, name) in enumerate(zip(weight_images(W), class_names, strict=True)):
             t = fig.add_subplot(grid[r, 1 + c])
             t.imshow(img, interpolation="nearest")

@@ -329,7 +329,7 @@ def classify(snap: Snapshot, images: np.ndarray, top: int = 3) -> Classified:
         raise bad_value("images", f"{images.dtype} {images.shape}", f"expected uint8 rows (n, {D})")
     S = np.empty((len(images), k), dtype=np.float64)  # (n, K)
     for i in range(0, len(images), CHUNK):  # normalised a block at a time: bounded memory
-        X = snap.normalizer.apply(images[i : i + CHUNK], np.dtype(snap.config.dtype))  # (m, d)
+        X = snap.inputs(images[i : i + CHUNK])  # (m, d): normalised pixels, or standardised features
         S[i : i + CHUNK] = model.scores(snap.state.W, snap.state.b, X)
     probs = LOSSES[snap.config.loss].probs
     outputs = S.copy() if probs is None else probs(S.copy())

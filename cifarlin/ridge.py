@@ -319,13 +319,19 @@ class Solution:
 
 def fit(cfg: TrainConfig, data: Prepared) -> Solution:
     """Solve the run ``cfg`` (solver "ridge") on ``data`` prepared with its views
-    (:func:`cifarlin.data.prepare_run`): the eigendecomposition once per ``data``, lambda chosen on
+    (:func:`cifarlin.data.prepare_run`; features: their rows as they are, mirrored copies
+    included): the eigendecomposition once per ``data``, lambda chosen on
     the validation set when ``cfg.choose_lam``, W and b cast to the run's dtype, and one history
     row with the squared loss on the training rows (not their views) and the validation set."""
-    if cfg.solver != "ridge" or data.moments is None:
+    if cfg.solver != "ridge" or (data.moments is None and data.features is None):
         raise bad_value("solver", cfg.solver, "prepare the data with the ridge solver's statistics first")
     t0 = time.perf_counter()
-    if data.ridge_path is None:
+    if data.ridge_path is None and data.features is not None:  # standardised features: as they are
+        d = data.X["train"].shape[1]
+        m = moments([(data.X["train"], data.y["train"])])
+        data.ridge_path = path(m, np.zeros(d), np.ones(d))
+    elif data.ridge_path is None:
+        assert data.moments is not None
         data.ridge_path = path(data.moments, *pixel_affine(data.normalizer))
     rp = data.ridge_path
     table: list[LambdaScore] = []

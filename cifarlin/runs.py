@@ -24,7 +24,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cifarlin import model, ridge
 from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
@@ -45,6 +45,9 @@ from cifarlin.errors import (
 from cifarlin.history import TrainState
 from cifarlin.ridge import LambdaScore
 from cifarlin.train import fit, init_state, one_blas_thread
+
+if TYPE_CHECKING:
+    from cifarlin.features import FeatureMap
 
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
 RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
@@ -310,6 +313,7 @@ class Outcome:
     checkpoint_seconds: float  # time spent writing checkpoint.h5 after each epoch (not in loop_seconds)
     model_epoch: int = 0  # the epoch whose weights model.h5 holds (the last, or the best one kept)
     lambdas: list[LambdaScore] = field(default_factory=list)  # ridge: each candidate's validation accuracy
+    features: FeatureMap | None = None  # a model on features: their map
 
     reused: bool = False  # a complete run found in its folder, not trained again
 
@@ -322,7 +326,18 @@ class Outcome:
         if final.test is None:
             raise ModelFileError(f"{out / MODEL}: has no test metrics; not the model of a complete run")
         epoch = final.kept_epoch or last.state.epoch
-        return cls(out, cfg, last.state, final.test, last.state.epoch, 0.0, 0.0, epoch, reused=True)
+        return cls(
+            out,
+            cfg,
+            last.state,
+            final.test,
+            last.state.epoch,
+            0.0,
+            0.0,
+            epoch,
+            features=final.features,
+            reused=True,
+        )
 
     def warnings(self) -> list[str]:
         """What the user should know although the run finished: a cost that grew by orders of
@@ -396,7 +411,7 @@ def run(
         )
     cfg.check_training_set(len(prepared.y["train"]))  # before the folder is touched
     resume_hint = resume_hint or f"cifarlin train --out {out} --resume"
-    state = start.state if start is not None else init_state(cfg)
+    state = start.state if start is not None else init_state(cfg, d=prepared.X["train"].shape[1])
     first = state.epoch
     last_good = state
     lambdas: list[LambdaScore] = []
@@ -406,7 +421,15 @@ def run(
         st: TrainState, kind: str, test: model.Metrics | None = None, kept: int | None = None
     ) -> Snapshot:
         return Snapshot(
-            cfg, st, prepared.normalizer, prepared.class_names, info, test=test, kind=kind, kept_epoch=kept
+            cfg,
+            st,
+            prepared.normalizer,
+            prepared.class_names,
+            info,
+            test=test,
+            kind=kind,
+            kept_epoch=kept,
+            features=prepared.features,
         )
 
     def kept() -> str:
@@ -458,7 +481,9 @@ def run(
         kept_epoch = chosen.epoch if cfg.keep == "best" else None
         save_snapshot(out / MODEL, snapshot(chosen, "model", test, kept_epoch))
         save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
-    return Outcome(out, cfg, final, test, first, loop_seconds, io_seconds, chosen.epoch, lambdas)
+    return Outcome(
+        out, cfg, final, test, first, loop_seconds, io_seconds, chosen.epoch, lambdas, prepared.features
+    )
 
 
 def final_model(cfg: TrainConfig, final: TrainState) -> TrainState:

@@ -160,7 +160,8 @@ def fit(
     cfg.check_training_set(N)
     if X.dtype != np.dtype(cfg.dtype):
         raise bad_value("dtype", cfg.dtype, f"the data are {X.dtype}; prepare them in {cfg.dtype}")
-    aug = parse_augment(cfg.augment)
+    # pixel views per batch; a run on features has its mirrored copies among the rows instead
+    aug = parse_augment(cfg.augment if cfg.features is None else "none")
     if aug.active and data.raw_train is None:
         raise bad_value(
             "augment", cfg.augment, "the data were prepared without their raw images (keep_raw=True)"

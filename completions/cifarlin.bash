@@ -6,7 +6,7 @@ _cifarlin() {
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            download|gradcheck|train|sweep|evaluate|visualize|predict|export|runs|completion) cmd="${COMP_WORDS[i]}"; break ;;
+            download|gradcheck|train|sweep|features|evaluate|visualize|predict|export|runs|completion) cmd="${COMP_WORDS[i]}"; break ;;
         esac
     done
     case "$cmd" in
@@ -48,6 +48,7 @@ _cifarlin() {
                 --eta) return ;;
                 --loss) COMPREPLY=($(compgen -W "ce svm bce mse" -- "$cur")); return ;;
                 --solver) COMPREPLY=($(compgen -W "gd ridge" -- "$cur")); return ;;
+                --features) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --schedule) COMPREPLY=($(compgen -W "constant step cosine cyclic" -- "$cur")); return ;;
                 --decay) return ;;
                 --decay-every) return ;;
@@ -68,7 +69,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --solver --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --solver --features --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         sweep)
@@ -105,6 +106,23 @@ _cifarlin() {
             esac
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--lam --eta --loss --solver --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+            fi
+            ;;
+        features)
+            case "$prev" in
+                --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --centroids) return ;;
+                --patches) return ;;
+                --iterations) return ;;
+                --seed) return ;;
+                --train-batches) return ;;
+                --val-size) return ;;
+                --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--out -o --centroids --patches --iterations --seed --train-batches --val-size --overwrite --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "fit show" -- "$cur"))
             fi
             ;;
         evaluate)
@@ -183,7 +201,7 @@ _cifarlin() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version -V --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "download gradcheck train sweep evaluate visualize predict export runs completion" -- "$cur"))
+                COMPREPLY=($(compgen -W "download gradcheck train sweep features evaluate visualize predict export runs completion" -- "$cur"))
             fi
             ;;
     esac

@@ -22,6 +22,7 @@ def test_the_commands_exist():
         "gradcheck",
         "train",
         "sweep",
+        "features",
         "evaluate",
         "visualize",
         "predict",

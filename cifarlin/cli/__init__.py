@@ -24,7 +24,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__
-from cifarlin.cli import download, gradcheck, inspect, predict, runs, sweep, train
+from cifarlin.cli import download, features, gradcheck, inspect, predict, runs, sweep, train
 from cifarlin.cli.common import Env, flag_names, in_flags
 from cifarlin.cli.display import emit_json, error_line, json_written, start_command
 from cifarlin.errors import CifarlinError, ConfigError, reset_stop, stop_signal, stopped, terminated
@@ -250,6 +250,7 @@ for command in (
     gradcheck.gradcheck,
     train.train,
     sweep.sweep,
+    features.features,
     inspect.evaluate,
     inspect.visualize,
     predict.predict,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cifarlin.cli.display import console, download_progress, say
-from cifarlin.config import DownloadConfig
+from cifarlin.config import DownloadConfig, cache_root, feature_cache_dir
 from cifarlin.errors import ConfigError
 from cifarlin.files import check_path
 
@@ -28,20 +28,18 @@ class Env:
     url: str | None  # $CIFARLIN_URL: a mirror for the automatic download
     md5: str | None  # $CIFARLIN_MD5: the mirror's archive's MD5
     debug: bool  # $CIFARLIN_DEBUG: tracebacks for unexpected errors
+    feature_cache: Path | None = None  # $XDG_CACHE_HOME/cifarlin/features: extracted features
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> Env:
         data_dir = environ.get("CIFARLIN_DATA_DIR")
-        if data_dir:
-            root = Path(data_dir).expanduser()
-        else:
-            cache = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-            root = Path(cache).expanduser() / "cifarlin"
+        root = Path(data_dir).expanduser() if data_dir else cache_root(environ)
         return cls(
             root,
             environ.get("CIFARLIN_URL") or None,
             environ.get("CIFARLIN_MD5") or None,
             bool(environ.get("CIFARLIN_DEBUG")),
+            feature_cache_dir(environ),
         )
 
     def data_root(self, data_dir: Path | None) -> Path:

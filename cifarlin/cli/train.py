@@ -163,6 +163,15 @@ def train(
             default=D.solver,
         ),
     ] = None,
+    features: Annotated[
+        Path | None,
+        option(
+            "--features",
+            metavar="FILE",
+            help="Train on the k-means features of this feature map (cifarlin features fit) instead of "
+            "pixels; the model file carries the map. Features are cached per batch file.",
+        ),
+    ] = None,
     schedule: Annotated[
         Literal[SCHEDULES] | None,  # type: ignore[valid-type]
         option(
@@ -302,6 +311,7 @@ def train(
         "eta": eta,
         "loss": loss,
         "solver": solver,
+        "features": str(features.expanduser().resolve()) if features is not None else None,
         "schedule": schedule,
         "decay": decay,
         "decay_every": decay_every,
@@ -342,6 +352,10 @@ def train(
         if not quiet:
             say(c, f"loading CIFAR-10 from {ds.folder}: {what}")
 
+    def on_features(name: str, cached: bool) -> None:
+        if not quiet:
+            say(c, f"features of {name}: {'from the cache' if cached else 'extracting (minutes on 2 cores)'}")
+
     def on_done(s: dict[str, Any]) -> None:
         _print_summary(res, s)
         for warning in s["warnings"]:
@@ -370,6 +384,8 @@ def train(
             compare_dir=out or Path("outputs"),
             workers=n_workers,
             on_loading=on_loading,
+            on_features=on_features,
+            feature_cache=ctx.obj.feature_cache,
             on_run=on_run,
             on_done=on_done,
         )

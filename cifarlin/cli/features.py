@@ -1,0 +1,155 @@
+"""``cifarlin features``: learn a k-means feature map (fit), or describe one (show)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, option
+from cifarlin.cli.display import console, emit_json, results, say
+from cifarlin.errors import ConfigError, RunError
+
+ACTIONS = ("fit", "show")
+CENTROIDS = 400  # features.CENTROID_CHOICES[0] (not imported here: it needs NumPy)
+
+
+def features(
+    ctx: typer.Context,
+    action: Annotated[
+        Literal[ACTIONS],  # type: ignore[valid-type]
+        typer.Argument(
+            metavar="ACTION", help="fit: learn a feature map from the training images; show: describe one."
+        ),
+    ],
+    file: Annotated[
+        Path | None, typer.Argument(metavar="FILE", help="show: the feature-map file to describe.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        option(
+            "--out", "-o", metavar="FILE", help="fit: the feature-map file to write. Default: kmeansK.h5."
+        ),
+    ] = None,
+    centroids: Annotated[
+        int,
+        option(
+            "--centroids",
+            metavar="K",
+            help="Number of k-means centroids (the paper: 400, 1600, 4000); 4 K features per image.",
+            default=CENTROIDS,
+        ),
+    ] = CENTROIDS,
+    patches: Annotated[
+        int, option("--patches", metavar="N", help="Random 6x6 patches to cluster.", default=200_000)
+    ] = 200_000,
+    iterations: Annotated[
+        int, option("--iterations", metavar="N", help="Rounds of k-means.", default=20)
+    ] = 20,
+    seed: Annotated[
+        int, option("--seed", metavar="N", help="Seed of the patches and of k-means.", default=0)
+    ] = 0,
+    train_batches: Annotated[
+        str, option("--train-batches", metavar="LIST", help="Training batches to learn from.", default="1-5")
+    ] = "1-5",
+    val_size: Annotated[
+        int | None,
+        option(
+            "--val-size",
+            metavar="N",
+            help="Leave out the last N training images (those a run validates on).",
+            default="1000",
+        ),
+    ] = 1000,
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing --out.")] = False,
+    data_dir: DataDirOpt = None,
+    no_download: NoDownloadOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Coates and Ng's single-layer features: random 6x6 patches, normalised, ZCA-whitened,
+    clustered by k-means; an image becomes the triangle activations of its patches, summed over
+    its four quadrants.
+
+    fit learns the map from the training images only (seeded: the same file for the same
+    options) and writes it whole or not at all; train --features FILE then trains the one linear
+    layer on those features, and the model file carries the map, so evaluate and predict take raw
+    images as usual.
+
+    **Example:** cifarlin features fit --centroids 400 --out kmeans400.h5
+    """
+    from cifarlin.config import SplitSpec, parse_batches
+
+    c = console()
+    res = results(json_out)
+    if action == "show":
+        from cifarlin import features as fm
+
+        if file is None:
+            raise ConfigError(
+                "features show needs the FILE to describe (cifarlin features show kmeans400.h5)"
+            )
+        path = file
+        fmap = fm.load(path)
+        info = _describe(path, fmap)
+        say(
+            res,
+            f"{path}: {info['centroids']} centroids of {info['patch']}x{info['patch']} patches, "
+            f"{info['features']} features per image; seed {info['seed']}, {info['patches']} patches, "
+            f"{info['iterations']} k-means rounds; checksum {info['checksum']}",
+        )
+        if json_out:
+            emit_json(info)
+        return
+    if file is not None:
+        raise ConfigError(f"features fit takes no FILE ({file}): write to --out FILE")
+    path = out if out is not None else Path(f"kmeans{centroids}.h5")
+    if path.exists() and not overwrite:
+        raise RunError(f"{path} exists: pass --overwrite to replace it, or --out FILE for another")
+    spec = SplitSpec(parse_batches(train_batches), val_size)
+    dataset = ensure_data(ctx, data_dir, no_download, quiet)
+    from cifarlin import features as fm
+
+    if not quiet:
+        say(
+            c,
+            f"learning {centroids} centroids from the training images ({patches} patches)",
+        )
+
+    def on_iteration(done: int, total: int) -> None:
+        if not quiet:
+            say(c, f"k-means round {done}/{total}")
+
+    t0 = time.perf_counter()
+    fmap, attrs = fm.fit_dataset(
+        dataset,
+        spec,
+        centroids,
+        seed=seed,
+        n_patches=patches,
+        iterations=iterations,
+        on_iteration=on_iteration,
+    )
+    fm.save(path, fmap, attrs)
+    info = {**_describe(path, fmap), "seconds": time.perf_counter() - t0}
+    say(
+        res,
+        f"wrote {path}: {centroids} centroids, {fmap.n_features} features an image ({info['seconds']:.1f} s)",
+    )
+    if json_out:
+        emit_json(info)
+
+
+def _describe(path: Path, fmap: Any) -> dict[str, Any]:
+    return {
+        "file": str(path),
+        "centroids": fmap.k,
+        "patch": fmap.patch,
+        "features": fmap.n_features,
+        "seed": fmap.seed,
+        "patches": fmap.n_patches,
+        "iterations": fmap.iterations,
+        "checksum": fmap.checksum,
+    }

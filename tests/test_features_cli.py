@@ -1,0 +1,144 @@
+"""`cifarlin features` and `train --features` end to end on tiny data: a feature map learnt from
+the training images, the one linear layer trained on its features (gradient descent or ridge),
+and a model file that carries the map, so evaluate and predict take raw images."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from cifarlin import checkpoint, data, features
+from cifarlin.cli import app
+from cifarlin.config import SplitSpec
+
+FIT = [
+    "--centroids",
+    "6",
+    "--patches",
+    "600",
+    "--iterations",
+    "3",
+    "--val-size",
+    "20",
+    "--train-batches",
+    "1",
+]
+
+
+@pytest.fixture
+def fmap_file(runner, tiny_py, tmp_path):
+    path = tmp_path / "k6.h5"
+    r = runner.invoke(
+        app, ["features", "fit", *FIT, "--out", str(path), "--data-dir", str(tiny_py), "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["checksum"] == features.load(path).checksum
+    return path
+
+
+GD = ("--batch-size", "10", "--epochs", "3", "--eta", "0.05")
+
+
+def train(runner, tiny_py, fmap_file, out, *args):
+    args = args or GD
+    common = ["--features", str(fmap_file), "--out", str(out), "--data-dir", str(tiny_py), "--no-plots"]
+    r = runner.invoke(app, ["train", *common, "--json", *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout), r.stderr
+
+
+def test_fit_learns_from_the_training_rows_only_and_is_deterministic(runner, tiny_py, tmp_path, fmap_file):
+    """Bug: validation or test images among the patches; a map that changes from run to run."""
+    again = tmp_path / "again.h5"
+    r = runner.invoke(app, ["features", "fit", *FIT, "--out", str(again), "--data-dir", str(tiny_py)])
+    assert r.exit_code == 0, r.output
+    assert features.load(again).checksum == features.load(fmap_file).checksum
+    batches, n_train = data.Reader(data.Dataset(tiny_py, "python")).train_batches(SplitSpec((1,), 20))
+    expected = features.fit(batches[0].images[:n_train], 6, n_patches=600, iterations=3)
+    assert expected.checksum == features.load(fmap_file).checksum
+    with h5py.File(fmap_file) as f:
+        assert f.attrs["train_images"] == n_train == 30 and list(f.attrs["train_batches"]) == [1]
+    r = runner.invoke(app, ["features", "fit", *FIT, "--out", str(again), "--data-dir", str(tiny_py)])
+    assert r.exit_code == 1 and "exists: pass --overwrite" in r.stderr
+
+
+def test_model_carries_the_map_and_evaluate_reproduces_training(runner, tiny_py, tmp_path, fmap_file):
+    """Bug: a model file without its feature map (evaluate would need the map file), or
+    evaluation features that differ from training's (another standardisation)."""
+    s, err = train(runner, tiny_py, fmap_file, tmp_path / "run")
+    assert err.count("extracting") == 3  # data_batch_1, data_batch_2, test_batch
+    fmap_file.unlink()  # the model needs the map file no more
+    snap = checkpoint.load_snapshot(tmp_path / "run" / "model.h5")
+    assert snap.features is not None and snap.state.W.shape == (10, 4 * 6) and snap.normalizer.scale == 1
+    e = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--json", "--data-dir", str(tiny_py)])
+    assert e.exit_code == 0, e.output
+    assert json.loads(e.stdout)["accuracy"] == s["test"]["accuracy"]
+    assert json.loads(e.stdout)["cost"] == pytest.approx(s["test"]["cost"], rel=1e-6)
+    images = data.read_batch(tiny_py / "test_batch", "python").images[:4]
+    np.save(tmp_path / "x.npy", images.reshape(4, 3, 32, 32).transpose(0, 2, 3, 1))
+    p = runner.invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path / "x.npy"), "--json"])
+    assert p.exit_code == 0, p.output
+    S = snap.inputs(images) @ snap.state.W.T + snap.state.b
+    got = [pred["top"][0]["class"] for pred in json.loads(p.stdout)["predictions"]]
+    assert got == [snap.class_names[i] for i in S.argmax(axis=1)]
+
+
+def test_second_run_reads_the_cached_features(runner, tiny_py, tmp_path, fmap_file):
+    """Bug: features extracted again for every run (a sweep would pay minutes per trial), or a
+    damaged cache entry used."""
+    first, _ = train(runner, tiny_py, fmap_file, tmp_path / "a")
+    cached = sorted((tmp_path / "xdg-cache" / "cifarlin" / "features").glob("*.npy"))
+    assert len(cached) == 3
+    cached[0].write_bytes(cached[0].read_bytes()[:-8] + b"\0" * 8)  # damaged: its digest fails
+    second, err = train(runner, tiny_py, fmap_file, tmp_path / "b")
+    assert err.count("from the cache") == 2 and err.count("extracting") == 1
+    assert second["test"] == first["test"] and second["history"] == {
+        **first["history"],
+        "seconds": second["history"]["seconds"],
+    }
+
+
+def test_ridge_on_features_with_mirrored_copies(runner, tiny_py, tmp_path, fmap_file):
+    s, err = train(runner, tiny_py, fmap_file, tmp_path / "r", "--solver", "ridge", "--augment", "flip")
+    assert "data_batch_1 (mirrored): extracting" in err
+    assert s["config"]["solver"] == "ridge" and s["config"]["augment"] == "flip" and s["lambda_search"]
+    snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
+    assert snap.config.features == str(fmap_file.resolve())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--augment", "translate:1"], "with --features only flip"),
+        (["--features", "missing.h5"], "missing.h5"),
+    ],
+)
+def test_bad_feature_options_give_one_line_errors(runner, tiny_py, tmp_path, fmap_file, args, message):
+    full = ["train", "--features", str(fmap_file), "--data-dir", str(tiny_py), "--no-plots", *args]
+    r = runner.invoke(app, full)
+    assert r.exit_code in (1, 2) and message in r.stderr and r.stderr.count("\n") == 1, r.output
+    assert "Traceback" not in r.output
+
+
+def test_a_model_file_given_as_a_feature_map_is_refused(runner, tiny_py, tmp_path, fmap_file):
+    train(runner, tiny_py, fmap_file, tmp_path / "run")
+    r = runner.invoke(
+        app, ["train", "--features", str(tmp_path / "run" / "model.h5"), "--data-dir", str(tiny_py)]
+    )
+    assert r.exit_code == 1 and "not a cifarlin feature map" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_show_describes_a_map(runner, fmap_file):
+    r = runner.invoke(app, ["features", "show", str(fmap_file), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert (
+        info["centroids"] == 6
+        and info["features"] == 24
+        and info["checksum"] == features.load(fmap_file).checksum
+    )
+    r = runner.invoke(app, ["features", "show"])
+    assert r.exit_code == 2 and "needs the FILE" in r.stderr
