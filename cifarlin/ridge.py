@@ -263,7 +263,7 @@ class LambdaScore:
     objective: float  # training objective at the optimum (MSE + penalty)
 
 
-def lambda_grid(lo: float = 1e-3, hi: float = 1e3, per_decade: int = 4) -> np.ndarray:
+def lambda_grid(lo: float = 1e-5, hi: float = 1e3, per_decade: int = 4) -> np.ndarray:
     """Log-spaced candidates from ``lo`` to ``hi``, ``per_decade`` per factor of ten."""
     n = round(np.log10(hi / lo) * per_decade) + 1
     return np.logspace(np.log10(lo), np.log10(hi), n)
