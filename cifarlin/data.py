@@ -455,7 +455,7 @@ def prepared_key(cfg: TrainConfig) -> tuple[Any, ...]:
     statistics sum over (they also decide its normaliser); for features, the feature map and
     whether mirrored copies join the training rows."""
     if cfg.features is not None:
-        return (cfg.split, cfg.dtype, "features", cfg.features, cfg.augment)
+        return (cfg.split, cfg.dtype, "features", cfg.features, cfg.augment, cfg.solver)
     if cfg.solver == "ridge":
         return (cfg.split, cfg.dtype, "ridge", cfg.augment)
     return (cfg.split, cfg.dtype, cfg.augment != "none")

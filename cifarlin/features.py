@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -560,8 +560,11 @@ def prepare(
     workers: int = 2,
 ) -> Prepared:
     """The splits of ``cfg`` as standardised features of the map in ``cfg.features``: a run's data
-    for :func:`cifarlin.train.fit` or the ridge solver, one row per image (with ``augment="flip"``
-    the training rows of the mirrored images follow those of the images).
+    for :func:`cifarlin.train.fit` or the ridge solver, one row per image. With ``augment="flip"``
+    the training rows of the mirrored images follow those of the images; for the ridge solver
+    they go only into the exact sums it solves from (``Prepared.moments``, of the raw features),
+    which halves the memory (its history's training metrics are those of the images themselves,
+    as for pixels).
 
     Features are extracted per batch file and cached in ``cache_dir`` by (map, file MD5, view),
     so the next run, or a sweep's next trial, reads them instead (``on_batch(name, cached)`` is
@@ -587,20 +590,41 @@ def prepare(
     batches, n_train = reader.train_batches(spec)
     labels = np.concatenate([b.labels for b in batches])
     flips = cfg.augment == "flip"
-    rows = n_train * (2 if flips else 1)
+    ridge_sums = cfg.solver == "ridge"  # the solver sums the mirrored rows; no need to keep them
+    rows = n_train * (2 if flips and not ridge_sums else 1)
     train = np.empty((rows, fmap.n_features), dtype=np.float32)  # (n_train [x 2], 4k)
     val = np.empty((len(labels) - n_train, fmap.n_features), np.float32)  # the held-out tail, if any
-    at = 0
-    for i, b in zip(spec.train_batches, batches, strict=True):
-        F = of(f"data_batch_{i}", b)
-        n, head = len(F), max(0, min(len(F), n_train - at))  # head: this file's rows that train
-        train[at : at + head] = F[:head]
-        val[at + head - n_train : at + n - n_train] = F[head:]
-        if flips and head:
-            train[n_train + at : n_train + at + head] = of(f"data_batch_{i}", b, "flip")[:head]
-        at += n
-        del F
-    y = {"train": np.tile(labels[:n_train], 2 if flips else 1)}
+
+    def training_blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Fill ``train`` and ``val`` batch file by batch file, yielding each file's training
+        rows (and their mirrored copies) with their labels as they come."""
+        at = 0
+        for i, b in zip(spec.train_batches, batches, strict=True):
+            F = of(f"data_batch_{i}", b)
+            n, head = len(F), max(0, min(len(F), n_train - at))  # head: this file's rows that train
+            train[at : at + head] = F[:head]
+            val[at + head - n_train : at + n - n_train] = F[head:]
+            yield F[:head], b.labels[:head]
+            if flips and head:
+                M = of(f"data_batch_{i}", b, "flip")[:head]
+                if not ridge_sums:
+                    train[n_train + at : n_train + at + head] = M
+                yield M, b.labels[:head]
+            at += n
+
+    moments = None
+    if ridge_sums:  # the exact sums of every training row and mirror, then their statistics
+        from cifarlin import ridge
+
+        moments = ridge.moments(training_blocks(), block=1024)
+        mean = moments.sx / moments.n
+        var = np.maximum(np.diag(moments.G) / moments.n - mean * mean, 0.0)
+        stats = FeatureStats(mean, np.sqrt(var + 0.01))
+    else:
+        for _ in training_blocks():
+            pass
+        stats = FeatureStats.fit(train)
+    y = {"train": np.tile(labels[:n_train], 2 if flips and not ridge_sums else 1)}
     X = {"train": train}
     if spec.val_size is None:
         b = reader.batch(2)
@@ -609,12 +633,13 @@ def prepare(
         X["val"], y["val"] = val, labels[n_train:]
     b = reader.batch("test")
     X["test"], y["test"] = of("test_batch", b), b.labels
-    stats = FeatureStats.fit(train)
     norm = Normalizer(stats.mean, stats.std, scale=1.0)
     dtype = np.dtype(cfg.dtype)
     for name in X:
         X[name] = norm.apply(X[name], dtype, out=X[name] if dtype == np.float32 else None)
-    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, features=fmap)
+    return Prepared(
+        X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, moments=moments, features=fmap
+    )
 
 
 def fit_dataset(

@@ -175,8 +175,9 @@ def normalizer(m: Moments) -> Normalizer:
 
 
 def pixel_affine(norm: Normalizer) -> tuple[np.ndarray, np.ndarray]:
-    """(shift, scale) of a pixel normaliser: z = (x - shift) / scale for raw uint8 x."""
-    return 255.0 * norm.mean, 255.0 * norm.std
+    """(shift, scale) of a normaliser: z = (x - shift) / scale for raw rows x (uint8 pixels, or
+    features with scale 1)."""
+    return norm.scale * norm.mean, norm.scale * norm.std
 
 
 @dataclass(frozen=True)
@@ -323,15 +324,10 @@ def fit(cfg: TrainConfig, data: Prepared) -> Solution:
     included): the eigendecomposition once per ``data``, lambda chosen on
     the validation set when ``cfg.choose_lam``, W and b cast to the run's dtype, and one history
     row with the squared loss on the training rows (not their views) and the validation set."""
-    if cfg.solver != "ridge" or (data.moments is None and data.features is None):
+    if cfg.solver != "ridge" or data.moments is None:
         raise bad_value("solver", cfg.solver, "prepare the data with the ridge solver's statistics first")
     t0 = time.perf_counter()
-    if data.ridge_path is None and data.features is not None:  # standardised features: as they are
-        d = data.X["train"].shape[1]
-        m = moments([(data.X["train"], data.y["train"])])
-        data.ridge_path = path(m, np.zeros(d), np.ones(d))
-    elif data.ridge_path is None:
-        assert data.moments is not None
+    if data.ridge_path is None:
         data.ridge_path = path(data.moments, *pixel_affine(data.normalizer))
     rp = data.ridge_path
     table: list[LambdaScore] = []
