@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+from common import default_data_dir
+
 from cifarlin import config, data, train
 
 
@@ -24,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("grid", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "cifarlin"))
+    ap.add_argument("--data-dir", default=str(default_data_dir()))
     ap.add_argument("--val-size", type=int, default=5000)
     args = ap.parse_args()
     batches = (1, 2, 3, 4, 5)

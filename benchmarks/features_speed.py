@@ -32,16 +32,10 @@ from pathlib import Path
 T_START = time.perf_counter()
 
 import numpy as np  # noqa: E402
+from common import default_data_dir  # noqa: E402
 
 from cifarlin import augment, data, features, ridge, train  # noqa: E402
 from cifarlin.config import SplitSpec, TrainConfig  # noqa: E402
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("CIFARLIN_DATA_DIR")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cifarlin"
-    shared = Path(__file__).resolve().parents[2] / "shared" / "cifar-10-batches-py"
-    return Path(env) if env else (shared if shared.is_dir() else cache)
 
 
 def peak_mb() -> float:

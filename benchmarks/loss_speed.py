@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import default_data_dir
 
 from cifarlin import config, data, model, train
 from cifarlin.config import TrainConfig
@@ -79,7 +80,7 @@ def plain_loop(p: data.Prepared, cfg: TrainConfig) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=Path.home() / ".cache" / "cifarlin")
+    ap.add_argument("--data-dir", type=Path, default=str(default_data_dir()))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=0, help="also compare accuracies after this many epochs")
     args = ap.parse_args()

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import default_data_dir
+
 from cifarlin import config, data, train
 from cifarlin.config import TrainConfig
 
@@ -24,7 +26,7 @@ def clock(f):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "cifarlin"))
+    ap.add_argument("--data-dir", default=str(default_data_dir()))
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     ds = data.find(Path(args.data_dir))

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import default_data_dir
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -52,7 +54,7 @@ def med(xs: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=str(Path.home() / ".cache" / "cifarlin"))
+    ap.add_argument("--data-dir", default=str(default_data_dir()))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--torch-python", default=sys.executable, help="a Python that can import torch")
     ap.add_argument("--skip-torch", action="store_true")

@@ -8,7 +8,6 @@ in this module works, and is tested, without it.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from cifarlin.checkpoint import Snapshot, load_history
 from cifarlin.config import SETTINGS, TrainConfig, solver_defaults
 from cifarlin.errors import ConfigError, Interrupted, ModelFileError, bad_value, stopped
 from cifarlin.figures import comparison_figure, draw_training_figures, stale_figures
-from cifarlin.files import check_path, write_text
+from cifarlin.files import check_path, json_ready, write_text
 from cifarlin.history import TrainState
 from cifarlin.runs import (
     CHECKPOINT,
@@ -287,17 +286,6 @@ def _run_parallel(
     return names
 
 
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN or infinity: null instead."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def summary_markdown(summaries: Sequence[dict[str, Any]], data_folder: str) -> str:
     """The comparison table of several runs (``train --setting all``) in markdown."""
     lines = [
@@ -335,7 +323,7 @@ def write_comparison(
     """``summary.md``, ``summary.json`` and (with figures) ``settings.png`` in ``folder``."""
     write_text(folder / "summary.md", summary_markdown(summaries, data_folder))
     write_text(
-        folder / "summary.json", json.dumps(_finite(list(summaries)), indent=2, allow_nan=False) + "\n"
+        folder / "summary.json", json.dumps(json_ready(list(summaries)), indent=2, allow_nan=False) + "\n"
     )
     files = [folder / "summary.md", folder / "summary.json"]
     if figures:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cifarlin.errors import WriteError, bad_value
 
@@ -98,3 +100,14 @@ def _limit(folder: Path, name: str, default: int) -> int:
         return int(os.pathconf(folder, name))
     except (OSError, ValueError):
         return default
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None: JSON has neither (json.dumps would write NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    return obj

@@ -60,17 +60,23 @@ def _plain_help_option(option: Any) -> Any:
     return option
 
 
-class CifarlinCommand(TyperCommand):
-    """Usage errors typer would let through: an empty path, and --json with nowhere to print."""
+class _OneHelpStyle:
+    """-h/--help without a type, and arguments shown by their value name alone."""
+
+    params: list[Any]
 
     def get_help_option(self, ctx: Any) -> Any:
-        return _plain_help_option(super().get_help_option(ctx))
+        return _plain_help_option(super().get_help_option(ctx))  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         for p in self.params:  # an argument's value name (MODEL, RUN, SHELL) says enough: no <path>
             if getattr(p, "param_type_name", "") == "argument":
                 p.display_type_rich = lambda ctx: None
+
+
+class CifarlinCommand(_OneHelpStyle, TyperCommand):
+    """Usage errors typer would let through: an empty path, and --json with nowhere to print."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         paths = {
@@ -90,17 +96,8 @@ class CifarlinCommand(TyperCommand):
         return super().parse_args(ctx, args)
 
 
-class CifarlinGroup(TyperGroup):
+class CifarlinGroup(_OneHelpStyle, TyperGroup):
     """Turns every failure into one line on stderr and the documented exit code."""
-
-    def get_help_option(self, ctx: Any) -> Any:
-        return _plain_help_option(super().get_help_option(ctx))
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for p in self.params:  # an argument's value name (MODEL, RUN, SHELL) says enough: no <path>
-            if getattr(p, "param_type_name", "") == "argument":
-                p.display_type_rich = lambda ctx: None
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args and not ctx.resilient_parsing:  # no command: a usage error, help on stderr

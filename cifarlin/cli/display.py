@@ -7,7 +7,6 @@ With ``NO_COLOR`` or a stderr that is not a terminal, output is plain text witho
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sys
@@ -22,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cifarlin.errors import WriteError
+from cifarlin.files import json_ready
 
 
 def plain() -> bool:
@@ -146,7 +146,7 @@ def emit_json(obj: Any) -> None:
     """One JSON document on one line of stdout (NaN and infinities, which JSON lacks, as null)."""
     _emitted.append(True)
     try:
-        sys.stdout.write(json.dumps(_finite(obj), allow_nan=False, default=_json_default) + "\n")
+        sys.stdout.write(json.dumps(json_ready(obj), allow_nan=False, default=_json_default) + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
         raise
@@ -154,19 +154,9 @@ def emit_json(obj: Any) -> None:
         raise WriteError(f"cannot write the result to stdout ({e.strerror or e})") from None
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item") and hasattr(o, "dtype"):  # a numpy scalar
-        return _finite(o.item())
+        return json_ready(o.item())
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
