@@ -8,8 +8,8 @@ not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpec
 
     display.py   console, tables, progress, JSON on stdout
     common.py    the environment, shared options, fetching data, field names -> flags
-    download.py, gradcheck.py, train.py, sweep.py, inspect.py (evaluate, visualize), predict.py
-    (predict, export), runs.py   the commands
+    download.py, gradcheck.py, train.py, sweep.py, features.py, inspect.py (evaluate, visualize),
+    predict.py (predict, export), runs.py   the commands, imported when their command runs
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__
-from cifarlin.cli import download, features, gradcheck, inspect, predict, runs, sweep, train
 from cifarlin.cli.common import Env, flag_names, in_flags
 from cifarlin.cli.display import emit_json, error_line, json_written, start_command
 from cifarlin.errors import CifarlinError, ConfigError, reset_stop, stop_signal, stopped, terminated
@@ -187,24 +186,12 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-app = typer.Typer(
-    name="cifarlin",
-    cls=CifarlinGroup,
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    pretty_exceptions_enable=False,
-    add_completion=False,  # one way to install completion: `cifarlin completion SHELL` (see the README)
-    context_settings={"max_content_width": 100, "help_option_names": ["-h", "--help"]},
-)
-
-
 def _version(value: bool) -> None:
     if value:
         sys.stdout.write(f"cifarlin {__version__}\n")
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -242,28 +229,61 @@ def completion(
     sys.stdout.write(script(shell, group()))
 
 
-for command in (
-    download.download,
-    gradcheck.gradcheck,
-    train.train,
-    sweep.sweep,
-    features.features,
-    inspect.evaluate,
-    inspect.visualize,
-    predict.predict,
-    predict.export,
-    runs.runs,
-    completion,
-):
-    app.command(cls=CifarlinCommand)(command)
-app.command("visualise", cls=CifarlinCommand, hidden=True)(inspect.visualize)  # the British spelling
+#: Each command: its module in this package and its function there (imported when needed).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "download": ("download", "download"),
+    "gradcheck": ("gradcheck", "gradcheck"),
+    "train": ("train", "train"),
+    "sweep": ("sweep", "sweep"),
+    "features": ("features", "features"),
+    "evaluate": ("inspect", "evaluate"),
+    "visualize": ("inspect", "visualize"),
+    "predict": ("predict", "predict"),
+    "export": ("predict", "export"),
+    "runs": ("runs", "runs"),
+    "completion": ("", "completion"),
+    "visualise": ("inspect", "visualize"),  # the British spelling, hidden
+}
+
+
+def make_app(only: str | None = None) -> typer.Typer:
+    """The command line: every command, or with ``only`` that one alone (what ``main`` runs for
+    ``cifarlin CMD ...``: the other commands' modules are then neither imported nor built, which
+    keeps ``cifarlin train --help`` quick)."""
+    from importlib import import_module
+
+    new = typer.Typer(
+        name="cifarlin",
+        cls=CifarlinGroup,
+        no_args_is_help=True,
+        rich_markup_mode="markdown",
+        pretty_exceptions_enable=False,
+        add_completion=False,  # one way to install completion: `cifarlin completion SHELL` (the README)
+        context_settings={"max_content_width": 100, "help_option_names": ["-h", "--help"]},
+    )
+    new.callback()(_root)
+    for name, (module, function) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        fn = completion if not module else getattr(import_module(f"cifarlin.cli.{module}"), function)
+        new.command(name, cls=CifarlinCommand, hidden=name == "visualise")(fn)
+    return new
+
+
+def __getattr__(name: str) -> Any:
+    """``app``, the whole command line, is built on first use (PEP 562)."""
+    if name == "app":
+        globals()["app"] = built = make_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def group() -> Any:
     """The click group behind :data:`app` (what completion scripts are generated from)."""
-    return typer.main.get_command(app)
+    return typer.main.get_command(make_app())
 
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="cifarlin")
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    make_app(first if first in COMMANDS else None)(prog_name="cifarlin")
