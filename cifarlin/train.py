@@ -249,7 +249,7 @@ def fit(
                 for j, start in enumerate(range(0, N, B)):
                     rows = slice(start, start + B) if order is None else order[start : start + B]
                     if aug.active:  # the images' views in pixel space, then normalised as ever
-                        views = augment.apply(data.raw_train[rows], flips[rows], moves[rows])
+                        views = augment.apply(data.raw_train, flips[rows], moves[rows], rows)
                         Xb = data.normalizer.apply(views, out=batch[: len(views)])
                     else:
                         Xb = X[rows]

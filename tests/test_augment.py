@@ -134,3 +134,16 @@ def test_draw_covers_the_views_evenly_and_reproducibly():
     combos = flips * 9 + (shifts[:, 0] + 1) * 3 + (shifts[:, 1] + 1)
     counts = np.bincount(combos, minlength=18)
     assert len(counts) == 18 and counts.min() > 800 and counts.max() < 1200  # 1000 each
+
+
+def test_views_of_chosen_rows_equal_the_views_of_those_rows_copied():
+    """Bug: the gather straight from the whole set picks other rows than the batch's."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (40, 3072), dtype=np.uint8)
+    rows = rng.permutation(40)[:7]
+    flips, shifts = augment.draw(rng, 7, augment.parse_augment("flip,translate:3"))
+    expected = augment.apply(images[rows].copy(), flips, shifts)
+    assert np.array_equal(augment.apply(images, flips, shifts, rows), expected)
+    assert np.array_equal(
+        augment.apply(images, flips, shifts, slice(5, 12)), augment.apply(images[5:12], flips, shifts)
+    )
