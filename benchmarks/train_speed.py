@@ -9,8 +9,10 @@ one run so that a shared machine's drift hits all alike; medians of ``--repeats`
 1. `cifarlin --help`, `cifarlin train --help`;
 2. `cifarlin train --setting 2` (with its figures) and the same with `--no-plots`; the phases the
    command reports (training loop, checkpoints) and its peak resident memory;
-3. `benchmarks/torch_loop.py`: the same work in plain PyTorch on the CPU (when a Python with torch
-   is given or this one has it), and the ratio;
+3. the same work in PyTorch on the CPU (when a Python with torch is given or this one has it), and
+   the ratios: `benchmarks/torch_plain.py` as the tutorials write it (DataLoader, nn.Linear,
+   optim.SGD, its own loading) and `benchmarks/torch_loop.py` hand-tuned (cifarlin's loader,
+   slices, autograd.grad);
 4. in-process phases: reading and normalising the three default batches (`data.prepare`), and
    drawing and saving the two figures train draws;
 5. `cifarlin train --setting all`, two runs at a time (the default) against one after another;
@@ -68,7 +70,9 @@ def main() -> None:
         and subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True).returncode == 0
     )
     tmp = Path(tempfile.mkdtemp(prefix="cifarlin-bench-"))
-    rows: dict[str, list[float]] = {k: [] for k in ("help", "train-help", "train", "train-no-plots", "torch")}
+    rows: dict[str, list[float]] = {
+        k: [] for k in ("help", "train-help", "train", "train-no-plots", "torch", "torch-plain")
+    }
     loop, ckpt, rss, torch_loop, torch_import = [], [], [], [], []
     for i in range(args.repeats):  # alternately
         rows["help"].append(timed([*cifarlin, "--help"], env)[0])
@@ -93,6 +97,10 @@ def main() -> None:
             t = json.loads(out)
             torch_loop.append(t["loop"])
             torch_import.append(t["import_torch"])
+            wall, _, _ = timed(
+                [args.torch_python, str(HERE / "torch_plain.py"), "--data-dir", args.data_dir], env
+            )
+            rows["torch-plain"].append(wall)
     print(f"whole processes, medians of {args.repeats} (seconds), data {args.data_dir}:")
     print(f"  cifarlin --help                         {med(rows['help'])}")
     print(f"  cifarlin train --help                   {med(rows['train-help'])}")
@@ -105,7 +113,10 @@ def main() -> None:
             f"  PyTorch loop (benchmarks/torch_loop.py) {med(rows['torch'])}   (its loop {med(torch_loop)}, "
             f"import torch {med(torch_import)})"
         )
-        print(f"  cifarlin / PyTorch                      {ratio:6.2f}")
+        print(f"  cifarlin / PyTorch (tuned)              {ratio:6.2f}")
+        plain = statistics.median(rows["train"]) / statistics.median(rows["torch-plain"])
+        print(f"  idiomatic PyTorch (torch_plain.py)      {med(rows['torch-plain'])}")
+        print(f"  cifarlin / PyTorch (idiomatic)          {plain:6.2f}")
     print("in-process phases:", flush=True)
     phases = subprocess.run(
         [
