@@ -187,7 +187,7 @@ def curves(
     fig.suptitle(title.replace(", batch", ",\nbatch") if size == "single" else title, parse_math=True)
     bottom, top = {"single": (0.95, 0.8), "double": (0.75, 0.5)}.get(size or "", (0.95, 0.55))
     fig.subplots_adjust(
-        left=(0.62 if small else 1.26 * cols) / width,
+        left=(0.62 if small else 0.8) / width,
         right=0.98,
         bottom=bottom / height,
         top=1 - top / height,
