@@ -31,7 +31,7 @@ from cifarlin.cli.display import (
 )
 from cifarlin.config import TrainConfig, defaults
 from cifarlin.errors import CifarlinError
-from cifarlin.sweep import MAX_TRIALS, RETRIES, SWEEPABLE, kind, separator, show
+from cifarlin.sweep_plan import MAX_TRIALS, RETRIES, SWEEPABLE, kind, separator, show
 
 if TYPE_CHECKING:
     from cifarlin.sweep import SweepResult, TrialResult
@@ -110,7 +110,7 @@ class _Display:
             say(self.c, self._line(event, r))
 
     def _best(self) -> TrialResult | None:
-        from cifarlin.sweep import best_of
+        from cifarlin.sweep_plan import best_of
 
         return best_of(list(self.trials.values()))
 
