@@ -26,7 +26,8 @@ def readme_commands() -> list[list[str]]:
     """Every `cifarlin ...` command in the README: in code blocks and in inline code (where
     [optional] brackets and escaped | of the tables are dropped)."""
     lines = []
-    for block in re.findall(r"```(?:sh|bash|console|shell)?\n(.*?)```", README, flags=re.S):
+    fenced = re.findall(r"^```(\w*)\n(.*?)^```", README, flags=re.S | re.M)  # (language, body), in pairs
+    for block in (body for lang, body in fenced if lang in ("", "sh", "bash", "console", "shell")):
         for line in block.splitlines():
             line = line.strip().removeprefix("$ ")
             for part in re.split(r"&&|\||;|\$\(", line):
