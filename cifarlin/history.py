@@ -24,6 +24,15 @@ def best_epoch(val_acc: list[float] | np.ndarray) -> int:
 INITIAL_KEYS = ("train_cost", "train_loss", "train_acc", "val_cost", "val_loss", "val_acc")
 
 
+def _metrics_row(train: Metrics, val: Metrics) -> dict[str, float]:
+    """train_cost ... val_acc: the :data:`INITIAL_KEYS` of one evaluation of both sets."""
+    return {
+        f"{split}_{name}": getattr(m, attr)
+        for split, m in (("train", train), ("val", val))
+        for name, attr in (("cost", "cost"), ("loss", "loss"), ("acc", "accuracy"))
+    }
+
+
 @dataclass
 class History:
     """One value per epoch for each of :data:`HISTORY_KEYS`, and the metrics of the initial
@@ -33,29 +42,13 @@ class History:
     initial: dict[str, float] | None = None
 
     def set_initial(self, train: Metrics, val: Metrics) -> None:
-        self.initial = {
-            "train_cost": train.cost,
-            "train_loss": train.loss,
-            "train_acc": train.accuracy,
-            "val_cost": val.cost,
-            "val_loss": val.loss,
-            "val_acc": val.accuracy,
-        }
+        self.initial = _metrics_row(train, val)
 
     def __len__(self) -> int:
         return len(self.columns["train_cost"])
 
     def append(self, train: Metrics, val: Metrics, seconds: float, eta: float) -> None:
-        row = {
-            "train_cost": train.cost,
-            "train_loss": train.loss,
-            "train_acc": train.accuracy,
-            "val_cost": val.cost,
-            "val_loss": val.loss,
-            "val_acc": val.accuracy,
-            "seconds": seconds,
-            "eta": eta,
-        }
+        row = {**_metrics_row(train, val), "seconds": seconds, "eta": eta}
         for k in HISTORY_KEYS:
             self.columns[k].append(float(row[k]))
 
