@@ -6,6 +6,8 @@ batch), so checkpointing and progress display live with the caller.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -121,6 +123,61 @@ class _Pending:
     train: TrainScores | None = None  # its training-set metrics, gathered during the next epoch
 
 
+class _Views:
+    """The normalised views of one epoch's batches, made ``ahead`` batches in advance on a thread
+    of their own (the gather and the arithmetic release the GIL): the training loop's products
+    and the making of the next batches' views then share the two cores. The views are the same
+    whichever thread makes them, so the numbers do not change."""
+
+    def __init__(
+        self,
+        data: Prepared,
+        batches: list[Any],
+        flips: np.ndarray,
+        moves: np.ndarray,
+        size: int,
+        ahead: int = 4,
+    ):
+        self._free: queue.Queue[int] = queue.Queue()
+        self._ready: queue.Queue[tuple[int, int] | BaseException] = queue.Queue()
+        X = data.X["train"]
+        self._slots = np.empty((ahead + 1, size, X.shape[1]), dtype=X.dtype)  # a ring of batches
+        for k in range(ahead + 1):
+            self._free.put(k)
+        self._stop = False
+        self._current: int | None = None
+
+        def make() -> None:
+            try:
+                for rows in batches:
+                    k = self._free.get()
+                    if self._stop:
+                        return
+                    views = augment.apply(data.raw_train, flips[rows], moves[rows], rows)
+                    data.normalizer.apply(views, out=self._slots[k, : len(views)])
+                    self._ready.put((k, len(views)))
+            except BaseException as e:  # handed to the loop, which raises it
+                self._ready.put(e)
+
+        self._thread = threading.Thread(target=make, name="cifarlin-views", daemon=True)
+        self._thread.start()
+
+    def next(self) -> np.ndarray:
+        """The next batch's normalised views (n, d); valid until the following call."""
+        if self._current is not None:
+            self._free.put(self._current)
+        got = self._ready.get()
+        if isinstance(got, BaseException):
+            raise got
+        self._current, n = got
+        return self._slots[self._current, :n]
+
+    def close(self) -> None:
+        self._stop = True
+        self._free.put(0)  # wakes a producer waiting for a free slot
+        self._thread.join()
+
+
 def should_stop(cfg: TrainConfig, history: History) -> bool:
     """Early stopping: ``cfg.patience`` epochs have passed without a better validation accuracy."""
     return cfg.patience is not None and len(history) - history.best_epoch >= cfg.patience
@@ -166,7 +223,6 @@ def fit(
         raise bad_value(
             "augment", cfg.augment, "the data were prepared without their raw images (keep_raw=True)"
         )
-    batch = np.empty((min(B, N), X.shape[1]), dtype=X.dtype)  # an augmented batch, normalised
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state
     W, b = state.W.copy(), state.b.copy()
@@ -246,25 +302,27 @@ def fit(
                     )
                 if gather is not None:
                     orders[id(gather)] = order
-                for j, start in enumerate(range(0, N, B)):
-                    rows = slice(start, start + B) if order is None else order[start : start + B]
-                    if aug.active:  # the images' views in pixel space, then normalised as ever
-                        views = augment.apply(data.raw_train, flips[rows], moves[rows], rows)
-                        Xb = data.normalizer.apply(views, out=batch[: len(views)])
-                    else:
-                        Xb = X[rows]
-                    also = (gather.W, gather.b) if gather is not None else None
-                    dW, db, S_prev = model.step(W, b, Xb, y[rows], cfg.lam, cfg.loss, also)
-                    if gather is not None:
-                        gather.add(S_prev, y[rows], cfg.loss)
-                    eta = float(etas[j])  # a Python float: the update stays in the data's dtype
-                    dW *= eta  # in place: W -= eta * dW without a temporary
-                    W -= dW
-                    db *= eta
-                    b -= db
-                    check_stop()  # a Ctrl-C that an 'Exception ignored' swallowed still stops here
-                    if on_batch is not None:
-                        on_batch(epoch, j + 1, n_batches)
+                batches = [slice(s, s + B) if order is None else order[s : s + B] for s in range(0, N, B)]
+                # the images' views in pixel space, then normalised as ever, made a few batches ahead
+                views = _Views(data, batches, flips, moves, min(B, N)) if aug.active else None
+                try:
+                    for j, rows in enumerate(batches):
+                        Xb = views.next() if views is not None else X[rows]
+                        also = (gather.W, gather.b) if gather is not None else None
+                        dW, db, S_prev = model.step(W, b, Xb, y[rows], cfg.lam, cfg.loss, also)
+                        if gather is not None:
+                            gather.add(S_prev, y[rows], cfg.loss)
+                        eta = float(etas[j])  # a Python float: the update stays in the data's dtype
+                        dW *= eta  # in place: W -= eta * dW without a temporary
+                        W -= dW
+                        db *= eta
+                        b -= db
+                        check_stop()  # a Ctrl-C that an 'Exception ignored' swallowed still stops here
+                        if on_batch is not None:
+                            on_batch(epoch, j + 1, n_batches)
+                finally:
+                    if views is not None:
+                        views.close()
                 if pending is not None:
                     done, pending = pending, None
                     finish(done, t0)

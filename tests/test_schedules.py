@@ -266,3 +266,36 @@ def test_augment_needs_the_raw_images(prepared):
 )
 def test_augment_text_is_stored_canonically(text, canonical):
     assert TrainConfig(augment=text).augment == canonical
+
+
+def test_views_made_ahead_stop_with_the_loop(prepared_raw, monkeypatch):
+    """Bug: an error while making a batch's views is lost on the views' thread (the loop waits
+    forever), or that thread outlives the loop after an error or Ctrl-C."""
+    import threading
+
+    from cifarlin import augment
+
+    real, calls = augment.apply, []
+
+    def fails_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ValueError("the third batch's views")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(augment, "apply", fails_on_the_third)
+    cfg = TrainConfig(epochs=2, batch_size=10, eta=0.05, augment="flip,translate:1", shuffle=True)
+    with pytest.raises(ValueError, match="third batch"):
+        train.fit(cfg, prepared_raw, train.init_state(cfg))
+    monkeypatch.setattr(augment, "apply", real)
+    seen = []
+
+    def interrupt(epoch, j, n):
+        seen.append(j)
+        if j == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(cfg, prepared_raw, train.init_state(cfg), on_batch=interrupt)
+    assert seen == [1, 2]
+    assert not [t for t in threading.enumerate() if t.name == "cifarlin-views"]
