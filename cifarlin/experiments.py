@@ -19,8 +19,9 @@ from typing import Any
 from cifarlin import data
 from cifarlin.checkpoint import Snapshot, load_history
 from cifarlin.config import SETTINGS, TrainConfig, solver_defaults
+from cifarlin.drawer import FigureDrawer
 from cifarlin.errors import ConfigError, Interrupted, ModelFileError, bad_value, stopped
-from cifarlin.figures import comparison_figure, draw_training_figures, stale_figures
+from cifarlin.figures import stale_figures
 from cifarlin.files import check_path, json_ready, write_text
 from cifarlin.history import TrainState
 from cifarlin.runs import (
@@ -160,6 +161,7 @@ def run_plan(
     on_done: Callable[[dict[str, Any]], None] | None = None,
     feature_cache: Path | None = None,
     on_features: Callable[[str, bool], None] | None = None,
+    background: bool = True,
 ) -> PlanResult:
     """Train the runs of ``plan``: one after another, or ``workers`` at a time.
 
@@ -171,6 +173,8 @@ def run_plan(
     ``on_done(summary)`` is called after each run, in plan order. With ``figures``, each run's
     curves and weight montage are drawn into its folder; with ``compare``, ``summary.md``,
     ``summary.json`` and (with figures) ``settings.png`` compare the runs in ``compare_dir``.
+    With ``background`` (and ``fork``), the figures are drawn in a child process that imported
+    matplotlib while the runs trained (see :mod:`cifarlin.drawer`).
 
     With ``workers`` > 1 (and runs that share their data), runs train in threads, each with one
     BLAS thread, so two settings use both cores; their numbers are those of runs one after
@@ -187,6 +191,7 @@ def run_plan(
             cache.clear()  # one copy of the data in memory
             extra = {"cache_dir": feature_cache, "on_batch": on_features} if cfg.features else {}
             cache[key] = data.prepare_run(dataset, cfg, **extra)
+            drawer.warm_up()  # now that the data are read: matplotlib loads while the runs train
         return cache[key]
 
     def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Outcome, list[str]]:
@@ -220,7 +225,7 @@ def run_plan(
         s = outcome.summary()
         done = [f for f in ("curves.png", "montage.png") if (outcome.out / f).exists()]
         if figures and not (reused and len(done) == 2):
-            s["figures"] = [str(f) for f in draw_training_figures(outcome, names)]
+            s["figures"] = [str(f) for f in drawer.training(outcome, names)]
         elif not figures and not reused:
             s["stale_figures"] = stale_figures(outcome.out)
         result.outcomes.append(outcome)
@@ -231,17 +236,24 @@ def run_plan(
     result = PlanResult([], [])
     names: list[str] = []
     shared = len({data.prepared_key(r.config) for r in plan}) == 1
-    if workers > 1 and shared and sum(not r.reuse for r in plan) > 1:
-        names = _run_parallel(plan, workers, prepared, train_one, finish)
-    else:
-        for planned in plan:
-            outcome, names = train_one(planned)
-            finish(outcome, names, planned.reuse)
-    if compare and result.outcomes:
-        folder = compare_dir if compare_dir is not None else result.outcomes[0].out.parent
-        result.files = write_comparison(
-            folder, result.outcomes, result.summaries, str(dataset.folder), names, figures=figures
-        )
+    # matplotlib is imported in a child while the runs train (if something will be drawn)
+    with FigureDrawer(background and figures and any(not r.reuse for r in plan)) as drawer:
+        if workers > 1 and shared and sum(not r.reuse for r in plan) > 1:
+            names = _run_parallel(plan, workers, prepared, train_one, finish)
+        else:
+            for planned in plan:
+                outcome, names = train_one(planned)
+                finish(outcome, names, planned.reuse)
+        if compare and result.outcomes:
+            folder = compare_dir if compare_dir is not None else result.outcomes[0].out.parent
+            result.files = write_comparison(
+                folder,
+                result.outcomes,
+                result.summaries,
+                str(dataset.folder),
+                names,
+                figures=drawer if figures else None,
+            )
     return result
 
 
@@ -318,14 +330,15 @@ def write_comparison(
     data_folder: str,
     class_names: Sequence[str],
     *,
-    figures: bool = True,
+    figures: FigureDrawer | None = None,
 ) -> list[Path]:
-    """``summary.md``, ``summary.json`` and (with figures) ``settings.png`` in ``folder``."""
+    """``summary.md``, ``summary.json`` and (with a drawer for the figures) ``settings.png`` in
+    ``folder``."""
     write_text(folder / "summary.md", summary_markdown(summaries, data_folder))
     write_text(
         folder / "summary.json", json.dumps(json_ready(list(summaries)), indent=2, allow_nan=False) + "\n"
     )
     files = [folder / "summary.md", folder / "summary.json"]
-    if figures:
-        files.append(comparison_figure(outcomes, class_names, folder / "settings.png"))
+    if figures is not None:
+        files.append(figures.comparison(outcomes, class_names, folder / "settings.png"))
     return files

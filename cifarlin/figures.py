@@ -72,6 +72,17 @@ def comparison_figure(
     return plots.save(plots.comparison(rows, class_names), path, fmt, dpi)
 
 
+def outcomes_from(folders: Sequence[Path], probe: bool = True) -> tuple[list[Outcome], list[str]]:
+    """The complete runs in ``folders`` as just finished, and the class names of the first
+    (``probe``: each file read first in a child process, see :func:`cifarlin.h5safe.probe`)."""
+    outcomes, names = [], []
+    for i, folder in enumerate(folders):
+        history = load_history(folder / "history.h5", probe=probe)
+        outcomes.append(Outcome.from_folder(folder, history.config, probe=probe))
+        names = history.class_names if i == 0 else names
+    return outcomes, names
+
+
 def child_runs(folder: Path) -> list[Path]:
     """The run folders directly inside ``folder`` that hold a complete run, in name order."""
     try:
@@ -203,11 +214,7 @@ def _image_figures(
 def _draw_comparison(children: list[Path], request: FigureRequest, notice: Callable[[str], None]) -> Path:
     from cifarlin import plots
 
-    outcomes = []
-    for child in children:
-        history = load_history(child / "history.h5")
-        outcomes.append(Outcome.from_folder(child, history.config))
-    names = load_history(children[0] / "history.h5").class_names
+    outcomes, names = outcomes_from(children)
     out_dir = request.out or children[0].parent
     notice(f"{children[0].parent} holds {len(children)} runs: drawing their comparison")
     plots.use_backend()

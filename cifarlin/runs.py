@@ -318,11 +318,11 @@ class Outcome:
     reused: bool = False  # a complete run found in its folder, not trained again
 
     @classmethod
-    def from_folder(cls, out: Path, cfg: TrainConfig) -> Outcome:
+    def from_folder(cls, out: Path, cfg: TrainConfig, probe: bool = True) -> Outcome:
         """The complete run in ``out`` as if it had just finished (its checkpoint holds the last
-        epoch and the history, its model the test metrics)."""
-        last = load_snapshot(out / CHECKPOINT, kinds=("checkpoint",))
-        final = load_snapshot(out / MODEL, kinds=("model",))
+        epoch and the history, its model the test metrics); ``probe`` as in :func:`load_snapshot`."""
+        last = load_snapshot(out / CHECKPOINT, kinds=("checkpoint",), probe=probe)
+        final = load_snapshot(out / MODEL, kinds=("model",), probe=probe)
         if final.test is None:
             raise ModelFileError(f"{out / MODEL}: has no test metrics; not the model of a complete run")
         epoch = final.kept_epoch or last.state.epoch

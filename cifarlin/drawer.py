@@ -1,0 +1,180 @@
+"""Figures off the critical path: a child process, forked before the data are read (while the
+process is small), imports matplotlib and loads its fonts when training starts, on the core the
+training leaves idle, then draws each finished run's figures from its folder.
+
+The parent sends a job as one line of JSON (the run folders; nothing is unpickled) and gets the
+paths written back. Whatever goes wrong on that side (no ``fork`` on this platform, the child
+died, hung or failed) the parent draws the figures itself, so the result, files and errors
+included, is the same as without the child; only the time differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from cifarlin.figures import comparison_figure, draw_training_figures, outcomes_from
+from cifarlin.runs import Outcome
+
+# a child that has not answered in this long is killed and the parent draws (drawing takes ~0.3 s)
+REPLY_SECONDS = 60.0
+
+
+class FigureDrawer:
+    """Draws runs' figures in a forked child; use as a context manager (the child ends with it)."""
+
+    def __init__(self, background: bool = True) -> None:
+        """Fork the child now (with ``background`` and where there is ``fork``): before the data
+        are read, so that it is small and holds no run folder's lock."""
+        self.pid: int | None = None
+        self._jobs: IO[bytes] | None = None
+        self._replies: IO[bytes] | None = None
+        if not (background and hasattr(os, "fork")):
+            return
+        try:
+            job_r, job_w = os.pipe()
+            reply_r, reply_w = os.pipe()
+        except OSError:
+            return
+        with warnings.catch_warnings(action="ignore", category=DeprecationWarning):  # 3.12+: threads
+            try:
+                pid = os.fork()
+            except OSError:
+                for fd in (job_r, job_w, reply_r, reply_w):
+                    os.close(fd)
+                return
+        if pid == 0:  # the child: serve, and leave without running any of the parent's cleanup
+            code = 0
+            try:
+                os.close(job_w)
+                os.close(reply_r)
+                _serve(os.fdopen(job_r, "rb"), os.fdopen(reply_w, "wb"))
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(job_r)
+        os.close(reply_w)
+        self.pid = pid
+        self._jobs = os.fdopen(job_w, "wb")
+        self._replies = os.fdopen(reply_r, "rb", buffering=0)
+
+    def warm_up(self) -> None:
+        """Let the child import matplotlib now (best when training starts: reading the data
+        hashes on a second thread, training leaves part of a core idle)."""
+        self._send({"warm_up": True})
+
+    def _send(self, job: dict[str, Any]) -> bool:
+        if self._jobs is None:
+            return False
+        try:
+            self._jobs.write(json.dumps(job).encode() + b"\n")
+            self._jobs.flush()
+        except OSError:  # the child has gone: the parent draws
+            self.close()
+            return False
+        return True
+
+    def training(self, outcome: Outcome, class_names: Sequence[str]) -> list[Path]:
+        """``curves.png`` and ``montage.png`` of a finished run (see :func:`draw_training_figures`)."""
+        paths = self._ask({"run": str(outcome.out)})
+        return paths if paths is not None else draw_training_figures(outcome, class_names)
+
+    def comparison(self, outcomes: Sequence[Outcome], class_names: Sequence[str], path: Path) -> Path:
+        """``settings.png`` of finished runs (see :func:`comparison_figure`)."""
+        paths = self._ask({"compare": [str(o.out) for o in outcomes], "path": str(path)})
+        return paths[0] if paths else comparison_figure(outcomes, class_names, path)
+
+    def _ask(self, job: dict[str, Any]) -> list[Path] | None:
+        """The child's answer to ``job``, or None when the parent must draw."""
+        if not self._send(job):
+            return None
+        try:
+            line = self._read_line()
+            reply = json.loads(line) if line else None
+        except (OSError, ValueError):
+            reply = None
+        if not isinstance(reply, dict) or not isinstance(reply.get("paths"), list):
+            self.close()  # no answer, or an error: the parent draws, and raises what goes wrong
+            return None
+        return [Path(p) for p in reply["paths"]]
+
+    def _read_line(self) -> bytes:
+        assert self._replies is not None
+        deadline, line = time.monotonic() + REPLY_SECONDS, b""
+        fd = self._replies.fileno()
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return b""
+            chunk = os.read(fd, 65536)
+            if not chunk:  # the child has gone
+                return b""
+            line += chunk
+        return line
+
+    def close(self) -> None:
+        """End the child: it leaves when its job pipe closes (killed if it has not within a second)."""
+        for f in (self._jobs, self._replies):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._jobs = self._replies = None
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        deadline = time.monotonic() + 1.0
+        try:
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.005)
+        except (ChildProcessError, ProcessLookupError):
+            pass
+
+    def __enter__(self) -> FigureDrawer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
+    """The child's loop: draw each job's figures until the parent closes the pipe, importing
+    matplotlib at the first job. Ctrl-C is the parent's to handle; the child finishes its job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.nice(19)  # the import uses what the training leaves idle, not the training's share
+    plots = None
+    for line in jobs:  # the files are the parent's, just written: read without a probe (a
+        try:  # crash here only means the parent draws)
+            job = json.loads(line)
+            if plots is None:
+                from cifarlin import plots
+
+                plots.use_backend()
+                plots.warm_up()
+            if "warm_up" in job:
+                continue  # no answer
+            if "run" in job:
+                (outcome,), names = outcomes_from([Path(job["run"])], probe=False)
+                paths = draw_training_figures(outcome, names)
+            else:
+                outcomes, names = outcomes_from([Path(p) for p in job["compare"]], probe=False)
+                paths = [comparison_figure(outcomes, names, Path(job["path"]))]
+            reply: dict[str, Any] = {"paths": [str(p) for p in paths]}
+        except Exception as e:  # the parent draws again, and reports what goes wrong
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        replies.write(json.dumps(reply).encode() + b"\n")
+        replies.flush()
