@@ -555,6 +555,8 @@ def run_sweep(
                     return state.client
 
                 if todo:
+                    if scheduler is None:
+                        extract_features(client(), state.data_folder, todo, notice)
                     state.run(client(), todo)
                 if spec.refine:
                     box = state.box if state.box is not None else refine_box(spec, results)
@@ -592,6 +594,45 @@ def run_sweep(
         if figures and results:
             files.append(draw(out / FIGURE_FILE, spec, results, best))
     return SweepResult(spec, out, results, best, test, state.box, files, state.cluster)
+
+
+def extract_features(
+    client: Any, data_folder: Path, todo: Sequence[TrialResult], notice: Callable[[str], None]
+) -> None:
+    """Trials on k-means features: their features extracted first, as Dask tasks across the
+    local cluster, into this machine's feature cache, where its workers find them (instead of
+    every worker extracting the same files at once). A feature map that cannot be read is left
+    to its trials, which fail with its error."""
+    from cifarlin import extraction
+    from cifarlin import features as fm
+    from cifarlin.data import find
+
+    seen = set()
+    for r in todo:
+        cfg = r.trial.config
+        key = (cfg.features, cfg.split, cfg.augment)
+        if cfg.features is None or key in seen:
+            continue
+        seen.add(key)
+        try:
+            fmap = fm.load(Path(cfg.features))
+            dataset = find(data_folder)
+        except CifarlinError:
+            continue
+
+        def on_batch(name: str, view: str, cached: bool) -> None:
+            if not cached:
+                notice(f"features of {name}{' (mirrored)' if view else ''}: extracting on the cluster")
+
+        extraction.fill_cache(
+            dataset,
+            fmap,
+            cfg.split,
+            cfg.augment,
+            extraction.cache_folder(None),
+            extraction.dask_extractor(client),
+            on_batch,
+        )
 
 
 def describe_box(box: Box) -> str:

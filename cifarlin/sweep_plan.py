@@ -34,6 +34,7 @@ class Sweepable:
 
     help: str
     sep: str | None = None
+    path: bool = False  # values are files: made absolute (workers may run elsewhere), never ranges
 
 
 #: The TrainConfig fields a sweep can vary. To make a new field sweepable, add it here: its
@@ -58,6 +59,7 @@ SWEEPABLE: dict[str, Sweepable] = {
     "eta_max": Sweepable("cyclic: the highest eta (none: eta)"),
     "step_size": Sweepable("cyclic: updates per half cycle (none: two epochs)"),
     "augment": Sweepable("Augmentation, each value none, flip, translate:K or flip,translate:K", sep="/"),
+    "features": Sweepable("A feature map (cifarlin features fit) to train on (none: pixels)", path=True),
     "keep": Sweepable("What model.h5 holds (last or best epoch)"),
     "patience": Sweepable("Stop after N epochs without a better validation accuracy (none: never)"),
 }
@@ -107,6 +109,15 @@ def _bool(name: str, text: str) -> bool:
     if t in ("false", "no", "off", "0"):
         return False
     raise bad_value(name, text, "use true or false")
+
+
+def _path(name: str, text: str) -> str | None:
+    if text.lower() == "none":
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise bad_value(name, text, "no such file (a feature map is made by cifarlin features fit)")
+    return str(path.resolve())
 
 
 def _show_batches(batches: tuple[int, ...]) -> str:
@@ -187,7 +198,8 @@ def parse_axis(name: str, text: str) -> Axis:
         raise bad_value(name, text, f"cannot be swept; these can: {', '.join(SWEEPABLE)}")
     k = kind(name)
     text = text.strip()
-    if ".." in text:
+    parse = _path if SWEEPABLE[name].path else k.parse
+    if ".." in text and not SWEEPABLE[name].path:
         if not k.ranged:
             raise bad_value(
                 name,
@@ -207,7 +219,7 @@ def parse_axis(name: str, text: str) -> Axis:
     items = [t.strip() for t in text.split(sep)]
     if not all(items):
         raise bad_value(name, text, f"an empty value in the list (values are separated by '{sep}')")
-    values = tuple(k.parse(name, t) for t in items)
+    values = tuple(parse(name, t) for t in items)
     for i, v in enumerate(values):
         if v in values[:i]:
             raise bad_value(name, text, f"{items[i]} is given twice")

@@ -93,6 +93,7 @@ _cifarlin() {
                 --eta-max) return ;;
                 --step-size) return ;;
                 --augment) return ;;
+                --features) return ;;
                 --keep) return ;;
                 --patience) return ;;
                 --trials) return ;;
@@ -105,7 +106,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--lam --eta --loss --solver --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--lam --eta --loss --solver --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --features --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         features)
@@ -117,12 +118,15 @@ _cifarlin() {
                 --seed) return ;;
                 --train-batches) return ;;
                 --val-size) return ;;
+                --augment) return ;;
+                --scheduler) return ;;
+                --workers) return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--out -o --centroids --patches --iterations --seed --train-batches --val-size --overwrite --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--out -o --centroids --patches --iterations --seed --train-batches --val-size --augment --scheduler --workers --overwrite --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "fit show" -- "$cur"))
+                COMPREPLY=($(compgen -W "fit extract show" -- "$cur"))
             fi
             ;;
         evaluate)

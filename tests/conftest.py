@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +56,69 @@ def real_data() -> Path:
     if not (REAL_DATA / "data_batch_1").is_file():
         pytest.skip(f"the CIFAR-10 stand-in is not at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A scheduler and a worker started as `dask scheduler` and `dask worker` processes on
+    127.0.0.1 (free ports), stopped even when the test fails."""
+    info = tmp_path / "scheduler.json"
+    common = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dask",
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(info),
+            ],
+            **common,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.is_file() or not info.read_text().strip():
+            assert time.monotonic() < deadline and procs[0].poll() is None, "the scheduler did not start"
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dask",
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--nworkers",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--death-timeout",
+                    "60",
+                ],
+                **common,
+            )
+        )
+        yield address
+    finally:
+        for p in reversed(procs):
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()

@@ -12,7 +12,7 @@ from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, en
 from cifarlin.cli.display import console, emit_json, results, say
 from cifarlin.errors import ConfigError, RunError
 
-ACTIONS = ("fit", "show")
+ACTIONS = ("fit", "extract", "show")
 CENTROIDS = 400  # features.CENTROID_CHOICES[0] (not imported here: it needs NumPy)
 
 
@@ -21,11 +21,13 @@ def features(
     action: Annotated[
         Literal[ACTIONS],  # type: ignore[valid-type]
         typer.Argument(
-            metavar="ACTION", help="fit: learn a feature map from the training images; show: describe one."
+            metavar="ACTION",
+            help="fit: learn a feature map from the training images; extract: compute the features "
+            "a run will read into the cache, here or on a Dask cluster; show: describe a map.",
         ),
     ],
     file: Annotated[
-        Path | None, typer.Argument(metavar="FILE", help="show: the feature-map file to describe.")
+        Path | None, typer.Argument(metavar="FILE", help="extract, show: the feature-map file.")
     ] = None,
     out: Annotated[
         Path | None,
@@ -63,6 +65,27 @@ def features(
             default="1000",
         ),
     ] = 1000,
+    augment: Annotated[
+        str | None,
+        option(
+            "--augment",
+            metavar="VIEWS",
+            help="extract: flip for the mirrored training images too (train --augment flip).",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="extract: blocks of images as Dask tasks on the cluster of this scheduler "
+            "(tcp://HOST:PORT) instead of this machine's threads.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        option("--workers", metavar="N", help="extract: threads on this machine.", default="2"),
+    ] = None,
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing --out.")] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
@@ -76,7 +99,9 @@ def features(
     fit learns the map from the training images only (seeded: the same file for the same
     options) and writes it whole or not at all; train --features FILE then trains the one linear
     layer on those features, and the model file carries the map, so evaluate and predict take raw
-    images as usual.
+    images as usual. extract computes the features such a run reads (the training batches, their
+    mirrors with --augment flip, the validation and test batches) into the cache, on this
+    machine's threads or, with --scheduler, as Dask tasks on a cluster; the runs then read them.
 
     **Example:** cifarlin features fit --centroids 400 --out kmeans400.h5
     """
@@ -103,6 +128,24 @@ def features(
         if json_out:
             emit_json(info)
         return
+    if action == "extract":
+        _extract(
+            ctx,
+            file,
+            train_batches,
+            val_size,
+            augment,
+            scheduler,
+            workers,
+            data_dir,
+            no_download,
+            json_out,
+            quiet,
+        )
+        return
+    for name, value in (("--augment", augment), ("--scheduler", scheduler), ("--workers", workers)):
+        if value is not None:
+            raise ConfigError(f"{name} is an option of features extract, not of features fit")
     if file is not None:
         raise ConfigError(f"features fit takes no FILE ({file}): write to --out FILE")
     path = out if out is not None else Path(f"kmeans{centroids}.h5")
@@ -140,6 +183,84 @@ def features(
     )
     if json_out:
         emit_json(info)
+
+
+def _extract(
+    ctx: typer.Context,
+    file: Path | None,
+    train_batches: str,
+    val_size: int | None,
+    augment: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    data_dir: Path | None,
+    no_download: bool,
+    json_out: bool,
+    quiet: bool,
+) -> None:
+    from contextlib import ExitStack
+
+    from cifarlin.config import SplitSpec, parse_batches
+
+    if file is None:
+        raise ConfigError(
+            "features extract needs the feature-map FILE (cifarlin features extract kmeans400.h5)"
+        )
+    if augment not in (None, "none", "flip"):
+        raise ConfigError(f"--augment {augment}: features take no other views than flip")
+    spec = SplitSpec(parse_batches(train_batches), val_size)
+    c, res = console(), results(json_out)
+    from cifarlin import extraction
+    from cifarlin import features as fm
+    from cifarlin.sweep import check_cluster, dask_client
+
+    check_cluster(scheduler, None)
+    if workers is not None and scheduler is not None:
+        raise ConfigError("--workers counts this machine's threads; with --scheduler the cluster has its own")
+    if workers is not None and not 1 <= workers <= 64:
+        raise ConfigError(f"--workers {workers}: use 1 to 64 threads")
+    fmap = fm.load(file)
+    dataset = ensure_data(ctx, data_dir, no_download, quiet)
+    cache = extraction.cache_folder(ctx.obj.feature_cache)
+
+    def on_batch(name: str, view: str, cached: bool) -> None:
+        if not quiet:
+            what = f"{name}{' (mirrored)' if view else ''}"
+            say(c, f"{what}: {'in the cache' if cached else 'extracting'}")
+
+    t0 = time.perf_counter()
+    with ExitStack() as stack:
+        if scheduler is not None:
+            client = stack.enter_context(dask_client(scheduler, 0))
+            extractor, engine = extraction.dask_extractor(client), f"the Dask cluster at {scheduler}"
+        else:
+            n = workers or 2
+            extractor, engine = (
+                extraction.local_extractor(n),
+                f"{n} thread{'s' if n > 1 else ''} on this machine",
+            )
+        done = extraction.fill_cache(dataset, fmap, spec, augment, cache, extractor, on_batch)
+    seconds = time.perf_counter() - t0
+    fresh = [d for d in done if not d.cached]
+    say(
+        res,
+        f"{file}: the features of {len(done)} batch files in {cache.folder} ({len(fresh)} extracted on "
+        f"{engine}, {len(done) - len(fresh)} already there; {seconds:.1f} s)",
+    )
+    if json_out:
+        emit_json(
+            {
+                "feature_map": str(file),
+                "checksum": fmap.checksum,
+                "cache": str(cache.folder),
+                "engine": engine,
+                "batches": [
+                    {"batch": d.batch, "view": d.view or "images", "cached": d.cached, "seconds": d.seconds}
+                    for d in done
+                ],
+                "seconds": seconds,
+            }
+        )
 
 
 def _describe(path: Path, fmap: Any) -> dict[str, Any]:

@@ -1,0 +1,137 @@
+"""Extracting a run's k-means features ahead of training, into the feature cache: on this
+machine's threads, or as Dask tasks on a cluster (the engine ``sweep`` uses), block by block.
+
+Either way each block of images is one call of :func:`cifarlin.features.extract_block` with one
+BLAS thread, in the blocks :func:`cifarlin.features.extract` uses, so the features are the same
+bits wherever they were computed, and a run (or a sweep's trials) then reads them from the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifarlin import features as fm
+from cifarlin.config import SplitSpec
+from cifarlin.data import Dataset, Reader
+from cifarlin.errors import bad_value, check_stop
+
+Extractor = Callable[[fm.FeatureMap, np.ndarray], np.ndarray]  # (map, images (N, 3072)) -> (N, 4k)
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One batch file's features (or those of its mirrored images, ``view`` 'flip')."""
+
+    batch: str  # data_batch_1 .. data_batch_5, test_batch
+    view: str
+    cached: bool  # found in the cache (else extracted now)
+    seconds: float
+
+
+def needed(spec: SplitSpec, augment: str | None) -> list[tuple[int | str, str]]:
+    """The (batch, view) pairs whose features a run on ``spec`` reads (see
+    :func:`cifarlin.features.prepare`): each training batch file (and its mirror with
+    ``augment='flip'``), data_batch_2 when it is the validation set, and the test batch."""
+    pairs: list[tuple[int | str, str]] = []
+    for i in spec.train_batches:
+        pairs.append((i, ""))
+        if augment == "flip":
+            pairs.append((i, "flip"))
+    if spec.val_size is None and (2, "") not in pairs:
+        pairs.append((2, ""))
+    pairs.append(("test", ""))
+    return pairs
+
+
+def fill_cache(
+    dataset: Dataset,
+    fmap: fm.FeatureMap,
+    spec: SplitSpec,
+    augment: str | None,
+    cache: fm.FeatureCache,
+    extractor: Extractor,
+    on_batch: Callable[[str, str, bool], None] | None = None,
+) -> list[Extracted]:
+    """Put into ``cache`` the features a run on ``spec`` (with ``augment``) will read, extracting
+    with ``extractor`` those not there yet. ``on_batch(name, view, cached)`` is called before each."""
+    from cifarlin import augment as views
+
+    if augment not in (None, "none", "flip"):
+        raise bad_value("augment", augment, "features take no other views than flip")
+    reader = Reader(dataset)
+    done = []
+    for which, view in needed(spec, augment):
+        name = "test_batch" if which == "test" else f"data_batch_{which}"
+        t0 = time.perf_counter()
+        b = reader.batch(which)
+        images = b.images[:, views.flip_index()] if view == "flip" else b.images
+        hit = cache.get(fmap, b.md5, len(images), view) is not None
+        if on_batch is not None:
+            on_batch(name, view, hit)
+        if not hit:
+            cache.put(fmap, b.md5, extractor(fmap, images), view)
+        done.append(Extracted(name, view, hit, time.perf_counter() - t0))
+        check_stop()
+    return done
+
+
+def local_extractor(threads: int = 2) -> Extractor:
+    """:func:`cifarlin.features.extract` on ``threads`` threads of this process."""
+    return lambda fmap, images: fm.extract(fmap, images, workers=threads)
+
+
+def _block(fmap: fm.FeatureMap, images: np.ndarray) -> np.ndarray:
+    """One task: the features of a block, with one BLAS thread (as :func:`fm.extract`'s threads)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fm.extract_block(fmap, images)
+
+
+def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor:
+    """Each block of :func:`cifarlin.features.block_size` images a Dask task on ``client``'s
+    cluster; the feature map is sent to every worker once. Ctrl-C cancels the blocks not done."""
+    maps: dict[str, Any] = {}
+
+    def extract(fmap: fm.FeatureMap, images: np.ndarray) -> np.ndarray:
+        from distributed import as_completed
+
+        if fmap.checksum not in maps:
+            maps[fmap.checksum] = client.scatter(fmap, broadcast=True, hash=False)
+        n, chunk = len(images), fm.block_size(fmap)
+        out = np.empty((n, fmap.n_features), dtype=np.float32)  # (N, 4k)
+        futures = {
+            client.submit(_block, maps[fmap.checksum], images[s : s + chunk], pure=False): s
+            for s in range(0, n, chunk)
+        }
+        done = 0
+        try:
+            for future in as_completed(futures):
+                s = futures[future]
+                block = future.result()
+                out[s : s + len(block)] = block
+                done += len(block)
+                if on_rows is not None:
+                    on_rows(done, n)
+                check_stop()
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+        return out
+
+    return extract
+
+
+def cache_folder(cache_dir: Path | None) -> fm.FeatureCache:
+    """The feature cache in ``cache_dir``, else the default one ($XDG_CACHE_HOME/cifarlin/features)."""
+    import os
+
+    from cifarlin.config import feature_cache_dir
+
+    return fm.FeatureCache(cache_dir or feature_cache_dir(os.environ))
