@@ -109,3 +109,9 @@ class DivergenceError(CifarlinError):
     def __init__(self, message: str, epoch: int):
         super().__init__(message)
         self.epoch = epoch
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: our own messages as they are, others with their type."""
+    text = " ".join(str(e).split())
+    return text if isinstance(e, CifarlinError) else f"{type(e).__name__}: {text}"

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from cifarlin import __version__
 from cifarlin import features as fm
 from cifarlin.config import SplitSpec
 from cifarlin.data import Dataset, Reader
-from cifarlin.errors import bad_value, check_stop
+from cifarlin.errors import CifarlinError, bad_value, check_stop, one_line
 
 Extractor = Callable[[fm.FeatureMap, np.ndarray], np.ndarray]  # (map, images (N, 3072)) -> (N, 4k)
 
@@ -86,17 +87,30 @@ def local_extractor(threads: int = 2) -> Extractor:
     return lambda fmap, images: fm.extract(fmap, images, workers=threads)
 
 
-def _block(fmap: fm.FeatureMap, images: np.ndarray) -> np.ndarray:
-    """One task: the features of a block, with one BLAS thread (as :func:`fm.extract`'s threads)."""
+#: Images per Dask task, about: a task runs several of extract's blocks one after another (a
+#: task per block, 5 images at 400 centroids, would cost the scheduler more than the block).
+TASK_IMAGES = 320
+
+
+def _blocks(fmap: fm.FeatureMap, images: np.ndarray, chunk: int) -> np.ndarray:
+    """One task: the features of ``images``, ``chunk`` at a time, with one BLAS thread, as
+    :func:`fm.extract`'s threads compute them (so the bits are theirs)."""
     from threadpoolctl import threadpool_limits
 
+    from cifarlin.sweep import malloc_as_usual
+
+    malloc_as_usual()  # a nanny's MALLOC_TRIM_THRESHOLD_ would map fresh pages for every block
+    out = np.empty((len(images), fmap.n_features), dtype=np.float32)
     with threadpool_limits(limits=1, user_api="blas"):
-        return fm.extract_block(fmap, images)
+        for s in range(0, len(images), chunk):
+            out[s : s + chunk] = fm.extract_block(fmap, images[s : s + chunk])
+    return out
 
 
 def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor:
-    """Each block of :func:`cifarlin.features.block_size` images a Dask task on ``client``'s
-    cluster; the feature map is sent to every worker once. Ctrl-C cancels the blocks not done."""
+    """Tasks of about :data:`TASK_IMAGES` images, in whole blocks of
+    :func:`cifarlin.features.block_size` images, on ``client``'s cluster; the feature map is sent
+    to every worker once. Ctrl-C cancels the tasks not done."""
     maps: dict[str, Any] = {}
 
     def extract(fmap: fm.FeatureMap, images: np.ndarray) -> np.ndarray:
@@ -105,16 +119,23 @@ def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor
         if fmap.checksum not in maps:
             maps[fmap.checksum] = client.scatter(fmap, broadcast=True, hash=False)
         n, chunk = len(images), fm.block_size(fmap)
+        step = chunk * max(1, TASK_IMAGES // chunk)  # starts on the blocks of fm.extract
         out = np.empty((n, fmap.n_features), dtype=np.float32)  # (N, 4k)
         futures = {
-            client.submit(_block, maps[fmap.checksum], images[s : s + chunk], pure=False): s
-            for s in range(0, n, chunk)
+            client.submit(_blocks, maps[fmap.checksum], images[s : s + step], chunk, pure=False): s
+            for s in range(0, n, step)
         }
         done = 0
         try:
             for future in as_completed(futures):
                 s = futures[future]
-                block = future.result()
+                try:
+                    block = future.result()
+                except Exception as e:  # the cluster's, not the user's: say what and where
+                    raise CifarlinError(
+                        f"the Dask cluster failed to extract features ({one_line(e)}); its scheduler "
+                        f"and workers must run this cifarlin ({__version__}) and Python environment"
+                    ) from None
                 out[s : s + len(block)] = block
                 done += len(block)
                 if on_rows is not None:

@@ -32,7 +32,16 @@ from typing import Any
 
 from cifarlin import __version__
 from cifarlin.config import TrainConfig
-from cifarlin.errors import CifarlinError, ConfigError, DataError, Interrupted, WriteError, bad_value, stopped
+from cifarlin.errors import (
+    CifarlinError,
+    ConfigError,
+    DataError,
+    Interrupted,
+    WriteError,
+    bad_value,
+    one_line,
+    stopped,
+)
 from cifarlin.files import check_path, write_text
 from cifarlin.sweep_plan import (  # noqa: F401 - the planning API, reachable as cifarlin.sweep.*
     _FIELD_TYPES,
@@ -182,11 +191,6 @@ def _poster(topic: str | None) -> Callable[[dict[str, Any]], None]:
     return post
 
 
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text if isinstance(e, CifarlinError) else f"{type(e).__name__}: {text}"
-
-
 def run_trial(
     trial: Trial, out: str, data_folder: str, alive: str | None = None, topic: str | None = None
 ) -> dict[str, Any]:
@@ -215,7 +219,7 @@ def run_trial(
 
     if gone():
         return result("interrupted", error="the sweep stopped before this trial started")
-    _malloc_as_usual()
+    malloc_as_usual()
     try:
         with one_blas_thread():
             state, found = trial_state(folder, trial.config)
@@ -267,7 +271,7 @@ def run_trial(
 _malloc_tuned = False
 
 
-def _malloc_as_usual() -> None:
+def malloc_as_usual() -> None:
     """Undo, in this process, what the MALLOC_TRIM_THRESHOLD_ that Dask's nannies set does to the
     training loop (fresh pages mapped and zeroed for every temporary): keep temporaries of up to
     32 MB on the heap, as glibc's adaptive default does for a plain ``cifarlin train``."""

@@ -84,8 +84,9 @@ def test_dask_tasks_give_the_bits_of_local_extraction(tmp_path, tiny_py, fmap_fi
 
     fmap = features.load(fmap_file)
     images = data.Reader(data.Dataset(tiny_py, "python")).batch(1).images
-    monkeypatch.setattr(features, "BLOCK_BYTES", 4 * fmap.positions**2 * fmap.k * 7)  # 7 images a block
-    assert features.block_size(fmap) == 7
+    monkeypatch.setattr(features, "BLOCK_BYTES", 4 * fmap.positions**2 * fmap.k * 3)  # 3 images a block
+    monkeypatch.setattr(extraction, "TASK_IMAGES", 7)  # 2 blocks a task: 6 images
+    assert features.block_size(fmap) == 3
     expected = features.extract(fmap, images, workers=2)
     rows = []
     with (
@@ -94,7 +95,7 @@ def test_dask_tasks_give_the_bits_of_local_extraction(tmp_path, tiny_py, fmap_fi
     ):
         got = extraction.dask_extractor(client, on_rows=lambda d, n: rows.append((d, n)))(fmap, images)
     np.testing.assert_array_equal(got, expected)
-    assert rows[-1] == (len(images), len(images)) and len(rows) == -(-len(images) // 7)
+    assert rows[-1] == (len(images), len(images)) and len(rows) == -(-len(images) // 6)
 
 
 @pytest.mark.slow
