@@ -148,6 +148,8 @@ def test_extract_command_on_an_existing_dask_cluster(runner, tiny_py, fmap_file,
         (["{map}", "--workers", "0"], "--workers 0: use 1 to 64 threads"),
         (["{map}", "--scheduler", "tcp://127.0.0.1:9"], "cannot connect"),
         (["{data}"], "not an HDF5 file"),
+        (["{map}", "--val-size", "many"], "--val-size many: give a number of images, or none"),
+        (["{map}", "--val-size", "-3"], "--val-size"),
     ],
 )
 def test_extract_bad_input_is_one_line(runner, tiny_py, fmap_file, args, message, monkeypatch):
@@ -188,3 +190,18 @@ def test_a_sweep_on_features_extracts_once_on_its_cluster(runner, tiny_py, fmap_
     assert "extracting" not in r.stderr  # all from the cache the sweep filled
     alone = json.loads(r.stdout)
     assert trials[1]["best_val_accuracy"] == alone["best_val_accuracy"]
+
+
+def test_extract_for_a_run_that_validates_on_data_batch_2(runner, tiny_py, fmap_file):
+    """--val-size none: the files of train --features FILE without --val-size, data_batch_2 among
+    them; the run then extracts nothing."""
+    args = ["features", "extract", str(fmap_file), "--train-batches", "1", "--val-size", "none"]
+    r = runner.invoke(app, [*args, "--workers", "1", "--data-dir", str(tiny_py), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [b["batch"] for b in doc["batches"]] == ["data_batch_1", "data_batch_2", "test_batch"]
+    assert doc["engine"] == "1 thread on this machine"
+    train = ["train", "--features", str(fmap_file), "--batch-size", "10", "--epochs", "1", "--no-plots"]
+    r = runner.invoke(app, [*train, "--data-dir", str(tiny_py), "-o", "run"])
+    assert r.exit_code == 0, r.output
+    assert "extracting" not in r.stderr and r.stderr.count("from the cache") == 3

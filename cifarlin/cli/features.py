@@ -54,17 +54,24 @@ def features(
         int, option("--seed", metavar="N", help="Seed of the patches and of k-means.", default=0)
     ] = 0,
     train_batches: Annotated[
-        str, option("--train-batches", metavar="LIST", help="Training batches to learn from.", default="1-5")
+        str,
+        option(
+            "--train-batches",
+            metavar="LIST",
+            help="fit: the training batches to learn from; extract: the run's training batches.",
+            default="1-5",
+        ),
     ] = "1-5",
     val_size: Annotated[
-        int | None,
+        str,
         option(
             "--val-size",
             metavar="N",
-            help="Leave out the last N training images (those a run validates on).",
+            help="Leave out the last N training images (those a run validates on); none: the run "
+            "validates on data_batch_2 (as train without --val-size).",
             default="1000",
         ),
-    ] = 1000,
+    ] = "1000",
     augment: Annotated[
         str | None,
         option(
@@ -151,7 +158,7 @@ def features(
     path = out if out is not None else Path(f"kmeans{centroids}.h5")
     if path.exists() and not overwrite:
         raise RunError(f"{path} exists: pass --overwrite to replace it, or --out FILE for another")
-    spec = SplitSpec(parse_batches(train_batches), val_size)
+    spec = SplitSpec(parse_batches(train_batches), _val_size(val_size))
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
     from cifarlin import features as fm
 
@@ -189,7 +196,7 @@ def _extract(
     ctx: typer.Context,
     file: Path | None,
     train_batches: str,
-    val_size: int | None,
+    val_size: str,
     augment: str | None,
     scheduler: str | None,
     workers: int | None,
@@ -208,7 +215,7 @@ def _extract(
         )
     if augment not in (None, "none", "flip"):
         raise ConfigError(f"--augment {augment}: features take no other views than flip")
-    spec = SplitSpec(parse_batches(train_batches), val_size)
+    spec = SplitSpec(parse_batches(train_batches), _val_size(val_size))
     c, res = console(), results(json_out)
     from cifarlin import extraction
     from cifarlin import features as fm
@@ -261,6 +268,17 @@ def _extract(
                 "seconds": seconds,
             }
         )
+
+
+def _val_size(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--val-size {text}: give a number of images, or none to validate on data_batch_2"
+        ) from None
 
 
 def _describe(path: Path, fmap: Any) -> dict[str, Any]:
