@@ -14,6 +14,7 @@ import json
 import os
 import select
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -131,17 +132,24 @@ class FigureDrawer:
         self._jobs = self._replies = None
         if self.pid is None:
             return
-        pid, self.pid = self.pid, None
-        deadline = time.monotonic() + 1.0
+        pid, deadline = self.pid, time.monotonic() + 1.0
         try:
             while os.waitpid(pid, os.WNOHANG) == (0, 0):
                 if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    break
+                    raise TimeoutError
                 time.sleep(0.005)
         except (ChildProcessError, ProcessLookupError):
             pass
+        except BaseException as e:  # no exit in a second, or a second Ctrl-C meanwhile: end it now
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+            if not isinstance(e, TimeoutError):
+                raise
+        finally:
+            self.pid = None
 
     def __enter__(self) -> FigureDrawer:
         return self
@@ -155,6 +163,14 @@ def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
     matplotlib at the first job. Ctrl-C is the parent's to handle; the child finishes its job."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Nothing of the parent's output: its streams may be a live display's wrappers (whose lock a
+    # thread may have held at the fork) and its terminal is the parent's to draw on.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - for the life of the process
+    sys.stdout = sys.stderr = open(1, "w", closefd=False)  # noqa: SIM115
     os.nice(19)  # the import uses what the training leaves idle, not the training's share
     plots = None
     for line in jobs:  # the files are the parent's, just written: read without a probe (a

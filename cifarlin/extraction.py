@@ -9,7 +9,7 @@ bits wherever they were computed, and a run (or a sweep's trials) then reads the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +35,22 @@ class Extracted:
     seconds: float
 
 
-def needed(spec: SplitSpec, augment: str | None) -> list[tuple[int | str, str]]:
+def needed(
+    spec: SplitSpec, augment: str | None, sizes: Sequence[int] | None = None
+) -> list[tuple[int | str, str]]:
     """The (batch, view) pairs whose features a run on ``spec`` reads (see
-    :func:`cifarlin.features.prepare`): each training batch file (and its mirror with
-    ``augment='flip'``), data_batch_2 when it is the validation set, and the test batch."""
+    :func:`cifarlin.features.prepare`): each training batch file, with ``augment='flip'`` the
+    mirror of each that holds training rows (``sizes``: the files' image counts; without them,
+    every file is taken to), data_batch_2 when it is the validation set, and the test batch."""
     pairs: list[tuple[int | str, str]] = []
-    for i in spec.train_batches:
+    n_train = sum(sizes) - (spec.val_size or 0) if sizes is not None else None
+    at = 0
+    for j, i in enumerate(spec.train_batches):
         pairs.append((i, ""))
-        if augment == "flip":
+        trains = n_train is None or at < n_train  # the held-out tail has no mirrors
+        if augment == "flip" and trains:
             pairs.append((i, "flip"))
+        at += sizes[j] if sizes is not None else 0
     if spec.val_size is None and (2, "") not in pairs:
         pairs.append((2, ""))
     pairs.append(("test", ""))
@@ -66,8 +73,9 @@ def fill_cache(
     if augment not in (None, "none", "flip"):
         raise bad_value("augment", augment, "features take no other views than flip")
     reader = Reader(dataset)
+    batches, _ = reader.train_batches(spec)  # checks val_size against the files
     done = []
-    for which, view in needed(spec, augment):
+    for which, view in needed(spec, augment, [len(b.labels) for b in batches]):
         name = "test_batch" if which == "test" else f"data_batch_{which}"
         t0 = time.perf_counter()
         b = reader.batch(which)
@@ -90,6 +98,7 @@ def local_extractor(threads: int = 2) -> Extractor:
 #: Images per Dask task, about: a task runs several of extract's blocks one after another (a
 #: task per block, 5 images at 400 centroids, would cost the scheduler more than the block).
 TASK_IMAGES = 320
+WORKER_SECONDS = 30  # how long a cluster without workers is waited for
 
 
 def _blocks(fmap: fm.FeatureMap, images: np.ndarray, chunk: int) -> np.ndarray:
@@ -117,7 +126,19 @@ def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor
         from distributed import as_completed
 
         if fmap.checksum not in maps:
-            maps[fmap.checksum] = client.scatter(fmap, broadcast=True, hash=False)
+            try:
+                client.wait_for_workers(1, timeout=WORKER_SECONDS)
+            except TimeoutError:
+                raise CifarlinError(
+                    f"the Dask cluster at {client.scheduler.address} has no workers (waited "
+                    f"{WORKER_SECONDS} s): start some with 'dask worker {client.scheduler.address}'"
+                ) from None
+            try:
+                maps[fmap.checksum] = client.scatter(fmap, broadcast=True, hash=False)
+            except (OSError, TimeoutError) as e:
+                raise CifarlinError(
+                    f"cannot send the feature map to the Dask cluster's workers ({one_line(e)})"
+                ) from None
         n, chunk = len(images), fm.block_size(fmap)
         step = chunk * max(1, TASK_IMAGES // chunk)  # starts on the blocks of fm.extract
         out = np.empty((n, fmap.n_features), dtype=np.float32)  # (N, 4k)

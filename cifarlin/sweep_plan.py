@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -59,7 +60,9 @@ SWEEPABLE: dict[str, Sweepable] = {
     "eta_max": Sweepable("cyclic: the highest eta (none: eta)"),
     "step_size": Sweepable("cyclic: updates per half cycle (none: two epochs)"),
     "augment": Sweepable("Augmentation, each value none, flip, translate:K or flip,translate:K", sep="/"),
-    "features": Sweepable("A feature map (cifarlin features fit) to train on (none: pixels)", path=True),
+    "features": Sweepable(
+        "A feature map (cifarlin features fit) to train on (none: pixels)", sep=os.pathsep, path=True
+    ),
     "keep": Sweepable("What model.h5 holds (last or best epoch)"),
     "patience": Sweepable("Stop after N epochs without a better validation accuracy (none: never)"),
 }

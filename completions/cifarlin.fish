@@ -93,7 +93,7 @@ complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l eta-min -x -d 'co
 complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l eta-max -x -d 'cyclic: the highest eta (none: eta): a list (,-separated) or a log-uniform range LOW..HIGH. [default: none]'
 complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l step-size -x -d 'cyclic: updates per half cycle (none: two epochs): a list (,-separated). [default: none]'
 complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l augment -x -d 'Augmentation, each value none, flip, translate:K or flip,translate:K: a list (/-separated). [default: none]'
-complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l features -x -d 'A feature map (cifarlin features fit) to train on (none: pixels): a list (,-separated). [default: none]'
+complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l features -x -d 'A feature map (cifarlin features fit) to train on (none: pixels): a list (:-separated). [default: none]'
 complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l keep -x -d 'What model.h5 holds (last or best epoch): a list (,-separated). [default: last]'
 complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l patience -x -d 'Stop after N epochs without a better validation accuracy (none: never): a list (,-separated). [default: none]'
 complete -c cifarlin -n '__fish_seen_subcommand_from sweep' -l trials -x -d 'A random search of N trials (1 to 10000): ranges LOW..HIGH are drawn log-uniformly, lists uniformly. Without it, the lists make a grid.'

@@ -4,13 +4,15 @@ tasks, the cache then holds exactly what a run reads, with the bits of extractio
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from cifarlin import data, extraction, features
 from cifarlin.cli import app
-from cifarlin.config import SplitSpec, TrainConfig
+from cifarlin.config import SplitSpec, TrainConfig, solver_defaults
+from cifarlin.errors import ConfigError
 
 FIT = [
     "--centroids",
@@ -46,6 +48,37 @@ def fmap_file(tmp_path_factory, tiny_py):
 )
 def test_needed_lists_what_a_run_reads(batches, val_size, augment, expected):
     assert extraction.needed(SplitSpec(batches, val_size), augment) == expected
+
+
+@pytest.mark.parametrize("solver", ["gd", "ridge"])
+@pytest.mark.parametrize("val_size", [None, 20, 50, 60, 99])
+@pytest.mark.parametrize("batches", [(1,), (1, 2), (2, 3), (3, 1)])
+def test_needed_equals_what_prepare_reads(tiny_py, fmap_file, tmp_path, batches, val_size, solver):
+    """Every split (a held-out tail that covers whole files included): extract fills exactly the
+    entries prepare reads, no more (a mirror of a file that only validates costs minutes at
+    1,600 centroids) and no fewer."""
+    fields = {"train_batches": batches, "val_size": val_size, "augment": "flip", "solver": solver}
+    try:
+        cfg = TrainConfig(**solver_defaults({"features": str(fmap_file), **fields}))
+    except ConfigError:
+        pytest.skip("not a split train takes")  # e.g. data_batch_2 both trains and validates
+    ds = data.Dataset(tiny_py, "python")
+    fmap = features.load(fmap_file)
+    read = []
+
+    def fill():
+        cache = features.FeatureCache(tmp_path / "d")
+        return extraction.fill_cache(ds, fmap, cfg.split, "flip", cache, extraction.local_extractor(1))
+
+    try:
+        features.prepare(ds, cfg, cache_dir=tmp_path / "c", on_batch=lambda name, hit: read.append(name))
+    except ConfigError as e:  # a held-out tail as large as the training files: both refuse alike
+        with pytest.raises(ConfigError, match=re.escape(str(e))):
+            fill()
+        return
+    done = fill()
+    filled = [d.batch + (" (mirrored)" if d.view else "") for d in done]
+    assert sorted(filled) == sorted(read)
 
 
 @pytest.mark.parametrize(("val_size", "augment"), [(None, "none"), (20, "flip")])
@@ -150,6 +183,12 @@ def test_extract_command_on_an_existing_dask_cluster(runner, tiny_py, fmap_file,
         (["{data}"], "not an HDF5 file"),
         (["{map}", "--val-size", "many"], "--val-size many: give a number of images, or none"),
         (["{map}", "--val-size", "-3"], "--val-size"),
+        (
+            ["{map}", "--train-batches", "1", "--val-size", "60"],
+            "--val-size 60: the training batches hold only 50",
+        ),
+        (["{map}", "--centroids", "1600"], "--centroids is an option of features fit"),
+        (["{map}", "--out", "x.h5"], "--out is an option of features fit"),
     ],
 )
 def test_extract_bad_input_is_one_line(runner, tiny_py, fmap_file, args, message, monkeypatch):
@@ -205,3 +244,21 @@ def test_extract_for_a_run_that_validates_on_data_batch_2(runner, tiny_py, fmap_
     r = runner.invoke(app, [*train, "--data-dir", str(tiny_py), "-o", "run"])
     assert r.exit_code == 0, r.output
     assert "extracting" not in r.stderr and r.stderr.count("from the cache") == 3
+
+
+def test_sweep_takes_feature_maps_whose_paths_hold_commas_and_dots(tmp_path, fmap_file):
+    """Values of --features are separated by the path separator (as in PATH), not by commas, and
+    a '..' in a path is no range; each becomes an absolute path, checked to exist."""
+    import os
+    import shutil
+
+    from cifarlin.sweep_plan import parse_axis
+
+    odd = tmp_path / "m,aps..v2"
+    odd.mkdir()
+    shutil.copy(fmap_file, odd / "k.h5")
+    os.chdir(tmp_path)
+    axis = parse_axis("features", f"none{os.pathsep}m,aps..v2/../m,aps..v2/k.h5")
+    assert axis.values == (None, str(odd / "k.h5"))
+    with pytest.raises(ConfigError, match="no such file"):
+        parse_axis("features", "m,aps..v2/missing.h5")

@@ -136,6 +136,17 @@ def features(
             emit_json(info)
         return
     if action == "extract":
+        fit_only = {
+            "--out": out is not None,
+            "--centroids": centroids != CENTROIDS,
+            "--patches": patches != 200_000,
+            "--iterations": iterations != 20,
+            "--seed": seed != 0,
+            "--overwrite": overwrite,
+        }
+        for name, given in fit_only.items():
+            if given:
+                raise ConfigError(f"{name} is an option of features fit; extract takes everything from FILE")
         _extract(
             ctx,
             file,
