@@ -106,7 +106,7 @@ def _blocks(fmap: fm.FeatureMap, images: np.ndarray, chunk: int) -> np.ndarray:
     :func:`fm.extract`'s threads compute them (so the bits are theirs)."""
     from threadpoolctl import threadpool_limits
 
-    from cifarlin.sweep import malloc_as_usual
+    from cifarlin.cluster import malloc_as_usual
 
     malloc_as_usual()  # a nanny's MALLOC_TRIM_THRESHOLD_ would map fresh pages for every block
     out = np.empty((len(images), fmap.n_features), dtype=np.float32)

@@ -1,13 +1,12 @@
-"""Hyperparameter search on a Dask cluster: a plan of :mod:`cifarlin.sweep_plan` trained trial by
-trial, a :class:`distributed.LocalCluster` of worker processes on this machine by default or an
-existing cluster given by its scheduler's address.
+"""Hyperparameter search on a Dask cluster (:mod:`cifarlin.cluster`): a plan of
+:mod:`cifarlin.sweep_plan` trained trial by trial, each trial by :func:`cifarlin.sweep_trial.run_trial`
+on a worker, into an ordinary run folder, exactly as ``cifarlin train`` trains it.
 
-Each trial is an ordinary run folder, trained by :func:`run_trial` on a worker through
-:func:`cifarlin.runs.run`, exactly as ``cifarlin train`` does: the same numbers bit for bit, with
-one BLAS thread. Each worker process reads and normalises the data once (:func:`cached_data`),
-not once per trial. Results go to the sweep folder: ``sweep.h5`` and ``results.csv`` (one row per
-trial, rewritten atomically as trials finish) and ``sweep.png``. NumPy, h5py and Dask are
-imported where they are used.
+This module is the client's side: it runs a plan (continuing an earlier run into the same folder,
+following the trials, handling Ctrl-C and lost workers), extracts the features the trials need
+first, picks the best trial by validation accuracy and reports its test accuracy once, and writes
+the sweep folder: ``sweep.h5`` and ``results.csv`` (one row per trial, rewritten atomically as
+trials finish) and ``sweep.png``. NumPy, h5py and Dask are imported where they are used.
 """
 
 from __future__ import annotations
@@ -19,9 +18,6 @@ import json
 import math
 import os
 import queue
-import re
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -31,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from cifarlin import __version__
+from cifarlin.cluster import check_cluster, dask_client, local_workers
 from cifarlin.config import TrainConfig
 from cifarlin.errors import (
     CifarlinError,
-    ConfigError,
     DataError,
     Interrupted,
     WriteError,
@@ -76,368 +72,12 @@ from cifarlin.sweep_plan import (  # noqa: F401 - the planning API, reachable as
     show,
     trial_name,
 )
+from cifarlin.sweep_trial import _probe_worker, cached_data, clear_data_cache, run_trial, trial_state  # noqa: F401
 
 SWEEP_FILE, RESULTS_FILE, FIGURE_FILE = "sweep.h5", "results.csv", "sweep.png"
-CONNECT_SECONDS = 10
 WAIT_FOR_WORKERS_SECONDS = 60
 POLL_SECONDS = 0.1
-STOP_CHECK_SECONDS = 0.5  # how often a running trial looks whether the sweep was stopped
 ALIVE_PREFIX = ".sweep-alive-"  # present while a sweep runs; trials stop when it goes
-
-
-# ---------------------------------------------------------------------------------------------
-# A trial's folder
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_same(folder: Path, have: TrainConfig, want: TrainConfig) -> None:
-    """The run in ``folder`` must be this trial's (its epochs may differ: a sweep may train longer)."""
-    if have.replace(epochs=want.epochs, setting=want.setting) == want:
-        return
-    a, b = have.to_dict(), want.to_dict()
-    name = next(k for k in b if k not in ("epochs", "setting") and a[k] != b[k])
-    raise ConfigError(
-        f"{folder} holds a run with {name}={a[name]!r}, but this sweep's trial there has "
-        f"{name}={b[name]!r}: it is another sweep's folder; give another out=DIR"
-    )
-
-
-def trial_state(folder: Path, cfg: TrainConfig) -> tuple[str, Any]:
-    """Where the trial in ``folder`` stands: ('new', None), ('resume', its checkpoint's
-    Snapshot), ('done', HistoryFile) or ('diverged', HistoryFile). A folder holding another
-    configuration is a :class:`ConfigError`."""
-    from cifarlin import runs
-    from cifarlin.checkpoint import load_history, load_snapshot
-
-    if not folder.exists():
-        return "new", None
-    runs.recover(folder)  # a run an interrupted --overwrite set aside
-    if (folder / runs.HISTORY).is_file():
-        h = load_history(folder / runs.HISTORY)
-        _check_same(folder, h.config, cfg)
-        if h.status == "diverged":
-            return "diverged", h
-        if h.status == "complete" and h.config.epochs == cfg.epochs and (folder / runs.MODEL).is_file():
-            return "done", h
-    if (folder / runs.CHECKPOINT).is_file():
-        snap = load_snapshot(folder / runs.CHECKPOINT, kinds=("checkpoint",))
-        _check_same(folder, snap.config, cfg)
-        if snap.state.epoch > cfg.epochs:
-            raise bad_value(
-                "epochs",
-                cfg.epochs,
-                f"{folder} has already trained {snap.state.epoch} epochs; give another out=DIR",
-            )
-        return "resume", snap
-    runs.check_run_folder(folder, resume=False, overwrite=False)
-    return "new", None
-
-
-# ---------------------------------------------------------------------------------------------
-# On a worker
-# ---------------------------------------------------------------------------------------------
-
-_cache: dict[tuple[Any, ...], Any] = {}
-_cache_lock = threading.Lock()
-
-
-def cached_data(folder: str, cfg: TrainConfig) -> tuple[Any, bool]:
-    """The prepared data of ``cfg`` from the dataset in ``folder``, read and normalised once per
-    process: (Prepared, whether this call read them). One copy is kept (a sweep submits trials
-    that share data together)."""
-    from cifarlin import data
-
-    key = (folder, *data.prepared_key(cfg))
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key], False
-        _cache.clear()  # one copy of the data in memory
-        _cache[key] = data.prepare_run(data.find(Path(folder)), cfg)
-        return _cache[key], True
-
-
-def clear_data_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
-
-
-def _worker_address() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return ""
-
-
-def _poster(topic: str | None) -> Callable[[dict[str, Any]], None]:
-    """Sends progress to the sweep's client (structured events of Dask); nothing outside a worker."""
-    worker = None
-    if topic is not None:
-        try:
-            from distributed import get_worker
-
-            worker = get_worker()
-        except (ImportError, ValueError):
-            worker = None
-
-    def post(msg: dict[str, Any]) -> None:
-        if worker is not None:
-            try:
-                worker.log_event(topic, msg)
-            except Exception:  # progress is a nicety: it never stops a trial
-                pass
-
-    return post
-
-
-def run_trial(
-    trial: Trial, out: str, data_folder: str, alive: str | None = None, topic: str | None = None
-) -> dict[str, Any]:
-    """Train ``trial`` into ``out/<trial.name>`` with :func:`cifarlin.runs.run`, as ``cifarlin
-    train`` does (continuing its checkpoint when it has one); returns its result as plain values.
-
-    Divergence and errors are results ('diverged', 'failed' with the one-line error), not
-    exceptions. The trial stops, keeping its last checkpoint ('interrupted'), when the file
-    ``alive`` disappears (the sweep was stopped). Progress goes to the Dask event ``topic``.
-    """
-    from cifarlin import runs
-    from cifarlin.errors import DivergenceError
-    from cifarlin.train import one_blas_thread
-
-    t0 = time.perf_counter()
-    folder = Path(out) / trial.name
-    worker = _worker_address()
-    row: dict[str, Any] = {"name": trial.name, "worker": worker}
-    post = _poster(topic)
-
-    def gone() -> bool:
-        return alive is not None and not os.path.exists(alive)
-
-    def result(status: str, **kw: Any) -> dict[str, Any]:
-        return {**row, "status": status, "seconds": time.perf_counter() - t0, **kw}
-
-    if gone():
-        return result("interrupted", error="the sweep stopped before this trial started")
-    malloc_as_usual()
-    try:
-        with one_blas_thread():
-            state, found = trial_state(folder, trial.config)
-            if state in ("done", "diverged"):  # finished on another worker before a retry
-                return result(state, **history_metrics(found.history, trial.config.keep))
-            start = found if state == "resume" else None
-            first = start.state.epoch if start is not None else 0
-            post({"name": trial.name, "event": "started", "worker": worker, "epoch": first})
-            prepared, loaded = cached_data(data_folder, trial.config)
-            row.update(resumed_from_epoch=first, data="loaded" if loaded else "cached")
-            last_check = time.monotonic()
-
-            def on_batch(epoch: int, j: int, n: int) -> None:
-                nonlocal last_check
-                if time.monotonic() - last_check > STOP_CHECK_SECONDS:
-                    last_check = time.monotonic()
-                    if gone():
-                        raise KeyboardInterrupt
-
-            def on_epoch(st: Any) -> None:
-                post(
-                    {
-                        "name": trial.name,
-                        "event": "epoch",
-                        "epoch": st.epoch,
-                        "val_acc": st.history.columns["val_acc"][-1],
-                    }
-                )
-
-            outcome = runs.run(
-                trial.config,
-                folder,
-                prepared,
-                start=start,
-                resume_hint="the same cifarlin sweep command",
-                on_epoch=on_epoch,
-                on_batch=on_batch,
-            )
-        return result("done", **history_metrics(outcome.state.history, trial.config.keep))
-    except DivergenceError as e:
-        why = f"diverged in epoch {e.epoch}: the cost or the weights became NaN or infinite"
-        return result("diverged", error=why, **_saved_metrics(folder, trial.config.keep))
-    except Interrupted as e:
-        return result("interrupted", error=one_line(e), **_saved_metrics(folder, trial.config.keep))
-    except Exception as e:
-        return result("failed", error=one_line(e))
-
-
-_malloc_tuned = False
-
-
-def malloc_as_usual() -> None:
-    """Undo, in this process, what the MALLOC_TRIM_THRESHOLD_ that Dask's nannies set does to the
-    training loop (fresh pages mapped and zeroed for every temporary): keep temporaries of up to
-    32 MB on the heap, as glibc's adaptive default does for a plain ``cifarlin train``."""
-    global _malloc_tuned
-    if _malloc_tuned or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return
-    _malloc_tuned = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _saved_metrics(folder: Path, keep: str) -> dict[str, Any]:
-    """The metrics of the epochs a stopped trial saved (its history.h5), if any."""
-    from cifarlin.checkpoint import load_history
-
-    try:
-        return history_metrics(load_history(folder / "history.h5").history, keep)
-    except CifarlinError:
-        return {}
-
-
-def dask_setup(worker: Any) -> None:
-    """Dask preload hook of the local cluster's workers: Ctrl-C in the terminal reaches every
-    process of the command, and the sweep stops its workers itself (without their tracebacks)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _probe_worker(data_folder: str, alive: str) -> dict[str, str]:
-    """Run on every worker before a sweep: can it see the data and the sweep folder?"""
-    from cifarlin import data
-
-    out = {"version": __version__, "data": "", "out": ""}
-    try:
-        data.find(Path(data_folder))
-    except CifarlinError as e:
-        out["data"] = one_line(e)
-    if not os.path.exists(alive):
-        out["out"] = f"{Path(alive).parent} is not there (or not the same folder) on this worker"
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The cluster
-# ---------------------------------------------------------------------------------------------
-
-
-def check_scheduler(address: str) -> str:
-    if not re.fullmatch(r"(tcp|tls|ucx|ws|wss|inproc)://\S+", address):
-        raise bad_value("scheduler", address, "expected the scheduler's address, e.g. tcp://HOST:8786")
-    return address
-
-
-def check_cluster(scheduler: str | None, workers: int | None, retries: int = RETRIES) -> None:
-    """The cluster options: a scheduler's address, or the size of a local cluster."""
-    if scheduler is not None:
-        check_scheduler(scheduler)
-        if workers is not None:
-            raise bad_value(
-                "workers", workers, "sizes a local cluster; with scheduler=ADDRESS the cluster has its own"
-            )
-    if workers is not None and not 1 <= workers <= 512:
-        raise bad_value("workers", workers, "must be between 1 and 512")
-    if not 0 <= retries <= 100:
-        raise bad_value("retries", retries, "must be between 0 and 100")
-
-
-def local_workers(requested: int | None, trials: Sequence[Trial]) -> int:
-    """Worker processes of a local cluster: as asked, else one per core, no more than trials, and
-    no more than the memory holds (each worker keeps one copy of the data)."""
-    if requested is not None:
-        return requested
-    n = min(os.cpu_count() or 1, max(1, len(trials)))
-    try:
-        import psutil
-
-        total = psutil.virtual_memory().total
-    except Exception:  # psutil comes with distributed; without it, no memory cap
-        return n
-    per_worker = max((_data_bytes(t.config) for t in trials), default=0) + (300 << 20)
-    return max(1, min(n, int(0.8 * total) // per_worker))
-
-
-def _data_bytes(cfg: TrainConfig) -> int:
-    images = 10_000 * len(cfg.train_batches) + (10_000 if cfg.val_size is None else 0) + 10_000
-    return images * 3072 * (8 if cfg.dtype == "float64" else 4)
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int, retries: int = RETRIES) -> Iterator[Any]:
-    """A Dask client: of the cluster at ``scheduler``, or of a new local cluster of ``workers``
-    single-threaded worker processes (scheduler and workers on 127.0.0.1, free ports, no
-    dashboard; a trial whose worker dies is tried ``retries`` more times)."""
-    import logging
-
-    import dask
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=CONNECT_SECONDS)
-        except (OSError, TimeoutError) as e:
-            raise CifarlinError(
-                f"scheduler={scheduler!r}: cannot connect ({one_line(e)}); start one with 'dask scheduler' "
-                "and workers with 'dask worker ADDRESS'"
-            ) from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    # Worker processes inherit an ignored SIGINT: Ctrl-C stops the sweep here, not them.
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-    # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, which makes glibc map and zero fresh pages
-    # for the training loop's every temporary: seven times the page faults of `cifarlin train`.
-    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    try:
-        with dask.config.set(
-            {
-                "distributed.scheduler.worker-saturation": 1.0,  # a trial waits on no busy worker
-                "distributed.scheduler.allowed-failures": retries,
-                "distributed.nanny.pre-spawn-environ": environ,
-            }
-        ):
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                scheduler_port=0,
-                dashboard_address=":0",  # a free port: no clash with another cluster
-                silence_logs=logging.CRITICAL,
-                preload=["cifarlin.sweep"],
-            )
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    client = Client(cluster)
-    try:
-        yield client
-    except BaseException:
-        _stop_local_workers(client)  # at once: a running trial keeps its last checkpoint
-        raise
-    finally:
-        client.close()
-        cluster.close()
-
-
-def _stop_local_workers(client: Any) -> None:
-    try:
-        pids = client.run(os.getpid)
-    except Exception:
-        return
-    for pid in pids.values():
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------------------------------------

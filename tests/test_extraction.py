@@ -196,9 +196,9 @@ def test_extract_command_on_an_existing_dask_cluster(runner, tiny_py, fmap_file,
     ],
 )
 def test_extract_bad_input_is_one_line(runner, tiny_py, fmap_file, args, message, monkeypatch):
-    from cifarlin import sweep
+    from cifarlin import cluster
 
-    monkeypatch.setattr(sweep, "CONNECT_SECONDS", 1)  # nobody listens on port 9
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1)  # nobody listens on port 9
     args = [a.format(map=fmap_file, data=tiny_py / "data_batch_1") for a in args]
     r = runner.invoke(app, ["features", "extract", *args, "--data-dir", str(tiny_py)])
     assert r.exit_code != 0

@@ -230,7 +230,7 @@ def _extract(
     c, res = console(), results(json_out)
     from cifarlin import extraction
     from cifarlin import features as fm
-    from cifarlin.sweep import check_cluster, dask_client
+    from cifarlin.cluster import check_cluster, dask_client
 
     check_cluster(scheduler, None)
     if workers is not None and scheduler is not None:
