@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from cifarlin import model
 from cifarlin.checkpoint import Snapshot
-from cifarlin.config import feature_cache_dir
 from cifarlin.data import Dataset, Reader, load_split
 from cifarlin.errors import bad_value
 from cifarlin.losses import LOSSES
@@ -80,7 +78,7 @@ def _inputs(snap: Snapshot, images: np.ndarray, reader: Reader, split: str) -> n
     from cifarlin.features import FeatureCache
 
     md5 = reader.batch_md5(whole)
-    F = FeatureCache(feature_cache_dir(os.environ)).features(snap.features, md5, images)[0]
+    F = FeatureCache.at().features(snap.features, md5, images)[0]
     return snap.normalizer.apply(
         F, np.dtype(snap.config.dtype), out=F if snap.config.dtype == "float32" else None
     )

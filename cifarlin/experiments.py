@@ -252,7 +252,7 @@ def run_plan(
                 result.summaries,
                 str(dataset.folder),
                 names,
-                figures=drawer if figures else None,
+                drawer=drawer if figures else None,
             )
     return result
 
@@ -330,7 +330,7 @@ def write_comparison(
     data_folder: str,
     class_names: Sequence[str],
     *,
-    figures: FigureDrawer | None = None,
+    drawer: FigureDrawer | None = None,
 ) -> list[Path]:
     """``summary.md``, ``summary.json`` and (with a drawer for the figures) ``settings.png`` in
     ``folder``."""
@@ -339,6 +339,6 @@ def write_comparison(
         folder / "summary.json", json.dumps(json_ready(list(summaries)), indent=2, allow_nan=False) + "\n"
     )
     files = [folder / "summary.md", folder / "summary.json"]
-    if figures is not None:
-        files.append(figures.comparison(outcomes, class_names, folder / "settings.png"))
+    if drawer is not None:
+        files.append(drawer.comparison(outcomes, class_names, folder / "settings.png"))
     return files

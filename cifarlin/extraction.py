@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,11 +73,12 @@ def fill_cache(
         raise bad_value("augment", augment, "features take no other views than flip")
     reader = Reader(dataset)
     batches, _ = reader.train_batches(spec)  # checks val_size against the files
+    train = dict(zip(spec.train_batches, batches, strict=True))
     done = []
     for which, view in needed(spec, augment, [len(b.labels) for b in batches]):
         name = "test_batch" if which == "test" else f"data_batch_{which}"
         t0 = time.perf_counter()
-        b = reader.batch(which)
+        b = train[which] if which in train else reader.batch(which)  # each file read once
         images = b.images[:, views.flip_index()] if view == "flip" else b.images
         hit = cache.get(fmap, b.md5, len(images), view) is not None
         if on_batch is not None:
@@ -168,12 +168,3 @@ def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor
         return out
 
     return extract
-
-
-def cache_folder(cache_dir: Path | None) -> fm.FeatureCache:
-    """The feature cache in ``cache_dir``, else the default one ($XDG_CACHE_HOME/cifarlin/features)."""
-    import os
-
-    from cifarlin.config import feature_cache_dir
-
-    return fm.FeatureCache(cache_dir or feature_cache_dir(os.environ))

@@ -498,6 +498,11 @@ class FeatureCache:
 
     folder: Path
 
+    @classmethod
+    def at(cls, folder: Path | None = None) -> FeatureCache:
+        """The cache in ``folder``, else the default one ($XDG_CACHE_HOME/cifarlin/features)."""
+        return cls(folder or feature_cache_dir(os.environ))
+
     def key(self, fmap: FeatureMap, batch_md5: str, view: str = "") -> str:
         """The entry's name: the map's checksum, the batch file's MD5 and the view of its images
         (e.g. 'flip' for mirrored copies; '' for the images themselves)."""
@@ -576,7 +581,7 @@ def prepare(
 
     assert cfg.features is not None
     fmap = load(Path(cfg.features))
-    cache = FeatureCache(cache_dir or feature_cache_dir(os.environ))
+    cache = FeatureCache.at(cache_dir)
     reader = Reader(dataset)
 
     def of(name: str, batch: Any, view: str = "") -> np.ndarray:

@@ -75,12 +75,11 @@ def comparison_figure(
 def outcomes_from(folders: Sequence[Path], probe: bool = True) -> tuple[list[Outcome], list[str]]:
     """The complete runs in ``folders`` as just finished, and the class names of the first
     (``probe``: each file read first in a child process, see :func:`cifarlin.h5safe.probe`)."""
-    outcomes, names = [], []
-    for i, folder in enumerate(folders):
-        history = load_history(folder / "history.h5", probe=probe)
-        outcomes.append(Outcome.from_folder(folder, history.config, probe=probe))
-        names = history.class_names if i == 0 else names
-    return outcomes, names
+    histories = [load_history(folder / "history.h5", probe=probe) for folder in folders]
+    outcomes = [
+        Outcome.from_folder(f, h.config, probe=probe) for f, h in zip(folders, histories, strict=True)
+    ]
+    return outcomes, histories[0].class_names if histories else []
 
 
 def child_runs(folder: Path) -> list[Path]:

@@ -273,7 +273,7 @@ def extract_features(
             fmap,
             cfg.split,
             cfg.augment,
-            extraction.cache_folder(None),
+            fm.FeatureCache.at(),
             extraction.dask_extractor(client),
             on_batch,
         )

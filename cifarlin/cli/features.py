@@ -239,7 +239,7 @@ def _extract(
         raise ConfigError(f"--workers {workers}: use 1 to 64 threads")
     fmap = fm.load(file)
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
-    cache = extraction.cache_folder(ctx.obj.feature_cache)
+    cache = fm.FeatureCache.at(ctx.obj.feature_cache)
 
     def on_batch(name: str, view: str, cached: bool) -> None:
         if not quiet:
