@@ -27,6 +27,12 @@ def train(runner, tiny_py, out, *args):
     return r
 
 
+def train_setting(runner, tiny_py, setting, out, *extra, **kw):
+    """`cifarlin train --setting SETTING` into OUT: one epoch of TINY on the tiny data."""
+    args = ["train", "--setting", setting, "--out", str(out), "--data-dir", str(tiny_py), *TINY]
+    return runner.invoke(app, [*args, "--epochs", "1", *extra], **kw)
+
+
 def test_results_go_to_stdout_and_progress_to_stderr(runner, tiny_py, tmp_path):
     """Bug: `cifarlin evaluate m.h5 > eval.txt` gave an empty file; `| grep cat` found nothing."""
     r = train(runner, tiny_py, tmp_path / "r")
@@ -106,23 +112,7 @@ def test_no_color_keeps_the_progress_bar_on_a_terminal(tiny_py, tmp_path):
 
 def test_setting_all_comparison_is_a_table_that_fits_80_columns(runner, tiny_py, tmp_path):
     """Bug: the comparison printed as raw Markdown that wrapped mid-word, and not at all with -q."""
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "--setting",
-            "all",
-            "--out",
-            str(tmp_path),
-            "--data-dir",
-            str(tiny_py),
-            *TINY,
-            "--epochs",
-            "1",
-            "-q",
-        ],
-        env={"COLUMNS": "80"},
-    )
+    r = train_setting(runner, tiny_py, "all", str(tmp_path), "-q", env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     rows = [line for line in r.stdout.splitlines() if re.match(r"^[1-4] ", line)]
     assert [row.split()[0] for row in rows] == ["1", "2", "3", "4"]
@@ -133,39 +123,9 @@ def test_setting_all_comparison_is_a_table_that_fits_80_columns(runner, tiny_py,
 
 def test_train_then_setting_all_reuses_the_same_run(runner, tiny_py, tmp_path):
     """Bug: `train --setting 2` then `train --setting all` failed on the folder setting 2 left."""
-    first = runner.invoke(
-        app,
-        [
-            "train",
-            "--setting",
-            "2",
-            "-o",
-            str(tmp_path / "setting-2"),
-            "--data-dir",
-            str(tiny_py),
-            *TINY,
-            "--epochs",
-            "1",
-            "--json",
-        ],
-    )
+    first = train_setting(runner, tiny_py, "2", str(tmp_path / "setting-2"), "--json")
     assert first.exit_code == 0
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "--setting",
-            "all",
-            "--out",
-            str(tmp_path),
-            "--data-dir",
-            str(tiny_py),
-            *TINY,
-            "--epochs",
-            "1",
-            "--json",
-        ],
-    )
+    r = train_setting(runner, tiny_py, "all", str(tmp_path), "--json")
     assert r.exit_code == 0, r.output
     runs = json.loads(r.stdout)["runs"]
     assert [s["reused"] for s in runs] == [False, True, False, False]
@@ -266,22 +226,7 @@ def test_short_options_and_aliases(runner, tiny_py, tmp_path):
 @pytest.mark.slow
 def test_visualize_a_folder_of_runs_draws_their_comparison(runner, tiny_py, tmp_path):
     """Bug: `visualize outputs/` (a folder of runs) failed on a missing history."""
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "--setting",
-            "all",
-            "--out",
-            str(tmp_path),
-            "--data-dir",
-            str(tiny_py),
-            *TINY,
-            "--epochs",
-            "1",
-            "-q",
-        ],
-    )
+    r = train_setting(runner, tiny_py, "all", str(tmp_path), "-q")
     assert r.exit_code == 0 and not (tmp_path / "settings.png").exists()  # --no-plots
     r = runner.invoke(app, ["visualize", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
