@@ -18,7 +18,7 @@ import numpy as np
 from cifarlin import __version__
 from cifarlin import features as fm
 from cifarlin.config import SplitSpec
-from cifarlin.data import Dataset, Reader
+from cifarlin.data import Dataset, Reader, empty_rows
 from cifarlin.errors import CifarlinError, bad_value, check_stop, one_line
 
 Extractor = Callable[[fm.FeatureMap, np.ndarray], np.ndarray]  # (map, images (N, 3072)) -> (N, 4k)
@@ -141,7 +141,7 @@ def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor
                 ) from None
         n, chunk = len(images), fm.block_size(fmap)
         step = chunk * max(1, TASK_IMAGES // chunk)  # starts on the blocks of fm.extract
-        out = np.empty((n, fmap.n_features), dtype=np.float32)  # (N, 4k)
+        out = empty_rows((n, fmap.n_features), np.float32)  # (N, 4k)
         futures = {
             client.submit(_blocks, maps[fmap.checksum], images[s : s + step], chunk, pure=False): s
             for s in range(0, n, step)

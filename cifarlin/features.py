@@ -310,7 +310,9 @@ def extract(
     images = _check_images(images)
     N = len(images)
     if out is None:
-        out = np.empty((N, fmap.n_features), dtype=np.float32)
+        from cifarlin.data import empty_rows
+
+        out = empty_rows((N, fmap.n_features), np.float32)
     elif out.shape != (N, fmap.n_features) or out.dtype != np.float32:
         raise bad_value("out", out.shape, f"expected ({N}, {fmap.n_features}) float32")
     chunk = chunk or block_size(fmap)
@@ -375,7 +377,9 @@ class FeatureStats:
         if F.ndim != 2 or F.shape[1] != len(self.mean):
             raise bad_value("features", F.shape, f"expected (n, {len(self.mean)}) rows")
         if out is None:
-            out = np.empty(F.shape, dtype=np.float32)
+            from cifarlin.data import empty_rows
+
+            out = empty_rows(F.shape, np.float32)
         np.subtract(F, self.mean.astype(np.float32), out=out, dtype=np.float32)
         np.divide(out, self.std.astype(np.float32), out=out)
         return out
@@ -577,7 +581,7 @@ def prepare(
     (f - mean) / sqrt(var + 0.01)), kept in the returned normaliser (scale 1).
     """
     from cifarlin import augment
-    from cifarlin.data import Normalizer, Prepared, Reader, read_class_names
+    from cifarlin.data import Normalizer, Prepared, Reader, empty_rows, read_class_names
 
     assert cfg.features is not None
     fmap = load(Path(cfg.features))
@@ -597,8 +601,8 @@ def prepare(
     flips = cfg.augment == "flip"
     ridge_sums = cfg.solver == "ridge"  # the solver sums the mirrored rows; no need to keep them
     rows = n_train * (2 if flips and not ridge_sums else 1)
-    train = np.empty((rows, fmap.n_features), dtype=np.float32)  # (n_train [x 2], 4k)
-    val = np.empty((len(labels) - n_train, fmap.n_features), np.float32)  # the held-out tail, if any
+    train = empty_rows((rows, fmap.n_features), np.float32)  # (n_train [x 2], 4k)
+    val = empty_rows((len(labels) - n_train, fmap.n_features), np.float32)  # the held-out tail, if any
 
     def training_blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Fill ``train`` and ``val`` batch file by batch file, yielding each file's training

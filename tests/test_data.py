@@ -447,3 +447,25 @@ def test_cli_names_the_fifo_and_exits_1(tmp_path, tiny_py, runner):
         r.stderr
         == f"Error: {folder / 'data_batch_1'}: is a FIFO, not a regular file; expected a CIFAR-10 file\n"
     )
+
+
+@pytest.mark.parametrize("rows", [0, 3, 2000])  # 2000 x 3072 float32 = 24 MB: in small pages
+def test_empty_rows_is_an_ordinary_writable_array(rows, monkeypatch):
+    monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1 << 20)
+    a = data.empty_rows((rows, data.D), np.float32)
+    assert a.shape == (rows, data.D) and a.dtype == np.float32
+    assert a.flags.writeable and a.flags.c_contiguous
+    a[:] = np.arange(data.D, dtype=np.float32)
+    view = a[rows // 2 :]
+    del a  # a view keeps the memory alive
+    assert np.array_equal(view, np.broadcast_to(np.arange(data.D, dtype=np.float32), view.shape))
+    assert np.array_equal(pickle.loads(pickle.dumps(view)), view)
+
+
+def test_normalised_splits_equal_those_in_numpys_own_memory(tiny_py, monkeypatch):
+    cfg = config.TrainConfig()
+    small = data.prepare_run(data.find(tiny_py), cfg)
+    monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1)
+    mapped = data.prepare_run(data.find(tiny_py), cfg)
+    for name in small.X:
+        assert mapped.X[name].base is not None and np.array_equal(mapped.X[name], small.X[name])
