@@ -112,9 +112,20 @@ def evaluate(
     return metrics(scores(W, b, X), y, W, lam, loss)
 
 
-def _padded(k: int) -> int:
-    """Columns W^T is padded to for BLAS: a multiple of 8 (OpenBLAS runs 10 columns slower than 16)."""
-    return -(-k // 8) * 8
+def forward_matrix(W: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+    """Wt = [W^T | W'^T] (d, 2K): the matrix :func:`step` multiplies a batch by, W' = ``other``
+    (zeros without it).
+
+    2K = 20 columns, not padded: OpenBLAS takes the first 16 in one block for any width from 16
+    to 23, so the step's own columns get the bits of the 16-column product it used before
+    (checked for batches of 1 to 300 rows; 24 columns would change them); one 20-column product
+    costs what the 16 + 8 columns of two did minus 10%."""
+    k, d = W.shape
+    Wt = np.zeros((d, 2 * k), dtype=W.dtype)  # (d, 2K)
+    Wt[:, :k] = W.T
+    if other is not None:
+        Wt[:, k : 2 * k] = other.T
+    return Wt
 
 
 def step(
@@ -125,6 +136,7 @@ def step(
     lam: float,
     loss: str = "ce",
     also: tuple[np.ndarray, np.ndarray] | None = None,
+    Wt: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Analytic gradients of J on a batch, and the batch's scores under other weights ``also``
     = (W', b') while X is in cache (None without ``also``).
@@ -133,48 +145,34 @@ def step(
     cross-entropy G = (P - Y) / N, Y (N, K) the one-hot of y; see :mod:`cifarlin.losses`):
     dJ/dW = G^T X + 2 lam W  (K, d);   dJ/db = sum_n G[n]  (K,).
 
-    The forward pass multiplies by W^T padded to 16 columns; the 6 padding columns carry the
-    first rows of W' (free: a GEMM's column does not depend on the others' values, so the
-    step's own scores keep their bits), and a second, narrow product the rest of W'.
+    The forward pass is one product by [W^T | W'^T] (d, 2K) (:func:`forward_matrix`), with
+    or without W' (zeros then): a GEMM's column depends on its own column's values only, for a
+    given shape, so the step's numbers are the same either way, and W''s scores are those of
+    :func:`scores_of_step`. A training loop passes ``Wt``, that matrix kept from batch to batch
+    with W'^T already in place (W' is fixed for an epoch): the step writes W^T into its first K
+    columns, no new (d, 2K) matrix per batch.
     """
     N = X.shape[0]
-    k, d = W.shape
-    Wt = np.zeros((d, _padded(k)), dtype=W.dtype)  # (d, 16): [W^T | first rows of W'^T]
-    Wt[:, :k] = W.T
-    spare = Wt.shape[1] - k
-    if also is not None:
-        Wt[:, k:] = also[0][:spare].T
-    P = X @ Wt  # (N, 16)
+    k = W.shape[0]
+    if Wt is None:
+        Wt = forward_matrix(W, None if also is None else also[0])
+    else:
+        Wt[:, :k] = W.T
+    P = X @ Wt  # (N, 2K): [S - b | S' - b']
     G = LOSSES[loss].grad(P[:, :k] + b, y)  # (N, K)
     G /= N
     dW = G.T @ X  # (K, d)
     if lam:
         dW += (2 * lam) * W
     db = G.sum(axis=0)  # (K,)
-    return dW, db, (None if also is None else _also_scores(X, P[:, k:], also, spare))
-
-
-def _also_scores(
-    X: np.ndarray, first: np.ndarray, also: tuple[np.ndarray, np.ndarray], spare: int
-) -> np.ndarray:
-    """Scores (N, K) of X under W' = also[0]: its first ``spare`` columns already in ``first``,
-    the rest from a narrow product (while X is in cache)."""
-    Wr, br = also
-    rest = np.zeros((X.shape[1], _padded(len(Wr) - spare)), dtype=Wr.dtype)  # (d, 8)
-    rest[:, : len(Wr) - spare] = Wr[spare:].T
-    S = np.concatenate([first, (X @ rest)[:, : len(Wr) - spare]], axis=1)  # (N, K)
-    S += br
-    return S
+    return dW, db, (None if also is None else P[:, k : 2 * k] + also[1])
 
 
 def scores_of_step(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The scores (N, K) :func:`step` gives for ``also=(W, b)``, bit for bit, computed on their
     own (the step's own columns zero)."""
-    k, d = W.shape
-    Wt = np.zeros((d, _padded(k)), dtype=W.dtype)
-    spare = Wt.shape[1] - k
-    Wt[:, k:] = W[:spare].T
-    return _also_scores(X, (X @ Wt)[:, k:], (W, b), spare)
+    Wt = forward_matrix(np.zeros_like(W), W)
+    return (X @ Wt)[:, len(W) : 2 * len(W)] + b
 
 
 def gradients(

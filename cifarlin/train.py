@@ -302,6 +302,8 @@ def fit(
                     )
                 if gather is not None:
                     orders[id(gather)] = order
+                # [W^T | W'^T]: the previous weights' columns set once, W^T rewritten per batch
+                Wt = model.forward_matrix(W, None if gather is None else gather.W)
                 batches = [slice(s, s + B) if order is None else order[s : s + B] for s in range(0, N, B)]
                 # the images' views in pixel space, then normalised as ever, made a few batches ahead
                 views = _Views(data, batches, flips, moves, min(B, N)) if aug.active else None
@@ -309,7 +311,7 @@ def fit(
                     for j, rows in enumerate(batches):
                         Xb = views.next() if views is not None else X[rows]
                         also = (gather.W, gather.b) if gather is not None else None
-                        dW, db, S_prev = model.step(W, b, Xb, y[rows], cfg.lam, cfg.loss, also)
+                        dW, db, S_prev = model.step(W, b, Xb, y[rows], cfg.lam, cfg.loss, also, Wt)
                         if gather is not None:
                             gather.add(S_prev, y[rows], cfg.loss)
                         eta = float(etas[j])  # a Python float: the update stays in the data's dtype

@@ -34,7 +34,7 @@ def prepared64(tiny_py):
 def ref_gradients(W, b, X, y, lam):
     """dJ/dW, dJ/db on a batch, in the operations and order of model.gradients."""
     k, d = W.shape
-    Wt = np.zeros((d, 16), dtype=W.dtype)  # W^T padded to 16 columns, as model.step does
+    Wt = np.zeros((d, 2 * k), dtype=W.dtype)  # [W^T | 0], 2K columns, as model.step multiplies by
     Wt[:, :k] = W.T
     S = (X @ Wt)[:, :k]
     S += b
