@@ -17,11 +17,11 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from cifarlin.figures import comparison_figure, draw_training_figures, outcomes_from
+from cifarlin.figures import comparison_figure, draw_training_figures, outcomes_from, training_figures
 from cifarlin.runs import Outcome
 
 # a child that has not answered in this long is killed and the parent draws (drawing takes ~0.3 s)
@@ -185,7 +185,7 @@ def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
                 continue  # no answer
             if "run" in job:
                 (outcome,), names = outcomes_from([Path(job["run"])], probe=False)
-                paths = draw_training_figures(outcome, names)
+                paths = side_by_side(training_figures(outcome, names))
             else:
                 outcomes, names = outcomes_from([Path(p) for p in job["compare"]], probe=False)
                 paths = [comparison_figure(outcomes, names, Path(job["path"]))]
@@ -194,3 +194,31 @@ def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
             reply = {"error": f"{type(e).__name__}: {e}"}
         replies.write(json.dumps(reply).encode() + b"\n")
         replies.flush()
+
+
+def side_by_side(figures: Sequence[tuple[Path, Callable[[], Path]]]) -> list[Path]:
+    """Draw ``figures`` ((path, draw) pairs) at once: each but the last in a process forked for
+    it, the last here (two figures take the time of one: the command waits for them). A figure
+    whose process fails is drawn here again, which raises what goes wrong."""
+    forked: dict[int, Callable[[], Path]] = {}
+    for _, draw in figures[:-1]:
+        try:
+            pid = os.fork()
+        except OSError:
+            draw()
+            continue
+        if pid == 0:
+            code = 1
+            try:
+                draw()
+                code = 0
+            finally:
+                os._exit(code)
+        forked[pid] = draw
+    if figures:
+        figures[-1][1]()
+    for pid, draw in forked.items():
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            draw()
+    return [path for path, _ in figures]

@@ -35,18 +35,26 @@ def stale_figures(out: Path) -> list[str]:
     return [str(p) for p in sorted(out.glob("*.png")) if p.stat().st_mtime < written]
 
 
-def draw_training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[Path]:
-    """``curves.png`` and ``montage.png`` (of the weights model.h5 holds) into the run's folder."""
+def training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[tuple[Path, Callable[[], Path]]]:
+    """The figures ``train`` draws into the run's folder, each as (its path, what draws and
+    saves it): ``curves.png``, and ``montage.png`` of the weights model.h5 holds."""
     from cifarlin import plots
 
     plots.use_backend()
     cfg, st = outcome.config, outcome.state
+    curves, montage = outcome.out / "curves.png", outcome.out / "montage.png"
     return [
-        plots.save(plots.curves(st.history, cfg), outcome.out / "curves.png"),
-        plots.save(
-            _montage(cfg, final_model(cfg, st), outcome.features, class_names), outcome.out / "montage.png"
+        (curves, lambda: plots.save(plots.curves(st.history, cfg), curves)),
+        (
+            montage,
+            lambda: plots.save(_montage(cfg, final_model(cfg, st), outcome.features, class_names), montage),
         ),
     ]
+
+
+def draw_training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[Path]:
+    """Draw :func:`training_figures`, one after the other; their paths."""
+    return [draw() for _, draw in training_figures(outcome, class_names)]
 
 
 def _montage(cfg: TrainConfig, st: TrainState, fmap: FeatureMap | None, class_names: Sequence[str]) -> Any:

@@ -145,3 +145,60 @@ def test_interrupted_wait_ends_the_child(tmp_path, tiny_py, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         experiments.run_plan(plan(tmp_path / "run"), data.Dataset(tiny_py, "python"))
     assert pids and not alive(pids[0])
+
+
+def test_side_by_side_draws_each_figure_once_in_its_own_process(tmp_path):
+    """Catches: a figure drawn twice or not at all, the paths out of order, the forked drawing
+    not waited for (a zombie, or a file not there yet when the paths come back)."""
+    here = os.getpid()
+
+    def figure(name):
+        def draw():
+            p = tmp_path / name
+            with open(tmp_path / "log", "a") as log:
+                log.write(f"{name} {os.getpid()}\n")
+            p.write_text(name)
+            return p
+
+        return tmp_path / name, draw
+
+    paths = drawer.side_by_side([figure("a.png"), figure("b.png"), figure("c.png")])
+    assert paths == [tmp_path / n for n in ("a.png", "b.png", "c.png")]
+    assert all(p.read_text() == p.name for p in paths)
+    log = dict(line.split() for line in (tmp_path / "log").read_text().splitlines())
+    assert sorted(log) == ["a.png", "b.png", "c.png"]  # each drawn once
+    assert int(log["c.png"]) == here and int(log["a.png"]) != here != int(log["b.png"]) != int(log["a.png"])
+    for name in ("a.png", "b.png"):
+        with pytest.raises(ChildProcessError):
+            os.waitpid(int(log[name]), os.WNOHANG)  # waited for already: no zombie
+
+
+def test_side_by_side_redraws_here_what_failed_in_its_process(tmp_path, monkeypatch):
+    here = os.getpid()
+
+    def flaky():  # fails in a forked process, works here
+        if os.getpid() != here:
+            raise OSError("no space left on device")
+        (tmp_path / "a.png").write_text("a")
+        return tmp_path / "a.png"
+
+    assert (
+        drawer.side_by_side([(tmp_path / "a.png", flaky), (tmp_path / "b.png", lambda: None)])[0].read_text()
+        == "a"
+    )
+
+    def no_fork():
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    (tmp_path / "a.png").unlink()
+    assert (
+        drawer.side_by_side([(tmp_path / "a.png", flaky), (tmp_path / "b.png", lambda: None)])[0].read_text()
+        == "a"
+    )
+
+    def broken():
+        raise OSError("disk on fire")
+
+    with pytest.raises(OSError, match="disk on fire"):
+        drawer.side_by_side([(tmp_path / "x.png", broken), (tmp_path / "b.png", lambda: None)])
