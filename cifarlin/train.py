@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,8 @@ from cifarlin.errors import DivergenceError, bad_value, check_stop
 from cifarlin.history import History, Kept, TrainState
 from cifarlin.losses import LOSSES
 from cifarlin.schedules import learning_rates
+
+GATHER_CHUNK = 20  # batches whose training-set sums go to the metrics thread as one task
 
 
 def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:
@@ -63,11 +65,36 @@ class TrainScores:
     loss_sum: float = 0.0
     correct: int = 0
     seen: int = 0
+    queued: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # batches not yet summed
+    summing: list[Future[None]] = field(default_factory=list)
 
     def add(self, S: np.ndarray, y: np.ndarray, loss: str) -> None:
         self.loss_sum += float(LOSSES[loss].losses(S, y).sum())
         self.correct += int(np.count_nonzero(S.argmax(axis=1) == y))
         self.seen += len(y)
+
+    def queue(self, S: np.ndarray, y: np.ndarray, loss: str, pool: ThreadPoolExecutor) -> None:
+        """:meth:`add` on the metrics thread, a few batches at a time (in order: it has one
+        thread), while this one trains; ``S`` and ``y`` must not change meanwhile."""
+        self.queued.append((S, y))
+        if len(self.queued) == GATHER_CHUNK:
+            self.flush(loss, pool)
+
+    def flush(self, loss: str, pool: ThreadPoolExecutor) -> None:
+        chunk, self.queued = self.queued, []
+        if chunk:
+            self.summing.append(pool.submit(self._add_all, chunk, loss))
+
+    def _add_all(self, chunk: list[tuple[np.ndarray, np.ndarray]], loss: str) -> None:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # per thread
+            for S, y in chunk:
+                self.add(S, y, loss)
+
+    def wait(self) -> TrainScores:
+        """These sums, once the metrics thread has added every batch queued."""
+        for f in self.summing:
+            f.result()
+        return self
 
     def metrics(self, lam: float) -> model.Metrics:
         value = self.loss_sum / self.seen
@@ -268,7 +295,8 @@ def fit(
 
     def gathered(scores: TrainScores) -> TrainScores:
         """``scores`` complete: as gathered by the next epoch, or computed alike on their own."""
-        if scores.seen == N:
+        scores.flush(cfg.loss, pool)
+        if scores.wait().seen == N:
             return scores
         order = orders[id(scores)] if id(scores) in orders else next_order()
         return scores.standalone(X, y, order, B, cfg.loss)
@@ -313,7 +341,7 @@ def fit(
                         also = (gather.W, gather.b) if gather is not None else None
                         dW, db, S_prev = model.step(W, b, Xb, y[rows], cfg.lam, cfg.loss, also, Wt)
                         if gather is not None:
-                            gather.add(S_prev, y[rows], cfg.loss)
+                            gather.queue(S_prev, y[rows], cfg.loss, pool)
                         eta = float(etas[j])  # a Python float: the update stays in the data's dtype
                         dW *= eta  # in place: W -= eta * dW without a temporary
                         W -= dW
