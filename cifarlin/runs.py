@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
 RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
+# checkpoint.h5 is rewritten at most this often (and always after the last epoch, and when a run
+# stops: Ctrl-C, SIGTERM, divergence): a kill -9 loses at most this much training
+CHECKPOINT_SECONDS = 1.0
 #: Figures a run folder may hold (written by ``train`` and ``visualize``), removed by overwrite.
 FIGURE_PATTERNS = tuple(
     f"{stem}.{fmt}"
@@ -396,12 +399,17 @@ def run(
     resume_hint: str | None = None,
     on_epoch: Callable[[TrainState], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
+    checkpoint_seconds: float | None = None,
 ) -> Outcome:
     """Train ``cfg`` into the (checked) folder ``out``, from scratch or from ``start``.
 
-    Writes ``checkpoint.h5`` after every epoch, and ``model.h5`` and ``history.h5`` at the end.
-    Ctrl-C, divergence and a failed write leave the last good checkpoint, a history marked as
-    such, and a message saying so (``resume_hint``: the command that continues the run).
+    Writes ``checkpoint.h5`` after an epoch when the last was written ``checkpoint_seconds``
+    ago or more (default ``CHECKPOINT_SECONDS``; 0: after every epoch; at 40 ms an epoch, one
+    per epoch would be a tenth of the run) and after the last epoch, and ``model.h5`` and
+    ``history.h5`` at the end. Ctrl-C, SIGTERM and divergence first save the last finished epoch
+    (unless the stop came while saving), then leave a history marked as such and a message
+    saying which epoch the checkpoint holds (``resume_hint``: the command that continues the
+    run). A failed write leaves the checkpoint before it.
     """
     info = DataInfo(str(prepared.dataset.folder), prepared.dataset.format, dict(prepared.checksums))
     if start is not None and (changed := start.data.changed(prepared.checksums)):
@@ -413,7 +421,11 @@ def run(
     resume_hint = resume_hint or f"cifarlin train --out {out} --resume"
     state = start.state if start is not None else init_state(cfg, d=prepared.X["train"].shape[1])
     first = state.epoch
-    last_good = state
+    last_good = state  # the last epoch in checkpoint.h5 (or the start)
+    finished = state  # the last epoch trained
+    saved_at = time.monotonic()
+    stopped_while_saving = False
+    pace = CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
     lambdas: list[LambdaScore] = []
     io_seconds = 0.0
 
@@ -439,15 +451,34 @@ def run(
 
     with RunFolder(out, overwrite=overwrite and start is None) as folder:
 
-        def epoch_done(st: TrainState) -> None:
-            nonlocal io_seconds, last_good
+        def save(st: TrainState) -> None:
+            nonlocal io_seconds, last_good, saved_at, stopped_while_saving
             t = time.perf_counter()
-            save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
+            try:
+                save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
+            except KeyboardInterrupt:
+                stopped_while_saving = True
+                raise
             folder.saved()
             io_seconds += time.perf_counter() - t
-            last_good = st
+            last_good, saved_at = st, time.monotonic()
+
+        def epoch_done(st: TrainState) -> None:
+            nonlocal finished
+            finished = st
+            if time.monotonic() - saved_at >= pace or st.epoch >= cfg.epochs:
+                save(st)
             if on_epoch is not None:
                 on_epoch(st)
+
+        def save_finished() -> None:
+            """The last finished epoch into checkpoint.h5 before the run stops (best effort: the
+            checkpoint before it stays if this cannot be written)."""
+            if finished.epoch > last_good.epoch:
+                try:
+                    save(finished)
+                except (WriteError, KeyboardInterrupt):  # a second Ctrl-C: stop saving
+                    pass
 
         def history_as(status: str) -> None:
             if last_good.epoch > 0:
@@ -461,12 +492,17 @@ def run(
                 epoch_done(final)
             else:
                 final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
+            if final.epoch > last_good.epoch:  # ended before cfg.epochs: early stopping, ridge
+                save(final)
         except KeyboardInterrupt as e:
+            if not stopped_while_saving:
+                save_finished()
             history_as("interrupted")
             resume = f": resume with '{resume_hint}'" if last_good.epoch > 0 else ""
             how, code = stopped(e)
-            raise Interrupted(f"{how} in epoch {last_good.epoch + 1}; {kept()}{resume}", code) from None
+            raise Interrupted(f"{how} in epoch {finished.epoch + 1}; {kept()}{resume}", code) from None
         except DivergenceError as e:
+            save_finished()
             history_as("diverged")
             again = " (start again with other values with --overwrite)" if last_good.epoch > 0 else ""
             raise DivergenceError(f"{e}; {kept()}{again}", e.epoch) from None

@@ -184,6 +184,7 @@ def run_trial(
                 resume_hint="the same cifarlin sweep command",
                 on_epoch=on_epoch,
                 on_batch=on_batch,
+                checkpoint_seconds=0,  # every epoch: Ctrl-C stops a local sweep's workers at once
             )
         return result("done", **history_metrics(outcome.state.history, trial.config.keep))
     except DivergenceError as e:

@@ -28,6 +28,11 @@ def isolated_env(tmp_path, monkeypatch):
     from cifarlin import download
 
     monkeypatch.setattr(download, "BACKOFF", 0.01)
+    from cifarlin import runs
+
+    # a checkpoint after every epoch, as tests of resuming and stopping expect (tiny epochs take
+    # milliseconds: the once-a-second rule would skip them); test_checkpoint_pace sets its own
+    monkeypatch.setattr(runs, "CHECKPOINT_SECONDS", 0.0)
     monkeypatch.setattr(
         download,
         "OFFICIAL_URL",
