@@ -133,6 +133,7 @@ class _SafeUnpickler(pickle.Unpickler):
             ) from None
 
 
+_SCALARS = frozenset({bool, int, float, str, bytes, bytearray, type(None)})  # plain data, as is
 MAX_DEPTH = 4  # the official files nest dict -> list -> item
 MAX_ITEMS = 1_000_000  # list and dict entries in one file (an official batch has about 20,000)
 
@@ -161,6 +162,8 @@ def _unstub(obj: object) -> object:
                 raise _Refused(f"more than {MAX_ITEMS} list or dict entries")
             if isinstance(o, dict):
                 return {text(k): walk(v, depth + 1) for k, v in o.items()}
+            if set(map(type, o)) <= _SCALARS:  # labels, file names: nothing inside to check
+                return list(o)
             return [walk(v, depth + 1) for v in o]
         if isinstance(o, bool | int | float | str | bytes | bytearray) or o is None:
             return o
