@@ -215,8 +215,17 @@ def side_by_side(figures: Sequence[tuple[Path, Callable[[], Path]]]) -> list[Pat
             finally:
                 os._exit(code)
         forked[pid] = draw
-    if figures:
-        figures[-1][1]()
+    try:
+        if figures:
+            figures[-1][1]()
+    except BaseException:  # the job fails: no process of it may go on writing
+        for pid in forked:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+        raise
     for pid, draw in forked.items():
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:

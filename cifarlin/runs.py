@@ -424,7 +424,6 @@ def run(
     last_good = state  # the last epoch in checkpoint.h5 (or the start)
     finished = state  # the last epoch trained
     saved_at = time.monotonic()
-    stopped_while_saving = False
     pace = CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
     lambdas: list[LambdaScore] = []
     io_seconds = 0.0
@@ -446,19 +445,15 @@ def run(
 
     def kept() -> str:
         if last_good.epoch == first == 0:
-            return "no epoch finished, so nothing was saved"
+            return "no epoch was saved" if finished.epoch > 0 else "no epoch finished, so nothing was saved"
         return f"{out / CHECKPOINT} holds epoch {last_good.epoch}"
 
     with RunFolder(out, overwrite=overwrite and start is None) as folder:
 
         def save(st: TrainState) -> None:
-            nonlocal io_seconds, last_good, saved_at, stopped_while_saving
+            nonlocal io_seconds, last_good, saved_at
             t = time.perf_counter()
-            try:
-                save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
-            except KeyboardInterrupt:
-                stopped_while_saving = True
-                raise
+            save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
             folder.saved()
             io_seconds += time.perf_counter() - t
             last_good, saved_at = st, time.monotonic()
@@ -472,12 +467,13 @@ def run(
                 on_epoch(st)
 
         def save_finished() -> None:
-            """The last finished epoch into checkpoint.h5 before the run stops (best effort: the
-            checkpoint before it stays if this cannot be written)."""
+            """The last finished epoch into checkpoint.h5 before the run stops, also when the stop
+            came during its write (best effort: the checkpoint before it stays if this cannot be
+            written, or a second Ctrl-C comes)."""
             if finished.epoch > last_good.epoch:
                 try:
                     save(finished)
-                except (WriteError, KeyboardInterrupt):  # a second Ctrl-C: stop saving
+                except (WriteError, KeyboardInterrupt):
                     pass
 
         def history_as(status: str) -> None:
@@ -495,12 +491,12 @@ def run(
             if final.epoch > last_good.epoch:  # ended before cfg.epochs: early stopping, ridge
                 save(final)
         except KeyboardInterrupt as e:
-            if not stopped_while_saving:
-                save_finished()
+            save_finished()
             history_as("interrupted")
             resume = f": resume with '{resume_hint}'" if last_good.epoch > 0 else ""
             how, code = stopped(e)
-            raise Interrupted(f"{how} in epoch {finished.epoch + 1}; {kept()}{resume}", code) from None
+            epoch = min(finished.epoch + 1, cfg.epochs)  # the last epoch: stopped while saving it
+            raise Interrupted(f"{how} in epoch {epoch}; {kept()}{resume}", code) from None
         except DivergenceError as e:
             save_finished()
             history_as("diverged")

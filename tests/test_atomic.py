@@ -17,16 +17,17 @@ def prepared(tiny_py):
     return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
 
 
-def interrupt_at_std(monkeypatch, on_write: int = 1) -> list[str]:
-    """Make the ``on_write``-th model or checkpoint write raise KeyboardInterrupt while it creates
-    its 'std' dataset: after W, b and mean are already in the file being written. Returns the
-    names of the datasets created, in order."""
+def interrupt_at_std(monkeypatch, on_write: int = 1, after: bool = False) -> list[str]:
+    """Make the ``on_write``-th model or checkpoint write (and with ``after`` every later one)
+    raise KeyboardInterrupt while it creates its 'std' dataset: after W, b and mean are already
+    in the file being written. Returns the names of the datasets created, in order."""
     created: list[str] = []
     real = h5py.Group.create_dataset
 
     def create_dataset(self, name, *args, **kwargs):
         created.append(name)
-        if name == "std" and created.count("W") == on_write:
+        writes = created.count("W")
+        if name == "std" and (writes == on_write or (after and writes > on_write)):
             raise KeyboardInterrupt
         return real(self, name, *args, **kwargs)
 
@@ -62,11 +63,12 @@ def test_an_interrupted_snapshot_write_keeps_the_previous_file(prepared, tmp_pat
 
 
 def test_ctrl_c_inside_a_real_checkpoint_write_keeps_the_last_epoch(prepared, tmp_path, monkeypatch):
-    """Catches: a checkpoint written in place (Ctrl-C during epoch 3's write would leave a torn
-    checkpoint.h5 instead of epoch 2's), and temporary files left in the run folder."""
+    """Catches: a checkpoint written in place (Ctrl-C during epoch 3's write, and again during
+    the save on stop, would leave a torn checkpoint.h5 instead of epoch 2's), and temporary
+    files left in the run folder."""
     out = tmp_path / "run"
     saved = []
-    interrupt_at_std(monkeypatch, on_write=3)
+    interrupt_at_std(monkeypatch, on_write=3, after=True)
     with pytest.raises(runs.Interrupted, match="checkpoint.h5 holds epoch 2"):
         runs.run(TrainConfig(epochs=5, batch_size=10, eta=0.01), out, prepared, on_epoch=saved.append)
     monkeypatch.undo()
@@ -90,3 +92,15 @@ def test_an_interrupted_text_write_keeps_the_previous_text(tmp_path):
         files.write_text(target, "new table\n" * 1000 + "\ud800")
     assert target.read_text() == "old table\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.md"]
+
+
+def test_one_ctrl_c_inside_a_checkpoint_write_still_saves_that_epoch(prepared, tmp_path, monkeypatch):
+    """Catches: a stop that lands during a routine checkpoint write giving up the epoch being
+    written (with a checkpoint once a second, possibly every epoch of a short run)."""
+    out = tmp_path / "run"
+    interrupt_at_std(monkeypatch, on_write=3)
+    with pytest.raises(runs.Interrupted, match=r"in epoch 4; .*checkpoint.h5 holds epoch 3"):
+        runs.run(TrainConfig(epochs=5, batch_size=10, eta=0.01), out, prepared)
+    monkeypatch.undo()
+    assert checkpoint.load_snapshot(out / "checkpoint.h5").state.epoch == 3
+    assert len(checkpoint.load_history(out / "history.h5").history) == 3

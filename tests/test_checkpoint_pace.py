@@ -4,6 +4,9 @@ divergence) with epochs trained since the last write. Each test's docstring name
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import h5py
 import numpy as np
 import pytest
@@ -56,6 +59,23 @@ def test_a_run_writes_its_checkpoint_at_the_pace_and_after_the_last_epoch(
     writes.clear()
     runs.run(cfg(), tmp_path / "every-too", prepared, checkpoint_seconds=0)  # the sweep's trials
     assert writes == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_pace_counts_from_the_last_write(prepared, tmp_path, writes, monkeypatch):
+    """Catches: the time measured from the start instead of the last write (a checkpoint every
+    epoch after the first second), or the pace ignored. Each epoch takes 0.4 s on a fake clock."""
+    now = [0.0]
+    clock = SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    clock.monotonic = lambda: now[0]
+    monkeypatch.setattr(runs, "time", clock)
+    monkeypatch.setattr(runs, "CHECKPOINT_SECONDS", 1.0)
+
+    def tick(st):
+        now[0] += 0.4
+
+    runs.run(cfg(epochs=9), tmp_path / "r", prepared, on_epoch=tick)
+    # after epoch e the clock shows 0.4 (e - 1): 1.2 at epoch 4, then 1.2 s later at epoch 7
+    assert writes == [4, 7, 9]
 
 
 def test_ctrl_c_saves_the_last_finished_epoch_and_the_resume_is_exact(prepared, tmp_path, writes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import pickle
 import shutil
 
@@ -468,4 +469,8 @@ def test_normalised_splits_equal_those_in_numpys_own_memory(tiny_py, monkeypatch
     monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1)
     mapped = data.prepare_run(data.find(tiny_py), cfg)
     for name in small.X:
-        assert mapped.X[name].base is not None and np.array_equal(mapped.X[name], small.X[name])
+        assert np.array_equal(mapped.X[name], small.X[name])
+        owner = mapped.X[name]  # follow the views down to the memory they live in
+        while isinstance(owner, np.ndarray | memoryview):
+            owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+        assert isinstance(owner, mmap.mmap), name

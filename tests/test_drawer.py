@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,24 @@ def test_side_by_side_redraws_here_what_failed_in_its_process(tmp_path, monkeypa
 
     with pytest.raises(OSError, match="disk on fire"):
         drawer.side_by_side([(tmp_path / "x.png", broken), (tmp_path / "b.png", lambda: None)])
+
+
+def test_side_by_side_stops_the_forked_drawings_when_the_last_one_fails(tmp_path):
+    """Catches: a forked drawing left running (a zombie, or a second writer of a figure the
+    parent draws again) when the figure drawn in the process itself fails."""
+
+    def slow():
+        (tmp_path / "pid").write_text(str(os.getpid()))
+        time.sleep(5)
+        (tmp_path / "late.png").write_text("too late")
+
+    def broken():
+        while not (tmp_path / "pid").exists():
+            time.sleep(0.01)
+        raise OSError("disk on fire")
+
+    with pytest.raises(OSError, match="disk on fire"):
+        drawer.side_by_side([(tmp_path / "late.png", slow), (tmp_path / "b.png", broken)])
+    with pytest.raises(ChildProcessError):
+        os.waitpid(int((tmp_path / "pid").read_text()), os.WNOHANG)  # killed and waited for
+    assert not (tmp_path / "late.png").exists()

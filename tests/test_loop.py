@@ -187,3 +187,28 @@ def test_history_file_holds_the_metrics_of_each_epochs_weights(prepared64, tmp_p
     penalty = [c.lam * float(np.sum(W.astype(np.float64) ** 2)) for W, _ in ref]
     assert min(penalty) > 1.0  # the penalty is large enough to matter
     assert (got["val_cost"] - got["val_loss"]).tolist() == pytest.approx(penalty, rel=1e-9)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_training_set_sums_in_chunks_on_the_metrics_thread(prepared32, monkeypatch, shuffle):
+    """Catches: the chunks of batches sent to the metrics thread summed out of order, twice or
+    not at all (25 batches an epoch: a chunk of 20 and a rest), against the sums of one chunk
+    per batch, of one chunk per epoch, and an independent float64 evaluation of each epoch."""
+    c = TrainConfig(epochs=3, batch_size=2, eta=0.01, lam=0.1, shuffle=shuffle)
+    assert -(-N_TRAIN // c.batch_size) > train.GATHER_CHUNK  # more batches than a chunk
+    runs_by_chunk = {}
+    for chunk in (1, train.GATHER_CHUNK, 10**9):
+        monkeypatch.setattr(train, "GATHER_CHUNK", chunk)
+        st = train.fit(c, prepared32, train.init_state(c))
+        runs_by_chunk[chunk] = st.history.columns
+    first = runs_by_chunk[1]
+    for columns in runs_by_chunk.values():
+        for k in ("train_cost", "train_loss", "train_acc"):
+            assert np.array_equal(columns[k], first[k]), k
+    X, y = prepared32.X["train"], prepared32.y["train"]
+    ref, _, _ = reference_run(c, X, y)
+    for e, (W, b) in enumerate(ref):
+        cost, loss, acc = independent_metrics(W, b, X, y, c.lam)
+        assert first["train_loss"][e] == pytest.approx(loss, rel=1e-5)
+        assert first["train_cost"][e] == pytest.approx(cost, rel=1e-5)
+        assert first["train_acc"][e] == acc
