@@ -331,7 +331,7 @@ def fit(
                 if gather is not None:
                     orders[id(gather)] = order
                 # [W^T | W'^T]: the previous weights' columns set once, W^T rewritten per batch
-                Wt = model.forward_matrix(W, None if gather is None else gather.W)
+                Wt = model.forward_matrix(W, None if gather is None else gather.W, narrow=aug.active)
                 batches = [slice(s, s + B) if order is None else order[s : s + B] for s in range(0, N, B)]
                 # the images' views in pixel space, then normalised as ever, made a few batches ahead
                 views = _Views(data, batches, flips, moves, min(B, N)) if aug.active else None
