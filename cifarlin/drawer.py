@@ -93,6 +93,11 @@ class FigureDrawer:
         paths = self._ask({"compare": [str(o.out) for o in outcomes], "path": str(path)})
         return paths[0] if paths else comparison_figure(outcomes, class_names, path)
 
+    def sweep(self, args: dict[str, Any], path: Path) -> Path:
+        """``sweep.png`` from the plain values of :func:`cifarlin.plots.sweep_figure`'s arguments."""
+        paths = self._ask({"sweep": args, "path": str(path)})
+        return paths[0] if paths else sweep_figure_file(args, path)
+
     def _ask(self, job: dict[str, Any]) -> list[Path] | None:
         """The child's answer to ``job``, or None when the parent must draw."""
         if not self._send(job):
@@ -186,6 +191,8 @@ def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
             if "run" in job:
                 (outcome,), names = outcomes_from([Path(job["run"])], probe=False)
                 paths = side_by_side(training_figures(outcome, names))
+            elif "sweep" in job:
+                paths = [sweep_figure_file(job["sweep"], Path(job["path"]))]
             else:
                 outcomes, names = outcomes_from([Path(p) for p in job["compare"]], probe=False)
                 paths = [comparison_figure(outcomes, names, Path(job["path"]))]
@@ -231,3 +238,11 @@ def side_by_side(figures: Sequence[tuple[Path, Callable[[], Path]]]) -> list[Pat
         if os.waitstatus_to_exitcode(status) != 0:
             draw()
     return [path for path, _ in figures]
+
+
+def sweep_figure_file(args: dict[str, Any], path: Path) -> Path:
+    """:func:`cifarlin.plots.sweep_figure` of ``args`` saved to ``path``."""
+    from cifarlin import plots
+
+    plots.use_backend()
+    return plots.save(plots.sweep_figure(**args), path)

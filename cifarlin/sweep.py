@@ -29,6 +29,7 @@ from typing import Any
 from cifarlin import __version__
 from cifarlin.cluster import check_cluster, dask_client, local_workers
 from cifarlin.config import TrainConfig
+from cifarlin.drawer import FigureDrawer
 from cifarlin.errors import (
     CifarlinError,
     DataError,
@@ -77,6 +78,7 @@ from cifarlin.sweep_trial import _probe_worker, cached_data, clear_data_cache, r
 SWEEP_FILE, RESULTS_FILE, FIGURE_FILE = "sweep.h5", "results.csv", "sweep.png"
 WAIT_FOR_WORKERS_SECONDS = 60
 POLL_SECONDS = 0.1
+STOP_GRACE_SECONDS = 5.0  # how long Ctrl-C waits for running trials to save their last epoch
 ALIVE_PREFIX = ".sweep-alive-"  # present while a sweep runs; trials stop when it goes
 
 
@@ -143,6 +145,7 @@ def run_sweep(
     workers: int | None = None,
     retries: int = RETRIES,
     figures: bool = True,
+    background: bool = True,
     resume_hint: str | None = None,
     on_notice: Callable[[str], None] | None = None,
     on_trial: TrialCallback | None = None,
@@ -154,8 +157,11 @@ def run_sweep(
     continue from their checkpoints. ``data_folder`` and ``out`` must be the same paths on every
     worker. ``on_trial(event, trial)`` reports 'planned', 'skipped' (already finished),
     'started', 'restarted' (its worker died), 'epoch' and 'finished'; ``on_notice`` the rest.
-    Ctrl-C stops the workers, keeps what finished and raises :class:`Interrupted` naming
-    ``resume_hint``, the command that continues. Returns every trial's result and the best
+    Ctrl-C cancels the queued trials, lets the running ones save their last finished epoch
+    (for up to ``STOP_GRACE_SECONDS``), stops the workers, keeps what finished and raises
+    :class:`Interrupted` naming ``resume_hint``, the command that continues. With ``figures``,
+    ``sweep.png`` is drawn (with ``background``, by a child process forked at the start, see
+    :mod:`cifarlin.drawer`). Returns every trial's result and the best
     trial (by the validation accuracy of the model it saved) with its test metrics.
     """
     from cifarlin import runs
@@ -175,7 +181,9 @@ def run_sweep(
     abs_out = Path(os.path.abspath(out))
     results = [TrialResult(t, out / t.name) for t in trials]
     state = _Sweep(spec, out, abs_out, Path(os.path.abspath(data_folder)), results, notice, report, trial_fn)
-    with runs.folder_lock(out):
+    # a child forked now (before Dask's threads and processes) imports matplotlib during the sweep
+    with FigureDrawer(background and figures) as drawer, runs.folder_lock(out):
+        drawer.warm_up()
         state.read_previous()  # before sweep.h5 is rewritten
         state.box = state.stored_box() if spec.refine else None
         try:
@@ -236,7 +244,7 @@ def run_sweep(
         state.save(best, test)
         files = [out / SWEEP_FILE, out / RESULTS_FILE]
         if figures and results:
-            files.append(draw(out / FIGURE_FILE, spec, results, best))
+            files.append(drawer.sweep(figure_args(spec, results, best), out / FIGURE_FILE))
     return SweepResult(spec, out, results, best, test, state.box, files, state.cluster)
 
 
@@ -428,10 +436,30 @@ class _Sweep:
                 self._events(events, by_name)
                 time.sleep(POLL_SECONDS)
             self._events(events, by_name)
+        except KeyboardInterrupt:
+            self._let_running_trials_stop(client, submitted, events, by_name)
+            raise
         finally:
             client.cancel(submitted)
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(topic)
+
+    def _let_running_trials_stop(
+        self, client: Any, submitted: list[Any], events: queue.Queue[Any], by_name: dict[str, TrialResult]
+    ) -> None:
+        """Ctrl-C: the queued trials are cancelled; the running ones see the alive file go at
+        their next batch and stop, saving their last finished epoch, for up to
+        ``STOP_GRACE_SECONDS`` (a second Ctrl-C stops waiting). Their results are kept."""
+        running = [f for f in submitted if by_name[f.key[1]].status == "running" and not f.done()]
+        client.cancel([f for f in submitted if f not in running and not f.done()])
+        self.alive_file.unlink(missing_ok=True)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while any(not f.done() for f in running) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+        self._events(events, by_name)
+        for f in running:
+            if f.status == "finished":
+                self._finish(f, by_name[f.key[1]])
 
     def _events(self, events: queue.Queue[Any], by_name: dict[str, TrialResult]) -> None:
         while True:
@@ -617,22 +645,19 @@ def write_tables(
     write_text(out / RESULTS_FILE, buf.getvalue())
 
 
-def draw(path: Path, spec: SweepSpec, results: Sequence[TrialResult], best: TrialResult | None) -> Path:
-    """``sweep.png``: validation accuracy over (lambda, eta), the best trial marked."""
-    from cifarlin import plots
-
-    plots.use_backend()
+def figure_args(spec: SweepSpec, results: Sequence[TrialResult], best: TrialResult | None) -> dict[str, Any]:
+    """The arguments of :func:`cifarlin.plots.sweep_figure` for ``sweep.png``, as plain values:
+    validation accuracy over (lambda, eta), the best trial marked."""
     others = [
         a.field for a in spec.axes if a.field not in ("lam", "eta") and (a.is_range or len(a.values) > 1)
     ]
-    fig = plots.sweep_figure(
-        [r.trial.config.lam for r in results],
-        [r.trial.config.eta for r in results],
-        [r.val_accuracy if r.status == "done" else None for r in results],
-        [r.status for r in results],
-        None if best is None else results.index(best),
-        grid=spec.mode == "grid",
-        title=f"{spec.describe()}; {len(results)} trials"
+    return {
+        "lam": [r.trial.config.lam for r in results],
+        "eta": [r.trial.config.eta for r in results],
+        "accuracy": [r.val_accuracy if r.status == "done" else None for r in results],
+        "status": [r.status for r in results],
+        "best": None if best is None else results.index(best),
+        "grid": spec.mode == "grid",
+        "title": f"{spec.describe()}; {len(results)} trials"
         + (f" (each cell: the best over {', '.join(others)})" if others and spec.mode == "grid" else ""),
-    )
-    return plots.save(fig, path)
+    }

@@ -18,7 +18,7 @@ from cifarlin.config import TrainConfig
 from cifarlin.errors import CifarlinError, ConfigError, Interrupted, bad_value, one_line
 from cifarlin.sweep_plan import Trial, history_metrics
 
-STOP_CHECK_SECONDS = 0.5  # how often a running trial looks whether the sweep was stopped
+STOP_CHECK_SECONDS = 0.1  # how often a running trial looks whether the sweep was stopped
 
 
 def _check_same(folder: Path, have: TrainConfig, want: TrainConfig) -> None:
@@ -184,7 +184,6 @@ def run_trial(
                 resume_hint="the same cifarlin sweep command",
                 on_epoch=on_epoch,
                 on_batch=on_batch,
-                checkpoint_seconds=0,  # every epoch: Ctrl-C stops a local sweep's workers at once
             )
         return result("done", **history_metrics(outcome.state.history, trial.config.keep))
     except DivergenceError as e:

@@ -224,3 +224,31 @@ def test_side_by_side_stops_the_forked_drawings_when_the_last_one_fails(tmp_path
     with pytest.raises(ChildProcessError):
         os.waitpid(int((tmp_path / "pid").read_text()), os.WNOHANG)  # killed and waited for
     assert not (tmp_path / "late.png").exists()
+
+
+def test_sweep_figure_drawn_by_the_child_byte_for_byte(tmp_path, monkeypatch):
+    """Catches: sweep.png from the child differing from the one drawn here (values changed on
+    their way through JSON: floats, None, the best index), or the parent drawing it after all."""
+    args = {
+        "lam": [0.0, 0.0, 0.1, 0.1, 1e-05],
+        "eta": [0.001, 0.01, 0.001, 0.01, 0.1],
+        "accuracy": [0.2817, 0.3382, 0.28250000000000003, None, 0.1],
+        "status": ["done", "done", "done", "diverged", "done"],
+        "best": 1,
+        "grid": False,
+        "title": "random search; 5 trials",
+    }
+    here = drawer.sweep_figure_file(args, tmp_path / "inline.png")
+    parent, real = os.getpid(), drawer.sweep_figure_file
+
+    def draw(*a):
+        assert os.getpid() != parent, "drawn in the parent"
+        return real(*a)
+
+    monkeypatch.setattr(drawer, "sweep_figure_file", draw)
+    with drawer.FigureDrawer() as d:
+        d.warm_up()
+        got = d.sweep(args, tmp_path / "child.png")
+        pid = d.pid
+    assert got == tmp_path / "child.png" and got.read_bytes() == here.read_bytes()
+    assert pid is not None and not alive(pid)
