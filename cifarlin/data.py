@@ -9,6 +9,7 @@ int64 labels.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from cifarlin.config import N_TRAIN_BATCHES, SplitSpec, TrainConfig
-from cifarlin.errors import DataError, DataNotFoundError, bad_value
+from cifarlin.errors import CifarlinError, DataError, DataNotFoundError, bad_value
 from cifarlin.model import D, K
 from cifarlin.safepickle import safe_unpickle, text
 
@@ -364,10 +365,18 @@ def empty_rows(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     """
     dtype = np.dtype(dtype)
     n = int(np.prod(shape)) * dtype.itemsize
-    if n < SMALL_PAGES_FROM or not hasattr(mmap, "MAP_POPULATE"):
-        return np.empty(shape, dtype=dtype)
-    # anonymous and private: zero-filled, unmapped with the array's last view
-    buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+    try:
+        if n < SMALL_PAGES_FROM or not hasattr(mmap, "MAP_POPULATE"):
+            return np.empty(shape, dtype=dtype)
+        # anonymous and private: zero-filled, unmapped with the array's last view
+        buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+    except (MemoryError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOMEM:
+            raise
+        raise CifarlinError(
+            f"out of memory: cannot allocate {n / 2**20:,.0f} MB for {shape[0]:,} rows of {dtype}; "
+            "free memory, or use less data (fewer --train-batches, fewer centroids)"
+        ) from None
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import mmap
 import pickle
 import shutil
@@ -11,7 +12,7 @@ import pytest
 
 from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle
 from cifarlin import config, data
-from cifarlin.errors import ConfigError, DataError, DataNotFoundError
+from cifarlin.errors import CifarlinError, ConfigError, DataError, DataNotFoundError
 
 
 def test_test_writer_matches_real_pickle(tiny_py):
@@ -474,3 +475,30 @@ def test_normalised_splits_equal_those_in_numpys_own_memory(tiny_py, monkeypatch
         while isinstance(owner, np.ndarray | memoryview):
             owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
         assert isinstance(owner, mmap.mmap), name
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOMEM, "Cannot allocate memory"), MemoryError()])
+def test_out_of_memory_for_the_splits_is_one_clear_error(tiny_py, monkeypatch, failure):
+    """Catches: a machine without the memory for the normalised splits getting a traceback (or
+    'a bug in cifarlin') instead of what to do."""
+    monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1)
+
+    def no_memory(*a, **k):
+        raise failure
+
+    monkeypatch.setattr(mmap, "mmap", no_memory)
+    with pytest.raises(
+        CifarlinError, match=r"out of memory: cannot allocate .* MB for 50 rows of float32; free memory"
+    ):
+        data.prepare_run(data.find(tiny_py), config.TrainConfig())
+
+
+def test_other_mapping_failures_are_not_called_out_of_memory(monkeypatch):
+    monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1)
+
+    def refused(*a, **k):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(mmap, "mmap", refused)
+    with pytest.raises(PermissionError):
+        data.empty_rows((3, data.D), np.float32)
