@@ -35,6 +35,7 @@ class FigureDrawer:
         """Fork the child now (with ``background`` and where there is ``fork``): before the data
         are read, so that it is small and holds no run folder's lock."""
         self.pid: int | None = None
+        self._asked = False  # a figure was asked for (else the child at most imports matplotlib)
         self._jobs: IO[bytes] | None = None
         self._replies: IO[bytes] | None = None
         if not (background and hasattr(os, "fork")):
@@ -76,7 +77,11 @@ class FigureDrawer:
         if self._jobs is None:
             return False
         try:
-            self._jobs.write(json.dumps(job).encode() + b"\n")
+            line = json.dumps(job).encode() + b"\n"
+        except (TypeError, ValueError):  # a value JSON cannot carry: the parent draws
+            return False
+        try:
+            self._jobs.write(line)
             self._jobs.flush()
         except OSError:  # the child has gone: the parent draws
             self.close()
@@ -100,6 +105,7 @@ class FigureDrawer:
 
     def _ask(self, job: dict[str, Any]) -> list[Path] | None:
         """The child's answer to ``job``, or None when the parent must draw."""
+        self._asked = True
         if not self._send(job):
             return None
         try:
@@ -137,6 +143,11 @@ class FigureDrawer:
         self._jobs = self._replies = None
         if self.pid is None:
             return
+        if not self._asked:  # nothing drawn (the command ended early): no waiting for its import
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         pid, deadline = self.pid, time.monotonic() + 1.0
         try:
             while os.waitpid(pid, os.WNOHANG) == (0, 0):

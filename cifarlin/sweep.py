@@ -447,19 +447,20 @@ class _Sweep:
     def _let_running_trials_stop(
         self, client: Any, submitted: list[Any], events: queue.Queue[Any], by_name: dict[str, TrialResult]
     ) -> None:
-        """Ctrl-C: the queued trials are cancelled; the running ones see the alive file go at
-        their next batch and stop, saving their last finished epoch, for up to
-        ``STOP_GRACE_SECONDS`` (a second Ctrl-C stops waiting). Their results are kept."""
-        running = [f for f in submitted if by_name[f.key[1]].status == "running" and not f.done()]
-        client.cancel([f for f in submitted if f not in running and not f.done()])
+        """Ctrl-C: the running trials see the alive file go at their next batch and stop, saving
+        their last finished epoch, and the submitted ones not yet started return at once (as
+        'queued'); the sweep waits for them up to ``STOP_GRACE_SECONDS`` (a second Ctrl-C stops
+        waiting) and records every result that came back, those finished just before included."""
         self.alive_file.unlink(missing_ok=True)
+        pending = [f for f in submitted if not f.done()]  # at most one per worker thread
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        while any(not f.done() for f in running) and time.monotonic() < deadline:
+        while any(not f.done() for f in pending) and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
         self._events(events, by_name)
-        for f in running:
-            if f.status == "finished":
-                self._finish(f, by_name[f.key[1]])
+        for f in submitted:
+            r = by_name[f.key[1]]
+            if f.status == "finished" and r.status in ("queued", "running"):
+                self._finish(f, r)
 
     def _events(self, events: queue.Queue[Any], by_name: dict[str, TrialResult]) -> None:
         while True:

@@ -145,7 +145,7 @@ def run_trial(
         return {**row, "status": status, "seconds": time.perf_counter() - t0, **kw}
 
     if gone():
-        return result("interrupted", error="the sweep stopped before this trial started")
+        return result("queued", error="the sweep stopped before this trial started")
     malloc_as_usual()
     try:
         with one_blas_thread():

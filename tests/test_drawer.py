@@ -252,3 +252,23 @@ def test_sweep_figure_drawn_by_the_child_byte_for_byte(tmp_path, monkeypatch):
         pid = d.pid
     assert got == tmp_path / "child.png" and got.read_bytes() == here.read_bytes()
     assert pid is not None and not alive(pid)
+
+
+def test_a_job_json_cannot_carry_is_drawn_here(tmp_path):
+    """Catches: a value the JSON job cannot carry (a NumPy float32) crashing the command instead
+    of the parent drawing the figure itself."""
+    import numpy as np
+
+    args = {
+        "lam": [np.float32(0.1)],
+        "eta": [0.01],
+        "accuracy": [0.3],
+        "status": ["done"],
+        "best": 0,
+        "grid": False,
+        "title": "one trial",
+    }
+    with drawer.FigureDrawer() as d:
+        path = d.sweep(args, tmp_path / "sweep.png")
+        assert d.pid is not None  # the child is still there, for the next job
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import sweep
+from cifarlin import sweep, sweep_trial
 from cifarlin.cli import app, group
 from cifarlin.config import TrainConfig
 from cifarlin.errors import ConfigError
@@ -331,6 +331,54 @@ def test_a_trial_whose_worker_dies_is_retried_then_failed(tiny_py, tmp_path):
     assert result.results[0].status == "done"
     assert died.status == "failed" and "its worker died 2 times" in died.error
     assert ("finished", "trial-002") in events and result.best is result.results[0]
+
+
+def _result(trial, status, **kw):
+    return {"name": trial.name, "worker": "w", "status": status, "seconds": 0.1, **kw}
+
+
+def done_at_once(trial, out, data_folder, alive=None, topic=None):
+    """A trial that says it started and is done at once (imported by the workers)."""
+    sweep_trial._poster(topic)({"name": trial.name, "event": "started", "worker": "w", "epoch": 0})
+    time.sleep(0.02)
+    return _result(trial, "done", val_accuracy=0.5, best_val_accuracy=0.5, val_cost=1.0, epochs_trained=1)
+
+
+def runs_until_stopped(trial, out, data_folder, alive=None, topic=None):
+    """A trial that trains until the sweep's alive file goes, then leaves a mark and stops."""
+    if not os.path.exists(alive):
+        return _result(trial, "queued", error="the sweep stopped before this trial started")
+    sweep_trial._poster(topic)({"name": trial.name, "event": "started", "worker": "w", "epoch": 0})
+    while os.path.exists(alive):
+        time.sleep(0.05)
+    Path(out, f"{trial.name}.stopped").touch()
+    return _result(trial, "interrupted", error="stopped")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fn", [done_at_once, runs_until_stopped])
+def test_ctrl_c_waits_for_every_submitted_trial_and_records_it(tiny_py, tmp_path, fn):
+    """Ctrl-C as the first trial's 'started' event arrives, with two trials on two workers.
+    Catches: a trial that finished just before the Ctrl-C recorded as interrupted (its result
+    not read yet), and a trial that had started but whose event was not read yet cancelled (its
+    worker killed before it saved) and recorded as queued."""
+    spec = SweepSpec((parse_axis("lam", "0,0.1,1,2"),))
+
+    def on_trial(event, r):
+        if event == "started" and r.trial.name == "trial-001":
+            raise KeyboardInterrupt
+
+    with pytest.raises(sweep.Interrupted):
+        sweep.run_sweep(
+            spec, tmp_path / "s", tiny_py, workers=2, figures=False, on_trial=on_trial, trial_fn=fn
+        )
+    with h5py.File(tmp_path / "s" / "sweep.h5", "r") as f:
+        statuses = [s.decode() for s in f["status"][()]]
+    if fn is done_at_once:
+        assert statuses == ["done", "done", "queued", "queued"]
+    else:
+        assert statuses == ["interrupted", "interrupted", "queued", "queued"]
+        assert all((tmp_path / "s" / f"trial-00{i}.stopped").exists() for i in (1, 2))
 
 
 @pytest.mark.slow
