@@ -12,8 +12,9 @@ phases' seconds and the test accuracy. Run it with a Python that has torch (2.13
 from __future__ import annotations
 
 import argparse
-import json
 import time
+
+from common import report_torch
 
 t_start = time.perf_counter()
 import torch  # noqa: E402
@@ -58,11 +59,7 @@ def main() -> None:
         metrics("train"), metrics("val")
     acc = metrics("test")[1]
     t2 = time.perf_counter()
-    print(
-        json.dumps(
-            {"import_torch": t_torch - t_start, "load": t1 - t0, "loop": t2 - t1, "test_accuracy": acc}
-        )
-    )
+    report_torch(t_torch - t_start, t1 - t0, t2 - t1, acc)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ DataLoader, autograd.grad.)
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import time
 from pathlib import Path
+
+from common import report_torch
 
 t_start = time.perf_counter()
 import numpy as np  # noqa: E402
@@ -74,11 +75,7 @@ def main() -> None:
         history.append((evaluate("train"), evaluate("val")))
     acc = evaluate("test")[1]
     t2 = time.perf_counter()
-    print(
-        json.dumps(
-            {"import_torch": t_torch - t_start, "load": t1 - t0, "loop": t2 - t1, "test_accuracy": acc}
-        )
-    )
+    report_torch(t_torch - t_start, t1 - t0, t2 - t1, acc)
 
 
 if __name__ == "__main__":

@@ -137,3 +137,18 @@ def dataset_archive(tmp: Path, fmt: str = "python") -> bytes:
     folder = tmp / "archive-src" / name
     (write_python_dataset if fmt == "python" else write_binary_dataset)(folder)
     return tar_gz({f"{name}/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())})
+
+
+# `cifarlin features fit` options for a tiny feature map of these tiny files (seconds, not minutes)
+FIT = [
+    "--centroids",
+    "6",
+    "--patches",
+    "600",
+    "--iterations",
+    "3",
+    "--val-size",
+    "20",
+    "--train-batches",
+    "1",
+]

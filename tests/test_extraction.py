@@ -9,23 +9,11 @@ import re
 import numpy as np
 import pytest
 
+from cifar_files import FIT
 from cifarlin import data, extraction, features
 from cifarlin.cli import app
 from cifarlin.config import SplitSpec, TrainConfig, solver_defaults
 from cifarlin.errors import ConfigError
-
-FIT = [
-    "--centroids",
-    "6",
-    "--patches",
-    "600",
-    "--iterations",
-    "3",
-    "--val-size",
-    "20",
-    "--train-batches",
-    "1",
-]
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
+from cifar_files import FIT
 from cifarlin import augment, checkpoint, data, features, model
 from cifarlin.cli import app
 from cifarlin.config import SplitSpec
-
-FIT = [
-    "--centroids",
-    "6",
-    "--patches",
-    "600",
-    "--iterations",
-    "3",
-    "--val-size",
-    "20",
-    "--train-batches",
-    "1",
-]
 
 
 @pytest.fixture
