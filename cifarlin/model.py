@@ -55,9 +55,8 @@ def scores(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> np.ndarray:
     for 10,000 images on one core here. The padding columns are sliced off; S is a view of the
     (N, K') product.
     """
-    k, d = W.shape
-    Wt = np.zeros((d, -(-k // 8) * 8), dtype=W.dtype)  # (d, K')
-    Wt[:, :k] = W.T
+    k = W.shape[0]
+    Wt = forward_matrix(W, narrow=True)  # (d, K')
     P = np.empty((X.shape[0], Wt.shape[1]), dtype=np.result_type(X, Wt))  # (N, K')
     for s in range(0, X.shape[0], SCORE_ROWS):
         np.matmul(X[s : s + SCORE_ROWS], Wt, out=P[s : s + SCORE_ROWS])
