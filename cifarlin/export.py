@@ -5,7 +5,7 @@
     W (K, d), b (K,)       the weights, in the model's dtype (float32 or float64)
     mean (d,), std (d,)    float64; x_norm = (x / 255 - mean) / std for raw uint8 pixels x
     class_names (K,)       text
-    loss                   'ce', 'svm' or 'bce' (0-d text; as every value below)
+    loss                   'ce', 'svm', 'bce', 'mse' or 'l2svm' (0-d text; as every value below)
     lam, eta, epochs, batch_size, seed, shuffle, init_std, train_batches (an integer array),
     dtype, schedule, decay, decay_every, eta_min, keep, and val_size, setting, eta_max,
     step_size, patience when set: the training configuration

@@ -7,6 +7,8 @@
     mse  squared error to the      l = sum_k (s_k - y_k)^2
          one-hot labels            (with the penalty: the objective the ridge solver minimises
                                    exactly, :mod:`cifarlin.ridge`)
+    l2svm  one-vs-rest squared     l = sum_k max(0, 1 - t_k s_k)^2, t_k = +1 for k = y, else -1
+         hinge (the L2-SVM)        (Coates and Ng's classifier on their features)
 
 Each loss gives the per-sample losses (N,), always in float64, and dl/dS (N, K), the gradient of
 each sample's loss with respect to its scores, in the dtype of S; the model turns the latter into
@@ -16,7 +18,7 @@ log sigmoid(s) = -softplus(-s), log(1 - sigmoid(s)) = -softplus(s), with softplu
 max(s, 0) + log1p(exp(-|s|)).
 
 The hinge loss has kinks: its gradient is a subgradient, the indicator of margin > 0 (a margin
-of exactly 0 counts as inactive).
+of exactly 0 counts as inactive). The squared hinge has none: its derivative is continuous.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LOSS_NAMES = ("ce", "svm", "bce", "mse")
+LOSS_NAMES = ("ce", "svm", "bce", "mse", "l2svm")
 
 
 def softmax(S: np.ndarray) -> np.ndarray:
@@ -92,6 +94,20 @@ def mse_losses(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (R * R).sum(axis=1)
 
 
+def _signs(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """t (N, K): +1 for the true class, -1 for the others, in the dtype of S."""
+    T = np.full(S.shape, -1, dtype=S.dtype)
+    T[_rows(y)] = 1
+    return T
+
+
+def l2svm_losses(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """sum_k max(0, 1 - t_k s_k)^2 for each row (t = +1 for the true class, -1 for the others)."""
+    S = np.asarray(S, dtype=np.float64)
+    M = np.maximum(1 - _signs(S, y) * S, 0)  # (N, K) margins violated
+    return (M * M).sum(axis=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # dl/dS (N, K), in the dtype of S; S itself may be overwritten
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +144,17 @@ def mse_grad(S: np.ndarray, y: np.ndarray) -> np.ndarray:
     return S
 
 
+def l2svm_grad(S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """-2 t max(0, 1 - t S)."""
+    T = _signs(S, y)  # (N, K)
+    S *= T
+    np.subtract(1, S, out=S)
+    np.maximum(S, 0, out=S)
+    S *= T
+    S *= -2
+    return S
+
+
 # ---------------------------------------------------------------------------------------------
 # The table the model, the loop, the gradient check and the display read
 # ---------------------------------------------------------------------------------------------
@@ -152,4 +179,5 @@ LOSSES: dict[str, Loss] = {
     "svm": Loss("svm", "hinge loss", svm_losses, svm_grad, None),
     "bce": Loss("bce", "BCE loss", bce_losses, bce_grad, sigmoid),
     "mse": Loss("mse", "squared loss", mse_losses, mse_grad, None),
+    "l2svm": Loss("l2svm", "squared hinge loss", l2svm_losses, l2svm_grad, None),
 }

@@ -11,8 +11,9 @@ Shapes used throughout (K classes, d inputs, N samples in a batch):
     J(W, b) = mean_n -log P[n, y_n]  +  lam * sum(W**2)
 
 The assignment's loss is the cross-entropy above; its bonus swaps in the multi-class hinge
-(``loss="svm"``), a binary cross-entropy per class (``loss="bce"``) or the squared error to the
-one-hot labels (``loss="mse"``, what the ridge solver minimises exactly), defined beside this file
+(``loss="svm"``), a binary cross-entropy per class (``loss="bce"``), the squared error to the
+one-hot labels (``loss="mse"``, what the ridge solver minimises exactly) or a one-vs-rest squared
+hinge (``loss="l2svm"``, Coates and Ng's classifier), defined beside this file
 in :mod:`cifarlin.losses`. Everything here takes the loss by name.
 
 The functions work in the dtype of their inputs (float32 for fast training, float64 for the

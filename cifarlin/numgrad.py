@@ -1,8 +1,9 @@
 """Numerical gradients of the cost for every entry of W and b at once, for the gradient check.
 
-Written out for the cross-entropy below; the hinge, binary cross-entropy and squared losses
-follow the same plan with their own per-sample changes (``_svm_delta``, ``_bce_delta``,
-``_mse_delta``), simpler because moving one score changes only the terms that hold it.
+Written out for the cross-entropy below; the hinge, binary cross-entropy, squared and squared
+hinge losses follow the same plan with their own per-sample changes (``_svm_delta``,
+``_bce_delta``, ``_mse_delta``, ``_l2svm_delta``), simpler because moving one score changes
+only the terms that hold it.
 
 Perturbing W[i, j] by t changes only column i of the scores, by t * X[:, j]; perturbing b[i]
 changes it by t. So every perturbed cost follows from S and one column of X:
@@ -113,7 +114,18 @@ def _mse_delta(S: np.ndarray, Y: np.ndarray, T: np.ndarray, method: Method) -> n
     return (R + U) ** 2 - (R - U) ** 2
 
 
-_DELTAS = {"ce": _ce_delta, "bce": _bce_delta, "svm": _svm_delta, "mse": _mse_delta}
+def _l2svm_delta(S: np.ndarray, Y: np.ndarray, T: np.ndarray, method: Method) -> np.ndarray:
+    """Squared hinge: moving score i by u changes only max(0, 1 - t_i (s_i + u))^2, t_i = +1 for
+    the true class and -1 for the others. Complex: the square of the complex margin where the real
+    margin is positive (analytic there), else 0."""
+    t = 2 * Y - 1  # (N, K, 1)
+    M, U = 1 - t * S[:, :, None], t * T[:, None, :]  # (N, K, 1), (N, K, c): margin m - t u
+    if method == "complex":
+        return np.where(M > 0, (M - U) ** 2, 0).imag
+    return np.maximum(M - U, 0) ** 2 - np.maximum(M + U, 0) ** 2
+
+
+_DELTAS = {"ce": _ce_delta, "bce": _bce_delta, "svm": _svm_delta, "mse": _mse_delta, "l2svm": _l2svm_delta}
 
 
 def numerical_gradients(

@@ -21,8 +21,8 @@ limit, its warning turned into an error). Pillow is imported only when an image 
 
 A model classifies raw uint8 rows exactly as evaluation does: normalised with the model's own
 mean and std, scores S = X W^T + b, and the class probabilities of its loss (softmax for ``ce``,
-per-class sigmoids for ``bce``, which need not sum to 1); a hinge-loss (``svm``) or squared-loss
-(``mse``, the ridge solver's) model has scores only.
+per-class sigmoids for ``bce``, which need not sum to 1); a hinge-loss (``svm``), squared-loss
+(``mse``, the ridge solver's) or squared-hinge (``l2svm``) model has scores only.
 """
 
 from __future__ import annotations

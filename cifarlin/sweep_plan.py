@@ -43,7 +43,7 @@ class Sweepable:
 SWEEPABLE: dict[str, Sweepable] = {
     "lam": Sweepable("Penalty weight lambda"),
     "eta": Sweepable("Learning rate"),
-    "loss": Sweepable("Loss (ce, svm, bce or mse)"),
+    "loss": Sweepable("Loss (ce, svm, bce, mse or l2svm)"),
     "solver": Sweepable("Solver (gd; ridge: the exact squared-loss optimum, each lambda nearly free)"),
     "epochs": Sweepable("Epochs"),
     "batch_size": Sweepable("Images per batch"),

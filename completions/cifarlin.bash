@@ -31,7 +31,7 @@ _cifarlin() {
                 --lam) return ;;
                 --step) return ;;
                 --method) COMPREPLY=($(compgen -W "centred complex" -- "$cur")); return ;;
-                --loss) COMPREPLY=($(compgen -W "ce svm bce mse" -- "$cur")); return ;;
+                --loss) COMPREPLY=($(compgen -W "ce svm bce mse l2svm" -- "$cur")); return ;;
                 --tol) return ;;
                 --atol) return ;;
                 --seed) return ;;
@@ -46,7 +46,7 @@ _cifarlin() {
                 --setting) COMPREPLY=($(compgen -W "1 2 3 4 bonus all" -- "$cur")); return ;;
                 --lam) return ;;
                 --eta) return ;;
-                --loss) COMPREPLY=($(compgen -W "ce svm bce mse" -- "$cur")); return ;;
+                --loss) COMPREPLY=($(compgen -W "ce svm bce mse l2svm" -- "$cur")); return ;;
                 --solver) COMPREPLY=($(compgen -W "gd ridge" -- "$cur")); return ;;
                 --features) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --schedule) COMPREPLY=($(compgen -W "constant step cosine cyclic" -- "$cur")); return ;;

@@ -145,11 +145,37 @@ def mse_gradients_naive(W, b, X, y, lam):
     return dW / len(y) + 2 * lam * W, db / len(y)
 
 
+def l2svm_naive(W, b, X, y, lam):
+    """One-vs-rest squared hinge, literally: each class a binary SVM with target +1 or -1."""
+    total = 0.0
+    for x, label in zip(X, y, strict=True):
+        s = W @ x + b
+        for k in range(len(s)):
+            t = 1.0 if k == label else -1.0
+            total += max(0.0, 1.0 - t * s[k]) ** 2
+    return total / len(y) + lam * np.sum(W * W)
+
+
+def l2svm_gradients_naive(W, b, X, y, lam):
+    """dl/ds_k = -2 t_k max(0, 1 - t_k s_k), accumulated sample by sample and class by class."""
+    dW = np.zeros(W.shape)
+    db = np.zeros(b.shape)
+    for x, label in zip(X, y, strict=True):
+        s = W @ x + b
+        for k in range(len(s)):
+            t = 1.0 if k == label else -1.0
+            g = -2.0 * t * max(0.0, 1.0 - t * s[k])
+            dW[k] += g * x
+            db[k] += g
+    return dW / len(y) + 2 * lam * W, db / len(y)
+
+
 NAIVE = {
     "ce": (cost_naive, gradients_naive),
     "svm": (hinge_naive, hinge_gradients_naive),
     "bce": (bce_naive, bce_gradients_naive),
     "mse": (mse_naive, mse_gradients_naive),
+    "l2svm": (l2svm_naive, l2svm_gradients_naive),
 }
 
 

@@ -35,7 +35,7 @@ def test_complex_step_default_h(runner):
     assert out["W"]["max_rel"] < 1e-10 and out["b"]["max_rel"] < 1e-10
 
 
-@pytest.mark.parametrize("loss", ["ce", "svm", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "svm", "bce", "l2svm"])
 @pytest.mark.parametrize("method", ["centred", "complex"])
 def test_broken_gradient_fails_with_exit_1(runner, monkeypatch, loss, method):
     """Bug: a wrong analytic gradient of any loss that the check lets pass."""

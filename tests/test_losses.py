@@ -1,5 +1,5 @@
-"""The four losses (cross-entropy, multi-class hinge, binary cross-entropy, squared error)
-against loop oracles.
+"""The five losses (cross-entropy, multi-class hinge, binary cross-entropy, squared error,
+one-vs-rest squared hinge) against loop oracles.
 
 Each test names the bug it would catch.
 """
@@ -13,7 +13,7 @@ from cifarlin import gradcheck, losses, model, numgrad
 from cifarlin.config import GradcheckConfig
 from oracles import NAIVE, numerical_gradients_loop_loss
 
-LOSSES = ["ce", "svm", "bce", "mse"]
+LOSSES = ["ce", "svm", "bce", "mse", "l2svm"]
 
 
 def problem(seed: int, K: int = 10, d: int = 40, N: int = 9, std: float = 0.3):
@@ -79,6 +79,7 @@ def test_huge_scores_give_finite_costs_and_gradients(loss):
         "svm": [(2e4 + 1) + (1e4 + 1), 0.0, 2 * (1e4 + 1)],
         "bce": [(1e4 + 1e4 + np.log(2)) / 3, (3 + np.log1p(np.exp(-3))) / 3, (5e3 + 5e3 + 5e3) / 3],
         "mse": [1e8 + (1e4 + 1) ** 2, 1e8 + (1e4 - 1) ** 2 + 9, 2.5e7 + 2.5e7 + (5e3 + 1) ** 2],
+        "l2svm": [2 * (1e4 + 1) ** 2 + 1, 4**2, (5e3 + 1) ** 2 + (5e3 + 1) ** 2 + (5e3 + 1) ** 2],
     }[loss]
     np.testing.assert_allclose(values, expected, rtol=1e-12)
 
@@ -117,9 +118,19 @@ def test_hinge_kinks_are_counted_and_left_out():
     assert kb[5] and kW[5].all() and int(kW.sum()) == W_report.kinks
 
 
+def test_squared_hinge_counts_only_violated_margins():
+    """Bug: the true class's margin taken as 1 + s (its sign flipped), or a satisfied margin
+    (t s >= 1) still pulling on its score."""
+    S = np.array([[1.0, -1.0, 0.5, -3.0]])  # y = 0: t s = 1, 1, -0.5, 3
+    assert losses.l2svm_losses(S, np.array([0])).tolist() == [1.5**2]
+    assert losses.l2svm_grad(S.copy(), np.array([0])).tolist() == [[0.0, 0.0, 3.0, 0.0]]
+    S = np.array([[0.25, 2.0]])  # y = 0: margin 0.75 on the true class, 3 on the other
+    assert losses.l2svm_grad(S.copy(), np.array([0])).tolist() == [[-1.5, 6.0]]
+
+
 def test_no_kinks_outside_the_hinge():
     W, b, X, y = problem(1)
-    for loss in ("ce", "bce", "mse"):
+    for loss in ("ce", "bce", "mse", "l2svm"):
         kW, kb = numgrad.kinks(W, b, X, y, 1e-6, loss)
         assert not kW.any() and not kb.any()
 

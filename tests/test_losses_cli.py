@@ -24,7 +24,7 @@ def train(runner, tiny_py, out, *args):
     return json.loads(r.stdout)
 
 
-@pytest.mark.parametrize("loss", ["svm", "bce"])
+@pytest.mark.parametrize("loss", ["svm", "bce", "l2svm"])
 def test_train_with_a_loss_stores_it_and_evaluate_uses_it(runner, tiny_py, tmp_path, loss):
     """Bug: the loss not stored in the files, or evaluate reporting the cross-entropy of a model
     trained with another loss."""
@@ -42,9 +42,9 @@ def test_train_with_a_loss_stores_it_and_evaluate_uses_it(runner, tiny_py, tmp_p
     ev = json.loads(r.stdout)
     assert ev["loss_function"] == loss
     assert ev["loss"] == expected.loss and ev["cost"] == expected.cost == s["test"]["cost"]
-    label = {"svm": "hinge loss", "bce": "BCE loss"}[loss]
+    label = {"svm": "hinge loss", "bce": "BCE loss", "l2svm": "squared hinge loss"}[loss]
     assert label in r.stderr
-    if loss == "svm":
+    if loss != "bce":
         assert ev["mean_true_class_probability"] is None
     else:
         S = p.X["test"].astype(np.float64) @ snap.state.W.T.astype(np.float64) + snap.state.b
@@ -87,7 +87,7 @@ def test_a_version_1_model_still_evaluates_as_cross_entropy(runner, tiny_py, tmp
     assert r.exit_code == 0 and json.loads(r.stdout)["cost"] == json.loads(new.stdout)["cost"]
 
 
-@pytest.mark.parametrize("loss", ["ce", "svm", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "svm", "bce", "l2svm"])
 def test_gradcheck_loss_on_data(runner, tiny_py, loss):
     """Bug: --loss ignored by gradcheck (every loss checked as the cross-entropy)."""
     r = runner.invoke(app, ["gradcheck", "--loss", loss, "--data-dir", str(tiny_py), "--n", "8", "--json"])

@@ -223,7 +223,7 @@ def test_human_output_lists_each_image(run, tmp_path):
     assert lines[1].startswith(f"{tmp_path / 'rows.npy'}[0]: ") and lines[1].count(", ") == 1
 
 
-@pytest.mark.parametrize("loss", ["svm", "bce"])
+@pytest.mark.parametrize("loss", ["svm", "l2svm", "bce"])
 def test_hinge_models_give_scores_and_bce_sigmoids(tiny_py, tmp_path, loss):
     """Bug: a hinge-loss model's scores shown as probabilities (softmax of scores it never
     trained as such), or a BCE model's per-class sigmoids replaced by a softmax."""
@@ -236,7 +236,7 @@ def test_hinge_models_give_scores_and_bce_sigmoids(tiny_py, tmp_path, loss):
     got = predict_json(out, tmp_path / "x.png", "--top", "10")
     assert got["loss_function"] == loss
     top = got["predictions"][0]["top"]
-    if loss == "svm":
+    if loss != "bce":
         assert all(set(t) == {"class", "score"} for t in top)
         assert {t["class"]: t["score"] for t in top} == pytest.approx(
             dict(zip(s.class_names, scores.tolist(), strict=True)), rel=1e-5, abs=1e-6

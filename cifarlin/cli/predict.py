@@ -67,8 +67,8 @@ def predict(
 
     Each image is turned upright (EXIF), made RGB (transparency on white) and resized to 32x32
     with Pillow's LANCZOS filter, then normalised with the model's own mean and std. A hinge-loss
-    or squared-loss model (--loss svm, mse, --solver ridge) gives scores, not probabilities. An
-    image that cannot be read is named on stderr and the others are still classified; the exit
+    or squared-loss model (--loss svm, mse, l2svm, --solver ridge) gives scores, not probabilities.
+    An image that cannot be read is named on stderr and the others are still classified; the exit
     code is then 1.
 
     **Example:** cifarlin predict outputs/setting-2 cat.png
