@@ -200,6 +200,7 @@ class TrainConfig:
     solver: str = "gd"  # ridge: the closed-form optimum of the mse loss, one "epoch"
     choose_lam: bool = False  # ridge: lam was chosen on the validation set (ridge.lambda_grid)
     features: str | None = None  # a feature-map file (cifarlin features fit): train on its features
+    init: str | None = None  # a trained model file: start from its weights (train.warm_state)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -262,6 +263,10 @@ class TrainConfig:
             raise bad("augment", "with --features only flip (mirrored copies of the training images)")
         if self.features is not None and not self.features.strip():
             raise bad("features", "an empty path; give the feature-map file")
+        if self.init is not None and not self.init.strip():
+            raise bad("init", "an empty path; give a model file or its run folder")
+        if self.init is not None and self.solver == "ridge":
+            raise bad("init", "the ridge solver needs no start (it solves exactly): leave --init out")
         if self.choose_lam and self.solver != "ridge":
             raise bad("choose_lam", "lambda is chosen on the validation set by the ridge solver only")
 

@@ -30,6 +30,7 @@ from cifarlin.runs import (
     MODEL,
     Outcome,
     check_run_folder,
+    check_start,
     default_out,
     recover,
     resume_point,
@@ -89,10 +90,13 @@ def plan_runs(
         configs, outs = [c], [out or default_out(c, root)]
     plan = []
     notice = on_notice or (lambda m: None)
+    fmap = None
     if configs[0].features is not None:  # a bad feature-map file is refused before any data is read
         from cifarlin.features import load
 
-        load(Path(configs[0].features))
+        fmap = load(Path(configs[0].features))
+    if configs[0].init is not None and not resume:  # so is a bad or mismatched start model
+        check_start(configs[0], fmap)
     for c, o in zip(configs, outs, strict=True):
         check_path(o)
         if (put_back := recover(o)) is not None:

@@ -7,8 +7,9 @@
     class_names (K,)       text
     loss                   'ce', 'svm', 'bce', 'mse' or 'l2svm' (0-d text; as every value below)
     lam, eta, epochs, batch_size, seed, shuffle, init_std, train_batches (an integer array),
-    dtype, schedule, decay, decay_every, eta_min, keep, and val_size, setting, eta_max,
-    step_size, patience when set: the training configuration
+    dtype, schedule, decay, decay_every, eta_min, keep, solver, choose_lam, and val_size,
+    setting, eta_max, step_size, patience, features, init (the start model's path) when set:
+    the training configuration
     epoch                  epochs the weights were trained for
     test_cost, test_loss, test_acc   when the file holds them
     format, format_version, cifarlin_version   'cifarlin-npz', 1, the version that wrote it

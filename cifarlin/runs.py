@@ -44,7 +44,7 @@ from cifarlin.errors import (
 )
 from cifarlin.history import TrainState
 from cifarlin.ridge import LambdaScore
-from cifarlin.train import fit, init_state, one_blas_thread
+from cifarlin.train import fit, init_state, one_blas_thread, warm_state
 
 if TYPE_CHECKING:
     from cifarlin.features import FeatureMap
@@ -101,6 +101,42 @@ def run_files(target: Path) -> RunFiles:
             "any cifarlin train on this folder puts it back (e.g. with --resume)"
         )
     return RunFiles(folder, found, history if history.is_file() else None)
+
+
+def model_file(target: Path) -> Path:
+    """The model file behind ``target``: a model or checkpoint file, or a run folder's."""
+    files = run_files(target)
+    if files.model is None:
+        raise ModelFileError(f"{files.folder}: no model.h5 or checkpoint.h5 in this folder")
+    return files.model.resolve()
+
+
+def first_state(cfg: TrainConfig, prepared: Prepared) -> TrainState:
+    """The start of a new run: random W, b, or with ``cfg.init`` a trained model's, checked to
+    read the same inputs (pixels, or features of the same map) and re-expressed for this run's
+    normaliser (:func:`cifarlin.train.warm_state`)."""
+    d = prepared.X["train"].shape[1]
+    if cfg.init is None:
+        return init_state(cfg, d=d)
+    src = check_start(cfg, prepared.features)
+    shape = (len(prepared.class_names), d)
+    if src.state.W.shape != shape or src.normalizer.scale != prepared.normalizer.scale:
+        raise bad_value("init", cfg.init, f"that model's W has shape {src.state.W.shape}, this run's {shape}")
+    return warm_state(cfg, src.state.W, src.state.b, src.config.loss, src.normalizer, prepared.normalizer)
+
+
+def check_start(cfg: TrainConfig, fmap: FeatureMap | None) -> Snapshot:
+    """The model ``cfg.init`` names, refused unless it reads what the run reads: pixels, or the
+    features of the map ``fmap`` (before any data is read)."""
+    src = load_snapshot(Path(cfg.init))
+
+    def reads(m: FeatureMap | None) -> str:
+        return "pixels" if m is None else f"the features of feature map {m.checksum[:12]}"
+
+    if reads(src.features) != reads(fmap):
+        why = f"that model reads {reads(src.features)}, this run {reads(fmap)}"
+        raise bad_value("init", cfg.init, f"{why}; start from a model of the same inputs")
+    return src
 
 
 def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -419,7 +455,7 @@ def run(
         )
     cfg.check_training_set(len(prepared.y["train"]))  # before the folder is touched
     resume_hint = resume_hint or f"cifarlin train --out {out} --resume"
-    state = start.state if start is not None else init_state(cfg, d=prepared.X["train"].shape[1])
+    state = start.state if start is not None else first_state(cfg, prepared)
     first = state.epoch
     last_good = state  # the last epoch in checkpoint.h5 (or the start)
     finished = state  # the last epoch trained

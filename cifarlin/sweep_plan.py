@@ -63,6 +63,11 @@ SWEEPABLE: dict[str, Sweepable] = {
     "features": Sweepable(
         "A feature map (cifarlin features fit) to train on (none: pixels)", sep=os.pathsep, path=True
     ),
+    "init": Sweepable(
+        "Start from this trained model's weights (a model.h5 or its run folder; none: random)",
+        sep=os.pathsep,
+        path=True,
+    ),
     "keep": Sweepable("What model.h5 holds (last or best epoch)"),
     "patience": Sweepable("Stop after N epochs without a better validation accuracy (none: never)"),
 }
@@ -118,6 +123,12 @@ def _path(name: str, text: str) -> str | None:
     if text.lower() == "none":
         return None
     path = Path(text).expanduser()
+    if name == "init":
+        from cifarlin.runs import model_file
+
+        if not path.exists():
+            raise bad_value(name, text, "no such file or folder (give a model.h5 or its run folder)")
+        return str(model_file(path))
     if not path.is_file():
         raise bad_value(name, text, "no such file (a feature map is made by cifarlin features fit)")
     return str(path.resolve())

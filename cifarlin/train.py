@@ -20,7 +20,7 @@ import numpy as np
 from cifarlin import augment, model
 from cifarlin.augment import parse_augment
 from cifarlin.config import TrainConfig
-from cifarlin.data import Prepared
+from cifarlin.data import Normalizer, Prepared
 from cifarlin.errors import DivergenceError, bad_value, check_stop
 from cifarlin.history import History, Kept, TrainState
 from cifarlin.losses import LOSSES
@@ -34,6 +34,29 @@ def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:
     rng = np.random.default_rng(cfg.seed)
     W, b = model.init_params(rng, d=d, std=cfg.init_std, dtype=np.dtype(cfg.dtype))
     return TrainState(W, b, 0, History(), rng.bit_generator.state)
+
+
+def warm_state(
+    cfg: TrainConfig, W: np.ndarray, b: np.ndarray, source_loss: str, source: Normalizer, target: Normalizer
+) -> TrainState:
+    """:func:`init_state` with W (K, d), b (K,) replaced by a trained model's (``--init``),
+    re-expressed for this run's inputs so that every image gets the same scores as before:
+
+        s = W (x/c - m1)/sd1 + b = W' (x/c - m2)/sd2 + b',  W' = W sd2/sd1,  b' = b + W (m2 - m1)/sd1
+
+    (normalisers (m1, sd1) of the source, (m2, sd2) of this run, c their common scale). A
+    squared-loss model (fit to 0/1 targets) started for the squared hinge (targets -1/+1) is
+    mapped onto those targets, s -> 2 s - 1: the ridge solution for -1/+1 targets exactly. The
+    generator is drawn from as for a random start, so shuffling and augmentation follow the same
+    stream."""
+    state = init_state(cfg, d=W.shape[1])
+    W64 = np.asarray(W, dtype=np.float64)  # (K, d)
+    W2 = W64 * (target.std / source.std)  # (K, d)
+    b2 = np.asarray(b, dtype=np.float64) + W64 @ ((target.mean - source.mean) / source.std)  # (K,)
+    if source_loss == "mse" and cfg.loss == "l2svm":
+        W2, b2 = 2 * W2, 2 * b2 - 1
+    dtype = np.dtype(cfg.dtype)
+    return TrainState(W2.astype(dtype), b2.astype(dtype), 0, History(), state.rng_state)
 
 
 def _finite(*values: np.ndarray | float) -> bool:

@@ -49,6 +49,7 @@ _cifarlin() {
                 --loss) COMPREPLY=($(compgen -W "ce svm bce mse l2svm" -- "$cur")); return ;;
                 --solver) COMPREPLY=($(compgen -W "gd ridge" -- "$cur")); return ;;
                 --features) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --init) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --schedule) COMPREPLY=($(compgen -W "constant step cosine cyclic" -- "$cur")); return ;;
                 --decay) return ;;
                 --decay-every) return ;;
@@ -69,7 +70,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --solver --features --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--setting --lam --eta --loss --solver --features --init --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --keep --patience --epochs --batch-size --seed --shuffle --no-shuffle --train-batches --val-size --dtype --out -o --resume --overwrite --no-plots --workers --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         sweep)
@@ -94,6 +95,7 @@ _cifarlin() {
                 --step-size) return ;;
                 --augment) return ;;
                 --features) return ;;
+                --init) return ;;
                 --keep) return ;;
                 --patience) return ;;
                 --trials) return ;;
@@ -106,7 +108,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--lam --eta --loss --solver --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --features --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--lam --eta --loss --solver --epochs --batch-size --seed --shuffle --train-batches --val-size --dtype --init-std --schedule --decay --decay-every --eta-min --eta-max --step-size --augment --features --init --keep --patience --trials --refine --sweep-seed --out -o --workers --scheduler --retries --no-plots --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         features)

@@ -345,9 +345,19 @@ def done_at_once(trial, out, data_folder, alive=None, topic=None):
 
 
 def runs_until_stopped(trial, out, data_folder, alive=None, topic=None):
-    """A trial that trains until the sweep's alive file goes, then leaves a mark and stops."""
+    """A trial that trains until the sweep's alive file goes, then leaves a mark and stops.
+    trial-001 says it started only once trial-002 runs too (on a loaded machine the second
+    worker may otherwise take it after the Ctrl-C, when 'queued' is the right record)."""
     if not os.path.exists(alive):
         return _result(trial, "queued", error="the sweep stopped before this trial started")
+    Path(out, f"{trial.name}.began").touch()
+    deadline = time.monotonic() + 30
+    while (
+        trial.name == "trial-001"
+        and not Path(out, "trial-002.began").exists()
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
     sweep_trial._poster(topic)({"name": trial.name, "event": "started", "worker": "w", "epoch": 0})
     while os.path.exists(alive):
         time.sleep(0.05)
@@ -463,7 +473,10 @@ def test_ctrl_c_in_a_terminal_stops_the_workers_quietly(tiny_py, tmp_path):
             line = p.stderr.readline()
             assert line, "".join(lines)
             lines.append(line)
-        time.sleep(1.5)  # an epoch or more: a checkpoint to keep
+        deadline = time.monotonic() + 60  # a trial's folder: its worker has the data and trains
+        while not any(d.is_dir() for d in (tmp_path / "s").glob("trial-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # epochs of 40 images: a finished epoch to keep, saved by the stop
         os.killpg(p.pid, signal.SIGINT)
         rest = p.communicate(timeout=30)[1]
     finally:

@@ -172,6 +172,17 @@ def train(
             "pixels; the model file carries the map. Features are cached per batch file.",
         ),
     ] = None,
+    init: Annotated[
+        Path | None,
+        option(
+            "--init",
+            metavar="MODEL",
+            help="Start from this trained model's weights (a model.h5 or its run folder) instead of random "
+            "ones, re-expressed for this run's normalisation (same scores on every image); a squared-loss "
+            "model (e.g. --solver ridge) started with --loss l2svm is mapped onto its -1/+1 targets. "
+            "The same inputs only: pixels, or features of the same map.",
+        ),
+    ] = None,
     schedule: Annotated[
         Literal[SCHEDULES] | None,  # type: ignore[valid-type]
         option(
@@ -298,13 +309,15 @@ def train(
 ) -> None:
     """Train with mini-batch gradient descent (or solve exactly); checkpoints and history go to HDF5.
 
-    Writes model.h5, checkpoint.h5 (every epoch) and history.h5 into the run folder. Ctrl-C keeps
-    the last checkpoint; --resume continues it exactly. A folder that holds a complete run with
-    the same parameters is reused, one with other parameters is refused (--resume, --overwrite).
+    Writes model.h5, checkpoint.h5 (at most once a second, and at the end) and history.h5 into the
+    run folder. Ctrl-C keeps the last checkpoint; --resume continues it exactly. A folder that
+    holds a complete run with the same parameters is reused, one with other parameters is refused
+    (--resume, --overwrite).
 
     **Example:** cifarlin train --setting 2
     """
     from cifarlin import experiments
+    from cifarlin.runs import model_file
 
     overrides: dict[str, Any] = {
         "lam": lam,
@@ -312,6 +325,7 @@ def train(
         "loss": loss,
         "solver": solver,
         "features": str(features.expanduser().resolve()) if features is not None else None,
+        "init": str(model_file(init)) if init is not None else None,
         "schedule": schedule,
         "decay": decay,
         "decay_every": decay_every,

@@ -1,0 +1,127 @@
+"""train --init: starting gradient descent from a trained model's weights (e.g. the ridge solution).
+
+Each test names the bug it would catch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cifar_files import FIT
+from cifarlin import train
+from cifarlin.cli import app
+from cifarlin.config import TrainConfig
+from cifarlin.data import Normalizer
+
+TINY = ["--batch-size", "10", "--no-plots", "--json", "--val-size", "20"]
+
+
+def normalisers(seed: int, d: int = 12) -> tuple[Normalizer, Normalizer]:
+    rng = np.random.default_rng(seed)
+    return tuple(Normalizer(rng.uniform(0.2, 0.8, d), rng.uniform(0.1, 0.4, d)) for _ in range(2))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_warm_state_gives_every_image_the_same_scores(seed):
+    """Bug: the source's weights copied as they are into a run whose inputs are normalised with
+    another mean and std (another training split, the ridge solver's views): the start would
+    score every image differently from the model it claims to start from."""
+    old, new = normalisers(seed)
+    rng = np.random.default_rng(10 + seed)
+    W, b = rng.standard_normal((10, 12)), rng.standard_normal(10)
+    x = rng.integers(0, 256, (7, 12)).astype(np.float64)  # raw pixels
+    st = train.warm_state(TrainConfig(dtype="float64"), W, b, "ce", old, new)
+    before = ((x / 255 - old.mean) / old.std) @ W.T + b
+    after = ((x / 255 - new.mean) / new.std) @ st.W.T + st.b
+    np.testing.assert_allclose(after, before, rtol=1e-12, atol=1e-12)
+    assert st.epoch == 0 and st.W.dtype == np.float64
+
+
+def test_squared_loss_start_is_mapped_onto_the_squared_hinge_targets_only():
+    """Bug: a 0/1-target ridge solution started for the -1/+1 squared hinge as it is (every score
+    half what the loss wants), or that mapping applied where the loss has no such targets."""
+    old, _ = normalisers(0)
+    rng = np.random.default_rng(1)
+    W, b = rng.standard_normal((10, 12)), rng.standard_normal(10)
+    cfg = TrainConfig(dtype="float64")
+    hinge = train.warm_state(cfg.replace(loss="l2svm"), W, b, "mse", old, old)
+    np.testing.assert_allclose(hinge.W, 2 * W, rtol=1e-15)
+    np.testing.assert_allclose(hinge.b, 2 * b - 1, rtol=1e-15)
+    for src, loss in (("mse", "ce"), ("ce", "l2svm"), ("l2svm", "l2svm"), ("mse", "svm")):
+        st = train.warm_state(cfg.replace(loss=loss), W, b, src, old, old)
+        np.testing.assert_allclose(st.W, W, rtol=1e-15)
+        np.testing.assert_allclose(st.b, b, rtol=1e-15)
+
+
+def test_warm_start_draws_the_same_generator_stream_as_a_random_start():
+    """Bug: a warm start that skips the draw of W, b, so the shuffling and augmentation of the
+    run differ from a random start with the same seed."""
+    old, new = normalisers(2)
+    cfg = TrainConfig(seed=7)
+    st = train.warm_state(cfg, np.ones((10, 12)), np.zeros(10), "ce", old, new)
+    assert st.rng_state == train.init_state(cfg, d=12).rng_state
+    assert st.W.dtype == np.float32
+
+
+def test_run_from_a_ridge_model_starts_at_its_accuracy(runner, tiny_py, tmp_path):
+    """Bug: the start not the source model (another normaliser: ridge with flips normalises by its
+    views, gradient descent by the plain images), seen in the history's epoch 0."""
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--solver",
+            "ridge",
+            "--augment",
+            "flip",
+            "-o",
+            str(tmp_path / "ridge"),
+            "--data-dir",
+            str(tiny_py),
+            *TINY,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    src = json.loads(r.stdout)
+    for loss, eta in (("ce", "0.01"), ("l2svm", "0.001")):
+        r = runner.invoke(
+            app,
+            [
+                "train", "--init", str(tmp_path / "ridge"), "--loss", loss, "--eta", eta, "--epochs", "2",
+                "-o", str(tmp_path / loss), "--data-dir", str(tiny_py), *TINY,
+            ],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        assert out["config"]["init"] == str((tmp_path / "ridge" / "model.h5").resolve())
+        assert out["history"]["initial"]["val_acc"] == src["val"]["accuracy"]
+        assert out["history"]["initial"]["train_acc"] == src["train"]["accuracy"]
+
+
+def test_bad_starts_are_refused_with_one_line(runner, tiny_py, tmp_path):
+    """Bug: a missing, damaged or mismatched start model failing with a traceback, or after a run
+    folder was made."""
+    base = ["train", "--data-dir", str(tiny_py), *TINY, "--epochs", "1"]
+    r = runner.invoke(app, [*base, "-o", str(tmp_path / "px")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["features", "fit", "--out", str(tmp_path / "k.h5"), "--data-dir", str(tiny_py), *FIT]
+    )
+    assert r.exit_code == 0, r.output
+    (tmp_path / "junk.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    cases = [
+        (["--init", str(tmp_path / "nope")], "nope: no such file or folder"),
+        (["--init", str(tmp_path / "junk.h5")], "junk.h5"),
+        (["--init", str(tmp_path / "px"), "--solver", "ridge"], "--init"),
+        (["--init", str(tmp_path / "px"), "--features", str(tmp_path / "k.h5")], "that model reads pixels"),
+    ]
+    for args, words in cases:
+        out = tmp_path / "new"
+        r = runner.invoke(app, [*base, "-o", str(out), *args])
+        assert r.exit_code != 0, args
+        line = r.stderr.strip()
+        assert "\n" not in line and words in line and "Traceback" not in r.output, (args, r.output)
+        assert not out.exists(), args
