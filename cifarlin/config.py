@@ -200,7 +200,8 @@ class TrainConfig:
     solver: str = "gd"  # ridge: the closed-form optimum of the mse loss, one "epoch"
     choose_lam: bool = False  # ridge: lam was chosen on the validation set (ridge.lambda_grid)
     features: str | None = None  # a feature-map file (cifarlin features fit): train on its features
-    init: str | None = None  # a trained model file: start from its weights (train.warm_state)
+    init: str | None = None  # a trained model (file or run folder): start from its weights (train.warm_state)
+    init_checksum: str | None = None  # SHA-256 of that model's W and b when the run started from it
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -265,6 +266,8 @@ class TrainConfig:
             raise bad("features", "an empty path; give the feature-map file")
         if self.init is not None and not self.init.strip():
             raise bad("init", "an empty path; give a model file or its run folder")
+        if self.init_checksum is not None and self.init is None:
+            raise bad("init_checksum", "belongs to a start model (init): give init too")
         if self.init is not None and self.solver == "ridge":
             raise bad("init", "the ridge solver needs no start (it solves exactly): leave --init out")
         if self.choose_lam and self.solver != "ridge":
@@ -317,6 +320,7 @@ class TrainConfig:
             *([f"keep={self.keep}"] if self.keep != "last" else []),
             *([f"patience={self.patience}"] if self.patience is not None else []),
             *batches,
+            *([f"from {self.init}"] if self.init is not None else []),
         ]
         return (
             f"{loss}lambda={self.lam:g}, eta={self.eta:g}, batch={self.batch_size}, "

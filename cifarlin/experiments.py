@@ -35,6 +35,7 @@ from cifarlin.runs import (
     recover,
     resume_point,
     run,
+    start_checksum,
 )
 from cifarlin.train import is_complete, one_blas_thread
 
@@ -95,13 +96,16 @@ def plan_runs(
         from cifarlin.features import load
 
         fmap = load(Path(configs[0].features))
-    if configs[0].init is not None and not resume:  # so is a bad or mismatched start model
-        check_start(configs[0], fmap)
+    starts: dict[str, str] = {}
     for c, o in zip(configs, outs, strict=True):
         check_path(o)
+        resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
+        if c.init is not None and not resume_this:  # so is a bad or mismatched start model
+            if c.init not in starts:
+                starts[c.init] = start_checksum(check_start(c, fmap, o))
+            c = c.replace(init_checksum=starts[c.init])
         if (put_back := recover(o)) is not None:
             notice(put_back)
-        resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
         done = complete_config(o)
         if not resume_this and not overwrite and done is not None and same_run(done, c):
             notice(

@@ -15,6 +15,7 @@ A run folder holds:
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cifarlin import model, ridge
 from cifarlin.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
@@ -113,22 +116,36 @@ def model_file(target: Path) -> Path:
 
 def first_state(cfg: TrainConfig, prepared: Prepared) -> TrainState:
     """The start of a new run: random W, b, or with ``cfg.init`` a trained model's, checked to
-    read the same inputs (pixels, or features of the same map) and re-expressed for this run's
-    normaliser (:func:`cifarlin.train.warm_state`)."""
+    read the same inputs (pixels, or features of the same map), to be the model the run was
+    planned with (``cfg.init_checksum``), and re-expressed for this run's normaliser
+    (:func:`cifarlin.train.warm_state`)."""
     d = prepared.X["train"].shape[1]
     if cfg.init is None:
         return init_state(cfg, d=d)
     src = check_start(cfg, prepared.features)
     shape = (len(prepared.class_names), d)
-    if src.state.W.shape != shape or src.normalizer.scale != prepared.normalizer.scale:
+    if src.state.W.shape != shape:
         raise bad_value("init", cfg.init, f"that model's W has shape {src.state.W.shape}, this run's {shape}")
     return warm_state(cfg, src.state.W, src.state.b, src.config.loss, src.normalizer, prepared.normalizer)
 
 
-def check_start(cfg: TrainConfig, fmap: FeatureMap | None) -> Snapshot:
-    """The model ``cfg.init`` names, refused unless it reads what the run reads: pixels, or the
-    features of the map ``fmap`` (before any data is read)."""
-    src = load_snapshot(Path(cfg.init))
+def start_checksum(snap: Snapshot) -> str:
+    """SHA-256 of a start model's W and b (little-endian float64): which weights a run began from."""
+    h = hashlib.sha256()
+    for a in (snap.state.W, snap.state.b):
+        h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def check_start(cfg: TrainConfig, fmap: FeatureMap | None, out: Path | None = None) -> Snapshot:
+    """The model ``cfg.init`` names (a model file or its run folder), refused unless it reads what
+    the run reads (pixels, or the features of the map ``fmap``), lies outside the run's folder
+    ``out`` (which the run may replace), and, when ``cfg.init_checksum`` is set, still holds
+    those weights. Checked before any data is read."""
+    path = Path(cfg.init)
+    if out is not None and path.resolve().is_relative_to(Path(out).resolve()):
+        raise bad_value("init", cfg.init, f"lies inside the run's own folder {out}; copy it elsewhere first")
+    src = load_snapshot(model_file(path))
 
     def reads(m: FeatureMap | None) -> str:
         return "pixels" if m is None else f"the features of feature map {m.checksum[:12]}"
@@ -136,6 +153,12 @@ def check_start(cfg: TrainConfig, fmap: FeatureMap | None) -> Snapshot:
     if reads(src.features) != reads(fmap):
         why = f"that model reads {reads(src.features)}, this run {reads(fmap)}"
         raise bad_value("init", cfg.init, f"{why}; start from a model of the same inputs")
+    if cfg.init_checksum is not None and start_checksum(src) != cfg.init_checksum:
+        raise bad_value(
+            "init",
+            cfg.init,
+            "holds other weights than when this run was planned from it; start over with --overwrite",
+        )
     return src
 
 

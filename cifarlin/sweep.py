@@ -21,7 +21,7 @@ import queue
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,27 @@ def _box_json(box: Box | None) -> dict[str, list[Any]] | None:
     return None if box is None else {k: list(v) for k, v in box.items()}
 
 
+def _starts_checked(trials: list[Trial]) -> list[Trial]:
+    """The trials, those with a start model (``init``) checked first, each model once: a model
+    that reads the trials' inputs (:func:`cifarlin.runs.check_start`), its weights' checksum put
+    in the trials' configurations (so a changed model makes them other runs)."""
+    from cifarlin import runs
+    from cifarlin.features import load as load_map
+
+    sums: dict[tuple[str, str | None], str] = {}
+    checked = []
+    for t in trials:
+        c = t.config
+        if c.init is not None:
+            key = (c.init, c.features)
+            if key not in sums:
+                fmap = load_map(Path(c.features)) if c.features is not None else None
+                sums[key] = runs.start_checksum(runs.check_start(c, fmap))
+            t = replace(t, config=c.replace(init_checksum=sums[key]))
+        checked.append(t)
+    return checked
+
+
 def run_sweep(
     spec: SweepSpec,
     out: Path,
@@ -171,7 +192,7 @@ def run_sweep(
     out = Path(out)
     check_path(out)
     check_cluster(scheduler, workers, retries)
-    trials = plan(spec)
+    trials = _starts_checked(plan(spec))
     if out.exists() and not out.is_dir():
         raise bad_value("out", str(out), "exists and is not a folder")
     try:
@@ -217,7 +238,8 @@ def run_sweep(
                     else:
                         state.box = box
                         round2 = [
-                            TrialResult(t, out / t.name) for t in plan_random(spec, 2, spec.refine, box)
+                            TrialResult(t, out / t.name)
+                            for t in _starts_checked(plan_random(spec, 2, spec.refine, box))
                         ]
                         results.extend(round2)
                         state.scan(round2)

@@ -96,7 +96,7 @@ def test_run_from_a_ridge_model_starts_at_its_accuracy(runner, tiny_py, tmp_path
         )  # fmt: skip
         assert r.exit_code == 0, r.output
         out = json.loads(r.stdout)
-        assert out["config"]["init"] == str((tmp_path / "ridge" / "model.h5").resolve())
+        assert out["config"]["init"] == str((tmp_path / "ridge").resolve())  # the folder, as given
         assert out["history"]["initial"]["val_acc"] == src["val"]["accuracy"]
         assert out["history"]["initial"]["train_acc"] == src["train"]["accuracy"]
 
@@ -125,3 +125,51 @@ def test_bad_starts_are_refused_with_one_line(runner, tiny_py, tmp_path):
         line = r.stderr.strip()
         assert "\n" not in line and words in line and "Traceback" not in r.output, (args, r.output)
         assert not out.exists(), args
+
+
+def test_resume_needs_no_start_model_and_a_changed_one_is_another_run(runner, tiny_py, tmp_path):
+    """Bugs: --resume refused once the start model is gone (it is in the checkpoint already);
+    a start model overwritten with other weights silently 'reusing' the finished run; a start
+    model inside the folder the run replaces."""
+    data = ["--data-dir", str(tiny_py), *TINY]
+    src = tmp_path / "src"
+    assert runner.invoke(app, ["train", *data, "--epochs", "2", "-o", str(src)]).exit_code == 0
+    run = ["train", *data, "--init", str(src), "--epochs", "2", "-o", str(tmp_path / "a")]
+    r = runner.invoke(app, run)
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    assert len(first["config"]["init_checksum"]) == 64
+    r = runner.invoke(app, [*run, "--epochs", "3"])  # as one more epoch asked for later
+    assert r.exit_code == 1 and "already holds a run" in r.stderr
+    moved = tmp_path / "moved"
+    src.rename(moved)
+    r = runner.invoke(app, [*run[:-2], "--epochs", "3", "-o", str(tmp_path / "a"), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["history"]["initial"] == first["history"]["initial"]
+    again = [*run[:-2], "--epochs", "3", "-o", str(tmp_path / "a")]  # the finished run's parameters
+    moved.rename(src)
+    r = runner.invoke(app, again)
+    assert r.exit_code == 0 and "reusing it" in r.stderr
+    # the same path, other weights: not the finished run any more
+    r = runner.invoke(app, ["train", *data, "--seed", "5", "--epochs", "2", "-o", str(src), "--overwrite"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, again)
+    assert r.exit_code == 1 and "already holds a run" in r.stderr
+    r = runner.invoke(
+        app, ["train", *data, "--init", str(tmp_path / "a"), "-o", str(tmp_path / "a"), "--overwrite"]
+    )
+    assert r.exit_code == 2 and "lies inside the run's own folder" in r.stderr.strip().splitlines()[-1]
+
+
+def test_sweep_checks_its_start_models_before_it_starts(runner, tiny_py, tmp_path):
+    """Bug: a sweep whose start model is not a model starting Dask and failing every trial, and
+    leaving a sweep folder behind."""
+    r = runner.invoke(
+        app, ["train", "--data-dir", str(tiny_py), *TINY, "--epochs", "1", "-o", str(tmp_path / "src")]
+    )
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "s"
+    args = ["sweep", "--lam", "0,0.1", "--epochs", "1", "--batch-size", "10", "--data-dir", str(tiny_py)]
+    r = runner.invoke(app, [*args, "--init", str(tmp_path / "src" / "history.h5"), "--out", str(out)])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "history.h5" in r.stderr.strip().splitlines()[-1] and not out.exists()

@@ -317,7 +317,6 @@ def train(
     **Example:** cifarlin train --setting 2
     """
     from cifarlin import experiments
-    from cifarlin.runs import model_file
 
     overrides: dict[str, Any] = {
         "lam": lam,
@@ -325,7 +324,7 @@ def train(
         "loss": loss,
         "solver": solver,
         "features": str(features.expanduser().resolve()) if features is not None else None,
-        "init": str(model_file(init)) if init is not None else None,
+        "init": str(init.expanduser().resolve()) if init is not None else None,
         "schedule": schedule,
         "decay": decay,
         "decay_every": decay_every,
