@@ -20,7 +20,7 @@ from cifarlin import data
 from cifarlin.checkpoint import Snapshot, load_history
 from cifarlin.config import SETTINGS, TrainConfig, solver_defaults
 from cifarlin.drawer import FigureDrawer
-from cifarlin.errors import ConfigError, Interrupted, ModelFileError, bad_value, stopped
+from cifarlin.errors import ConfigError, Interrupted, ModelFileError, RunExistsError, bad_value, stopped
 from cifarlin.figures import stale_figures
 from cifarlin.files import check_path, json_ready, write_text
 from cifarlin.history import TrainState
@@ -29,6 +29,7 @@ from cifarlin.runs import (
     HISTORY,
     MODEL,
     Outcome,
+    check_outside,
     check_run_folder,
     check_start,
     default_out,
@@ -96,17 +97,24 @@ def plan_runs(
         from cifarlin.features import load
 
         fmap = load(Path(configs[0].features))
+    if configs[0].init is not None:
+        check_outside(configs[0].init, outs)
     starts: dict[str, str] = {}
     for c, o in zip(configs, outs, strict=True):
         check_path(o)
         resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
         if c.init is not None and not resume_this:  # so is a bad or mismatched start model
             if c.init not in starts:
-                starts[c.init] = start_checksum(check_start(c, fmap, o))
+                starts[c.init] = start_checksum(check_start(c, fmap))
             c = c.replace(init_checksum=starts[c.init])
         if (put_back := recover(o)) is not None:
             notice(put_back)
         done = complete_config(o)
+        if not resume_this and not overwrite and done is not None and _other_start(done, c):
+            raise RunExistsError(
+                f"{o} holds this run started from other weights than {c.init} holds now (the start "
+                "model changed since): --overwrite trains it again from them, or --out DIR"
+            )
         if not resume_this and not overwrite and done is not None and same_run(done, c):
             notice(
                 f"{o} holds a complete run with these parameters: reusing it (--overwrite trains it again)"
@@ -124,6 +132,15 @@ def plan_runs(
         else:
             plan.append(PlannedRun(c, o))
     return plan
+
+
+def _other_start(done: TrainConfig, requested: TrainConfig) -> bool:
+    """Whether the finished run ``done`` is ``requested`` but for the start model's weights."""
+    return (
+        requested.init is not None
+        and done.init_checksum != requested.init_checksum
+        and same_run(done, requested.replace(init_checksum=done.init_checksum))
+    )
 
 
 def same_run(done: TrainConfig, requested: TrainConfig) -> bool:

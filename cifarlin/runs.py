@@ -106,6 +106,14 @@ def run_files(target: Path) -> RunFiles:
     return RunFiles(folder, found, history if history.is_file() else None)
 
 
+def start_path(target: Path) -> str:
+    """How a run records its start model (``--init``): the absolute path, symlinks resolved, of
+    the run folder, or of the file itself unless it is a folder's model.h5 (the folder names the
+    same model, so either spelling is the same run)."""
+    path = Path(target).expanduser().resolve()
+    return str(path.parent if path.name == MODEL and path.is_file() else path)
+
+
 def model_file(target: Path) -> Path:
     """The model file behind ``target``: a model or checkpoint file, or a run folder's."""
     files = run_files(target)
@@ -137,15 +145,22 @@ def start_checksum(snap: Snapshot) -> str:
     return h.hexdigest()
 
 
-def check_start(cfg: TrainConfig, fmap: FeatureMap | None, out: Path | None = None) -> Snapshot:
+def check_outside(init: str, outs: list[Path]) -> None:
+    """Refuse a start model inside one of the folders the runs write (and may replace)."""
+    for out in outs:
+        if Path(init).resolve().is_relative_to(Path(out).resolve()):
+            raise bad_value(
+                "init",
+                init,
+                f"lies inside the run folder {out}, which a run replaces; copy it elsewhere first",
+            )
+
+
+def check_start(cfg: TrainConfig, fmap: FeatureMap | None) -> Snapshot:
     """The model ``cfg.init`` names (a model file or its run folder), refused unless it reads what
-    the run reads (pixels, or the features of the map ``fmap``), lies outside the run's folder
-    ``out`` (which the run may replace), and, when ``cfg.init_checksum`` is set, still holds
-    those weights. Checked before any data is read."""
-    path = Path(cfg.init)
-    if out is not None and path.resolve().is_relative_to(Path(out).resolve()):
-        raise bad_value("init", cfg.init, f"lies inside the run's own folder {out}; copy it elsewhere first")
-    src = load_snapshot(model_file(path))
+    the run reads (pixels, or the features of the map ``fmap``) and, when ``cfg.init_checksum``
+    is set, still holds those weights. Checked before any data is read."""
+    src = load_snapshot(model_file(Path(cfg.init)))
 
     def reads(m: FeatureMap | None) -> str:
         return "pixels" if m is None else f"the features of feature map {m.checksum[:12]}"
@@ -344,7 +359,7 @@ def resume_point(out: Path, requested: dict[str, Any]) -> tuple[TrainConfig, Sna
     snap = load_snapshot(out / CHECKPOINT, kinds=("checkpoint",))
     cfg = snap.config
     for name, value in requested.items():
-        if name == "epochs" or value is None:
+        if name in ("epochs", "init") or value is None:  # a resumed run does not read its start model
             continue
         have = getattr(cfg, name)
         if (tuple(value) if isinstance(have, tuple) else value) != have:

@@ -124,9 +124,11 @@ def _path(name: str, text: str) -> str | None:
         return None
     path = Path(text).expanduser()
     if name == "init":
+        from cifarlin.runs import start_path
+
         if not path.exists():
             raise bad_value(name, text, "no such file or folder (give a model.h5 or its run folder)")
-        return str(path.resolve())
+        return start_path(path)
     if not path.is_file():
         raise bad_value(name, text, "no such file (a feature map is made by cifarlin features fit)")
     return str(path.resolve())

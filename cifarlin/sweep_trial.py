@@ -27,6 +27,11 @@ def _check_same(folder: Path, have: TrainConfig, want: TrainConfig) -> None:
         return
     a, b = have.to_dict(), want.to_dict()
     name = next(k for k in b if k not in ("epochs", "setting") and a[k] != b[k])
+    if name == "init_checksum":
+        raise ConfigError(
+            f"{folder} holds a run started from other weights than {want.init} holds now (the start "
+            "model changed since): give another out=DIR, or put the start model back"
+        )
     raise ConfigError(
         f"{folder} holds a run with {name}={a[name]!r}, but this sweep's trial there has "
         f"{name}={b[name]!r}: it is another sweep's folder; give another out=DIR"

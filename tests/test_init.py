@@ -150,15 +150,37 @@ def test_resume_needs_no_start_model_and_a_changed_one_is_another_run(runner, ti
     moved.rename(src)
     r = runner.invoke(app, again)
     assert r.exit_code == 0 and "reusing it" in r.stderr
+    r = runner.invoke(app, [*again, "--init", str(src / "model.h5")])  # the same model, spelt otherwise
+    assert r.exit_code == 0 and "reusing it" in r.stderr
     # the same path, other weights: not the finished run any more
     r = runner.invoke(app, ["train", *data, "--seed", "5", "--epochs", "2", "-o", str(src), "--overwrite"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, again)
-    assert r.exit_code == 1 and "already holds a run" in r.stderr
+    assert r.exit_code == 1 and "started from other weights" in r.stderr and "--overwrite" in r.stderr
     r = runner.invoke(
         app, ["train", *data, "--init", str(tmp_path / "a"), "-o", str(tmp_path / "a"), "--overwrite"]
     )
-    assert r.exit_code == 2 and "lies inside the run's own folder" in r.stderr.strip().splitlines()[-1]
+    assert r.exit_code == 2 and "lies inside the run folder" in r.stderr.strip().splitlines()[-1]
+    # --setting all writes four folders: a start model in any of them is refused
+    root = tmp_path / "outputs"
+    r = runner.invoke(app, ["train", *data, "--setting", "3", "--epochs", "1", "-o", str(root / "setting-3")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            *data,
+            "--setting",
+            "all",
+            "--epochs",
+            "1",
+            "--init",
+            str(root / "setting-3"),
+            "-o",
+            str(root),
+        ],
+    )
+    assert r.exit_code == 2 and "lies inside the run folder" in r.stderr and not (root / "setting-1").exists()
 
 
 def test_sweep_checks_its_start_models_before_it_starts(runner, tiny_py, tmp_path):
@@ -173,3 +195,24 @@ def test_sweep_checks_its_start_models_before_it_starts(runner, tiny_py, tmp_pat
     r = runner.invoke(app, [*args, "--init", str(tmp_path / "src" / "history.h5"), "--out", str(out)])
     assert r.exit_code != 0 and "Traceback" not in r.output
     assert "history.h5" in r.stderr.strip().splitlines()[-1] and not out.exists()
+    run = [*args, "--init", str(tmp_path / "src"), "--out", str(out), "--workers", "1", "--no-plots"]
+    assert runner.invoke(app, run).exit_code == 0
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data-dir",
+            str(tiny_py),
+            *TINY,
+            "--epochs",
+            "1",
+            "--seed",
+            "4",
+            "-o",
+            str(tmp_path / "src"),
+            "--overwrite",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, run)
+    assert r.exit_code != 0 and "started from other weights" in r.stderr.strip().splitlines()[-1]

@@ -317,6 +317,7 @@ def train(
     **Example:** cifarlin train --setting 2
     """
     from cifarlin import experiments
+    from cifarlin.runs import start_path
 
     overrides: dict[str, Any] = {
         "lam": lam,
@@ -324,7 +325,7 @@ def train(
         "loss": loss,
         "solver": solver,
         "features": str(features.expanduser().resolve()) if features is not None else None,
-        "init": str(init.expanduser().resolve()) if init is not None else None,
+        "init": start_path(init) if init is not None else None,
         "schedule": schedule,
         "decay": decay,
         "decay_every": decay_every,
