@@ -399,14 +399,17 @@ def test_ctrl_c_keeps_finished_trials_and_prints_the_command_that_continues(runn
     from cifarlin.cli import sweep as cli_sweep
 
     on_trial = cli_sweep._Display.on_trial
+    pressed = []
 
-    def ctrl_c_in_trial_2(self, event, r):
+    def ctrl_c_in_trial_2(self, event, r):  # one Ctrl-C (a second one would stop the waiting)
         on_trial(self, event, r)
-        if event == "epoch" and r.trial.name == "trial-002" and r.epochs_trained >= 3:
+        if event == "epoch" and r.trial.name == "trial-002" and r.epochs_trained >= 3 and not pressed:
+            pressed.append(r.epochs_trained)
             raise KeyboardInterrupt
 
     monkeypatch.setattr(cli_sweep._Display, "on_trial", ctrl_c_in_trial_2)
-    opts = ["--epochs", "150", "--batch-size", "10", "--data-dir", str(tiny_py)]
+    # long enough that trial 2 cannot finish before the stop reaches it, even on a loaded machine
+    opts = ["--epochs", "600", "--batch-size", "10", "--data-dir", str(tiny_py)]
     r = runner.invoke(app, ["sweep", "--lam", "0,0.1,1", *opts, "--workers", "1", "--out", "s"])
     assert r.exit_code == 130, r.output
     line = r.stderr.strip().splitlines()[-1]
