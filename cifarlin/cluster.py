@@ -99,8 +99,7 @@ def dask_client(scheduler: str | None, workers: int, retries: int = RETRIES) -> 
     dashboard; a trial whose worker dies is tried ``retries`` more times)."""
     import logging
 
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is not None:
         try:
@@ -115,6 +114,24 @@ def dask_client(scheduler: str | None, workers: int, retries: int = RETRIES) -> 
         finally:
             client.close()
         return
+    # The scheduler runs in this process: its logs stay quiet until it has closed (LocalCluster's
+    # silence_logs lowers its handlers only until then, and a worker stopped by Ctrl-C makes the
+    # closing scheduler log a 'comm closed' traceback at INFO level after the sweep's last line).
+    log = logging.getLogger("distributed")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield from _local_client(workers, retries)
+    finally:
+        log.setLevel(level)
+
+
+def _local_client(workers: int, retries: int) -> Iterator[Any]:
+    import logging
+
+    import dask
+    from distributed import Client, LocalCluster
+
     # Worker processes inherit an ignored SIGINT: Ctrl-C stops the sweep here, not them.
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
