@@ -6,6 +6,7 @@ address; the hooks its worker processes run. Dask is imported when a client is m
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -97,8 +98,6 @@ def dask_client(scheduler: str | None, workers: int, retries: int = RETRIES) -> 
     """A Dask client: of the cluster at ``scheduler``, or of a new local cluster of ``workers``
     single-threaded worker processes (scheduler and workers on 127.0.0.1, free ports, no
     dashboard; a trial whose worker dies is tried ``retries`` more times)."""
-    import logging
-
     from distributed import Client
 
     if scheduler is not None:
@@ -127,8 +126,6 @@ def dask_client(scheduler: str | None, workers: int, retries: int = RETRIES) -> 
 
 
 def _local_client(workers: int, retries: int) -> Iterator[Any]:
-    import logging
-
     import dask
     from distributed import Client, LocalCluster
 

@@ -37,9 +37,7 @@ class Evaluation:
     confusion: np.ndarray  # (K, K), rows: true class
     changed_files: list[str]  # batch files whose MD5 differs from the ones trained on
     true_class_prob: np.ndarray | None = None  # (N,) the probability given the true class (ce, bce)
-    outputs: np.ndarray | None = (
-        None  # (N, K) float64: class probabilities (ce, bce) or scores (svm, mse, l2svm)
-    )
+    outputs: np.ndarray | None = None  # (N, K) float64: probabilities (ce, bce) or scores (the others)
 
     @property
     def per_class_accuracy(self) -> np.ndarray:

@@ -31,12 +31,11 @@ from cifarlin.runs import (
     Outcome,
     check_outside,
     check_run_folder,
-    check_start,
     default_out,
+    pin_start,
     recover,
     resume_point,
     run,
-    start_checksum,
 )
 from cifarlin.train import is_complete, one_blas_thread
 
@@ -99,14 +98,12 @@ def plan_runs(
         fmap = load(Path(configs[0].features))
     if configs[0].init is not None:
         check_outside(configs[0].init, outs)
-    starts: dict[str, str] = {}
+    pinned: dict[Any, str] = {}
     for c, o in zip(configs, outs, strict=True):
         check_path(o)
         resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
-        if c.init is not None and not resume_this:  # so is a bad or mismatched start model
-            if c.init not in starts:
-                starts[c.init] = start_checksum(check_start(c, fmap))
-            c = c.replace(init_checksum=starts[c.init])
+        if not resume_this:  # so is a bad or mismatched start model
+            c = pin_start(c, fmap, pinned)
         if (put_back := recover(o)) is not None:
             notice(put_back)
         done = complete_config(o)

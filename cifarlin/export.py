@@ -9,8 +9,7 @@
     lam, eta, epochs, batch_size, seed, shuffle, init_std, train_batches (an integer array),
     dtype, schedule, decay, decay_every, eta_min, keep, solver, choose_lam, and val_size,
     setting, eta_max, step_size, patience, features, init and init_checksum (the start model's
-    path and weights' SHA-256) when set:
-    the training configuration
+    path and weights' SHA-256) when set: the training configuration
     epoch                  epochs the weights were trained for
     test_cost, test_loss, test_acc   when the file holds them
     format, format_version, cifarlin_version   'cifarlin-npz', 1, the version that wrote it

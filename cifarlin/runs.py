@@ -145,6 +145,18 @@ def start_checksum(snap: Snapshot) -> str:
     return h.hexdigest()
 
 
+def pin_start(cfg: TrainConfig, fmap: FeatureMap | None, pinned: dict[Any, str]) -> TrainConfig:
+    """``cfg`` with the SHA-256 of its start model's weights (``init_checksum``), the model
+    checked by :func:`check_start` once per (path, feature map) in ``pinned``; ``cfg`` itself
+    without ``init``."""
+    if cfg.init is None:
+        return cfg
+    key = (cfg.init, cfg.features)
+    if key not in pinned:
+        pinned[key] = start_checksum(check_start(cfg, fmap))
+    return cfg.replace(init_checksum=pinned[key])
+
+
 def check_outside(init: str, outs: list[Path]) -> None:
     """Refuse a start model inside one of the folders the runs write (and may replace)."""
     for out in outs:

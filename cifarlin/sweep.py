@@ -137,22 +137,21 @@ def _box_json(box: Box | None) -> dict[str, list[Any]] | None:
 
 
 def _starts_checked(trials: list[Trial]) -> list[Trial]:
-    """The trials, those with a start model (``init``) checked first, each model once: a model
-    that reads the trials' inputs (:func:`cifarlin.runs.check_start`), its weights' checksum put
-    in the trials' configurations (so a changed model makes them other runs)."""
+    """The trials, their start models (``init``) checked first, each once, and their weights'
+    checksums pinned in the trials' configurations (:func:`cifarlin.runs.pin_start`: a changed
+    model makes them other runs)."""
     from cifarlin import runs
     from cifarlin.features import load as load_map
 
-    sums: dict[tuple[str, str | None], str] = {}
+    pinned: dict[Any, str] = {}
+    maps: dict[str, Any] = {}  # each feature map read once
     checked = []
     for t in trials:
-        c = t.config
-        if c.init is not None:
-            key = (c.init, c.features)
-            if key not in sums:
-                fmap = load_map(Path(c.features)) if c.features is not None else None
-                sums[key] = runs.start_checksum(runs.check_start(c, fmap))
-            t = replace(t, config=c.replace(init_checksum=sums[key]))
+        if t.config.init is not None:
+            f = t.config.features
+            if f is not None and f not in maps:
+                maps[f] = load_map(Path(f))
+            t = replace(t, config=runs.pin_start(t.config, maps.get(f), pinned))
         checked.append(t)
     return checked
 

@@ -165,21 +165,8 @@ def test_resume_needs_no_start_model_and_a_changed_one_is_another_run(runner, ti
     root = tmp_path / "outputs"
     r = runner.invoke(app, ["train", *data, "--setting", "3", "--epochs", "1", "-o", str(root / "setting-3")])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            *data,
-            "--setting",
-            "all",
-            "--epochs",
-            "1",
-            "--init",
-            str(root / "setting-3"),
-            "-o",
-            str(root),
-        ],
-    )
+    setting_all = ["train", *data, "--setting", "all", "--epochs", "1", "--init", str(root / "setting-3")]
+    r = runner.invoke(app, [*setting_all, "-o", str(root)])
     assert r.exit_code == 2 and "lies inside the run folder" in r.stderr and not (root / "setting-1").exists()
 
 
