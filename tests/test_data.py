@@ -256,6 +256,25 @@ def test_normalizer_handles_constant_inputs():
     assert np.isfinite(n.apply(images)).all()
 
 
+def test_normalizer_sums_exactly_in_narrow_types(monkeypatch):
+    """The statistics equal float64 ones of the same pixels, whatever the chunks and however often
+    the uint32 partial sums are folded into the int64 totals (every 7 rows here)."""
+    assert data.EXACT_ROWS * 255**2 <= 2**32 - 1 < (data.EXACT_ROWS + 1) * 255**2
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (600, 3072), dtype=np.uint8)
+    images[:, :5] = 255  # the largest squares, in every row
+    x = images.astype(np.float64) / 255
+    want_mean, want_std = x.mean(axis=0), x.std(axis=0)
+    whole = data.Normalizer.fit([images])
+    monkeypatch.setattr(data, "EXACT_ROWS", 7)
+    folded = data.Normalizer.fit([images[:250], images[250:251], images[251:]])
+    for n in (whole, folded):
+        np.testing.assert_allclose(n.mean, want_mean, rtol=1e-14)
+        np.testing.assert_allclose(n.std[5:], want_std[5:], rtol=1e-12)
+        assert (n.std[:5] == 1.0).all()  # a constant input: only centred
+    assert np.array_equal(whole.mean, folded.mean) and np.array_equal(whole.std, folded.std)
+
+
 def test_real_data_loads(real_data):
     src = data.find(real_data)
     b1 = data.read_batch(src.path("data_batch_1"), "python")
