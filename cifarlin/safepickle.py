@@ -219,7 +219,7 @@ def _memo_index(code: int, arg: bytes) -> int:
         raise pickle.UnpicklingError(f"memo index {arg!r} is not a number") from None
 
 
-def scan(raw: bytes) -> int:
+def scan(raw: bytes | bytearray) -> int:
     """Walk the opcodes of the pickle ``raw`` up to its STOP without building any object; returns
     the number of bytes up to and including the STOP.
 
@@ -272,7 +272,7 @@ class _View:
     """A read-only file over bytes whose reads are memoryviews, not copies: the unpickler copies
     only what it keeps (a batch's 30 MB of pixels once, not twice). ``peek`` lets it prefetch."""
 
-    def __init__(self, raw: bytes):
+    def __init__(self, raw: bytes | bytearray):
         self.raw, self.view, self.pos = raw, memoryview(raw), 0
 
     def _take(self, n: int, advance: bool = True) -> memoryview:
@@ -298,14 +298,14 @@ class _View:
         return len(data)
 
 
-def safe_unpickle(raw: bytes | BinaryIO, path: Path) -> dict:
+def safe_unpickle(raw: bytes | bytearray | BinaryIO, path: Path) -> dict:
     """Unpickle a CIFAR-10 python-version file (its bytes, or a stream of them) without trusting it.
 
     Returns a dict with str keys; raises :class:`DataError` naming ``path`` for anything that is
     not a plain pickle of a dict of numbers, strings, lists and numeric arrays. The opcodes are
     scanned (:func:`scan`) before the unpickler sees any of them.
     """
-    if not isinstance(raw, bytes):
+    if not isinstance(raw, bytes | bytearray):
         raw = raw.read()
     try:
         scan(raw)

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle
+from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle, write_python_dataset
 from cifarlin import config, data
 from cifarlin.errors import CifarlinError, ConfigError, DataError, DataNotFoundError
 
@@ -254,6 +254,35 @@ def test_normalizer_handles_constant_inputs():
     n = data.Normalizer.fit([images])
     assert n.std[1] == 1.0 and n.mean[0] == 0.5 and n.std[0] == 0.5
     assert np.isfinite(n.apply(images)).all()
+
+
+def test_reader_reuses_its_read_buffer_without_aliasing(tmp_path, monkeypatch):
+    """A Reader reads python batches of different sizes into one buffer: what it returned earlier
+    never changes, every MD5 is of its own file, and a size that changed since the Reader looked
+    (a file replaced meanwhile) is read the ordinary way."""
+    import hashlib
+
+    folder = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(write_python_dataset(tmp_path / "src", n=30, n_test=20), folder)
+    (folder / "data_batch_2").write_bytes(
+        py2_pickle(batch_dict(*make_split(40, seed=7), "a longer label for batch two"))
+    )
+    files = {w: folder / data.batch_name("python", w) for w in (1, 2, "test", 3)}
+    assert len({f.stat().st_size for f in files.values()}) == 3  # shrinking and growing the buffer
+    want = {w: data.read_batch(f, "python") for w, f in files.items()}  # each read on its own
+    reader = data.Reader(data.Dataset(folder, "python"))
+    got = {}
+    for w in files:
+        got[w] = reader.batch(w)
+        assert len(reader._scratch) == files[w].stat().st_size
+    for w, f in files.items():
+        assert np.array_equal(got[w].images, want[w].images), w
+        assert np.array_equal(got[w].labels, want[w].labels), w
+        assert not np.shares_memory(got[w].images, np.frombuffer(reader._scratch, np.uint8))
+        assert reader.batch_md5(w) == hashlib.md5(f.read_bytes()).hexdigest()
+    monkeypatch.setattr(data, "_size", lambda path: 7)  # the file changed since: not the buffer's size
+    again = data.Reader(data.Dataset(folder, "python")).batch(2)
+    assert np.array_equal(again.images, want[2].images) and again.md5 == want[2].md5
 
 
 def test_normalizer_sums_exactly_in_narrow_types(monkeypatch):
