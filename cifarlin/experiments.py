@@ -37,7 +37,7 @@ from cifarlin.runs import (
     resume_point,
     run,
 )
-from cifarlin.train import is_complete, one_blas_thread
+from cifarlin.train import is_complete, metrics_thread_fits, one_blas_thread
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -217,6 +217,8 @@ def run_plan(
         return cache[key]
 
     def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Outcome, list[str]]:
+        """Train one run; ``stop`` is given when it trains beside others, which may keep the other
+        cores busy (its metrics are then computed on its own thread)."""
         if planned.reuse:
             return Outcome.from_folder(planned.out, planned.config), load_history(
                 planned.out / HISTORY
@@ -240,6 +242,7 @@ def run_plan(
                 resume_hint=resume_hint,
                 on_epoch=on_epoch,
                 on_batch=batch_done,
+                metrics_thread=stop is None or metrics_thread_fits(workers),
             )
         return outcome, p.class_names
 

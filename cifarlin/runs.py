@@ -486,6 +486,7 @@ def run(
     on_epoch: Callable[[TrainState], None] | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
     checkpoint_seconds: float | None = None,
+    metrics_thread: bool = True,
 ) -> Outcome:
     """Train ``cfg`` into the (checked) folder ``out``, from scratch or from ``start``.
 
@@ -495,7 +496,9 @@ def run(
     ``history.h5`` at the end. Ctrl-C, SIGTERM and divergence first save the last finished epoch
     (unless the stop came while saving), then leave a history marked as such and a message
     saying which epoch the checkpoint holds (``resume_hint``: the command that continues the
-    run). A failed write leaves the checkpoint before it.
+    run). A failed write leaves the checkpoint before it. Without ``metrics_thread``, the
+    metrics of each epoch are computed on the training thread (for runs that share the cores
+    with others; the same numbers, see :func:`cifarlin.train.fit`).
     """
     info = DataInfo(str(prepared.dataset.folder), prepared.dataset.format, dict(prepared.checksums))
     if start is not None and (changed := start.data.changed(prepared.checksums)):
@@ -573,7 +576,14 @@ def run(
                 cfg, final, lambdas = solution.config, solution.state, solution.lambdas
                 epoch_done(final)
             else:
-                final = fit(cfg, prepared, state, on_epoch=epoch_done, on_batch=on_batch)
+                final = fit(
+                    cfg,
+                    prepared,
+                    state,
+                    on_epoch=epoch_done,
+                    on_batch=on_batch,
+                    metrics_thread=metrics_thread,
+                )
             if final.epoch > last_good.epoch:  # ended before cfg.epochs: early stopping, ridge
                 save(final)
         except KeyboardInterrupt as e:

@@ -74,6 +74,7 @@ from cifarlin.sweep_plan import (  # noqa: F401 - the planning API, reachable as
     trial_name,
 )
 from cifarlin.sweep_trial import _probe_worker, cached_data, clear_data_cache, run_trial, trial_state  # noqa: F401
+from cifarlin.train import metrics_thread_fits
 
 SWEEP_FILE, RESULTS_FILE, FIGURE_FILE = "sweep.h5", "results.csv", "sweep.png"
 WAIT_FOR_WORKERS_SECONDS = 60
@@ -215,6 +216,8 @@ def run_sweep(
                 def client() -> Any:
                     if state.client is None:
                         n = local_workers(workers, [r.trial for r in todo]) if scheduler is None else 0
+                        # a local cluster's trials keep a metrics thread only if they have the cores
+                        state.metrics_thread = scheduler is not None or metrics_thread_fits(n)
                         state.client = stack.enter_context(dask_client(scheduler, n, retries))
                         state.cluster = (
                             f"the Dask cluster at {scheduler}"
@@ -334,6 +337,7 @@ class _Sweep:
     ):
         self.spec, self.out, self.abs_out, self.data_folder = spec, out, abs_out, data_folder
         self.results, self.notice, self.report, self.trial_fn = results, notice, report, trial_fn
+        self.metrics_thread = True  # trials compute their metrics on a thread of their own
         self.client: Any = None
         self.cluster = ""
         self.box: Box | None = None
@@ -443,6 +447,7 @@ class _Sweep:
                         data_folder=str(self.data_folder),
                         alive=str(self.alive_file),
                         topic=topic,
+                        metrics_thread=self.metrics_thread,
                         key=[(f"cifarlin-trial-{self.token}", r.trial.name) for r in batch],
                         pure=False,
                     )

@@ -124,10 +124,17 @@ def _poster(topic: str | None) -> Callable[[dict[str, Any]], None]:
 
 
 def run_trial(
-    trial: Trial, out: str, data_folder: str, alive: str | None = None, topic: str | None = None
+    trial: Trial,
+    out: str,
+    data_folder: str,
+    alive: str | None = None,
+    topic: str | None = None,
+    metrics_thread: bool = True,
 ) -> dict[str, Any]:
     """Train ``trial`` into ``out/<trial.name>`` with :func:`cifarlin.runs.run`, as ``cifarlin
     train`` does (continuing its checkpoint when it has one); returns its result as plain values.
+    Without ``metrics_thread``, its metrics are computed on its training thread (for workers that
+    share the cores: the same numbers, see :func:`cifarlin.train.fit`).
 
     Divergence and errors are results ('diverged', 'failed' with the one-line error), not
     exceptions. The trial stops, keeping its last checkpoint ('interrupted'), when the file
@@ -189,6 +196,7 @@ def run_trial(
                 resume_hint="the same cifarlin sweep command",
                 on_epoch=on_epoch,
                 on_batch=on_batch,
+                metrics_thread=metrics_thread,
             )
         return result("done", **history_metrics(outcome.state.history, trial.config.keep))
     except DivergenceError as e:

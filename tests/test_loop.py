@@ -212,3 +212,37 @@ def test_training_set_sums_in_chunks_on_the_metrics_thread(prepared32, monkeypat
         assert first["train_loss"][e] == pytest.approx(loss, rel=1e-5)
         assert first["train_cost"][e] == pytest.approx(cost, rel=1e-5)
         assert first["train_acc"][e] == acc
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"shuffle": True},
+        {"augment": "flip,translate:1"},  # views made on a thread; training metrics not gathered
+        {"patience": 1, "keep": "best", "eta": 0.5},  # early stopping drops the epoch trained meanwhile
+    ],
+)
+def test_metrics_on_the_training_thread_are_the_same_bits(tiny_py, options):
+    """Catches: a run whose metrics are computed on its own thread (runs sharing the cores) that
+    differs from one with a metrics thread in any bit of W, b or any column of its history, or
+    stops at another epoch."""
+    prepared = data.prepare(
+        data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float32, keep_raw=True
+    )
+    c = TrainConfig(**{"epochs": 6, "batch_size": 7, "eta": 0.02, "lam": 0.01, **options})
+    a = train.fit(c, prepared, train.init_state(c), metrics_thread=True)
+    b = train.fit(c, prepared, train.init_state(c), metrics_thread=False)
+    assert a.epoch == b.epoch and len(a.history) == len(b.history)
+    assert np.array_equal(a.W, b.W) and np.array_equal(a.b, b.b)
+    for k, v in a.history.columns.items():
+        if k != "seconds":
+            assert np.array_equal(v, b.history.columns[k]), k
+    assert a.history.initial == b.history.initial
+
+
+def test_metrics_thread_only_when_every_run_has_two_cores(monkeypatch):
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert train.metrics_thread_fits(1) and train.metrics_thread_fits(2)
+    assert not train.metrics_thread_fits(3)
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert train.metrics_thread_fits(1) and not train.metrics_thread_fits(2)

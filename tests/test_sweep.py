@@ -337,14 +337,38 @@ def _result(trial, status, **kw):
     return {"name": trial.name, "worker": "w", "status": status, "seconds": 0.1, **kw}
 
 
-def done_at_once(trial, out, data_folder, alive=None, topic=None):
+def done_at_once(trial, out, data_folder, alive=None, topic=None, metrics_thread=True):
     """A trial that says it started and is done at once (imported by the workers)."""
     sweep_trial._poster(topic)({"name": trial.name, "event": "started", "worker": "w", "epoch": 0})
     time.sleep(0.02)
     return _result(trial, "done", val_accuracy=0.5, best_val_accuracy=0.5, val_cost=1.0, epochs_trained=1)
 
 
-def runs_until_stopped(trial, out, data_folder, alive=None, topic=None):
+def tells_its_metrics_thread(trial, out, data_folder, alive=None, topic=None, metrics_thread=True):
+    """A trial that leaves what it was told of the metrics thread (imported by the workers)."""
+    Path(out, f"{trial.name}.metrics_thread").write_text(str(metrics_thread))
+    return _result(trial, "done", val_accuracy=0.5, best_val_accuracy=0.5, val_cost=1.0, epochs_trained=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fits", [False, True])
+def test_trials_keep_a_metrics_thread_only_when_the_workers_leave_cores_for_it(
+    tiny_py, tmp_path, monkeypatch, fits
+):
+    """Catches: two trials at a time on two cores each with a metrics thread (four threads for two
+    cores), or trials that have the cores losing theirs."""
+    asked = []
+    monkeypatch.setattr(sweep, "metrics_thread_fits", lambda n: asked.append(n) or fits)
+    spec = SweepSpec((parse_axis("lam", "0,0.1"),))
+    sweep.run_sweep(
+        spec, tmp_path / "s", tiny_py, workers=2, figures=False, trial_fn=tells_its_metrics_thread
+    )
+    assert asked == [2]
+    told = {f.name: f.read_text() for f in (tmp_path / "s").glob("*.metrics_thread")}
+    assert told == {f"trial-00{i}.metrics_thread": str(fits) for i in (1, 2)}
+
+
+def runs_until_stopped(trial, out, data_folder, alive=None, topic=None, metrics_thread=True):
     """A trial that trains until the sweep's alive file goes, then leaves a mark and stops.
     trial-001 says it started only once trial-002 runs too (on a loaded machine the second
     worker may otherwise take it after the Ctrl-C, when 'queued' is the right record)."""

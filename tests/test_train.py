@@ -726,6 +726,39 @@ def test_default_run_folders_are_unique(tmp_path):
     assert a != b and b.name.startswith(a.name)
 
 
+@pytest.mark.parametrize(("workers", "cores", "thread"), [("1", 2, True), ("2", 2, False), ("2", 4, True)])
+def test_runs_two_at_a_time_keep_a_metrics_thread_only_with_the_cores(
+    runner, tiny_py, tmp_path, monkeypatch, workers, cores, thread
+):
+    """Bug: two runs at a time on two cores each with a metrics thread (four threads fighting
+    for two cores), or runs that have the cores losing theirs."""
+    from cifarlin import experiments
+
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    real, seen = runs.fit, []
+
+    def record(*args, metrics_thread=True, **kw):
+        seen.append(metrics_thread)
+        return real(*args, metrics_thread=metrics_thread, **kw)
+
+    monkeypatch.setattr(runs, "fit", record)
+    assert experiments.metrics_thread_fits is train.metrics_thread_fits
+    args = [
+        "train",
+        "--workers",
+        workers,
+        "--setting",
+        "all",
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        str(tiny_py),
+    ]
+    r = runner.invoke(app, [*args, "--batch-size", "10", "--epochs", "1", "--no-plots", "--quiet"])
+    assert r.exit_code == 0, r.stderr
+    assert seen == [thread] * 4
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch, workers):
     """Bug: Ctrl-C in one of the four runs (one after another, or two at a time) losing the
@@ -749,13 +782,13 @@ def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch, 
     ]
     real = runs.fit
 
-    def stop_in_setting_3(cfg_, prepared_, state, on_epoch=None, on_batch=None):
+    def stop_in_setting_3(cfg_, prepared_, state, on_epoch=None, **kw):
         def then_stop(st):
             on_epoch(st)
             if cfg_.setting == 3:
                 raise KeyboardInterrupt  # Ctrl-C right after setting 3's first epoch
 
-        return real(cfg_, prepared_, state, on_epoch=then_stop, on_batch=on_batch)
+        return real(cfg_, prepared_, state, on_epoch=then_stop, **kw)
 
     monkeypatch.setattr(runs, "fit", stop_in_setting_3)
     r = runner.invoke(app, args)
