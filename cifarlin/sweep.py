@@ -436,6 +436,14 @@ class _Sweep:
         slots, counted = 1, -math.inf
         try:
             while waiting or not running.is_empty():
+                finished = []
+                for f in running.next_batch(block=False):
+                    if f.status == "lost":  # its result was on a worker that died: Dask computes it
+                        running.add(f)  # again (a finished trial just reads its files)
+                        continue
+                    self._events(events, by_name)
+                    self._finish(f, by_name[f.key[1]], save=False)
+                    finished.append(f)
                 if time.monotonic() - counted > 1:
                     slots, counted = max(1, sum(client.nthreads().values())), time.monotonic()
                 if waiting and running.count() < slots:
@@ -453,17 +461,15 @@ class _Sweep:
                     )
                     submitted += futures
                     running.update(futures)
-                for f in running.next_batch(block=False):
-                    if f.status == "lost":  # its result was on a worker that died: Dask computes it
-                        running.add(f)  # again (a finished trial just reads its files)
-                        continue
-                    self._events(events, by_name)
-                    self._finish(f, by_name[f.key[1]])
+                if finished:  # the files after the next trials are on their way: workers never wait for them
+                    self.save()
                 self._events(events, by_name)
-                time.sleep(POLL_SECONDS)
+                if not finished:
+                    time.sleep(POLL_SECONDS)
             self._events(events, by_name)
         except KeyboardInterrupt:
             self._let_running_trials_stop(client, submitted, events, by_name)
+            self.save()  # a trial finished just before the Ctrl-C included
             raise
         finally:
             client.cancel(submitted)
@@ -509,7 +515,7 @@ class _Sweep:
                 r.val_accuracy = r.final_val_accuracy = float(msg.get("val_acc", math.nan))
                 self.report("epoch", r)
 
-    def _finish(self, future: Any, r: TrialResult) -> None:
+    def _finish(self, future: Any, r: TrialResult, save: bool = True) -> None:
         if future.status == "finished":
             r.update(future.result())
         else:
@@ -524,7 +530,8 @@ class _Sweep:
             else:
                 r.error = one_line(e) if e is not None else f"Dask reports it {future.status}"
         self.report("finished", r)
-        self.save()
+        if save:
+            self.save()
 
     def read_previous(self) -> None:
         """What an earlier run of this sweep recorded in sweep.h5: round 2's box, and the trials

@@ -368,6 +368,35 @@ def test_trials_keep_a_metrics_thread_only_when_the_workers_leave_cores_for_it(
     assert told == {f"trial-00{i}.metrics_thread": str(fits) for i in (1, 2)}
 
 
+def notes_when_it_began(trial, out, data_folder, alive=None, topic=None, metrics_thread=True):
+    """A trial that leaves the time it began and is done at once (imported by the workers)."""
+    Path(out, f"{trial.name}.began").write_text(repr(time.time()))
+    return _result(trial, "done", val_accuracy=0.5, best_val_accuracy=0.5, val_cost=1.0, epochs_trained=1)
+
+
+@pytest.mark.slow
+def test_the_next_trial_starts_before_the_tables_are_written(tiny_py, tmp_path, monkeypatch):
+    """Catches: workers left idle while the sweep writes sweep.h5 and results.csv after each
+    finished trial (slow here on purpose), instead of being handed the next trial first."""
+    writes = []
+    real = sweep.write_tables
+    out = tmp_path / "s"
+
+    def slow_write(*args, **kw):
+        began = time.time()
+        if (out / "trial-001.began").exists() and not (out / "trial-002.began").exists():
+            time.sleep(1.0)  # the write after trial-001: trial-002 must not wait for it
+        real(*args, **kw)
+        writes.append((began, time.time()))
+
+    monkeypatch.setattr(sweep, "write_tables", slow_write)
+    spec = SweepSpec((parse_axis("lam", "0,0.1"),))
+    sweep.run_sweep(spec, out, tiny_py, workers=1, figures=False, trial_fn=notes_when_it_began)
+    first, second = (float((out / f"trial-00{i}.began").read_text()) for i in (1, 2))
+    after_first = [w for w in writes if w[0] > first]  # the writes once trial-001 was running
+    assert after_first and second < after_first[0][1]
+
+
 def runs_until_stopped(trial, out, data_folder, alive=None, topic=None, metrics_thread=True):
     """A trial that trains until the sweep's alive file goes, then leaves a mark and stops.
     trial-001 says it started only once trial-002 runs too (on a loaded machine the second
