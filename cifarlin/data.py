@@ -337,15 +337,25 @@ class Reader:
         scratch = None
         if self.dataset.format == "python" and 0 < (size := _size(path)) <= MAX_BATCH_BYTES:
             # resized in place: the batch files differ by a few bytes
-            if size < len(self._scratch):
+            if not self._scratch:
+                self._scratch = bytearray(size)
+            elif size < len(self._scratch):
                 del self._scratch[size:]
             else:
                 self._scratch.extend(bytes(size - len(self._scratch)))
             scratch = self._scratch
-        batch = read_batch(path, self.dataset.format, scratch)
+        try:
+            batch = read_batch(path, self.dataset.format, scratch)
+        except BaseException:
+            self._scratch = bytearray()  # its MD5 may still be reading it: a fresh one next time
+            raise
         # Only the digest is kept: fresh empty arrays, as a view (images[:0]) would keep the file alive
         self._digests[name] = Batch(np.empty((0, D), np.uint8), np.empty(0, np.int64), batch.digest)
         return batch
+
+    def release(self) -> None:
+        """Free the read buffer (once no more batches will be read)."""
+        self._scratch = bytearray()
 
     def batch_md5(self, which: int | str) -> str:
         """The MD5 of a batch file this reader read."""
@@ -366,8 +376,10 @@ def load_split(dataset: Dataset, spec: SplitSpec, name: str) -> tuple[Split, Rea
     reader = Reader(dataset)
     if name == "test" or (name == "val" and spec.val_size is None):
         b = reader.batch("test" if name == "test" else 2)
+        reader.release()
         return Split(b.images, b.labels), reader
     batches, n_train = reader.train_batches(spec)
+    reader.release()
     images = np.concatenate([b.images for b in batches])
     labels = np.concatenate([b.labels for b in batches])
     rows = slice(0, n_train) if name == "train" else slice(n_train, None)
@@ -519,6 +531,7 @@ def training_sample(
     mean and std): X (n, 3072), y (n,)."""
     reader = Reader(dataset)
     batches, n_train = reader.train_batches(spec)
+    reader.release()
     if n > n_train:
         raise bad_value("n", n, f"the training split holds only {n_train} images")
     norm = _fit_training_rows(batches, n_train)

@@ -242,7 +242,7 @@ def run_plan(
                 resume_hint=resume_hint,
                 on_epoch=on_epoch,
                 on_batch=batch_done,
-                metrics_thread=stop is None or metrics_thread_fits(workers),
+                metrics_thread=stop is None or metrics_thread_fits(at_once),
             )
         return outcome, p.class_names
 
@@ -260,6 +260,7 @@ def run_plan(
 
     result = PlanResult([], [])
     names: list[str] = []
+    at_once = min(workers, sum(not r.reuse for r in plan))  # runs trained at the same time
     shared = len({data.prepared_key(r.config) for r in plan}) == 1
     # matplotlib is imported in a child while the runs train (if something will be drawn)
     with FigureDrawer(background and figures and any(not r.reuse for r in plan)) as drawer:

@@ -338,6 +338,7 @@ class _Sweep:
         self.spec, self.out, self.abs_out, self.data_folder = spec, out, abs_out, data_folder
         self.results, self.notice, self.report, self.trial_fn = results, notice, report, trial_fn
         self.metrics_thread = True  # trials compute their metrics on a thread of their own
+        self.unsaved = False  # results read since sweep.h5 was last written
         self.client: Any = None
         self.cluster = ""
         self.box: Box | None = None
@@ -472,6 +473,9 @@ class _Sweep:
             self.save()  # a trial finished just before the Ctrl-C included
             raise
         finally:
+            if self.unsaved:  # an error on the way (a scheduler gone): what finished is kept
+                with contextlib.suppress(Exception):
+                    self.save()
             client.cancel(submitted)
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(topic)
@@ -529,6 +533,7 @@ class _Sweep:
                 )
             else:
                 r.error = one_line(e) if e is not None else f"Dask reports it {future.status}"
+        self.unsaved = True
         self.report("finished", r)
         if save:
             self.save()
@@ -585,6 +590,7 @@ class _Sweep:
 
     def save(self, best: TrialResult | None = None, test: Any = None) -> None:
         write_tables(self.out, self.spec, self.results, best, test, self.box)
+        self.unsaved = False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -198,9 +198,10 @@ class _Pending:
     b: np.ndarray
     rng_state: dict[str, Any]
     started: float
-    metrics: Future[tuple[model.Metrics | None, model.Metrics]]  # (train or None, val)
     eta: float  # the mean learning rate of the epoch's updates
     train: TrainScores | None = None  # its training-set metrics, gathered during the next epoch
+    # (train or None, val); None while an inline pool computes them (a Ctrl-C then: again)
+    metrics: Future[tuple[model.Metrics | None, model.Metrics]] | None = None
 
 
 class _Views:
@@ -323,6 +324,8 @@ def fit(
 
     def finish(p: _Pending, ended: float) -> None:
         nonlocal last, initial
+        if p.metrics is None:  # a Ctrl-C stopped their computation on this thread
+            p.metrics = pool.submit(_metrics, p.W, p.b, data, cfg.lam, cfg.loss, p.train is None)
         train, val = p.metrics.result()
         if train is None:
             train = gathered(p.train).metrics(cfg.lam)
@@ -417,17 +420,16 @@ def fit(
                     raise diverged(epoch)
                 We, be = W.copy(), b.copy()
                 fused = not aug.active  # its training metrics: gathered by the next epoch's passes
-                future = pool.submit(_metrics, We, be, data, cfg.lam, cfg.loss, not fused)
                 pending = _Pending(
                     epoch,
                     We,
                     be,
                     rng.bit_generator.state,
                     t0,
-                    future,
                     float(etas[0] if (etas == etas[0]).all() else etas.mean()),  # a constant exactly
                     TrainScores(We, be) if fused else None,
-                )
+                )  # pending before its metrics: on this thread (inline), a Ctrl-C may come meanwhile
+                pending.metrics = pool.submit(_metrics, We, be, data, cfg.lam, cfg.loss, not fused)
             if pending is not None:
                 done, pending = pending, None
                 finish(done, time.perf_counter())

@@ -285,9 +285,32 @@ def test_reader_reuses_its_read_buffer_without_aliasing(tmp_path, monkeypatch):
     assert np.array_equal(again.images, want[2].images) and again.md5 == want[2].md5
 
 
+def test_a_reader_reads_on_after_a_file_it_refused(tmp_path, monkeypatch):
+    """Catches: a Reader whose buffer a refused file's MD5 is still hashing, resized or
+    overwritten by the next read ('BufferError: Existing exports of data')."""
+    from concurrent.futures import Future
+
+    folder = tmp_path / "cifar-10-batches-py"
+    shutil.copytree(write_python_dataset(tmp_path / "src", n=30, n_test=20), folder)
+    (folder / "data_batch_1").write_bytes(b"\x80\x02junk" * 5000)  # another size than batch 2
+    hashing = []
+
+    def md5_never_done(raw):  # holds the bytes as hashlib does while it hashes them
+        hashing.append(memoryview(raw))
+        return Future()
+
+    monkeypatch.setattr(data, "_md5_soon", md5_never_done)
+    reader = data.Reader(data.Dataset(folder, "python"))
+    with pytest.raises(DataError, match="data_batch_1"):
+        reader.batch(1)
+    second = reader.batch(2)
+    assert np.array_equal(second.images, data.read_batch(folder / "data_batch_2", "python").images)
+    assert bytes(hashing[0][:6]) == b"\x80\x02junk"  # the refused file's bytes, untouched
+
+
 def test_normalizer_sums_exactly_in_narrow_types(monkeypatch):
     """The statistics equal float64 ones of the same pixels, whatever the chunks and however often
-    the uint32 partial sums are folded into the int64 totals (every 7 rows here)."""
+    the uint32 partial sums are folded into the int64 totals (every 256 rows here)."""
     assert data.EXACT_ROWS * 255**2 <= 2**32 - 1 < (data.EXACT_ROWS + 1) * 255**2
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (600, 3072), dtype=np.uint8)
@@ -295,7 +318,7 @@ def test_normalizer_sums_exactly_in_narrow_types(monkeypatch):
     x = images.astype(np.float64) / 255
     want_mean, want_std = x.mean(axis=0), x.std(axis=0)
     whole = data.Normalizer.fit([images])
-    monkeypatch.setattr(data, "EXACT_ROWS", 7)
+    monkeypatch.setattr(data, "EXACT_ROWS", 300)  # more than a block of 256 rows, less than two
     folded = data.Normalizer.fit([images[:250], images[250:251], images[251:]])
     for n in (whole, folded):
         np.testing.assert_allclose(n.mean, want_mean, rtol=1e-14)

@@ -246,3 +246,30 @@ def test_metrics_thread_only_when_every_run_has_two_cores(monkeypatch):
     assert not train.metrics_thread_fits(3)
     monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert train.metrics_thread_fits(1) and not train.metrics_thread_fits(2)
+
+
+def test_ctrl_c_while_an_epochs_metrics_are_computed_inline_keeps_that_epoch(prepared32, monkeypatch):
+    """Catches: a run computing its metrics on its own thread that loses the epoch just trained
+    when Ctrl-C comes while its metrics are computed (a threaded run keeps it: its metrics are
+    awaited)."""
+    import signal
+
+    real, calls = train._metrics, []
+
+    def metrics(*args):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 2's (1: the initial weights', 2: epoch 1's)
+            signal.raise_signal(signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(train, "_metrics", metrics)
+    seen = []
+    c = TrainConfig(epochs=6, batch_size=7, eta=0.02, lam=0.01)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(c, prepared32, train.init_state(c), on_epoch=seen.append, metrics_thread=False)
+    assert [st.epoch for st in seen] == [1, 2] and len(calls) == 4  # epoch 2's computed again
+    monkeypatch.setattr(train, "_metrics", real)
+    whole = train.fit(c.replace(epochs=2), prepared32, train.init_state(c))
+    assert np.array_equal(seen[-1].W, whole.W)
+    for k in ("train_cost", "train_acc", "val_cost", "val_acc"):
+        assert np.array_equal(seen[-1].history.columns[k], whole.history.columns[k]), k

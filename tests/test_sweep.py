@@ -603,3 +603,83 @@ def test_sweep_figures_show_plain_numbers_and_every_trial(tmp_path):
         labels = [t.get_text() for t in (*ax.get_xticklabels(), *ax.get_yticklabels()) if t.get_text()]
         assert labels and not any("$" in t or "mathdefault" in t for t in labels), labels
         assert plots.save(fig, tmp_path / f"{grid}.png").stat().st_size > 1000
+
+
+class _Done:
+    """A Dask future that finished at once with ``row``."""
+
+    status = "finished"
+
+    def __init__(self, key, row):
+        self.key, self.row = key, row
+
+    def result(self):
+        return self.row
+
+    def done(self):
+        return True
+
+
+class _AsCompleted:
+    def __init__(self):
+        self.futures = []
+
+    def update(self, futures):
+        self.futures += list(futures)
+
+    def add(self, f):
+        self.futures.append(f)
+
+    def next_batch(self, block=False):
+        out, self.futures = self.futures, []
+        return out
+
+    def count(self):
+        return len(self.futures)
+
+    def is_empty(self):
+        return not self.futures
+
+
+class _SchedulerGoneOnSecondMap:
+    """A Dask client whose first trial diverges at once and whose scheduler is gone when the sweep
+    hands it the second."""
+
+    maps = 0
+
+    def subscribe_topic(self, topic, callback):
+        pass
+
+    def unsubscribe_topic(self, topic):
+        pass
+
+    def nthreads(self):
+        return {"w": 1}
+
+    def cancel(self, futures):
+        pass
+
+    def map(self, fn, trials, key, **kw):
+        self.maps += 1
+        if self.maps == 2:
+            raise OSError("scheduler connection closed")
+        row = {"worker": "w", "status": "diverged", "error": "diverged in epoch 1", "seconds": 0.1}
+        return [_Done(k, {"name": k[1], **row}) for k in key]
+
+
+def test_trials_finished_before_an_error_are_in_the_files(tmp_path, monkeypatch):
+    """Catches: a sweep that stops on an error other than Ctrl-C (its scheduler gone) with a
+    finished trial not yet written to sweep.h5: a diverged trial is known from sweep.h5 alone, so
+    it would run again."""
+    import distributed
+
+    monkeypatch.setattr(distributed, "as_completed", _AsCompleted)
+    spec = SweepSpec((parse_axis("lam", "0,0.1"),))
+    results = [TrialResult(t, tmp_path / t.name) for t in sweep.plan(spec)]
+    state = sweep._Sweep(spec, tmp_path, tmp_path, tmp_path, results, lambda m: None, lambda e, r: None, None)
+    state.save()
+    with pytest.raises(OSError, match="scheduler connection closed"):
+        state.run(_SchedulerGoneOnSecondMap(), results)
+    with h5py.File(tmp_path / "sweep.h5", "r") as f:
+        statuses = [s.decode() for s in f["status"][()]]
+    assert statuses[0] == "diverged" and results[0].status == "diverged"
