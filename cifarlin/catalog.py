@@ -248,7 +248,10 @@ def list_runs(root: Path, max_depth: int = MAX_DEPTH, probe: bool = True) -> Cat
     try:
         st = os.stat(root)
     except FileNotFoundError:
-        raise RunError(f"{root}: no such folder (cifarlin train writes its runs into outputs/)") from None
+        raise RunError(
+            f"{root}: no such folder (cifarlin train writes its runs into outputs/ unless --out says "
+            "otherwise); give the folder that holds your runs: cifarlin runs DIR"
+        ) from None
     except OSError as e:
         raise RunError(f"{root}: cannot be read ({e.strerror or e})") from None
     if not stat.S_ISDIR(st.st_mode):

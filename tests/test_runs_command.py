@@ -270,6 +270,7 @@ def test_no_runs_missing_folder_and_a_file(tmp_path):
     assert r.exit_code == 0 and "no run folders in" in r.stdout
     r = CliRunner().invoke(app, ["runs"])  # the default: outputs/ of the working folder
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "outputs: no such folder" in r.stderr
+    assert r.stderr.rstrip().endswith("give the folder that holds your runs: cifarlin runs DIR")
     (tmp_path / "f").write_text("x")
     r = CliRunner().invoke(app, ["runs", str(tmp_path / "f")])
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "not a folder" in r.stderr
