@@ -106,6 +106,8 @@ class TrainScores:
     seen: int = 0
     queued: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # batches not yet summed
     summing: list[Future[None]] = field(default_factory=list)
+    gathering: bool = False  # an epoch's passes began gathering them, in ``order``
+    order: np.ndarray | None = None  # (N,) the batch order they are gathered in (None: as stored)
 
     def add(self, S: np.ndarray, y: np.ndarray, loss: str) -> None:
         self.loss_sum += float(LOSSES[loss].losses(S, y).sum())
@@ -356,10 +358,9 @@ def fit(
         scores.flush(cfg.loss, pool)
         if scores.wait().seen == N:
             return scores
-        order = orders[id(scores)] if id(scores) in orders else next_order()
+        order = scores.order if scores.gathering else next_order()
         return scores.standalone(X, y, order, B, cfg.loss)
 
-    orders: dict[int, np.ndarray | None] = {}  # the batch order each gathering runs in
     if is_complete(cfg, state):
         return state
     with (
@@ -387,7 +388,7 @@ def fit(
                         pending.train if pending is not None else initial[1] if initial is not None else None
                     )
                 if gather is not None:
-                    orders[id(gather)] = order
+                    gather.gathering, gather.order = True, order
                 # [W^T | W'^T]: the previous weights' columns set once, W^T rewritten per batch
                 Wt = model.forward_matrix(W, None if gather is None else gather.W, narrow=aug.active)
                 batches = [slice(s, s + B) if order is None else order[s : s + B] for s in range(0, N, B)]

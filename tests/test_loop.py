@@ -9,6 +9,8 @@ float32 runs can be compared bit for bit. Each test's docstring names the bug it
 
 from __future__ import annotations
 
+import itertools
+
 import h5py
 import numpy as np
 import pytest
@@ -273,3 +275,19 @@ def test_ctrl_c_while_an_epochs_metrics_are_computed_inline_keeps_that_epoch(pre
     assert np.array_equal(seen[-1].W, whole.W)
     for k in ("train_cost", "train_acc", "val_cost", "val_acc"):
         assert np.array_equal(seen[-1].history.columns[k], whole.history.columns[k]), k
+
+
+def test_the_last_epochs_training_metrics_are_summed_in_the_next_epochs_order(prepared32):
+    """Catches: the last epoch's training-set sums (computed on their own: no next epoch gathers
+    them) taken in the batch order of an earlier epoch, as when that order was looked up by the
+    id() of an object since freed, whose address a new one reused: the last bits of the cost then
+    changed from run to run. The order must be the permutation the next epoch would draw."""
+    X, y = prepared32.X["train"], prepared32.y["train"]
+    for epochs, thread, _ in itertools.product(range(2, 7), (True, False), range(3)):  # addresses
+        c = TrainConfig(epochs=epochs, batch_size=7, eta=0.02, lam=0.01, shuffle=True)  # vary
+        st = train.fit(c, prepared32, train.init_state(c), metrics_thread=thread)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = st.rng_state
+        want = train.TrainScores(st.W, st.b).standalone(X, y, rng.permutation(len(y)), c.batch_size, c.loss)
+        with train.one_blas_thread():  # the penalty's dot product as the loop sums it
+            assert st.history.columns["train_cost"][-1] == want.metrics(c.lam).cost, (epochs, thread)
