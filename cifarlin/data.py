@@ -336,13 +336,10 @@ class Reader:
         path = self.dataset.path(name)
         scratch = None
         if self.dataset.format == "python" and 0 < (size := _size(path)) <= MAX_BATCH_BYTES:
-            # resized in place: the batch files differ by a few bytes
             if not self._scratch:
                 self._scratch = bytearray(size)
-            elif size < len(self._scratch):
-                del self._scratch[size:]
-            else:
-                self._scratch.extend(bytes(size - len(self._scratch)))
+            del self._scratch[size:]  # resized in place: the batch files differ by a few bytes
+            self._scratch.extend(bytes(size - len(self._scratch)))
             scratch = self._scratch
         try:
             batch = read_batch(path, self.dataset.format, scratch)

@@ -216,6 +216,8 @@ def run_plan(
             drawer.warm_up()  # now that the data are read: matplotlib loads while the runs train
         return cache[key]
 
+    at_once = min(workers, sum(not r.reuse for r in plan))  # runs trained at the same time
+
     def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Outcome, list[str]]:
         """Train one run; ``stop`` is given when it trains beside others, which may keep the other
         cores busy (its metrics are then computed on its own thread)."""
@@ -260,7 +262,6 @@ def run_plan(
 
     result = PlanResult([], [])
     names: list[str] = []
-    at_once = min(workers, sum(not r.reuse for r in plan))  # runs trained at the same time
     shared = len({data.prepared_key(r.config) for r in plan}) == 1
     # matplotlib is imported in a child while the runs train (if something will be drawn)
     with FigureDrawer(background and figures and any(not r.reuse for r in plan)) as drawer:

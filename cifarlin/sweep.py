@@ -437,14 +437,14 @@ class _Sweep:
         slots, counted = 1, -math.inf
         try:
             while waiting or not running.is_empty():
-                finished = []
+                finished = 0
                 for f in running.next_batch(block=False):
                     if f.status == "lost":  # its result was on a worker that died: Dask computes it
                         running.add(f)  # again (a finished trial just reads its files)
                         continue
                     self._events(events, by_name)
                     self._finish(f, by_name[f.key[1]], save=False)
-                    finished.append(f)
+                    finished += 1
                 if time.monotonic() - counted > 1:
                     slots, counted = max(1, sum(client.nthreads().values())), time.monotonic()
                 if waiting and running.count() < slots:
@@ -470,10 +470,9 @@ class _Sweep:
             self._events(events, by_name)
         except KeyboardInterrupt:
             self._let_running_trials_stop(client, submitted, events, by_name)
-            self.save()  # a trial finished just before the Ctrl-C included
             raise
         finally:
-            if self.unsaved:  # an error on the way (a scheduler gone): what finished is kept
+            if self.unsaved:  # Ctrl-C or an error on the way (a scheduler gone): what finished is kept
                 with contextlib.suppress(Exception):
                     self.save()
             client.cancel(submitted)

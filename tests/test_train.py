@@ -726,6 +726,14 @@ def test_default_run_folders_are_unique(tmp_path):
     assert a != b and b.name.startswith(a.name)
 
 
+def setting_all(workers: str, out, data, epochs: int) -> list[str]:
+    """`cifarlin train --setting all` on tiny data, quietly and without figures."""
+    return [
+        *("train", "--workers", workers, "--setting", "all", "--out", str(out), "--data-dir", str(data)),
+        *("--batch-size", "10", "--epochs", str(epochs), "--no-plots", "--quiet"),
+    ]
+
+
 @pytest.mark.parametrize(("workers", "cores", "thread"), [("1", 2, True), ("2", 2, False), ("2", 4, True)])
 def test_runs_two_at_a_time_keep_a_metrics_thread_only_with_the_cores(
     runner, tiny_py, tmp_path, monkeypatch, workers, cores, thread
@@ -743,18 +751,7 @@ def test_runs_two_at_a_time_keep_a_metrics_thread_only_with_the_cores(
 
     monkeypatch.setattr(runs, "fit", record)
     assert experiments.metrics_thread_fits is train.metrics_thread_fits
-    args = [
-        "train",
-        "--workers",
-        workers,
-        "--setting",
-        "all",
-        "--out",
-        str(tmp_path),
-        "--data-dir",
-        str(tiny_py),
-    ]
-    r = runner.invoke(app, [*args, "--batch-size", "10", "--epochs", "1", "--no-plots", "--quiet"])
+    r = runner.invoke(app, setting_all(workers, tmp_path, tiny_py, epochs=1))
     assert r.exit_code == 0, r.stderr
     assert seen == [thread] * 4
 
@@ -763,23 +760,7 @@ def test_runs_two_at_a_time_keep_a_metrics_thread_only_with_the_cores(
 def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch, workers):
     """Bug: Ctrl-C in one of the four runs (one after another, or two at a time) losing the
     others' work, or a resume that starts finished runs again."""
-    args = [
-        "train",
-        "--workers",
-        workers,
-        "--setting",
-        "all",
-        "--out",
-        str(tmp_path),
-        "--data-dir",
-        str(tiny_py),
-        "--batch-size",
-        "10",
-        "--epochs",
-        "2",
-        "--no-plots",
-        "--quiet",
-    ]
+    args = setting_all(workers, tmp_path, tiny_py, epochs=2)
     real = runs.fit
 
     def stop_in_setting_3(cfg_, prepared_, state, on_epoch=None, **kw):
