@@ -16,13 +16,12 @@ A damaged file never stops the listing: its run gets the status ``damaged`` and 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ class RunEntry:
     test_acc: float | None = None
     source: str | None = None  # the file the values were read from
     modified: str | None = None  # the newest run file's time, UTC, ISO 8601
+    arithmetic: dict[str, str] = field(default_factory=dict)  # NumPy and BLAS that computed it
 
     def summary(self) -> dict[str, Any]:
         c = self.config or {}
@@ -72,6 +72,7 @@ class RunEntry:
             "source": self.source,
             "modified": self.modified,
             "config": self.config,
+            "arithmetic": self.arithmetic,
         }
 
 
@@ -162,6 +163,7 @@ def _fill(entry: RunEntry, folder: Path, probe: bool) -> None:
         entry.best_val_acc = h.history.best_val_acc
         entry.test_acc = h.test.accuracy if h.test is not None else None
         entry.status = h.status or "unknown"
+        entry.arithmetic = h.arithmetic
         if entry.status == "complete" and not has[MODEL]:
             raise ModelFileError(f"{model}: missing, though {hist} says the run is complete")
         for n in (MODEL, CHECKPOINT):  # a regular HDF5 file, not truncated: seen without the library
@@ -182,6 +184,7 @@ def _fill(entry: RunEntry, folder: Path, probe: bool) -> None:
     else:  # an empty .previous-run-* folder
         raise RunError(f"{folder}: holds no {', '.join(RUN_FILES)}")
     history = snap.state.history
+    entry.arithmetic = snap.arithmetic
     entry.config = snap.config.to_dict()
     entry.epochs_done = len(history) if len(history) else snap.state.epoch
     entry.best_epoch = history.best_epoch or None
@@ -198,31 +201,26 @@ def describe_runs(folders: list[Path], probe: bool = True) -> list[RunEntry]:
     """:func:`describe_run` for each folder.
 
     With ``probe`` (a file could crash or hang the HDF5 library), all of them are first read in
-    one child process (see :func:`h5safe.probe`), which hands its summaries back: one fork for
+    one child process (see :func:`h5safe.probe`), which hands its summaries back: one child for
     the whole listing instead of one per file, and no file read twice. Only when that child
     crashes or hangs is each folder probed on its own, which isolates the file at fault.
     """
     if not probe or not folders:
         return [describe_run(f, probe=False) for f in folders]
-    with tempfile.TemporaryFile(buffering=0) as out:
-
-        def read_all(_: Path) -> None:
-            data = json.dumps([_to_json(describe_run(f, probe=False)) for f in folders]).encode()
-            view = memoryview(data)
-            while view:
-                view = view[out.write(view) :]
-
-        size = sum(_size(f / n) for f in folders for n in RUN_FILES)
-        seconds = h5safe.PROBE_SECONDS + 0.2 * len(folders) + size / 20e6
-        try:
-            h5safe.probe(folders[0].parent, read_all, "run listing", seconds=seconds)
-        except ModelFileError:  # a crash or a hang: find the file at fault, one probe each
-            return [describe_run(f, probe=True) for f in folders]
-        out.seek(0)
-        data = out.read()
-    if not data:  # no fork on this platform: nothing was read
+    size = sum(_size(f / n) for f in folders for n in RUN_FILES)
+    seconds = h5safe.PROBE_SECONDS + 0.2 * len(folders) + size / 20e6
+    try:
+        data = h5safe.probe(folders[0].parent, partial(_summaries, folders), "run listing", seconds=seconds)
+    except ModelFileError:  # a crash or a hang: find the file at fault, one probe each
         return [describe_run(f, probe=True) for f in folders]
-    return [_from_json(d) for d in json.loads(data)]
+    if not isinstance(data, list) or len(data) != len(folders):  # no child could be had: read here
+        return [describe_run(f, probe=True) for f in folders]
+    return [_from_json(d) for d in data]
+
+
+def _summaries(folders: list[Path], _: Path) -> list[dict[str, Any]]:
+    """What the child of :func:`describe_runs` hands back: every folder's summary, as JSON."""
+    return [_to_json(describe_run(f, probe=False)) for f in folders]
 
 
 def _to_json(e: RunEntry) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Layout (see the README):
     model.h5 / checkpoint.h5
         W (K, d), b (K,), mean (d,), std (d,)     datasets; x_norm = (x / 255 - mean) / std
         attrs: format, format_version, kind ('model' | 'checkpoint'), cifarlin_version, created,
+               arithmetic (JSON: numpy, blas, blas_version, blas_kernel, python),
                epoch, class_names, every TrainConfig field (val_size and setting only when set),
                data_dir, data_format, rng_state (JSON), test_cost/test_loss/test_acc (model only)
         data_files/ attrs: batch file name -> MD5 of the file trained on
@@ -25,13 +26,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from cifarlin import __version__, h5safe
+from cifarlin import __version__, h5safe, machine
 from cifarlin.config import TrainConfig
 from cifarlin.data import Normalizer
 from cifarlin.errors import ConfigError, ModelFileError
@@ -74,6 +76,7 @@ class Snapshot:
     version: str = __version__
     kept_epoch: int | None = None  # a model of keep="best": the epoch whose weights it holds
     features: FeatureMap | None = None  # a model on k-means features: the map from images to them
+    arithmetic: dict[str, str] = field(default_factory=dict)  # NumPy and BLAS it was computed with
 
     def inputs(self, images: np.ndarray, dtype: np.dtype | None = None, **extract: Any) -> np.ndarray:
         """The model's inputs X (n, d) for raw images (n, 3072) uint8: normalised pixels, or the
@@ -152,6 +155,7 @@ def _write_common(f: h5py.File, kind: str, cfg: TrainConfig, class_names: list[s
     f.attrs["kind"] = kind
     f.attrs["cifarlin_version"] = __version__
     f.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    f.attrs["arithmetic"] = json.dumps(machine.arithmetic())  # NumPy and BLAS: see cifarlin.machine
     f.attrs["class_names"] = np.array(class_names, dtype=h5py.string_dtype())
     _write_config(f.attrs, cfg)
 
@@ -338,6 +342,7 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
             version=r.text("cifarlin_version", ""),
             kept_epoch=r.int("kept_epoch", None) if kind == "model" else None,
             features=fmap,
+            arithmetic=machine.from_file(r.text("arithmetic", "")),
         )
 
 
@@ -351,7 +356,7 @@ def load_snapshot(
     """
     path = Path(path)
     if probe:
-        h5safe.probe(path, lambda p: _read_snapshot(p, kinds), "model")
+        h5safe.probe(path, partial(_read_snapshot, kinds=kinds), "model")
     return _read_snapshot(path, kinds)
 
 
@@ -362,6 +367,7 @@ class HistoryFile:
     class_names: list[str]
     status: str
     test: Metrics | None
+    arithmetic: dict[str, str] = field(default_factory=dict)  # NumPy and BLAS it was computed with
 
 
 def _read_history_file(path: Path) -> HistoryFile:
@@ -376,6 +382,7 @@ def _read_history_file(path: Path) -> HistoryFile:
             class_names=_names(r),
             status=r.text("status", ""),
             test=_read_metrics(r, "test"),
+            arithmetic=machine.from_file(r.text("arithmetic", "")),
         )
 
 

@@ -1,9 +1,9 @@
-"""Figures off the critical path: a child process, forked before the data are read (while the
-process is small), imports matplotlib and loads its fonts when training starts, on the core the
+"""Figures off the critical path: a child process (of :mod:`cifarlin.helper`'s, started before the
+data are read) imports matplotlib and loads its fonts when training starts, on the core the
 training leaves idle, then draws each finished run's figures from its folder.
 
 The parent sends a job as one line of JSON (the run folders; nothing is unpickled) and gets the
-paths written back. Whatever goes wrong on that side (no ``fork`` on this platform, the child
+paths written back. Whatever goes wrong on that side (no child on this platform, the child
 died, hung or failed) the parent draws the figures itself, so the result, files and errors
 included, is the same as without the child; only the time differs.
 """
@@ -16,11 +16,11 @@ import select
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from cifarlin import helper
 from cifarlin.figures import comparison_figure, draw_training_figures, outcomes_from, training_figures
 from cifarlin.runs import Outcome
 
@@ -29,44 +29,38 @@ REPLY_SECONDS = 60.0
 
 
 class FigureDrawer:
-    """Draws runs' figures in a forked child; use as a context manager (the child ends with it)."""
+    """Draws runs' figures in a child process; use as a context manager (the child ends with it)."""
 
     def __init__(self, background: bool = True) -> None:
-        """Fork the child now (with ``background`` and where there is ``fork``): before the data
-        are read, so that it is small and holds no run folder's lock."""
-        self.pid: int | None = None
+        """Start the child now (with ``background`` and where children can be had): before the
+        data are read, so that it imports matplotlib while they are."""
+        self.child: helper.Child | None = None
         self._asked = False  # a figure was asked for (else the child at most imports matplotlib)
         self._jobs: IO[bytes] | None = None
         self._replies: IO[bytes] | None = None
-        if not (background and hasattr(os, "fork")):
+        if not (background and helper.available()):
             return
         try:
             job_r, job_w = os.pipe()
             reply_r, reply_w = os.pipe()
         except OSError:
             return
-        with warnings.catch_warnings(action="ignore", category=DeprecationWarning):  # 3.12+: threads
-            try:
-                pid = os.fork()
-            except OSError:
-                for fd in (job_r, job_w, reply_r, reply_w):
-                    os.close(fd)
-                return
-        if pid == 0:  # the child: serve, and leave without running any of the parent's cleanup
-            code = 0
-            try:
-                os.close(job_w)
-                os.close(reply_r)
-                _serve(os.fdopen(job_r, "rb"), os.fdopen(reply_w, "wb"))
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(job_r)
-        os.close(reply_w)
-        self.pid = pid
+        try:
+            self.child = helper.start(_serve_fds, helper.FDS, helper.FDS, fds=(job_r, reply_w))
+        except OSError:
+            os.close(job_w)
+            os.close(reply_r)
+            return
+        finally:
+            os.close(job_r)
+            os.close(reply_w)
         self._jobs = os.fdopen(job_w, "wb")
         self._replies = os.fdopen(reply_r, "rb", buffering=0)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None without a child)."""
+        return None if self.child is None else self.child.started(REPLY_SECONDS)
 
     def warm_up(self) -> None:
         """Let the child import matplotlib now (best when training starts: reading the data
@@ -141,31 +135,18 @@ class FigureDrawer:
                 except OSError:
                     pass
         self._jobs = self._replies = None
-        if self.pid is None:
+        child, self.child = self.child, None
+        if child is None:
             return
-        if not self._asked:  # nothing drawn (the command ended early): no waiting for its import
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        pid, deadline = self.pid, time.monotonic() + 1.0
         try:
-            while os.waitpid(pid, os.WNOHANG) == (0, 0):
-                if time.monotonic() > deadline:
-                    raise TimeoutError
-                time.sleep(0.005)
-        except (ChildProcessError, ProcessLookupError):
-            pass
-        except BaseException as e:  # no exit in a second, or a second Ctrl-C meanwhile: end it now
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ChildProcessError, ProcessLookupError):
-                pass
-            if not isinstance(e, TimeoutError):
-                raise
-        finally:
-            self.pid = None
+            if not self._asked:  # nothing drawn (the command ended early): no waiting for its import
+                child.kill()
+            if child.wait(1.0) is None:
+                child.kill()
+                child.wait(REPLY_SECONDS)
+        except BaseException:  # a second Ctrl-C meanwhile: end it now
+            child.kill()
+            raise
 
     def __enter__(self) -> FigureDrawer:
         return self
@@ -174,13 +155,17 @@ class FigureDrawer:
         self.close()
 
 
+def _serve_fds(job_fd: int, reply_fd: int) -> None:
+    """The child's entry (see :func:`cifarlin.helper.start`): serve on the two pipes' ends."""
+    _serve(os.fdopen(job_fd, "rb"), os.fdopen(reply_fd, "wb"))
+
+
 def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
     """The child's loop: draw each job's figures until the parent closes the pipe, importing
     matplotlib at the first job. Ctrl-C is the parent's to handle; the child finishes its job."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # Nothing of the parent's output: its streams may be a live display's wrappers (whose lock a
-    # thread may have held at the fork) and its terminal is the parent's to draw on.
+    # Nothing on the terminal: it is the command's to draw on.
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -217,12 +202,13 @@ def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
 def side_by_side(figures: Sequence[tuple[Path, Callable[[], Path]]]) -> list[Path]:
     """Draw ``figures`` ((path, draw) pairs) at once: each but the last in a process forked for
     it, the last here (two figures take the time of one: the command waits for them). A figure
-    whose process fails is drawn here again, which raises what goes wrong."""
+    whose process fails is drawn here again, which raises what goes wrong. Forks only a process
+    with one thread (:func:`cifarlin.helper.safe_fork`: the drawing child); elsewhere it draws
+    them one after another."""
     forked: dict[int, Callable[[], Path]] = {}
     for _, draw in figures[:-1]:
-        try:
-            pid = os.fork()
-        except OSError:
+        pid = helper.safe_fork()
+        if pid is None:
             draw()
             continue
         if pid == 0:
@@ -236,17 +222,10 @@ def side_by_side(figures: Sequence[tuple[Path, Callable[[], Path]]]) -> list[Pat
     try:
         if figures:
             figures[-1][1]()
-    except BaseException:  # the job fails: no process of it may go on writing
-        for pid in forked:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ChildProcessError, ProcessLookupError):
-                pass
-        raise
+    finally:  # even when this one fails (a full disk): the others finish, removing their
+        ended = {pid: os.waitpid(pid, 0)[1] for pid in forked}  # temporary files (never killed)
     for pid, draw in forked.items():
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if os.waitstatus_to_exitcode(ended[pid]) != 0:
             draw()
     return [path for path, _ in figures]
 

@@ -19,11 +19,9 @@ Everything wrong is a :class:`~cifarlin.errors.ModelFileError` naming the file.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import stat
 import struct
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -272,74 +270,42 @@ def open_file(path: Path, what: str) -> Iterator[Reader]:
         f.close()
 
 
-def probe(path: Path, read: Callable[[Path], T], what: str, seconds: float | None = None) -> None:
-    """Run ``read(path)`` in a forked child process first; a crash (a signal), a hang (longer than
-    ``seconds``, by default 3 s plus 1 s per 20 MB of file) or a :class:`ModelFileError` there is
-    raised here as a one-line error.
+def probe(path: Path, read: Callable[[Path], T], what: str, seconds: float | None = None) -> Any:
+    """Run ``read(path)`` in a child process first (one of :mod:`cifarlin.helper`'s, never a
+    fork of this process); a crash (a signal), a hang (longer than ``seconds``, by default 3 s
+    plus 1 s per 20 MB of file, counted from the child's start) or a :class:`ModelFileError`
+    there is raised here as a one-line error. Returns what ``read`` returned when that is JSON
+    (else None). ``read`` must be picklable: a module's function, or a ``functools.partial`` of one.
 
-    Costs a fork of this process (about 13 ms for a model file); where there is no fork, nothing.
+    Costs a fork of the helper (a few ms; the helper's own start, once a command, overlaps);
+    where no helper can be had (no fork or no descriptor passing on this platform), nothing.
     """
-    if not hasattr(os, "fork"):  # pragma: no cover - Windows
-        return
+    from cifarlin import helper
+
+    if not helper.available():  # pragma: no cover - Windows
+        return None
     if seconds is None:
         try:
             seconds = PROBE_SECONDS + os.stat(path).st_size / 20e6
         except OSError:
             seconds = PROBE_SECONDS
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: read, report, and leave without running any of the parent's cleanup
-        os.close(r)
-        code = 0
-        try:
-            read(path)
-        except ModelFileError as e:
-            os.write(w, str(e).encode("utf-8", "replace")[:4000])
-            code = 3
-        except BaseException as e:  # reported to the parent, which decides
-            os.write(w, f"{path}: damaged cifarlin {what} ({type(e).__name__})".encode()[:4000])
-            code = 3
-        finally:
-            os._exit(code)
-    os.close(w)
     try:
-        status = _wait(pid, r, seconds)
-        message = b""
-        while chunk := os.read(r, 4096):
-            message += chunk
-    except BaseException:
-        _kill(pid)
-        raise
-    finally:
-        os.close(r)
-    if status is None:
+        ended = helper.run(read, path, seconds=seconds)
+    except OSError:  # no helper could be started: read as without a probe
+        return None
+    if ended.how == "timeout":
         raise ModelFileError(
             f"{path}: the HDF5 library did not finish reading it in {seconds:g} s (a damaged file?); refused"
         )
-    if os.WIFSIGNALED(status):
-        name = signal.Signals(os.WTERMSIG(status)).name
+    if ended.how == "signal":
+        name = signal.Signals(ended.code).name
         raise _bad(path, f"the HDF5 library crashed reading it ({name}): the file is damaged")
-    if os.WEXITSTATUS(status) != 0:
-        raise ModelFileError(message.decode("utf-8", "replace") or f"{path}: damaged cifarlin {what}")
-
-
-def _wait(pid: int, fd: int, seconds: float) -> int | None:
-    """The child's exit status, or None (after killing it) when it runs longer than ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        left = deadline - time.monotonic()
-        if left <= 0:
-            _kill(pid)
-            return None
-        select.select([fd], [], [], min(left, 0.05))  # wakes when the child writes or exits
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
+    if ended.how == "exit" and ended.code == 0:
+        return ended.result
+    if ended.how == "exit":
+        if ended.error_type == "ModelFileError" and ended.error:  # the read's own verdict
+            raise ModelFileError(ended.error)
+        raise _bad(path, f"damaged cifarlin {what} ({ended.error_type or 'no result'})")
+    if ended.how == "refused" and ended.code:  # a read the helper could not even load: a bug
+        raise RuntimeError(f"the probe of {path} could not start: {ended.error_type}: {ended.error}")
+    return None  # the helper would not fork (it had threads) or went away: read as without a probe

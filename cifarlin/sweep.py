@@ -181,7 +181,7 @@ def run_sweep(
     Ctrl-C cancels the queued trials, lets the running ones save their last finished epoch
     (for up to ``STOP_GRACE_SECONDS``), stops the workers, keeps what finished and raises
     :class:`Interrupted` naming ``resume_hint``, the command that continues. With ``figures``,
-    ``sweep.png`` is drawn (with ``background``, by a child process forked at the start, see
+    ``sweep.png`` is drawn (with ``background``, by a child process started at the start, see
     :mod:`cifarlin.drawer`). Returns every trial's result and the best
     trial (by the validation accuracy of the model it saved) with its test metrics.
     """
@@ -202,7 +202,7 @@ def run_sweep(
     abs_out = Path(os.path.abspath(out))
     results = [TrialResult(t, out / t.name) for t in trials]
     state = _Sweep(spec, out, abs_out, Path(os.path.abspath(data_folder)), results, notice, report, trial_fn)
-    # a child forked now (before Dask's threads and processes) imports matplotlib during the sweep
+    # a child started now imports matplotlib during the sweep
     with FigureDrawer(background and figures) as drawer, runs.folder_lock(out):
         drawer.warm_up()
         state.read_previous()  # before sweep.h5 is rewritten

@@ -1,6 +1,7 @@
-"""Figures drawn in the forked child (cifarlin.drawer) are the figures the parent would draw, byte
-for byte; and whatever happens to the child (killed, hung, failing, never forked) the parent draws
-them itself, raises the usual one-line error, and leaves no process behind."""
+"""Figures drawn in the child (cifarlin.drawer, a child of cifarlin.helper's) are the figures the
+parent would draw, byte for byte; and whatever happens to the child (killed, hung, failing, never
+started) the parent draws them itself, raises the usual one-line error, and leaves no process
+behind."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cifarlin import data, drawer, experiments
+from cifarlin import data, drawer, experiments, helper
 from cifarlin.errors import WriteError
 
 FIGURES = ("curves.png", "montage.png")
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+pytestmark = pytest.mark.skipif(not helper.available(), reason="no child processes on this platform")
 
 
 def plan(out: Path, setting: int | str = 2):
@@ -26,11 +27,18 @@ def figures(folder: Path, names=FIGURES) -> dict[str, bytes]:
     return {n: (folder / n).read_bytes() for n in names}
 
 
-def alive(pid: int) -> bool:
-    try:
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return False
+def alive(pid: int, wait: float = 2.0) -> bool:
+    """Whether process ``pid`` still exists ``wait`` seconds from now at the latest (the helper
+    reaps its children as they end, so a gone child leaves no zombie)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +62,7 @@ def test_the_child_draws_the_same_figures_byte_for_byte(tmp_path, tiny_py, inlin
     monkeypatch.setattr(drawer.FigureDrawer, "__init__", spy)
     drawn, parent, real_draw = [], os.getpid(), drawer.draw_training_figures
 
-    def draw(*a):  # the child has this too (forked): it draws, the parent notes
+    def draw(*a):  # only this process has this: the child imports its own
         if os.getpid() == parent:
             drawn.append(a)
         return real_draw(*a)
@@ -62,7 +70,7 @@ def test_the_child_draws_the_same_figures_byte_for_byte(tmp_path, tiny_py, inlin
     monkeypatch.setattr(drawer, "draw_training_figures", draw)
     out = tmp_path / "run"
     result = experiments.run_plan(plan(out), data.Dataset(tiny_py, "python"))
-    assert children and children[0] is not None  # a child was forked
+    assert children and children[0] is not None and children[0] != os.getpid()  # a child drew
     assert drawn == []  # and it, not this process, drew
     assert result.summaries[0]["figures"] == [str(out / n) for n in FIGURES]
     assert figures(out) == figures(inline)
@@ -87,10 +95,10 @@ def test_setting_all_comparison_drawn_by_the_child(tmp_path, tiny_py, monkeypatc
         assert figures(b / f"setting-{s}") == figures(a / f"setting-{s}")
 
 
-@pytest.mark.parametrize("fate", ["killed", "hung", "fails", "no fork"])
+@pytest.mark.parametrize("fate", ["killed", "hung", "fails", "no child"])
 def test_parent_draws_when_the_child_cannot(tmp_path, tiny_py, inline, monkeypatch, fate):
     """Catches: a dead or stopped child hanging the command, losing the figures, or leaving a
-    process behind; a platform without fork breaking train."""
+    process behind; a platform without child processes breaking train."""
     monkeypatch.setattr(drawer, "REPLY_SECONDS", 0.5)
     seen = []
     real_ask = drawer.FigureDrawer._ask
@@ -106,14 +114,14 @@ def test_parent_draws_when_the_child_cannot(tmp_path, tiny_py, inline, monkeypat
         return real_ask(self, job)
 
     monkeypatch.setattr(drawer.FigureDrawer, "_ask", ask)
-    if fate == "no fork":
-        monkeypatch.delattr(os, "fork")
+    if fate == "no child":
+        monkeypatch.setattr(helper, "available", lambda: False)
     out = tmp_path / "run"
     result = experiments.run_plan(plan(out), data.Dataset(tiny_py, "python"))
     assert result.summaries[0]["figures"] == [str(out / n) for n in FIGURES]
     assert figures(out) == figures(inline)
-    assert seen == ([None] if fate == "no fork" else [seen[0]])
-    if fate != "no fork":
+    assert seen == ([None] if fate == "no child" else [seen[0]])
+    if fate != "no child":
         assert seen[0] is not None and not alive(seen[0])
 
 
@@ -130,7 +138,7 @@ def test_a_figure_that_cannot_be_written_is_the_usual_error(tmp_path, tiny_py, m
 
 
 def test_no_child_when_nothing_is_drawn(tmp_path, tiny_py, monkeypatch):
-    monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked for nothing"))
+    monkeypatch.setattr(helper, "start", lambda *a, **k: pytest.fail("a child for nothing"))
     experiments.run_plan(plan(tmp_path / "run"), data.Dataset(tiny_py, "python"), figures=False)
 
 
@@ -148,127 +156,72 @@ def test_interrupted_wait_ends_the_child(tmp_path, tiny_py, monkeypatch):
     assert pids and not alive(pids[0])
 
 
+def _log_figure(folder: Path, name: str):
+    def draw():
+        p = folder / name
+        with open(folder / "log", "a") as log:
+            log.write(f"{name} {os.getpid()}\n")
+        p.write_text(name)
+        return p
+
+    return folder / name, draw
+
+
+def side_by_side_in_a_child(folder: str) -> dict:
+    """In a child of the helper (one thread, as the drawing child): three figures side by side."""
+    here, folder = os.getpid(), Path(folder)
+    paths = drawer.side_by_side([_log_figure(folder, n) for n in ("a.png", "b.png", "c.png")])
+    reaped = []
+    for line in (folder / "log").read_text().splitlines():
+        pid = int(line.split()[1])
+        if pid != here:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # waited for already: no zombie
+                reaped.append(pid)
+    return {"here": here, "paths": [str(p) for p in paths], "reaped": reaped}
+
+
 def test_side_by_side_draws_each_figure_once_in_its_own_process(tmp_path):
     """Catches: a figure drawn twice or not at all, the paths out of order, the forked drawing
     not waited for (a zombie, or a file not there yet when the paths come back)."""
-    here = os.getpid()
-
-    def figure(name):
-        def draw():
-            p = tmp_path / name
-            with open(tmp_path / "log", "a") as log:
-                log.write(f"{name} {os.getpid()}\n")
-            p.write_text(name)
-            return p
-
-        return tmp_path / name, draw
-
-    paths = drawer.side_by_side([figure("a.png"), figure("b.png"), figure("c.png")])
-    assert paths == [tmp_path / n for n in ("a.png", "b.png", "c.png")]
-    assert all(p.read_text() == p.name for p in paths)
+    ended = helper.run(side_by_side_in_a_child, str(tmp_path), seconds=60)
+    assert (ended.how, ended.code, ended.error) == ("exit", 0, None)
+    got = ended.result
+    assert got["paths"] == [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
+    assert all((tmp_path / n).read_text() == n for n in ("a.png", "b.png", "c.png"))
     log = dict(line.split() for line in (tmp_path / "log").read_text().splitlines())
     assert sorted(log) == ["a.png", "b.png", "c.png"]  # each drawn once
+    here = got["here"]
     assert int(log["c.png"]) == here and int(log["a.png"]) != here != int(log["b.png"]) != int(log["a.png"])
-    for name in ("a.png", "b.png"):
-        with pytest.raises(ChildProcessError):
-            os.waitpid(int(log[name]), os.WNOHANG)  # waited for already: no zombie
+    assert sorted(got["reaped"]) == sorted([int(log["a.png"]), int(log["b.png"])])
 
 
-def test_side_by_side_redraws_here_what_failed_in_its_process(tmp_path, monkeypatch):
-    here = os.getpid()
+def test_side_by_side_never_forks_a_process_with_threads(tmp_path):
+    """Bug: side_by_side forked whatever process called it, threads and all (a deadlock risk):
+    in this test process (BLAS's and pytest's threads) it draws everything here, in order."""
+    paths = drawer.side_by_side([_log_figure(tmp_path, n) for n in ("a.png", "b.png")])
+    assert paths == [tmp_path / "a.png", tmp_path / "b.png"]
+    log = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
+    assert log == [["a.png", str(os.getpid())], ["b.png", str(os.getpid())]]
+
+
+def redraw_in_a_child(folder: str, fork_fails: bool) -> str:
+    """In a child of the helper: a figure that fails in its forked process is drawn here."""
+    here, folder = os.getpid(), Path(folder)
+    if fork_fails:
+        helper.safe_fork = lambda: None
 
     def flaky():  # fails in a forked process, works here
         if os.getpid() != here:
             raise OSError("no space left on device")
-        (tmp_path / "a.png").write_text("a")
-        return tmp_path / "a.png"
+        (folder / "a.png").write_text("a")
+        return folder / "a.png"
 
-    assert (
-        drawer.side_by_side([(tmp_path / "a.png", flaky), (tmp_path / "b.png", lambda: None)])[0].read_text()
-        == "a"
-    )
-
-    def no_fork():
-        raise OSError("Resource temporarily unavailable")
-
-    monkeypatch.setattr(os, "fork", no_fork)
-    (tmp_path / "a.png").unlink()
-    assert (
-        drawer.side_by_side([(tmp_path / "a.png", flaky), (tmp_path / "b.png", lambda: None)])[0].read_text()
-        == "a"
-    )
-
-    def broken():
-        raise OSError("disk on fire")
-
-    with pytest.raises(OSError, match="disk on fire"):
-        drawer.side_by_side([(tmp_path / "x.png", broken), (tmp_path / "b.png", lambda: None)])
+    return drawer.side_by_side([(folder / "a.png", flaky), (folder / "b.png", lambda: None)])[0].read_text()
 
 
-def test_side_by_side_stops_the_forked_drawings_when_the_last_one_fails(tmp_path):
-    """Catches: a forked drawing left running (a zombie, or a second writer of a figure the
-    parent draws again) when the figure drawn in the process itself fails."""
-
-    def slow():
-        (tmp_path / "pid").write_text(str(os.getpid()))
-        time.sleep(5)
-        (tmp_path / "late.png").write_text("too late")
-
-    def broken():
-        while not (tmp_path / "pid").exists():
-            time.sleep(0.01)
-        raise OSError("disk on fire")
-
-    with pytest.raises(OSError, match="disk on fire"):
-        drawer.side_by_side([(tmp_path / "late.png", slow), (tmp_path / "b.png", broken)])
-    with pytest.raises(ChildProcessError):
-        os.waitpid(int((tmp_path / "pid").read_text()), os.WNOHANG)  # killed and waited for
-    assert not (tmp_path / "late.png").exists()
-
-
-def test_sweep_figure_drawn_by_the_child_byte_for_byte(tmp_path, monkeypatch):
-    """Catches: sweep.png from the child differing from the one drawn here (values changed on
-    their way through JSON: floats, None, the best index), or the parent drawing it after all."""
-    args = {
-        "lam": [0.0, 0.0, 0.1, 0.1, 1e-05],
-        "eta": [0.001, 0.01, 0.001, 0.01, 0.1],
-        "accuracy": [0.2817, 0.3382, 0.28250000000000003, None, 0.1],
-        "status": ["done", "done", "done", "diverged", "done"],
-        "best": 1,
-        "grid": False,
-        "title": "random search; 5 trials",
-    }
-    here = drawer.sweep_figure_file(args, tmp_path / "inline.png")
-    parent, real = os.getpid(), drawer.sweep_figure_file
-
-    def draw(*a):
-        assert os.getpid() != parent, "drawn in the parent"
-        return real(*a)
-
-    monkeypatch.setattr(drawer, "sweep_figure_file", draw)
-    with drawer.FigureDrawer() as d:
-        d.warm_up()
-        got = d.sweep(args, tmp_path / "child.png")
-        pid = d.pid
-    assert got == tmp_path / "child.png" and got.read_bytes() == here.read_bytes()
-    assert pid is not None and not alive(pid)
-
-
-def test_a_job_json_cannot_carry_is_drawn_here(tmp_path):
-    """Catches: a value the JSON job cannot carry (a NumPy float32) crashing the command instead
-    of the parent drawing the figure itself."""
-    import numpy as np
-
-    args = {
-        "lam": [np.float32(0.1)],
-        "eta": [0.01],
-        "accuracy": [0.3],
-        "status": ["done"],
-        "best": 0,
-        "grid": False,
-        "title": "one trial",
-    }
-    with drawer.FigureDrawer() as d:
-        path = d.sweep(args, tmp_path / "sweep.png")
-        assert d.pid is not None  # the child is still there, for the next job
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+@pytest.mark.parametrize("fork_fails", [False, True])
+def test_side_by_side_redraws_here_what_failed_in_its_process(tmp_path, fork_fails):
+    ended = helper.run(redraw_in_a_child, str(tmp_path), fork_fails, seconds=60)
+    assert (ended.how, ended.code, ended.result) == ("exit", 0, "a")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, config, data, h5safe, runs
+from cifarlin import checkpoint, config, data, h5safe, helper, runs
 from cifarlin.cli import app
 from cifarlin.config import TrainConfig
 from cifarlin.errors import ModelFileError
@@ -189,24 +190,43 @@ def test_truncated_superblock_says_truncated(run_dir, tmp_path):
             checkpoint.load_snapshot(path)
 
 
+# The reads a probe runs in its child must be importable by name (the helper process unpickles them).
+def crash(path):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def hang(path):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        time.sleep(0.01)
+
+
+def refuse(path):
+    raise ModelFileError(f"{path}: refused for a reason")
+
+
+def fails(path):
+    raise ValueError("an error of the library")
+
+
+def slow(path, seconds=0.2):
+    time.sleep(seconds)
+    return {"read": str(path)}
+
+
+def read_model(path):
+    checkpoint.load_snapshot(path, probe=False)
+    return "read"
+
+
 def test_probe_turns_a_crash_into_an_error(tmp_path):
     """Bug: a segfault in the HDF5 library kills the command without a word."""
-
-    def crash(path):
-        os.kill(os.getpid(), signal.SIGSEGV)
-
     with pytest.raises(ModelFileError, match=r"crashed reading it \(SIGSEGV\)"):
         h5safe.probe(tmp_path / "x.h5", crash, "model")
 
 
 def test_probe_turns_a_hang_into_an_error(tmp_path):
     """Bug: an endless loop in the HDF5 library that ignores Ctrl-C freezes the command."""
-
-    def hang(path):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        while True:
-            time.sleep(0.01)
-
     t0 = time.monotonic()
     with pytest.raises(ModelFileError, match=r"did not finish reading it in 0.3 s"):
         h5safe.probe(tmp_path / "x.h5", hang, "model", seconds=0.3)
@@ -214,12 +234,74 @@ def test_probe_turns_a_hang_into_an_error(tmp_path):
 
 
 def test_probe_passes_errors_and_successes_through(tmp_path):
-    def refuse(path):
-        raise ModelFileError(f"{path}: refused for a reason")
-
-    with pytest.raises(ModelFileError, match="x.h5: refused for a reason"):
+    with pytest.raises(ModelFileError, match="^" + str(tmp_path / "x.h5") + ": refused for a reason$"):
         h5safe.probe(tmp_path / "x.h5", refuse, "model")
-    h5safe.probe(tmp_path / "x.h5", lambda p: None, "model")  # no error
+    with pytest.raises(ModelFileError, match=r"x.h5: damaged cifarlin model \(ValueError\)$"):
+        h5safe.probe(tmp_path / "x.h5", fails, "model")
+    assert h5safe.probe(tmp_path / "x.h5", slow, "model") == {"read": str(tmp_path / "x.h5")}
+
+
+def test_probe_of_a_good_file_ignores_what_other_threads_hold(run_dir):
+    """Bug (3 runs in 4 on AVX-512 machines): the probe forked the command while another of its
+    threads (a run of --setting all, the metrics or MD5 thread) held h5py's global lock; the
+    child waited for it forever and a good checkpoint was refused as a hang. Held here on
+    purpose: the probe's child must not share this process's locks."""
+    import h5py._objects
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with h5py._objects.phil:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(10)
+        for name in ("model.h5", "checkpoint.h5"):
+            assert h5safe.probe(run_dir / name, read_model, "model", seconds=5) == "read"
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_the_probe_deadline_counts_from_the_childs_start_not_the_helpers(tmp_path):
+    """Bug: the deadline also counted the helper's own start (an interpreter and its imports, a
+    second or more on a loaded machine), so the first read of a command could be refused."""
+    helper.stop_helper()  # the next probe starts the helper again (about 0.15 s here)
+    assert h5safe.probe(tmp_path / "x.h5", slow, "model", seconds=0.4) == {"read": str(tmp_path / "x.h5")}
+
+
+def test_cifarlin_never_forks_a_process_that_may_have_threads():
+    """Bug: h5safe, drawer and catalog called os.fork() in a command whose threads (run pool,
+    metrics, MD5, views, BLAS, Dask) could hold a lock at that moment. The one fork left is the
+    helper's safe_fork, which refuses unless its process has one thread."""
+    import ast
+
+    package = Path(helper.__file__).parent
+    calls = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("fork", "forkpty", "register_at_fork"):
+                calls.append(f"{path.relative_to(package)}:{node.lineno}")
+            if isinstance(node, ast.Constant) and node.value in ("fork", "forkserver"):  # start methods
+                calls.append(f"{path.relative_to(package)}:{node.lineno}")
+    where = [c for c in calls if not c.startswith("helper.py:")]
+    assert where == [], f"fork outside cifarlin.helper.safe_fork: {where}"
+    assert len([c for c in calls if c.startswith("helper.py:")]) >= 1
+
+
+def test_safe_fork_refuses_a_process_with_threads():
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(30,))
+    thread.start()
+    try:
+        assert helper.threads() is None or helper.threads() >= 2
+        assert helper.safe_fork() is None
+    finally:
+        release.set()
+        thread.join()
 
 
 @pytest.mark.slow

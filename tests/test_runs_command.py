@@ -204,20 +204,33 @@ def test_damaged_files_are_listed_with_the_reason(outputs, tmp_path, kind):
     assert r.exit_code == 0 and f"{bad}: damaged: {bad / name}: " in r.stdout
 
 
+_real_read_history = checkpoint._read_history_file
+_real_summaries = catalog._summaries
+
+
+def crash_on_b(path):
+    """A history read that crashes the process on run b's file (only ever run in a probe's child:
+    the helper imports this module afresh, with the real reader)."""
+    if path.parent.name == "b":
+        faulthandler.disable()  # no traceback dump from the child in the test's output
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return _real_read_history(path)
+
+
+def summaries_crash_on_b(folders, path):
+    """The whole listing's child, crashing when it meets run b."""
+    checkpoint._read_history_file = crash_on_b
+    return _real_summaries(folders, path)
+
+
 def test_a_file_that_crashes_the_reader_is_found_and_the_rest_listed(outputs, tmp_path, monkeypatch):
     """Bug: a file that crashes the HDF5 library taking the whole listing down with it (the
     listing reads all runs in one child process; when that dies, each run is read on its own)."""
     root = tmp_path / "o"
     for name in ("a", "b", "c"):
         copy_run(outputs / "setting-3-svm", root / name)
-    read = checkpoint._read_history_file
-
-    def crash_on_b(path):
-        if path.parent.name == "b":  # only ever in a child: the probe
-            faulthandler.disable()  # no traceback dump from the child in the test's output
-            os.kill(os.getpid(), signal.SIGSEGV)
-        return read(path)
-
+    # the children of the probes run these (the functions are handed to them by name)
+    monkeypatch.setattr(catalog, "_summaries", summaries_crash_on_b)
     monkeypatch.setattr(checkpoint, "_read_history_file", crash_on_b)
     got = {Path(r["folder"]).name: r for r in listing(root)["runs"]}
     assert {n: r["status"] for n, r in got.items()} == {"a": "complete", "b": "damaged", "c": "complete"}
@@ -225,14 +238,14 @@ def test_a_file_that_crashes_the_reader_is_found_and_the_rest_listed(outputs, tm
 
 
 def test_one_child_process_reads_the_whole_listing(outputs, tmp_path, monkeypatch):
-    """Bug: a fork per file (about 13 ms each, most of the time of a long listing), or every
+    """Bug: a child per file (a few ms each, most of the time of a long listing), or every
     file read twice."""
     root = tmp_path / "o"
     for i in range(4):
         copy_run(outputs / "setting-3-svm", root / f"r{i}")
     calls = []
     real = catalog.h5safe.probe
-    monkeypatch.setattr(catalog.h5safe, "probe", lambda *a, **k: (calls.append(a[0]), real(*a, **k)))
+    monkeypatch.setattr(catalog.h5safe, "probe", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
     reads = []
     load = catalog.load_history
     monkeypatch.setattr(catalog, "load_history", lambda p, probe=True: (reads.append(p), load(p, probe))[1])

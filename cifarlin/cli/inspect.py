@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from cifarlin import machine
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, option
 from cifarlin.cli.display import add_row, console, emit_json, fmt_cost, print_table, results, say, table
 from cifarlin.config import FIGURE_FORMATS, FIGURES, PANELS, PICKS, SIZES, SPLITS, FigureRequest, parse_list
@@ -65,7 +66,7 @@ def evaluate(
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
     evals = [evaluation.evaluate_split(snap, dataset, split) for snap in snaps]
     rows = [
-        _report(str(p), s.config.loss, ev, s.class_names)
+        {**_report(str(p), s.config.loss, ev, s.class_names), "arithmetic": s.arithmetic}
         for p, s, ev in zip(paths, snaps, evals, strict=True)
     ]
     for p, ev in zip(paths, evals, strict=True):
@@ -84,6 +85,8 @@ def evaluate(
     out = results(json_out)
     if len(rows) == 1 and together is None:
         _print_one(out, rows[0], evals[0], snaps[0].class_names, quiet)
+        if not quiet:
+            say(out, _arithmetic_line(snaps[0].arithmetic))
     else:
         t = table("model", "loss fn", "accuracy", "cost", "loss", "p(true)", left=("model", "loss fn"))
         for r in [*rows, *([together] if together else [])]:
@@ -99,12 +102,33 @@ def evaluate(
             )
         say(out, f"{split} split, {len(evals[0].labels)} images, data: {dataset.folder}")
         print_table(out, t)
+        if not quiet:
+            for p, s in zip(paths, snaps, strict=True):
+                say(out, f"{p}: {_arithmetic_line(s.arithmetic)}")
     if json_out:
-        base = {"split": split, "images": len(evals[0].labels), "data_dir": str(dataset.folder)}
+        base = {
+            "split": split,
+            "images": len(evals[0].labels),
+            "data_dir": str(dataset.folder),
+            "evaluated_with": machine.arithmetic(),
+        }
         if len(rows) == 1 and together is None:
             emit_json({**rows[0], **base})
         else:
             emit_json({**base, "models": rows, "ensemble": together})
+
+
+def _arithmetic_line(recorded: dict[str, str]) -> str:
+    """Which arithmetic trained the model, and this machine's when it differs (the last bits of
+    a run depend on it: see cifarlin.machine)."""
+    here = machine.arithmetic()
+    if not recorded.get("numpy"):
+        old = "the NumPy and BLAS that trained it are not recorded (an older file)"
+        return f"{old}; evaluated with {machine.describe(here)}"
+    line = f"trained with {machine.describe(recorded)}"
+    if any(recorded.get(k) != here[k] for k in ("numpy", "blas", "blas_version", "blas_kernel")):
+        line += f"; evaluated with {machine.describe(here)}"
+    return line
 
 
 def _report(name: str, loss: str, ev: Any, class_names: list[str]) -> dict[str, Any]:

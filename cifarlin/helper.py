@@ -1,0 +1,445 @@
+"""Child processes that are safe to make from a process with threads: all come from one helper.
+
+cifarlin reads a foreign HDF5 file in a short-lived child process first (a crash or a hang of the
+HDF5 library there becomes a one-line error) and draws figures in a process of its own. A child
+made by ``fork()`` of a process that has threads (cifarlin's run pool, metrics, MD5 and views
+threads; BLAS's and Dask's) inherits every lock another thread held at that moment, and can wait
+for one of them forever. So cifarlin never forks itself. The first time it needs a child it starts
+one helper: a fresh interpreter, made by fork+exec (safe whatever the threads), whose BLAS is told
+to use one thread and which starts none, so that it is single-threaded by construction. The helper
+forks each child on request (:func:`safe_fork` checks, before every fork, that the process has a
+single thread, and refuses otherwise), enforces its deadline from the moment it is forked, and
+reports how it ended. The helper lives as long as the command; it leaves when the command's end
+of its socket closes, killing any child still running.
+
+Requests go over a Unix socket of datagrams (one request a message, atomic from any thread),
+pickled: they come from this process. Each request carries the write end of a pipe of its own; on
+it the child writes its pid and its result as JSON (never a pickle: the child reads foreign files),
+and the helper, once the child has ended, one line saying how. A caller reads only its own pipe, so
+callers on several threads never wait for each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+HELPER_START_SECONDS = 60.0  # a helper that has not forked a child in this long is given up
+_ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_PRELOAD = ("numpy", "h5py", "cifarlin.h5safe")  # what every probe needs, imported once
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a child ended: ``how`` is ``exit`` (with ``code``), ``signal`` (``code`` the signal),
+    ``timeout`` (killed at its deadline) or ``lost`` (the helper went away); ``result`` is what the
+    function returned (JSON), ``error`` the message of what it raised and ``error_type`` the
+    name of its class."""
+
+    how: str
+    code: int = 0
+    result: Any = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+class Child:
+    """A child process of the helper running ``fn(*args)``; read its end with :meth:`wait`."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._data = b""
+        self._ended: Ended | None = None
+        self.pid: int | None = None
+
+    def wait(self, timeout: float | None = None) -> Ended | None:
+        """How the child ended, or None if it has not within ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._ended is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            if not select.select([self._fd], [], [], left)[0]:
+                continue
+            chunk = os.read(self._fd, 65536)
+            if chunk:
+                self._data += chunk
+                self._parse_pid()
+            else:
+                self._close()
+                self._ended = _parse_end(self._data)
+        return self._ended
+
+    def started(self, timeout: float) -> int | None:
+        """The child's pid once it has started (None if not within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while self.pid is None and self._ended is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                self._close()
+                self._ended = _parse_end(self._data)
+            self._data += chunk
+            self._parse_pid()
+        return self.pid
+
+    def kill(self) -> None:
+        """End the child now (SIGKILL); the helper reaps it."""
+        pid = self.pid if self.pid is not None else self.started(1.0)
+        if pid is not None and self._ended is None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _parse_pid(self) -> None:
+        if self.pid is None and b"\n" in self._data:
+            first = self._data.split(b"\n", 1)[0]
+            if first.startswith(b"P") and first[1:].isdigit():
+                self.pid = int(first[1:])
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self._close()
+
+
+def _parse_end(data: bytes) -> Ended:
+    """The records a child and the helper wrote: ``P<pid>``, ``R<json>`` or ``X<json message>``
+    from the child, and last ``E<json>`` from the helper."""
+    result, error, end = None, {}, None
+    for line in data.split(b"\n"):
+        try:
+            if line.startswith(b"R"):
+                result = json.loads(line[1:])
+            elif line.startswith(b"X"):
+                error = json.loads(line[1:])
+            elif line.startswith(b"E"):
+                end = json.loads(line[1:])
+        except ValueError:  # a record cut short by a crash: the end says what happened
+            pass
+    message, kind = (str(error.get(k, "")) or None for k in ("message", "type"))
+    if not isinstance(end, dict) or end.get("how") not in ("exit", "signal", "timeout", "refused"):
+        return Ended("lost", 0, None, message, kind)
+    return Ended(str(end["how"]), int(end.get("code", 0)), result, message, kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# This process's side: the helper started once, asked for children
+# ---------------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_helper: tuple[subprocess.Popen[bytes], socket.socket] | None = None
+
+
+def available() -> bool:
+    """Whether children can be had here (POSIX with fork and descriptor passing)."""
+    return hasattr(os, "fork") and hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
+
+
+def start_helper() -> None:
+    """Start the helper now, if it is not running, without waiting for it: commands that will need
+    a child call this early, so that the helper's start overlaps their own."""
+    if available():
+        with _lock:
+            _running()
+
+
+def _running() -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """The helper (started when there is none, or the last one has gone); call with ``_lock``."""
+    global _helper
+    if _helper is not None and _helper[0].poll() is None:
+        return _helper
+    if _helper is not None:
+        _helper[1].close()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        code = (
+            "import sys, json; sys.path[:] = json.loads(sys.argv[1]); import cifarlin.helper as h; h.serve()"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(sys.path)],
+            stdin=theirs.fileno(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # children report through their pipes, never the terminal
+            env={**os.environ, **_ONE_THREAD},
+            close_fds=True,
+            start_new_session=True,  # the terminal's Ctrl-C is the command's to handle
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    _helper = (proc, ours)
+    return _helper
+
+
+def start(
+    fn: Callable[..., Any], *args: Any, seconds: float | None = None, fds: tuple[int, ...] = ()
+) -> Child:
+    """Run ``fn(*args)`` in a child of the helper, killed ``seconds`` after it starts (None: no
+    limit). ``fds`` are handed to the child: each argument that is :data:`FDS` becomes the next of
+    them there. ``fn`` must be picklable (a module's function, or a ``functools.partial`` of one),
+    and what it returns JSON (anything else comes back as None).
+
+    Raises ``OSError`` when no helper can be had (the caller decides what to do without one)."""
+    try:
+        cwd: str | None = os.getcwd()  # relative paths in ``args`` mean what they mean here
+    except OSError:
+        cwd = None
+    message = pickle.dumps((fn, args, seconds, cwd))
+    r, w = os.pipe()
+    try:
+        for attempt in (0, 1):  # a helper that has gone is started again, once
+            with _lock:
+                _, sock = _running()
+                try:
+                    socket.send_fds(sock, [message], [w, *fds])
+                    break
+                except OSError:
+                    if attempt:
+                        raise
+                    _stop_locked()
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    return Child(r)
+
+
+def run(fn: Callable[..., Any], *args: Any, seconds: float | None = None) -> Ended:
+    """Run ``fn(*args)`` in a child and wait for its end (see :func:`start`)."""
+    child = start(fn, *args, seconds=seconds)
+    limit = None if seconds is None else seconds + HELPER_START_SECONDS
+    try:
+        ended = child.wait(limit)
+    except BaseException:  # Ctrl-C while waiting: the child must not go on
+        child.kill()
+        raise
+    if ended is None:  # the helper did not keep the deadline: end the child ourselves
+        child.kill()
+        return Ended("timeout")
+    return ended
+
+
+def _stop_locked() -> None:
+    global _helper
+    if _helper is None:
+        return
+    proc, sock = _helper
+    _helper = None
+    sock.close()  # the helper leaves when it sees its socket closed
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def stop_helper() -> None:
+    """Stop the helper (it is started again when next needed); it also stops with this process."""
+    with _lock:
+        _stop_locked()
+
+
+# ---------------------------------------------------------------------------------------------
+# The helper's side
+# ---------------------------------------------------------------------------------------------
+
+
+def threads() -> int | None:
+    """The number of this process's threads (all of them, not only Python's), or None if unknown."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+def safe_fork() -> int | None:
+    """``os.fork()`` when this process has exactly one thread, else None (nothing forked): a
+    fork of a process with threads may deadlock in the child. The only fork in cifarlin."""
+    if not hasattr(os, "fork") or threads() != 1:
+        return None
+    try:
+        return os.fork()
+    except OSError:
+        return None
+
+
+def serve() -> None:
+    """The helper's loop: fork a child for each request on stdin's socket, reap them, keep their
+    deadlines; leave (killing the children) when the socket closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=os.dup(0))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for name in _PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:  # the child imports what it needs, and reports what fails
+            pass
+    children: dict[int, tuple[int, float | None]] = {}  # pid -> (pipe to the caller, deadline)
+    wake_r, wake_w = os.pipe()  # a child's end wakes the loop (SIGCHLD), nothing is polled
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    try:
+        while True:
+            deadlines = [d for _, d in children.values() if d is not None]
+            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            ready = select.select([sock, wake_r], [], [], wait)[0]
+            if wake_r in ready:
+                while True:
+                    try:
+                        if not os.read(wake_r, 4096):
+                            break
+                    except BlockingIOError:
+                        break
+            if sock in ready:
+                msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 16)
+                if not msg:
+                    return  # the command has gone
+                _fork_one(sock, msg, fds, children, (wake_r, wake_w))
+            _reap(children)
+    finally:
+        for pid, (fd, _) in children.items():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            os.close(fd)
+
+
+def _fork_one(
+    sock: socket.socket,
+    msg: bytes,
+    fds: list[int],
+    children: dict[int, tuple[int, float | None]],
+    wake: tuple[int, int],
+) -> None:
+    out, passed = fds[0], fds[1:]
+    try:
+        fn, args, seconds, cwd = pickle.loads(msg)  # from the command that started this helper
+    except Exception as e:  # a function the helper cannot import: the caller's bug, said so
+        _write_error(out, e)
+        _end(out, {"how": "refused", "code": 1})
+        return
+    pid = safe_fork()
+    if pid == 0:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in (sock.fileno(), *wake, *(o for o, _ in children.values())):
+            os.close(fd)  # another caller's pipe held open here would keep its end from it
+        _child(out, fn, args, passed, cwd)
+    for fd in passed:
+        os.close(fd)
+    if pid is None:
+        _end(out, {"how": "refused", "code": 0})
+        return
+    children[pid] = (out, None if seconds is None else time.monotonic() + seconds)
+
+
+def _child(
+    out: int, fn: Callable[..., Any], args: tuple[Any, ...], passed: list[int], cwd: str | None
+) -> None:
+    """In the forked child: run, write the result, and leave without any of the helper's cleanup."""
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _write(out, b"P%d\n" % os.getpid())
+        if cwd is not None:
+            os.chdir(cwd)
+        args = tuple(passed.pop(0) if a is FDS else a for a in args)
+        result = fn(*args)
+        try:
+            line = b"R" + json.dumps(result).encode() + b"\n"
+        except (TypeError, ValueError):
+            line = b"R null\n"
+        _write(out, line)
+    except BaseException as e:
+        _write_error(out, e)
+        code = 3
+    finally:
+        os._exit(code)
+
+
+def _write_error(out: int, e: BaseException) -> None:
+    try:
+        error = {"type": type(e).__name__, "message": str(e)}
+        _write(out, b"X" + json.dumps(error).encode() + b"\n")
+    except BaseException:
+        pass
+
+
+def _reap(children: dict[int, tuple[int, float | None]]) -> None:
+    now = time.monotonic()
+    for pid, (out, deadline) in list(children.items()):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if not done and deadline is not None and now >= deadline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            end = {"how": "timeout", "code": 0}
+        elif not done:
+            continue
+        elif os.WIFSIGNALED(status):
+            end = {"how": "signal", "code": os.WTERMSIG(status)}
+        else:
+            end = {"how": "exit", "code": os.waitstatus_to_exitcode(status)}
+        del children[pid]
+        _end(out, end)
+
+
+def _end(out: int, end: dict[str, Any]) -> None:
+    try:
+        os.set_blocking(out, False)  # a caller that stopped reading cannot stall the helper
+        _write(out, b"\nE" + json.dumps(end).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        os.close(out)
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Fds:
+    """Marks an argument of :func:`start` to be replaced in the child by the next passed descriptor."""
+
+    def __repr__(self) -> str:
+        return "FDS"
+
+    def __reduce__(self) -> str:
+        return "FDS"
+
+
+FDS = _Fds()
