@@ -93,14 +93,16 @@ def reset_stop() -> None:
 
 
 def terminated() -> bool:
-    """Whether the last stop signal received was SIGTERM."""
-    return bool(_received) and _received[-1]
+    """Whether the first stop signal received was SIGTERM."""
+    return bool(_received) and _received[0]
 
 
 def stopped(e: BaseException) -> tuple[str, int]:
     """How a KeyboardInterrupt is named, and its exit code: ('interrupted', 130) for Ctrl-C,
-    ('terminated (SIGTERM)', 143) for :class:`Terminated`."""
-    return ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+    ('terminated (SIGTERM)', 143) for :class:`Terminated`. When several stop signals came, the
+    first decides (a Ctrl-C after a SIGTERM does not turn 143 into 130)."""
+    term = _received[0] if _received else isinstance(e, Terminated)
+    return ("terminated (SIGTERM)", 143) if term else ("interrupted", 130)
 
 
 class DivergenceError(CifarlinError):

@@ -21,6 +21,7 @@ callers on several threads never wait for each other.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pickle
@@ -187,6 +188,8 @@ def _running() -> tuple[subprocess.Popen[bytes], socket.socket]:
         raise
     finally:
         theirs.close()
+    if _helper is None:
+        atexit.register(stop_helper)  # closed and waited for: no stray process or open socket
     _helper = (proc, ours)
     return _helper
 

@@ -213,6 +213,7 @@ def curves(
 
 def montage(W: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """The ten rows of W as images, one row of tiles titled with the class names."""
+    class_names = [printable(n) for n in class_names]  # from a file: no control characters
     _style()
     imgs = weight_images(W)
     k = len(imgs)
@@ -252,6 +253,7 @@ def centroids(patches: np.ndarray, title: str) -> Figure:
 def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, normalize: bool = False) -> Figure:
     """The confusion matrix as a heatmap (counts, or with ``normalize`` the fraction of each true
     class's images), and the per-class accuracy beside it, in the same unit and colour scale."""
+    class_names = [printable(n) for n in class_names]  # from a file: no control characters
     _style()
     k = len(class_names)
     acc = per_class_accuracy(cm)
@@ -316,6 +318,7 @@ def samples(
     """A grid of images with true and predicted labels and the probability of the prediction;
     a wrong prediction is marked by a cross, the word 'wrong' and a red dashed frame (not by
     colour alone)."""
+    class_names = [printable(n) for n in class_names]  # from a file: no control characters
     _style()
     n = len(images)
     rows = max(1, -(-n // cols))
@@ -379,6 +382,7 @@ def comparison(
 ) -> Figure:
     """Runs side by side, like the original work's figures: per row, the training and validation
     loss per epoch (titled with the test accuracy) and the weight montage."""
+    class_names = [printable(n) for n in class_names]  # from a file: no control characters
     _style()
     n = len(runs)
     height = 2.3 * n + 0.8
@@ -419,8 +423,26 @@ def comparison(
     return fig
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a terminal escape, a bell) shown as escapes: a font has no
+    glyph for them, and matplotlib's warning about it would print them raw to the terminal."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _printable_texts(fig: Figure) -> None:
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        text = t.get_text()
+        if "\n" in text:
+            t.set_text("\n".join(printable(line) for line in text.split("\n")))
+        elif not text.isprintable():
+            t.set_text(printable(text))
+
+
 def save(fig: Figure, path: Path, fmt: str = "png", dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` atomically and close it."""
+    _printable_texts(fig)  # class names and paths come from files
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else None)

@@ -15,6 +15,7 @@ not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpec
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from contextlib import redirect_stdout
@@ -23,13 +24,35 @@ from typing import Annotated, Any, Literal, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from cifarlin import __version__
+from cifarlin import __version__, _early, _note_early
 from cifarlin.cli.common import Env, flag_names, in_flags
-from cifarlin.cli.display import emit_json, error_line, json_written, start_command
-from cifarlin.errors import CifarlinError, ConfigError, reset_stop, stop_signal, stopped, terminated
+from cifarlin.cli.display import (
+    emit_json,
+    error_line,
+    json_written,
+    no_escapes_from_libraries,
+    start_command,
+)
+from cifarlin.errors import (
+    CifarlinError,
+    ConfigError,
+    Terminated,
+    reset_stop,
+    stop_signal,
+    stopped,
+    terminated,
+)
+
+# Once a command has ended, or is reporting how it failed, a stop signal is only noted: a second
+# Ctrl-C while the first one's message is printed must not escape as a traceback (and kill the
+# process by the signal instead of exit 130). Set by the first bytecode of the one handler below,
+# which makes no call (Python runs signal handlers only at calls and backward jumps).
+_reporting = [False]
 
 
 def _stop(signum: int, frame: Any) -> None:
+    if _reporting[0]:
+        return
     stop_signal(terminate=signum == signal.SIGTERM)
 
 
@@ -121,17 +144,23 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         reset_stop()
         previous = {}
+        unraisable = sys.unraisablehook
+        sys.unraisablehook = _quiet_stops
         try:  # SIGTERM is handled like Ctrl-C: the last finished step is kept
             for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
+                if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL, _note_early):
                     previous[sig] = signal.signal(sig, _stop)
         except ValueError:  # not the main thread
             pass
+        _reporting[0] = False
         try:
-            return self._main(env, args, prog_name, complete_var, **extra)
+            with no_escapes_from_libraries():
+                return self._main(env, args, prog_name, complete_var, **extra)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            sys.unraisablehook = unraisable
+            if not _exiting:  # in a test runner: its own handlers back (the process goes on)
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     def _main(
         self, env: Env, args: Any, prog_name: str | None, complete_var: str | None, **extra: Any
@@ -140,7 +169,8 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
             from typer import rich_utils
 
             rich_utils.COLOR_SYSTEM = None
-        wants_json = "--json" in (sys.argv[1:] if args is None else list(args))
+        argv = sys.argv[1:] if args is None else list(args)
+        wants_json = "--json" in argv
         start_command()
 
         def fail(message: str, code: int) -> NoReturn:
@@ -154,36 +184,61 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
             sys.exit(code)
 
         try:
+            if _early:  # Ctrl-C (or SIGTERM) while the command line was being imported
+                raise Terminated() if _early[0] == signal.SIGTERM else KeyboardInterrupt()
             rv = super().main(args, prog_name, complete_var, False, **extra)
-        except typer.TyperException as e:  # click's usage errors
-            msg = e.format_message().replace("Value error, ", "")
-            ctx = getattr(e, "ctx", None)
-            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            fail(msg.replace("\n", " ") + hint, e.exit_code)
-        except CifarlinError as e:
-            fail(in_flags(str(e), flag_names(self)), e.exit_code)
-        except KeyboardInterrupt as e:
-            how, code = stopped(e)
-            fail(how, code)
-        except typer.Abort:
-            fail("interrupted", 130)
-        except BrokenPipeError:
-            sys.stderr.close()  # the reader went away (e.g. `| head`): not an error of ours
-            sys.exit(1)
-        except Exception as e:
-            if env.debug:
+            _reporting[0] = True
+            if rv == 130:  # Typer turns a Ctrl-C (or SIGTERM) that no command handled into 130
+                how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
+                fail(f"{how}; nothing was left half-written (files are written whole or not at all)", code)
+            if isinstance(rv, int) and rv != 0 and wants_json and not json_written() and _stdout_usable():
+                emit_json({"error": f"failed (exit code {rv}); see stderr", "exit_code": rv})
+            sys.exit(rv if isinstance(rv, int) else 0)
+        except BaseException as e:
+            _reporting[0] = True  # first, before any call: from here on signals are only noted
+            if isinstance(e, SystemExit):
+                raise
+            if isinstance(e, typer.TyperException):  # click's usage errors
+                msg = e.format_message().replace("Value error, ", "")
+                ctx = getattr(e, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                fail(msg.replace("\n", " ") + hint, e.exit_code)
+            if isinstance(e, CifarlinError):
+                fail(in_flags(_named_as_set(str(e), env, argv), flag_names(self)), e.exit_code)
+            if isinstance(e, KeyboardInterrupt):
+                fail(*stopped(e))
+            if isinstance(e, typer.Abort):
+                fail("interrupted", 130)
+            if isinstance(e, BrokenPipeError):
+                sys.stderr.close()  # the reader went away (e.g. `| head`): not an error of ours
+                sys.exit(1)
+            if env.debug or not isinstance(e, Exception):
                 raise
             fail(
                 f"unexpected {type(e).__name__}: {e} (this is a bug in cifarlin: run again with "
                 "CIFARLIN_DEBUG=1 to see the full traceback, and please report it)",
                 1,
             )
-        if rv == 130:  # Typer turns a Ctrl-C (or SIGTERM) that no command handled into exit code 130
-            how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
-            fail(f"{how}; nothing was left half-written (files are written whole or not at all)", code)
-        if isinstance(rv, int) and rv != 0 and wants_json and not json_written() and _stdout_usable():
-            emit_json({"error": f"failed (exit code {rv}); see stderr", "exit_code": rv})
-        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+_exiting = False  # set by main(): the process ends with the command, so its handlers stay
+
+
+def _quiet_stops(unraisable: Any) -> None:
+    """A Ctrl-C or SIGTERM that landed in a finaliser or a weakref callback is swallowed there by
+    Python, with a traceback printed: not printed (it is noted; ``check_stop`` raises it again)."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _named_as_set(message: str, env: Env, argv: list[str]) -> str:
+    """A message about the data folder names what the user set: ``$CIFARLIN_DATA_DIR`` when the
+    folder came from it, ``--data-dir`` (by the usual translation) when the flag was given."""
+    flag = any(a == "--data-dir" or a.startswith("--data-dir=") for a in argv)
+    if env.data_dir_set and not flag:
+        return re.sub(r"(?<![\w$.-])data_dir=(?=\S)", "$CIFARLIN_DATA_DIR ", message)
+    return message
 
 
 def _version(value: bool) -> None:
@@ -285,5 +340,11 @@ def group() -> Any:
 
 def main() -> None:
     """Console-script entry point."""
+    global _exiting
+    _exiting = True
     first = sys.argv[1] if len(sys.argv) > 1 else None
-    make_app(first if first in COMMANDS else None)(prog_name="cifarlin")
+    try:
+        make_app(first if first in COMMANDS else None)(prog_name="cifarlin")
+    finally:  # the command has ended and said how: the process now only exits. Ignored, not
+        for sig in (signal.SIGINT, signal.SIGTERM):  # handled: Python's shutdown puts handled
+            signal.signal(sig, signal.SIG_IGN)  # signals back to their default (death by signal)

@@ -29,6 +29,7 @@ class Env:
     md5: str | None  # $CIFARLIN_MD5: the mirror's archive's MD5
     debug: bool  # $CIFARLIN_DEBUG: tracebacks for unexpected errors
     feature_cache: Path | None = None  # $XDG_CACHE_HOME/cifarlin/features: extracted features
+    data_dir_set: bool = False  # data_dir came from $CIFARLIN_DATA_DIR (errors name it, not --data-dir)
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> Env:
@@ -40,6 +41,7 @@ class Env:
             environ.get("CIFARLIN_MD5") or None,
             bool(environ.get("CIFARLIN_DEBUG")),
             feature_cache_dir(environ),
+            bool(data_dir),
         )
 
     def data_root(self, data_dir: Path | None) -> Path:

@@ -40,13 +40,51 @@ def console() -> Console:
     return Console(stderr=True, highlight=False, color_system=color, width=width)
 
 
+def printable(text: object, keep: str = "") -> str:
+    """``text`` with control characters (terminal escape sequences among them) shown as escapes,
+    but for those in ``keep``."""
+    s = str(text)
+    if not s.isprintable():
+        s = "".join(ch if ch.isprintable() or ch in keep else ascii(ch)[1:-1] for ch in s)
+    return s
+
+
 def clean(text: object) -> str:
     """Text from a file, a path or the network, safe to print: control characters (terminal
     escape sequences among them) shown as escapes, rich markup shown as written."""
-    s = str(text)
-    if not s.isprintable():
-        s = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in s)
-    return escape(s)
+    return escape(printable(text))
+
+
+@contextmanager
+def no_escapes_from_libraries() -> Iterator[None]:
+    """Warnings and log records of the libraries (matplotlib's "Glyph 27 missing", h5py's, Dask's)
+    may quote text from files: while a command runs they reach the terminal with their control
+    characters shown as escapes, never raw."""
+    import logging
+    import warnings
+
+    show, factory = warnings.showwarning, logging.getLogRecordFactory()
+
+    def show_clean(
+        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        show(printable(message, "\n"), category, filename, lineno, file, line)
+
+    def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        r = factory(*args, **kwargs)
+        try:
+            r.msg, r.args = printable(r.getMessage(), "\n"), None
+        except Exception:  # a record whose arguments do not format: logging reports it as usual
+            pass
+        return r
+
+    warnings.showwarning = show_clean
+    logging.setLogRecordFactory(record)
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+        logging.setLogRecordFactory(factory)
 
 
 def results(json_out: bool) -> Console:

@@ -103,8 +103,11 @@ def evaluate(
         say(out, f"{split} split, {len(evals[0].labels)} images, data: {dataset.folder}")
         print_table(out, t)
         if not quiet:
-            for p, s in zip(paths, snaps, strict=True):
-                say(out, f"{p}: {_arithmetic_line(s.arithmetic)}")
+            if all(s.arithmetic == snaps[0].arithmetic for s in snaps):
+                say(out, f"every model: {_arithmetic_line(snaps[0].arithmetic)}")
+            else:  # other machines' models: their last bits may differ (see cifarlin.machine)
+                for p, s in zip(paths, snaps, strict=True):
+                    say(out, f"{p}: {_arithmetic_line(s.arithmetic)}")
     if json_out:
         base = {
             "split": split,
