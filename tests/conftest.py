@@ -40,6 +40,39 @@ def isolated_env(tmp_path, monkeypatch):
     )
 
 
+def run_in_pty(argv: list[str], env: dict[str, str], timeout: float = 60) -> str:
+    """What ``argv`` writes to a pseudo-terminal (its stdin, stdout and stderr), started without
+    a fork of this process (pty.fork in a process with threads may deadlock the child)."""
+    import pty
+    import select
+
+    main, child = pty.openpty()
+    try:
+        p = subprocess.Popen(
+            argv, stdin=child, stdout=child, stderr=child, env={**os.environ, **env}, start_new_session=True
+        )
+    finally:
+        os.close(child)
+    out = b""
+    try:
+        while select.select([main], [], [], timeout)[0]:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the other end closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(main)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    return out.decode(errors="replace")
+
+
 @pytest.fixture(scope="session")
 def tiny_py(tmp_path_factory) -> Path:
     """A tiny python-version dataset: 50 images per batch, shared read-only by the tests."""

@@ -94,30 +94,11 @@ def test_python_m_and_no_escape_codes_in_pipes():
 @pytest.mark.slow
 def test_no_color_on_a_terminal_gives_plain_text():
     """Under a pseudo-terminal, NO_COLOR still gives text without escape codes."""
-    pty = pytest.importorskip("pty")
-    import select
+    pytest.importorskip("pty")
+    from conftest import run_in_pty
 
     def run_pty(env):
-        pid, fd = pty.fork()
-        if pid == 0:  # child
-            os.environ.update(env)
-            os.execv(
-                sys.executable, [sys.executable, "-m", "cifarlin", "gradcheck", "--random", "--dims", "20"]
-            )
-        out = b""
-        while True:
-            r, _, _ = select.select([fd], [], [], 30)
-            if not r:
-                break
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        os.waitpid(pid, 0)
-        return out.decode()
+        return run_in_pty([sys.executable, "-m", "cifarlin", "gradcheck", "--random", "--dims", "20"], env)
 
     assert "\x1b[" in run_pty({"NO_COLOR": "", "TERM": "xterm"})  # colours on a terminal...
     plain = run_pty({"NO_COLOR": "1", "TERM": "xterm"})  # ...and none with NO_COLOR

@@ -5,7 +5,6 @@ options and help. Each test names the bug it would catch.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 
@@ -68,44 +67,12 @@ def test_plain_epoch_lines_end_with_the_eta(runner, tiny_py, tmp_path):
 @pytest.mark.slow
 def test_no_color_keeps_the_progress_bar_on_a_terminal(tiny_py, tmp_path):
     """Bug: NO_COLOR turned off the live progress display along with the colours."""
-    pty = pytest.importorskip("pty")
-    import select
+    pytest.importorskip("pty")
+    from conftest import run_in_pty
 
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ.update(
-            {"NO_COLOR": "1", "TERM": "xterm", "COLUMNS": "100", "CIFARLIN_DATA_DIR": str(tiny_py)}
-        )
-        os.execv(
-            sys.executable,
-            [
-                sys.executable,
-                "-m",
-                "cifarlin",
-                "train",
-                "--out",
-                str(tmp_path / "r"),
-                "--epochs",
-                "30",
-                "--batch-size",
-                "10",
-                "--no-plots",
-            ],
-        )
-    out = b""
-    while True:
-        ready, _, _ = select.select([fd], [], [], 60)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.waitpid(pid, 0)
-    text = out.decode(errors="replace")
+    env = {"NO_COLOR": "1", "TERM": "xterm", "COLUMNS": "100", "CIFARLIN_DATA_DIR": str(tiny_py)}
+    args = ["train", "--out", str(tmp_path / "r"), "--epochs", "30", "--batch-size", "10", "--no-plots"]
+    text = run_in_pty([sys.executable, "-m", "cifarlin", *args], env)
     assert "epochs" in text and "batches" in text and "━" in text  # the live bars were drawn
     assert not re.search(r"\x1b\[[0-9;]*3[0-9]m|\x1b\[[0-9;]*38;", text)  # and no colour
 
