@@ -186,6 +186,10 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
         try:
             if _early:  # Ctrl-C (or SIGTERM) while the command line was being imported
                 raise Terminated() if _early[0] == signal.SIGTERM else KeyboardInterrupt()
+            if argv and argv[0] in READS_FILES and not {"-h", "--help"} & set(argv):
+                from cifarlin import helper  # its start overlaps the command's own imports
+
+                helper.start_helper()
             rv = super().main(args, prog_name, complete_var, False, **extra)
             _reporting[0] = True
             if rv == 130:  # Typer turns a Ctrl-C (or SIGTERM) that no command handled into 130
@@ -283,6 +287,10 @@ def completion(
 
     sys.stdout.write(script(shell, group()))
 
+
+#: Commands that surely read HDF5 files of runs, through a probe in a child of cifarlin.helper's: the
+#: helper is started as they begin (train and sweep start it with their figure child).
+READS_FILES = {"evaluate", "visualize", "visualise", "predict", "export", "runs"}
 
 #: Each command: its module in this package and its function there (imported when needed).
 COMMANDS: dict[str, tuple[str, str]] = {
