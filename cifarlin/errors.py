@@ -60,9 +60,20 @@ class Interrupted(CifarlinError):
 
     exit_code = 130
 
-    def __init__(self, message: str, exit_code: int = 130):
+    def __init__(
+        self,
+        message: str,
+        exit_code: int = 130,
+        *,
+        folder: str | None = None,
+        epoch: int | None = None,
+        kept: str | None = None,
+    ):
         super().__init__(message)
         self.exit_code = exit_code
+        self.folder = folder  # a training run's folder,
+        self.epoch = epoch  # the epoch it was stopped in,
+        self.kept = kept  # and what the folder keeps ("RUN/checkpoint.h5 holds epoch 3")
 
 
 class Terminated(KeyboardInterrupt):
@@ -108,9 +119,10 @@ def stopped(e: BaseException) -> tuple[str, int]:
 class DivergenceError(CifarlinError):
     """Training produced NaN or infinite values."""
 
-    def __init__(self, message: str, epoch: int):
+    def __init__(self, message: str, epoch: int, kept: str | None = None):
         super().__init__(message)
         self.epoch = epoch
+        self.kept = kept  # a training run's: what its folder keeps ("RUN/checkpoint.h5 holds epoch 3")
 
 
 def one_line(e: BaseException) -> str:

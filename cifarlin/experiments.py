@@ -17,45 +17,39 @@ from pathlib import Path
 from typing import Any
 
 from cifarlin import data
-from cifarlin.checkpoint import Snapshot, load_history
+from cifarlin.checkpoint import load_history
 from cifarlin.config import SETTINGS, TrainConfig, solver_defaults
 from cifarlin.drawer import FigureDrawer
-from cifarlin.errors import ConfigError, Interrupted, ModelFileError, RunExistsError, bad_value, stopped
+from cifarlin.errors import ConfigError, DivergenceError, Interrupted, ModelFileError, bad_value
 from cifarlin.figures import stale_figures
 from cifarlin.files import check_path, json_ready, write_text
+from cifarlin.held import PlannedRun, in_folder, resumed
 from cifarlin.history import TrainState
+from cifarlin.plan_report import (
+    CallCommands,
+    Commands,
+    Failed,
+    Halted,
+    PlanFailed,
+    failed_message,
+    stop_error,
+)
 from cifarlin.runs import (
     CHECKPOINT,
     HISTORY,
-    MODEL,
     Outcome,
     check_outside,
     check_run_folder,
     default_out,
     pin_start,
     recover,
-    resume_point,
     run,
 )
-from cifarlin.train import is_complete, metrics_thread_fits, one_blas_thread
+from cifarlin.train import metrics_thread_fits, one_blas_thread
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
-
-
-@dataclass
-class PlannedRun:
-    """One run of a plan: its configuration, its folder, and the checkpoint it continues."""
-
-    config: TrainConfig
-    out: Path
-    start: Snapshot | None = None
-    reuse: bool = False  # a complete run of this configuration is in the folder: nothing to train
-
-    @property
-    def first_epoch(self) -> int:
-        """Epochs already done (0 for a new run)."""
-        return self.start.state.epoch if self.start is not None else 0
+Trained = Outcome | Failed  # what became of a run of a plan
 
 
 def plan_runs(
@@ -75,13 +69,21 @@ def plan_runs(
     a checkpoint continue from it (for ``'all'``, the others start afresh); ``overrides`` must
     then agree with the checkpoint, but for ``epochs``. Nothing is written, except that a run
     an interrupted ``--overwrite`` set aside is put back first (see :func:`runs.recover`).
+
+    A folder that holds a complete run of the same configuration is reused; one that holds
+    another run is refused, naming the settings that differ (:func:`cifarlin.held.refusal`).
+    For ``'all'``, what an earlier command left is taken up where it stopped, so that the same
+    command run again finishes it: a run stopped part-way with a checkpoint of the same
+    configuration is resumed, and a run that diverged or whose files cannot be read is planned
+    with its ``problem`` (:func:`run_plan` trains the others and reports it).
     """
     if setting is not None and overrides.get("solver", "gd") != "gd":
         raise bad_value(
             "solver", overrides["solver"], "the settings are gradient-descent recipes: leave --setting out"
         )
     overrides = solver_defaults(overrides)
-    if setting == "all":
+    several = setting == "all"
+    if several:
         configs = [TrainConfig.for_setting(s, **overrides) for s in SETTINGS]
         outs = [default_out(c, out or root) for c in configs]
     else:
@@ -101,61 +103,21 @@ def plan_runs(
     pinned: dict[Any, str] = {}
     for c, o in zip(configs, outs, strict=True):
         check_path(o)
-        resume_this = resume and (setting != "all" or (o / CHECKPOINT).is_file())
+        requested = {**overrides, "setting": c.setting} if setting is not None else overrides
+        resume_this = resume and (not several or (o / CHECKPOINT).is_file())
         if not resume_this:  # so is a bad or mismatched start model
             c = pin_start(c, fmap, pinned)
         if (put_back := recover(o)) is not None:
             notice(put_back)
-        done = complete_config(o)
-        if not resume_this and not overwrite and done is not None and _other_start(done, c):
-            raise RunExistsError(
-                f"{o} holds this run started from other weights than {c.init} holds now (the start "
-                "model changed since): --overwrite trains it again from them, or --out DIR"
-            )
-        if not resume_this and not overwrite and done is not None and same_run(done, c):
-            notice(
-                f"{o} holds a complete run with these parameters: reusing it (--overwrite trains it again)"
-            )
-            plan.append(PlannedRun(done, o, reuse=True))
-            continue
-        check_run_folder(o, resume=resume_this, overwrite=overwrite)
+        if resume_this or overwrite:
+            check_run_folder(o, resume=resume_this, overwrite=overwrite)
         if resume_this:
-            requested = {**overrides, "setting": c.setting} if setting is not None else overrides
-            c, start = resume_point(o, requested)
-            done = is_complete(c, start.state) and (o / MODEL).is_file() and complete_config(o) == c
-            if done:
-                notice(f"{o} is complete ({start.state.epoch} epochs): nothing to resume, nothing changed")
-            plan.append(PlannedRun(c, o, start, reuse=done))
-        else:
+            plan.append(resumed(c, o, requested, several, notice))
+        elif overwrite:
             plan.append(PlannedRun(c, o))
+        else:
+            plan.append(in_folder(c, o, requested, several, notice))
     return plan
-
-
-def _other_start(done: TrainConfig, requested: TrainConfig) -> bool:
-    """Whether the finished run ``done`` is ``requested`` but for the start model's weights."""
-    return (
-        requested.init is not None
-        and done.init_checksum != requested.init_checksum
-        and same_run(done, requested.replace(init_checksum=done.init_checksum))
-    )
-
-
-def same_run(done: TrainConfig, requested: TrainConfig) -> bool:
-    """Whether a finished run of config ``done`` is the run ``requested`` (whose lambda, when the
-    solver chooses it, is whatever the finished run chose)."""
-    return done == (requested.replace(lam=done.lam) if requested.choose_lam else requested)
-
-
-def complete_config(out: Path) -> TrainConfig | None:
-    """The configuration of the complete run in ``out`` (its history says complete and its model
-    is there), or None."""
-    if not ((out / HISTORY).is_file() and (out / MODEL).is_file() and (out / CHECKPOINT).is_file()):
-        return None
-    try:
-        h = load_history(out / HISTORY)
-    except ModelFileError:
-        return None
-    return h.config if h.status == "complete" else None
 
 
 @dataclass
@@ -163,6 +125,7 @@ class PlanResult:
     outcomes: list[Outcome]
     summaries: list[dict[str, Any]]  # one per run, as :meth:`Outcome.summary` plus its figures
     files: list[Path] = field(default_factory=list)  # the comparison files of a plan of several runs
+    failed: list[Failed] = field(default_factory=list)  # runs of a plan of several that did not finish
 
 
 def run_plan(
@@ -171,6 +134,7 @@ def run_plan(
     *,
     overwrite: bool = False,
     resume_hint: str | None = None,
+    commands: Commands | None = None,
     figures: bool = True,
     compare: bool = False,
     compare_dir: Path | None = None,
@@ -202,8 +166,16 @@ def run_plan(
     BLAS thread, so two settings use both cores; their numbers are those of runs one after
     another, bit for bit. Ctrl-C stops every running run at its next batch, each keeping its
     last finished epoch as usual.
+
+    A plan of several runs goes on past a run that diverges or whose files cannot be read (and
+    past those :func:`plan_runs` found so): the others train and are compared, then
+    :class:`PlanFailed` names each such run and the command that tries it again (``commands``).
+    Ctrl-C, SIGTERM or an error stops the plan with one message that says where each running run
+    stopped and, once, the command that continues it all (:func:`cifarlin.plan_report.stop_error`).
+    A plan of one run raises as the run does (with ``resume_hint`` in its message).
     """
     cache: dict[tuple[Any, ...], data.Prepared] = {}
+    several = len(plan) > 1
 
     def prepared(cfg: TrainConfig) -> data.Prepared:
         key = data.prepared_key(cfg)
@@ -216,46 +188,65 @@ def run_plan(
             drawer.warm_up()  # now that the data are read: matplotlib loads while the runs train
         return cache[key]
 
-    at_once = min(workers, sum(not r.reuse for r in plan))  # runs trained at the same time
+    trained = [r for r in plan if r.trains]
+    at_once = min(workers, len(trained))  # runs trained at the same time
 
-    def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Outcome, list[str]]:
+    def train_one(planned: PlannedRun, stop: threading.Event | None = None) -> tuple[Trained, list[str]]:
         """Train one run; ``stop`` is given when it trains beside others, which may keep the other
         cores busy (its metrics are then computed on its own thread)."""
+        if planned.problem is not None:
+            return Failed(planned, planned.problem, planned.diverged), []
         if planned.reuse:
-            return Outcome.from_folder(planned.out, planned.config), load_history(
-                planned.out / HISTORY
-            ).class_names
+            try:
+                return Outcome.from_folder(planned.out, planned.config), load_history(
+                    planned.out / HISTORY
+                ).class_names
+            except ModelFileError as e:
+                if not several:
+                    raise
+                return Failed(planned, str(e), diverged=False), []
         p = prepared(planned.config)
         context = on_run(planned, len(p.y["train"])) if on_run is not None else nullcontext((None, None))
-        with context as (on_epoch, on_batch):
+        try:
+            with context as (on_epoch, on_batch):
 
-            def batch_done(epoch: int, j: int, n: int) -> None:
-                if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt  # stopped from the main thread (Ctrl-C, SIGTERM)
-                if on_batch is not None:
-                    on_batch(epoch, j, n)
+                def batch_done(epoch: int, j: int, n: int) -> None:
+                    if stop is not None and stop.is_set():
+                        raise KeyboardInterrupt  # stopped from the main thread (Ctrl-C, SIGTERM)
+                    if on_batch is not None:
+                        on_batch(epoch, j, n)
 
-            outcome = run(
-                planned.config,
-                planned.out,
-                p,
-                start=planned.start,
-                overwrite=overwrite,
-                resume_hint=resume_hint,
-                on_epoch=on_epoch,
-                on_batch=batch_done,
-                metrics_thread=stop is None or metrics_thread_fits(at_once),
-            )
+                outcome = run(
+                    planned.config,
+                    planned.out,
+                    p,
+                    start=planned.start,
+                    overwrite=overwrite,
+                    resume_hint=resume_hint,
+                    on_epoch=on_epoch,
+                    on_batch=batch_done,
+                    metrics_thread=stop is None or metrics_thread_fits(at_once),
+                )
+        except DivergenceError as e:
+            if not several:
+                raise
+            c = planned.config
+            kept = f"; {e.kept}" if e.kept else ""
+            why = f"{planned.out} diverged in epoch {e.epoch} (eta={c.eta!r}, lam={c.lam!r}){kept}"
+            return Failed(planned, why, diverged=True), []
         return outcome, p.class_names
 
-    def finish(outcome: Outcome, names: list[str], reused: bool) -> None:
-        s = outcome.summary()
-        done = [f for f in ("curves.png", "montage.png") if (outcome.out / f).exists()]
+    def finish(got: Trained, names: list[str], reused: bool) -> None:
+        if isinstance(got, Failed):
+            result.failed.append(got)
+            return
+        s = got.summary()
+        done = [f for f in ("curves.png", "montage.png") if (got.out / f).exists()]
         if figures and not (reused and len(done) == 2):
-            s["figures"] = [str(f) for f in drawer.training(outcome, names)]
+            s["figures"] = [str(f) for f in drawer.training(got, names)]
         elif not figures and not reused:
-            s["stale_figures"] = stale_figures(outcome.out)
-        result.outcomes.append(outcome)
+            s["stale_figures"] = stale_figures(got.out)
+        result.outcomes.append(got)
         result.summaries.append(s)
         if on_done is not None:
             on_done(s)
@@ -264,23 +255,33 @@ def run_plan(
     names: list[str] = []
     shared = len({data.prepared_key(r.config) for r in plan}) == 1
     # matplotlib is imported in a child while the runs train (if something will be drawn)
-    with FigureDrawer(background and figures and any(not r.reuse for r in plan)) as drawer:
-        if workers > 1 and shared and sum(not r.reuse for r in plan) > 1:
-            names = _run_parallel(plan, workers, prepared, train_one, finish)
-        else:
-            for planned in plan:
-                outcome, names = train_one(planned)
-                finish(outcome, names, planned.reuse)
-        if compare and result.outcomes:
-            folder = compare_dir if compare_dir is not None else result.outcomes[0].out.parent
-            result.files = write_comparison(
-                folder,
-                result.outcomes,
-                result.summaries,
-                str(dataset.folder),
-                names,
-                drawer=drawer if figures else None,
-            )
+    with FigureDrawer(background and figures and bool(trained)) as drawer:
+        try:
+            if workers > 1 and shared and len(trained) > 1:
+                names = _run_parallel(plan, workers, prepared, train_one, finish)
+            else:
+                for planned in plan:
+                    got, got_names = train_one(planned)
+                    names = got_names or names
+                    finish(got, got_names, planned.reuse)
+            if compare and result.outcomes:
+                folder = compare_dir if compare_dir is not None else result.outcomes[0].out.parent
+                result.files = write_comparison(
+                    folder,
+                    result.outcomes,
+                    result.summaries,
+                    str(dataset.folder),
+                    names,
+                    drawer=drawer if figures else None,
+                    left_out=[f.message for f in result.failed],
+                )
+        except BaseException as e:
+            if not several:
+                raise
+            cause, stopped = (e.cause, e.stopped) if isinstance(e, Halted) else (e, [])
+            raise stop_error(cause, stopped, plan, commands or CallCommands()) from None
+    if result.failed:
+        raise PlanFailed(failed_message(result.failed, commands or CallCommands()), result)
     return result
 
 
@@ -288,13 +289,16 @@ def _run_parallel(
     plan: Sequence[PlannedRun],
     workers: int,
     prepared: Callable[[TrainConfig], data.Prepared],
-    train_one: Callable[..., tuple[Outcome, list[str]]],
-    finish: Callable[[Outcome, list[str], bool], None],
+    train_one: Callable[..., tuple[Trained, list[str]]],
+    finish: Callable[[Trained, list[str], bool], None],
 ) -> list[str]:
     """The runs of ``plan`` in ``workers`` threads, finished (figures, callbacks) in plan order on
     this thread (matplotlib is not thread-safe). BLAS is held at one thread for the whole plan:
-    runs that start and end at different times must not change each other's BLAS threads."""
-    first = next(r for r in plan if not r.reuse)
+    runs that start and end at different times must not change each other's BLAS threads.
+
+    A failure (Ctrl-C, SIGTERM, an error) stops every running run at its next batch; it is raised
+    as :class:`Halted`, with the runs that stopped."""
+    first = next(r for r in plan if r.trains)
     prepared(first.config)  # read once, before the threads share it
     stop = threading.Event()
     names: list[str] = []
@@ -302,26 +306,25 @@ def _run_parallel(
         futures = [pool.submit(train_one, r, stop) for r in plan]
         try:
             for planned, future in zip(plan, futures, strict=True):
-                outcome, names = future.result()
-                finish(outcome, names, planned.reuse)
+                got, got_names = future.result()
+                names = got_names or names
+                finish(got, got_names, planned.reuse)
         except BaseException as e:
             stop.set()  # every running run stops at its next batch and keeps its last epoch
             for f in futures:
                 f.cancel()
-            messages = []
+            stopped = []
             for f in futures:
                 if f.cancelled():
                     continue
                 try:
                     f.result()
                 except Interrupted as stopped_run:
-                    messages.append(str(stopped_run))
+                    if stopped_run is not e:
+                        stopped.append(stopped_run)
                 except BaseException:
                     pass
-            if isinstance(e, KeyboardInterrupt | Interrupted) and messages:
-                code = e.exit_code if isinstance(e, Interrupted) else stopped(e)[1]
-                raise Interrupted("; ".join(messages), code) from None
-            raise
+            raise Halted(e, stopped) from None
     return names
 
 
@@ -358,10 +361,14 @@ def write_comparison(
     class_names: Sequence[str],
     *,
     drawer: FigureDrawer | None = None,
+    left_out: Sequence[str] = (),
 ) -> list[Path]:
     """``summary.md``, ``summary.json`` and (with a drawer for the figures) ``settings.png`` in
-    ``folder``."""
-    write_text(folder / "summary.md", summary_markdown(summaries, data_folder))
+    ``folder``; ``left_out``: why runs of the plan are not among them, a line each in summary.md."""
+    text = summary_markdown(summaries, data_folder)
+    if left_out:
+        text += "\nNot in the table:\n\n" + "".join(f"- {line}\n" for line in left_out)
+    write_text(folder / "summary.md", text)
     write_text(
         folder / "summary.json", json.dumps(json_ready(list(summaries)), indent=2, allow_nan=False) + "\n"
     )

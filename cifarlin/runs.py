@@ -592,12 +592,14 @@ def run(
             resume = f": resume with '{resume_hint}'" if last_good.epoch > 0 else ""
             how, code = stopped(e)
             epoch = min(finished.epoch + 1, cfg.epochs)  # the last epoch: stopped while saving it
-            raise Interrupted(f"{how} in epoch {epoch}; {kept()}{resume}", code) from None
+            raise Interrupted(
+                f"{how} in epoch {epoch}; {kept()}{resume}", code, folder=str(out), epoch=epoch, kept=kept()
+            ) from None
         except DivergenceError as e:
             save_finished()
             history_as("diverged")
             again = " (start again with other values with --overwrite)" if last_good.epoch > 0 else ""
-            raise DivergenceError(f"{e}; {kept()}{again}", e.epoch) from None
+            raise DivergenceError(f"{e}; {kept()}{again}", e.epoch, kept()) from None
         except WriteError as e:
             raise WriteError(f"{e}; {kept()}") from None
         chosen = final_model(cfg, final)

@@ -367,8 +367,17 @@ def test_cli_refuses_a_folder_with_a_run_then_resume_and_overwrite(runner, tiny_
     r = runner.invoke(app, args)  # the same parameters: the complete run is reused, nothing rewritten
     assert r.exit_code == 0 and "holds a complete run with these parameters: reusing it" in r.stderr
     assert (tmp_path / "r" / "model.h5").stat().st_mtime_ns == before
-    r = runner.invoke(app, [*args, "--eta", "0.5"])  # other parameters: refused
-    assert r.exit_code == 1 and "already holds a run" in r.stderr and "--resume" in r.stderr
+    r = runner.invoke(app, [*args, "--eta", "0.5"])  # other parameters: refused, naming them
+    assert r.exit_code == 1 and r.stderr.strip() == (
+        f"Error: {tmp_path / 'r'} already holds a run with other settings (--eta 0.001 there, 0.5 asked): "
+        "--overwrite replaces it, or --out DIR trains this one in another folder"
+    )  # (--resume would not help: that run is complete, and keeps its eta)
+    r = runner.invoke(app, [*args[:-2], "2", "--quiet"])  # more epochs: --resume trains it on
+    assert r.exit_code == 1 and r.stderr.strip() == (
+        f"Error: {tmp_path / 'r'} already holds a run with other settings (--epochs 1 there, 2 asked): "
+        "--resume trains it on to 2 epochs, --overwrite replaces it, or --out DIR trains this one in "
+        "another folder"
+    )
     r = runner.invoke(app, [*args, "--resume", "--epochs", "2", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["resumed_from_epoch"] == 1
     r = runner.invoke(app, [*args, "--overwrite", "--json"])
@@ -774,9 +783,9 @@ def test_setting_all_resumes_as_a_whole(runner, tiny_py, tmp_path, monkeypatch, 
     monkeypatch.setattr(runs, "fit", stop_in_setting_3)
     r = runner.invoke(app, args)
     assert r.exit_code == 130
-    assert (
-        f"resume with 'cifarlin train --setting all --out {tmp_path} --resume --data-dir {tiny_py}'"
-        in r.stderr
+    assert r.stderr.strip().endswith(  # the same command, all its options: it continues them all
+        f"; resume with 'cifarlin train --setting all --epochs 2 --batch-size 10 --out {tmp_path} "
+        f"--no-plots --workers {workers} --data-dir {tiny_py} --quiet'"
     )
     if workers == "1":
         assert not (tmp_path / "setting-4").exists()

@@ -22,6 +22,7 @@ from cifarlin.cli.display import (
     table,
     training_display,
 )
+from cifarlin.cli.train_plan import PlanCommands, report_failed
 from cifarlin.config import (
     DTYPES,
     KEEP,
@@ -36,6 +37,7 @@ from cifarlin.config import (
     parse_batches,
     parse_setting,
 )
+from cifarlin.errors import CifarlinError
 
 D = defaults(TrainConfig)
 SETTING_CHOICES = (*map(str, SETTING_NAMES), "all")
@@ -355,10 +357,17 @@ def train(
         on_notice=lambda m: say(c, f"note: {m}"),
     )
     data_opt = f" --data-dir {data_dir}" if data_dir is not None else ""
-    if setting == "all":
-        hint = f"cifarlin train --setting all --out {out or Path('outputs')} --resume{data_opt}"
-    else:
-        hint = f"cifarlin train --out {plan[0].out} --resume{data_opt}"
+    hint = None if setting == "all" else f"cifarlin train --out {plan[0].out} --resume{data_opt}"
+
+    def overwrite_needed() -> bool:
+        """Whether the same command without --overwrite would be refused (runs it was to replace)."""
+        try:
+            experiments.plan_runs("all", given, out=out, overwrite=False)
+        except CifarlinError:
+            return True
+        return False
+
+    commands = PlanCommands(ctx, overwrite_needed)
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
     res = results(json_out)
 
@@ -388,25 +397,32 @@ def train(
                 )
             return display(what, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
 
-        result = experiments.run_plan(
-            plan,
-            dataset,
-            overwrite=overwrite,
-            resume_hint=hint,
-            figures=not no_plots,
-            compare=setting == "all",
-            compare_dir=out or Path("outputs"),
-            workers=n_workers,
-            on_loading=on_loading,
-            on_features=on_features,
-            feature_cache=ctx.obj.feature_cache,
-            on_run=on_run,
-            on_done=on_done,
-        )
-    if setting == "all":
+        failed: experiments.PlanFailed | None = None
+        try:
+            result = experiments.run_plan(
+                plan,
+                dataset,
+                overwrite=overwrite,
+                resume_hint=hint,
+                commands=commands,
+                figures=not no_plots,
+                compare=setting == "all",
+                compare_dir=out or Path("outputs"),
+                workers=n_workers,
+                on_loading=on_loading,
+                on_features=on_features,
+                feature_cache=ctx.obj.feature_cache,
+                on_run=on_run,
+                on_done=on_done,
+            )
+        except experiments.PlanFailed as e:  # runs of --setting all did not finish; the others did
+            result, failed = e.result, e
+    if setting == "all" and result.summaries:
         say(res, "the reference settings against the original work's test accuracy:")
         print_table(res, _comparison_table(result.summaries))
         say(res, "wrote " + ", ".join(str(f) for f in result.files))
+    if failed is not None:
+        report_failed(ctx, failed, result, json_out)
     if json_out:
         if setting == "all":
             emit_json({"runs": result.summaries, "files": [str(f) for f in result.files]})
