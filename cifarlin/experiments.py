@@ -159,8 +159,8 @@ def run_plan(
     ``on_done(summary)`` is called after each run, in plan order. With ``figures``, each run's
     curves and weight montage are drawn into its folder; with ``compare``, ``summary.md``,
     ``summary.json`` and (with figures) ``settings.png`` compare the runs in ``compare_dir``.
-    With ``background`` (and ``fork``), the figures are drawn in a child process that imported
-    matplotlib while the runs trained (see :mod:`cifarlin.drawer`).
+    With ``background`` (where child processes can be had), the figures are drawn in a child
+    process that imported matplotlib while the runs trained (see :mod:`cifarlin.drawer`).
 
     With ``workers`` > 1 (and runs that share their data), runs train in threads, each with one
     BLAS thread, so two settings use both cores; their numbers are those of runs one after
