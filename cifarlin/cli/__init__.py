@@ -10,6 +10,7 @@ not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpec
     common.py    the environment, shared options, fetching data, field names -> flags
     download.py, gradcheck.py, train.py, sweep.py, features.py, inspect.py (evaluate, visualize),
     predict.py (predict, export), runs.py   the commands, imported when their command runs
+    train_plan.py   the commands train prints to continue or retry a plan of runs
 """
 
 from __future__ import annotations
