@@ -93,3 +93,39 @@ def test_concurrent_callers_each_get_their_own_answer(tmp_path):
         t.join()
     assert errors == []
     assert got == {i: {"read": str(tmp_path / f"{i}.h5")} for i in range(6)}
+
+
+def test_a_command_killed_outright_leaves_no_helper_or_child_behind(tmp_path):
+    """`kill -9` of a command (no atexit, no finally): its helper sees the socket close, kills
+    the children it still runs (a probe stuck in the HDF5 library, say) and leaves."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from cifarlin import helper;"
+        "from test_h5_hostile import hang; c = helper.start(hang, 'x', seconds=600);"
+        "print(helper._helper[0].pid, c.started(60), flush=True); time.sleep(600)"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        helper_pid, child_pid = (int(x) for x in p.stdout.readline().split())
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open(f"/proc/{pid}/stat") as f:  # a zombie awaiting its parent's wait is gone too
+            return f.read().split(") ", 1)[1].startswith("Z")
+
+    deadline = time.monotonic() + 10
+    while not (gone(helper_pid) and gone(child_pid)):
+        assert time.monotonic() < deadline, "the helper or its child outlived the command"
+        time.sleep(0.02)
