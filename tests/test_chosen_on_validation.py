@@ -81,14 +81,23 @@ def trajectory(disagreeing_py):
     return weights, counts["val"], counts["test"], len(labels)
 
 
-def test_keep_best_keeps_the_epoch_best_on_validation(runner, disagreeing_py, tmp_path, trajectory):
+# Where the validation images come from: data_batch_2, or the tail of the training batches
+# (--val-size); here the same 200 images either way, so the same trajectory and counts hold.
+SPLITS = [
+    pytest.param((), id="val-data_batch_2"),
+    pytest.param(("--train-batches", "1-2", "--val-size", "200"), id="val-tail"),
+]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_keep_best_keeps_the_epoch_best_on_validation(runner, disagreeing_py, tmp_path, trajectory, split):
     """Bug: model.h5 holding the epoch best on the test set (or the last, or the latest of tied
     epochs), or the epochs' validation accuracies measured on another split."""
     weights, val, test, n = trajectory
     assert_disagree(val, test, best_epoch)
     best = best_epoch(val)  # 0-based
     assert best != len(val) - 1, "the fixture must make the best epoch differ from the last"
-    s = run_train(runner, disagreeing_py, tmp_path / "r", *GD, "--keep", "best")
+    s = run_train(runner, disagreeing_py, tmp_path / "r", *GD, *split, "--keep", "best")
     assert s["model_epoch"] == best + 1 == s["best_epoch"]
     assert s["history"]["val_acc"] == [c / n for c in val]  # validation is data_batch_2, scored alike
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
@@ -99,8 +108,9 @@ def test_keep_best_keeps_the_epoch_best_on_validation(runner, disagreeing_py, tm
     assert np.array_equal(last.state.W, weights[-1][0]), "the trajectory is not the command's"
 
 
+@pytest.mark.parametrize("split", SPLITS)
 def test_patience_counts_epochs_without_a_better_validation_accuracy(
-    runner, disagreeing_py, tmp_path, trajectory
+    runner, disagreeing_py, tmp_path, trajectory, split
 ):
     """Bug: early stopping that watches the test accuracy (it stops this run at another epoch)."""
     weights, val, test, n = trajectory
@@ -108,7 +118,7 @@ def test_patience_counts_epochs_without_a_better_validation_accuracy(
     assert stop < len(val) and stop != stop_on_test, (
         f"the fixture must stop the run early, and the test split elsewhere ({stop}, {stop_on_test})"
     )
-    s = run_train(runner, disagreeing_py, tmp_path / "r", *GD, "--patience", "3")
+    s = run_train(runner, disagreeing_py, tmp_path / "r", *GD, *split, "--patience", "3")
     assert s["epochs"] == stop and s["stopped_early"]
     assert s["history"]["val_acc"] == [c / n for c in val[:stop]]
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
