@@ -129,18 +129,9 @@ def test_patience_counts_epochs_without_a_better_validation_accuracy(
 # Ridge on k-means features: lambda chosen on the feature run's validation rows
 # ---------------------------------------------------------------------------------------------
 
-FIT32 = [
-    "--centroids",
-    "32",
-    "--patches",
-    "2000",
-    "--iterations",
-    "3",
-    "--train-batches",
-    "1",
-    "--val-size",
-    "20",
-]
+# a map of 32 centroids (128 features) learnt from data_batch_1's first 180 images
+FIT32 = ["--centroids", "32", "--patches", "2000", "--iterations", "3", "--train-batches", "1"]
+FIT32 += ["--val-size", "20"]
 
 
 @pytest.mark.parametrize(
@@ -210,17 +201,7 @@ def random_sweep(disagreeing_py, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(out.parent / "xdg-cache"))
         mp.chdir(out.parent)
-        args = [
-            "sweep",
-            "--eta",
-            f"{ETA_LOW}..{ETA_HIGH}",
-            "--trials",
-            "8",
-            "--refine",
-            "2",
-            "--keep",
-            "best",
-        ]
+        args = f"sweep --eta {ETA_LOW}..{ETA_HIGH} --trials 8 --refine 2 --keep best".split()
         args += ["--batch-size", "20", "--epochs", "15", "--workers", "2", "--data-dir", str(disagreeing_py)]
         r = CliRunner().invoke(app, [*args, "--out", str(out), "--json", "--no-plots"])
     assert r.exit_code == 0, r.output
