@@ -134,6 +134,7 @@ FIT32 = ["--centroids", "32", "--patches", "2000", "--iterations", "3", "--train
 FIT32 += ["--val-size", "20"]
 
 
+@pytest.mark.slow  # about 2-5 s each: fitting the map, extracting 400-600 images' features
 @pytest.mark.parametrize(
     "split",
     [
