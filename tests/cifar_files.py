@@ -152,3 +152,63 @@ FIT = [
     "--train-batches",
     "1",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# A dataset on which validation and test disagree
+# ---------------------------------------------------------------------------------------------
+#
+# On make_split's images every candidate of every choice (each lambda, each epoch, each trial)
+# scores 1.00 on both splits, so a choice made on the wrong split passes any test. These images
+# are noisy and not separable: 8 x 8 x 3 coarse pixels, each shown as a 4 x 4 block, holding a
+# weak class signal (a colour per quadrant, and a fainter fine pattern), five strong nuisance
+# directions shared by all classes, and independent noise. 192 distinct values an image against
+# 200 training images: lambda and the epoch matter, and the validation accuracy has an interior
+# maximum. The test batch's images come from the same distribution, but each is labelled as the
+# NEXT class ((y + 1) % 10): a model's test accuracy is the rate at which it takes a class for
+# the next, which falls as the model improves. So what is best on validation is among the worst
+# on test, and a choice made on the test split lands elsewhere (each test checks that it does).
+
+DISAGREE_N = 200  # images per batch file (training batches, test batch)
+COARSE = 8  # side of the coarse image; each of its pixels is a (32 / COARSE)^2 block
+
+
+def make_noisy_split(n: int, seed: int, amp: float = 5.0, quad: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """n images (n, 3072) uint8 and their labels: the class signal ``amp`` times a fine random
+    pattern plus ``amp * quad`` times a colour per quadrant, under nuisance (std 80 along five
+    directions) and noise (std 40), on coarse pixels of 4 x 4 (see above)."""
+    s, f = COARSE, 32 // COARSE
+    rng0 = np.random.default_rng(4321)  # the same classes and nuisances in every batch
+    fine = rng0.normal(0, 1, size=(10, 3, s, s))
+    colour = rng0.normal(0, 1, size=(10, 3, 2, 2)).repeat(s // 2, axis=2).repeat(s // 2, axis=3)
+    templates = (fine + quad * colour).reshape(10, -1)  # (10, 192)
+    nuisance = rng0.normal(0, 1, size=(5, 3 * s * s))  # (5, 192)
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    coarse = (
+        128
+        + amp * templates[labels]
+        + rng.normal(0, 80, size=(n, 5)) @ nuisance / np.sqrt(5)
+        + rng.normal(0, 40, size=(n, 3 * s * s))
+    )  # (n, 192)
+    images = coarse.reshape(n, 3, s, s).repeat(f, axis=2).repeat(f, axis=3).reshape(n, -1)
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8), labels
+
+
+def write_disagreeing_dataset(folder: Path, n: int = DISAGREE_N, seed: int = 1) -> Path:
+    """A cifar-10-batches-py folder of :func:`make_noisy_split` images: five training batches
+    and a test batch of n images each, the test batch labelled as the next class."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 6):
+        images, labels = make_noisy_split(n, seed=seed * 100 + i)
+        (folder / f"data_batch_{i}").write_bytes(
+            py2_pickle(batch_dict(images, labels, f"training batch {i} of 5"))
+        )
+    images, labels = make_noisy_split(n, seed=seed * 100 + 99)
+    (folder / "test_batch").write_bytes(
+        py2_pickle(batch_dict(images, (labels + 1) % 10, "testing batch 1 of 1"))
+    )
+    meta = {b"num_cases_per_batch": n, b"label_names": [s.encode() for s in NAMES], b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(py2_pickle(meta))
+    return folder

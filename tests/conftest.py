@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cifar_files import write_binary_dataset, write_python_dataset
+from cifar_files import write_binary_dataset, write_disagreeing_dataset, write_python_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("CIFARLIN_REAL_DATA", REPO.parent / "shared" / "cifar-10-batches-py"))
@@ -82,6 +82,14 @@ def tiny_py(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bin(tmp_path_factory) -> Path:
     return write_binary_dataset(tmp_path_factory.mktemp("data") / "cifar-10-batches-bin")
+
+
+@pytest.fixture(scope="session")
+def disagreeing_py(tmp_path_factory) -> Path:
+    """A python-version dataset of noisy images on which validation and test disagree (200 per
+    batch; see cifar_files.write_disagreeing_dataset): for the choices made on validation data,
+    which tiny_py cannot test (there every candidate scores 1.00 on every split)."""
+    return write_disagreeing_dataset(tmp_path_factory.mktemp("data") / "cifar-10-batches-py")
 
 
 @pytest.fixture

@@ -145,19 +145,25 @@ def test_pixel_solution_is_the_optimum_over_the_materialised_augmented_set():
     assert rp.objective(lam) == pytest.approx((R**2).sum() / n + lam * (W**2).sum(), rel=1e-10)
 
 
-def test_choose_lambda_is_by_validation_accuracy(small):
-    """Catches choosing by the training objective (always the smallest lambda), scoring the
-    validation rows unnormalised, or breaking ties towards the less regularised model."""
-    X, y = small
-    rp = ridge.path(ridge.moments([(X[:60], y[:60])]), np.zeros(9), np.ones(9))
+def test_choose_lambda_is_by_validation_accuracy():
+    """Catches choosing by the training objective (always the smallest lambda), ignoring the
+    accuracies (always the largest: on random labels the best was the largest candidate, so that
+    passed), scoring the validation rows unnormalised, or breaking ties towards the less
+    regularised model. Ten noisy classes and 25 training rows for 9 inputs: lambda matters."""
+    rng = np.random.default_rng(2)
+    y = np.arange(100) % 10
+    X = rng.normal(0, 1, (10, 9))[y] + rng.normal(0, 1.5, (100, 9))
+    rp = ridge.path(ridge.moments([(X[:25], y[:25])]), np.zeros(9), np.ones(9))
     grid = ridge.lambda_grid(1e-2, 1e2, 2)
     assert len(grid) == 9 and grid[0] == pytest.approx(1e-2) and grid[-1] == pytest.approx(1e2)
-    lam, table = ridge.choose_lambda(rp, X[60:], y[60:], grid)
+    lam, table = ridge.choose_lambda(rp, X[25:], y[25:], grid)
     for s in table:
         W, b = rp.solve(s.lam)
-        assert s.val_acc == float(((X[60:] @ W.T + b).argmax(axis=1) == y[60:]).mean())
+        assert s.val_acc == float(((X[25:] @ W.T + b).argmax(axis=1) == y[25:]).mean())
     top = max(s.val_acc for s in table)
-    assert lam == max(s.lam for s in table if s.val_acc == top)
+    tied = [s.lam for s in table if s.val_acc == top]
+    assert len(tied) > 1 and grid[0] < min(tied) and max(tied) < grid[-1]  # the rules matter here
+    assert lam == max(tied)
 
 
 def test_bad_lambda_and_shapes_are_refused(small):

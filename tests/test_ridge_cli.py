@@ -7,6 +7,16 @@ import json
 
 import numpy as np
 import pytest
+from val_oracle import (
+    LAMBDAS,
+    Standardise,
+    assert_clear,
+    assert_disagree,
+    batch,
+    best_lambda,
+    ridge_solutions,
+    scored,
+)
 
 from cifarlin import augment, checkpoint, data, model, ridge
 from cifarlin.cli import app
@@ -51,17 +61,37 @@ def test_model_file_holds_the_exact_optimum_of_the_squared_loss(runner, tiny_py,
     )
 
 
-def test_lambda_is_chosen_on_the_validation_set(runner, tiny_py, tmp_path):
-    """Bug: lambda chosen on the test set, or not the best candidate, or not reported."""
-    s = train(runner, tiny_py, "-o", str(tmp_path / "r"))
+def test_lambda_is_chosen_on_the_validation_set(runner, disagreeing_py, tmp_path):
+    """Bug: lambda chosen on the test set (or the training set), or not the best candidate, or not
+    reported. On tiny_py every candidate scored 1.00 on every split, so any choice passed (issue
+    25): disagreeing_py makes validation and test pick different lambdas, and every candidate's
+    accuracies are computed here, by another route (the n x n dual system, float64)."""
+    s = train(runner, disagreeing_py, "-o", str(tmp_path / "r"))
     search = s["lambda_search"]
     assert [c["lam"] for c in search] == pytest.approx(list(ridge.lambda_grid()))
     best = max(c["val_accuracy"] for c in search)
     chosen = [c for c in search if c["lam"] == s["config"]["lam"]]
     assert s["config"]["choose_lam"] and len(chosen) == 1 and chosen[0]["val_accuracy"] == best
     assert s["val"]["accuracy"] == best  # the history's validation accuracy is the chosen one's
+
+    images, labels = batch(disagreeing_py, "data_batch_1")
+    pixels = Standardise(images)
+    solutions = ridge_solutions(pixels(images), labels, LAMBDAS)
+    counts, gaps = {}, []
+    for split, name in (("train", "data_batch_1"), ("val", "data_batch_2"), ("test", "test_batch")):
+        images, labels = batch(disagreeing_py, name)
+        scores = [scored(pixels(images), W, b, labels) for W, b in solutions]
+        counts[split] = [c for c, _ in scores]
+        gaps += [g for _, g in scores]
+    assert_clear(gaps)
+    assert_disagree(counts["val"], counts["test"], best_lambda)
+    pick, n = best_lambda(counts["val"]), len(labels)
+    assert best_lambda(counts["train"]) != pick  # choosing on the training set would fail too
+    assert s["config"]["lam"] == pytest.approx(LAMBDAS[pick])
+    assert s["test"]["accuracy"] == counts["test"][pick] / n
+    assert [c["val_accuracy"] for c in search] == [c / n for c in counts["val"]]
     e = runner.invoke(
-        app, ["evaluate", str(tmp_path / "r" / "model.h5"), "--json", "--data-dir", str(tiny_py)]
+        app, ["evaluate", str(tmp_path / "r" / "model.h5"), "--json", "--data-dir", str(disagreeing_py)]
     )
     assert e.exit_code == 0, e.output
     assert json.loads(e.stdout)["accuracy"] == s["test"]["accuracy"]

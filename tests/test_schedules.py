@@ -21,6 +21,14 @@ def prepared(tiny_py):
     return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
 
 
+@pytest.fixture(scope="module")
+def prepared_noisy(disagreeing_py):
+    """Data on which the validation accuracy rises and falls from epoch to epoch. On tiny_py it is
+    1.00 at every epoch, so the best epoch was always the first and early stopping always came
+    after the patience's first epochs, whatever they watched (issue 25)."""
+    return data.prepare(data.Dataset(disagreeing_py, "python"), config.SplitSpec())
+
+
 def all_rates(cfg: TrainConfig, n_batches: int) -> list[float]:
     return [float(e) for epoch in range(1, cfg.epochs + 1) for e in learning_rates(cfg, epoch, n_batches)]
 
@@ -141,29 +149,34 @@ def test_resume_mid_schedule_equals_an_uninterrupted_run(prepared, tmp_path, sch
         assert whole.state.history.columns[k] == part.state.history.columns[k]
 
 
-def test_keep_best_saves_the_best_epoch(prepared, tmp_path):
+def test_keep_best_saves_the_best_epoch(prepared_noisy, tmp_path):
     """Bug: --keep best saving the last epoch, the best by training accuracy, or the latest of tied
     epochs. The weights of epoch k of a run are those a k-epoch run ends with."""
+    prepared = prepared_noisy
     cfg = TrainConfig(epochs=8, batch_size=10, eta=0.3, keep="best")
     o = runs.run(cfg, tmp_path / "best", prepared)
     h = o.state.history
     val = h.columns["val_acc"]
     best = int(np.argmax(val)) + 1  # the earliest of the highest
+    assert val.count(val[best - 1]) > 1 and best < len(val)  # a later epoch ties it: not kept
+    train_best = int(np.argmax(h.columns["train_acc"])) + 1
+    assert train_best != best  # the training accuracy would keep another epoch
     assert o.model_epoch == best and o.summary()["model_epoch"] == best
     snap = checkpoint.load_snapshot(tmp_path / "best" / "model.h5")
     short = train.fit(cfg.replace(epochs=best, keep="last"), prepared, train.init_state(cfg))
     assert np.array_equal(snap.state.W, short.W) and np.array_equal(snap.state.b, short.b)
     assert snap.kept_epoch == best
-    if best != len(val):  # then the last epoch's weights differ from what was kept
-        assert not np.array_equal(snap.state.W, o.state.W)
+    assert not np.array_equal(snap.state.W, o.state.W)  # the last epoch's weights were not kept
 
 
-def test_patience_stops_and_resumes_as_complete(prepared, tmp_path):
+def test_patience_stops_and_resumes_as_complete(prepared_noisy, tmp_path):
     """Bug: --patience never stopping, stopping one epoch late, or a resumed stopped run training on."""
+    prepared = prepared_noisy
     cfg = TrainConfig(epochs=60, batch_size=10, eta=0.5, patience=2)
     o = runs.run(cfg, tmp_path / "p", prepared)
     h = o.state.history
     assert len(h) < 60 and len(h) == h.best_epoch + 2
+    assert h.best_epoch > 1  # the validation accuracy improved after the first epoch
     assert o.summary()["stopped_early"] is True
     full = train.fit(cfg.replace(patience=None, epochs=len(h)), prepared, train.init_state(cfg))
     assert np.array_equal(o.state.W, full.W)  # the epoch trained while the last metrics ran was dropped
@@ -172,13 +185,14 @@ def test_patience_stops_and_resumes_as_complete(prepared, tmp_path):
     assert again.state.epoch == len(h) and np.array_equal(again.state.W, o.state.W)
 
 
-def test_keep_best_with_patience_resumes_bit_for_bit(prepared, tmp_path):
+def test_keep_best_with_patience_resumes_bit_for_bit(prepared_noisy, tmp_path):
     """Bug: the kept best weights lost on resume (the checkpoint not carrying them)."""
+    prepared = prepared_noisy
     cfg = TrainConfig(epochs=12, batch_size=10, eta=0.4, keep="best", patience=4, shuffle=True)
     whole = runs.run(cfg, tmp_path / "whole", prepared)
 
     def stop(epoch, j, n):
-        if epoch == 3 and j == 1:
+        if epoch == 10 and j == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(runs.Interrupted):
@@ -187,6 +201,7 @@ def test_keep_best_with_patience_resumes_bit_for_bit(prepared, tmp_path):
     part = runs.run(c, tmp_path / "part", prepared, start=snap)
     a = checkpoint.load_snapshot(tmp_path / "whole" / "model.h5")
     b = checkpoint.load_snapshot(tmp_path / "part" / "model.h5")
+    assert 1 < a.kept_epoch < snap.state.epoch  # kept before the stop: only the checkpoint has it
     assert np.array_equal(a.state.W, b.state.W) and a.kept_epoch == b.kept_epoch
     assert whole.state.history.columns["val_acc"] == part.state.history.columns["val_acc"]
 

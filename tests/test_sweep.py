@@ -255,12 +255,14 @@ def same_bits(a: Path, b: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_grid_on_a_local_cluster(runner, tiny_py, tmp_path):
+def test_grid_on_a_local_cluster(runner, disagreeing_py, tmp_path):
     """Two worker processes: finished and diverged trials are results, the files and the JSON are
     as documented, each worker reads the data once, the best trial equals `cifarlin train` bit for
-    bit, and running the command again trains nothing."""
+    bit, and running the command again trains nothing. On disagreeing_py (on tiny_py both finished
+    trials scored 1.00 on validation and on test, so any pick passed): lambda 0 is better on
+    validation, 0.1 on test."""
     args = ["sweep", "--lam", "0,0.1", "--eta", "0.01,1e38", *TINY, "--workers", "2"]
-    args += ["--data-dir", str(tiny_py), "--out", "s", "--json"]
+    args += ["--data-dir", str(disagreeing_py), "--out", "s", "--json"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
@@ -275,6 +277,7 @@ def test_grid_on_a_local_cluster(runner, tiny_py, tmp_path):
     assert 0 <= best["test_accuracy"] <= 1 and best["val_accuracy"] == max(
         t["val_accuracy"] for t in doc["trials"] if t["status"] == "done"
     )
+    assert trials["trial-001"]["val_accuracy"] != trials["trial-003"]["val_accuracy"]  # no tie
     assert all("test_accuracy" not in t for t in doc["trials"])  # selection never sees the test set
     out = Path("s")
     # The diverged trials saved no epoch, so their folders are gone; sweep.h5 keeps their rows.
@@ -288,11 +291,18 @@ def test_grid_on_a_local_cluster(runner, tiny_py, tmp_path):
     assert "test accuracy of the best trial alone" in r.stderr
 
     lam = best["params"]["lam"]
-    alone = ["train", "--lam", str(lam), "--eta", "0.01", *TINY, "--data-dir", str(tiny_py), "--out", "alone"]
-    assert runner.invoke(app, [*alone, "--no-plots", "--quiet"]).exit_code == 0
+    alone = ["train", "--lam", str(lam), "--eta", "0.01", *TINY, "--data-dir", str(disagreeing_py)]
+    assert runner.invoke(app, [*alone, "--out", "alone", "--no-plots", "--quiet"]).exit_code == 0
     assert same_bits(Path(best["run_dir"]), Path("alone"))
-    e = runner.invoke(app, ["evaluate", best["run_dir"], "--data-dir", str(tiny_py), "--json", "--quiet"])
+    e = runner.invoke(
+        app, ["evaluate", best["run_dir"], "--data-dir", str(disagreeing_py), "--json", "--quiet"]
+    )
     assert e.exit_code == 0 and json.loads(e.stdout)["accuracy"] == best["test_accuracy"]
+    other = trials["trial-003" if best["name"] == "trial-001" else "trial-001"]
+    o = runner.invoke(
+        app, ["evaluate", other["run_dir"], "--data-dir", str(disagreeing_py), "--json", "--quiet"]
+    )
+    assert o.exit_code == 0 and json.loads(o.stdout)["accuracy"] > best["test_accuracy"]  # test would differ
 
     before = (out / "trial-001" / "model.h5").stat().st_mtime_ns
     t0 = time.perf_counter()
