@@ -48,7 +48,7 @@ _EXTENDED = {
     tarfile.GNUTYPE_LONGNAME,
     tarfile.GNUTYPE_LONGLINK,
 }
-_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 class _Refused(Exception):
@@ -206,7 +206,7 @@ def _unpack(archive: Path, tar: tarfile.TarFile, members: list[tarfile.TarInfo],
 def _write_error(archive: Path, root: Path, e: OSError) -> WriteError:
     """A failed write while unpacking, named by its cause (a full disk, a quota, a file size limit)."""
     reason = os.strerror(e.errno) if e.errno else str(e)
-    hint = "free some space or pass --data-dir DIR" if e.errno in _SPACE else "pass --data-dir DIR"
+    hint = "free some space or pass --data-dir DIR" if e.errno in SPACE_ERRNOS else "pass --data-dir DIR"
     return WriteError(f"{root}: cannot unpack {archive.name} there ({reason}); {hint}")
 
 

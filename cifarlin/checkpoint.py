@@ -37,7 +37,7 @@ from cifarlin import __version__, h5safe, machine
 from cifarlin.config import TrainConfig
 from cifarlin.data import Normalizer
 from cifarlin.errors import ConfigError, ModelFileError
-from cifarlin.files import atomic_path
+from cifarlin.files import atomic_h5
 from cifarlin.h5safe import Reader, open_file
 from cifarlin.history import HISTORY_KEYS, INITIAL_KEYS, OPTIONAL_KEYS, History, Kept, TrainState
 from cifarlin.model import D, K, Metrics
@@ -88,13 +88,6 @@ class Snapshot:
 
         F = extract_features(self.features, images, **extract)  # (n, 4k) float32
         return self.normalizer.apply(F, dtype, out=F if dtype == F.dtype else None)
-
-
-@contextmanager
-def atomic_h5(path: Path) -> Iterator[h5py.File]:
-    """An HDF5 file open for writing that appears at ``path`` only once complete."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        yield f
 
 
 def _write_config(attrs: h5py.AttributeManager, cfg: TrainConfig) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlin import __version__, data
-from cifarlin.archive import MAX_UNPACKED, extract
+from cifarlin.archive import MAX_UNPACKED, SPACE_ERRNOS, extract
 from cifarlin.config import RETRIES, TIMEOUT, DownloadConfig
 from cifarlin.errors import DataError, DownloadError, Interrupted, WriteError, bad_value
 
@@ -328,6 +328,13 @@ def _copy(
     return done
 
 
+def _close_quietly(f: Any) -> None:
+    try:
+        f.close()
+    except OSError:
+        pass
+
+
 def fetch(
     url: str,
     dest: Path,
@@ -358,10 +365,16 @@ def fetch(
         part.unlink(missing_ok=True)
         origin_file.unlink(missing_ok=True)
 
-    def write_error(e: OSError) -> DownloadError:
-        return DownloadError(
-            f"{part}: cannot be written ({e.strerror or e}); free some space or pass --data-dir DIR"
-        )
+    def write_error(e: OSError, path: Path = part) -> DownloadError:
+        """A failed write (a full disk, a size limit): the partial download goes, so as not to
+        leave a half-written file filling the disk; retrying would fail the same way."""
+        try:
+            discard()
+        except OSError:
+            pass
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        hint = "free some space or pass --data-dir DIR" if e.errno in SPACE_ERRNOS else "pass --data-dir DIR"
+        return DownloadError(f"{path}: cannot be written ({reason}); the partial download is removed; {hint}")
 
     failures = 0
     while True:
@@ -392,18 +405,27 @@ def fetch(
                     try:
                         origin_file.write_text(json.dumps(_origin(resp, url, total)))
                     except OSError as e:
-                        raise write_error(e) from None
+                        raise write_error(e, origin_file) from None
                 if total is not None and total > max_bytes:
                     raise _too_large(url, f"announces {total:,} bytes", max_bytes)
                 try:
-                    out = open(part, mode)  # noqa: SIM115 - its own error message, then a with block
+                    out = open(part, mode)  # noqa: SIM115 - its own error message; closed below
                 except OSError as e:
                     raise write_error(e) from None
-                with out:
+                try:
                     done = _copy(resp, out, have, total, pace, on_progress, chunk, max_bytes, url)
+                    try:  # it flushes: a full disk there is a failed write, not a broken connection
+                        out.close()
+                    except OSError as e:
+                        raise _WriteFailed(e) from None
+                finally:
+                    _close_quietly(out)  # after a broken connection (a flush failing then: see above)
                 if total is not None and done < total:
                     raise http.client.IncompleteRead(b"", total - done)
-            os.replace(part, dest)
+            try:
+                os.replace(part, dest)
+            except OSError as e:
+                raise _WriteFailed(e) from None
             origin_file.unlink(missing_ok=True)
             return done
         except KeyboardInterrupt:

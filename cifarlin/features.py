@@ -43,8 +43,8 @@ import numpy as np
 
 from cifarlin import __version__, h5safe
 from cifarlin.config import feature_cache_dir
-from cifarlin.errors import bad_value, check_stop
-from cifarlin.files import atomic_path
+from cifarlin.errors import WriteError, bad_value, check_stop
+from cifarlin.files import WritesOnly, atomic_h5, atomic_path, make_folder, write_text
 
 if TYPE_CHECKING:
     from cifarlin.config import SplitSpec, TrainConfig
@@ -455,9 +455,7 @@ def read_group(r: h5safe.Reader) -> FeatureMap:
 
 def save(path: Path, fmap: FeatureMap, attrs: dict[str, Any] | None = None) -> None:
     """Write a feature-map file atomically (``attrs``: e.g. the training data's checksums)."""
-    import h5py
-
-    with atomic_path(Path(path)) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(Path(path)) as f:
         f.attrs["format"] = "cifarlin"
         f.attrs["kind"] = KIND
         f.attrs["format_version"] = FORMAT_VERSION
@@ -531,17 +529,27 @@ class FeatureCache:
     def put(self, fmap: FeatureMap, batch_md5: str, F: np.ndarray, view: str = "") -> None:
         """Store features atomically: the values, then the digest that vouches for them."""
         key = self.key(fmap, batch_md5, view)
-        self.folder.mkdir(parents=True, exist_ok=True)
         F = np.ascontiguousarray(F, dtype=np.float32)
-        with atomic_path(self.folder / f"{key}.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, F, allow_pickle=False)
         meta = {
             "shape": list(F.shape),
             "sha256": hashlib.sha256(F.data).hexdigest(),
             "feature_map": fmap.checksum,
         }
-        with atomic_path(self.folder / f"{key}.json") as tmp:
-            tmp.write_text(json.dumps(meta))
+        values = self.folder / f"{key}.npy"
+        try:
+            make_folder(self.folder, "the feature cache")
+            with atomic_path(values) as tmp, open(tmp, "wb") as fh:
+                np.save(WritesOnly(fh), F, allow_pickle=False)  # the same bytes
+            try:
+                write_text(self.folder / f"{key}.json", json.dumps(meta))
+            except BaseException:
+                try:  # no values without the digest that vouches for them
+                    values.unlink(missing_ok=True)
+                except OSError:
+                    pass
+                raise
+        except WriteError as e:
+            raise WriteError(f"{e}; XDG_CACHE_HOME=DIR puts the feature cache elsewhere") from None
 
     def features(
         self, fmap: FeatureMap, batch_md5: str, images: np.ndarray, view: str = "", **extract_args: Any

@@ -15,9 +15,9 @@ import numpy as np
 from cifarlin import data
 from cifarlin.checkpoint import Snapshot, load_history, load_snapshot
 from cifarlin.config import FIGURES, FigureRequest, TrainConfig
-from cifarlin.errors import ModelFileError, RunError, WriteError, bad_value
+from cifarlin.errors import ModelFileError, RunError, bad_value
 from cifarlin.evaluation import Evaluation, evaluate_split
-from cifarlin.files import check_path
+from cifarlin.files import check_path, is_dir, make_folder
 from cifarlin.history import TrainState
 from cifarlin.losses import LOSSES
 from cifarlin.runs import MODEL, Outcome, final_model, run_files
@@ -136,7 +136,7 @@ def draw_figures(
             raise bad_value("out", str(request.out), "exists and is not a folder")
     notice = on_notice or (lambda m: None)
     target = Path(target).expanduser()
-    if target.is_dir() and not (target / MODEL).exists() and not (target / "checkpoint.h5").exists():
+    if is_dir(target) and not (target / MODEL).exists() and not (target / "checkpoint.h5").exists():
         children = child_runs(target)
         if len(children) >= 2:
             return [_draw_comparison(children, request, notice)]
@@ -175,10 +175,7 @@ def draw_figures(
         figs += _image_figures(snap, evaluate_split(snap, dataset(), request.split), kinds, request, name)
     if request.show and plots.can_show():
         plots.show()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failure above leaves no empty folder
-    except OSError as e:
-        raise WriteError(f"{out_dir}: cannot create the folder ({e.strerror or e})") from None
+    make_folder(out_dir)  # only now: a failure above leaves no empty folder
     return [plots.save(fig, path, request.format, request.dpi) for fig, path in figs]
 
 
@@ -225,10 +222,7 @@ def _draw_comparison(children: list[Path], request: FigureRequest, notice: Calla
     out_dir = request.out or children[0].parent
     notice(f"{children[0].parent} holds {len(children)} runs: drawing their comparison")
     plots.use_backend()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WriteError(f"{out_dir}: cannot create the folder ({e.strerror or e})") from None
+    make_folder(out_dir)
     return comparison_figure(
         outcomes, names, out_dir / f"settings.{request.format}", request.format, request.dpi
     )

@@ -10,6 +10,7 @@ are (lambda, ||W||^2, eta).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -441,13 +442,16 @@ def _printable_texts(fig: Figure) -> None:
 
 
 def save(fig: Figure, path: Path, fmt: str = "png", dpi: int = 150) -> Path:
-    """Write ``fig`` to ``path`` atomically and close it."""
+    """Write ``fig`` to ``path`` atomically and close it: drawn in memory (the same bytes), then
+    one plain write (matplotlib's PDF writer, on a full disk, raises AttributeError, not OSError)."""
     _printable_texts(fig)  # class names and paths come from files
+    buf = io.BytesIO()
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else None)
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else None)
     finally:
         plt.close(fig)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getbuffer())
     return path
 
 
