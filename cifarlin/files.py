@@ -158,21 +158,22 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def check_path(out: Path, field: str = "out") -> None:
+def check_path(out: Path, field: str = "out", what: str = "folder") -> None:
     """Refuse a path this system cannot use (too long, a name in it too long, a loop of links)
-    before anything is created there: a usage error naming ``field``."""
+    before anything is created there: a usage error naming ``field`` (a ``what``: folder, file)."""
     full = os.path.abspath(out)
     anchor = next((p for p in Path(full).parents if is_dir(p)), Path("/"))
     name_max, path_max = _limit(anchor, "PC_NAME_MAX", 255), _limit(anchor, "PC_PATH_MAX", 4096)
+    unusable = f"cannot be used as a {what} here"
     if len(os.fsencode(full)) >= path_max:
-        raise bad_value(field, str(out), f"cannot be used as a folder here (longer than {path_max} bytes)")
+        raise bad_value(field, str(out), f"{unusable} (longer than {path_max} bytes)")
     if any(len(os.fsencode(part)) > name_max for part in out.parts):
-        raise bad_value(field, str(out), f"cannot be used as a folder here (a name over {name_max} bytes)")
+        raise bad_value(field, str(out), f"{unusable} (a name over {name_max} bytes)")
     try:
         out.exists()
         out.resolve()
     except (OSError, RuntimeError) as e:
-        raise bad_value(field, str(out), f"cannot be used as a folder here ({_reason(e)})") from None
+        raise bad_value(field, str(out), f"{unusable} ({_reason(e)})") from None
 
 
 def is_dir(p: Path) -> bool:

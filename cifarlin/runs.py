@@ -90,6 +90,13 @@ class RunFiles:
 def run_files(target: Path) -> RunFiles:
     """The run behind ``target``: a run folder, or a model or checkpoint file."""
     target = Path(target).expanduser()
+    try:
+        os.stat(target)
+    except FileNotFoundError:
+        pass  # said below, with what to give instead
+    except (OSError, ValueError) as e:  # too long a name, no permission: is_dir() would raise it
+        why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e)
+        raise ModelFileError(f"{target}: cannot be read ({why})") from None
     if target.is_dir():
         found = next((target / f for f in (MODEL, CHECKPOINT) if (target / f).is_file()), None)
         folder = target
@@ -232,7 +239,8 @@ def folder_lock(out: Path) -> Iterator[None]:
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise RunError(f"{lock}: is a symbolic link, not cifarlin's lock file; remove it") from None
-        raise
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise WriteError(f"{out}: cannot write there ({why}); choose another folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

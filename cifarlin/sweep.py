@@ -185,6 +185,8 @@ def run_sweep(
     :mod:`cifarlin.drawer`). Returns every trial's result and the best
     trial (by the validation accuracy of the model it saved) with its test metrics.
     """
+    from cifarlin import runs
+
     notice = on_notice or (lambda m: None)
     report = on_trial or (lambda e, r: None)
     out = Path(out)
@@ -198,7 +200,7 @@ def run_sweep(
     results = [TrialResult(t, out / t.name) for t in trials]
     state = _Sweep(spec, out, abs_out, Path(os.path.abspath(data_folder)), results, notice, report, trial_fn)
     # a child started now imports matplotlib during the sweep
-    with FigureDrawer(background and figures) as drawer, _locked(out):
+    with FigureDrawer(background and figures) as drawer, runs.folder_lock(out):
         drawer.warm_up()
         state.read_previous()  # before sweep.h5 is rewritten
         state.box = state.stored_box() if spec.refine else None
@@ -265,24 +267,6 @@ def run_sweep(
         if figures and results:
             files.append(drawer.sweep(figure_args(spec, results, best), out / FIGURE_FILE))
     return SweepResult(spec, out, results, best, test, state.box, files, state.cluster)
-
-
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """The sweep folder's lock (:func:`cifarlin.runs.folder_lock`); a lock file that cannot be
-    created (a read-only or forbidden folder) is a :class:`WriteError` naming it."""
-    from cifarlin import runs
-
-    lock = runs.folder_lock(out)
-    try:
-        lock.__enter__()
-    except OSError as e:
-        raise WriteError(
-            f"{out / runs.LOCK}: cannot be created ({e.strerror or e}); choose another folder"
-        ) from None
-    with contextlib.ExitStack() as stack:
-        stack.push(lock)
-        yield
 
 
 def extract_features(

@@ -167,6 +167,9 @@ def features(
     if file is not None:
         raise ConfigError(f"features fit takes no FILE ({file}): write to --out FILE")
     path = out if out is not None else Path(f"kmeans{centroids}.h5")
+    from cifarlin.files import check_path
+
+    check_path(path, "out", "file")
     if path.exists() and not overwrite:
         raise RunError(f"{path} exists: pass --overwrite to replace it, or --out FILE for another")
     spec = SplitSpec(parse_batches(train_batches), _val_size(val_size))

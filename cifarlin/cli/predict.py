@@ -148,7 +148,7 @@ def export(
 
     kinds = [ex.target_kind(t) for t in to]  # every name checked before anything is read or written
     for t in to:
-        check_path(t, "to")
+        check_path(t, "to", "file")
     written: list[dict[str, Any]] = []
     snap_path, snap = None, None
     for target, kind in zip(to, kinds, strict=True):
