@@ -40,6 +40,20 @@ def isolated_env(tmp_path, monkeypatch):
     )
 
 
+# A `python -c` program: the cifarlin command, each training step 10 ms slower (so that a signal
+# sent by a test lands while it trains)
+SLOW_CLI = (
+    "import time, cifarlin.train as t\n"
+    "orig = t.model.step\n"
+    "def slow(*a):\n"
+    "    time.sleep(0.01)\n"
+    "    return orig(*a)\n"
+    "t.model.step = slow\n"
+    "from cifarlin.cli import main\n"
+    "main()\n"
+)
+
+
 def run_in_pty(argv: list[str], env: dict[str, str], timeout: float = 60) -> str:
     """What ``argv`` writes to a pseudo-terminal (its stdin, stdout and stderr), started without
     a fork of this process (pty.fork in a process with threads may deadlock the child)."""

@@ -534,16 +534,8 @@ def test_ctrl_c_saves_and_exits_130(tiny_py, tmp_path):
     """A real SIGINT to a real process: the checkpoint stays, the message says how to resume."""
     out = tmp_path / "run"
     env = {**os.environ, "CIFARLIN_DATA_DIR": str(tiny_py), "PYTHONUNBUFFERED": "1"}
-    code = (
-        "import time, cifarlin.train as t\n"
-        "orig = t.model.step\n"
-        "def slow(*a):\n"
-        "    time.sleep(0.01)\n"
-        "    return orig(*a)\n"
-        "t.model.step = slow\n"
-        "from cifarlin.cli import main\n"
-        "main()\n"
-    )
+    from conftest import SLOW_CLI as code
+
     p = subprocess.Popen(
         [
             sys.executable,

@@ -110,6 +110,16 @@ def _probe(root: Path, size: int) -> int | None:
 _pipes: list[int] = []  # read ends kept open: the helper process, which outlives a command, holds one
 
 
+def _streams_to(err: int, out: int) -> None:
+    """stderr to ``err`` and stdout to ``out`` (both closed here), Python's buffers flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(err, 2)
+    os.dup2(out, 1)
+    os.close(err)
+    os.close(out)
+
+
 def _run_cli(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
     """``cifarlin ARGV`` in this process: its exit code and what reached file descriptor 2."""
     from cifarlin.cli import main
@@ -119,12 +129,7 @@ def _run_cli(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
     r, w = os.pipe()  # a pipe, not a file: the size limit applies to files
     _pipes.append(r)
     err, out, null = os.dup(2), os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(w, 2)
-    os.dup2(null, 1)
-    os.close(w)
-    os.close(null)
+    _streams_to(w, null)
     got, done = bytearray(), threading.Event()
 
     def drain() -> None:  # while the command runs, then what it left in the pipe
@@ -145,12 +150,7 @@ def _run_cli(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(err, 2)
-        os.dup2(out, 1)
-        os.close(err)
-        os.close(out)
+        _streams_to(err, out)
         done.set()
         reader.join()
         for k, v in saved.items():
