@@ -166,3 +166,156 @@ def min_gap(scores: np.ndarray, ranks: int = 2) -> np.ndarray:
     """Per row, the smallest gap between consecutive scores among the ``ranks`` largest."""
     top = -np.sort(-scores, axis=1)[:, :ranks]
     return (top[:, :-1] - top[:, 1:]).min(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cost and its gradients, against the loop oracles (tests/oracles.py)
+# ---------------------------------------------------------------------------------------------
+#
+# Each bound below covers *one* computation, cifarlin's vectorised one or the oracle's loop:
+# the two differ by at most twice it. First order in u throughout (the neglected terms are
+# u times smaller). K is the number of classes, N of samples.
+
+
+def _row_max(E: np.ndarray) -> np.ndarray:
+    return E.max(axis=1)
+
+
+def loss_change(loss: str, S: np.ndarray, y: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Bound (N,) on how much each sample's loss moves when its scores (N, K) move by at most
+    e (N,): ce  log-sum-exp and s_y each by e;  svm  each of the K - 1 margins s_j - s_y by 2e
+    (max(0, .) is 1-Lipschitz);  bce  (1/K) sum |sigmoid(s_k) - y_k| e <= e;  mse and l2svm
+    sum_k 2 r_k e + e^2, r_k the residual (s_k - y_k) or the violated margin max(0, 1 - t_k s_k)."""
+    k = S.shape[1]
+    if loss == "ce":
+        return 2 * e
+    if loss == "svm":
+        return 2 * (k - 1) * e
+    if loss == "bce":
+        return e
+    R = _residuals(loss, S, y)
+    return 2 * R.sum(axis=1) * e + k * e * e
+
+
+def _residuals(loss: str, S: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|s - y| (mse) or max(0, 1 - t s) (l2svm), (N, K)."""
+    T = np.where(np.arange(S.shape[1]) == np.asarray(y)[:, None], 1.0, -1.0)
+    if loss == "mse":
+        return np.abs(S - (T + 1) / 2)
+    return np.maximum(1 - T * S, 0)
+
+
+def loss_rounding(loss: str, S: np.ndarray, y: np.ndarray, u: float, literal: bool = True) -> np.ndarray:
+    """Bound (N,) on the rounding of evaluating each sample's loss from its scores, by
+    cifarlin.losses or (``literal``) by the oracles' literal formulas too (the larger of the
+    two), c = ELEMENTARY_ULPS:
+
+    ce     m + log(sum exp(s - m)) - s_y, or -log(e_y / sum e): K - 1 additions, K exps, a log,
+           a division and two subtractions, whose operands are at most M = max|s| + |l| + 1:
+           (K + 3c + 4) u M.
+    svm    each margin s_j - s_y + 1 (two roundings of at most |s_j| + |s_y| + 1) and their
+           sum: u sum_j 2 (|s_j| + |s_y| + 1) + gamma_{K-1} l.
+    bce    softplus and its sum: (2c + K + 2)(max|s| + 1) u, plus u l; the literal
+           log(1 - sigmoid(s)) loses a relative u e^s to the subtraction: (2c + 3)(1 + e^{max s}) u.
+    mse, l2svm  a subtraction, a square (3 roundings of r^2) and a K-term sum: (K + 2) u l.
+    """
+    k = S.shape[1]
+    c = ELEMENTARY_ULPS
+    from cifarlin.losses import LOSSES
+
+    l = np.abs(LOSSES[loss].losses(S, y))  # noqa: E741 - the loss, as the docstring names it
+    big = np.abs(S).max(axis=1)
+    if loss == "ce":
+        return (k + 3 * c + 4) * u * (big + l + 1)
+    if loss == "svm":
+        sy = np.abs(S[np.arange(len(y)), y])
+        return u * 2 * (np.abs(S).sum(axis=1) + k * (sy + 1)) + gamma(k - 1, u) * l
+    if loss == "bce":
+        lit = (2 * c + 3) * (1 + np.exp(S.max(axis=1))) if literal else 0
+        return u * ((2 * c + k + 2) * (big + 1) + lit + l)
+    return (k + 2) * u * l
+
+
+def cost_rounding(loss: str, W, b, X, y, lam: float, u: float) -> float:
+    """Bound on |computed J - J| for J = mean_n l(x_n W^T + b, y_n) + lam |W|^2 computed with unit
+    roundoff u by cifarlin.model.cost or by the oracles' loops: the scores' products
+    (:func:`product_error`) moving each loss (:func:`loss_change`), each loss's evaluation
+    (:func:`loss_rounding`), the mean over N samples (a running total of up to N K terms in the
+    loops: gamma_{NK} + u of the mean |l|), the penalty (a sum of K d squares: sum_error + 2u of
+    lam |W|^2), and the final addition (u of the cost)."""
+    from cifarlin.losses import LOSSES
+
+    W, b, X = (np.asarray(a, np.float64) for a in (W, b, X))
+    S = X @ W.T + b
+    e = _row_max(product_error(X, W.T, u, b))
+    l = np.abs(LOSSES[loss].losses(S, y))  # noqa: E741
+    n, k = S.shape
+    per_sample = (loss_change(loss, S, y, e) + loss_rounding(loss, S, y, u)).mean()
+    pen = lam * float((W * W).sum())
+    mean = per_sample + (gamma(n * k, u) + u) * l.mean()
+    return float(mean + (sum_error(W.size, u) + 2 * u) * pen + u * (l.mean() + pen))
+
+
+def score_gradient_error(loss: str, S: np.ndarray, y: np.ndarray, e: np.ndarray, u: float) -> np.ndarray:
+    """Bound (N, K) on the error of dl/dS computed from scores within e (N,) of S, by
+    cifarlin.losses or the oracles, its rounding included (and the division by N's):
+
+    ce     softmax's factor exp(+-2e) and its rounding (:func:`softmax_rounding`) of p
+    bce    sigmoid's factor exp(+-e) and its (c + 3) u, of sigma / K
+    mse, l2svm  2e: the residual moves by e, the gradient is twice it
+    svm    0, but where a margin s_j - s_y + 1 lies within 2e (plus its rounding) of 0: there
+           the indicator may flip, by 1 (and the true class's count with it)
+    and 3 u |G| for the subtraction of the target, the division by K or N."""
+    from cifarlin.losses import LOSSES, sigmoid
+
+    G = np.abs(LOSSES[loss].grad(np.array(S, np.float64), y))
+    k = S.shape[1]
+    e = e[:, None]
+    rows = np.arange(len(y))
+    if loss == "ce":
+        P = np.exp(S - S.max(axis=1, keepdims=True))
+        P /= P.sum(axis=1, keepdims=True)
+        D = P * (np.expm1(2 * e) + softmax_rounding(S, u))
+    elif loss == "bce":
+        D = sigmoid(S) * (np.expm1(e) + (ELEMENTARY_ULPS + 3) * u) / k
+    elif loss in ("mse", "l2svm"):
+        D = 2 * e * np.ones_like(S)
+    else:
+        sy = S[rows, y][:, None]
+        near = np.abs(S - sy + 1) <= 2 * e + 4 * u * (np.abs(S) + np.abs(sy) + 1)
+        near[rows, y] = False
+        D = near.astype(np.float64)
+        D[rows, y] = near.sum(axis=1)
+    return D + 3 * u * G
+
+
+def gradient_error(loss: str, W, b, X, y, lam: float, u: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds (K, d) and (K,) on the error of dJ/dW = G^T X / N + 2 lam W and dJ/db = sum_n G_n / N
+    computed with unit roundoff u by cifarlin.model.gradients or an oracle's loop over samples:
+    the score gradient's own error (:func:`score_gradient_error`) through |X|, the N-term sums
+    (sum_error(N) of |G|^T |X|), and the roundings of the division by N and of adding 2 lam W."""
+    from cifarlin.losses import LOSSES
+
+    W, b, X = (np.asarray(a, np.float64) for a in (W, b, X))
+    n = len(X)
+    S = X @ W.T + b
+    e = _row_max(product_error(X, W.T, u, b))
+    G = np.abs(LOSSES[loss].grad(S.copy(), y))  # (N, K)
+    D = score_gradient_error(loss, S, y, e, u)
+    s = sum_error(n, u)
+    GX = G.T @ np.abs(X) / n  # (K, d) the magnitude of G^T X / N
+    pen = 2 * lam * np.abs(W)  # (K, d)
+    dW = (D.T @ np.abs(X)) / n + (s + u) * GX + u * (GX + pen) + 2 * u * pen
+    db = D.sum(axis=0) / n + (s + u) * G.sum(axis=0) / n
+    return dW, db
+
+
+def complex_step_error(loss: str, W, b, X, y, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds (K, d), (K,) on the rounding of complex-step gradients Im J(theta + i h) / h in
+    float64 (cifarlin.numgrad or the oracles' complex loop). With h ~ 1e-20 the imaginary parts
+    are the forward-mode derivative of J, operation by operation: a complex product's imaginary
+    part a b' + a' b rounds like the product rule's two terms; exp, log and a complex division
+    each round theirs by at most (2c + 6) u (the real function's c ulps twice, the cos and sin
+    or atan2 with it, and Smith's division's few products). So they carry the errors of the
+    analytic gradient's sums (:func:`gradient_error`) with u scaled by 2c + 6."""
+    return gradient_error(loss, W, b, X, y, lam, (2 * ELEMENTARY_ULPS + 6) * U64)
