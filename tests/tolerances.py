@@ -236,9 +236,10 @@ def loss_rounding(loss: str, S: np.ndarray, y: np.ndarray, u: float, literal: bo
     return (k + 2) * u * l
 
 
-def cost_rounding(loss: str, W, b, X, y, lam: float, u: float) -> float:
+def cost_rounding(loss: str, W, b, X, y, lam: float, u: float, products: float | None = None) -> float:
     """Bound on |computed J - J| for J = mean_n l(x_n W^T + b, y_n) + lam |W|^2 computed with unit
-    roundoff u by cifarlin.model.cost or by the oracles' loops: the scores' products
+    roundoff u by cifarlin.model.cost or by the oracles' loops (a float32 model's scores are
+    float32 products, ``products`` = U32, and the rest float64): the scores' products
     (:func:`product_error`) moving each loss (:func:`loss_change`), each loss's evaluation
     (:func:`loss_rounding`), the mean over N samples (a running total of up to N K terms in the
     loops: gamma_{NK} + u of the mean |l|), the penalty (a sum of K d squares: sum_error + 2u of
@@ -247,7 +248,7 @@ def cost_rounding(loss: str, W, b, X, y, lam: float, u: float) -> float:
 
     W, b, X = (np.asarray(a, np.float64) for a in (W, b, X))
     S = X @ W.T + b
-    e = _row_max(product_error(X, W.T, u, b))
+    e = _row_max(product_error(X, W.T, products or u, b))
     l = np.abs(LOSSES[loss].losses(S, y))  # noqa: E741
     n, k = S.shape
     per_sample = (loss_change(loss, S, y, e) + loss_rounding(loss, S, y, u)).mean()
