@@ -320,3 +320,45 @@ def complex_step_error(loss: str, W, b, X, y, lam: float) -> tuple[np.ndarray, n
     or atan2 with it, and Smith's division's few products). So they carry the errors of the
     analytic gradient's sums (:func:`gradient_error`) with u scaled by 2c + 6."""
     return gradient_error(loss, W, b, X, y, lam, (2 * ELEMENTARY_ULPS + 6) * U64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The ridge solution
+# ---------------------------------------------------------------------------------------------
+
+
+def ridge_error(
+    Z: np.ndarray, Y: np.ndarray, lam: float, W: np.ndarray, u: float = U64
+) -> tuple[float, float]:
+    """(eW, eJ): first-order bounds on how far a computed ridge solution W (K, d) of inputs Z
+    (n, d) and one-hot targets Y (n, K) lies from the exact W* = argmin |Z W^T + b - Y|^2 / n +
+    lam |W|^2 (eW, for every entry: a 2-norm bound), and its objective from the exact minimum (eJ).
+
+    Any backward-stable method (cifarlin.ridge's eigendecomposition of A = Zc^T Zc / n, lstsq's
+    SVD of the stacked system) returns the exact solution of (A + dA + lam I) W^T = B + dB,
+    B = Zc^T Yc / n (Zc, Yc centred), with
+        |dA| <= 2 (n + d) u (| |Zc|^T |Zc| | / n + lam),  |dB| <= 2 (n + d) u | |Zc|^T |Yc| | / n:
+    the sums over n rows, and the factorisation's backward error p(d) u |A| (LAPACK's "modestly
+    growing" p(d) taken as d), twice for lstsq's squared system. Applying the factors (products
+    with d orthonormal columns) adds 2 sum_error(d) d |(A + lam I)^+| |B| to W. Then
+        eW = |(A + lam I)^+| (|dA| |W| + |dB|) + that,
+    with the pseudo-inverse (the minimum-norm solution where lam = 0 leaves A singular), and,
+    the objective being stationary in W at the optimum (its derivatives in A and B are W^T W
+    and -2 W), eJ = |dA| |W|_F^2 + 2 |dB| |W|_F, plus the evaluation's cancellation
+    (sum_error(d) + 2u of the target term |Yc|^2 / n).
+    """
+    n, d = Z.shape
+    Zc, Yc = np.abs(Z - Z.mean(axis=0)), np.abs(Y - Y.mean(axis=0))
+    c = 2 * (n + d) * u
+    dA = c * (np.linalg.norm(Zc.T @ Zc / n, 2) + lam)
+    dB = c * np.linalg.norm(Zc.T @ Yc / n, 2)
+    Zs = Z - Z.mean(axis=0)
+    e = np.linalg.eigvalsh(Zs.T @ Zs / n) + lam
+    inv = 1 / e[e > e.max() * d * np.finfo(np.float64).eps].min()
+    nW = np.linalg.norm(W, 2)
+    eW = inv * (dA * nW + dB) + 2 * sum_error(d, u) * d * inv * np.linalg.norm(
+        (Zs.T @ (Y - Y.mean(axis=0))) / n, 2
+    )
+    fW = np.linalg.norm(W)
+    eJ = dA * fW**2 + 2 * dB * fW + (sum_error(d, u) + 2 * u) * float((Yc * Yc).sum() / n)
+    return float(eW), float(eJ)
