@@ -9,27 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
-from tolerances import U32, U64, assert_within, normalised_error, sum_error
+from tolerances import U32, U64, assert_within, normalised_error, pixel_statistics_error
 
 from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle, write_python_dataset
 from cifarlin import config, data
 from cifarlin.errors import CifarlinError, ConfigError, DataError, DataNotFoundError
-
-
-def statistics_error(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds (d,) on |Normalizer.fit's mean - x.mean(0)| and on its std against x.std(0), for
-    x = pixels / 255 (n, d) float64. fit divides exact integer sums: one rounding for the mean,
-    three for the std (a division, the square root's half and its own). NumPy's x is rounded once
-    per entry; its mean sums n of them (sum_error(n)) and divides (u); its variance sums n squares
-    of x - mean (sum_error(n), and 2 u of each square for the subtraction and the product), whose
-    first-order change in the mean cancels (the deviations sum to 0), while x's own rounding
-    moves it by 2 u mean(|x - mean| |x|) and the division by u; the square root halves that, + u."""
-    n = len(x)
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    rel_mean = (sum_error(n, U64) + 3 * U64) * np.abs(x).mean(axis=0)
-    d = x - mean
-    dvar = (sum_error(n, U64) + 3 * U64) * std**2 + 2 * U64 * (np.abs(d) * np.abs(x)).mean(axis=0)
-    return rel_mean, dvar / (2 * np.where(std > 0, std, 1.0)) + 3 * U64 * std
 
 
 def test_test_writer_matches_real_pickle(tiny_py):
@@ -242,7 +226,7 @@ def test_prepare_default_split(tiny_py):
     assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in p.X.values())
     assert np.array_equal(p.y["val"], raw2.labels)
     x = raw1.images.astype(np.float64) / 255
-    mean_error, std_error = statistics_error(x)
+    mean_error, std_error = pixel_statistics_error(x)
     assert_within(p.normalizer.mean, x.mean(axis=0), mean_error, "mean")
     assert_within(p.normalizer.std, x.std(axis=0), std_error, "std")
     # float32 inputs: normalised_error; this float64 reference's own rounding of x, its mean and
@@ -262,7 +246,7 @@ def test_prepare_several_batches_with_holdout(tiny_py):
     assert p.X["train"].shape == (120, 3072) and p.X["val"].shape == (30, 3072)
     assert np.array_equal(p.y["val"], ally[120:])
     x = allx[:120].astype(np.float64) / 255
-    assert_within(p.normalizer.mean, x.mean(axis=0), statistics_error(x)[0], "mean")
+    assert_within(p.normalizer.mean, x.mean(axis=0), pixel_statistics_error(x)[0], "mean")
     # the validation rows use the training statistics, exactly as any other split
     assert np.array_equal(p.X["val"], p.normalizer.apply(allx[120:]))
     split, _ = data.load_split(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), 30), "val")
@@ -343,7 +327,7 @@ def test_normalizer_sums_exactly_in_narrow_types(monkeypatch):
     whole = data.Normalizer.fit([images])
     monkeypatch.setattr(data, "EXACT_ROWS", 300)  # more than a block of 256 rows, less than two
     folded = data.Normalizer.fit([images[:250], images[250:251], images[251:]])
-    mean_error, std_error = statistics_error(x)
+    mean_error, std_error = pixel_statistics_error(x)
     for n in (whole, folded):
         assert_within(n.mean, want_mean, mean_error, "mean")
         assert_within(n.std[5:], want_std[5:], std_error[5:], "std")

@@ -100,6 +100,22 @@ def normalised_error(x: np.ndarray, offset: np.ndarray, u: float) -> np.ndarray:
     return g * np.abs(x) + (u + U64) * (1 + g) * np.abs(offset)
 
 
+def pixel_statistics_error(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds (d,) on |Normalizer.fit's mean - x.mean(0)| and on its std against x.std(0), for
+    x = pixels / 255 (n, d) float64. fit divides exact integer sums: one rounding for the mean,
+    three for the std (a division, the square root's half and its own). NumPy's x is rounded once
+    per entry; its mean sums n of them (sum_error(n)) and divides (u); its variance sums n squares
+    of x - mean (sum_error(n), and 2 u of each square for the subtraction and the product), whose
+    first-order change in the mean cancels (the deviations sum to 0), while x's own rounding
+    moves it by 2 u mean(|x - mean| |x|) and the division by u; the square root halves that, + u."""
+    n = len(x)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    rel_mean = (sum_error(n, U64) + 3 * U64) * np.abs(x).mean(axis=0)
+    d = x - mean
+    dvar = (sum_error(n, U64) + 3 * U64) * std**2 + 2 * U64 * (np.abs(d) * np.abs(x)).mean(axis=0)
+    return rel_mean, dvar / (2 * np.where(std > 0, std, 1.0)) + 3 * U64 * std
+
+
 def softmax_rounding(S: np.ndarray, u: float = U64) -> np.ndarray:
     """Relative error one float evaluation of softmax(S) adds to each probability, S (N, K), to
     first order:
