@@ -51,7 +51,7 @@ import numpy as np
 U32 = 2.0**-24  # unit roundoff of float32
 U64 = 2.0**-53  # unit roundoff of float64
 LAMBDA = 6.0  # standard deviations of the probabilistic bound: 2 exp(-18) = 3e-8 per number
-# exp and log: within 4 ulp (glibc's are within 1; NumPy's SIMD float64 versions within 4)
+# exp and log: assumed within 4 ulp (glibc's are within 1 ulp; NumPy's SIMD versions within a few)
 ELEMENTARY_ULPS = 4
 
 
@@ -110,10 +110,10 @@ def pixel_statistics_error(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     moves it by 2 u mean(|x - mean| |x|) and the division by u; the square root halves that, + u."""
     n = len(x)
     mean, std = x.mean(axis=0), x.std(axis=0)
-    rel_mean = (sum_error(n, U64) + 3 * U64) * np.abs(x).mean(axis=0)
+    mean_error = (sum_error(n, U64) + 3 * U64) * np.abs(x).mean(axis=0)
     d = x - mean
     dvar = (sum_error(n, U64) + 3 * U64) * std**2 + 2 * U64 * (np.abs(d) * np.abs(x)).mean(axis=0)
-    return rel_mean, dvar / (2 * np.where(std > 0, std, 1.0)) + 3 * U64 * std
+    return mean_error, dvar / (2 * np.where(std > 0, std, 1.0)) + 3 * U64 * std
 
 
 def softmax_rounding(S: np.ndarray, u: float = U64) -> np.ndarray:
@@ -199,16 +199,26 @@ def _row_max(E: np.ndarray) -> np.ndarray:
 
 def loss_change(loss: str, S: np.ndarray, y: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Bound (N,) on how much each sample's loss moves when its scores (N, K) move by at most
-    e (N,): ce  log-sum-exp and s_y each by e;  svm  each of the K - 1 margins s_j - s_y by 2e
-    (max(0, .) is 1-Lipschitz);  bce  (1/K) sum |sigmoid(s_k) - y_k| e <= e;  mse and l2svm
-    sum_k 2 r_k e + e^2, r_k the residual (s_k - y_k) or the violated margin max(0, 1 - t_k s_k)."""
+    e (N,), by the mean value theorem: e times the largest sum_k |dl/ds_k| between the two points.
+
+    ce     dl/ds = p - y: sum |p_k - y_k| = 2 (1 - p_y) = 2 sum_{k != y} p_k, and each p_k grows by
+           at most exp(2e) on the way: 2 e exp(2e) sum_{k != y} p_k (small where the model is sure)
+    bce    (1/K) sum_k |sigmoid(s_k) - y_k|, each within exp(e): (e / K) exp(e) sum_k sigmoid(-t_k s_k)
+    svm    each of the K - 1 margins s_j - s_y moves by 2e, and max(0, .) is 1-Lipschitz
+    mse, l2svm  sum_k 2 r_k e + e^2, r_k the residual |s_k - y_k| or the violated margin
+           max(0, 1 - t_k s_k) (t_k = +1 for the true class, -1 for the others)."""
     k = S.shape[1]
+    T = np.where(np.arange(k) == np.asarray(y)[:, None], 1.0, -1.0)
     if loss == "ce":
-        return 2 * e
+        P = np.exp(S - S.max(axis=1, keepdims=True))
+        P /= P.sum(axis=1, keepdims=True)
+        return 2 * e * np.exp(2 * e) * np.where(T < 0, P, 0).sum(axis=1)
+    if loss == "bce":
+        from cifarlin.losses import sigmoid
+
+        return e * np.exp(e) * sigmoid(-T * S).sum(axis=1) / k
     if loss == "svm":
         return 2 * (k - 1) * e
-    if loss == "bce":
-        return e
     R = _residuals(loss, S, y)
     return 2 * R.sum(axis=1) * e + k * e * e
 
