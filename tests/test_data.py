@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tolerances import U32, U64, assert_within, normalised_error, pixel_statistics_error
 
 from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle, write_python_dataset
 from cifarlin import config, data
@@ -225,9 +226,15 @@ def test_prepare_default_split(tiny_py):
     assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in p.X.values())
     assert np.array_equal(p.y["val"], raw2.labels)
     x = raw1.images.astype(np.float64) / 255
-    np.testing.assert_allclose(p.normalizer.mean, x.mean(axis=0), rtol=1e-13)
-    np.testing.assert_allclose(p.normalizer.std, x.std(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(p.X["train"], (x - x.mean(0)) / x.std(0), atol=2e-6)
+    mean_error, std_error = pixel_statistics_error(x)
+    assert_within(p.normalizer.mean, x.mean(axis=0), mean_error, "mean")
+    assert_within(p.normalizer.std, x.std(axis=0), std_error, "std")
+    # float32 inputs: normalised_error; this float64 reference's own rounding of x, its mean and
+    # std (the statistics' errors over std, and |z| times std's relative error), and its two steps
+    z = (x - x.mean(0)) / x.std(0)
+    offset = x.mean(0) / x.std(0)
+    ref = (mean_error + np.abs(z) * std_error) / x.std(0) + normalised_error(z, offset, U64)
+    assert_within(p.X["train"], z, normalised_error(z, offset, U32) + ref, "normalised")
     assert set(p.checksums) == {"data_batch_1", "data_batch_2", "test_batch"}
 
 
@@ -239,7 +246,7 @@ def test_prepare_several_batches_with_holdout(tiny_py):
     assert p.X["train"].shape == (120, 3072) and p.X["val"].shape == (30, 3072)
     assert np.array_equal(p.y["val"], ally[120:])
     x = allx[:120].astype(np.float64) / 255
-    np.testing.assert_allclose(p.normalizer.mean, x.mean(axis=0), rtol=1e-13)
+    assert_within(p.normalizer.mean, x.mean(axis=0), pixel_statistics_error(x)[0], "mean")
     # the validation rows use the training statistics, exactly as any other split
     assert np.array_equal(p.X["val"], p.normalizer.apply(allx[120:]))
     split, _ = data.load_split(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), 30), "val")
@@ -320,9 +327,10 @@ def test_normalizer_sums_exactly_in_narrow_types(monkeypatch):
     whole = data.Normalizer.fit([images])
     monkeypatch.setattr(data, "EXACT_ROWS", 300)  # more than a block of 256 rows, less than two
     folded = data.Normalizer.fit([images[:250], images[250:251], images[251:]])
+    mean_error, std_error = pixel_statistics_error(x)
     for n in (whole, folded):
-        np.testing.assert_allclose(n.mean, want_mean, rtol=1e-14)
-        np.testing.assert_allclose(n.std[5:], want_std[5:], rtol=1e-12)
+        assert_within(n.mean, want_mean, mean_error, "mean")
+        assert_within(n.std[5:], want_std[5:], std_error[5:], "std")
         assert (n.std[:5] == 1.0).all()  # a constant input: only centred
     assert np.array_equal(whole.mean, folded.mean) and np.array_equal(whole.std, folded.std)
 

@@ -8,6 +8,18 @@ import json
 import h5py
 import numpy as np
 import pytest
+from tolerances import (
+    U32,
+    U64,
+    assert_within,
+    gamma,
+    gamma_tilde,
+    min_gap,
+    normalised_error,
+    outside,
+    product_error,
+    sum_error,
+)
 
 from cifarlin import features, h5safe
 from cifarlin.errors import ConfigError, ModelFileError
@@ -30,8 +42,9 @@ def fmap(images) -> features.FeatureMap:
     return features.fit(images, 12, seed=0, n_patches=3000, iterations=4)
 
 
-def naive(fmap: features.FeatureMap, image: np.ndarray) -> np.ndarray:
-    """The paper's features of one image, one patch position at a time, in float64."""
+def naive(fmap: features.FeatureMap, image: np.ndarray, split: int = 14) -> np.ndarray:
+    """The paper's features of one image, one patch position at a time, in float64 (``split``:
+    where the quadrants meet; 13 is the bug the tests must see)."""
     x = image.reshape(3, 32, 32).astype(np.float64)
     p, P = fmap.patch, fmap.positions
     out = np.zeros((2, 2, fmap.k))
@@ -41,8 +54,87 @@ def naive(fmap: features.FeatureMap, image: np.ndarray) -> np.ndarray:
             v = (v - v.mean()) / np.sqrt(v.var(ddof=1) + fmap.norm_eps)
             w = (v - fmap.zca_mean) @ fmap.zca
             z = np.sqrt(((w - fmap.centroids.astype(np.float64)) ** 2).sum(axis=1))
-            out[int(r >= 14), int(c >= 14)] += np.maximum(z.mean() - z, 0.0)
+            out[int(r >= split), int(c >= split)] += np.maximum(z.mean() - z, 0.0)
     return out.ravel()
+
+
+def extraction_error(fmap: features.FeatureMap, image: np.ndarray, u: float, products_only: bool = False):
+    """Bound (4k,) on how far one image's features computed with unit roundoff ``u`` can be from
+    the exact ones, to first order, following features.extract_block over the exact (float64)
+    values of every patch position (n = 3p^2 values, k centroids, g = gamma~_n, the probabilistic
+    bound of an n-term sum):
+
+    normalise  the mean, a sum (g) and a division (u) of mean|v|; v - mean, u |v - mean|; the
+               variance, a sum of n squares (g var) plus the errors of v - mean, then a division
+               (u var); sqrt(var + eps), half of its relative error, + u; the division, u.
+    whiten     the product by zca (g |v| @ |zca|; zca rounded to float32, u), minus the shift
+               (u |shift|, u |w|).
+    distances  |w|^2 (g) and the (n + 2)-term product with [-2 c, 1, |c|^2] give |w - c|^2 within
+               e2 = (g + g_{n+2} + u)(|w| + |c|)^2 (|c|^2 rounded: the u); the square root turns
+               that into e2 / |w - c|, or sqrt(e2) where |w - c| < sqrt(e2), and the whitening's
+               error into at most its length (the triangle inequality); + u.
+    triangle   the mean over the k distances (their largest error, + gamma_k + u of the mean),
+               max(0, mean - z): 1-Lipschitz, + u; 0 where mean - z stays below 0.
+    quadrants  the positions' errors summed, and the quadrant sum's own (g_positions of it).
+
+    The roundings behind the g terms are independent and of either sign: the sum of their effects
+    over a quadrant's positions adds in quadrature (Hoeffding's inequality over all of them, the
+    bound of tolerances.sum_error), the other terms add up. ``products_only``: only what follows
+    the whitening product, which is all another block of images can change (the normalisation
+    works row by row, bit for bit the same)."""
+    x = image.reshape(3, 32, 32).astype(np.float64)
+    p, P = fmap.patch, fmap.positions
+    win = np.lib.stride_tricks.sliding_window_view(x, (p, p), axis=(1, 2))  # (3, P, P, p, p)
+    V = win.transpose(1, 2, 0, 3, 4).reshape(P * P, -1)  # (P^2, n), rows as naive() reads them
+    n, k = V.shape[1], fmap.k
+    g = gamma_tilde(n, u)
+    d = V - V.mean(axis=1, keepdims=True)
+    var = (d * d).sum(axis=1, keepdims=True) / (n - 1)
+    s2 = var + fmap.norm_eps
+    vt = d / np.sqrt(s2)
+    Z = fmap.zca
+    shift = fmap.zca_mean @ Z
+    w = vt @ Z - shift  # (P^2, n) whitened
+    mag = np.abs(vt) @ np.abs(Z)
+    C = fmap.centroids.astype(np.float64)
+    D = np.sqrt(((w[:, None, :] - C[None]) ** 2).sum(axis=2))  # (P^2, k) distances
+    size = (np.sqrt((w * w).sum(axis=1))[:, None] + np.sqrt((C * C).sum(axis=1))[None]) ** 2
+    e2 = (g + gamma_tilde(n + 2, u) + u) * size
+    far = np.sqrt(e2) <= D  # where the square root is smooth enough for e2 / |w - c|
+    mu = D.mean(axis=1, keepdims=True)
+    on = 0.0 if products_only else 1.0  # the terms of the steps before the whitening product
+
+    def through(dd, dvar, rel, dw, de2, root, dz, dmu, df):
+        """Errors at each stage -> each position's features (P^2, k), linearly."""
+        dvar = dvar + 2 * (np.abs(d) * dd).sum(axis=1, keepdims=True) / (n - 1)
+        dvt = dd / np.sqrt(s2) + np.abs(vt) * (dvar / (2 * s2) + rel)
+        dw = dw + dvt @ np.abs(Z)
+        dz = dz + np.sqrt((dw * dw).sum(axis=1))[:, None] + root + np.divide(de2, D, where=far, out=0 * D)
+        return dmu + dz.max(axis=1, keepdims=True) + dz + df
+
+    mean_v = np.abs(V).mean(axis=1, keepdims=True)
+    rand = through(on * g * mean_v, on * g * var, 0, g * mag, (g + gamma_tilde(n + 2, u)) * size, 0, 0, 0, 0)
+    det = through(
+        on * u * (np.abs(d) + mean_v),
+        on * u * var,
+        on * (u / 2 + 2 * u),
+        on * u * (mag + np.abs(shift)) + u * np.abs(w),
+        u * size,
+        np.where(far, 0, np.sqrt(e2)),
+        u * D,
+        (gamma(k, u) + u) * mu,
+        u * np.abs(mu - D),
+    )
+    dead = mu - D + rand + det < 0  # the triangle stays at 0 however the errors fall
+    f, rand, det = (np.where(dead, 0, a).reshape(P, P, k) for a in (np.maximum(mu - D, 0), rand, det))
+    h = (P + 1) // 2
+    out = []
+    for rows in (slice(0, h), slice(h, P)):
+        for cols in (slice(0, h), slice(h, P)):
+            m = len(range(P)[rows]) * len(range(P)[cols])
+            q = (f[rows, cols].sum(axis=(0, 1)), rand[rows, cols], det[rows, cols])
+            out.append(q[2].sum(axis=(0, 1)) + np.sqrt((q[1] ** 2).sum(axis=(0, 1))) + sum_error(m, u) * q[0])
+    return np.concatenate(out)
 
 
 def test_extraction_equals_a_naive_loop(images, fmap):
@@ -53,8 +145,10 @@ def test_extraction_equals_a_naive_loop(images, fmap):
     assert F.shape == (3, 48) and F.dtype == np.float32
     for i in (0, 2):
         want = naive(fmap, images[i])
-        np.testing.assert_allclose(F[i], want, rtol=0, atol=2e-5 * np.abs(want).max())
+        bound = extraction_error(fmap, images[i], U32) + extraction_error(fmap, images[i], U64)
+        assert_within(F[i], want, bound, f"image {i}")
         assert (F[i] >= 0).all() and (F[i] > 0).any()
+        assert outside(naive(fmap, images[i], split=13), want, bound)  # quadrants split 13 + 14
 
 
 def test_extraction_does_not_depend_on_blocks_or_threads(images, fmap):
@@ -62,15 +156,24 @@ def test_extraction_does_not_depend_on_blocks_or_threads(images, fmap):
     other: any worker count gives the same bits; another chunking the same values to float32
     rounding (BLAS picks its kernels by matrix size)."""
     ref = features.extract(fmap, images, chunk=40, workers=1)
+    # another chunk changes only the two products' summation order (each within
+    # products_only of the exact products): twice that apart
+    bound = 2 * np.array([extraction_error(fmap, im, U32, products_only=True) for im in images])
     for chunk in (1, 3, 7):
         one = features.extract(fmap, images, chunk=chunk, workers=1)
-        np.testing.assert_allclose(one, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        assert_within(one, ref, bound, f"chunk {chunk}")
         for workers in (2, 3):
             assert np.array_equal(features.extract(fmap, images, chunk=chunk, workers=workers), one)
+    assert outside(np.roll(ref, 1, axis=0), ref, bound)  # one image's features in another's row
     out = np.zeros_like(ref)
     calls = []
     features.extract(fmap, images, chunk=16, out=out, on_rows=lambda done, n: calls.append((done, n)))
-    assert np.array_equal(out, ref) and calls == [(16, 40), (32, 40), (40, 40)]
+    # the same chunks, so the same products: the same bits as returning them
+    assert np.array_equal(out, features.extract(fmap, images, chunk=16)) and calls == [
+        (16, 40),
+        (32, 40),
+        (40, 40),
+    ]
 
 
 def test_fit_is_deterministic_and_seeded(images, fmap):
@@ -94,7 +197,11 @@ def test_whitening_decorrelates_the_patches(images):
     e = np.linalg.eigvalsh(np.cov(w, rowvar=False))
     np.testing.assert_allclose(e[1:], 1.0, atol=1e-2)
     assert e[0] < 1e-2
-    np.testing.assert_allclose(zca, zca.T, atol=1e-6 * np.abs(zca).max())
+    # zca = (V / sqrt(e + eps)) @ V^T: entries (i, j) and (j, i) are two sums of d products in
+    # float64, in any order, each within sum_error(d) + u (the scaling) of |V| |S| |V|^T
+    s, V = np.linalg.eigh(zca)  # V and S of the zca itself: their magnitudes are all we need
+    bound = 2 * (sum_error(len(zca), U64) + U64) * ((np.abs(V) * np.abs(s)) @ np.abs(V).T)
+    assert_within(zca, zca.T, bound, "zca against its transpose")
 
 
 def test_kmeans_step_equals_lloyds_update():
@@ -104,9 +211,19 @@ def test_kmeans_step_equals_lloyds_update():
     v = rng.normal(size=(40_000, 3)).astype(np.float32)  # three blocks of 16384
     c0 = v[np.sort(np.random.default_rng(0).choice(len(v), 5, replace=False))].astype(np.float64)
     nearest = ((v[:, None, :] - c0[None]) ** 2).sum(axis=2).argmin(axis=1)
-    want = np.array([v[nearest == j].mean(axis=0) for j in range(5)])
+    # kmeans assigns by the float32 product [v, 1] @ [c; -|c|^2 / 2] (|c|^2 / 2 rounded to float32):
+    # no row may lie within that rounding of a tie between two centroids
+    half = 0.5 * (c0 * c0).sum(axis=1)
+    score = v @ c0.T - half  # (m, 5) float64
+    E = product_error(v, c0.T, U32, half) + U32 * half
+    assert (min_gap(score) > 2 * E.max(axis=1)).all()
+    assert (score.argmax(axis=1) == nearest).all()
+    groups = [v[nearest == j].astype(np.float64) for j in range(5)]
+    want = np.array([g.mean(axis=0) for g in groups])
     got = features.kmeans(v, 5, 1, np.random.default_rng(0))
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    # both sum in float64 (sum_error + u for the division, each), then kmeans rounds to float32
+    sums = np.array([(sum_error(len(g), U64) + U64) * np.abs(g).mean(axis=0) for g in groups])
+    assert_within(got, want, U32 * np.abs(want) + 2 * sums, "centroids")
 
 
 def test_kmeans_moves_empty_centroids_onto_patches():
@@ -122,8 +239,22 @@ def test_standardisation_statistics(images, fmap):
     F = features.extract(fmap, images)
     stats = features.FeatureStats.fit(F, eps=0.01)
     Z = stats.apply(F)
-    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-4)
-    np.testing.assert_allclose(stats.std, np.sqrt(F.astype(np.float64).var(axis=0) + 0.01), rtol=1e-6)
+    # The exact mean of the exactly standardised F is (mean F - stats.mean) / std, the float64
+    # mean's rounding (sum_error(n) + u of mean|F|); Z rounds as data.Normalizer.apply does
+    # (tolerances.normalised_error, the statistics' cast to float32 included), and its float32
+    # mean adds sum_error(n) + u of mean|Z|.
+    F64, n = F.astype(np.float64), len(F)
+    mean_error = (sum_error(n, U64) + U64) * np.abs(F64).mean(axis=0) / stats.std
+    z_error = normalised_error(Z, stats.mean / stats.std, U32).mean(axis=0)
+    bound = mean_error + z_error + (sum_error(n, U32) + U32) * np.abs(Z).mean(axis=0)
+    assert_within(Z.mean(axis=0), 0, bound, "mean of the standardised features")
+    assert outside(((F - F.mean(axis=1, keepdims=True)) / stats.std).mean(axis=0), 0, bound)  # wrong axis
+    # std: var = s2 / n - mean^2 from float64 sums (each sum_error(n) + u, and u to subtract)
+    # against NumPy's two-pass variance (the same again, of var); sqrt and + eps halve it, + 2u
+    m2, var = (F64 * F64).mean(axis=0), F64.var(axis=0)
+    dvar = (sum_error(n, U64) + 2 * U64) * (m2 + 2 * F64.mean(axis=0) ** 2 + 2 * var)
+    want = np.sqrt(var + 0.01)
+    assert_within(stats.std, want, (dvar / (2 * want**2) + 4 * U64) * want, "std")
     same = stats.apply(F, out=F)
     assert same is F and np.array_equal(F, Z)
 

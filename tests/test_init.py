@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from tolerances import U64, assert_within, normalised_error, product_error
 
 from cifar_files import FIT
 from cifarlin import train
@@ -34,9 +35,17 @@ def test_warm_state_gives_every_image_the_same_scores(seed):
     W, b = rng.standard_normal((10, 12)), rng.standard_normal(10)
     x = rng.integers(0, 256, (7, 12)).astype(np.float64)  # raw pixels
     st = train.warm_state(TrainConfig(dtype="float64"), W, b, "ce", old, new)
-    before = ((x / 255 - old.mean) / old.std) @ W.T + b
-    after = ((x / 255 - new.mean) / new.std) @ st.W.T + st.b
-    np.testing.assert_allclose(after, before, rtol=1e-12, atol=1e-12)
+    z1, z2 = (x / 255 - old.mean) / old.std, (x / 255 - new.mean) / new.std
+    before, after = z1 @ W.T + b, z2 @ st.W.T + st.b
+    # Each side: its inputs' three roundings (x / 255, - mean, / std: normalised_error through |W|)
+    # and its product with the bias (product_error); warm_state's W' = W (sd2 / sd1) rounds twice
+    # (2 u |W'|, through |z2|) and b' = b + W ((m2 - m1) / sd1) has a d-term product of its own
+    t = (new.mean - old.mean) / old.std
+    inputs1 = normalised_error(z1, old.mean / old.std, U64) @ np.abs(W.T)
+    inputs2 = normalised_error(z2, new.mean / new.std, U64) @ np.abs(st.W.T)
+    warm = 2 * U64 * (np.abs(z2) @ np.abs(st.W.T) + np.abs(W) @ np.abs(t)) + product_error(W, t, U64, b)
+    bound = product_error(z1, W.T, U64, b) + inputs1 + product_error(z2, st.W.T, U64, st.b) + inputs2 + warm
+    assert_within(after, before, bound, "scores")
     assert st.epoch == 0 and st.W.dtype == np.float64
 
 
@@ -48,12 +57,12 @@ def test_squared_loss_start_is_mapped_onto_the_squared_hinge_targets_only():
     W, b = rng.standard_normal((10, 12)), rng.standard_normal(10)
     cfg = TrainConfig(dtype="float64")
     hinge = train.warm_state(cfg.replace(loss="l2svm"), W, b, "mse", old, old)
-    np.testing.assert_allclose(hinge.W, 2 * W, rtol=1e-15)
-    np.testing.assert_allclose(hinge.b, 2 * b - 1, rtol=1e-15)
+    # one normaliser on both sides: std / std = 1 and W (mean - mean) = 0 exactly, so every step is
+    # exact but 2 b - 1, rounded here as there
+    assert np.array_equal(hinge.W, 2 * W) and np.array_equal(hinge.b, 2 * b - 1)
     for src, loss in (("mse", "ce"), ("ce", "l2svm"), ("l2svm", "l2svm"), ("mse", "svm")):
         st = train.warm_state(cfg.replace(loss=loss), W, b, src, old, old)
-        np.testing.assert_allclose(st.W, W, rtol=1e-15)
-        np.testing.assert_allclose(st.b, b, rtol=1e-15)
+        assert np.array_equal(st.W, W) and np.array_equal(st.b, b)
 
 
 def test_warm_start_draws_the_same_generator_stream_as_a_random_start():

@@ -8,6 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tolerances import (
+    ELEMENTARY_ULPS,
+    U64,
+    assert_within,
+    complex_step_error,
+    cost_rounding,
+    gradient_error,
+    loss_rounding,
+    min_gap,
+    product_error,
+    sigmoid_error,
+)
 
 from cifarlin import gradcheck, losses, model, numgrad
 from cifarlin.config import GradcheckConfig
@@ -30,7 +42,8 @@ def problem(seed: int, K: int = 10, d: int = 40, N: int = 9, std: float = 0.3):
 def test_cost_equals_the_naive_loop(loss, lam, seed):
     """Bug: a wrong loss value (a missing 1/K in bce, the j = y term counted in the hinge)."""
     W, b, X, y = problem(seed)
-    assert model.cost(W, b, X, y, lam, loss) == pytest.approx(NAIVE[loss][0](W, b, X, y, lam), rel=1e-13)
+    bound = 2 * cost_rounding(loss, W, b, X, y, lam, U64)
+    assert_within(model.cost(W, b, X, y, lam, loss), NAIVE[loss][0](W, b, X, y, lam), bound, loss)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -41,8 +54,9 @@ def test_gradients_equal_the_naive_loop(loss, lam, seed):
     W, b, X, y = problem(seed)
     dW, db = model.gradients(W, b, X, y, lam, loss)
     nW, nb = NAIVE[loss][1](W, b, X, y, lam)
-    np.testing.assert_allclose(dW, nW, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(db, nb, rtol=1e-12, atol=1e-15)
+    EW, Eb = gradient_error(loss, W, b, X, y, lam, U64)
+    assert_within(dW, nW, 2 * EW, "dW")
+    assert_within(db, nb, 2 * Eb, "db")
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -50,10 +64,16 @@ def test_vectorised_numerical_gradients_equal_the_per_parameter_loop(loss):
     """Bug: the all-parameters-at-once numerical gradient of a loss computes the wrong perturbed
     costs (checked against changing one parameter at a time)."""
     W, b, X, y = problem(5, d=12, N=6)
-    gW, gb = numgrad.numerical_gradients(W, b, X, y, 0.3, h=1e-6, loss=loss)
-    lW, lb = numerical_gradients_loop_loss(W.copy(), b.copy(), X, y, 0.3, loss)
-    np.testing.assert_allclose(gW, lW, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(gb, lb, rtol=1e-6, atol=1e-9)
+    h = 1e-6
+    gW, gb = numgrad.numerical_gradients(W, b, X, y, 0.3, h=h, loss=loss)
+    lW, lb = numerical_gradients_loop_loss(W.copy(), b.copy(), X, y, 0.3, loss, h=h)
+    # The same centred differences in exact arithmetic (their truncation errors cancel); each
+    # of the two costs differenced rounds by cost_rounding, divided by 2h; the loop's step
+    # theta + h rounds too (by u |theta|, a relative u |theta| / h of the quotient g).
+    for got, want, theta in ((gW, lW, W), (gb, lb, b)):
+        rounding = 2 * cost_rounding(loss, W, b, X, y, 0.3, U64) / (2 * h)
+        step = U64 * (np.abs(theta) + h) / h * np.abs(want)
+        assert_within(got, want, 2 * rounding + 2 * step + 2 * U64 * np.abs(want), loss)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -62,8 +82,9 @@ def test_complex_step_agrees_with_the_analytic_gradient(loss):
     W, b, X, y = problem(6, d=30)
     aW, ab = model.gradients(W, b, X, y, 0.2, loss)
     cW, cb = numgrad.numerical_gradients(W, b, X, y, 0.2, h=1e-20, method="complex", loss=loss)
-    assert gradcheck.relative_error(aW, cW).max() < 1e-10
-    assert gradcheck.relative_error(ab, cb).max() < 1e-10
+    (EW, Eb), (CW, Cb) = gradient_error(loss, W, b, X, y, 0.2, U64), complex_step_error(loss, W, b, X, y, 0.2)
+    assert_within(aW, cW, EW + CW, "dW")
+    assert_within(ab, cb, Eb + Cb, "db")
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -81,14 +102,17 @@ def test_huge_scores_give_finite_costs_and_gradients(loss):
         "mse": [1e8 + (1e4 + 1) ** 2, 1e8 + (1e4 - 1) ** 2 + 9, 2.5e7 + 2.5e7 + (5e3 + 1) ** 2],
         "l2svm": [2 * (1e4 + 1) ** 2 + 1, 4**2, (5e3 + 1) ** 2 + (5e3 + 1) ** 2 + (5e3 + 1) ** 2],
     }[loss]
-    np.testing.assert_allclose(values, expected, rtol=1e-12)
+    # the losses' own rounding, and the expected values' (a log, an exp, two roundings: 8 u)
+    bound = loss_rounding(loss, S, y, U64, literal=False) + (ELEMENTARY_ULPS + 4) * U64 * np.abs(expected)
+    assert_within(values, expected, bound, loss)
 
 
 def test_bce_keeps_precision_where_the_literal_form_underflows():
     """Bug: sigmoid computed as 1/(1 + exp(-s)) - 1 loses the gradient of confident wrong classes."""
     S = np.array([[-40.0, 0.0]])
     G = losses.bce_grad(S.copy(), np.array([1]))
-    assert G[0, 0] == pytest.approx(np.exp(-40.0) / 2, rel=1e-12)
+    want = np.exp(-40.0) / 2  # exp's rounding only: within sigmoid_error(0) of the code's sigmoid
+    assert G[0, 0] == pytest.approx(want, rel=float(sigmoid_error(0.0)) + U64, abs=0)
 
 
 def test_hinge_margin_of_exactly_zero_is_inactive():
@@ -138,6 +162,8 @@ def test_no_kinks_outside_the_hinge():
 @pytest.mark.parametrize("loss", LOSSES)
 def test_predictions_are_the_highest_score_for_every_loss(loss):
     W, b, X, y = problem(2)
+    # products of other shapes: no two top scores within twice their rounding of each other
+    assert (min_gap(X @ W.T + b) > 4 * product_error(X, W.T, U64, b).max(axis=1)).all()
     assert np.array_equal(model.predict(W, b, X), np.argmax(X @ W.T + b, axis=1))
     m = model.evaluate(W, b, X, y, 0.0, loss)
     assert m.accuracy == np.mean(np.argmax(X @ W.T + b, axis=1) == y)

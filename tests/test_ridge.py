@@ -7,11 +7,31 @@ import dataclasses
 
 import numpy as np
 import pytest
+from tolerances import ELEMENTARY_ULPS, U64, assert_within, min_gap, ridge_error, sum_error
 
 from cifarlin import augment, ridge
 from cifarlin.augment import Augment
 from cifarlin.data import Normalizer
 from cifarlin.errors import ConfigError
+
+
+def bias_error(eW: float, W: np.ndarray, zbar: np.ndarray) -> float:
+    """How far a computed b = ybar - W zbar can be from the exact one, for W within eW (every
+    entry) of the exact W: eW |zbar|_1 through the product, its rounding (sum_error(d + 1) of
+    |W| |zbar| + the class frequencies, at most 1), and zbar's own (3 u, from the sums)."""
+    mag = np.abs(W) @ np.abs(zbar) + 1
+    return float(eW * (1 + np.abs(zbar).sum()) + (sum_error(len(zbar) + 1, U64) + 3 * U64) * mag.max())
+
+
+def cost_of(Z: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, lam: float) -> tuple[float, float]:
+    """|Z W^T + b - Y|^2 / n + lam |W|^2, and a bound on its rounding: the residuals' products
+    (sum_error(d + 2)), their squares' sum (2 |R| dR, and sum_error(n K) + 2 u of the sum), the
+    penalty's (sum_error(K d) + 2 u)."""
+    R = Z @ W.T + b - np.eye(10)[y]
+    dR = sum_error(Z.shape[1] + 2, U64) * (np.abs(Z) @ np.abs(W).T + np.abs(b) + 1)
+    n, pen = len(Z), lam * (W**2).sum()
+    bound = (2 * np.abs(R) * dR).sum() / n + (sum_error(R.size, U64) + 2 * U64) * (R**2).sum() / n
+    return float((R**2).sum() / n + pen), float(bound + (sum_error(W.size, U64) + 2 * U64) * pen)
 
 
 def direct(Z: np.ndarray, y: np.ndarray, lam: float, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -38,9 +58,11 @@ def test_closed_form_equals_a_direct_least_squares_solve(small, lam):
     shift, scale = np.linspace(-1, 1, 9), np.linspace(0.5, 2, 9)
     rp = ridge.path(ridge.moments([(X, y)]), shift, scale)
     W, b = rp.solve(lam)
-    Wd, bd = direct((X - shift) / scale, y, lam)
-    np.testing.assert_allclose(W, Wd, atol=1e-10)
-    np.testing.assert_allclose(b, bd, atol=1e-10)
+    Z = (X - shift) / scale
+    Wd, bd = direct(Z, y, lam)
+    eW = ridge_error(Z, np.eye(10)[y], lam, W)[0]  # each of the two within it of the exact W
+    assert_within(W, Wd, 2 * eW, "W")
+    assert_within(b, bd, 2 * bias_error(eW, W, rp.zbar), "b")
 
 
 def test_objective_equals_the_cost_of_the_solution(small):
@@ -49,8 +71,12 @@ def test_objective_equals_the_cost_of_the_solution(small):
     rp = ridge.path(ridge.moments([(X, y)]), np.zeros(9), np.ones(9))
     for lam in (0.01, 1.0):
         W, b = rp.solve(lam)
-        cost = ((X @ W.T + b - np.eye(10)[y]) ** 2).sum() / len(X) + lam * (W**2).sum()
-        assert rp.objective(lam) == pytest.approx(cost, rel=1e-12)
+        cost, rounding = cost_of(X, y, W, b, lam)
+        # the spectral formula: the exact optimum of a problem within ridge_error's dA, dB; the
+        # cost at W: within (|A| + lam) eW^2 K of it (stationary there), and its own rounding
+        eW, eJ = ridge_error(X, np.eye(10)[y], lam, W)
+        second = (np.linalg.norm(np.cov(X.T, bias=True), 2) + lam) * eW**2 * 10
+        assert_within(rp.objective(lam), cost, eJ + second + rounding, f"objective at {lam}")
 
 
 def test_rank_deficient_inputs_give_the_minimum_norm_solution(small):
@@ -62,7 +88,15 @@ def test_rank_deficient_inputs_give_the_minimum_norm_solution(small):
     W, b = rp.solve(0.0)
     Wd, bd = direct(X, y, 0.0)
     assert np.isfinite(W).all()
-    np.testing.assert_allclose(W @ X.T + b[:, None], Wd @ X.T + bd[:, None], atol=1e-8)
+    # predictions of two minimum-norm solutions, each within ridge_error (the pseudo-inverse's) of
+    # the exact one where the inputs vary, through |X|, and the products' rounding
+    eW = ridge_error(X, np.eye(10)[y], 0.0, W)[0]
+    eb = bias_error(eW, W, rp.zbar)
+    P = W @ X.T + b[:, None]
+    bound = 2 * (eW * np.abs(X).sum(axis=1) + eb) + 2 * sum_error(X.shape[1] + 1, U64) * (
+        np.abs(W) @ np.abs(X).T + 1
+    )
+    assert_within(P, Wd @ X.T + bd[:, None], bound, "predictions")
 
 
 def test_moments_do_not_depend_on_blocks_or_chunks():
@@ -116,10 +150,13 @@ def test_flip_symmetric_half_gives_the_full_solution():
     half = ridge.path(dataclasses.replace(m, perm=perm), np.zeros(d), scale)
     full = ridge.path(m, np.zeros(d), scale)
     assert half.basis.shape == (d, d // 2) and full.basis.shape == (d, d)
+    Z, Y = np.vstack([X, X[:, perm]]) / scale, np.eye(10)[np.concatenate([y, y])]
     for lam in (0.0, 0.1, 3.0):
-        for a, b in zip(half.solve(lam), full.solve(lam), strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-10)
-        assert half.objective(lam) == pytest.approx(full.objective(lam), rel=1e-10)
+        (Wh, bh), (Wf, bf) = half.solve(lam), full.solve(lam)
+        eW, eJ = ridge_error(Z, Y, lam, Wf)  # two solutions, each within eW (eJ) of the exact one
+        assert_within(Wh, Wf, 2 * eW, f"W at {lam}")
+        assert_within(bh, bf, 2 * bias_error(eW, Wf, full.zbar), f"b at {lam}")
+        assert_within(half.objective(lam), full.objective(lam), 2 * eJ, f"objective at {lam}")
     asym = ridge.path(dataclasses.replace(m, perm=perm), np.zeros(d), np.linspace(1, 2, d))
     assert asym.basis.shape == (d, d), "an asymmetric scale must fall back to the whole problem"
 
@@ -134,7 +171,11 @@ def test_pixel_solution_is_the_optimum_over_the_materialised_augmented_set():
     rp, norm = ridge.fit_pixels([(X[:5], y[:5]), (X[5:], y[5:])], aug)
     assert rp.basis.shape == (3072, 1536)
     W, b = rp.solve(lam)
-    np.testing.assert_allclose(W, W[:, augment.flip_index()], atol=1e-12)
+    # the flip's pairs share one basis row, so their weights are one product of the same numbers,
+    # perhaps summed in other orders (sum_error(r) of |basis| |proj gain| each)
+    M = np.abs(rp.proj * rp._gain(lam)[:, None])
+    bound = 2 * sum_error(rp.basis.shape[1], U64) * (np.abs(rp.basis) @ M).T
+    assert_within(W, W[:, augment.flip_index()], bound, "W against its mirror")
     views = np.concatenate([X[:, src] for src in augment.views(aug)])
     Z, Y = norm.apply(views, np.float64), np.eye(10)[np.tile(y, aug.n_views)]
     R = Z @ W.T + b - Y  # (n, K) residuals
@@ -155,11 +196,24 @@ def test_choose_lambda_is_by_validation_accuracy():
     X = rng.normal(0, 1, (10, 9))[y] + rng.normal(0, 1.5, (100, 9))
     rp = ridge.path(ridge.moments([(X[:25], y[:25])]), np.zeros(9), np.ones(9))
     grid = ridge.lambda_grid(1e-2, 1e2, 2)
-    assert len(grid) == 9 and grid[0] == pytest.approx(1e-2) and grid[-1] == pytest.approx(1e2)
+    # 10 ** log10(x): log10's rounding (ELEMENTARY_ULPS of |log10 x| = 2) grows by ln(10) through
+    # the power, which adds its own
+    rel = ELEMENTARY_ULPS * U64 * (1 + 2 * np.log(10) * 2)
+    assert (
+        len(grid) == 9 and grid[0] == pytest.approx(1e-2, rel=rel) and grid[-1] == pytest.approx(1e2, rel=rel)
+    )
     lam, table = ridge.choose_lambda(rp, X[25:], y[25:], grid)
     for s in table:
         W, b = rp.solve(s.lam)
-        assert s.val_acc == float(((X[25:] @ W.T + b).argmax(axis=1) == y[25:]).mean())
+        S = X[25:] @ W.T + b
+        # choose_lambda scores through the eigenbasis, (X - zbar) basis (proj gain) + ybar: both
+        # within a few sums' rounding of the exact scores, so the same classes where no two top
+        # scores are closer than that
+        M = np.abs(rp.proj * rp._gain(s.lam)[:, None])
+        T = (np.abs(X[25:]) + np.abs(rp.zbar)) @ np.abs(rp.basis)
+        E = 2 * sum_error(10, U64) * (T @ M + 1) + 2 * sum_error(10, U64) * (np.abs(X[25:]) @ np.abs(W).T + 1)
+        assert (min_gap(S) > 2 * E.max(axis=1)).all()
+        assert s.val_acc == float((S.argmax(axis=1) == y[25:]).mean())
     top = max(s.val_acc for s in table)
     tied = [s.lam for s in table if s.val_acc == top]
     assert len(tied) > 1 and grid[0] < min(tied) and max(tied) < grid[-1]  # the rules matter here
