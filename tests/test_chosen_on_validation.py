@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cifarlin import checkpoint, config, data, features, train
+from cifarlin.cli import app
 from val_oracle import (
     LAMBDAS,
     Standardise,
@@ -32,9 +35,6 @@ from val_oracle import (
     ridge_solutions,
     scored,
 )
-
-from cifarlin import checkpoint, config, data, features, train
-from cifarlin.cli import app
 
 
 def run_train(runner, folder: Path, out: Path, *args: str) -> dict:

@@ -9,11 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
-from tolerances import U32, U64, assert_within, normalised_error, pixel_statistics_error
 
 from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle, write_python_dataset
 from cifarlin import config, data
 from cifarlin.errors import CifarlinError, ConfigError, DataError, DataNotFoundError
+from tolerances import U32, U64, assert_within, normalised_error, pixel_statistics_error
 
 
 def test_test_writer_matches_real_pickle(tiny_py):

@@ -8,6 +8,9 @@ import json
 import h5py
 import numpy as np
 import pytest
+
+from cifarlin import features, h5safe
+from cifarlin.errors import ConfigError, ModelFileError
 from tolerances import (
     U32,
     U64,
@@ -20,9 +23,6 @@ from tolerances import (
     product_error,
     sum_error,
 )
-
-from cifarlin import features, h5safe
-from cifarlin.errors import ConfigError, ModelFileError
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import json
 import h5py
 import numpy as np
 import pytest
-from tolerances import U32, U64, assert_within, min_gap, product_error, sum_error
 
 from cifar_files import FIT
 from cifarlin import augment, checkpoint, data, features, model
 from cifarlin.cli import app
 from cifarlin.config import SplitSpec
+from tolerances import U32, U64, assert_within, min_gap, product_error, sum_error
 
 
 @pytest.fixture

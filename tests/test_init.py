@@ -9,13 +9,13 @@ import json
 
 import numpy as np
 import pytest
-from tolerances import U64, assert_within, normalised_error, product_error
 
 from cifar_files import FIT
 from cifarlin import train
 from cifarlin.cli import app
 from cifarlin.config import TrainConfig
 from cifarlin.data import Normalizer
+from tolerances import U64, assert_within, normalised_error, product_error
 
 TINY = ["--batch-size", "10", "--no-plots", "--json", "--val-size", "20"]
 

@@ -15,11 +15,11 @@ import h5py
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
-from tolerances import U32, U64, assert_within, cost_rounding, min_gap, product_error, sum_error
 
 from cifarlin import config, data, runs, train
 from cifarlin.config import TrainConfig
 from oracles import cost_naive
+from tolerances import U32, U64, assert_within, cost_rounding, min_gap, product_error, sum_error
 
 N_TRAIN = 50  # images in the tiny training batch
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from cifarlin import gradcheck, losses, model, numgrad
+from cifarlin.config import GradcheckConfig
+from oracles import NAIVE, numerical_gradients_loop_loss
 from tolerances import (
     ELEMENTARY_ULPS,
     U64,
@@ -20,10 +24,6 @@ from tolerances import (
     product_error,
     sigmoid_error,
 )
-
-from cifarlin import gradcheck, losses, model, numgrad
-from cifarlin.config import GradcheckConfig
-from oracles import NAIVE, numerical_gradients_loop_loss
 
 LOSSES = ["ce", "svm", "bce", "mse", "l2svm"]
 

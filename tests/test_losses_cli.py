@@ -10,11 +10,11 @@ import json
 import h5py
 import numpy as np
 import pytest
-from tolerances import U32, U64, assert_within, outside, product_error, sigmoid_error, softmax_error
 
 from cifarlin import checkpoint, config, data, model
 from cifarlin import train as train_module
 from cifarlin.cli import app
+from tolerances import U32, U64, assert_within, outside, product_error, sigmoid_error, softmax_error
 
 TINY = ["--batch-size", "10", "--epochs", "2", "--no-plots"]
 

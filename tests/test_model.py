@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 import pytest
+
+from cifarlin import evaluation, gradcheck, model, numgrad
+from oracles import complex_step_loop, cost_naive, gradients_naive, numerical_gradients_loop
 from tolerances import (
     ELEMENTARY_ULPS,
     U32,
@@ -22,9 +25,6 @@ from tolerances import (
     softmax_rounding,
     sum_error,
 )
-
-from cifarlin import evaluation, gradcheck, model, numgrad
-from oracles import complex_step_loop, cost_naive, gradients_naive, numerical_gradients_loop
 
 
 def problem(seed: int, K: int = 10, d: int = 50, N: int = 7, std: float = 0.01):

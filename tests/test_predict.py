@@ -16,6 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
+
+from cifar_files import make_split
+from cifarlin import checkpoint, data, evaluation, predict
+from cifarlin.cli import app
+from cifarlin.errors import ConfigError, DataError
 from tolerances import (
     U64,
     assert_ranked,
@@ -28,12 +34,6 @@ from tolerances import (
     softmax_error,
     unit_roundoff,
 )
-from typer.testing import CliRunner
-
-from cifar_files import make_split
-from cifarlin import checkpoint, data, evaluation, predict
-from cifarlin.cli import app
-from cifarlin.errors import ConfigError, DataError
 
 TRAIN = ["--batch-size", "10", "--epochs", "2", "--no-plots", "--quiet"]
 

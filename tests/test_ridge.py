@@ -7,12 +7,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from tolerances import ELEMENTARY_ULPS, U64, assert_within, min_gap, ridge_error, sum_error
 
 from cifarlin import augment, ridge
 from cifarlin.augment import Augment
 from cifarlin.data import Normalizer
 from cifarlin.errors import ConfigError
+from tolerances import ELEMENTARY_ULPS, U64, assert_within, min_gap, ridge_error, sum_error
 
 
 def bias_error(eW: float, W: np.ndarray, zbar: np.ndarray) -> float:

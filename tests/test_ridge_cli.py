@@ -7,6 +7,10 @@ import json
 
 import numpy as np
 import pytest
+
+from cifarlin import augment, checkpoint, data, model, ridge
+from cifarlin.cli import app
+from cifarlin.config import SplitSpec
 from tolerances import U64, assert_within
 from val_oracle import (
     LAMBDAS,
@@ -18,10 +22,6 @@ from val_oracle import (
     ridge_solutions,
     scored,
 )
-
-from cifarlin import augment, checkpoint, data, model, ridge
-from cifarlin.cli import app
-from cifarlin.config import SplitSpec
 
 TINY = ["--no-plots", "--json"]
 

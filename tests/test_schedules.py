@@ -9,12 +9,12 @@ import math
 
 import numpy as np
 import pytest
-from tolerances import U64
 
 from cifarlin import checkpoint, config, data, runs, train
 from cifarlin.config import TrainConfig
 from cifarlin.errors import ConfigError
 from cifarlin.schedules import learning_rates
+from tolerances import U64
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from cifarlin import checkpoint, config, data, history, model, runs, train
 from cifarlin.cli import app
 from cifarlin.config import SETTINGS, TrainConfig
 from cifarlin.errors import ConfigError, DataError, DivergenceError, ModelFileError
+from tolerances import U32, min_gap, normalised_error, product_error
 
 TINY = ["--batch-size", "10", "--no-plots"]
 
@@ -326,14 +327,25 @@ def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
     with h5py.File(out / "model.h5", "r") as f:
         W, b, mean, std = (f[k][()].astype(np.float64) for k in ("W", "b", "mean", "std"))
     images, labels = make_split(50, seed=99)  # the tiny test batch
-    S = ((images / 255 - mean) / std) @ W.T + b
-    top2 = np.sort(S, axis=1)[:, -2:]
-    assert (top2[:, 1] - top2[:, 0]).min() > 1e-4  # far from ties: float32 rounding cannot flip one
-    expected = np.zeros((10, 10), dtype=int)
-    for t, p in zip(labels, S.argmax(axis=1), strict=True):
-        expected[t, p] += 1  # row: true class, column: predicted class
-    assert not np.array_equal(expected, expected.T)  # a transposed matrix would show
-    assert cm.tolist() == expected.tolist()
+    Xn = (images / 255 - mean) / std  # (50, d), as float64
+    S = Xn @ W.T + b
+    # evaluate computes S in float32 (any kernel): within its product's and normalisation's
+    # rounding of this S. An image whose top two scores are closer than twice that may be
+    # counted under either class: every such choice is allowed, the others are exact.
+    E = product_error(Xn, W.T, U32, b) + normalised_error(Xn, mean / std, U32) @ np.abs(W).T
+    close = np.flatnonzero(min_gap(S) <= 2 * E.max(axis=1))
+    assert len(close) <= 3  # so that the check below still pins the matrix
+    top2 = np.argsort(-S, axis=1)[:, :2]
+    allowed = []
+    for pick in itertools.product((0, 1), repeat=len(close)):
+        pred = S.argmax(axis=1)
+        pred[close] = top2[close, list(pick)]
+        m = np.zeros((10, 10), dtype=int)
+        np.add.at(m, (labels, pred), 1)  # row: true class, column: predicted class
+        allowed.append(m.tolist())
+    assert all(not np.array_equal(np.array(m), np.array(m).T) for m in allowed)  # a transposed one shows
+    assert cm.tolist() in allowed
+    expected = np.array(cm.tolist())  # one of the recomputed matrices
     recall = {n: int(expected[i, i]) / int(expected[i].sum()) for i, n in enumerate(NAMES)}
     precision = {n: int(expected[i, i]) / max(int(expected[:, i].sum()), 1) for i, n in enumerate(NAMES)}
     assert recall != precision  # per-class precision would show
@@ -346,7 +358,7 @@ def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
     # by the same passes on their own): summed batch by batch, they may differ from evaluating the
     # whole split in the last bits of the cost (a wrong penalty or split differs by far more);
     # the accuracy is a count, exact.
-    assert json.loads(t.stdout)["cost"] == pytest.approx(s["train"]["cost"], rel=1e-6)
+    assert json.loads(t.stdout)["cost"] == pytest.approx(s["train"]["cost"], rel=1e-6)  # 2e-8 seen, all kernels
     assert json.loads(t.stdout)["accuracy"] == s["train"]["accuracy"]
 
 
