@@ -76,7 +76,8 @@ def test_another_machines_and_an_old_file(run, tiny_py, tmp_path):
     record existed says that; a forged record keeps only short texts of the known keys."""
     other = tmp_path / "other.h5"
     other.write_bytes((run / "model.h5").read_bytes())
-    theirs = {**machine.arithmetic(), "blas_kernel": "SkylakeX", "evil": "x", "numpy": "9" * 100}
+    kernel = "Sandybridge" if machine.arithmetic()["blas_kernel"] == "SkylakeX" else "SkylakeX"
+    theirs = {**machine.arithmetic(), "blas_kernel": kernel, "evil": "x", "numpy": "9" * 100}
     with h5py.File(other, "a") as f:
         f.attrs["arithmetic"] = json.dumps(theirs)
     snap = checkpoint.load_snapshot(other)
@@ -86,7 +87,7 @@ def test_another_machines_and_an_old_file(run, tiny_py, tmp_path):
         f.attrs["arithmetic"] = json.dumps(theirs)
     r = CliRunner().invoke(app, ["evaluate", str(other), "--data-dir", str(tiny_py)])
     assert r.exit_code == 0, r.output
-    assert "(SkylakeX kernels); evaluated with " in r.stdout
+    assert f"({kernel} kernels); evaluated with " in r.stdout
     old = tmp_path / "old.h5"
     old.write_bytes((run / "model.h5").read_bytes())
     with h5py.File(old, "a") as f:
