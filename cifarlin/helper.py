@@ -175,7 +175,9 @@ def _running() -> tuple[subprocess.Popen[bytes], socket.socket]:
             "import sys, json; sys.path[:] = json.loads(sys.argv[1]); import cifarlin.helper as h; h.serve()"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(sys.path)],
+            # -P: the current folder is not put first on the path (python -c would), where a
+            # json.py would be imported before the command's own path is set
+            [sys.executable, "-P", "-c", code, json.dumps(sys.path)],
             stdin=theirs.fileno(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,  # children report through their pipes, never the terminal
