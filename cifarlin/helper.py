@@ -347,6 +347,8 @@ def _fork_one(
     try:
         fn, args, seconds, cwd = pickle.loads(msg)  # from the command that started this helper
     except Exception as e:  # a function the helper cannot import: the caller's bug, said so
+        for fd in passed:
+            os.close(fd)
         _write_error(out, e)
         _end(out, {"how": "refused", "code": 1})
         return

@@ -4,6 +4,7 @@ that reads late and Ctrl-C while the command line is imported do to the helper a
 from __future__ import annotations
 
 import os
+import select
 import sys
 from pathlib import Path
 
@@ -42,3 +43,28 @@ def test_a_helper_starts_from_a_deleted_folder(tmp_path):
     finally:
         os.chdir(here)
         helper.stop_helper()
+
+
+class _Unloadable:
+    """An argument the helper cannot unpickle (as a function it cannot import)."""
+
+    def __reduce__(self):
+        return (int, ("not a number",))
+
+
+def test_a_refused_request_closes_the_descriptors_passed_with_it():
+    """Bug: a request the helper could not unpickle was refused, but the descriptors passed with
+    it stayed open in the helper for its whole life: a figure child's reply pipe never reached
+    its end (the command waited drawer.REPLY_SECONDS for each figure before drawing it itself)."""
+    r, w = os.pipe()
+    try:
+        child = helper.start(slow, _Unloadable(), helper.FDS, fds=(w,))
+    finally:
+        os.close(w)
+    try:
+        ended = child.wait(30)
+        assert ended is not None and (ended.how, ended.code) == ("refused", 1)
+        assert select.select([r], [], [], 10)[0], "the helper still holds the pipe's write end"
+        assert os.read(r, 1) == b""
+    finally:
+        os.close(r)
