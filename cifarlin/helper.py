@@ -303,6 +303,7 @@ def serve() -> None:
         except ImportError:  # the child imports what it needs, and reports what fails
             pass
     children: dict[int, tuple[int, float | None]] = {}  # pid -> (pipe to the caller, deadline)
+    pending: dict[int, bytes] = {}  # a caller's pipe -> the end of the record it had no room for
     wake_r, wake_w = os.pipe()  # a child's end wakes the loop (SIGCHLD), nothing is polled
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -312,7 +313,9 @@ def serve() -> None:
         while True:
             deadlines = [d for _, d in children.values() if d is not None]
             wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            ready = select.select([sock, wake_r], [], [], wait)[0]
+            ready, room, _ = select.select([sock, wake_r], list(pending), [], wait)
+            for fd in room:
+                _put(fd, pending.pop(fd), pending)
             if wake_r in ready:
                 while True:
                     try:
@@ -324,8 +327,8 @@ def serve() -> None:
                 msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 16)
                 if not msg:
                     return  # the command has gone
-                _fork_one(sock, msg, fds, children, (wake_r, wake_w))
-            _reap(children)
+                _fork_one(sock, msg, fds, children, (wake_r, wake_w), pending)
+            _reap(children, pending)
     finally:
         for pid, (fd, _) in children.items():
             try:
@@ -333,6 +336,8 @@ def serve() -> None:
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+            os.close(fd)
+        for fd in pending:
             os.close(fd)
 
 
@@ -342,6 +347,7 @@ def _fork_one(
     fds: list[int],
     children: dict[int, tuple[int, float | None]],
     wake: tuple[int, int],
+    pending: dict[int, bytes],
 ) -> None:
     out, passed = fds[0], fds[1:]
     try:
@@ -350,19 +356,19 @@ def _fork_one(
         for fd in passed:
             os.close(fd)
         _write_error(out, e)
-        _end(out, {"how": "refused", "code": 1})
+        _end(out, {"how": "refused", "code": 1}, pending)
         return
     pid = safe_fork()
     if pid == 0:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in (sock.fileno(), *wake, *(o for o, _ in children.values())):
+        for fd in (sock.fileno(), *wake, *(o for o, _ in children.values()), *pending):
             os.close(fd)  # another caller's pipe held open here would keep its end from it
         _child(out, fn, args, passed, cwd)
     for fd in passed:
         os.close(fd)
     if pid is None:
-        _end(out, {"how": "refused", "code": 0})
+        _end(out, {"how": "refused", "code": 0}, pending)
         return
     children[pid] = (out, None if seconds is None else time.monotonic() + seconds)
 
@@ -399,7 +405,7 @@ def _write_error(out: int, e: BaseException) -> None:
         pass
 
 
-def _reap(children: dict[int, tuple[int, float | None]]) -> None:
+def _reap(children: dict[int, tuple[int, float | None]], pending: dict[int, bytes]) -> None:
     now = time.monotonic()
     for pid, (out, deadline) in list(children.items()):
         try:
@@ -420,17 +426,28 @@ def _reap(children: dict[int, tuple[int, float | None]]) -> None:
         else:
             end = {"how": "exit", "code": os.waitstatus_to_exitcode(status)}
         del children[pid]
-        _end(out, end)
+        _end(out, end, pending)
 
 
-def _end(out: int, end: dict[str, Any]) -> None:
+def _end(out: int, end: dict[str, Any], pending: dict[int, bytes]) -> None:
+    _put(out, b"\nE" + json.dumps(end).encode() + b"\n", pending)
+
+
+def _put(out: int, record: bytes, pending: dict[int, bytes]) -> None:
+    """Write ``record`` on a caller's pipe and close it. Without blocking (a caller that stopped
+    reading cannot stall the helper): what a full pipe (a large result not read yet) has no room
+    for waits in ``pending`` until it has, instead of being lost."""
     try:
-        os.set_blocking(out, False)  # a caller that stopped reading cannot stall the helper
-        _write(out, b"\nE" + json.dumps(end).encode() + b"\n")
-    except OSError:
-        pass
-    finally:
-        os.close(out)
+        os.set_blocking(out, False)
+        written = os.write(out, record)
+    except BlockingIOError:
+        written = 0
+    except OSError:  # the caller has gone
+        written = len(record)
+    if written < len(record):
+        pending[out] = record[written:]
+        return
+    os.close(out)
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -8,6 +8,7 @@ import select
 import sys
 from pathlib import Path
 
+import pytest
 from test_h5_hostile import slow
 
 from cifarlin import h5safe, helper
@@ -68,3 +69,37 @@ def test_a_refused_request_closes_the_descriptors_passed_with_it():
         assert os.read(r, 1) == b""
     finally:
         os.close(r)
+
+
+PIPE_BYTES = 65536  # Linux's default pipe capacity
+
+
+def fill_the_pipe(pid_file):
+    """A result that, after the child's P record, leaves its pipe exactly full."""
+    Path(pid_file).write_text(str(os.getpid()))
+    return "x" * (PIPE_BYTES - len(b"P%d\n" % os.getpid()) - len(b'R""\n'))
+
+
+def test_how_a_child_ended_reaches_a_caller_that_reads_late(tmp_path):
+    """Bug: the helper wrote its end record without blocking and dropped it when the caller's
+    pipe was full (a result of 64 KB or more, a caller slow to read: a run thread of --setting
+    all, the run listing of `cifarlin runs` on a busy machine). A child that had finished
+    then came back 'lost', and its result was thrown away (the probe passed as no probe)."""
+    import fcntl
+    import time
+
+    child = helper.start(fill_the_pipe, str(tmp_path / "pid"), seconds=30)
+    try:
+        if fcntl.fcntl(child._fd, fcntl.F_GETPIPE_SZ) != PIPE_BYTES:
+            child.kill()
+            pytest.skip("a pipe of another capacity")
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "pid").exists() or Path("/proc", (tmp_path / "pid").read_text()).exists():
+            assert time.monotonic() < deadline, "the child did not end"  # (and be reaped)
+            time.sleep(0.01)
+        time.sleep(0.2)  # the helper has written, or tried to write, how it ended
+        ended = child.wait(30)
+    finally:
+        child.kill()
+    assert ended is not None and (ended.how, ended.code) == ("exit", 0)
+    assert isinstance(ended.result, str) and len(ended.result) > PIPE_BYTES - 100
