@@ -22,6 +22,7 @@ callers on several threads never wait for each other.
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import pickle
@@ -214,12 +215,13 @@ def start(
     try:
         for attempt in (0, 1):  # a helper that has gone is started again, once
             with _lock:
-                _, sock = _running()
+                proc, sock = _running()
                 try:
                     socket.send_fds(sock, [message], [w, *fds])
                     break
-                except OSError:
-                    if attempt:
+                except OSError as e:  # only a helper that has gone is stopped (with its children)
+                    gone = e.errno in (errno.EPIPE, errno.ECONNRESET) or proc.poll() is not None
+                    if attempt or not gone:  # a request too large, say: no child for it
                         raise
                     _stop_locked()
     except BaseException:

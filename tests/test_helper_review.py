@@ -103,3 +103,22 @@ def test_how_a_child_ended_reaches_a_caller_that_reads_late(tmp_path):
         child.kill()
     assert ended is not None and (ended.how, ended.code) == ("exit", 0)
     assert isinstance(ended.result, str) and len(ended.result) > PIPE_BYTES - 100
+
+
+def test_a_request_too_large_to_send_leaves_the_helper_and_other_children_alone(tmp_path):
+    """Bug: any error sending a request stopped the helper (to start it again), though only a
+    helper that has gone needs that: a request larger than a datagram (EMSGSIZE: the run
+    listing of `cifarlin runs` over several thousand run folders) killed every child of the
+    other callers (their probes came back 'lost': files read without one), and failed again."""
+    other = helper.start(slow, "other", 1.0, seconds=30)
+    assert other.started(30) is not None
+    proc, _ = helper._helper
+    try:
+        big = helper.start(slow, "x" * (4 << 20), 0.0, seconds=30)
+    except OSError:
+        pass  # too large for the helper: the caller reads without a child
+    else:
+        big.wait(30)
+    ended = other.wait(30)
+    assert ended is not None and (ended.how, ended.result) == ("exit", {"read": "other"})
+    assert helper._helper[0] is proc and proc.poll() is None
