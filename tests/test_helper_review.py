@@ -122,3 +122,42 @@ def test_a_request_too_large_to_send_leaves_the_helper_and_other_children_alone(
     ended = other.wait(30)
     assert ended is not None and (ended.how, ended.result) == ("exit", {"read": "other"})
     assert helper._helper[0] is proc and proc.poll() is None
+
+
+SIGNAL_AT_IMPORT = """\
+import os, signal, sys
+
+
+class _SignalAtImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":  # the command line is being imported
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIG{name})
+        return None
+
+
+sys.meta_path.insert(0, _SignalAtImport())
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("INT", 130), ("TERM", 143)])
+def test_a_stop_signal_while_python_m_cifarlin_is_imported_is_one_line(tmp_path, name, code):
+    """Bug: the handler that notes a Ctrl-C or SIGTERM during the command line's import was
+    installed only for the console script: under `python -m cifarlin`, sys.argv[0] is '-m'
+    while the package is imported, so such a signal ended the command with a traceback (or
+    death by SIGTERM) instead of one line and exit 130 (143)."""
+    import subprocess
+
+    (tmp_path / "sitecustomize.py").write_text(SIGNAL_AT_IMPORT.replace("{name}", name))
+    repo = Path(__file__).resolve().parents[1]  # the cifarlin under test
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)])}
+    p = subprocess.run(
+        [sys.executable, "-m", "cifarlin", "runs", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert p.returncode == code, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("Error: ")
