@@ -72,7 +72,7 @@ class Child:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            if not select.select([self._fd], [], [], left)[0]:
+            if not readable(self._fd, left):
                 continue
             chunk = os.read(self._fd, 65536)
             if chunk:
@@ -88,7 +88,7 @@ class Child:
         deadline = time.monotonic() + timeout
         while self.pid is None and self._ended is None:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
+            if left <= 0 or not readable(self._fd, left):
                 return None
             chunk = os.read(self._fd, 65536)
             if not chunk:
@@ -120,6 +120,14 @@ class Child:
 
     def __del__(self) -> None:
         self._close()
+
+
+def readable(fd: int, timeout: float | None) -> bool:
+    """Whether ``fd`` has something to read (or has reached its end) within ``timeout`` seconds
+    (None: no limit). poll(), not select(), which refuses descriptors of 1024 or more."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
 
 def _parse_end(data: bytes) -> Ended:

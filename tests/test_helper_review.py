@@ -161,3 +161,35 @@ def test_a_stop_signal_while_python_m_cifarlin_is_imported_is_one_line(tmp_path,
     assert p.returncode == code, p.stderr
     assert "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("Error: ")
+
+
+@pytest.fixture
+def many_descriptors_open():
+    """This process with descriptors above select()'s limit of 1024 in use (a program with many
+    files or sockets open; the soft limit is often far higher than 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip("a limit of open descriptors below 1200")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_children_are_waited_for_with_descriptors_above_1024(tmp_path, many_descriptors_open):
+    """Bug: a child's pipe was waited on with select(), which refuses a descriptor of 1024 or
+    more (ValueError): every probe then failed as an unexpected error, and the figure child's
+    close raised it."""
+    from cifarlin.drawer import FigureDrawer
+
+    assert h5safe.probe(tmp_path / "x.h5", slow, "model", seconds=10) == {"read": str(tmp_path / "x.h5")}
+    drawer = FigureDrawer()
+    assert drawer.child is not None and drawer.pid is not None
+    drawer.close()
