@@ -186,7 +186,7 @@ def _running() -> tuple[subprocess.Popen[bytes], socket.socket]:
         proc = subprocess.Popen(
             # -P: the current folder is not put first on the path (python -c would), where a
             # json.py would be imported before the command's own path is set
-            [sys.executable, "-P", "-c", code, json.dumps(sys.path)],
+            [sys.executable, "-P", "-c", code, json.dumps([p for p in sys.path if isinstance(p, str)])],
             stdin=theirs.fileno(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,  # children report through their pipes, never the terminal

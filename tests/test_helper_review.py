@@ -193,3 +193,15 @@ def test_children_are_waited_for_with_descriptors_above_1024(tmp_path, many_desc
     drawer = FigureDrawer()
     assert drawer.child is not None and drawer.pid is not None
     drawer.close()
+
+
+def test_a_helper_starts_with_something_else_than_text_on_sys_path(tmp_path, monkeypatch):
+    """Bug: the command's sys.path was handed to the helper as JSON, which fails on an entry that
+    is not text (a pathlib.Path appended by a program that imports cifarlin; Python's imports
+    skip such entries): every probe then raised TypeError instead of running."""
+    monkeypatch.setattr(sys, "path", [*sys.path, tmp_path])
+    helper.stop_helper()
+    try:
+        assert h5safe.probe(tmp_path / "x.h5", slow, "model", seconds=10) == {"read": str(tmp_path / "x.h5")}
+    finally:
+        helper.stop_helper()
