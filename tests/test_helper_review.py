@@ -205,3 +205,29 @@ def test_a_helper_starts_with_something_else_than_text_on_sys_path(tmp_path, mon
         assert h5safe.probe(tmp_path / "x.h5", slow, "model", seconds=10) == {"read": str(tmp_path / "x.h5")}
     finally:
         helper.stop_helper()
+
+
+def test_the_exception_of_a_library_log_record_is_made_printable():
+    """Bug: a library's log record was made printable but for its exception (logger.exception,
+    exc_info=): the exception's message, which may quote a file (a class name, a path), reached
+    the terminal with its escapes raw."""
+    import io
+    import logging
+
+    from cifarlin.cli.display import no_escapes_from_libraries
+
+    stream = io.StringIO()
+    log = logging.getLogger("cifarlin-review")
+    handler = logging.StreamHandler(stream)
+    log.addHandler(handler)
+    try:
+        with no_escapes_from_libraries():
+            try:
+                raise ValueError("class \x1b]0;a title\x07 name")
+            except ValueError:
+                log.exception("a task failed")
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "\x1b" not in text and "\x07" not in text, text
+    assert "ValueError: class \\x1b]0;a title\\x07 name" in text
