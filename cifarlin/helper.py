@@ -168,7 +168,10 @@ def start_helper() -> None:
     a child call this early, so that the helper's start overlaps their own."""
     if available():
         with _lock:
-            _running()
+            try:
+                _running()
+            except OSError:  # none can be had now: each request tries again (its caller reads
+                pass  # without a child when none can)
 
 
 def _running() -> tuple[subprocess.Popen[bytes], socket.socket]:

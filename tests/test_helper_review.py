@@ -231,3 +231,20 @@ def test_the_exception_of_a_library_log_record_is_made_printable():
     text = stream.getvalue()
     assert "\x1b" not in text and "\x07" not in text, text
     assert "ValueError: class \\x1b]0;a title\\x07 name" in text
+
+
+def test_a_command_goes_on_when_no_helper_can_be_started(tmp_path, monkeypatch):
+    """Bug: the early start of the helper (for commands that read files, so that its start
+    overlaps theirs) let its OSError through: where no helper can be started (no interpreter
+    at sys.executable in an embedded Python, no process left under the user's limit), every
+    such command failed as 'unexpected ... this is a bug', though its reads go on without a
+    child (h5safe.probe) as documented."""
+    from typer.testing import CliRunner
+
+    from cifarlin.cli import app
+
+    helper.stop_helper()
+    with monkeypatch.context() as m:
+        m.setattr(sys, "executable", str(tmp_path / "no-python"))
+        r = CliRunner().invoke(app, ["runs", str(tmp_path)])
+    assert "unexpected" not in r.output and r.exit_code == 0, r.output
