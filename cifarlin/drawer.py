@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import sys
 import time
@@ -118,7 +117,7 @@ class FigureDrawer:
         fd = self._replies.fileno()
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not helper.readable(fd, left):
                 return b""
             chunk = os.read(fd, 65536)
             if not chunk:  # the child has gone

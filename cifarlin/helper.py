@@ -22,6 +22,7 @@ callers on several threads never wait for each other.
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import pickle
@@ -71,7 +72,7 @@ class Child:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            if not select.select([self._fd], [], [], left)[0]:
+            if not readable(self._fd, left):
                 continue
             chunk = os.read(self._fd, 65536)
             if chunk:
@@ -87,7 +88,7 @@ class Child:
         deadline = time.monotonic() + timeout
         while self.pid is None and self._ended is None:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
+            if left <= 0 or not readable(self._fd, left):
                 return None
             chunk = os.read(self._fd, 65536)
             if not chunk:
@@ -119,6 +120,14 @@ class Child:
 
     def __del__(self) -> None:
         self._close()
+
+
+def readable(fd: int, timeout: float | None) -> bool:
+    """Whether ``fd`` has something to read (or has reached its end) within ``timeout`` seconds
+    (None: no limit). poll(), not select(), which refuses descriptors of 1024 or more."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
 
 
 def _parse_end(data: bytes) -> Ended:
@@ -159,7 +168,10 @@ def start_helper() -> None:
     a child call this early, so that the helper's start overlaps their own."""
     if available():
         with _lock:
-            _running()
+            try:
+                _running()
+            except OSError:  # none can be had now: each request tries again (its caller reads
+                pass  # without a child when none can)
 
 
 def _running() -> tuple[subprocess.Popen[bytes], socket.socket]:
@@ -175,7 +187,9 @@ def _running() -> tuple[subprocess.Popen[bytes], socket.socket]:
             "import sys, json; sys.path[:] = json.loads(sys.argv[1]); import cifarlin.helper as h; h.serve()"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(sys.path)],
+            # -P: the current folder is not put first on the path (python -c would), where a
+            # json.py would be imported before the command's own path is set
+            [sys.executable, "-P", "-c", code, json.dumps([p for p in sys.path if isinstance(p, str)])],
             stdin=theirs.fileno(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,  # children report through their pipes, never the terminal
@@ -212,12 +226,13 @@ def start(
     try:
         for attempt in (0, 1):  # a helper that has gone is started again, once
             with _lock:
-                _, sock = _running()
+                proc, sock = _running()
                 try:
                     socket.send_fds(sock, [message], [w, *fds])
                     break
-                except OSError:
-                    if attempt:
+                except OSError as e:  # only a helper that has gone is stopped (with its children)
+                    gone = e.errno in (errno.EPIPE, errno.ECONNRESET) or proc.poll() is not None
+                    if attempt or not gone:  # a request too large, say: no child for it
                         raise
                     _stop_locked()
     except BaseException:
@@ -301,6 +316,7 @@ def serve() -> None:
         except ImportError:  # the child imports what it needs, and reports what fails
             pass
     children: dict[int, tuple[int, float | None]] = {}  # pid -> (pipe to the caller, deadline)
+    pending: dict[int, bytes] = {}  # a caller's pipe -> the end of the record it had no room for
     wake_r, wake_w = os.pipe()  # a child's end wakes the loop (SIGCHLD), nothing is polled
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -310,7 +326,9 @@ def serve() -> None:
         while True:
             deadlines = [d for _, d in children.values() if d is not None]
             wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-            ready = select.select([sock, wake_r], [], [], wait)[0]
+            ready, room, _ = select.select([sock, wake_r], list(pending), [], wait)
+            for fd in room:
+                _put(fd, pending.pop(fd), pending)
             if wake_r in ready:
                 while True:
                     try:
@@ -322,8 +340,8 @@ def serve() -> None:
                 msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 16)
                 if not msg:
                     return  # the command has gone
-                _fork_one(sock, msg, fds, children, (wake_r, wake_w))
-            _reap(children)
+                _fork_one(sock, msg, fds, children, (wake_r, wake_w), pending)
+            _reap(children, pending)
     finally:
         for pid, (fd, _) in children.items():
             try:
@@ -331,6 +349,8 @@ def serve() -> None:
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+            os.close(fd)
+        for fd in pending:
             os.close(fd)
 
 
@@ -340,25 +360,28 @@ def _fork_one(
     fds: list[int],
     children: dict[int, tuple[int, float | None]],
     wake: tuple[int, int],
+    pending: dict[int, bytes],
 ) -> None:
     out, passed = fds[0], fds[1:]
     try:
         fn, args, seconds, cwd = pickle.loads(msg)  # from the command that started this helper
     except Exception as e:  # a function the helper cannot import: the caller's bug, said so
+        for fd in passed:
+            os.close(fd)
         _write_error(out, e)
-        _end(out, {"how": "refused", "code": 1})
+        _end(out, {"how": "refused", "code": 1}, pending)
         return
     pid = safe_fork()
     if pid == 0:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in (sock.fileno(), *wake, *(o for o, _ in children.values())):
+        for fd in (sock.fileno(), *wake, *(o for o, _ in children.values()), *pending):
             os.close(fd)  # another caller's pipe held open here would keep its end from it
         _child(out, fn, args, passed, cwd)
     for fd in passed:
         os.close(fd)
     if pid is None:
-        _end(out, {"how": "refused", "code": 0})
+        _end(out, {"how": "refused", "code": 0}, pending)
         return
     children[pid] = (out, None if seconds is None else time.monotonic() + seconds)
 
@@ -395,7 +418,7 @@ def _write_error(out: int, e: BaseException) -> None:
         pass
 
 
-def _reap(children: dict[int, tuple[int, float | None]]) -> None:
+def _reap(children: dict[int, tuple[int, float | None]], pending: dict[int, bytes]) -> None:
     now = time.monotonic()
     for pid, (out, deadline) in list(children.items()):
         try:
@@ -416,17 +439,28 @@ def _reap(children: dict[int, tuple[int, float | None]]) -> None:
         else:
             end = {"how": "exit", "code": os.waitstatus_to_exitcode(status)}
         del children[pid]
-        _end(out, end)
+        _end(out, end, pending)
 
 
-def _end(out: int, end: dict[str, Any]) -> None:
+def _end(out: int, end: dict[str, Any], pending: dict[int, bytes]) -> None:
+    _put(out, b"\nE" + json.dumps(end).encode() + b"\n", pending)
+
+
+def _put(out: int, record: bytes, pending: dict[int, bytes]) -> None:
+    """Write ``record`` on a caller's pipe and close it. Without blocking (a caller that stopped
+    reading cannot stall the helper): what a full pipe (a large result not read yet) has no room
+    for waits in ``pending`` until it has, instead of being lost."""
     try:
-        os.set_blocking(out, False)  # a caller that stopped reading cannot stall the helper
-        _write(out, b"\nE" + json.dumps(end).encode() + b"\n")
-    except OSError:
-        pass
-    finally:
-        os.close(out)
+        os.set_blocking(out, False)
+        written = os.write(out, record)
+    except BlockingIOError:
+        written = 0
+    except OSError:  # the caller has gone
+        written = len(record)
+    if written < len(record):
+        pending[out] = record[written:]
+        return
+    os.close(out)
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -74,6 +74,10 @@ def no_escapes_from_libraries() -> Iterator[None]:
         r = factory(*args, **kwargs)
         try:
             r.msg, r.args = printable(r.getMessage(), "\n"), None
+            if r.exc_info and not r.exc_text:  # an exception's message may quote a file too
+                r.exc_text = printable(logging.Formatter().formatException(r.exc_info), "\n")
+            if r.stack_info:
+                r.stack_info = printable(r.stack_info, "\n")
         except Exception:  # a record whose arguments do not format: logging reports it as usual
             pass
         return r
