@@ -276,7 +276,7 @@ def test_the_probe_deadline_counts_from_the_childs_start_not_the_helpers(tmp_pat
 def test_cifarlin_never_forks_a_process_that_may_have_threads():
     """Bug: h5safe, drawer and catalog called os.fork() in a command whose threads (run pool,
     metrics, MD5, views, BLAS, Dask) could hold a lock at that moment. The one fork left is the
-    helper's safe_fork, which refuses unless its process has one thread."""
+    helper process's safe_fork (cifarlin.forking), which refuses unless its process has one thread."""
     import ast
 
     package = Path(helper.__file__).parent
@@ -287,9 +287,9 @@ def test_cifarlin_never_forks_a_process_that_may_have_threads():
                 calls.append(f"{path.relative_to(package)}:{node.lineno}")
             if isinstance(node, ast.Constant) and node.value in ("fork", "forkserver"):  # start methods
                 calls.append(f"{path.relative_to(package)}:{node.lineno}")
-    where = [c for c in calls if not c.startswith("helper.py:")]
-    assert where == [], f"fork outside cifarlin.helper.safe_fork: {where}"
-    assert len([c for c in calls if c.startswith("helper.py:")]) >= 1
+    where = [c for c in calls if not c.startswith("forking.py:")]
+    assert where == [], f"fork outside cifarlin.forking.safe_fork: {where}"
+    assert len([c for c in calls if c.startswith("forking.py:")]) >= 1  # safe_fork (and can_fork)
 
 
 def test_safe_fork_refuses_a_process_with_threads():
