@@ -451,7 +451,8 @@ def save(fig: Figure, path: Path, fmt: str = "png", dpi: int = 150) -> Path:
     finally:
         plt.close(fig)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getbuffer())
+        tmp.write_bytes(buf.getvalue())  # a copy: a view of buf held by a failed write's traceback
+        # crashed Python 3.12.1's garbage collector (a segmentation fault after the error line)
     return path
 
 
