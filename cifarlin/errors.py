@@ -129,3 +129,13 @@ def one_line(e: BaseException) -> str:
     """An exception as one line: our own messages as they are, others with their type."""
     text = " ".join(str(e).split())
     return text if isinstance(e, CifarlinError) else f"{type(e).__name__}: {text}"
+
+
+def printable(text: object, keep: str = "") -> str:
+    """``text`` with control characters (terminal escape sequences, a bell) shown as escapes, but
+    for those in ``keep``: what comes from a file or the network never drives the terminal (and a
+    font has no glyph for them, which matplotlib's warning would print raw)."""
+    s = str(text)
+    if not s.isprintable():
+        s = "".join(ch if ch.isprintable() or ch in keep else ascii(ch)[1:-1] for ch in s)
+    return s

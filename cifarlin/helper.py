@@ -82,35 +82,33 @@ class Child:
     def wait(self, timeout: float | None = None) -> Ended | None:
         """How the child ended, or None if it has not within ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._ended is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return None
-            if not readable(self._fd, left):
-                continue
-            chunk = os.read(self._fd, 65536)
-            if chunk:
-                self._data += chunk
-                self._parse_pid()
-            else:
-                self._close()
-                self._ended = _parse_end(self._data)
+        while self._ended is None and self._read(deadline):
+            pass
         return self._ended
 
     def started(self, timeout: float) -> int | None:
         """The child's pid once it has started (None if not within ``timeout`` seconds)."""
         deadline = time.monotonic() + timeout
-        while self.pid is None and self._ended is None:
-            left = deadline - time.monotonic()
-            if left <= 0 or not readable(self._fd, left):
-                return None
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                self._close()
-                self._ended = _parse_end(self._data)
-            self._data += chunk
-            self._parse_pid()
+        while self.pid is None and self._ended is None and self._read(deadline):
+            pass
         return self.pid
+
+    def _read(self, deadline: float | None) -> bool:
+        """Read what the pipe holds (its pid, or at its end how it ended); False once ``deadline``
+        (None: none) has passed with nothing to read."""
+        left = None if deadline is None else deadline - time.monotonic()
+        if (left is not None and left <= 0) or not readable(self._fd, left):
+            return left is None
+        chunk = os.read(self._fd, 65536)
+        if not chunk:
+            self._close()
+            self._ended = _parse_end(self._data)
+        self._data += chunk
+        if self.pid is None and b"\n" in self._data:
+            first = self._data.split(b"\n", 1)[0]
+            if first.startswith(b"P") and first[1:].isdigit():
+                self.pid = int(first[1:])
+        return True
 
     def kill(self) -> None:
         """End the child now (SIGKILL); the helper reaps it."""
@@ -120,12 +118,6 @@ class Child:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-    def _parse_pid(self) -> None:
-        if self.pid is None and b"\n" in self._data:
-            first = self._data.split(b"\n", 1)[0]
-            if first.startswith(b"P") and first[1:].isdigit():
-                self.pid = int(first[1:])
 
     def _close(self) -> None:
         if self._fd >= 0:
@@ -158,6 +150,7 @@ def _parse_end(data: bytes) -> Ended:
                 end = json.loads(line[1:])
         except ValueError:  # a record cut short by a crash: the end says what happened
             pass
+    error = error if isinstance(error, dict) else {}
     message, kind = (str(error.get(k, "")) or None for k in ("message", "type"))
     if not isinstance(end, dict) or end.get("how") not in ("exit", "signal", "timeout", "refused"):
         return Ended("lost", 0, None, message, kind)

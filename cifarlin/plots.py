@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cifarlin.config import TrainConfig
+from cifarlin.errors import printable
 from cifarlin.evaluation import per_class_accuracy
 from cifarlin.files import atomic_path
 from cifarlin.history import History
@@ -424,21 +425,13 @@ def comparison(
     return fig
 
 
-def printable(text: str) -> str:
-    """``text`` with control characters (a terminal escape, a bell) shown as escapes: a font has no
-    glyph for them, and matplotlib's warning about it would print them raw to the terminal."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-
-
 def _printable_texts(fig: Figure) -> None:
     from matplotlib.text import Text
 
     for t in fig.findobj(Text):
         text = t.get_text()
-        if "\n" in text:
-            t.set_text("\n".join(printable(line) for line in text.split("\n")))
-        elif not text.isprintable():
-            t.set_text(printable(text))
+        if not text.isprintable():
+            t.set_text(printable(text, keep="\n"))
 
 
 def save(fig: Figure, path: Path, fmt: str = "png", dpi: int = 150) -> Path:

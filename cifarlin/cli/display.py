@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cifarlin.errors import WriteError
+from cifarlin.errors import WriteError, printable
 from cifarlin.files import json_ready
 
 
@@ -38,15 +38,6 @@ def console() -> Console:
         width = 120  # CI logs: wide enough that no table wraps
     color = None if os.environ.get("NO_COLOR") or plain() else "auto"
     return Console(stderr=True, highlight=False, color_system=color, width=width)
-
-
-def printable(text: object, keep: str = "") -> str:
-    """``text`` with control characters (terminal escape sequences among them) shown as escapes,
-    but for those in ``keep``."""
-    s = str(text)
-    if not s.isprintable():
-        s = "".join(ch if ch.isprintable() or ch in keep else ascii(ch)[1:-1] for ch in s)
-    return s
 
 
 def clean(text: object) -> str:
