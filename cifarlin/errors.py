@@ -8,6 +8,8 @@ the command line shows the same message with its own flag names (``--batch-size 
 
 from __future__ import annotations
 
+import threading
+
 
 class CifarlinError(Exception):
     """A failure the user can understand and act on (exit code 1: the job failed)."""
@@ -83,12 +85,33 @@ class Terminated(KeyboardInterrupt):
 
 _received: list[bool] = []  # a stop signal per entry: True for SIGTERM, False for Ctrl-C
 
+# Above 0 while a temporary file is being made or removed (files.atomic_path): a stop signal that
+# lands then is only noted, and raised by raise_held_stop once the file is named (or, during its
+# removal, not at all: an exception is already on its way out). Raised where it landed, it could
+# leave the file behind. A list, so that `STOPS_HELD[0] += 1` is one store without a call: Python
+# runs signal handlers only at calls and backward jumps, so an except clause can hold them off
+# from its first bytecode.
+STOPS_HELD = [0]
+_held_back: list[bool] = []
+
 
 def stop_signal(terminate: bool) -> None:
     """What the command line's SIGINT and SIGTERM handlers do: note the signal, and raise where it
-    lands (KeyboardInterrupt, or :class:`Terminated`)."""
+    lands (KeyboardInterrupt, or :class:`Terminated`), unless stops are held (:data:`STOPS_HELD`)."""
     _received.append(terminate)
+    if STOPS_HELD[0]:
+        _held_back.append(terminate)
+        return
     raise Terminated() if terminate else KeyboardInterrupt()
+
+
+def raise_held_stop() -> None:
+    """Raise a stop signal that was noted while stops were held, once none are (main thread only:
+    the one that runs signal handlers; elsewhere check_stop will find it)."""
+    if _held_back and not STOPS_HELD[0] and threading.current_thread() is threading.main_thread():
+        terminate = _held_back[0]
+        _held_back.clear()
+        raise Terminated() if terminate else KeyboardInterrupt()
 
 
 def check_stop() -> None:
@@ -101,6 +124,7 @@ def check_stop() -> None:
 
 def reset_stop() -> None:
     _received.clear()
+    _held_back.clear()
 
 
 def terminated() -> bool:

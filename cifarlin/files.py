@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cifarlin.errors import WriteError, bad_value
+from cifarlin.errors import STOPS_HELD, WriteError, bad_value, raise_held_stop
 
 
 def _read_umask() -> int:
@@ -36,13 +36,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
     ``path`` and the cause; an earlier ``path`` is never touched before the final rename.
     """
     path = Path(path)
+    name = None
+    STOPS_HELD[0] += 1  # while mkstemp makes the file, a stop signal is noted, not raised
     try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
-    except OSError as e:
-        raise _write_error(path, e) from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
+        try:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
+        except OSError as e:
+            raise _write_error(path, e) from None
+        finally:
+            STOPS_HELD[0] -= 1
+        os.close(fd)
+        raise_held_stop()  # now that `name` names the file, the handlers below remove it
+        tmp = Path(name)
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -50,12 +55,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except (OSError, RuntimeError) as e:
-        _discard(tmp)
+        STOPS_HELD[0] += 1  # the first bytecode: a stop signal from here on cannot skip the removal
+        try:
+            _discard(name)
+        finally:
+            STOPS_HELD[0] -= 1
         if isinstance(e, RuntimeError) and write_errno(e) is None:
             raise  # not a failed write: a bug, shown as one
         raise _write_error(path, e) from None
     except BaseException:
-        _discard(tmp)
+        STOPS_HELD[0] += 1  # as above: a second Ctrl-C must not leave the file behind
+        try:
+            _discard(name)
+        finally:
+            STOPS_HELD[0] -= 1
         raise
 
 
@@ -95,9 +108,11 @@ def _temp_prefix(name: str) -> str:
     return f".{name}."
 
 
-def _discard(tmp: Path) -> None:
+def _discard(name: str | None) -> None:
+    if name is None:
+        return
     try:
-        tmp.unlink(missing_ok=True)
+        os.unlink(name)
     except OSError:
         pass
 

@@ -104,3 +104,156 @@ def test_one_ctrl_c_inside_a_checkpoint_write_still_saves_that_epoch(prepared, t
     monkeypatch.undo()
     assert checkpoint.load_snapshot(out / "checkpoint.h5").state.epoch == 3
     assert len(checkpoint.load_history(out / "history.h5").history) == 3
+
+
+# Stop signals at the worst moments of atomic_path itself, with the command line's own handler.
+# A second SIGTERM 5 ms after the first, on a loaded machine, left `.checkpoint.h5.*.tmp` behind
+# (test_signals, in CI): it landed while the first one's handler was removing the file.
+
+
+@pytest.fixture
+def cli_stop_handlers():
+    import signal
+
+    from cifarlin import cli, errors
+
+    errors.reset_stop()
+    previous = {s: signal.signal(s, cli._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+    errors.reset_stop()
+
+
+def _signal_self(sig) -> None:
+    import os
+
+    os.kill(os.getpid(), sig)
+    for _ in range(3):  # a backward jump and calls: where Python runs the handler
+        len([])
+
+
+def _temporaries(folder) -> list:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_a_stop_while_the_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch, cli_stop_handlers):
+    """Caught: a Ctrl-C landing in mkstemp after it made the file but before its name reached
+    atomic_path left the file behind."""
+    import signal
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        made = real(*args, **kwargs)
+        _signal_self(signal.SIGINT)
+        return made
+
+    def write():
+        with files.atomic_path(tmp_path / "model.h5") as tmp:
+            tmp.write_bytes(b"x")
+
+    e = _ending(write, monkeypatch, mkstemp=mkstemp)
+    assert type(e) is KeyboardInterrupt, repr(e)
+    assert _temporaries(tmp_path) == [] and not (tmp_path / "model.h5").exists()
+
+
+@pytest.mark.parametrize("second", ["SIGINT", "SIGTERM"])
+def test_a_second_stop_while_the_first_removes_the_file_leaves_nothing(
+    tmp_path, monkeypatch, cli_stop_handlers, second
+):
+    """Caught: the second of two quick signals raised inside the first one's clean-up, before the
+    temporary file was removed. The first signal still decides how the command ends."""
+    import os
+    import signal
+
+    from cifarlin import errors
+
+    real = os.unlink
+
+    def unlink(name, *args, **kwargs):
+        _signal_self(getattr(signal, second))
+        return real(name, *args, **kwargs)
+
+    def write():
+        with files.atomic_path(tmp_path / "checkpoint.h5") as tmp:
+            tmp.write_bytes(b"half")
+            _signal_self(signal.SIGINT)
+
+    (tmp_path / "checkpoint.h5").write_bytes(b"previous")
+    e = _ending(write, monkeypatch, unlink=unlink)
+    assert isinstance(e, KeyboardInterrupt), repr(e)
+    assert _temporaries(tmp_path) == []
+    assert (tmp_path / "checkpoint.h5").read_bytes() == b"previous"
+    assert errors.stopped(e) == ("interrupted", 130)
+
+
+def test_a_stop_in_fsync_and_one_in_the_removal_leave_the_old_file(tmp_path, monkeypatch, cli_stop_handlers):
+    """A SIGTERM while the data is flushed to disk, a Ctrl-C while the file is removed: the old
+    file is whole, no temporary file, and the command ends as terminated (the first signal)."""
+    import os
+    import signal
+
+    from cifarlin import errors
+
+    real_fsync, real_unlink = os.fsync, os.unlink
+
+    def fsync(fd):
+        real_fsync(fd)
+        _signal_self(signal.SIGTERM)
+
+    def unlink(name, *args, **kwargs):
+        _signal_self(signal.SIGINT)
+        return real_unlink(name, *args, **kwargs)
+
+    def write():
+        with files.atomic_path(tmp_path / "history.h5") as tmp:
+            tmp.write_bytes(b"new")
+
+    (tmp_path / "history.h5").write_bytes(b"previous")
+    e = _ending(write, monkeypatch, fsync=fsync, unlink=unlink)
+    assert isinstance(e, errors.Terminated), repr(e)
+    assert _temporaries(tmp_path) == [] and (tmp_path / "history.h5").read_bytes() == b"previous"
+    assert errors.stopped(e) == ("terminated (SIGTERM)", 143)
+
+
+def test_a_stop_during_a_failed_writes_removal_leaves_nothing(tmp_path, monkeypatch, cli_stop_handlers):
+    """A full disk, then a Ctrl-C while the temporary file is removed: the file is gone and the
+    write error is still the one reported (the signal is noted: stopped() knows of it)."""
+    import errno
+    import os
+    import signal
+
+    from cifarlin import errors
+
+    real = os.unlink
+
+    def unlink(name, *args, **kwargs):
+        _signal_self(signal.SIGINT)
+        return real(name, *args, **kwargs)
+
+    def write():
+        with files.atomic_path(tmp_path / "model.h5") as tmp:
+            tmp.write_bytes(b"x")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    e = _ending(write, monkeypatch, unlink=unlink)
+    assert isinstance(e, errors.WriteError) and "model.h5" in str(e), repr(e)
+    assert _temporaries(tmp_path) == [] and not (tmp_path / "model.h5").exists()
+    assert errors._received == [False] and not errors.terminated()
+
+
+def _ending(block, monkeypatch, **patches) -> BaseException | None:
+    """What ``block`` raised (KeyboardInterrupt included: caught here, not by pytest), with
+    ``patches`` on os (or tempfile, for mkstemp) only while it runs."""
+    import tempfile
+
+    with monkeypatch.context() as m:
+        for name, fake in patches.items():
+            m.setattr(tempfile if name == "mkstemp" else files.os, name, fake)
+        try:
+            block()
+        except BaseException as e:  # noqa: BLE001 - the outcome under test
+            return e
+    return None
