@@ -254,6 +254,6 @@ def _ending(block, monkeypatch, **patches) -> BaseException | None:
             m.setattr(tempfile if name == "mkstemp" else files.os, name, fake)
         try:
             block()
-        except BaseException as e:  # noqa: BLE001 - the outcome under test
+        except BaseException as e:  # the outcome under test
             return e
     return None
