@@ -19,7 +19,8 @@ from pathlib import Path
 
 from common import default_data_dir
 
-from cifarlin import config, data, train
+from cifarlin.core import config, train
+from cifarlin.data import cifar as data
 
 
 def main() -> None:

@@ -13,7 +13,7 @@
    of the mirrored training images too (``--cache DIR`` reuses features an earlier run stored).
 3. standardise (the training rows' statistics) and train the linear layer, choosing on the
    validation images only: ``ridge`` (closed form, lambda from a grid) and/or ``gd``
-   (cifarlin.train.fit in stages, one learning rate per stage, shuffled, the epoch with the
+   (cifarlin.core.train.fit in stages, one learning rate per stage, shuffled, the epoch with the
    best validation accuracy kept).
 
 Prints the time split, the accuracies, and the peak resident memory of the process.
@@ -34,8 +34,14 @@ T_START = time.perf_counter()
 import numpy as np  # noqa: E402
 from common import default_data_dir  # noqa: E402
 
-from cifarlin import augment, data, features, ridge, train  # noqa: E402
-from cifarlin.config import SplitSpec, TrainConfig  # noqa: E402
+from cifarlin.core import (  # noqa: E402
+    augment,
+    ridge,
+    train,
+)
+from cifarlin.core.config import SplitSpec, TrainConfig  # noqa: E402
+from cifarlin.data import cifar as data  # noqa: E402
+from cifarlin.features import kmeans as features  # noqa: E402
 
 
 def peak_mb() -> float:

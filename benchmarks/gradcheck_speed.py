@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from cifarlin import config, data, gradcheck, numgrad
+from cifarlin.core import config, numgrad
+from cifarlin.data import cifar as data
 from cifarlin.errors import DataNotFoundError
+from cifarlin.work import gradcheck
 from oracles import numerical_gradients_loop
 
 

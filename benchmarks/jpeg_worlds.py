@@ -22,7 +22,8 @@ import numpy as np
 from common import default_data_dir
 from PIL import Image
 
-from cifarlin import data, features
+from cifarlin.data import cifar as data
+from cifarlin.features import kmeans as features
 
 EXACT_TRAIN, EXACT_TEST = 4000, 1000
 LAMBDAS = np.logspace(-5, 3, 33)

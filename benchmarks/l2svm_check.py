@@ -23,9 +23,9 @@ import numpy as np
 from common import default_data_dir
 from threadpoolctl import threadpool_limits
 
-from cifarlin import data
-from cifarlin.checkpoint import load_snapshot
-from cifarlin.config import TrainConfig
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
+from cifarlin.store.checkpoint import load_snapshot
 
 
 def main() -> None:

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from common import default_data_dir
 
-from cifarlin import config, data, model, train
-from cifarlin.config import TrainConfig
+from cifarlin.core import config, model, train
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
 from cifarlin.errors import DataNotFoundError
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from common import default_data_dir
 
-from cifarlin import config, data, train
-from cifarlin.config import TrainConfig
+from cifarlin.core import config, train
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
 
 
 def clock(f):
@@ -32,7 +33,8 @@ def clock(f):
 FRESH = """
 import sys, time
 from pathlib import Path
-from cifarlin import config, data
+from cifarlin.core import config
+from cifarlin.data import cifar as data
 ds = data.find(Path(sys.argv[1]))
 w, c = time.perf_counter(), time.process_time()
 data.prepare(ds, config.SplitSpec())
@@ -65,7 +67,7 @@ def main() -> None:
         loop.append((w, c))
 
         def draw(st=st, p=p) -> None:
-            from cifarlin import plots
+            from cifarlin.figures import plots
 
             plots.save(plots.curves(st.history, cfg), out / "curves.png")
             plots.save(plots.montage(st.W, p.class_names, plots.run_title(cfg)), out / "montage.png")

@@ -5,7 +5,7 @@
 
 Reads data_batch_1..5 (the last ``--val-size`` images validate) and test_batch with cifarlin's
 loader, accumulates the exact statistics of the training images, folds the augmented views in
-(:func:`cifarlin.ridge.fold`), eigendecomposes once and picks lambda on the validation images
+(:func:`cifarlin.core.ridge.fold`), eigendecomposes once and picks lambda on the validation images
 only (unless ``--lam``), then reports the test accuracy, the time of each step and the peak
 resident memory. ``--norm images`` normalises by the plain training images' statistics (as
 gradient descent does today) instead of the augmented set's, which costs the full (d, d)
@@ -28,9 +28,10 @@ T_START = time.perf_counter()
 import numpy as np  # noqa: E402
 from common import default_data_dir  # noqa: E402
 
-from cifarlin import data, ridge  # noqa: E402
-from cifarlin.augment import parse_augment  # noqa: E402
-from cifarlin.config import SplitSpec  # noqa: E402
+from cifarlin.core import ridge  # noqa: E402
+from cifarlin.core.augment import parse_augment  # noqa: E402
+from cifarlin.core.config import SplitSpec  # noqa: E402
+from cifarlin.data import cifar as data  # noqa: E402
 
 
 def main() -> None:

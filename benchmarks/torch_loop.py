@@ -21,7 +21,8 @@ import torch  # noqa: E402
 
 t_torch = time.perf_counter()
 
-from cifarlin import config, data  # noqa: E402
+from cifarlin.core import config  # noqa: E402
+from cifarlin.data import cifar as data  # noqa: E402
 
 
 def main() -> None:

@@ -25,10 +25,10 @@ def isolated_env(tmp_path, monkeypatch):
     for var in ("CIFARLIN_DATA_DIR", "CIFARLIN_URL", "CIFARLIN_MD5", "CIFARLIN_DEBUG", "NO_COLOR", "COLUMNS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    from cifarlin import download
+    from cifarlin.data import download
 
     monkeypatch.setattr(download, "BACKOFF", 0.01)
-    from cifarlin import runs
+    from cifarlin.work import runs
 
     # a checkpoint after every epoch, as tests of resuming and stopping expect (tiny epochs take
     # milliseconds: the once-a-second rule would skip them); test_checkpoint_pace sets its own
@@ -43,7 +43,7 @@ def isolated_env(tmp_path, monkeypatch):
 # A `python -c` program: the cifarlin command, each training step 10 ms slower (so that a signal
 # sent by a test lands while it trains)
 SLOW_CLI = (
-    "import time, cifarlin.train as t\n"
+    "import time, cifarlin.core.train as t\n"
     "orig = t.model.step\n"
     "def slow(*a):\n"
     "    time.sleep(0.01)\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cifarlin import model
+from cifarlin.core import model
 
 
 def cost_naive(W, b, X, y, lam):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from cifar_files import write_python_dataset
-from cifarlin import archive
+from cifarlin.data import archive
 from cifarlin.errors import DownloadError
 
 FOLDER = "cifar-10-batches-py"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifarlin import augment
-from cifarlin.augment import Augment, parse_augment
+from cifarlin.core import augment
+from cifarlin.core.augment import Augment, parse_augment
 from cifarlin.errors import ConfigError
 
 

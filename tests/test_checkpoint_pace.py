@@ -11,9 +11,12 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, config, data, runs, train
-from cifarlin.config import TrainConfig
+from cifarlin.core import config, train
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
 from cifarlin.errors import DivergenceError
+from cifarlin.store import checkpoint
+from cifarlin.work import runs
 
 
 @pytest.fixture(scope="module")

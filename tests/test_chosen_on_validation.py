@@ -19,8 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, config, data, features, train
 from cifarlin.cli import app
+from cifarlin.core import config, train
+from cifarlin.data import cifar as data
+from cifarlin.features import kmeans as features
+from cifarlin.store import checkpoint
 from val_oracle import (
     LAMBDAS,
     Standardise,

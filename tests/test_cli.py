@@ -61,7 +61,7 @@ def test_unknown_command_and_option_are_usage_errors(runner):
 
 
 def test_unexpected_errors_are_short_unless_debugging(runner, monkeypatch):
-    from cifarlin import gradcheck
+    from cifarlin.work import gradcheck
 
     def boom(*a, **k):
         raise RuntimeError("kaboom")
@@ -113,7 +113,7 @@ def test_help_is_fast_enough_to_skip_heavy_imports():
 
 
 def test_ctrl_c_outside_the_training_loop_says_so(runner, tiny_py, monkeypatch):
-    from cifarlin import data
+    from cifarlin.data import cifar as data
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

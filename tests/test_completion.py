@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarlin import completion
-from cifarlin.cli import app, group
+from cifarlin.cli import app, completion, group
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_committed_scripts_are_fresh(shell, name):
     committed = (REPO / "completions" / name).read_text()
     assert committed == completion.script(shell, group()), (
-        f"completions/{name} is stale: run `python -m cifarlin.completion completions`"
+        f"completions/{name} is stale: run `python -m cifarlin.cli.completion completions`"
     )
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle, write_python_dataset
-from cifarlin import config, data
+from cifarlin.core import config
+from cifarlin.data import cifar as data
 from cifarlin.errors import CifarlinError, ConfigError, DataError, DataNotFoundError
 from tolerances import U32, U64, assert_within, normalised_error, pixel_statistics_error
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from cifar_files import dataset_archive, md5, tar_gz
-from cifarlin import data, download
 from cifarlin.cli import app
-from cifarlin.config import DownloadConfig
+from cifarlin.core.config import DownloadConfig
+from cifarlin.data import cifar as data
+from cifarlin.data import download
 from cifarlin.errors import DownloadError, WriteError
 
 

@@ -21,10 +21,10 @@ import pytest
 from test_download import Server
 
 from cifar_files import dataset_archive, md5, tar_gz
-from cifarlin import archive as archive_mod
-from cifarlin import download
 from cifarlin.cli import app
-from cifarlin.config import DownloadConfig
+from cifarlin.core.config import DownloadConfig
+from cifarlin.data import archive as archive_mod
+from cifarlin.data import download
 from cifarlin.errors import ConfigError, DownloadError, WriteError
 
 FOLDER = "cifar-10-batches-py"

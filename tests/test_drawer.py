@@ -1,5 +1,5 @@
-"""Figures drawn in the child (cifarlin.drawer, a child of cifarlin.helper's) are the figures the
-parent would draw, byte for byte; and whatever happens to the child (killed, hung, failing, never
+"""Figures drawn in the child (cifarlin.figures.drawer, a child of cifarlin.store.helper's) are the
+figures the parent would draw, byte for byte; and whatever happens to the child (killed, hung, failing, never
 started) the parent draws them itself, raises the usual one-line error, and leaves no process
 behind."""
 
@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cifarlin import data, drawer, experiments, helper
+from cifarlin.data import cifar as data
 from cifarlin.errors import WriteError
+from cifarlin.figures import drawer
+from cifarlin.plans import experiments
+from cifarlin.store import helper
 
 FIGURES = ("curves.png", "montage.png")
 pytestmark = pytest.mark.skipif(not helper.available(), reason="no child processes on this platform")

@@ -10,8 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, config, data, evaluation
 from cifarlin.cli import app
+from cifarlin.core import config
+from cifarlin.data import cifar as data
+from cifarlin.store import checkpoint
+from cifarlin.work import evaluation
 
 TINY = ["--batch-size", "10", "--epochs", "2", "--no-plots", "--quiet"]
 

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from cifar_files import make_split
-from cifarlin import checkpoint, config, data, evaluation, runs
-from cifarlin.config import TrainConfig
+from cifarlin.core import config
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
+from cifarlin.store import checkpoint
+from cifarlin.work import evaluation, runs
 
 # Three classes: class 0 has 10 images (8 right, 2 taken for class 1), class 1 has 10 (5 right,
 # 5 taken for class 2), class 2 has 1 image (right). Recall and precision disagree for every class.

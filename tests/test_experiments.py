@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from cifar_files import NAMES, batch_dict, py2_pickle
-from cifarlin import data, experiments
-from cifarlin.config import TrainConfig
-from cifarlin.history import History, TrainState
-from cifarlin.model import Metrics
-from cifarlin.runs import Outcome
+from cifarlin.core.config import TrainConfig
+from cifarlin.core.history import History, TrainState
+from cifarlin.core.model import Metrics
+from cifarlin.data import cifar as data
+from cifarlin.plans import experiments
+from cifarlin.work.runs import Outcome
 
 HEADER = [
     "setting",

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cifarlin import checkpoint, export
 from cifarlin.cli import app
+from cifarlin.store import checkpoint
+from cifarlin.work import export
 
 TRAIN = ["--batch-size", "10", "--epochs", "3", "--no-plots", "--quiet"]
 

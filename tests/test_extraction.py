@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from cifar_files import FIT
-from cifarlin import data, extraction, features
 from cifarlin.cli import app
-from cifarlin.config import SplitSpec, TrainConfig, solver_defaults
+from cifarlin.core.config import SplitSpec, TrainConfig, solver_defaults
+from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError
+from cifarlin.features import extraction
+from cifarlin.features import kmeans as features
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +186,7 @@ def test_extract_command_on_an_existing_dask_cluster(runner, tiny_py, fmap_file,
     ],
 )
 def test_extract_bad_input_is_one_line(runner, tiny_py, fmap_file, args, message, monkeypatch):
-    from cifarlin import cluster
+    from cifarlin.search import cluster
 
     monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1)  # nobody listens on port 9
     args = [a.format(map=fmap_file, data=tiny_py / "data_batch_1") for a in args]
@@ -244,7 +246,7 @@ def test_sweep_takes_feature_maps_whose_paths_hold_commas_and_dots(tmp_path, fma
     import os
     import shutil
 
-    from cifarlin.sweep_plan import parse_axis
+    from cifarlin.search.plan import parse_axis
 
     odd = tmp_path / "m,aps..v2"
     odd.mkdir()

@@ -9,8 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import features, h5safe
 from cifarlin.errors import ConfigError, ModelFileError
+from cifarlin.features import kmeans as features
+from cifarlin.store import h5safe
 from tolerances import (
     U32,
     U64,

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 from cifar_files import FIT
-from cifarlin import augment, checkpoint, data, features, model
 from cifarlin.cli import app
-from cifarlin.config import SplitSpec
+from cifarlin.core import augment, model
+from cifarlin.core.config import SplitSpec
+from cifarlin.data import cifar as data
+from cifarlin.features import kmeans as features
+from cifarlin.store import checkpoint
 from tolerances import U32, U64, assert_within, min_gap, product_error, sum_error
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cifarlin import files
 from cifarlin.errors import WriteError
+from cifarlin.store import files
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from cifar_files import make_split
-from cifarlin import gradcheck, model
 from cifarlin.cli import app
+from cifarlin.core import model
+from cifarlin.work import gradcheck
 from tolerances import U64, assert_within, normalised_error, pixel_statistics_error
 
 FIELDS = {"max_rel", "p99_rel", "mean_rel", "max_abs", "checked", "failing", "pass"}

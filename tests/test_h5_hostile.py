@@ -16,10 +16,13 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, config, data, h5safe, helper, runs
 from cifarlin.cli import app
-from cifarlin.config import TrainConfig
+from cifarlin.core import config
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
 from cifarlin.errors import ModelFileError
+from cifarlin.store import checkpoint, h5safe, helper
+from cifarlin.work import runs
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +279,7 @@ def test_the_probe_deadline_counts_from_the_childs_start_not_the_helpers(tmp_pat
 def test_cifarlin_never_forks_a_process_that_may_have_threads():
     """Bug: h5safe, drawer and catalog called os.fork() in a command whose threads (run pool,
     metrics, MD5, views, BLAS, Dask) could hold a lock at that moment. The one fork left is the
-    helper process's safe_fork (cifarlin.forking), which refuses unless its process has one thread."""
+    helper process's safe_fork (cifarlin.store.forking), which refuses unless its process has one thread."""
     import ast
 
     package = Path(helper.__file__).parent
@@ -288,7 +291,7 @@ def test_cifarlin_never_forks_a_process_that_may_have_threads():
             if isinstance(node, ast.Constant) and node.value in ("fork", "forkserver"):  # start methods
                 calls.append(f"{path.relative_to(package)}:{node.lineno}")
     where = [c for c in calls if not c.startswith("forking.py:")]
-    assert where == [], f"fork outside cifarlin.forking.safe_fork: {where}"
+    assert where == [], f"fork outside cifarlin.store.forking.safe_fork: {where}"
     assert len([c for c in calls if c.startswith("forking.py:")]) >= 1  # safe_fork (and can_fork)
 
 

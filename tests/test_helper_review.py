@@ -1,4 +1,4 @@
-"""cifarlin.helper under review: what a caller's folder, a refused or oversized request, a caller
+"""cifarlin.store.helper under review: what a caller's folder, a refused or oversized request, a caller
 that reads late and Ctrl-C while the command line is imported do to the helper and its children."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_h5_hostile import slow
 
-from cifarlin import h5safe, helper
+from cifarlin.store import h5safe, helper
 
 
 def test_the_helper_imports_nothing_from_the_callers_folder(tmp_path):
@@ -187,7 +187,7 @@ def test_children_are_waited_for_with_descriptors_above_1024(tmp_path, many_desc
     """Bug: a child's pipe was waited on with select(), which refuses a descriptor of 1024 or
     more (ValueError): every probe then failed as an unexpected error, and the figure child's
     close raised it."""
-    from cifarlin.drawer import FigureDrawer
+    from cifarlin.figures.drawer import FigureDrawer
 
     assert h5safe.probe(tmp_path / "x.h5", slow, "model", seconds=10) == {"read": str(tmp_path / "x.h5")}
     drawer = FigureDrawer()

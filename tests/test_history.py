@@ -7,10 +7,11 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, history
-from cifarlin.config import TrainConfig
-from cifarlin.history import History
-from cifarlin.model import Metrics
+from cifarlin.core import history
+from cifarlin.core.config import TrainConfig
+from cifarlin.core.history import History
+from cifarlin.core.model import Metrics
+from cifarlin.store import checkpoint
 
 # Training accuracy climbs to the last epoch; validation accuracy peaks at epoch 3, ties it at
 # epoch 5 and falls between: the three rules (max of val, earliest on ties, not train) disagree.

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from cifar_files import FIT
-from cifarlin import train
 from cifarlin.cli import app
-from cifarlin.config import TrainConfig
-from cifarlin.data import Normalizer
+from cifarlin.core import train
+from cifarlin.core.config import TrainConfig
+from cifarlin.data.cifar import Normalizer
 from tolerances import U64, assert_within, normalised_error, product_error
 
 TINY = ["--batch-size", "10", "--no-plots", "--json", "--val-size", "20"]

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from cifarlin import config, data, runs, train
-from cifarlin.config import TrainConfig
+from cifarlin.core import config, train
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
+from cifarlin.work import runs
 from oracles import cost_naive
 from tolerances import U32, U64, assert_within, cost_rounding, min_gap, product_error, sum_error
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifarlin import gradcheck, losses, model, numgrad
-from cifarlin.config import GradcheckConfig
+from cifarlin.core import losses, model, numgrad
+from cifarlin.core.config import GradcheckConfig
+from cifarlin.work import gradcheck
 from oracles import NAIVE, numerical_gradients_loop_loss
 from tolerances import (
     ELEMENTARY_ULPS,

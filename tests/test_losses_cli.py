@@ -11,9 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, config, data, model
-from cifarlin import train as train_module
 from cifarlin.cli import app
+from cifarlin.core import config, model
+from cifarlin.core import train as train_module
+from cifarlin.data import cifar as data
+from cifarlin.store import checkpoint
 from tolerances import U32, U64, assert_within, outside, product_error, sigmoid_error, softmax_error
 
 TINY = ["--batch-size", "10", "--epochs", "2", "--no-plots"]

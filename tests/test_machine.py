@@ -11,8 +11,8 @@ import h5py
 import pytest
 from typer.testing import CliRunner
 
-from cifarlin import checkpoint, machine
 from cifarlin.cli import app
+from cifarlin.store import checkpoint, machine
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from cifarlin import evaluation, gradcheck, model, numgrad
+from cifarlin.core import model, numgrad
+from cifarlin.work import evaluation, gradcheck
 from oracles import complex_step_loop, cost_naive, gradients_naive, numerical_gradients_loop
 from tolerances import (
     ELEMENTARY_ULPS,

@@ -2,7 +2,7 @@
 after `train --setting 2` refused a good checkpoint 3 times in 4 on AVX-512 machines: the probe
 forked the command while its run pool, metrics, MD5 or views thread held a lock).
 
-Every child process comes from cifarlin.helper's helper, a single-threaded process of its own:
+Every child process comes from cifarlin.store.helper's helper, a single-threaded process of its own:
 here the command's own os.fork is made to fail the test, DeprecationWarnings (Python 3.12+'s
 "multi-threaded, use of fork()") are errors, and the documented flow runs many times in fresh
 folders."""
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cifarlin import helper
 from cifarlin.cli import app
+from cifarlin.store import helper
 
 FAST = ["--epochs", "2", "--batch-size", "10", "-q"]
 
@@ -57,7 +57,7 @@ def test_a_helper_that_dies_is_started_again(tmp_path):
     """A helper killed between two probes (OOM killer, a stray kill) costs nothing but a restart."""
     from test_h5_hostile import slow
 
-    from cifarlin import h5safe
+    from cifarlin.store import h5safe
 
     assert h5safe.probe(tmp_path / "x.h5", slow, "model", seconds=5) is not None
     proc, _ = helper._helper
@@ -74,7 +74,7 @@ def test_concurrent_callers_each_get_their_own_answer(tmp_path):
 
     from test_h5_hostile import hang, slow
 
-    from cifarlin import h5safe
+    from cifarlin.store import h5safe
 
     got, errors = {}, []
 
@@ -104,7 +104,7 @@ def test_a_command_killed_outright_leaves_no_helper_or_child_behind(tmp_path):
     import time
 
     code = (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from cifarlin import helper;"
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from cifarlin.store import helper;"
         "from test_h5_hostile import hang; c = helper.start(hang, 'x', seconds=600);"
         "print(helper._helper[0].pid, c.started(60), flush=True); time.sleep(600)"
     )

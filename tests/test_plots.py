@@ -136,7 +136,7 @@ def test_model_file_alone(runner, run_dir, tmp_path, tiny_py):
 
 
 def test_montage_channel_layout():
-    from cifarlin import plots
+    from cifarlin.figures import plots
 
     W = np.zeros((10, 3072))
     W[0, :1024] = 1.0  # class 0: only the red block

@@ -19,9 +19,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cifar_files import make_split
-from cifarlin import checkpoint, data, evaluation, predict
 from cifarlin.cli import app
+from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError, DataError
+from cifarlin.store import checkpoint
+from cifarlin.work import evaluation, predict
 from tolerances import (
     U64,
     assert_ranked,

@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cifarlin import augment, ridge
-from cifarlin.augment import Augment
-from cifarlin.data import Normalizer
+from cifarlin.core import augment, ridge
+from cifarlin.core.augment import Augment
+from cifarlin.data.cifar import Normalizer
 from cifarlin.errors import ConfigError
 from tolerances import ELEMENTARY_ULPS, U64, assert_within, min_gap, ridge_error, sum_error
 

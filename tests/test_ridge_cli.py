@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from cifarlin import augment, checkpoint, data, model, ridge
 from cifarlin.cli import app
-from cifarlin.config import SplitSpec
+from cifarlin.core import augment, model, ridge
+from cifarlin.core.config import SplitSpec
+from cifarlin.data import cifar as data
+from cifarlin.store import checkpoint
 from tolerances import U64, assert_within
 from val_oracle import (
     LAMBDAS,

@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cifarlin import catalog, checkpoint, config, data, runs
 from cifarlin.cli import app
-from cifarlin.config import TrainConfig
+from cifarlin.core import config
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
 from cifarlin.errors import Interrupted
+from cifarlin.store import checkpoint
+from cifarlin.work import catalog, runs
 
 TRAIN = ["--batch-size", "10", "--no-plots", "--quiet"]
 

@@ -17,15 +17,18 @@ import numpy as np
 import pytest
 
 from cifar_files import NAMES, py2_pickle, write_python_dataset
-from cifarlin import checkpoint, config, data, runs
 from cifarlin.cli import app
-from cifarlin.config import TrainConfig
+from cifarlin.core import config
+from cifarlin.core.config import TrainConfig
+from cifarlin.data import cifar as data
 from cifarlin.errors import RunError
+from cifarlin.store import checkpoint
+from cifarlin.work import runs
 
 TINY = ["--batch-size", "10", "--no-plots"]
 
 SLOW_TRAIN = """
-import sys, time, cifarlin.train as t
+import sys, time, cifarlin.core.train as t
 orig = t.model.step
 def slow(*a):
     time.sleep(0.02)

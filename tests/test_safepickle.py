@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from cifar_files import batch_dict, make_split, py2_pickle
-from cifarlin import data, safepickle
+from cifarlin.data import cifar as data
+from cifarlin.data import safepickle
+from cifarlin.data.safepickle import MAX_MEMO, scan
 from cifarlin.errors import DataError
-from cifarlin.safepickle import MAX_MEMO, scan
 
 BATCH = py2_pickle(batch_dict(*make_split(3, seed=1), "a batch"))
 

@@ -10,10 +10,13 @@ import math
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, config, data, runs, train
-from cifarlin.config import TrainConfig
+from cifarlin.core import config, train
+from cifarlin.core.config import TrainConfig
+from cifarlin.core.schedules import learning_rates
+from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError
-from cifarlin.schedules import learning_rates
+from cifarlin.store import checkpoint
+from cifarlin.work import runs
 from tolerances import U64
 
 
@@ -90,7 +93,7 @@ def test_bad_schedule_options_name_the_field(kw, field):
 
 def the_update_rule(cfg: TrainConfig, p: data.Prepared, epochs: int) -> tuple[np.ndarray, np.ndarray]:
     """Plain mini-batch gradient descent with the schedule's eta of each update, in order."""
-    from cifarlin import model
+    from cifarlin.core import model
 
     st = train.init_state(cfg)
     W, b = st.W.copy(), st.b.copy()
@@ -237,14 +240,14 @@ def prepared_raw(tiny_py):
 
 
 def mirrored(images: np.ndarray) -> np.ndarray:
-    """Left-right mirror of CIFAR rows, written independently of cifarlin.augment."""
+    """Left-right mirror of CIFAR rows, written independently of cifarlin.core.augment."""
     return images.reshape(-1, 3, 32, 32)[:, :, :, ::-1].reshape(-1, 3072)
 
 
 def test_flip_augmentation_bit_for_bit_against_a_reference_loop(prepared_raw):
     """Bug: flips drawn once per run (not per epoch), applied to normalised rows (not pixels), drawn
     from another generator, or in another order than documented (permutation, then flips)."""
-    from cifarlin import model
+    from cifarlin.core import model
 
     cfg = TrainConfig(epochs=3, batch_size=10, eta=0.05, shuffle=True, augment="flip", seed=4)
     st = train.fit(cfg, prepared_raw, train.init_state(cfg))
@@ -308,7 +311,7 @@ def test_views_made_ahead_stop_with_the_loop(prepared_raw, monkeypatch):
     forever), or that thread outlives the loop after an error or Ctrl-C."""
     import threading
 
-    from cifarlin import augment
+    from cifarlin.core import augment
 
     real, calls = augment.apply, []
 

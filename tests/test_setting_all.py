@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cifarlin import checkpoint, experiments, runs
-from cifarlin import train as training
 from cifarlin.cli import app
-from cifarlin.config import SETTINGS
+from cifarlin.core import train as training
+from cifarlin.core.config import SETTINGS
 from cifarlin.errors import DivergenceError, Terminated, WriteError
+from cifarlin.plans import experiments
+from cifarlin.store import checkpoint
+from cifarlin.work import runs
 
 EPOCHS = 3
 

@@ -18,11 +18,12 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import sweep, sweep_trial
 from cifarlin.cli import app, group
-from cifarlin.config import TrainConfig
+from cifarlin.core.config import TrainConfig
 from cifarlin.errors import ConfigError
-from cifarlin.sweep import SweepSpec, TrialResult, parse_axis
+from cifarlin.search import sweep
+from cifarlin.search import trial as sweep_trial
+from cifarlin.search.sweep import SweepSpec, TrialResult, parse_axis
 
 TINY = ["--epochs", "3", "--batch-size", "10"]
 
@@ -159,8 +160,8 @@ def test_selection_uses_validation_accuracy_of_finished_trials_only():
 def test_selection_uses_the_saved_models_accuracy():
     """With keep=best the model a trial saves is its best epoch's: that accuracy selects, not
     the last epoch's (which would rank the trial by a model it does not have)."""
-    from cifarlin.history import History
-    from cifarlin.model import Metrics
+    from cifarlin.core.history import History
+    from cifarlin.core.model import Metrics
 
     h = History()
     for acc, cost in ((0.3, 2.0), (0.5, 1.5), (0.4, 1.8)):
@@ -606,7 +607,7 @@ def test_random_search_with_a_second_round_continues_with_the_same_box(runner, t
 def test_sweep_figures_show_plain_numbers_and_every_trial(tmp_path):
     """Catches log-axis labels printed as raw math text (cifarlin turns math text off), a lambda of
     0 that a log axis cannot show, and trials without an accuracy that break the drawing."""
-    from cifarlin import plots
+    from cifarlin.figures import plots
 
     plots.use_backend()
     lam, eta = [0.0, 0.0, 0.01, 0.01], [0.001, 0.01, 0.001, 0.01]

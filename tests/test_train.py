@@ -15,10 +15,13 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin import checkpoint, config, data, history, model, runs, train
 from cifarlin.cli import app
-from cifarlin.config import SETTINGS, TrainConfig
+from cifarlin.core import config, history, model, train
+from cifarlin.core.config import SETTINGS, TrainConfig
+from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError, DataError, DivergenceError, ModelFileError
+from cifarlin.store import checkpoint
+from cifarlin.work import runs
 from tolerances import U32, U64, cost_rounding, min_gap, normalised_error, product_error
 
 TINY = ["--batch-size", "10", "--no-plots"]
@@ -756,7 +759,7 @@ def test_runs_two_at_a_time_keep_a_metrics_thread_only_with_the_cores(
 ):
     """Bug: two runs at a time on two cores each with a metrics thread (four threads fighting
     for two cores), or runs that have the cores losing theirs."""
-    from cifarlin import experiments
+    from cifarlin.plans import experiments
 
     monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     real, seen = runs.fit, []

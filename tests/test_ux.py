@@ -227,8 +227,11 @@ def test_figure_options(runner, tiny_py, tmp_path):
 
 def test_pick_errors_shows_only_misclassified_images(tiny_py, tmp_path, runner):
     """Bug: --pick errors drawing correctly classified images."""
-    from cifarlin import checkpoint, data, evaluation, figures
-    from cifarlin.config import FigureRequest
+    from cifarlin.core.config import FigureRequest
+    from cifarlin.data import cifar as data
+    from cifarlin.figures import make as figures
+    from cifarlin.store import checkpoint
+    from cifarlin.work import evaluation
 
     train(runner, tiny_py, tmp_path / "r", "--eta", "0.0001", "--epochs", "1")
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")

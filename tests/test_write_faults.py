@@ -164,7 +164,7 @@ def _mount(*args: str) -> None:
 
 def drive(spec_file: str) -> None:
     """Run the jobs of one fault, each one command in its own folder under the fault."""
-    from cifarlin import helper
+    from cifarlin.store import helper
 
     spec = json.loads(Path(spec_file).read_text())
     fault = spec["fault"]
@@ -556,7 +556,7 @@ def test_a_path_of_thousands_of_short_names_is_a_usage_error(tmp_path):
     """Bug: check_path called Path.is_dir() on the over-long parents, which raised ENAMETOOLONG,
     the error the check exists to catch ('unexpected OSError')."""
     from cifarlin.errors import ConfigError
-    from cifarlin.files import check_path
+    from cifarlin.store.files import check_path
 
     for field in ("out", "to"):
         with pytest.raises(ConfigError, match=rf"^{field}='.*': cannot be used .*\(longer than \d+ bytes\)$"):
@@ -566,7 +566,7 @@ def test_a_path_of_thousands_of_short_names_is_a_usage_error(tmp_path):
 def test_a_long_valid_file_name_is_written(tmp_path):
     """Bug: a 250-byte name (the limit is 255) could not be written: its temporary file's name,
     28 bytes longer, was too long."""
-    from cifarlin.files import write_text
+    from cifarlin.store.files import write_text
 
     target = tmp_path / ("n" * 246 + ".csv")
     write_text(target, "a,b\n")
@@ -577,8 +577,8 @@ def test_hdf5_past_a_file_size_limit_is_a_write_error(tmp_path):
     """Bug: h5py raised RuntimeError ('Can't decrement id ref count ... errno = 27') from its close
     when HDF5's own write had failed; shown as 'unexpected RuntimeError'. Now HDF5 builds the file
     in memory and one plain write puts it on disk (the same bytes)."""
-    from cifarlin import features
     from cifarlin.errors import WriteError
+    from cifarlin.features import kmeans as features
 
     rng = np.random.default_rng(0)
     fmap = features.FeatureMap(rng.random((4, 108), dtype=np.float32), np.zeros(108), np.eye(108))
@@ -596,7 +596,7 @@ def test_h5py_errors_carrying_an_errno_are_write_errors(tmp_path):
     """What h5py raises when HDF5's write fails (an OSError or a RuntimeError whose text holds
     the errno) names the cause; a RuntimeError without one is no write failure, and stays itself."""
     from cifarlin.errors import WriteError
-    from cifarlin.files import atomic_path
+    from cifarlin.store.files import atomic_path
 
     closing = "Can't decrement id ref count (unable to extend file properly, errno = 27, error message = 'x')"
     with (
@@ -634,7 +634,7 @@ def run_cli(runner, *args):
 def test_the_last_files_of_a_run_keep_their_earlier_version(runner, tiny_py, tmp_path, monkeypatch, name):
     """model.h5 and history.h5 are written after the training, the figures after them: a failure
     there is one line naming the file, and a resumed run's earlier file stays as it was."""
-    from cifarlin import helper
+    from cifarlin.store import helper
 
     monkeypatch.setattr(helper, "available", lambda: False)  # the figures drawn here, not by a child
     out = tmp_path / "run"
@@ -673,7 +673,7 @@ def test_a_download_that_fails_as_its_file_closes_is_not_retried(tmp_path):
     """Bug: the buffered .part is written when it is closed; a full disk or a size limit there was
     taken for a broken connection: retried, then 'download failed after 3 attempts (OSError ...)',
     the .part left behind."""
-    from cifarlin import download
+    from cifarlin.data import download
     from cifarlin.errors import DownloadError
 
     server = _Server(bytes(range(256)) * 20)  # 5,120 bytes: in the write buffer until close
@@ -691,7 +691,7 @@ def test_the_feature_cache_keeps_no_values_without_their_digest(tmp_path, monkey
     """Bug: when the .json beside a cache entry's .npy could not be written, the .npy stayed (the
     entry a miss for ever, its space taken); and the cache's folder was made with a bare mkdir."""
     from cifarlin.errors import WriteError
-    from cifarlin.features import FeatureCache
+    from cifarlin.features.kmeans import FeatureCache
 
     fmap = SimpleNamespace(checksum="0" * 64)
     cache = FeatureCache(tmp_path / "cache")
@@ -709,7 +709,7 @@ def test_a_cache_entry_past_a_file_size_limit_is_not_cut_short(tmp_path):
     size limit (or on a full disk) the .npy was cut short without an error, and stored with the
     .json that vouches for the whole values."""
     from cifarlin.errors import WriteError
-    from cifarlin.features import FeatureCache
+    from cifarlin.features.kmeans import FeatureCache
 
     fmap = SimpleNamespace(checksum="0" * 64, n_features=16)
     cache = FeatureCache(tmp_path / "cache")

@@ -214,7 +214,7 @@ def loss_change(loss: str, S: np.ndarray, y: np.ndarray, e: np.ndarray) -> np.nd
         P /= P.sum(axis=1, keepdims=True)
         return 2 * e * np.exp(2 * e) * np.where(T < 0, P, 0).sum(axis=1)
     if loss == "bce":
-        from cifarlin.losses import sigmoid
+        from cifarlin.core.losses import sigmoid
 
         return e * np.exp(e) * sigmoid(-T * S).sum(axis=1) / k
     if loss == "svm":
@@ -233,7 +233,7 @@ def _residuals(loss: str, S: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def loss_rounding(loss: str, S: np.ndarray, y: np.ndarray, u: float, literal: bool = True) -> np.ndarray:
     """Bound (N,) on the rounding of evaluating each sample's loss from its scores, by
-    cifarlin.losses or (``literal``) by the oracles' literal formulas too (the larger of the
+    cifarlin.core.losses or (``literal``) by the oracles' literal formulas too (the larger of the
     two), c = ELEMENTARY_ULPS:
 
     ce     m + log(sum exp(s - m)) - s_y, or -log(e_y / sum e): K - 1 additions, K exps, a log,
@@ -247,7 +247,7 @@ def loss_rounding(loss: str, S: np.ndarray, y: np.ndarray, u: float, literal: bo
     """
     k = S.shape[1]
     c = ELEMENTARY_ULPS
-    from cifarlin.losses import LOSSES
+    from cifarlin.core.losses import LOSSES
 
     l = np.abs(LOSSES[loss].losses(S, y))  # noqa: E741 - the loss, as the docstring names it
     big = np.abs(S).max(axis=1)
@@ -264,13 +264,13 @@ def loss_rounding(loss: str, S: np.ndarray, y: np.ndarray, u: float, literal: bo
 
 def cost_rounding(loss: str, W, b, X, y, lam: float, u: float, products: float | None = None) -> float:
     """Bound on |computed J - J| for J = mean_n l(x_n W^T + b, y_n) + lam |W|^2 computed with unit
-    roundoff u by cifarlin.model.cost or by the oracles' loops (a float32 model's scores are
+    roundoff u by cifarlin.core.model.cost or by the oracles' loops (a float32 model's scores are
     float32 products, ``products`` = U32, and the rest float64): the scores' products
     (:func:`product_error`) moving each loss (:func:`loss_change`), each loss's evaluation
     (:func:`loss_rounding`), the mean over N samples (a running total of up to N K terms in the
     loops: gamma_{NK} + u of the mean |l|), the penalty (a sum of K d squares: sum_error + 2u of
     lam |W|^2), and the final addition (u of the cost)."""
-    from cifarlin.losses import LOSSES
+    from cifarlin.core.losses import LOSSES
 
     W, b, X = (np.asarray(a, np.float64) for a in (W, b, X))
     S = X @ W.T + b
@@ -285,7 +285,7 @@ def cost_rounding(loss: str, W, b, X, y, lam: float, u: float, products: float |
 
 def score_gradient_error(loss: str, S: np.ndarray, y: np.ndarray, e: np.ndarray, u: float) -> np.ndarray:
     """Bound (N, K) on the error of dl/dS computed from scores within e (N,) of S, by
-    cifarlin.losses or the oracles, its rounding included (and the division by N's):
+    cifarlin.core.losses or the oracles, its rounding included (and the division by N's):
 
     ce     softmax's factor exp(+-2e) and its rounding (:func:`softmax_rounding`) of p
     bce    sigmoid's factor exp(+-e) and its (c + 3) u, of sigma / K
@@ -293,7 +293,7 @@ def score_gradient_error(loss: str, S: np.ndarray, y: np.ndarray, e: np.ndarray,
     svm    0, but where a margin s_j - s_y + 1 lies within 2e (plus its rounding) of 0: there
            the indicator may flip, by 1 (and the true class's count with it)
     and 3 u |G| for the subtraction of the target, the division by K or N."""
-    from cifarlin.losses import LOSSES, sigmoid
+    from cifarlin.core.losses import LOSSES, sigmoid
 
     G = np.abs(LOSSES[loss].grad(np.array(S, np.float64), y))
     k = S.shape[1]
@@ -318,10 +318,10 @@ def score_gradient_error(loss: str, S: np.ndarray, y: np.ndarray, e: np.ndarray,
 
 def gradient_error(loss: str, W, b, X, y, lam: float, u: float) -> tuple[np.ndarray, np.ndarray]:
     """Bounds (K, d) and (K,) on the error of dJ/dW = G^T X / N + 2 lam W and dJ/db = sum_n G_n / N
-    computed with unit roundoff u by cifarlin.model.gradients or an oracle's loop over samples:
+    computed with unit roundoff u by cifarlin.core.model.gradients or an oracle's loop over samples:
     the score gradient's own error (:func:`score_gradient_error`) through |X|, the N-term sums
     (sum_error(N) of |G|^T |X|), and the roundings of the division by N and of adding 2 lam W."""
-    from cifarlin.losses import LOSSES
+    from cifarlin.core.losses import LOSSES
 
     W, b, X = (np.asarray(a, np.float64) for a in (W, b, X))
     n = len(X)
@@ -339,7 +339,7 @@ def gradient_error(loss: str, W, b, X, y, lam: float, u: float) -> tuple[np.ndar
 
 def complex_step_error(loss: str, W, b, X, y, lam: float) -> tuple[np.ndarray, np.ndarray]:
     """Bounds (K, d), (K,) on the rounding of complex-step gradients Im J(theta + i h) / h in
-    float64 (cifarlin.numgrad or the oracles' complex loop). With h ~ 1e-20 the imaginary parts
+    float64 (cifarlin.core.numgrad or the oracles' complex loop). With h ~ 1e-20 the imaginary parts
     are the forward-mode derivative of J, operation by operation: a complex product's imaginary
     part a b' + a' b rounds like the product rule's two terms; exp, log and a complex division
     each round theirs by at most (2c + 6) u (the real function's c ulps twice, the cos and sin
@@ -360,7 +360,7 @@ def ridge_error(
     (n, d) and one-hot targets Y (n, K) lies from the exact W* = argmin |Z W^T + b - Y|^2 / n +
     lam |W|^2 (eW, for every entry: a 2-norm bound), and its objective from the exact minimum (eJ).
 
-    Any backward-stable method (cifarlin.ridge's eigendecomposition of A = Zc^T Zc / n, lstsq's
+    Any backward-stable method (cifarlin.core.ridge's eigendecomposition of A = Zc^T Zc / n, lstsq's
     SVD of the stacked system) returns the exact solution of (A + dA + lam I) W^T = B + dB,
     B = Zc^T Yc / n (Zc, Yc centred), with
         |dA| <= 2 (n + d) u (| |Zc|^T |Zc| | / n + lam),  |dB| <= 2 (n + d) u | |Zc|^T |Yc| | / n:

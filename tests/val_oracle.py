@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarlin import data
+from cifarlin.data import cifar as data
 
 K = 10
 #: Every image's two highest scores differ by more than this times the size of the terms they

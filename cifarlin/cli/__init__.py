@@ -188,7 +188,7 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
             if _early:  # Ctrl-C (or SIGTERM) while the command line was being imported
                 raise Terminated() if _early[0] == signal.SIGTERM else KeyboardInterrupt()
             if argv and argv[0] in READS_FILES and not {"-h", "--help"} & set(argv):
-                from cifarlin import helper  # its start overlaps the command's own imports
+                from cifarlin.store import helper  # its start overlaps the command's own imports
 
                 helper.start_helper()
             rv = super().main(args, prog_name, complete_var, False, **extra)
@@ -272,7 +272,7 @@ def _root(
     """
 
 
-def completion(
+def completion_command(
     shell: Annotated[
         Literal["bash", "zsh", "fish"], typer.Argument(metavar="SHELL", help="bash, zsh or fish.")
     ],
@@ -284,12 +284,12 @@ def completion(
 
     **Example:** cifarlin completion bash > ~/.local/share/bash-completion/completions/cifarlin
     """
-    from cifarlin.completion import script
+    from cifarlin.cli.completion import script
 
     sys.stdout.write(script(shell, group()))
 
 
-#: Commands that surely read HDF5 files of runs, through a probe in a child of cifarlin.helper's: the
+#: Commands that surely read HDF5 files of runs, through a probe in a child of cifarlin.store.helper's: the
 #: helper is started as they begin (train and sweep start it with their figure child).
 READS_FILES = {"evaluate", "visualize", "visualise", "predict", "export", "runs"}
 
@@ -329,7 +329,7 @@ def make_app(only: str | None = None) -> typer.Typer:
     for name, (module, function) in COMMANDS.items():
         if only is not None and name != only:
             continue
-        fn = completion if not module else getattr(import_module(f"cifarlin.cli.{module}"), function)
+        fn = completion_command if not module else getattr(import_module(f"cifarlin.cli.{module}"), function)
         new.command(name, cls=CifarlinCommand, hidden=name == "visualise")(fn)
     return new
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cifarlin.cli.display import console, download_progress, say
-from cifarlin.config import DownloadConfig, cache_root, feature_cache_dir
+from cifarlin.core.config import DownloadConfig, cache_root, feature_cache_dir
 from cifarlin.errors import ConfigError
-from cifarlin.files import check_path
+from cifarlin.store.files import check_path
 
 if TYPE_CHECKING:
-    from cifarlin.data import Dataset
+    from cifarlin.data.cifar import Dataset
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def env(ctx: typer.Context) -> Env:
 
 def ensure_data(ctx: typer.Context, data_dir: Path | None, no_download: bool, quiet: bool) -> Dataset:
     """The dataset in the data folder, fetched first when it is missing (unless --no-download)."""
-    from cifarlin import download
+    from cifarlin.data import download
 
     e = env(ctx)
     c = console()

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cifarlin.errors import WriteError, printable
-from cifarlin.files import json_ready
+from cifarlin.store.files import json_ready
 
 
 def plain() -> bool:

@@ -9,7 +9,7 @@ import typer
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, QuietOpt, env, flag, g, option
 from cifarlin.cli.display import console, download_progress, emit_json, results, say
-from cifarlin.config import LAYOUTS, RETRIES, TIMEOUT
+from cifarlin.core.config import LAYOUTS, RETRIES, TIMEOUT
 
 
 def download(
@@ -75,7 +75,7 @@ def download(
 
     **Example:** cifarlin download --data-dir ~/data/cifar
     """
-    from cifarlin import download as dl
+    from cifarlin.data import download as dl
 
     e = env(ctx)
     cfg = e.download_config(url, md5, layout=layout, timeout=timeout, retries=retries)

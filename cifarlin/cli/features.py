@@ -112,12 +112,12 @@ def features(
 
     **Example:** cifarlin features fit --centroids 400 --out kmeans400.h5
     """
-    from cifarlin.config import SplitSpec, parse_batches
+    from cifarlin.core.config import SplitSpec, parse_batches
 
     c = console()
     res = results(json_out)
     if action == "show":
-        from cifarlin import features as fm
+        from cifarlin.features import kmeans as fm
 
         if file is None:
             raise ConfigError(
@@ -167,14 +167,14 @@ def features(
     if file is not None:
         raise ConfigError(f"features fit takes no FILE ({file}): write to --out FILE")
     path = out if out is not None else Path(f"kmeans{centroids}.h5")
-    from cifarlin.files import check_path
+    from cifarlin.store.files import check_path
 
     check_path(path, "out", "file")
     if path.exists() and not overwrite:
         raise RunError(f"{path} exists: pass --overwrite to replace it, or --out FILE for another")
     spec = SplitSpec(parse_batches(train_batches), _val_size(val_size))
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
-    from cifarlin import features as fm
+    from cifarlin.features import kmeans as fm
 
     if not quiet:
         say(
@@ -221,7 +221,7 @@ def _extract(
 ) -> None:
     from contextlib import ExitStack
 
-    from cifarlin.config import SplitSpec, parse_batches
+    from cifarlin.core.config import SplitSpec, parse_batches
 
     if file is None:
         raise ConfigError(
@@ -231,9 +231,9 @@ def _extract(
         raise ConfigError(f"--augment {augment}: features take no other views than flip")
     spec = SplitSpec(parse_batches(train_batches), _val_size(val_size))
     c, res = console(), results(json_out)
-    from cifarlin import extraction
-    from cifarlin import features as fm
-    from cifarlin.cluster import check_cluster, dask_client
+    from cifarlin.features import extraction
+    from cifarlin.features import kmeans as fm
+    from cifarlin.search.cluster import check_cluster, dask_client
 
     check_cluster(scheduler, None)
     if workers is not None and scheduler is not None:

@@ -8,7 +8,7 @@ import typer
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, g, option
 from cifarlin.cli.display import emit_json, fmt_sci, print_table, results, say, table
-from cifarlin.config import DEFAULT_H, LOSS_HELP, LOSS_NAMES, GradcheckConfig
+from cifarlin.core.config import DEFAULT_H, LOSS_HELP, LOSS_NAMES, GradcheckConfig
 
 D = GradcheckConfig()  # the defaults
 METHODS = tuple(DEFAULT_H)
@@ -83,7 +83,7 @@ def gradcheck(
 
     **Example:** cifarlin gradcheck --n 20 --lam 0.1 --method complex
     """
-    from cifarlin import gradcheck as gc
+    from cifarlin.work import gradcheck as gc
 
     step = h if h is not None else h_alias
     cfg = GradcheckConfig(

@@ -7,10 +7,19 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from cifarlin import machine
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, option
 from cifarlin.cli.display import add_row, console, emit_json, fmt_cost, print_table, results, say, table
-from cifarlin.config import FIGURE_FORMATS, FIGURES, PANELS, PICKS, SIZES, SPLITS, FigureRequest, parse_list
+from cifarlin.core.config import (
+    FIGURE_FORMATS,
+    FIGURES,
+    PANELS,
+    PICKS,
+    SIZES,
+    SPLITS,
+    FigureRequest,
+    parse_list,
+)
+from cifarlin.store import machine
 
 F = FigureRequest()  # the defaults
 
@@ -43,10 +52,10 @@ def evaluate(
 
     **Example:** cifarlin evaluate outputs/setting-2/model.h5 --split test
     """
-    from cifarlin import evaluation
-    from cifarlin.checkpoint import load_snapshot
     from cifarlin.errors import ModelFileError
-    from cifarlin.runs import CHECKPOINT, run_files
+    from cifarlin.store.checkpoint import load_snapshot
+    from cifarlin.work import evaluation
+    from cifarlin.work.runs import CHECKPOINT, run_files
 
     c = console()
     snaps, paths = [], []
@@ -105,7 +114,7 @@ def evaluate(
         if not quiet:
             if all(s.arithmetic == snaps[0].arithmetic for s in snaps):
                 say(out, f"every model: {_arithmetic_line(snaps[0].arithmetic)}")
-            else:  # other machines' models: their last bits may differ (see cifarlin.machine)
+            else:  # other machines' models: their last bits may differ (see cifarlin.store.machine)
                 for p, s in zip(paths, snaps, strict=True):
                     say(out, f"{p}: {_arithmetic_line(s.arithmetic)}")
     if json_out:
@@ -123,7 +132,7 @@ def evaluate(
 
 def _arithmetic_line(recorded: dict[str, str]) -> str:
     """Which arithmetic trained the model, and this machine's when it differs (the last bits of
-    a run depend on it: see cifarlin.machine)."""
+    a run depend on it: see cifarlin.store.machine)."""
     here = machine.arithmetic()
     if not recorded.get("numpy"):
         old = "the NumPy and BLAS that trained it are not recorded (an older file)"
@@ -154,7 +163,7 @@ def _report(name: str, loss: str, ev: Any, class_names: list[str]) -> dict[str, 
 
 
 def _print_one(out: Any, r: dict[str, Any], ev: Any, names: list[str], quiet: bool) -> None:
-    from cifarlin.losses import LOSSES
+    from cifarlin.core.losses import LOSSES
 
     cm = ev.confusion
     if not quiet:
@@ -262,7 +271,7 @@ def visualize(
 
     **Example:** cifarlin visualize outputs/setting-2 --what curves,montage
     """
-    from cifarlin.figures import draw_figures
+    from cifarlin.figures.make import draw_figures
 
     kinds = FIGURES if what == "all" else parse_list(what, "what", (*FIGURES,))
     request = FigureRequest(

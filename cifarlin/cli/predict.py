@@ -11,17 +11,17 @@ from cifarlin.cli.common import JsonOpt, QuietOpt, option
 from cifarlin.cli.display import clean, console, emit_json, error_line, results, say
 
 if TYPE_CHECKING:
-    from cifarlin.checkpoint import Snapshot
+    from cifarlin.store.checkpoint import Snapshot
 
-FITS = ("crop", "squash")  # cifarlin.predict.FITS (not imported here: it needs NumPy)
+FITS = ("crop", "squash")  # cifarlin.work.predict.FITS (not imported here: it needs NumPy)
 
 
 def _load_model(given: Path, quiet: bool) -> tuple[Path, Snapshot]:
     """The model of a run folder or model file, with a note when it is an unfinished run's
     checkpoint."""
-    from cifarlin.checkpoint import load_snapshot
     from cifarlin.errors import ModelFileError
-    from cifarlin.runs import CHECKPOINT, run_files
+    from cifarlin.store.checkpoint import load_snapshot
+    from cifarlin.work.runs import CHECKPOINT, run_files
 
     path = run_files(given).model
     if path is None:
@@ -73,7 +73,7 @@ def predict(
 
     **Example:** cifarlin predict outputs/setting-2 cat.png
     """
-    from cifarlin.predict import predict_files
+    from cifarlin.work.predict import predict_files
 
     path, snap = _load_model(model_path, quiet)
     report = predict_files(snap, images, top, fit)
@@ -102,7 +102,7 @@ def predict(
 
 
 def _print_predictions(out: Any, path: Path, loss: str, report: Any) -> None:
-    from cifarlin.losses import LOSSES
+    from cifarlin.core.losses import LOSSES
 
     if report.kind == "score":
         legend = f"scores (a {LOSSES[loss].label} model gives scores, not probabilities)"
@@ -143,8 +143,8 @@ def export(
 
     **Example:** cifarlin export outputs/setting-2 --to model.npz --to history.csv
     """
-    from cifarlin import export as ex
-    from cifarlin.files import check_path
+    from cifarlin.store.files import check_path
+    from cifarlin.work import export as ex
 
     kinds = [ex.target_kind(t) for t in to]  # every name checked before anything is read or written
     for t in to:
@@ -173,9 +173,9 @@ def export(
 def _load_history(given: Path, quiet: bool) -> tuple[Path, Any]:
     """The history of the run behind ``given``: history.h5, else the checkpoint's (a run that is
     still training or was killed has no history.h5 yet)."""
-    from cifarlin.checkpoint import load_history, load_snapshot
     from cifarlin.errors import ModelFileError
-    from cifarlin.runs import CHECKPOINT, run_files
+    from cifarlin.store.checkpoint import load_history, load_snapshot
+    from cifarlin.work.runs import CHECKPOINT, run_files
 
     files = run_files(given)
     if files.history is not None:

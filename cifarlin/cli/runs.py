@@ -10,7 +10,7 @@ import typer
 from cifarlin.cli.common import JsonOpt, QuietOpt, option
 from cifarlin.cli.display import add_row, console, emit_json, print_table, results, say, table
 
-MAX_DEPTH = 4  # cifarlin.catalog.MAX_DEPTH (not imported here: it needs NumPy and h5py)
+MAX_DEPTH = 4  # cifarlin.work.catalog.MAX_DEPTH (not imported here: it needs NumPy and h5py)
 
 
 def runs(
@@ -33,7 +33,7 @@ def runs(
 
     **Example:** cifarlin runs outputs
     """
-    from cifarlin.catalog import list_runs
+    from cifarlin.work.catalog import list_runs
 
     catalog = list_runs(folder, depth)
     c = console()

@@ -1,7 +1,7 @@
-"""``cifarlin sweep``: options -> :class:`cifarlin.sweep.SweepSpec` -> :func:`cifarlin.sweep.run_sweep`
--> a live table of trials, the results and the best trial.
+"""``cifarlin sweep``: options -> :class:`cifarlin.search.sweep.SweepSpec` ->
+:func:`cifarlin.search.sweep.run_sweep` -> a live table of trials, the results and the best trial.
 
-The options of the swept fields are made from :data:`cifarlin.sweep.SWEEPABLE`: a field added
+The options of the swept fields are made from :data:`cifarlin.search.sweep.SWEEPABLE`: a field added
 there gets its option here (``batch_size`` -> ``--batch-size``) without a change to this file.
 """
 
@@ -29,12 +29,12 @@ from cifarlin.cli.display import (
     say,
     table,
 )
-from cifarlin.config import TrainConfig, defaults
+from cifarlin.core.config import TrainConfig, defaults
 from cifarlin.errors import CifarlinError
-from cifarlin.sweep_plan import MAX_TRIALS, RETRIES, SWEEPABLE, kind, separator, show
+from cifarlin.search.plan import MAX_TRIALS, RETRIES, SWEEPABLE, kind, separator, show
 
 if TYPE_CHECKING:
-    from cifarlin.sweep import SweepResult, TrialResult
+    from cifarlin.search.sweep import SweepResult, TrialResult
 
 DEFAULTS = defaults(TrainConfig)  # without making one: validating imports numpy
 
@@ -110,7 +110,7 @@ class _Display:
             say(self.c, self._line(event, r))
 
     def _best(self) -> TrialResult | None:
-        from cifarlin.sweep_plan import best_of
+        from cifarlin.search.plan import best_of
 
         return best_of(list(self.trials.values()))
 
@@ -321,7 +321,7 @@ def sweep(
 
     **Example:** cifarlin sweep --lam 0,0.01,0.1,1 --eta 0.001,0.01 --epochs 10
     """
-    from cifarlin import sweep as lib
+    from cifarlin.search import sweep as lib
 
     texts = {name: text for name, text in given.items() if text is not None}
     spec = lib.SweepSpec(
@@ -343,7 +343,7 @@ def sweep(
     ]
     hint = _continue_command(texts, extra, out)
     if scheduler is not None:
-        from cifarlin import data
+        from cifarlin.data import cifar as data
 
         root = env(ctx).data_root(data_dir)
         found = data.locate(root) if root.is_dir() else None

@@ -1,4 +1,4 @@
-"""``cifarlin train``: options -> configuration -> :func:`cifarlin.experiments.run_plan` -> display."""
+"""``cifarlin train``: options -> configuration -> :func:`cifarlin.plans.experiments.run_plan` -> display."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from cifarlin.cli.display import (
     training_display,
 )
 from cifarlin.cli.train_plan import PlanCommands, report_failed
-from cifarlin.config import (
+from cifarlin.core.config import (
     DTYPES,
     KEEP,
     LOSS_HELP,
@@ -50,7 +50,7 @@ SETTING_HELP = (
 
 
 def _summary_table(s: dict[str, Any]) -> Any:
-    from cifarlin.losses import LOSSES
+    from cifarlin.core.losses import LOSSES
 
     t = table("set", "cost", LOSSES[s["config"]["loss"]].label, "accuracy", left=("set",))
     for name in ("train", "val", "test"):
@@ -318,8 +318,8 @@ def train(
 
     **Example:** cifarlin train --setting 2
     """
-    from cifarlin import experiments
-    from cifarlin.runs import start_path
+    from cifarlin.plans import experiments
+    from cifarlin.work.runs import start_path
 
     overrides: dict[str, Any] = {
         "lam": lam,

@@ -1,0 +1,121 @@
+"""A saved model classifying the images of one split: metrics, confusion matrix, per-class accuracy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cifarlin.core import model
+from cifarlin.core.losses import LOSSES
+from cifarlin.core.train import one_blas_thread
+from cifarlin.data.cifar import Dataset, Reader, load_split
+from cifarlin.errors import bad_value
+from cifarlin.store.checkpoint import Snapshot
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, K: int = model.K) -> np.ndarray:
+    """C (K, K) with C[i, j] = number of images of true class i predicted as class j."""
+    return np.bincount(K * np.asarray(y_true) + np.asarray(y_pred), minlength=K * K).reshape(K, K)
+
+
+def per_class_accuracy(C: np.ndarray) -> np.ndarray:
+    """(K,) the fraction of each true class's images classified right: C[i, i] / sum_j C[i, j]
+    (the recall of each class; 0 for a class with no images)."""
+    return np.diag(C) / np.maximum(C.sum(axis=1), 1)
+
+
+@dataclass
+class Evaluation:
+    """A saved model classifying one split of the data."""
+
+    split: str
+    images: np.ndarray  # (N, 3072) uint8, raw
+    labels: np.ndarray  # (N,)
+    predictions: np.ndarray  # (N,)
+    metrics: model.Metrics
+    confusion: np.ndarray  # (K, K), rows: true class
+    changed_files: list[str]  # batch files whose MD5 differs from the ones trained on
+    true_class_prob: np.ndarray | None = None  # (N,) the probability given the true class (ce, bce)
+    outputs: np.ndarray | None = None  # (N, K) float64: probabilities (ce, bce) or scores (the others)
+
+    @property
+    def per_class_accuracy(self) -> np.ndarray:
+        return per_class_accuracy(self.confusion)
+
+
+def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
+    """Classify the raw images of ``split`` with the model in ``snap`` (its own normalisation,
+    its own data split), exactly as training evaluated them."""
+    raw, reader = load_split(dataset, snap.config.split, split)
+    X = _inputs(snap, raw.images, reader, split)
+    with one_blas_thread():  # the summation order of training's own evaluation, to the last bit
+        S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)
+        metrics = model.metrics(S, raw.labels, snap.state.W, snap.config.lam, snap.config.loss)
+    pred = S.argmax(axis=1)
+    probs = LOSSES[snap.config.loss].probs
+    outputs = np.asarray(S, np.float64) if probs is None else probs(np.asarray(S, np.float64))  # (N, K)
+    p_true = None if probs is None else outputs[np.arange(len(pred)), raw.labels]
+    return Evaluation(
+        split,
+        raw.images,
+        raw.labels,
+        pred,
+        metrics,
+        confusion_matrix(raw.labels, pred),
+        snap.data.changed(reader.checksums),
+        p_true,
+        outputs,
+    )
+
+
+def _inputs(snap: Snapshot, images: np.ndarray, reader: Reader, split: str) -> np.ndarray:
+    """The model's inputs for a split's images; a model on features reads those of a whole batch
+    file from the feature cache (where training left them) instead of extracting them again."""
+    whole = {"test": "test", "val": 2}.get(split) if snap.config.val_size is None or split == "test" else None
+    if snap.features is None or whole is None:
+        return snap.inputs(images)
+    from cifarlin.features.kmeans import FeatureCache
+
+    md5 = reader.batch_md5(whole)
+    F = FeatureCache.at().features(snap.features, md5, images)[0]
+    return snap.normalizer.apply(
+        F, np.dtype(snap.config.dtype), out=F if snap.config.dtype == "float32" else None
+    )
+
+
+def ensemble(evals: list[Evaluation], losses: list[str]) -> Evaluation:
+    """The average of several models' class probabilities (or, for models of a loss without
+    probabilities, hinge or squared, their scores: all of one loss) on the same images,
+    classified by its highest entry. Its cost and loss are undefined (NaN)."""
+    first = evals[0]
+    for ev in evals[1:]:
+        if not np.array_equal(ev.labels, first.labels):
+            raise bad_value(
+                "split",
+                first.split,
+                "the models hold out different images here; "
+                "ensemble them on the test split (or on models trained on the same split)",
+            )
+    scores = [name for name in losses if LOSSES[name].probs is None]
+    if scores and len(set(losses)) > 1:
+        raise bad_value(
+            "ensemble", ",".join(losses), f"{LOSSES[scores[0]].label} scores average only with their own kind"
+        )
+    mean = np.mean([ev.outputs for ev in evals], axis=0)  # (N, K)
+    pred = mean.argmax(axis=1)
+    rows = np.arange(len(pred))
+    p_true = None if scores else mean[rows, first.labels]
+    accuracy = float((pred == first.labels).mean())
+    nan = float("nan")
+    return Evaluation(
+        first.split,
+        first.images,
+        first.labels,
+        pred,
+        model.Metrics(nan, nan, accuracy),
+        confusion_matrix(first.labels, pred),
+        sorted({f for ev in evals for f in ev.changed_files}),
+        p_true,
+        mean,
+    )

@@ -1,0 +1,632 @@
+"""A training run on disk: its folder, its checkpoints, resuming, Ctrl-C and divergence.
+
+This is the layer between a caller (the command line, a sweep) and the pure training loop: it
+owns the files of a run folder and turns Ctrl-C and divergence into clean, resumable states.
+Display stays with the caller, through callbacks.
+
+A run folder holds:
+
+    model.h5        the final model
+    checkpoint.h5   the latest finished epoch (written after every epoch), to resume from
+    history.h5      the metrics per epoch and the run's status
+    *.png/pdf/svg   figures (curves, montage, confusion-SPLIT, samples-SPLIT)
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cifarlin.core import model, ridge
+from cifarlin.core.config import FIGURE_FORMATS, REFERENCE_TEST_ACCURACY, TrainConfig
+from cifarlin.core.history import TrainState
+from cifarlin.core.ridge import LambdaScore
+from cifarlin.core.train import fit, init_state, one_blas_thread, warm_state
+from cifarlin.data.cifar import Prepared
+from cifarlin.errors import (
+    ConfigError,
+    DataError,
+    DivergenceError,
+    Interrupted,
+    ModelFileError,
+    RunError,
+    RunExistsError,
+    WriteError,
+    bad_value,
+    stopped,
+)
+from cifarlin.store.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
+
+if TYPE_CHECKING:
+    from cifarlin.features.kmeans import FeatureMap
+
+MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
+RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
+# checkpoint.h5 is rewritten at most this often (and always after the last epoch, and when a run
+# stops: Ctrl-C, SIGTERM, divergence): a kill -9 loses at most this much training
+CHECKPOINT_SECONDS = 1.0
+#: Figures a run folder may hold (written by ``train`` and ``visualize``), removed by overwrite.
+FIGURE_PATTERNS = tuple(
+    f"{stem}.{fmt}"
+    for stem in ("curves", "montage", "confusion*", "samples*", "probs*")
+    for fmt in FIGURE_FORMATS
+)
+
+
+def default_out(cfg: TrainConfig, root: Path = Path("outputs")) -> Path:
+    """``root/setting-N`` (``setting-N-LOSS`` for a loss other than the cross-entropy), or a new
+    ``root/run-<date>-<time>`` when no setting is named."""
+    if cfg.setting is not None:
+        return root / (f"setting-{cfg.setting}" + ("" if cfg.loss == "ce" else f"-{cfg.loss}"))
+    stem = datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    out, n = root / stem, 1
+    while out.exists():  # two runs started in the same second get their own folders
+        n += 1
+        out = root / f"{stem}-{n}"
+    return out
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of a run, found from a run folder or from one of its model files."""
+
+    folder: Path
+    model: Path | None  # model.h5, else checkpoint.h5 (an unfinished run), else None
+    history: Path | None
+
+
+def run_files(target: Path) -> RunFiles:
+    """The run behind ``target``: a run folder, or a model or checkpoint file."""
+    target = Path(target).expanduser()
+    try:
+        os.stat(target)
+    except FileNotFoundError:
+        pass  # said below, with what to give instead
+    except (OSError, ValueError) as e:  # too long a name, no permission: is_dir() would raise it
+        why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e)
+        raise ModelFileError(f"{target}: cannot be read ({why})") from None
+    if target.is_dir():
+        found = next((target / f for f in (MODEL, CHECKPOINT) if (target / f).is_file()), None)
+        folder = target
+    elif target.exists():
+        found, folder = target, target.parent
+    else:
+        raise ModelFileError(f"{target}: no such file or folder; give a run folder or its model.h5")
+    history = folder / HISTORY
+    if found is None and (left := stashes(folder)):
+        raise RunError(
+            f"{folder}: an interrupted --overwrite left the previous run in {left[-1]}; "
+            "any cifarlin train on this folder puts it back (e.g. with --resume)"
+        )
+    return RunFiles(folder, found, history if history.is_file() else None)
+
+
+def start_path(target: Path) -> str:
+    """How a run records its start model (``--init``): the absolute path, symlinks resolved, of
+    the run folder, or of the file itself unless it is a folder's model.h5 (the folder names the
+    same model, so either spelling is the same run)."""
+    path = Path(target).expanduser().resolve()
+    return str(path.parent if path.name == MODEL and path.is_file() else path)
+
+
+def model_file(target: Path) -> Path:
+    """The model file behind ``target``: a model or checkpoint file, or a run folder's."""
+    files = run_files(target)
+    if files.model is None:
+        raise ModelFileError(f"{files.folder}: no model.h5 or checkpoint.h5 in this folder")
+    return files.model.resolve()
+
+
+def first_state(cfg: TrainConfig, prepared: Prepared) -> TrainState:
+    """The start of a new run: random W, b, or with ``cfg.init`` a trained model's, checked to
+    read the same inputs (pixels, or features of the same map), to be the model the run was
+    planned with (``cfg.init_checksum``), and re-expressed for this run's normaliser
+    (:func:`cifarlin.core.train.warm_state`)."""
+    d = prepared.X["train"].shape[1]
+    if cfg.init is None:
+        return init_state(cfg, d=d)
+    src = check_start(cfg, prepared.features)
+    shape = (len(prepared.class_names), d)
+    if src.state.W.shape != shape:
+        raise bad_value("init", cfg.init, f"that model's W has shape {src.state.W.shape}, this run's {shape}")
+    return warm_state(cfg, src.state.W, src.state.b, src.config.loss, src.normalizer, prepared.normalizer)
+
+
+def start_checksum(snap: Snapshot) -> str:
+    """SHA-256 of a start model's W and b (little-endian float64): which weights a run began from."""
+    h = hashlib.sha256()
+    for a in (snap.state.W, snap.state.b):
+        h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def pin_start(cfg: TrainConfig, fmap: FeatureMap | None, pinned: dict[Any, str]) -> TrainConfig:
+    """``cfg`` with the SHA-256 of its start model's weights (``init_checksum``), the model
+    checked by :func:`check_start` once per (path, feature map) in ``pinned``; ``cfg`` itself
+    without ``init``."""
+    if cfg.init is None:
+        return cfg
+    key = (cfg.init, cfg.features)
+    if key not in pinned:
+        pinned[key] = start_checksum(check_start(cfg, fmap))
+    return cfg.replace(init_checksum=pinned[key])
+
+
+def check_outside(init: str, outs: list[Path]) -> None:
+    """Refuse a start model inside one of the folders the runs write (and may replace)."""
+    for out in outs:
+        if Path(init).resolve().is_relative_to(Path(out).resolve()):
+            raise bad_value(
+                "init",
+                init,
+                f"lies inside the run folder {out}, which a run replaces; copy it elsewhere first",
+            )
+
+
+def check_start(cfg: TrainConfig, fmap: FeatureMap | None) -> Snapshot:
+    """The model ``cfg.init`` names (a model file or its run folder), refused unless it reads what
+    the run reads (pixels, or the features of the map ``fmap``) and, when ``cfg.init_checksum``
+    is set, still holds those weights. Checked before any data is read."""
+    src = load_snapshot(model_file(Path(cfg.init)))
+
+    def reads(m: FeatureMap | None) -> str:
+        return "pixels" if m is None else f"the features of feature map {m.checksum[:12]}"
+
+    if reads(src.features) != reads(fmap):
+        why = f"that model reads {reads(src.features)}, this run {reads(fmap)}"
+        raise bad_value("init", cfg.init, f"{why}; start from a model of the same inputs")
+    if cfg.init_checksum is not None and start_checksum(src) != cfg.init_checksum:
+        raise bad_value(
+            "init",
+            cfg.init,
+            "holds other weights than when this run was planned from it; start over with --overwrite",
+        )
+    return src
+
+
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that holds another run (unless resuming or overwriting); writes nothing."""
+    if resume and overwrite:
+        raise ConfigError("resume=True and overwrite=True: choose one")
+    if out.exists() and not out.is_dir():
+        raise bad_value("out", str(out), "exists and is not a folder")
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise RunError(
+                f"{out / CHECKPOINT}: no checkpoint to resume from; start the run without resuming"
+            )
+        return
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise RunExistsError(
+            f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it, "
+            "--overwrite to replace it, or --out DIR for a new folder"
+        )
+
+
+LOCK = ".cifarlin.lock"
+STASH_PREFIX = ".previous-run-"  # an --overwrite keeps the old run here until the new one saves
+STALE_SECONDS = 3600  # a figure's temporary file this old belongs to no running command
+
+
+@contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """Hold the run folder's lock (one cifarlin writes into a run folder at a time).
+
+    The lock file is opened with O_NOFOLLOW: a symbolic link planted in its place is refused, never
+    followed (which would create its target outside the folder).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Windows
+        yield
+        return
+    lock = out / LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunError(f"{lock}: is a symbolic link, not cifarlin's lock file; remove it") from None
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise WriteError(f"{out}: cannot write there ({why}); choose another folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunExistsError(
+            f"{out}: another cifarlin is training into this folder; wait for it, or choose another folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def stashes(out: Path) -> list[Path]:
+    """Old runs an --overwrite set aside in ``out`` (normally none: they go when it finishes)."""
+    try:
+        return sorted(p for p in out.glob(STASH_PREFIX + "*") if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+
+
+def recover(out: Path) -> str | None:
+    """Put back the run an interrupted ``--overwrite`` set aside, and remove stale temporary files.
+
+    An --overwrite that was killed (SIGKILL, power loss) before the new run saved its first
+    checkpoint leaves the old run in ``.previous-run-*`` and no run files: the old run is moved
+    back. If the new run did save, the leftover is removed. Returns what was done, or None. Does
+    nothing while another cifarlin holds the folder's lock.
+    """
+    if not out.is_dir() or not (left := stashes(out)):
+        return None
+    try:
+        with folder_lock(out):
+            if any((out / name).exists() for name in RUN_FILES):
+                for stash in left:
+                    shutil.rmtree(stash, ignore_errors=True)
+                return None
+            stash = left[-1]
+            for p in stash.iterdir():
+                os.replace(p, out / p.name)
+            for extra in left:
+                shutil.rmtree(extra, ignore_errors=True)
+            return f"put back the previous run from {stash} (an --overwrite stopped before its first epoch)"
+    except RunExistsError:
+        return None
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of killed writes: those of the run files (only the lock holder writes them)
+    and figures' ones older than an hour (``visualize`` writes figures without the lock)."""
+    now = time.time()
+    for pattern in (*(f".{name}.*.tmp" for name in RUN_FILES), ".cifarlin-probe-*"):
+        for p in out.glob(pattern):
+            p.unlink(missing_ok=True)
+    for pattern in FIGURE_PATTERNS:
+        for p in out.glob(f".{pattern}.*.tmp"):
+            try:
+                if now - p.lstat().st_mtime > STALE_SECONDS:
+                    p.unlink()
+            except OSError:
+                pass
+
+
+class RunFolder:
+    """The folder of a run while it trains.
+
+    Created when needed, locked against a second cifarlin writing into it (stale temporary files
+    of killed writes are removed then), and checked for writing before any work is done. With
+    ``overwrite`` the old run's files are set aside and deleted only once the new run has saved
+    its first checkpoint; if the new run fails before that, they are put back (and if it is
+    killed, :func:`recover` puts them back next time), and a folder this run created is removed.
+    """
+
+    def __init__(self, out: Path, overwrite: bool = False):
+        self.out, self.overwrite = out, overwrite
+        self.created = False
+        self.stash: Path | None = None
+        self._lock = ExitStack()
+
+    def __enter__(self) -> RunFolder:
+        try:
+            self.created = not self.out.exists()
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._lock.enter_context(folder_lock(self.out))
+            probe = tempfile.NamedTemporaryFile(dir=self.out, prefix=".cifarlin-probe-")
+            probe.close()
+            _remove_stale_temporaries(self.out)
+        except OSError as e:
+            self._release(remove_folder=True)
+            raise WriteError(
+                f"{self.out}: cannot write the run there ({e.strerror or e}); choose another folder"
+            ) from None
+        except BaseException:
+            self._release(remove_folder=True)
+            raise
+        if self.overwrite:
+            old = [p for name in RUN_FILES if (p := self.out / name).exists()]
+            old += [p for pattern in FIGURE_PATTERNS for p in self.out.glob(pattern)]
+            if old:
+                self.stash = Path(tempfile.mkdtemp(dir=self.out, prefix=STASH_PREFIX))
+                for p in old:
+                    os.replace(p, self.stash / p.name)
+        return self
+
+    def saved(self) -> None:
+        """The new run has a checkpoint on disk: the old run is gone for good."""
+        if self.stash is not None:
+            shutil.rmtree(self.stash, ignore_errors=True)
+            self.stash = None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        failed_before_saving = exc_type is not None and not any((self.out / n).exists() for n in RUN_FILES)
+        if self.stash is not None:
+            if exc_type is not None:
+                for p in self.stash.iterdir():
+                    os.replace(p, self.out / p.name)
+            shutil.rmtree(self.stash, ignore_errors=True)
+            self.stash = None
+        self._release(remove_folder=failed_before_saving and self.created)
+
+    def _release(self, remove_folder: bool) -> None:
+        self._lock.close()
+        if remove_folder and self.created:
+            try:
+                self.out.rmdir()  # only if empty
+            except OSError:
+                pass
+
+
+def resume_point(out: Path, requested: dict[str, Any]) -> tuple[TrainConfig, Snapshot]:
+    """The checkpoint of ``out`` and its config; ``requested`` options must agree with it.
+
+    Only ``epochs`` may change (to train longer); any other option that differs is refused.
+    """
+    snap = load_snapshot(out / CHECKPOINT, kinds=("checkpoint",))
+    cfg = snap.config
+    for name, value in requested.items():
+        if name in ("epochs", "init") or value is None:  # a resumed run does not read its start model
+            continue
+        have = getattr(cfg, name)
+        if (tuple(value) if isinstance(have, tuple) else value) != have:
+            raise bad_value(
+                name,
+                value,
+                f"the run in {out} uses {have!r}; a resumed run keeps its settings "
+                "(start over with --overwrite)",
+            )
+    epochs = requested.get("epochs")
+    if epochs is not None:
+        if epochs < snap.state.epoch:
+            raise bad_value("epochs", epochs, f"{out} has already trained {snap.state.epoch} epochs")
+        cfg = cfg.replace(epochs=epochs)
+    return cfg, snap
+
+
+@dataclass
+class Outcome:
+    """A finished run."""
+
+    out: Path
+    config: TrainConfig
+    state: TrainState
+    test: model.Metrics
+    started_at_epoch: int
+    loop_seconds: float  # wall time of the training loop: epochs, their metrics, the test evaluation
+    checkpoint_seconds: float  # time spent writing checkpoint.h5 after each epoch (not in loop_seconds)
+    model_epoch: int = 0  # the epoch whose weights model.h5 holds (the last, or the best one kept)
+    lambdas: list[LambdaScore] = field(default_factory=list)  # ridge: each candidate's validation accuracy
+    features: FeatureMap | None = None  # a model on features: their map
+
+    reused: bool = False  # a complete run found in its folder, not trained again
+
+    @classmethod
+    def from_folder(cls, out: Path, cfg: TrainConfig, probe: bool = True) -> Outcome:
+        """The complete run in ``out`` as if it had just finished (its checkpoint holds the last
+        epoch and the history, its model the test metrics); ``probe`` as in :func:`load_snapshot`."""
+        last = load_snapshot(out / CHECKPOINT, kinds=("checkpoint",), probe=probe)
+        final = load_snapshot(out / MODEL, kinds=("model",), probe=probe)
+        if final.test is None:
+            raise ModelFileError(f"{out / MODEL}: has no test metrics; not the model of a complete run")
+        epoch = final.kept_epoch or last.state.epoch
+        return cls(
+            out,
+            cfg,
+            last.state,
+            final.test,
+            last.state.epoch,
+            0.0,
+            0.0,
+            epoch,
+            features=final.features,
+            reused=True,
+        )
+
+    def warnings(self) -> list[str]:
+        """What the user should know although the run finished: a cost that grew by orders of
+        magnitude (without becoming NaN) says the step is too large."""
+        h = self.state.history
+        start = h.initial["train_cost"] if h.initial else h.columns["train_cost"][0]
+        end = h.columns["train_cost"][-1]
+        if end > 100 * start:
+            return [f"the training cost rose from {start:.3g} to {end:.3g}: eta too large?"]
+        return []
+
+    def summary(self) -> dict[str, Any]:
+        h = self.state.history
+        last = h.last()
+        s = self.config.setting
+        return {
+            "setting": s,
+            "run_dir": str(self.out),
+            "config": self.config.to_dict(),
+            "epochs": self.state.epoch,
+            "resumed_from_epoch": self.started_at_epoch,
+            "train": {"cost": last["train_cost"], "loss": last["train_loss"], "accuracy": last["train_acc"]},
+            "val": {"cost": last["val_cost"], "loss": last["val_loss"], "accuracy": last["val_acc"]},
+            "test": {"cost": self.test.cost, "loss": self.test.loss, "accuracy": self.test.accuracy},
+            "best_epoch": h.best_epoch,
+            "model_epoch": self.model_epoch,
+            "stopped_early": self.state.epoch < self.config.epochs,
+            "best_val_accuracy": h.best_val_acc,
+            "lambda_search": [
+                {"lam": c.lam, "val_accuracy": c.val_acc, "objective": c.objective} for c in self.lambdas
+            ],
+            "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
+            "comparable_to_reference": self.config.is_reference,
+            "seconds": {
+                "training": self.loop_seconds,
+                "checkpoints": self.checkpoint_seconds,
+                "epochs": sum(h.columns["seconds"]),
+            },
+            "files": {
+                k: str(self.out / v)
+                for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))
+            },
+            "reused": self.reused,
+            "warnings": self.warnings(),
+            "history": {"initial": h.initial, **h.columns},
+        }
+
+
+def run(
+    cfg: TrainConfig,
+    out: Path,
+    prepared: Prepared,
+    *,
+    start: Snapshot | None = None,
+    overwrite: bool = False,
+    resume_hint: str | None = None,
+    on_epoch: Callable[[TrainState], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+    checkpoint_seconds: float | None = None,
+    metrics_thread: bool = True,
+) -> Outcome:
+    """Train ``cfg`` into the (checked) folder ``out``, from scratch or from ``start``.
+
+    Writes ``checkpoint.h5`` after an epoch when the last was written ``checkpoint_seconds``
+    ago or more (default ``CHECKPOINT_SECONDS``; 0: after every epoch; at 40 ms an epoch, one
+    per epoch would be a tenth of the run) and after the last epoch, and ``model.h5`` and
+    ``history.h5`` at the end. Ctrl-C, SIGTERM and divergence first save the last finished epoch
+    (unless the stop came while saving), then leave a history marked as such and a message
+    saying which epoch the checkpoint holds (``resume_hint``: the command that continues the
+    run). A failed write leaves the checkpoint before it. Without ``metrics_thread``, the
+    metrics of each epoch are computed on the training thread (for runs that share the cores
+    with others; the same numbers, see :func:`cifarlin.core.train.fit`).
+    """
+    info = DataInfo(str(prepared.dataset.folder), prepared.dataset.format, dict(prepared.checksums))
+    if start is not None and (changed := start.data.changed(prepared.checksums)):
+        raise DataError(
+            f"{prepared.dataset.folder / changed[0]} differs from the file the run in {out} was trained on "
+            "(MD5 mismatch): resume with the same data, or start over with --overwrite"
+        )
+    cfg.check_training_set(len(prepared.y["train"]))  # before the folder is touched
+    resume_hint = resume_hint or f"cifarlin train --out {out} --resume"
+    state = start.state if start is not None else first_state(cfg, prepared)
+    first = state.epoch
+    last_good = state  # the last epoch in checkpoint.h5 (or the start)
+    finished = state  # the last epoch trained
+    saved_at = time.monotonic()
+    pace = CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
+    lambdas: list[LambdaScore] = []
+    io_seconds = 0.0
+
+    def snapshot(
+        st: TrainState, kind: str, test: model.Metrics | None = None, kept: int | None = None
+    ) -> Snapshot:
+        return Snapshot(
+            cfg,
+            st,
+            prepared.normalizer,
+            prepared.class_names,
+            info,
+            test=test,
+            kind=kind,
+            kept_epoch=kept,
+            features=prepared.features,
+        )
+
+    def kept() -> str:
+        if last_good.epoch == first == 0:
+            return "no epoch was saved" if finished.epoch > 0 else "no epoch finished, so nothing was saved"
+        return f"{out / CHECKPOINT} holds epoch {last_good.epoch}"
+
+    with RunFolder(out, overwrite=overwrite and start is None) as folder:
+
+        def save(st: TrainState) -> None:
+            nonlocal io_seconds, last_good, saved_at
+            t = time.perf_counter()
+            save_snapshot(out / CHECKPOINT, snapshot(st, "checkpoint"))
+            folder.saved()
+            io_seconds += time.perf_counter() - t
+            last_good, saved_at = st, time.monotonic()
+
+        def epoch_done(st: TrainState) -> None:
+            nonlocal finished
+            finished = st
+            if time.monotonic() - saved_at >= pace or st.epoch >= cfg.epochs:
+                save(st)
+            if on_epoch is not None:
+                on_epoch(st)
+
+        def save_finished() -> None:
+            """The last finished epoch into checkpoint.h5 before the run stops, also when the stop
+            came during its write (best effort: the checkpoint before it stays if this cannot be
+            written, or a second Ctrl-C comes)."""
+            if finished.epoch > last_good.epoch:
+                try:
+                    save(finished)
+                except (WriteError, KeyboardInterrupt):
+                    pass
+
+        def history_as(status: str) -> None:
+            if last_good.epoch > 0:
+                save_history(out / HISTORY, last_good.history, cfg, prepared.class_names, status)
+
+        t0 = time.perf_counter()
+        try:
+            if cfg.solver == "ridge":
+                solution = ridge.fit(cfg, prepared)
+                cfg, final, lambdas = solution.config, solution.state, solution.lambdas
+                epoch_done(final)
+            else:
+                final = fit(
+                    cfg,
+                    prepared,
+                    state,
+                    on_epoch=epoch_done,
+                    on_batch=on_batch,
+                    metrics_thread=metrics_thread,
+                )
+            if final.epoch > last_good.epoch:  # ended before cfg.epochs: early stopping, ridge
+                save(final)
+        except KeyboardInterrupt as e:
+            save_finished()
+            history_as("interrupted")
+            resume = f": resume with '{resume_hint}'" if last_good.epoch > 0 else ""
+            how, code = stopped(e)
+            epoch = min(finished.epoch + 1, cfg.epochs)  # the last epoch: stopped while saving it
+            raise Interrupted(
+                f"{how} in epoch {epoch}; {kept()}{resume}", code, folder=str(out), epoch=epoch, kept=kept()
+            ) from None
+        except DivergenceError as e:
+            save_finished()
+            history_as("diverged")
+            again = " (start again with other values with --overwrite)" if last_good.epoch > 0 else ""
+            raise DivergenceError(f"{e}; {kept()}{again}", e.epoch, kept()) from None
+        except WriteError as e:
+            raise WriteError(f"{e}; {kept()}") from None
+        chosen = final_model(cfg, final)
+        with one_blas_thread():
+            test = model.evaluate(
+                chosen.W, chosen.b, prepared.X["test"], prepared.y["test"], cfg.lam, cfg.loss
+            )
+        loop_seconds = time.perf_counter() - t0 - io_seconds  # epochs, metrics, test evaluation
+        kept_epoch = chosen.epoch if cfg.keep == "best" else None
+        save_snapshot(out / MODEL, snapshot(chosen, "model", test, kept_epoch))
+        save_history(out / HISTORY, final.history, cfg, prepared.class_names, "complete", test)
+    return Outcome(
+        out, cfg, final, test, first, loop_seconds, io_seconds, chosen.epoch, lambdas, prepared.features
+    )
+
+
+def final_model(cfg: TrainConfig, final: TrainState) -> TrainState:
+    """What model.h5 holds: the last epoch, or with ``keep="best"`` the best epoch's weights (its
+    epoch is then the kept one; the history in history.h5 says how long the run trained)."""
+    if cfg.keep != "best" or final.best is None:
+        return final
+    return TrainState(final.best.W, final.best.b, final.best.epoch, final.history, final.rng_state)
