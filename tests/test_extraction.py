@@ -246,7 +246,7 @@ def test_sweep_takes_feature_maps_whose_paths_hold_commas_and_dots(tmp_path, fma
     import os
     import shutil
 
-    from cifarlin.search.plan import parse_axis
+    from cifarlin.search.space import parse_axis
 
     odd = tmp_path / "m,aps..v2"
     odd.mkdir()

@@ -20,10 +20,21 @@ import pytest
 
 from cifarlin.cli import app, group
 from cifarlin.core.config import TrainConfig
-from cifarlin.errors import ConfigError
-from cifarlin.search import sweep
+from cifarlin.errors import ConfigError, Interrupted
+from cifarlin.search import running, sweep
 from cifarlin.search import trial as sweep_trial
-from cifarlin.search.sweep import SweepSpec, TrialResult, parse_axis
+from cifarlin.search.plan import (
+    SweepSpec,
+    TrialResult,
+    best_of,
+    history_metrics,
+    plan,
+    plan_random,
+    refine_box,
+)
+from cifarlin.search.results import write_tables
+from cifarlin.search.space import KINDS, SWEEPABLE, kind, parse_axis, show
+from cifarlin.search.trial import run_trial
 
 TINY = ["--epochs", "3", "--batch-size", "10"]
 
@@ -51,8 +62,8 @@ def test_lists_are_read_by_the_fields_type(name, text, values):
     axis = parse_axis(name, text)
     assert axis.values == values and not axis.is_range
     assert all(type(v) is type(w) for v, w in zip(axis.values, values, strict=True))
-    sep = sweep.kind(name).sep
-    assert parse_axis(name, sep.join(sweep.show(name, v) for v in values)).values == values  # shown back
+    sep = kind(name).sep
+    assert parse_axis(name, sep.join(show(name, v) for v in values)).values == values  # shown back
 
 
 @pytest.mark.parametrize(
@@ -94,25 +105,25 @@ def test_the_grid_is_every_combination_validated():
     """Catches a grid that drops or repeats combinations, and an invalid value that is only
     noticed by a worker."""
     spec = SweepSpec((parse_axis("lam", "0,0.1,1"), parse_axis("eta", "0.001,0.01")))
-    trials = sweep.plan(spec)
+    trials = plan(spec)
     assert [t.name for t in trials] == [f"trial-00{i}" for i in range(1, 7)]
     assert [(t.config.lam, t.config.eta) for t in trials] == [
         (lam, eta) for lam in (0.0, 0.1, 1.0) for eta in (0.001, 0.01)
     ]
     assert all(t.config.epochs == TrainConfig().epochs for t in trials)
     with pytest.raises(ConfigError, match=r"^loss='hinge': use one of ce, svm, bce"):
-        sweep.plan(SweepSpec((parse_axis("loss", "ce,hinge"),)))
+        plan(SweepSpec((parse_axis("loss", "ce,hinge"),)))
     with pytest.raises(ConfigError, match=r"^eta=0.0: the learning rate must be > 0"):
-        sweep.plan(SweepSpec((parse_axis("eta", "0,0.1"),)))
+        plan(SweepSpec((parse_axis("eta", "0,0.1"),)))
 
 
 def test_random_search_is_log_uniform_reproducible_and_extensible():
     """Catches draws that are uniform instead of log-uniform, that depend on anything but the
     sweep seed, or that change when more trials are asked for."""
     axes = (parse_axis("lam", "1e-5..1"), parse_axis("eta", "1e-4..0.1"), parse_axis("loss", "ce,svm"))
-    a = sweep.plan(SweepSpec(axes, trials=400, sweep_seed=3))
-    b = sweep.plan(SweepSpec(axes, trials=10, sweep_seed=3))
-    c = sweep.plan(SweepSpec(axes, trials=10, sweep_seed=4))
+    a = plan(SweepSpec(axes, trials=400, sweep_seed=3))
+    b = plan(SweepSpec(axes, trials=10, sweep_seed=3))
+    c = plan(SweepSpec(axes, trials=10, sweep_seed=4))
     assert [t.config for t in a[:10]] == [t.config for t in b]
     assert [t.config for t in b] != [t.config for t in c]
     lam = np.array([t.config.lam for t in a])
@@ -132,29 +143,29 @@ def test_refinement_narrows_the_box_around_the_best_trials():
     """Catches a second round that centres on the worst trials, leaves the original range, or
     ignores which list values did best."""
     spec = SweepSpec((parse_axis("lam", "1e-5..1"), parse_axis("loss", "ce,svm")), trials=40, refine=8)
-    trials = sweep.plan(spec)
+    trials = plan(spec)
     # Accuracy peaks at lam = 1e-3 with the cross-entropy: the box must hold it and be narrower.
     results = [
         result(t, 0.5 - abs(math.log10(t.config.lam) + 3) / 10 - (t.config.loss == "svm") / 2) for t in trials
     ]
     results[0].status = "failed"  # not finished: no part in the box
-    box = sweep.refine_box(spec, results)
+    box = refine_box(spec, results)
     lo, hi = box["lam"]
     assert 1e-5 <= lo < 1e-3 < hi <= 1 and math.log10(hi / lo) < 5
     assert box["loss"] == ("ce",)
-    round2 = sweep.plan_random(spec, 2, spec.refine, box)
+    round2 = plan_random(spec, 2, spec.refine, box)
     assert [t.name for t in round2][:2] == ["refine-001", "refine-002"] and len(round2) == 8
     assert all(lo <= t.config.lam <= hi and t.config.loss == "ce" for t in round2)
-    assert sweep.refine_box(spec, [result(t, 0.3, "diverged") for t in trials]) is None
+    assert refine_box(spec, [result(t, 0.3, "diverged") for t in trials]) is None
 
 
 def test_selection_uses_validation_accuracy_of_finished_trials_only():
-    trials = sweep.plan(SweepSpec((parse_axis("lam", "0,0.1,1"),)))
+    trials = plan(SweepSpec((parse_axis("lam", "0,0.1,1"),)))
     rs = [result(trials[0], 0.30), result(trials[1], 0.35), result(trials[2], 0.9, "diverged")]
-    assert sweep.best_of(rs) is rs[1]
+    assert best_of(rs) is rs[1]
     rs[0].val_accuracy = 0.35
     rs[0].val_cost = 0.5  # a tie: the lower validation cost wins
-    assert sweep.best_of(rs) is rs[0]
+    assert best_of(rs) is rs[0]
 
 
 def test_selection_uses_the_saved_models_accuracy():
@@ -166,7 +177,7 @@ def test_selection_uses_the_saved_models_accuracy():
     h = History()
     for acc, cost in ((0.3, 2.0), (0.5, 1.5), (0.4, 1.8)):
         h.append(Metrics(cost, cost, 0.9), Metrics(cost, cost, acc), 0.1, 0.01)
-    last, best = sweep.history_metrics(h, "last"), sweep.history_metrics(h, "best")
+    last, best = history_metrics(h, "last"), history_metrics(h, "best")
     assert (last["val_accuracy"], last["val_cost"]) == (0.4, 1.8) == (last["final_val_accuracy"], 1.8)
     assert (best["val_accuracy"], best["val_cost"], best["best_epoch"]) == (0.5, 1.5, 2)
     assert best["best_val_cost"] == 1.5 and best["epochs_trained"] == 3
@@ -176,9 +187,9 @@ def test_a_new_config_field_needs_one_line_to_be_swept():
     """Every TrainConfig field type has a reader (so a new field of a known type is one line in
     SWEEPABLE), and the command has one option per sweepable field."""
     types = {str(f.type) for f in fields(TrainConfig) if f.name != "setting"}
-    assert types <= set(sweep.KINDS), types - set(sweep.KINDS)
+    assert types <= set(KINDS), types - set(KINDS)
     options = {o for p in group().commands["sweep"].params for o in p.opts}
-    assert {"--" + f.replace("_", "-") for f in sweep.SWEEPABLE} <= options
+    assert {"--" + f.replace("_", "-") for f in SWEEPABLE} <= options
 
 
 def test_a_trial_is_train_bit_for_bit_with_the_newer_options(runner, tiny_py, tmp_path):
@@ -193,9 +204,9 @@ def test_a_trial_is_train_bit_for_bit_with_the_newer_options(runner, tiny_py, tm
             *(parse_axis(k, v) for k, v in (("epochs", "3"), ("batch_size", "10"), ("eta", "0.01"))),
         )
     )
-    trial = sweep.plan(spec)[1]
+    trial = plan(spec)[1]
     assert trial.config.augment == "flip,translate:2"
-    row = sweep.run_trial(trial, str(tmp_path / "s"), str(tiny_py))
+    row = run_trial(trial, str(tmp_path / "s"), str(tiny_py))
     assert row["status"] == "done", row
     args = ["train", "--augment", "flip,translate:2", "--schedule", "cosine", "--keep", "best", "--shuffle"]
     args += [*TINY, "--eta", "0.01", "--data-dir", str(tiny_py), "--out", str(tmp_path / "alone")]
@@ -319,7 +330,7 @@ def die_for_lam_one(trial, *args, **kwargs):
     """A trial function whose worker process dies when lambda is 1 (imported by the workers)."""
     if trial.config.lam == 1.0:
         os._exit(3)
-    return sweep.run_trial(trial, *args, **kwargs)
+    return run_trial(trial, *args, **kwargs)
 
 
 @pytest.mark.slow
@@ -390,7 +401,7 @@ def test_the_next_trial_starts_before_the_tables_are_written(tiny_py, tmp_path, 
     """Catches: workers left idle while the sweep writes sweep.h5 and results.csv after each
     finished trial (slow here on purpose), instead of being handed the next trial first."""
     writes = []
-    real = sweep.write_tables
+    real = write_tables
     out = tmp_path / "s"
 
     def slow_write(*args, **kw):
@@ -400,7 +411,7 @@ def test_the_next_trial_starts_before_the_tables_are_written(tiny_py, tmp_path, 
         real(*args, **kw)
         writes.append((began, time.time()))
 
-    monkeypatch.setattr(sweep, "write_tables", slow_write)
+    monkeypatch.setattr(running, "write_tables", slow_write)
     spec = SweepSpec((parse_axis("lam", "0,0.1"),))
     sweep.run_sweep(spec, out, tiny_py, workers=1, figures=False, trial_fn=notes_when_it_began)
     first, second = (float((out / f"trial-00{i}.began").read_text()) for i in (1, 2))
@@ -447,7 +458,7 @@ def test_ctrl_c_waits_for_every_submitted_trial_and_records_it(tiny_py, tmp_path
             pressed.append(event)
             raise KeyboardInterrupt
 
-    with pytest.raises(sweep.Interrupted):
+    with pytest.raises(Interrupted):
         sweep.run_sweep(
             spec, tmp_path / "s", tiny_py, workers=2, figures=False, on_trial=on_trial, trial_fn=fn
         )
@@ -691,8 +702,10 @@ def test_trials_finished_before_an_error_are_in_the_files(tmp_path, monkeypatch)
 
     monkeypatch.setattr(distributed, "as_completed", _AsCompleted)
     spec = SweepSpec((parse_axis("lam", "0,0.1"),))
-    results = [TrialResult(t, tmp_path / t.name) for t in sweep.plan(spec)]
-    state = sweep._Sweep(spec, tmp_path, tmp_path, tmp_path, results, lambda m: None, lambda e, r: None, None)
+    results = [TrialResult(t, tmp_path / t.name) for t in plan(spec)]
+    state = running.RunningSweep(
+        spec, tmp_path, tmp_path, tmp_path, results, lambda m: None, lambda e, r: None, None
+    )
     state.save()
     with pytest.raises(OSError, match="scheduler connection closed"):
         state.run(_SchedulerGoneOnSecondMap(), results)

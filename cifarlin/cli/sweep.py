@@ -1,7 +1,7 @@
-"""``cifarlin sweep``: options -> :class:`cifarlin.search.sweep.SweepSpec` ->
+"""``cifarlin sweep``: options -> :class:`cifarlin.search.plan.SweepSpec` ->
 :func:`cifarlin.search.sweep.run_sweep` -> a live table of trials, the results and the best trial.
 
-The options of the swept fields are made from :data:`cifarlin.search.sweep.SWEEPABLE`: a field added
+The options of the swept fields are made from :data:`cifarlin.search.space.SWEEPABLE`: a field added
 there gets its option here (``batch_size`` -> ``--batch-size``) without a change to this file.
 """
 
@@ -31,10 +31,12 @@ from cifarlin.cli.display import (
 )
 from cifarlin.core.config import TrainConfig, defaults
 from cifarlin.errors import CifarlinError
-from cifarlin.search.plan import MAX_TRIALS, RETRIES, SWEEPABLE, kind, separator, show
+from cifarlin.search.plan import MAX_TRIALS, RETRIES
+from cifarlin.search.space import SWEEPABLE, kind, separator, show
 
 if TYPE_CHECKING:
-    from cifarlin.search.sweep import SweepResult, TrialResult
+    from cifarlin.search.plan import TrialResult
+    from cifarlin.search.results import SweepResult
 
 DEFAULTS = defaults(TrainConfig)  # without making one: validating imports numpy
 
@@ -321,15 +323,19 @@ def sweep(
 
     **Example:** cifarlin sweep --lam 0,0.01,0.1,1 --eta 0.001,0.01 --epochs 10
     """
-    from cifarlin.search import sweep as lib
+    from cifarlin.search.cluster import check_cluster
+    from cifarlin.search.plan import SweepSpec, default_out, plan
+    from cifarlin.search.results import RESULTS_FILE
+    from cifarlin.search.space import parse_axis
+    from cifarlin.search.sweep import run_sweep
 
     texts = {name: text for name, text in given.items() if text is not None}
-    spec = lib.SweepSpec(
-        tuple(lib.parse_axis(name, text) for name, text in texts.items()), trials, refine, sweep_seed
+    spec = SweepSpec(
+        tuple(parse_axis(name, text) for name, text in texts.items()), trials, refine, sweep_seed
     )
-    lib.plan(spec)  # every configuration checked before anything is started
-    lib.check_cluster(scheduler, workers, retries)
-    out = out.expanduser() if out is not None else lib.default_out()
+    plan(spec)  # every configuration checked before anything is started
+    check_cluster(scheduler, workers, retries)
+    out = out.expanduser() if out is not None else default_out()
     c = console()
     extra = [
         ("--trials", trials),
@@ -354,7 +360,7 @@ def sweep(
         say(c, f"sweep: {spec.describe()} -> {out}")
         say(c, f"data: {data_folder}")
     with _Display(c, quiet, _swept(spec)) as display:
-        result = lib.run_sweep(
+        result = run_sweep(
             spec,
             out,
             data_folder,
@@ -371,7 +377,7 @@ def sweep(
         emit_json(result.document())
     if result.best is None:
         counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
-        raise CifarlinError(f"no trial finished ({counts}); the errors are in {out / lib.RESULTS_FILE}")
+        raise CifarlinError(f"no trial finished ({counts}); the errors are in {out / RESULTS_FILE}")
 
 
 # The swept fields' options, made from the library's table, come first in --help.

@@ -218,7 +218,7 @@ def _saved_metrics(folder: Path, keep: str) -> dict[str, Any]:
         return {}
 
 
-def _probe_worker(data_folder: str, alive: str) -> dict[str, str]:
+def probe_worker(data_folder: str, alive: str) -> dict[str, str]:
     """Run on every worker before a sweep: can it see the data and the sweep folder?"""
     from cifarlin.data import cifar as data
 
