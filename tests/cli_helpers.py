@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from cifarlin.cli import app
 
+TINY = ["--batch-size", "10", "--no-plots"]  # the tiny data's 50 images in batches of 10, no figures
+
 
 def train(data: Path, out: Path | str | None, *args: object, env: dict[str, str] | None = None) -> Result:
     """``cifarlin train --out OUT --data-dir DATA ARGS...`` (no ``--out`` when OUT is None), with

@@ -13,12 +13,9 @@ import pytest
 from typer.main import get_command
 
 from cifarlin.cli import app
-from cli_helpers import train
+from cli_helpers import TINY, train
 
-TINY = ["--batch-size", "10", "--no-plots"]
 GROUP = get_command(app)
-
-
 TWO = [*TINY, "--epochs", "2"]  # a run of two epochs on the tiny data
 ONE = [*TINY, "--epochs", "1"]  # one epoch (--setting all: of each of its four runs)
 
