@@ -93,6 +93,15 @@ def tiny_py(tmp_path_factory) -> Path:
     return write_python_dataset(tmp_path_factory.mktemp("data") / "cifar-10-batches-py")
 
 
+@pytest.fixture
+def prepared(tiny_py):
+    """The tiny data prepared for training (default splits); some test files keep their own."""
+    from cifarlin.core import config
+    from cifarlin.data import cifar as data
+
+    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+
+
 @pytest.fixture(scope="session")
 def tiny_bin(tmp_path_factory) -> Path:
     return write_binary_dataset(tmp_path_factory.mktemp("data") / "cifar-10-batches-bin")

@@ -24,6 +24,7 @@ from cifarlin.core import config, train
 from cifarlin.data import cifar as data
 from cifarlin.features import kmeans as features
 from cifarlin.store import checkpoint
+from cli_helpers import train_json
 from val_oracle import (
     LAMBDAS,
     Standardise,
@@ -38,15 +39,6 @@ from val_oracle import (
     ridge_solutions,
     scored,
 )
-
-
-def run_train(runner, folder: Path, out: Path, *args: str) -> dict:
-    r = runner.invoke(
-        app, ["train", "--data-dir", str(folder), "-o", str(out), "--no-plots", "--json", *args]
-    )
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
-
 
 # ---------------------------------------------------------------------------------------------
 # Gradient descent: --keep best and --patience choose an epoch
@@ -93,14 +85,14 @@ SPLITS = [
 
 
 @pytest.mark.parametrize("split", SPLITS)
-def test_keep_best_keeps_the_epoch_best_on_validation(runner, disagreeing_py, tmp_path, trajectory, split):
+def test_keep_best_keeps_the_epoch_best_on_validation(disagreeing_py, tmp_path, trajectory, split):
     """Bug: model.h5 holding the epoch best on the test set (or the last, or the latest of tied
     epochs), or the epochs' validation accuracies measured on another split."""
     weights, val, test, n = trajectory
     assert_disagree(val, test, best_epoch)
     best = best_epoch(val)  # 0-based
     assert best != len(val) - 1, "the fixture must make the best epoch differ from the last"
-    s = run_train(runner, disagreeing_py, tmp_path / "r", *GD, *split, "--keep", "best")
+    s = train_json(disagreeing_py, tmp_path / "r", "--no-plots", *GD, *split, "--keep", "best")
     assert s["model_epoch"] == best + 1 == s["best_epoch"]
     assert s["history"]["val_acc"] == [c / n for c in val]  # validation is data_batch_2, scored alike
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
@@ -113,7 +105,7 @@ def test_keep_best_keeps_the_epoch_best_on_validation(runner, disagreeing_py, tm
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_patience_counts_epochs_without_a_better_validation_accuracy(
-    runner, disagreeing_py, tmp_path, trajectory, split
+    disagreeing_py, tmp_path, trajectory, split
 ):
     """Bug: early stopping that watches the test accuracy (it stops this run at another epoch)."""
     weights, val, test, n = trajectory
@@ -121,7 +113,7 @@ def test_patience_counts_epochs_without_a_better_validation_accuracy(
     assert stop < len(val) and stop != stop_on_test, (
         f"the fixture must stop the run early, and the test split elsewhere ({stop}, {stop_on_test})"
     )
-    s = run_train(runner, disagreeing_py, tmp_path / "r", *GD, *split, "--patience", "3")
+    s = train_json(disagreeing_py, tmp_path / "r", "--no-plots", *GD, *split, "--patience", "3")
     assert s["epochs"] == stop and s["stopped_early"]
     assert s["history"]["val_acc"] == [c / n for c in val[:stop]]
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
@@ -154,8 +146,15 @@ def test_ridge_on_features_chooses_lambda_on_validation(runner, disagreeing_py, 
     )
     assert r.exit_code == 0, r.output
     fmap = features.load(fmap_file)
-    s = run_train(
-        runner, disagreeing_py, tmp_path / "r", "--features", str(fmap_file), "--solver", "ridge", *split
+    s = train_json(
+        disagreeing_py,
+        tmp_path / "r",
+        "--no-plots",
+        "--features",
+        str(fmap_file),
+        "--solver",
+        "ridge",
+        *split,
     )
 
     one, one_labels = batch(disagreeing_py, "data_batch_1")

@@ -12,6 +12,7 @@ from typer.main import get_command
 
 from cifarlin import __version__
 from cifarlin.cli import app
+from cli_helpers import TINY
 
 COMMANDS = sorted(name for name, c in get_command(app).commands.items() if not c.hidden)
 
@@ -192,3 +193,48 @@ def test_evaluate_falls_back_to_the_checkpoint(runner, tiny_py, tmp_path):
         and "checkpoint.h5" in r.stderr
         and json.loads(r.stdout)["model"].endswith("checkpoint.h5")
     )
+
+
+def test_cli_divergence_exit_1(runner, tiny_py, tmp_path):
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data-dir",
+            str(tiny_py),
+            "--out",
+            str(tmp_path / "x"),
+            *TINY,
+            "--eta",
+            "1e38",
+            "--epochs",
+            "2",
+        ],
+    )
+    assert r.exit_code == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert "diverged in epoch 1" in last and "--eta" in last
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(
+    "args, value",
+    [
+        (["--eta", "0"], "--eta 0"),
+        (["--batch-size", "0"], "--batch-size 0"),
+        (["--lam", "-1"], "--lam -1"),
+        (["--setting", "5"], "'5'"),
+        (["--batch-size", "51"], "--batch-size 51"),
+        (["--epochs", "0"], "--epochs 0"),
+        (["--train-batches", "7"], "--train-batches '7'"),
+        (["--train-batches", "1-3"], "--val-size"),
+    ],
+)
+def test_cli_bad_values_exit_2(runner, tiny_py, tmp_path, args, value):
+    r = runner.invoke(
+        app, ["train", "--data-dir", str(tiny_py), "--out", str(tmp_path / "o"), "--no-plots", *args]
+    )
+    assert r.exit_code == 2, r.output
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error:") and value in line
+    assert not (tmp_path / "o").exists()  # nothing written

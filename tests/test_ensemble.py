@@ -15,14 +15,13 @@ from cifarlin.core import config
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
 from cifarlin.work import evaluation
+from cli_helpers import train
 
 TINY = ["--batch-size", "10", "--epochs", "2", "--no-plots", "--quiet"]
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_py):
-    from typer.testing import CliRunner
-
     root = tmp_path_factory.mktemp("ens")
     out = {}
     for name, args in {
@@ -33,10 +32,7 @@ def models(tmp_path_factory, tiny_py):
         "bce": ["--loss", "bce", "--eta", "0.01"],
         "held": ["--train-batches", "1,3", "--val-size", "20"],
     }.items():
-        r = CliRunner().invoke(
-            app, ["train", "--out", str(root / name), "--data-dir", str(tiny_py), *TINY, *args]
-        )
-        assert r.exit_code == 0, r.output
+        train(tiny_py, root / name, *TINY, *args)
         out[name] = root / name / "model.h5"
     return out
 

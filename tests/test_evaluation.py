@@ -4,15 +4,23 @@ docstring names the bug it catches."""
 
 from __future__ import annotations
 
+import itertools
+import json
+from pathlib import Path
+
+import h5py
 import numpy as np
 import pytest
 
 from cifar_files import make_split
+from cifarlin.cli import app
 from cifarlin.core import config
 from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
 from cifarlin.work import evaluation, runs
+from cli_helpers import TINY
+from tolerances import U32, U64, cost_rounding, min_gap, normalised_error, product_error
 
 # Three classes: class 0 has 10 images (8 right, 2 taken for class 1), class 1 has 10 (5 right,
 # 5 taken for class 2), class 2 has 1 image (right). Recall and precision disagree for every class.
@@ -79,3 +87,83 @@ def test_evaluate_split_counts_every_image_where_it_belongs(model_file, tiny_py)
     assert ev.confusion.tolist() == C.tolist()
     assert ev.per_class_accuracy.tolist() == recall
     assert ev.metrics.accuracy == np.trace(C) / 50
+
+
+def test_cli_train_then_evaluate(runner, tiny_py, tmp_path):
+    out = tmp_path / "s2"
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--setting",
+            "2",
+            "--epochs",
+            "2",
+            "--json",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(tiny_py),
+            *TINY,
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert (
+        s["setting"] == 2 and s["epochs"] == 2 and s["config"]["eta"] == 0.001 and s["config"]["lam"] == 0.0
+    )
+    assert s["config"]["batch_size"] == 10 and s["reference_test_accuracy"] == 0.3898
+    assert set(s["test"]) == {"cost", "loss", "accuracy"} and 1 <= s["best_epoch"] <= 2
+    assert Path(s["files"]["model"]) == out / "model.h5"
+    assert r.stderr.count("epoch 1/2") == 1 and r.stderr.count("epoch 2/2") == 1
+    e = runner.invoke(app, ["evaluate", str(out / "model.h5"), "--json", "--data-dir", str(tiny_py)])
+    assert e.exit_code == 0, e.output
+    ev = json.loads(e.stdout)
+    assert ev["accuracy"] == s["test"]["accuracy"] and ev["cost"] == s["test"]["cost"]  # exactly
+    assert ev["split"] == "test" and ev["images"] == 50 and ev["same_data_as_training"] is True
+    cm = np.array(ev["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 50 and np.trace(cm) / 50 == ev["accuracy"]
+    assert list(ev["per_class_accuracy"]) == ev["class_names"]
+    # Catches a transposed confusion matrix and per-class precision instead of recall: both
+    # recomputed here from model.h5 and the tiny test batch, image by image.
+    from cifar_files import NAMES, make_split
+
+    with h5py.File(out / "model.h5", "r") as f:
+        W, b, mean, std = (f[k][()].astype(np.float64) for k in ("W", "b", "mean", "std"))
+    images, labels = make_split(50, seed=99)  # the tiny test batch
+    Xn = (images / 255 - mean) / std  # (50, d), as float64
+    S = Xn @ W.T + b
+    # evaluate computes S in float32 (any kernel): within its product's and normalisation's
+    # rounding of this S. An image whose top two scores are closer than twice that may be
+    # counted under either class: every such choice is allowed, the others are exact.
+    E = product_error(Xn, W.T, U32, b) + normalised_error(Xn, mean / std, U32) @ np.abs(W).T
+    close = np.flatnonzero(min_gap(S) <= 2 * E.max(axis=1))
+    assert len(close) <= 3  # so that the check below still pins the matrix
+    top2 = np.argsort(-S, axis=1)[:, :2]
+    allowed = []
+    for pick in itertools.product((0, 1), repeat=len(close)):
+        pred = S.argmax(axis=1)
+        pred[close] = top2[close, list(pick)]
+        m = np.zeros((10, 10), dtype=int)
+        np.add.at(m, (labels, pred), 1)  # row: true class, column: predicted class
+        allowed.append(m.tolist())
+    assert all(not np.array_equal(np.array(m), np.array(m).T) for m in allowed)  # a transposed one shows
+    assert cm.tolist() in allowed
+    expected = np.array(cm.tolist())  # one of the recomputed matrices
+    recall = {n: int(expected[i, i]) / int(expected[i].sum()) for i, n in enumerate(NAMES)}
+    precision = {n: int(expected[i, i]) / max(int(expected[:, i].sum()), 1) for i, n in enumerate(NAMES)}
+    assert recall != precision  # per-class precision would show
+    assert ev["class_names"] == NAMES
+    assert ev["per_class_accuracy"] == recall
+    v = runner.invoke(app, ["evaluate", str(out), "--split", "val", "--json", "--data-dir", str(tiny_py)])
+    assert json.loads(v.stdout)["accuracy"] == s["val"]["accuracy"]
+    t = runner.invoke(app, ["evaluate", str(out), "--split", "train", "--json", "--data-dir", str(tiny_py)])
+    # The training-set metrics are gathered by the next epoch's passes (or, after the last epoch,
+    # by the same passes on their own): summed batch by batch, they may differ from evaluating the
+    # whole split in the last bits of the cost (a wrong penalty or split differs by far more);
+    # the accuracy is a count, exact.
+    train_images, train_labels = make_split(50, seed=1)  # data_batch_1 of the tiny set
+    Xt = (train_images / 255 - mean) / std
+    both = 2 * cost_rounding("ce", W, b, Xt, train_labels, 0.0, U64, products=U32)  # two computations
+    assert json.loads(t.stdout)["cost"] == pytest.approx(s["train"]["cost"], abs=both)
+    assert json.loads(t.stdout)["accuracy"] == s["train"]["accuracy"]

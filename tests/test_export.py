@@ -16,19 +16,16 @@ from typer.testing import CliRunner
 from cifarlin.cli import app
 from cifarlin.store import checkpoint
 from cifarlin.work import export
+from cli_helpers import train
 
 TRAIN = ["--batch-size", "10", "--epochs", "3", "--no-plots", "--quiet"]
 
 
-def train(tiny_py: Path, out: Path, *args: str) -> Path:
-    r = CliRunner().invoke(app, ["train", "--out", str(out), "--data-dir", str(tiny_py), *TRAIN, *args])
-    assert r.exit_code == 0, r.output
-    return out
-
-
 @pytest.fixture(scope="module")
 def run(tiny_py, tmp_path_factory) -> Path:
-    return train(tiny_py, tmp_path_factory.mktemp("export") / "run", "--setting", "3", "--loss", "svm")
+    out = tmp_path_factory.mktemp("export") / "run"
+    train(tiny_py, out, *TRAIN, "--setting", "3", "--loss", "svm")
+    return out
 
 
 def invoke(*args):
@@ -128,7 +125,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(run, tmp_path, monk
 def test_an_unfinished_run_exports_its_checkpoint(tiny_py, tmp_path):
     """Bug: a run still training (no model.h5, no history.h5 yet) refused, or its checkpoint's
     history not the one written."""
-    out = train(tiny_py, tmp_path / "r")
+    out = tmp_path / "r"
+    train(tiny_py, out, *TRAIN)
     (out / "model.h5").unlink()
     (out / "history.h5").unlink()
     r = invoke(out, "--to", tmp_path / "m.npz", "--to", tmp_path / "h.csv")

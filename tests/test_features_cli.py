@@ -17,6 +17,7 @@ from cifarlin.core.config import SplitSpec
 from cifarlin.data import cifar as data
 from cifarlin.features import kmeans as features
 from cifarlin.store import checkpoint
+from cli_helpers import train
 from tolerances import U32, U64, assert_within, min_gap, product_error, sum_error
 
 
@@ -34,12 +35,9 @@ def fmap_file(runner, tiny_py, tmp_path):
 GD = ("--batch-size", "10", "--epochs", "3", "--eta", "0.05")
 
 
-def train(runner, tiny_py, fmap_file, out, *args):
-    args = args or GD
-    common = ["--features", str(fmap_file), "--out", str(out), "--data-dir", str(tiny_py), "--no-plots"]
-    r = runner.invoke(app, ["train", *common, "--json", *args])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout), r.stderr
+def on(fmap_file) -> list[str]:
+    """The options of a run on the features of FMAP_FILE, printing its JSON document."""
+    return ["--features", str(fmap_file), "--no-plots", "--json"]
 
 
 def test_fit_learns_from_the_training_rows_only_and_is_deterministic(runner, tiny_py, tmp_path, fmap_file):
@@ -60,7 +58,8 @@ def test_fit_learns_from_the_training_rows_only_and_is_deterministic(runner, tin
 def test_model_carries_the_map_and_evaluate_reproduces_training(runner, tiny_py, tmp_path, fmap_file):
     """Bug: a model file without its feature map (evaluate would need the map file), or
     evaluation features that differ from training's (another standardisation)."""
-    s, err = train(runner, tiny_py, fmap_file, tmp_path / "run")
+    r = train(tiny_py, tmp_path / "run", *on(fmap_file), *GD)
+    s, err = json.loads(r.stdout), r.stderr
     assert err.count("extracting") == 3  # data_batch_1, data_batch_2, test_batch
     fmap_file.unlink()  # the model needs the map file no more
     snap = checkpoint.load_snapshot(tmp_path / "run" / "model.h5")
@@ -84,14 +83,15 @@ def test_model_carries_the_map_and_evaluate_reproduces_training(runner, tiny_py,
     assert got == [snap.class_names[i] for i in S.argmax(axis=1)]
 
 
-def test_second_run_reads_the_cached_features(runner, tiny_py, tmp_path, fmap_file):
+def test_second_run_reads_the_cached_features(tiny_py, tmp_path, fmap_file):
     """Bug: features extracted again for every run (a sweep would pay minutes per trial), or a
     damaged cache entry used."""
-    first, _ = train(runner, tiny_py, fmap_file, tmp_path / "a")
+    first = json.loads(train(tiny_py, tmp_path / "a", *on(fmap_file), *GD).stdout)
     cached = sorted((tmp_path / "xdg-cache" / "cifarlin" / "features").glob("*.npy"))
     assert len(cached) == 3
     cached[0].write_bytes(cached[0].read_bytes()[:-8] + b"\0" * 8)  # damaged: its digest fails
-    second, err = train(runner, tiny_py, fmap_file, tmp_path / "b")
+    r = train(tiny_py, tmp_path / "b", *on(fmap_file), *GD)
+    second, err = json.loads(r.stdout), r.stderr
     assert err.count("from the cache") == 2 and err.count("extracting") == 1
     assert second["test"] == first["test"] and second["history"] == {
         **first["history"],
@@ -99,14 +99,13 @@ def test_second_run_reads_the_cached_features(runner, tiny_py, tmp_path, fmap_fi
     }
 
 
-def test_ridge_on_features_with_mirrored_copies(runner, tiny_py, tmp_path, fmap_file):
+def test_ridge_on_features_with_mirrored_copies(tiny_py, tmp_path, fmap_file):
     """Bug: the mirrored images left out of the solution (or counted twice), or features
     standardised by other statistics than those of the rows solved for."""
-    s, err = train(
-        runner,
+    r = train(
         tiny_py,
-        fmap_file,
         tmp_path / "r",
+        *on(fmap_file),
         "--solver",
         "ridge",
         "--augment",
@@ -114,6 +113,7 @@ def test_ridge_on_features_with_mirrored_copies(runner, tiny_py, tmp_path, fmap_
         "--dtype",
         "float64",
     )
+    s, err = json.loads(r.stdout), r.stderr
     assert "data_batch_1 (mirrored): extracting" in err
     assert s["config"]["solver"] == "ridge" and s["config"]["augment"] == "flip" and s["lambda_search"]
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
@@ -149,7 +149,7 @@ def test_bad_feature_options_give_one_line_errors(runner, tiny_py, tmp_path, fma
 
 
 def test_a_model_file_given_as_a_feature_map_is_refused(runner, tiny_py, tmp_path, fmap_file):
-    train(runner, tiny_py, fmap_file, tmp_path / "run")
+    train(tiny_py, tmp_path / "run", *on(fmap_file), *GD)
     r = runner.invoke(
         app, ["train", "--features", str(tmp_path / "run" / "model.h5"), "--data-dir", str(tiny_py)]
     )

@@ -16,22 +16,17 @@ from cifarlin.core import config, model
 from cifarlin.core import train as train_module
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
+from cli_helpers import train_json
 from tolerances import U32, U64, assert_within, outside, product_error, sigmoid_error, softmax_error
 
 TINY = ["--batch-size", "10", "--epochs", "2", "--no-plots"]
-
-
-def train(runner, tiny_py, out, *args):
-    r = runner.invoke(app, ["train", "--out", str(out), "--data-dir", str(tiny_py), *TINY, "--json", *args])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 @pytest.mark.parametrize("loss", ["svm", "bce", "l2svm"])
 def test_train_with_a_loss_stores_it_and_evaluate_uses_it(runner, tiny_py, tmp_path, loss):
     """Bug: the loss not stored in the files, or evaluate reporting the cross-entropy of a model
     trained with another loss."""
-    s = train(runner, tiny_py, tmp_path / "r", "--setting", "3", "--loss", loss)
+    s = train_json(tiny_py, tmp_path / "r", *TINY, "--setting", "3", "--loss", loss)
     assert s["config"]["loss"] == loss and s["config"]["lam"] == 0.1 and s["config"]["eta"] == 0.001
     assert not s["comparable_to_reference"]
     for name in ("model.h5", "checkpoint.h5", "history.h5"):
@@ -66,7 +61,7 @@ def test_train_with_a_loss_stores_it_and_evaluate_uses_it(runner, tiny_py, tmp_p
 
 def test_ce_reports_the_mean_softmax_probability_of_the_true_class(runner, tiny_py, tmp_path):
     """Bug: the probability of the predicted class (or of class 0) reported instead."""
-    train(runner, tiny_py, tmp_path / "r")
+    train_json(tiny_py, tmp_path / "r", *TINY)
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
     p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     S = p.X["test"].astype(np.float64) @ snap.state.W.T.astype(np.float64) + snap.state.b
@@ -86,7 +81,7 @@ def test_ce_reports_the_mean_softmax_probability_of_the_true_class(runner, tiny_
 
 def test_resume_refuses_another_loss(runner, tiny_py, tmp_path):
     """Bug: a checkpoint trained with one loss continued with another."""
-    train(runner, tiny_py, tmp_path / "r", "--loss", "svm")
+    train_json(tiny_py, tmp_path / "r", *TINY, "--loss", "svm")
     args = ["train", "--out", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--resume", "--loss", "bce"]
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "--loss 'bce': the run in" in r.stderr and "uses 'svm'" in r.stderr
@@ -94,7 +89,7 @@ def test_resume_refuses_another_loss(runner, tiny_py, tmp_path):
 
 def test_a_version_1_model_still_evaluates_as_cross_entropy(runner, tiny_py, tmp_path):
     """Bug: files written before the losses existed refused, or read with another loss."""
-    train(runner, tiny_py, tmp_path / "r")
+    train_json(tiny_py, tmp_path / "r", *TINY)
     old = tmp_path / "old.h5"
     old.write_bytes((tmp_path / "r" / "model.h5").read_bytes())
     with h5py.File(old, "a") as f:
@@ -119,7 +114,7 @@ def test_gradcheck_loss_on_data(runner, tiny_py, loss):
 @pytest.mark.parametrize("loss", ["svm", "bce"])
 def test_visualize_probs(runner, tiny_py, tmp_path, loss):
     """Bug: a probability histogram drawn for the hinge (which has no probabilities), or none for bce."""
-    train(runner, tiny_py, tmp_path / "r", "--loss", loss)
+    train_json(tiny_py, tmp_path / "r", *TINY, "--loss", loss)
     r = runner.invoke(app, ["visualize", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--json"])
     assert r.exit_code == 0, r.output
     names = [p.split("/")[-1] for p in json.loads(r.stdout)["files"]]

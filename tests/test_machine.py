@@ -13,28 +13,13 @@ from typer.testing import CliRunner
 
 from cifarlin.cli import app
 from cifarlin.store import checkpoint, machine
+from cli_helpers import train
 
 
 @pytest.fixture(scope="module")
 def run(tiny_py, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("m") / "run"
-    r = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--data-dir",
-            str(tiny_py),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "10",
-            "-o",
-            str(out),
-            "-q",
-            "--no-plots",
-        ],
-    )
-    assert r.exit_code == 0, r.output
+    train(tiny_py, out, "--epochs", "2", "--batch-size", "10", "-q", "--no-plots")
     return out
 
 

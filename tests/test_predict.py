@@ -24,6 +24,7 @@ from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError, DataError
 from cifarlin.store import checkpoint
 from cifarlin.work import evaluation, predict
+from cli_helpers import train
 from tolerances import (
     U64,
     assert_ranked,
@@ -40,15 +41,11 @@ from tolerances import (
 TRAIN = ["--batch-size", "10", "--epochs", "2", "--no-plots", "--quiet"]
 
 
-def train(tiny_py: Path, out: Path, *args: str) -> Path:
-    r = CliRunner().invoke(app, ["train", "--out", str(out), "--data-dir", str(tiny_py), *TRAIN, *args])
-    assert r.exit_code == 0, r.output
-    return out
-
-
 @pytest.fixture(scope="module")
 def run(tiny_py, tmp_path_factory) -> Path:
-    return train(tiny_py, tmp_path_factory.mktemp("predict") / "run")
+    out = tmp_path_factory.mktemp("predict") / "run"
+    train(tiny_py, out, *TRAIN)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +276,8 @@ def test_human_output_lists_each_image(run, tmp_path):
 def test_hinge_models_give_scores_and_bce_sigmoids(tiny_py, tmp_path, loss):
     """Bug: a hinge-loss model's scores shown as probabilities (softmax of scores it never
     trained as such), or a BCE model's per-class sigmoids replaced by a softmax."""
-    out = train(tiny_py, tmp_path / loss, "--loss", loss)
+    out = tmp_path / loss
+    train(tiny_py, out, *TRAIN, "--loss", loss)
     s = checkpoint.load_snapshot(out / "model.h5")
     hwc = np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(hwc).save(tmp_path / "x.png")

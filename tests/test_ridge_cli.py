@@ -13,6 +13,7 @@ from cifarlin.core import augment, model, ridge
 from cifarlin.core.config import SplitSpec
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
+from cli_helpers import train_json
 from tolerances import U64, assert_within
 from val_oracle import (
     LAMBDAS,
@@ -25,13 +26,7 @@ from val_oracle import (
     scored,
 )
 
-TINY = ["--no-plots", "--json"]
-
-
-def train(runner, tiny_py, *args):
-    r = runner.invoke(app, ["train", "--solver", "ridge", "--data-dir", str(tiny_py), *TINY, *args])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+RIDGE = ["--solver", "ridge", "--no-plots"]
 
 
 def raw_training(tiny_py, spec=SplitSpec()):
@@ -42,12 +37,10 @@ def raw_training(tiny_py, spec=SplitSpec()):
 
 
 @pytest.mark.parametrize("views", ["none", "flip,translate:1"])
-def test_model_file_holds_the_exact_optimum_of_the_squared_loss(runner, tiny_py, tmp_path, views):
+def test_model_file_holds_the_exact_optimum_of_the_squared_loss(tiny_py, tmp_path, views):
     """Bug: a solution of another objective (a penalised bias, lambda scaled by n), or views left
     out. At the optimum the gradient of J (--loss mse, over every view of every image) is zero."""
-    s = train(
-        runner, tiny_py, "--lam", "0.3", "--augment", views, "--dtype", "float64", "-o", str(tmp_path / "r")
-    )
+    s = train_json(tiny_py, tmp_path / "r", *RIDGE, "--lam", "0.3", "--augment", views, "--dtype", "float64")
     assert s["config"]["lam"] == 0.3 and not s["config"]["choose_lam"] and s["lambda_search"] == []
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
     assert snap.config.solver == "ridge" and snap.config.loss == "mse" and snap.state.epoch == 1
@@ -70,7 +63,7 @@ def test_lambda_is_chosen_on_the_validation_set(runner, disagreeing_py, tmp_path
     reported. On tiny_py every candidate scored 1.00 on every split, so any choice passed (issue
     25): disagreeing_py makes validation and test pick different lambdas, and every candidate's
     accuracies are computed here, by another route (the n x n dual system, float64)."""
-    s = train(runner, disagreeing_py, "-o", str(tmp_path / "r"))
+    s = train_json(disagreeing_py, tmp_path / "r", *RIDGE)
     search = s["lambda_search"]
     assert [c["lam"] for c in search] == list(ridge.lambda_grid())  # JSON keeps a float64 exactly
     best = max(c["val_accuracy"] for c in search)
@@ -101,10 +94,10 @@ def test_lambda_is_chosen_on_the_validation_set(runner, disagreeing_py, tmp_path
     assert json.loads(e.stdout)["accuracy"] == s["test"]["accuracy"]
 
 
-def test_a_finished_run_is_reused_with_its_chosen_lambda(runner, tiny_py, tmp_path):
+def test_a_finished_run_is_reused_with_its_chosen_lambda(tiny_py, tmp_path):
     out = str(tmp_path / "r")
-    first = train(runner, tiny_py, "-o", out)
-    again = train(runner, tiny_py, "-o", out)
+    first = train_json(tiny_py, out, *RIDGE)
+    again = train_json(tiny_py, out, *RIDGE)
     assert again["reused"] and again["config"] == first["config"] and again["test"] == first["test"]
 
 
@@ -122,7 +115,7 @@ def test_options_that_do_not_apply_are_refused(runner, tiny_py, args, message):
 
 
 def test_predict_and_export_read_a_ridge_model(runner, tiny_py, tmp_path):
-    train(runner, tiny_py, "--lam", "1", "-o", str(tmp_path / "r"))
+    train_json(tiny_py, tmp_path / "r", *RIDGE, "--lam", "1")
     images, _ = raw_training(tiny_py)
     np.save(tmp_path / "x.npy", images[:3].reshape(3, 3, 32, 32).transpose(0, 2, 3, 1))
     p = runner.invoke(app, ["predict", str(tmp_path / "r" / "model.h5"), str(tmp_path / "x.npy")])

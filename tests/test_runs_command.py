@@ -23,22 +23,17 @@ from cifarlin.data import cifar as data
 from cifarlin.errors import Interrupted
 from cifarlin.store import checkpoint
 from cifarlin.work import catalog, runs
+from cli_helpers import train
 
 TRAIN = ["--batch-size", "10", "--no-plots", "--quiet"]
-
-
-def train(tiny_py: Path, out: Path, *args: str) -> Path:
-    r = CliRunner().invoke(app, ["train", "--out", str(out), "--data-dir", str(tiny_py), *TRAIN, *args])
-    assert r.exit_code == 0, r.output
-    return out
 
 
 @pytest.fixture(scope="module")
 def outputs(tiny_py, tmp_path_factory) -> Path:
     """outputs/ with two finished runs: setting 3 with the hinge loss, and a plain run."""
     root = tmp_path_factory.mktemp("runs") / "outputs"
-    train(tiny_py, root / "setting-3-svm", "--setting", "3", "--loss", "svm", "--epochs", "3")
-    train(tiny_py, root / "sweep" / "eta-0.01", "--eta", "0.01", "--epochs", "4", "--keep", "best")
+    train(tiny_py, root / "setting-3-svm", *TRAIN, "--setting", "3", "--loss", "svm", "--epochs", "3")
+    train(tiny_py, root / "sweep" / "eta-0.01", *TRAIN, "--eta", "0.01", "--epochs", "4", "--keep", "best")
     (root / "examples").mkdir()  # figures only: not a run
     (root / "examples" / "curves.png").write_bytes(b"png")
     return root

@@ -24,8 +24,7 @@ from cifarlin.data import cifar as data
 from cifarlin.errors import RunError
 from cifarlin.store import checkpoint
 from cifarlin.work import runs
-
-TINY = ["--batch-size", "10", "--no-plots"]
+from cli_helpers import TINY
 
 SLOW_TRAIN = """
 import sys, time, cifarlin.core.train as t

@@ -15,9 +15,12 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+
+from cifarlin.store import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +85,53 @@ def test_one_two_or_three_signals_at_many_offsets(tiny_py, tmp_path):
         seen[code] = seen.get(code, 0) + 1
         assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp")), case
     assert seen.get(130, 0) >= 3 and seen.get(143, 0) >= 2, seen  # both kinds were exercised
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_130(tiny_py, tmp_path):
+    """A real SIGINT to a real process: the checkpoint stays, the message says how to resume."""
+    out = tmp_path / "run"
+    env = {**os.environ, "CIFARLIN_DATA_DIR": str(tiny_py), "PYTHONUNBUFFERED": "1"}
+    from conftest import SLOW_CLI as code
+
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            "100",
+            "--batch-size",
+            "10",
+            "--no-plots",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+
+    def read():
+        lines.extend(p.stderr)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = 60
+    import time as _t
+
+    t0 = _t.time()
+    while not any("epoch 2/100" in line for line in lines):
+        assert _t.time() - t0 < deadline and p.poll() is None, "".join(lines)
+        _t.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    reader.join()
+    assert p.returncode == 130, "".join(lines)
+    last = lines[-1]
+    assert "interrupted in epoch" in last and "--resume" in last
+    epoch = checkpoint.load_snapshot(out / "checkpoint.h5").state.epoch
+    assert epoch >= 2 and checkpoint.load_history(out / "history.h5").status == "interrupted"
+    assert not list(out.glob(".*tmp"))

@@ -13,28 +13,16 @@ import pytest
 from typer.main import get_command
 
 from cifarlin.cli import app
+from cli_helpers import TINY, train
 
-TINY = ["--batch-size", "10", "--no-plots"]
 GROUP = get_command(app)
-
-
-def train(runner, tiny_py, out, *args):
-    r = runner.invoke(
-        app, ["train", "--out", str(out), "--data-dir", str(tiny_py), *TINY, "--epochs", "2", *args]
-    )
-    assert r.exit_code == 0, r.output
-    return r
-
-
-def train_setting(runner, tiny_py, setting, out, *extra, **kw):
-    """`cifarlin train --setting SETTING` into OUT: one epoch of TINY on the tiny data."""
-    args = ["train", "--setting", setting, "--out", str(out), "--data-dir", str(tiny_py), *TINY]
-    return runner.invoke(app, [*args, "--epochs", "1", *extra], **kw)
+TWO = [*TINY, "--epochs", "2"]  # a run of two epochs on the tiny data
+ONE = [*TINY, "--epochs", "1"]  # one epoch (--setting all: of each of its four runs)
 
 
 def test_results_go_to_stdout_and_progress_to_stderr(runner, tiny_py, tmp_path):
     """Bug: `cifarlin evaluate m.h5 > eval.txt` gave an empty file; `| grep cat` found nothing."""
-    r = train(runner, tiny_py, tmp_path / "r")
+    r = train(tiny_py, tmp_path / "r", *TWO)
     assert "test accuracy" in r.stdout and "epoch 1/2" in r.stderr and "epoch 1/2" not in r.stdout
     r = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py)])
     cat = [line for line in r.stdout.splitlines() if line.startswith("cat ")]
@@ -57,9 +45,9 @@ def test_json_failure_is_a_json_document_too(runner, tiny_py, tmp_path):
     }
 
 
-def test_plain_epoch_lines_end_with_the_eta(runner, tiny_py, tmp_path):
+def test_plain_epoch_lines_end_with_the_eta(tiny_py, tmp_path):
     """Bug: logs of a long run said nothing of when it would end."""
-    r = train(runner, tiny_py, tmp_path / "r")
+    r = train(tiny_py, tmp_path / "r", *TWO)
     lines = [line for line in r.stderr.splitlines() if line.startswith("epoch ")]
     assert len(lines) == 2 and all(re.search(r", ETA \d+:\d\d$", line) for line in lines)
 
@@ -77,9 +65,9 @@ def test_no_color_keeps_the_progress_bar_on_a_terminal(tiny_py, tmp_path):
     assert not re.search(r"\x1b\[[0-9;]*3[0-9]m|\x1b\[[0-9;]*38;", text)  # and no colour
 
 
-def test_setting_all_comparison_is_a_table_that_fits_80_columns(runner, tiny_py, tmp_path):
+def test_setting_all_comparison_is_a_table_that_fits_80_columns(tiny_py, tmp_path):
     """Bug: the comparison printed as raw Markdown that wrapped mid-word, and not at all with -q."""
-    r = train_setting(runner, tiny_py, "all", str(tmp_path), "-q", env={"COLUMNS": "80"})
+    r = train(tiny_py, tmp_path, "--setting", "all", *ONE, "-q", env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     rows = [line for line in r.stdout.splitlines() if re.match(r"^[1-4] ", line)]
     assert [row.split()[0] for row in rows] == ["1", "2", "3", "4"]
@@ -88,11 +76,11 @@ def test_setting_all_comparison_is_a_table_that_fits_80_columns(runner, tiny_py,
     assert "|---" not in r.stdout
 
 
-def test_train_then_setting_all_reuses_the_same_run(runner, tiny_py, tmp_path):
+def test_train_then_setting_all_reuses_the_same_run(tiny_py, tmp_path):
     """Bug: `train --setting 2` then `train --setting all` failed on the folder setting 2 left."""
-    first = train_setting(runner, tiny_py, "2", str(tmp_path / "setting-2"), "--json")
+    first = train(tiny_py, tmp_path / "setting-2", "--setting", "2", *ONE, "--json")
     assert first.exit_code == 0
-    r = train_setting(runner, tiny_py, "all", str(tmp_path), "--json")
+    r = train(tiny_py, tmp_path, "--setting", "all", *ONE, "--json")
     assert r.exit_code == 0, r.output
     runs = json.loads(r.stdout)["runs"]
     assert [s["reused"] for s in runs] == [False, True, False, False]
@@ -102,7 +90,7 @@ def test_train_then_setting_all_reuses_the_same_run(runner, tiny_py, tmp_path):
 
 def test_resume_of_a_complete_run_changes_nothing(runner, tiny_py, tmp_path):
     """Bug: --resume on a finished run rewrote its files (and said nothing)."""
-    train(runner, tiny_py, tmp_path / "r")
+    train(tiny_py, tmp_path / "r", *TWO)
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").iterdir()}
     r = runner.invoke(
         app, ["train", "--out", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--resume", "--no-plots"]
@@ -132,14 +120,14 @@ def test_resuming_with_more_epochs_redraws_or_names_stale_figures(runner, tiny_p
     assert f"{out / 'curves.png'}, {out / 'montage.png'} show an earlier epoch" in r.stdout
 
 
-def test_a_cost_growing_by_orders_of_magnitude_is_warned_of(runner, tiny_py, tmp_path):
+def test_a_cost_growing_by_orders_of_magnitude_is_warned_of(tiny_py, tmp_path):
     """Bug: a run whose cost grew a million-fold without becoming NaN ended as if all was well."""
-    r = train(runner, tiny_py, tmp_path / "r", "--lam", "1", "--eta", "1.25", "--epochs", "3")
+    r = train(tiny_py, tmp_path / "r", *TWO, "--lam", "1", "--eta", "1.25", "--epochs", "3")
     line = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
     assert len(line) == 1 and re.fullmatch(
         r"warning: the training cost rose from 5\.\d+ to [\d.]+e\+0\d: eta too large\?", line[0]
     )
-    r = train(runner, tiny_py, tmp_path / "ok", "--eta", "0.01")
+    r = train(tiny_py, tmp_path / "ok", *TWO, "--eta", "0.01")
     assert "warning" not in r.stderr
 
 
@@ -179,7 +167,7 @@ def test_short_options_and_aliases(runner, tiny_py, tmp_path):
     assert (doc["n"], doc["h"]) == (3, 1e-5)
     r = runner.invoke(app, ["gradcheck", "--random", "--dims", "5", "--h", "1e-4", "--json"])
     assert json.loads(r.stdout)["h"] == 1e-4  # the old spelling still works
-    train(runner, tiny_py, tmp_path / "r")
+    train(tiny_py, tmp_path / "r", *TWO)
     r = runner.invoke(
         app,
         ["visualise", str(tmp_path / "r"), "--what", "curves,montage", "-o", str(tmp_path / "f"), "--json"],
@@ -193,7 +181,7 @@ def test_short_options_and_aliases(runner, tiny_py, tmp_path):
 @pytest.mark.slow
 def test_visualize_a_folder_of_runs_draws_their_comparison(runner, tiny_py, tmp_path):
     """Bug: `visualize outputs/` (a folder of runs) failed on a missing history."""
-    r = train_setting(runner, tiny_py, "all", str(tmp_path), "-q")
+    r = train(tiny_py, tmp_path, "--setting", "all", *ONE, "-q")
     assert r.exit_code == 0 and not (tmp_path / "settings.png").exists()  # --no-plots
     r = runner.invoke(app, ["visualize", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
@@ -208,7 +196,7 @@ def test_figure_options(runner, tiny_py, tmp_path):
     """Bug: --panels, --size, --normalize and --pick accepted and ignored."""
     from matplotlib import image
 
-    train(runner, tiny_py, tmp_path / "r", "--lam", "0.1")
+    train(tiny_py, tmp_path / "r", *TWO, "--lam", "0.1")
     base = ["visualize", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--dpi", "100"]
     r = runner.invoke(
         app, [*base, "--what", "curves", "--panels", "acc", "--size", "single", "-o", str(tmp_path / "a")]
@@ -225,7 +213,7 @@ def test_figure_options(runner, tiny_py, tmp_path):
     assert r.exit_code == 0 and (tmp_path / "d" / "confusion-test.png").is_file()
 
 
-def test_pick_errors_shows_only_misclassified_images(tiny_py, tmp_path, runner):
+def test_pick_errors_shows_only_misclassified_images(tiny_py, tmp_path):
     """Bug: --pick errors drawing correctly classified images."""
     from cifarlin.core.config import FigureRequest
     from cifarlin.data import cifar as data
@@ -233,7 +221,7 @@ def test_pick_errors_shows_only_misclassified_images(tiny_py, tmp_path, runner):
     from cifarlin.store import checkpoint
     from cifarlin.work import evaluation
 
-    train(runner, tiny_py, tmp_path / "r", "--eta", "0.0001", "--epochs", "1")
+    train(tiny_py, tmp_path / "r", *TWO, "--eta", "0.0001", "--epochs", "1")
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
     ev = evaluation.evaluate_split(snap, data.Dataset(tiny_py, "python"), "test")
     rows = figures._pick(ev, FigureRequest(pick="errors", n_samples=400))

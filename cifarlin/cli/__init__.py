@@ -141,6 +141,7 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
     ) -> Any:
         env = Env.read(os.environ)  # the one place the environment is read
         extra.setdefault("obj", env)
+        start_command(env.terminal)  # a new command: its terminal, no JSON document written yet
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         reset_stop()
@@ -166,13 +167,12 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
     def _main(
         self, env: Env, args: Any, prog_name: str | None, complete_var: str | None, **extra: Any
     ) -> Any:
-        if os.environ.get("NO_COLOR"):  # Typer's own help console honours colour only, not NO_COLOR
+        if env.terminal.no_color:  # Typer's own help console honours colour only, not NO_COLOR
             from typer import rich_utils
 
             rich_utils.COLOR_SYSTEM = None
         argv = sys.argv[1:] if args is None else list(args)
         wants_json = "--json" in argv
-        start_command()
 
         def fail(message: str, code: int) -> NoReturn:
             """One line on stderr; with --json also ``{"error": ..., "exit_code": ...}`` on stdout."""

@@ -3,6 +3,7 @@ when it is missing, and the translation of library field names into this command
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cifarlin.cli.display import console, download_progress, say
+from cifarlin.cli.display import Terminal, console, download_progress, say
 from cifarlin.core.config import DownloadConfig, cache_root, feature_cache_dir
 from cifarlin.errors import ConfigError
 from cifarlin.store.files import check_path
@@ -30,6 +31,7 @@ class Env:
     debug: bool  # $CIFARLIN_DEBUG: tracebacks for unexpected errors
     feature_cache: Path | None = None  # $XDG_CACHE_HOME/cifarlin/features: extracted features
     data_dir_set: bool = False  # data_dir came from $CIFARLIN_DATA_DIR (errors name it, not --data-dir)
+    terminal: Terminal = dataclasses.field(default_factory=Terminal)  # $NO_COLOR, $COLUMNS: colours, width
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> Env:
@@ -42,6 +44,7 @@ class Env:
             bool(environ.get("CIFARLIN_DEBUG")),
             feature_cache_dir(environ),
             bool(data_dir),
+            Terminal(bool(environ.get("NO_COLOR")), environ.get("COLUMNS") or None),
         )
 
     def data_root(self, data_dir: Path | None) -> Path:

@@ -2,17 +2,19 @@
 
 Humans read stderr (progress, tables, notes), scripts read stdout (``--json``: one JSON document).
 With ``NO_COLOR`` or a stderr that is not a terminal, output is plain text without escape codes.
+This module reads no environment variable: :class:`Terminal` holds what ``NO_COLOR`` and ``COLUMNS``
+say, as :class:`cifarlin.cli.common.Env` read them when the command began (:func:`start_command`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,17 @@ from cifarlin.errors import WriteError, printable
 from cifarlin.store.files import json_ready
 
 
+@dataclass(frozen=True)
+class Terminal:
+    """What the environment says of the output (read once per command, by common.Env)."""
+
+    no_color: bool = False  # $NO_COLOR, not empty: no colours (live displays stay)
+    columns: str | None = None  # $COLUMNS, not empty: rich sizes the consoles by it (else 120 in logs)
+
+
+_terminal = [Terminal()]  # the running command's (start_command sets it)
+
+
 def plain() -> bool:
     """No live display (progress bars, live tables): stderr is not a terminal. (NO_COLOR removes
     colours only.)"""
@@ -33,10 +46,11 @@ def plain() -> bool:
 def console() -> Console:
     """The stderr console for humans: no colours with NO_COLOR or off a terminal, 120 columns in
     logs."""
+    term = _terminal[0]
     width = None
-    if not sys.stderr.isatty() and not os.environ.get("COLUMNS"):
+    if not sys.stderr.isatty() and not term.columns:
         width = 120  # CI logs: wide enough that no table wraps
-    color = None if os.environ.get("NO_COLOR") or plain() else "auto"
+    color = None if term.no_color or plain() else "auto"
     return Console(stderr=True, highlight=False, color_system=color, width=width)
 
 
@@ -87,9 +101,9 @@ def results(json_out: bool) -> Console:
     or stderr when ``--json`` keeps stdout for the JSON document."""
     if json_out:
         return console()
-    tty = sys.stdout.isatty()
-    width = None if tty or os.environ.get("COLUMNS") else 120
-    color = None if os.environ.get("NO_COLOR") or not tty else "auto"
+    term, tty = _terminal[0], sys.stdout.isatty()
+    width = None if tty or term.columns else 120
+    color = None if term.no_color or not tty else "auto"
     return Console(file=sys.stdout, highlight=False, color_system=color, width=width)
 
 
@@ -170,9 +184,10 @@ def json_written() -> bool:
     return bool(_emitted)
 
 
-def start_command() -> None:
-    """A new command begins (several run in one process under a test runner)."""
+def start_command(terminal: Terminal) -> None:
+    """A new command begins (several run in one process under a test runner), on ``terminal``."""
     _emitted.clear()
+    _terminal[0] = terminal
 
 
 def emit_json(obj: Any) -> None:

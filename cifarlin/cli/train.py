@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -130,6 +132,27 @@ def _comparison_table(summaries: list[dict[str, Any]]) -> Any:
             diff,
         )
     return t
+
+
+def _config_options(ctx: typer.Context) -> dict[str, Any]:
+    """The options given that set the TrainConfig field of their name ({field: value}), in the order
+    the command declares them, text parsed into the field's value: an option added to ``train``
+    for a field reaches the configuration without a change here. ``--setting`` picks the base
+    configuration instead (see :func:`cifarlin.plans.experiments.plan_runs`)."""
+    from cifarlin.work.runs import start_path
+
+    parse: dict[str, Callable[[Any], Any]] = {
+        "features": lambda path: str(path.expanduser().resolve()),
+        "init": start_path,
+        "train_batches": parse_batches,
+    }
+    config_fields = {f.name for f in fields(TrainConfig)} - {"setting"}
+    given = {}
+    for p in ctx.command.params:  # the declared order (ctx.params follows the command line's)
+        value = ctx.params.get(p.name)
+        if p.name in config_fields and value is not None:
+            given[p.name] = parse[p.name](value) if p.name in parse else value
+    return given
 
 
 def train(
@@ -319,33 +342,8 @@ def train(
     **Example:** cifarlin train --setting 2
     """
     from cifarlin.plans import experiments
-    from cifarlin.work.runs import start_path
 
-    overrides: dict[str, Any] = {
-        "lam": lam,
-        "eta": eta,
-        "loss": loss,
-        "solver": solver,
-        "features": str(features.expanduser().resolve()) if features is not None else None,
-        "init": start_path(init) if init is not None else None,
-        "schedule": schedule,
-        "decay": decay,
-        "decay_every": decay_every,
-        "eta_min": eta_min,
-        "eta_max": eta_max,
-        "step_size": step_size,
-        "augment": augment,
-        "keep": keep,
-        "patience": patience,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
-        "shuffle": shuffle,
-        "val_size": val_size,
-        "dtype": dtype,
-        "train_batches": parse_batches(train_batches) if train_batches is not None else None,
-    }
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = _config_options(ctx)
     out = out.expanduser() if out is not None else None
     c = console()
     plan = experiments.plan_runs(
