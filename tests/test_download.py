@@ -15,9 +15,9 @@ import pytest
 
 from cifar_files import dataset_archive, md5, tar_gz
 from cifarlin.cli import app
-from cifarlin.core.config import DownloadConfig
 from cifarlin.data import cifar as data
 from cifarlin.data import download
+from cifarlin.data.source import DownloadConfig
 from cifarlin.errors import DownloadError, WriteError
 
 

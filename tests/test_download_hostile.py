@@ -22,9 +22,9 @@ from test_download import Server
 
 from cifar_files import dataset_archive, md5, tar_gz
 from cifarlin.cli import app
-from cifarlin.core.config import DownloadConfig
 from cifarlin.data import archive as archive_mod
 from cifarlin.data import download
+from cifarlin.data.source import DownloadConfig
 from cifarlin.errors import ConfigError, DownloadError, WriteError
 
 FOLDER = "cifar-10-batches-py"

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from cifarlin import __version__
-from cifarlin.core.config import RETRIES, TIMEOUT, DownloadConfig
 from cifarlin.data import cifar as data
 from cifarlin.data.archive import MAX_UNPACKED, SPACE_ERRNOS, extract
+from cifarlin.data.source import RETRIES, TIMEOUT, DownloadConfig
 from cifarlin.errors import DataError, DownloadError, Interrupted, WriteError, bad_value
 
 OFFICIAL_URL = {

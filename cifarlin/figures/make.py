@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cifarlin.core.config import FIGURES, FigureRequest, TrainConfig
+from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import TrainState
 from cifarlin.core.losses import LOSSES
 from cifarlin.data import cifar as data
 from cifarlin.errors import ModelFileError, RunError, bad_value
+from cifarlin.figures.request import FIGURES, FigureRequest
 from cifarlin.store.checkpoint import Snapshot, load_history, load_snapshot
 from cifarlin.store.files import check_path, is_dir, make_folder
 from cifarlin.work.evaluation import Evaluation, evaluate_split
