@@ -47,7 +47,7 @@ def evaluate(
     from cifarlin.errors import ModelFileError
     from cifarlin.store.checkpoint import load_snapshot
     from cifarlin.work import evaluation
-    from cifarlin.work.runs import CHECKPOINT, run_files
+    from cifarlin.work.folder import CHECKPOINT, run_files
 
     c = console()
     snaps, paths = [], []

@@ -319,7 +319,7 @@ def train(
     **Example:** cifarlin train --setting 2
     """
     from cifarlin.plans import experiments
-    from cifarlin.work.runs import start_path
+    from cifarlin.work.folder import start_path
 
     overrides: dict[str, Any] = {
         "lam": lam,

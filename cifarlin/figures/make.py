@@ -21,7 +21,8 @@ from cifarlin.figures.request import FIGURES, FigureRequest
 from cifarlin.store.checkpoint import Snapshot, load_history, load_snapshot
 from cifarlin.store.files import check_path, is_dir, make_folder
 from cifarlin.work.evaluation import Evaluation, evaluate_split
-from cifarlin.work.runs import MODEL, Outcome, final_model, run_files
+from cifarlin.work.folder import MODEL, run_files
+from cifarlin.work.runs import Outcome, final_model
 
 if TYPE_CHECKING:
     from cifarlin.features.kmeans import FeatureMap

@@ -35,17 +35,8 @@ from cifarlin.plans.summary import (
 )
 from cifarlin.store.checkpoint import load_history
 from cifarlin.store.files import check_path, json_ready, write_text
-from cifarlin.work.runs import (
-    CHECKPOINT,
-    HISTORY,
-    Outcome,
-    check_outside,
-    check_run_folder,
-    default_out,
-    pin_start,
-    recover,
-    run,
-)
+from cifarlin.work.folder import CHECKPOINT, HISTORY, check_run_folder, default_out, recover
+from cifarlin.work.runs import Outcome, check_outside, pin_start, run
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -68,7 +59,7 @@ def plan_runs(
     ``root``)/setting-N, or None for a run of ``overrides`` alone. With ``resume``, runs that have
     a checkpoint continue from it (for ``'all'``, the others start afresh); ``overrides`` must
     then agree with the checkpoint, but for ``epochs``. Nothing is written, except that a run
-    an interrupted ``--overwrite`` set aside is put back first (see :func:`runs.recover`).
+    an interrupted ``--overwrite`` set aside is put back first (see :func:`cifarlin.work.folder.recover`).
 
     A folder that holds a complete run of the same configuration is reused; one that holds
     another run is refused, naming the settings that differ (:func:`cifarlin.plans.held.refusal`).

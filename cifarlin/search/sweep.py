@@ -185,7 +185,7 @@ def run_sweep(
     :mod:`cifarlin.figures.drawer`). Returns every trial's result and the best
     trial (by the validation accuracy of the model it saved) with its test metrics.
     """
-    from cifarlin.work import runs
+    from cifarlin.work.folder import folder_lock
 
     notice = on_notice or (lambda m: None)
     report = on_trial or (lambda e, r: None)
@@ -200,7 +200,7 @@ def run_sweep(
     results = [TrialResult(t, out / t.name) for t in trials]
     state = _Sweep(spec, out, abs_out, Path(os.path.abspath(data_folder)), results, notice, report, trial_fn)
     # a child started now imports matplotlib during the sweep
-    with FigureDrawer(background and figures) as drawer, runs.folder_lock(out):
+    with FigureDrawer(background and figures) as drawer, folder_lock(out):
         drawer.warm_up()
         state.read_previous()  # before sweep.h5 is rewritten
         state.box = state.stored_box() if spec.refine else None
