@@ -35,6 +35,7 @@ from cifarlin.errors import (
 )
 from cifarlin.store.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
 from cifarlin.work.folder import CHECKPOINT, HISTORY, MODEL, RunFolder, model_file
+from cifarlin.work.summary import RunSummary
 
 if TYPE_CHECKING:
     from cifarlin.features.kmeans import FeatureMap
@@ -186,41 +187,36 @@ class Outcome:
             return [f"the training cost rose from {start:.3g} to {end:.3g}: eta too large?"]
         return []
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         h = self.state.history
         last = h.last()
         s = self.config.setting
-        return {
-            "setting": s,
-            "run_dir": str(self.out),
-            "config": self.config.to_dict(),
-            "epochs": self.state.epoch,
-            "resumed_from_epoch": self.started_at_epoch,
-            "train": {"cost": last["train_cost"], "loss": last["train_loss"], "accuracy": last["train_acc"]},
-            "val": {"cost": last["val_cost"], "loss": last["val_loss"], "accuracy": last["val_acc"]},
-            "test": {"cost": self.test.cost, "loss": self.test.loss, "accuracy": self.test.accuracy},
-            "best_epoch": h.best_epoch,
-            "model_epoch": self.model_epoch,
-            "stopped_early": self.state.epoch < self.config.epochs,
-            "best_val_accuracy": h.best_val_acc,
-            "lambda_search": [
-                {"lam": c.lam, "val_accuracy": c.val_acc, "objective": c.objective} for c in self.lambdas
-            ],
-            "reference_test_accuracy": REFERENCE_TEST_ACCURACY.get(s) if s else None,
-            "comparable_to_reference": self.config.is_reference,
-            "seconds": {
-                "training": self.loop_seconds,
-                "checkpoints": self.checkpoint_seconds,
-                "epochs": sum(h.columns["seconds"]),
-            },
-            "files": {
-                k: str(self.out / v)
-                for k, v in (("model", MODEL), ("checkpoint", CHECKPOINT), ("history", HISTORY))
-            },
-            "reused": self.reused,
-            "warnings": self.warnings(),
-            "history": {"initial": h.initial, **h.columns},
-        }
+        return RunSummary(
+            setting=s,
+            run_dir=self.out,
+            config=self.config,
+            epochs=self.state.epoch,
+            resumed_from_epoch=self.started_at_epoch,
+            train=model.Metrics(last["train_cost"], last["train_loss"], last["train_acc"]),
+            val=model.Metrics(last["val_cost"], last["val_loss"], last["val_acc"]),
+            test=self.test,
+            best_epoch=h.best_epoch,
+            model_epoch=self.model_epoch,
+            stopped_early=self.state.epoch < self.config.epochs,
+            best_val_accuracy=h.best_val_acc,
+            lambda_search=tuple(self.lambdas),
+            reference_test_accuracy=REFERENCE_TEST_ACCURACY.get(s) if s else None,
+            comparable_to_reference=self.config.is_reference,
+            training_seconds=self.loop_seconds,
+            checkpoint_seconds=self.checkpoint_seconds,
+            epoch_seconds=sum(h.columns["seconds"]),
+            model_file=self.out / MODEL,
+            checkpoint_file=self.out / CHECKPOINT,
+            history_file=self.out / HISTORY,
+            reused=self.reused,
+            warnings=tuple(self.warnings()),
+            history=h,
+        )
 
 
 def run(
