@@ -67,10 +67,10 @@ def main() -> None:
         loop.append((w, c))
 
         def draw(st=st, p=p) -> None:
-            from cifarlin.figures import plots
+            from cifarlin.figures import common, images, plots
 
-            plots.save(plots.curves(st.history, cfg), out / "curves.png")
-            plots.save(plots.montage(st.W, p.class_names, plots.run_title(cfg)), out / "montage.png")
+            common.save(plots.curves(st.history, cfg), out / "curves.png")
+            common.save(images.montage(st.W, p.class_names, common.run_title(cfg)), out / "montage.png")
 
         _, w, c = clock(draw)
         figs.append((w, c))

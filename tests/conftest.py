@@ -26,8 +26,9 @@ def isolated_env(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     from cifarlin.data import download
+    from cifarlin.data import http as paced_http
 
-    monkeypatch.setattr(download, "BACKOFF", 0.01)
+    monkeypatch.setattr(paced_http, "BACKOFF", 0.01)
     from cifarlin.work import runs
 
     # a checkpoint after every epoch, as tests of resuming and stopping expect (tiny epochs take

@@ -15,9 +15,9 @@ import pytest
 
 from cifar_files import dataset_archive, md5, tar_gz
 from cifarlin.cli import app
-from cifarlin.core.config import DownloadConfig
 from cifarlin.data import cifar as data
-from cifarlin.data import download
+from cifarlin.data import download, fetch
+from cifarlin.data.source import DownloadConfig
 from cifarlin.errors import DownloadError, WriteError
 
 
@@ -411,7 +411,7 @@ def test_unknown_host_fails_at_once_without_retries(runner, monkeypatch, tmp_pat
         calls.append(1)
         raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
 
-    monkeypatch.setattr(download, "_urlopen", no_dns)
+    monkeypatch.setattr(fetch, "paced_urlopen", no_dns)
     r, _ = run(runner, "--url", "https://cifar.example.invalid/x.tar.gz", "--data-dir", tmp_path)
     assert r.exit_code == 1 and len(calls) == 1
     line = r.stderr.strip().splitlines()[-1]

@@ -22,9 +22,11 @@ from test_download import Server
 
 from cifar_files import dataset_archive, md5, tar_gz
 from cifarlin.cli import app
-from cifarlin.core.config import DownloadConfig
 from cifarlin.data import archive as archive_mod
 from cifarlin.data import download
+from cifarlin.data import http as paced_http
+from cifarlin.data.fetch import fetch
+from cifarlin.data.source import DownloadConfig
 from cifarlin.errors import ConfigError, DownloadError, WriteError
 
 FOLDER = "cifar-10-batches-py"
@@ -441,7 +443,7 @@ def test_a_download_folder_that_is_not_cifarlins_is_refused(runner, serve, good,
 def test_a_server_announcing_more_than_an_archive_is_refused(serve, tmp_path):
     s = serve(bytes(1001))
     with pytest.raises(DownloadError, match="the server announces 1,001 bytes, more than a CIFAR-10 archive"):
-        download.fetch(s.url, tmp_path / "a.tar.gz", max_bytes=1000)
+        fetch(s.url, tmp_path / "a.tar.gz", max_bytes=1000)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -490,14 +492,14 @@ def test_a_trickling_body_fails_the_attempt_and_keeps_what_arrived(serve, good, 
 
 
 def test_silence_keeps_reporting_progress_and_then_times_out(serve, good, tmp_path, monkeypatch):
-    monkeypatch.setattr(download, "TICK", 0.05)
+    monkeypatch.setattr(paced_http, "TICK", 0.05)
     s = serve(good)
     s.slow = ["silent"]
     calls = []
     with pytest.raises(
         DownloadError, match=r"failed after 1 attempt \(too slow: \d+ bytes in 0\.3\d* s, fewer than 300\)"
     ):
-        download.fetch(
+        fetch(
             s.url,
             tmp_path / "a.tar.gz",
             timeout=0.3,
@@ -514,7 +516,7 @@ def test_a_server_that_never_answers_times_out(tmp_path):
     try:
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/a.tar.gz"
         with pytest.raises(DownloadError, match=r"failed after 1 attempt \(timed out: no data for 0\.3"):
-            download.fetch(url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
+            fetch(url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
     finally:
         listener.close()
 
@@ -523,7 +525,7 @@ def test_trickled_headers_fail_too(serve, good, tmp_path):
     s = serve(good)
     s.slow = ["trickle-headers"]
     with pytest.raises(DownloadError, match=r"failed after 1 attempt \(too slow: \d+ bytes in 0\.3"):
-        download.fetch(s.url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
+        fetch(s.url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -575,10 +577,10 @@ def test_https_trickle_fails_and_an_untrusted_certificate_is_refused(https, good
     s = https(good)
     s.slow = ["trickle"]
     with pytest.raises(DownloadError, match=r"failed after 1 attempt \(too slow: "):
-        download.fetch(s.url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
+        fetch(s.url, tmp_path / "a.tar.gz", timeout=0.3, retries=0)
     monkeypatch.delenv("SSL_CERT_FILE")
     with pytest.raises(DownloadError, match="the server's TLS certificate could not be verified"):
-        download.fetch(s.url, tmp_path / "b.tar.gz", retries=0)
+        fetch(s.url, tmp_path / "b.tar.gz", retries=0)
 
 
 def test_cli_reports_a_trickling_server_in_one_line(runner, serve, good, tmp_path):

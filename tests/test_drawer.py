@@ -75,7 +75,7 @@ def test_the_child_draws_the_same_figures_byte_for_byte(tmp_path, tiny_py, inlin
     result = experiments.run_plan(plan(out), data.Dataset(tiny_py, "python"))
     assert children and children[0] is not None and children[0] != os.getpid()  # a child drew
     assert drawn == []  # and it, not this process, drew
-    assert result.summaries[0]["figures"] == [str(out / n) for n in FIGURES]
+    assert result.summaries[0].figures == tuple(str(out / n) for n in FIGURES)
     assert figures(out) == figures(inline)
     assert not alive(children[0])  # and it is gone (waited for: no zombie)
 
@@ -121,7 +121,7 @@ def test_parent_draws_when_the_child_cannot(tmp_path, tiny_py, inline, monkeypat
         monkeypatch.setattr(helper, "available", lambda: False)
     out = tmp_path / "run"
     result = experiments.run_plan(plan(out), data.Dataset(tiny_py, "python"))
-    assert result.summaries[0]["figures"] == [str(out / n) for n in FIGURES]
+    assert result.summaries[0].figures == tuple(str(out / n) for n in FIGURES)
     assert figures(out) == figures(inline)
     assert seen == ([None] if fate == "no child" else [seen[0]])
     if fate != "no child":

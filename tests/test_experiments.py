@@ -157,8 +157,8 @@ def test_summary_of_hand_made_runs():
         outcome(None, [0.10, 0.20, 0.15], [0.2, 0.3, 0.4], 0.2222),
     ]
     summaries = [o.summary() for o in runs]
-    assert [s["best_epoch"] for s in summaries] == [2, 1, 2]
-    assert [s["best_val_accuracy"] for s in summaries] == [0.39, 0.36, 0.20]
+    assert [s.best_epoch for s in summaries] == [2, 1, 2]
+    assert [s.best_val_accuracy for s in summaries] == [0.39, 0.36, 0.20]
     rows = table_rows(experiments.summary_markdown(summaries, "/data"))
     assert rows == [
         {

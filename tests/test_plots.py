@@ -136,17 +136,17 @@ def test_model_file_alone(runner, run_dir, tmp_path, tiny_py):
 
 
 def test_montage_channel_layout():
-    from cifarlin.figures import plots
+    from cifarlin.figures import images
 
     W = np.zeros((10, 3072))
     W[0, :1024] = 1.0  # class 0: only the red block
     W[1, 1024:2048] = np.linspace(0, 1, 1024)  # class 1: a green ramp, row-major
-    imgs = plots.weight_images(W)
+    imgs = images.weight_images(W)
     assert imgs.shape == (10, 32, 32, 3)
     assert np.all(imgs[0] == [1.0, 0.0, 0.0])
     assert imgs[1, 0, 0, 1] == 0 and imgs[1, 31, 31, 1] == 1 and imgs[1, 0, 1, 1] > imgs[1, 0, 0, 1]
     assert imgs[1, 1, 0, 1] > imgs[1, 0, 31, 1]  # row-major: next row is later
-    fig = plots.montage(W, [f"c{i}" for i in range(10)], "test")
+    fig = images.montage(W, [f"c{i}" for i in range(10)], "test")
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
     w = rgb.shape[1]

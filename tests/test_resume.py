@@ -10,7 +10,7 @@ import pytest
 from cifarlin.core import history
 from cifarlin.errors import ConfigError, DataError
 from cifarlin.store import checkpoint
-from cifarlin.work import runs
+from cifarlin.work import folder, runs
 from tiny_runs import cfg, read_arrays
 
 
@@ -29,7 +29,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(prepared, tmp_path):
         runs.run(c, part, prepared, on_batch=stop_in_epoch_4)
     assert checkpoint.load_snapshot(part / "checkpoint.h5").state.epoch == 3
     assert not (part / "model.h5").exists()
-    runs.check_run_folder(part, resume=True, overwrite=False)
+    folder.check_run_folder(part, resume=True, overwrite=False)
     c2, snap = runs.resume_point(part, {})
     assert c2 == c
     resumed = runs.run(c2, part, prepared, start=snap)

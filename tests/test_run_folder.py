@@ -11,9 +11,9 @@ import pytest
 
 from cifarlin.cli import app
 from cifarlin.core import history
-from cifarlin.errors import DivergenceError
+from cifarlin.errors import DivergenceError, RunExistsError
 from cifarlin.store import checkpoint
-from cifarlin.work import runs
+from cifarlin.work import folder, runs
 from cli_helpers import TINY
 from tiny_runs import cfg, read_arrays
 
@@ -114,17 +114,17 @@ def test_a_failed_fresh_run_leaves_no_folder(prepared, tmp_path):
 
 def test_one_writer_per_run_folder(prepared, tmp_path):
     out = tmp_path / "run"
-    with runs.RunFolder(out), pytest.raises(runs.RunExistsError, match="another cifarlin is training"):
+    with folder.RunFolder(out), pytest.raises(RunExistsError, match="another cifarlin is training"):
         runs.run(cfg(epochs=1), out, prepared)
     runs.run(cfg(epochs=1), out, prepared)  # free again
-    assert not (out / runs.LOCK).exists()
+    assert not (out / folder.LOCK).exists()
 
 
 def test_unwritable_folder_fails_before_training(prepared, tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(runs.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr(folder.tempfile, "NamedTemporaryFile", refuse)
     calls = []
     with pytest.raises(runs.WriteError, match="cannot write the run there"):
         runs.run(cfg(epochs=1), tmp_path / "run", prepared, on_batch=lambda *a: calls.append(a))
@@ -148,7 +148,7 @@ def test_a_failed_checkpoint_write_says_what_is_kept(prepared, tmp_path, monkeyp
 
 def test_default_run_folders_are_unique(tmp_path):
     c = cfg()
-    a = runs.default_out(c, tmp_path)
+    a = folder.default_out(c, tmp_path)
     a.mkdir()
-    b = runs.default_out(c, tmp_path)
+    b = folder.default_out(c, tmp_path)
     assert a != b and b.name.startswith(a.name)

@@ -22,7 +22,7 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.errors import Interrupted
 from cifarlin.store import checkpoint
-from cifarlin.work import catalog, runs
+from cifarlin.work import catalog, folder, runs
 from cli_helpers import train
 
 TRAIN = ["--batch-size", "10", "--no-plots", "--quiet"]
@@ -149,7 +149,7 @@ def test_statuses(outputs, tiny_py, tmp_path):
 
     stashed = copy_run(outputs / "setting-3-svm", root / "stashed")
     (stashed / ".previous-run-abc").mkdir()
-    for name in runs.RUN_FILES:
+    for name in folder.RUN_FILES:
         os.replace(stashed / name, stashed / ".previous-run-abc" / name)
 
     got = {Path(r["folder"]).name: r for r in listing(root)["runs"]}

@@ -23,7 +23,7 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.errors import RunError
 from cifarlin.store import checkpoint
-from cifarlin.work import runs
+from cifarlin.work import folder, runs
 from cli_helpers import TINY
 
 SLOW_TRAIN = """
@@ -85,10 +85,10 @@ def test_overwrite_killed_in_its_first_epoch_is_put_back(runner, tiny_py, tmp_pa
         ["train", "--out", str(out), "--epochs", "50", "--seed", "5", "--overwrite", *TINY],
         {"CIFARLIN_DATA_DIR": str(tiny_py)},
     )
-    wait_for(lambda: runs.stashes(out) and not (out / "checkpoint.h5").exists(), p)
+    wait_for(lambda: folder.stashes(out) and not (out / "checkpoint.h5").exists(), p)
     p.kill()
     p.wait(timeout=30)
-    stash = runs.stashes(out)[0]
+    stash = folder.stashes(out)[0]
     assert not (out / "model.h5").exists() and (stash / "model.h5").exists()
     # a command that only reads says exactly where the run is
     r = runner.invoke(app, ["evaluate", str(out), "--data-dir", str(tiny_py)])
@@ -98,7 +98,7 @@ def test_overwrite_killed_in_its_first_epoch_is_put_back(runner, tiny_py, tmp_pa
     assert r.exit_code == 0, r.output
     assert f"put back the previous run from {stash}" in r.stderr
     assert np.array_equal(checkpoint.load_snapshot(out / "model.h5").state.W, old_w)
-    assert runs.stashes(out) == []
+    assert folder.stashes(out) == []
 
 
 def test_recover_removes_a_stash_once_the_new_run_saved(tmp_path):
@@ -108,8 +108,8 @@ def test_recover_removes_a_stash_once_the_new_run_saved(tmp_path):
     (out / ".previous-run-abc").mkdir(parents=True)
     (out / ".previous-run-abc" / "model.h5").write_bytes(b"old")
     (out / "checkpoint.h5").write_bytes(b"new")
-    assert runs.recover(out) is None
-    assert runs.stashes(out) == [] and (out / "checkpoint.h5").read_bytes() == b"new"
+    assert folder.recover(out) is None
+    assert folder.stashes(out) == [] and (out / "checkpoint.h5").read_bytes() == b"new"
     assert not (out / "model.h5").exists()
 
 
@@ -119,8 +119,8 @@ def test_recover_waits_for_a_running_overwrite(tmp_path):
     out = tmp_path / "run"
     (out / ".previous-run-abc").mkdir(parents=True)
     (out / ".previous-run-abc" / "model.h5").write_bytes(b"old")
-    with runs.folder_lock(out):
-        assert runs.recover(out) is None
+    with folder.folder_lock(out):
+        assert folder.recover(out) is None
     assert (out / ".previous-run-abc" / "model.h5").exists() and not (out / "model.h5").exists()
 
 
@@ -136,7 +136,7 @@ def test_stale_temporary_files_are_removed_when_a_run_continues(tiny_py, tmp_pat
     new_figure = out / ".montage.png.x5.tmp"  # perhaps a visualize running right now
     for p in [*left, old_figure, new_figure]:
         p.write_bytes(b"partial")
-    hour_ago = time.time() - 2 * runs.STALE_SECONDS
+    hour_ago = time.time() - 2 * folder.STALE_SECONDS
     os.utime(old_figure, (hour_ago, hour_ago))
     cfg, snap = runs.resume_point(out, {"epochs": 2})
     runs.run(cfg, out, prepared, start=snap)
@@ -152,7 +152,7 @@ def test_a_symlink_at_the_lock_is_refused_not_followed(tiny_py, tmp_path):
     out.mkdir()
     target = tmp_path / "elsewhere" / "created-by-cifarlin"
     target.parent.mkdir()
-    (out / runs.LOCK).symlink_to(target)
+    (out / folder.LOCK).symlink_to(target)
     with pytest.raises(RunError, match="is a symbolic link"):
         runs.run(TrainConfig(epochs=1, batch_size=10), out, prepared)
     assert not target.exists()

@@ -176,7 +176,7 @@ def test_keep_best_saves_the_best_epoch(prepared_noisy, tmp_path):
             break  # the last epoch, or the training accuracy, would keep another
     else:
         pytest.fail("no run whose best validation epoch is neither the last nor the training's best")
-    assert o.model_epoch == best and o.summary()["model_epoch"] == best
+    assert o.model_epoch == best and o.summary().model_epoch == best
     snap = checkpoint.load_snapshot(tmp_path / f"best-{eta}" / "model.h5")
     short = train.fit(cfg.replace(epochs=best, keep="last"), prepared, train.init_state(cfg))
     assert np.array_equal(snap.state.W, short.W) and np.array_equal(snap.state.b, short.b)
@@ -192,7 +192,7 @@ def test_patience_stops_and_resumes_as_complete(prepared_noisy, tmp_path):
     h = o.state.history
     assert len(h) < 60 and len(h) == h.best_epoch + 2
     assert h.best_epoch > 1  # the validation accuracy improved after the first epoch
-    assert o.summary()["stopped_early"] is True
+    assert o.summary().stopped_early is True
     full = train.fit(cfg.replace(patience=None, epochs=len(h)), prepared, train.init_state(cfg))
     assert np.array_equal(o.state.W, full.W)  # the epoch trained while the last metrics ran was dropped
     c, snap = runs.resume_point(tmp_path / "p", {})

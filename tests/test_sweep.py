@@ -618,9 +618,9 @@ def test_random_search_with_a_second_round_continues_with_the_same_box(runner, t
 def test_sweep_figures_show_plain_numbers_and_every_trial(tmp_path):
     """Catches log-axis labels printed as raw math text (cifarlin turns math text off), a lambda of
     0 that a log axis cannot show, and trials without an accuracy that break the drawing."""
-    from cifarlin.figures import plots
+    from cifarlin.figures import common, plots
 
-    plots.use_backend()
+    common.use_backend()
     lam, eta = [0.0, 0.0, 0.01, 0.01], [0.001, 0.01, 0.001, 0.01]
     acc, status = [0.30, None, 0.35, 0.32], ["done", "diverged", "done", "done"]
     for grid in (True, False):
@@ -629,7 +629,7 @@ def test_sweep_figures_show_plain_numbers_and_every_trial(tmp_path):
         fig.canvas.draw()
         labels = [t.get_text() for t in (*ax.get_xticklabels(), *ax.get_yticklabels()) if t.get_text()]
         assert labels and not any("$" in t or "mathdefault" in t for t in labels), labels
-        assert plots.save(fig, tmp_path / f"{grid}.png").stat().st_size > 1000
+        assert common.save(fig, tmp_path / f"{grid}.png").stat().st_size > 1000
 
 
 class _Done:

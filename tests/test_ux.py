@@ -215,9 +215,9 @@ def test_figure_options(runner, tiny_py, tmp_path):
 
 def test_pick_errors_shows_only_misclassified_images(tiny_py, tmp_path):
     """Bug: --pick errors drawing correctly classified images."""
-    from cifarlin.core.config import FigureRequest
     from cifarlin.data import cifar as data
     from cifarlin.figures import make as figures
+    from cifarlin.figures.request import FigureRequest
     from cifarlin.store import checkpoint
     from cifarlin.work import evaluation
 

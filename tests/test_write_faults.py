@@ -673,14 +673,14 @@ def test_a_download_that_fails_as_its_file_closes_is_not_retried(tmp_path):
     """Bug: the buffered .part is written when it is closed; a full disk or a size limit there was
     taken for a broken connection: retried, then 'download failed after 3 attempts (OSError ...)',
     the .part left behind."""
-    from cifarlin.data import download
+    from cifarlin.data.fetch import fetch
     from cifarlin.errors import DownloadError
 
     server = _Server(bytes(range(256)) * 20)  # 5,120 bytes: in the write buffer until close
     try:
         dest = tmp_path / "x.tar.gz"
         with pytest.raises(DownloadError) as e, file_size_limit(1000):
-            download.fetch(server.url, dest, retries=2)
+            fetch(server.url, dest, retries=2)
     finally:
         server.close()
     assert str(e.value).startswith(f"{dest}.part: cannot be written (File too large); the partial download")

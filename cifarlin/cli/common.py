@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cifarlin.cli.display import Terminal, console, download_progress, say
-from cifarlin.core.config import DownloadConfig, cache_root, feature_cache_dir
+from cifarlin.core.config import cache_root, feature_cache_dir
+from cifarlin.data.source import DownloadConfig
 from cifarlin.errors import ConfigError
 from cifarlin.store.files import check_path
 

@@ -9,7 +9,8 @@ import typer
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, QuietOpt, env, flag, g, option
 from cifarlin.cli.display import console, download_progress, emit_json, results, say
-from cifarlin.core.config import LAYOUTS, RETRIES, TIMEOUT
+from cifarlin.core.config import LAYOUTS
+from cifarlin.data.source import RETRIES, TIMEOUT
 
 
 def download(

@@ -9,16 +9,8 @@ import typer
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, option
 from cifarlin.cli.display import add_row, console, emit_json, fmt_cost, print_table, results, say, table
-from cifarlin.core.config import (
-    FIGURE_FORMATS,
-    FIGURES,
-    PANELS,
-    PICKS,
-    SIZES,
-    SPLITS,
-    FigureRequest,
-    parse_list,
-)
+from cifarlin.core.config import FIGURE_FORMATS, SPLITS
+from cifarlin.figures.request import FIGURES, PANELS, PICKS, SIZES, FigureRequest, parse_list
 from cifarlin.store import machine
 
 F = FigureRequest()  # the defaults
@@ -55,7 +47,7 @@ def evaluate(
     from cifarlin.errors import ModelFileError
     from cifarlin.store.checkpoint import load_snapshot
     from cifarlin.work import evaluation
-    from cifarlin.work.runs import CHECKPOINT, run_files
+    from cifarlin.work.folder import CHECKPOINT, run_files
 
     c = console()
     snaps, paths = [], []

@@ -21,7 +21,7 @@ def _load_model(given: Path, quiet: bool) -> tuple[Path, Snapshot]:
     checkpoint."""
     from cifarlin.errors import ModelFileError
     from cifarlin.store.checkpoint import load_snapshot
-    from cifarlin.work.runs import CHECKPOINT, run_files
+    from cifarlin.work.folder import CHECKPOINT, run_files
 
     path = run_files(given).model
     if path is None:
@@ -175,7 +175,7 @@ def _load_history(given: Path, quiet: bool) -> tuple[Path, Any]:
     still training or was killed has no history.h5 yet)."""
     from cifarlin.errors import ModelFileError
     from cifarlin.store.checkpoint import load_history, load_snapshot
-    from cifarlin.work.runs import CHECKPOINT, run_files
+    from cifarlin.work.folder import CHECKPOINT, run_files
 
     files = run_files(given)
     if files.history is not None:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -41,6 +41,9 @@ from cifarlin.core.config import (
 )
 from cifarlin.errors import CifarlinError
 
+if TYPE_CHECKING:
+    from cifarlin.work.summary import RunSummary
+
 D = defaults(TrainConfig)
 SETTING_CHOICES = (*map(str, SETTING_NAMES), "all")
 SETTING_HELP = (
@@ -51,82 +54,81 @@ SETTING_HELP = (
 )
 
 
-def _summary_table(s: dict[str, Any]) -> Any:
+def _summary_table(s: RunSummary) -> Any:
     from cifarlin.core.losses import LOSSES
 
-    t = table("set", "cost", LOSSES[s["config"]["loss"]].label, "accuracy", left=("set",))
-    for name in ("train", "val", "test"):
-        m = s[name]
-        add_row(t, name, fmt_cost(m["cost"]), fmt_cost(m["loss"]), f"{m['accuracy']:.4f}")
+    t = table("set", "cost", LOSSES[s.config.loss].label, "accuracy", left=("set",))
+    for name, m in (("train", s.train), ("val", s.val), ("test", s.test)):
+        add_row(t, name, fmt_cost(m.cost), fmt_cost(m.loss), f"{m.accuracy:.4f}")
     return t
 
 
-def _print_summary(c: Console, s: dict[str, Any]) -> None:
-    how = "reused, " if s["reused"] else ""
-    steps = "solved" if s["config"]["solver"] == "ridge" else f"{s['epochs']} epochs"
-    c.print(f"[bold]{clean(s['run_dir'])}[/]: {how}{steps}", soft_wrap=True)
+def _print_summary(c: Console, s: RunSummary) -> None:
+    cfg = s.config
+    how = "reused, " if s.reused else ""
+    steps = "solved" if cfg.solver == "ridge" else f"{s.epochs} epochs"
+    c.print(f"[bold]{clean(str(s.run_dir))}[/]: {how}{steps}", soft_wrap=True)
     print_table(c, _summary_table(s))
-    ref = s["reference_test_accuracy"]
+    ref = s.reference_test_accuracy
     if ref is None:
         ref_text = ""
-    elif s["comparable_to_reference"]:
-        ref_text = f"; the original work reports {ref:.4f} ({100 * (s['test']['accuracy'] - ref):+.2f} pt)"
+    elif s.comparable_to_reference:
+        ref_text = f"; the original work reports {ref:.4f} ({100 * (s.test.accuracy - ref):+.2f} pt)"
     else:
         ref_text = f"; the original work reports {ref:.4f} for the unchanged setting"
     timing = (
         ""
-        if s["reused"]
+        if s.reused
         else (
-            f"; {'solving' if s['config']['solver'] == 'ridge' else 'training loop'} "
-            f"{s['seconds']['training']:.2f} s (and {s['seconds']['checkpoints']:.2f} s writing checkpoints)"
+            f"; {'solving' if cfg.solver == 'ridge' else 'training loop'} "
+            f"{s.training_seconds:.2f} s (and {s.checkpoint_seconds:.2f} s writing checkpoints)"
         )
     )
-    if s["config"]["solver"] == "ridge":
-        cands = s["lambda_search"]
-        span = f"{cands[0]['lam']:g} to {cands[-1]['lam']:g}" if cands else ""
+    if cfg.solver == "ridge":
+        cands = s.lambda_search
+        span = f"{cands[0].lam:g} to {cands[-1].lam:g}" if cands else ""
         how = f"chosen on the validation set from {len(cands)} values, {span}" if cands else "as given"
-        if not cands and s["config"]["choose_lam"]:
+        if not cands and cfg.choose_lam:
             how = "chosen on the validation set"
-        best = f"ridge solution with lambda {s['config']['lam']:.4g} ({how})"
+        best = f"ridge solution with lambda {cfg.lam:.4g} ({how})"
     else:
-        best = f"best validation accuracy {s['best_val_accuracy']:.4f} at epoch {s['best_epoch']}"
-    say(c, f"test accuracy {s['test']['accuracy']:.4f}{ref_text}; {best}{timing}")
-    if s["stopped_early"]:
-        patience = s["config"]["patience"]
+        best = f"best validation accuracy {s.best_val_accuracy:.4f} at epoch {s.best_epoch}"
+    say(c, f"test accuracy {s.test.accuracy:.4f}{ref_text}; {best}{timing}")
+    if s.stopped_early:
         say(
             c,
-            f"stopped early after epoch {s['epochs']}: {patience} epochs without a better validation "
+            f"stopped early after epoch {s.epochs}: {cfg.patience} epochs without a better validation "
             "accuracy",
         )
-    if s["config"]["keep"] == "best":
-        say(c, f"model.h5 holds epoch {s['model_epoch']}, the best by validation accuracy")
-    if not s["reused"]:
-        files = [s["files"]["model"], s["files"]["history"], s["files"]["checkpoint"], *s.get("figures", [])]
+    if cfg.keep == "best":
+        say(c, f"model.h5 holds epoch {s.model_epoch}, the best by validation accuracy")
+    if not s.reused:
+        files = [str(s.model_file), str(s.history_file), str(s.checkpoint_file), *(s.figures or ())]
         say(c, "wrote " + ", ".join(files))
-    if s.get("stale_figures"):
+    if s.stale_figures:
         say(
             c,
-            f"note: {', '.join(s['stale_figures'])} show an earlier epoch; cifarlin visualize {s['run_dir']} "
+            f"note: {', '.join(s.stale_figures)} show an earlier epoch; cifarlin visualize {s.run_dir} "
             "redraws them",
         )
 
 
-def _comparison_table(summaries: list[dict[str, Any]]) -> Any:
+def _comparison_table(summaries: list[RunSummary]) -> Any:
     """The runs of --setting all side by side, in 80 columns."""
     t = table(
         "setting", "lambda", "eta", "best ep", "val acc", "test acc", "original", "diff", left=("setting",)
     )
     for s in summaries:
-        c, ref, acc = s["config"], s["reference_test_accuracy"], s["test"]["accuracy"]
-        diff = f"{100 * (acc - ref):+.2f} pt" if ref is not None and s["comparable_to_reference"] else "-"
-        original = f"{ref:.4f}" if ref is not None and s["comparable_to_reference"] else "-"
+        c, ref, acc = s.config, s.reference_test_accuracy, s.test.accuracy
+        diff = f"{100 * (acc - ref):+.2f} pt" if ref is not None and s.comparable_to_reference else "-"
+        original = f"{ref:.4f}" if ref is not None and s.comparable_to_reference else "-"
         add_row(
             t,
-            s["setting"],
-            g(c["lam"]),
-            g(c["eta"]),
-            s["best_epoch"],
-            f"{s['val']['accuracy']:.4f}",
+            s.setting,
+            g(c.lam),
+            g(c.eta),
+            s.best_epoch,
+            f"{s.val.accuracy:.4f}",
             f"{acc:.4f}",
             original,
             diff,
@@ -139,7 +141,7 @@ def _config_options(ctx: typer.Context) -> dict[str, Any]:
     the command declares them, text parsed into the field's value: an option added to ``train``
     for a field reaches the configuration without a change here. ``--setting`` picks the base
     configuration instead (see :func:`cifarlin.plans.experiments.plan_runs`)."""
-    from cifarlin.work.runs import start_path
+    from cifarlin.work.folder import start_path
 
     parse: dict[str, Callable[[Any], Any]] = {
         "features": lambda path: str(path.expanduser().resolve()),
@@ -377,9 +379,9 @@ def train(
         if not quiet:
             say(c, f"features of {name}: {'from the cache' if cached else 'extracting (minutes on 2 cores)'}")
 
-    def on_done(s: dict[str, Any]) -> None:
+    def on_done(s: RunSummary) -> None:
         _print_summary(res, s)
-        for warning in s["warnings"]:
+        for warning in s.warnings:
             say(c, f"warning: {warning}")
 
     n_workers = workers if workers is not None else (min(2, os.cpu_count() or 1) if setting == "all" else 1)
@@ -423,6 +425,8 @@ def train(
         report_failed(ctx, failed, result, json_out)
     if json_out:
         if setting == "all":
-            emit_json({"runs": result.summaries, "files": [str(f) for f in result.files]})
+            emit_json(
+                {"runs": [s.to_json() for s in result.summaries], "files": [str(f) for f in result.files]}
+            )
         else:
-            emit_json(result.summaries[0])
+            emit_json(result.summaries[0].to_json())

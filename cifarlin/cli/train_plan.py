@@ -70,7 +70,7 @@ def report_failed(ctx: typer.Context, failed: Any, result: Any, json_out: bool) 
     if json_out:
         emit_json(
             {
-                "runs": result.summaries,
+                "runs": [s.to_json() for s in result.summaries],
                 "files": [str(f) for f in result.files],
                 "failed": [
                     {

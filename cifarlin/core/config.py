@@ -1,7 +1,7 @@
 """The options of every job, one frozen dataclass each, validated when made: which images
 (:class:`SplitSpec`), how to train (:class:`TrainConfig`, stored whole in every model, checkpoint
-and history file), what to check (:class:`GradcheckConfig`), where to fetch from
-(:class:`DownloadConfig`) and what to draw (:class:`FigureRequest`).
+and history file) and what to check (:class:`GradcheckConfig`). Where to fetch the data from is
+in :mod:`cifarlin.data.source`, what to draw in :mod:`cifarlin.figures.request`.
 
 Validation messages name the field and its value (``eta=0.0: the learning rate must be > 0``).
 This module imports nothing heavy: the command line reads its defaults and choices from here.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -24,12 +23,7 @@ D = 3072  # inputs: 32 x 32 pixels x 3 channels
 N_TRAIN_BATCHES = 5  # data_batch_1 ... data_batch_5
 LAYOUTS = ("python", "binary")  # the two official versions of CIFAR-10
 SPLITS = ("test", "val", "train")
-FIGURES = ("curves", "montage", "confusion", "samples", "probs")
 FIGURE_FORMATS = ("png", "pdf", "svg")
-TIMEOUT = 30.0  # seconds, for connecting and for each read
-MAX_TIMEOUT = 86400.0
-RETRIES = 4  # further attempts after a broken or failed connection
-MAX_RETRIES = 100
 
 #: The original work's four settings (all 40 epochs, batch 100): lambda and eta.
 SETTINGS: dict[int, dict[str, float]] = {
@@ -375,104 +369,3 @@ class GradcheckConfig:
     @property
     def step(self) -> float:
         return self.h if self.h is not None else DEFAULT_H[self.method]
-
-
-def check_md5_text(md5: str | None) -> str | None:
-    """``md5`` in lower case, or :class:`ConfigError` when it is not 32 hexadecimal digits."""
-    if md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
-        raise bad_value("md5", md5, "expected 32 hexadecimal digits")
-    return md5.lower() if md5 else None
-
-
-def check_url(url: str) -> str:
-    try:
-        parts = urllib.parse.urlparse(url)
-        host = parts.hostname
-    except ValueError:
-        parts, host = None, None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https", "ftp", "file")
-        or (parts.scheme != "file" and not host)
-    ):
-        raise bad_value("url", url, "expected an http://, https://, ftp:// or file:// address of the archive")
-    return url
-
-
-@dataclass(frozen=True)
-class DownloadConfig:
-    """Where to fetch an archive from and how patiently: the official one unless ``url`` is given
-    (with ``md5`` when it is not the official archive)."""
-
-    layout: str = "python"
-    url: str | None = None
-    md5: str | None = None
-    timeout: float = TIMEOUT
-    retries: int = RETRIES
-
-    def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise bad_value("layout", self.layout, f"use one of {', '.join(LAYOUTS)}")
-        if self.url is not None:
-            check_url(self.url)
-        object.__setattr__(self, "md5", check_md5_text(self.md5))
-        timeout_ok = (
-            type(self.timeout) in (int, float) and 0 < self.timeout <= MAX_TIMEOUT
-        )  # not NaN, not a bool
-        if not timeout_ok:
-            raise bad_value("timeout", self.timeout, f"use a number of seconds > 0 and <= {MAX_TIMEOUT:g}")
-        if not (type(self.retries) is int and 0 <= self.retries <= MAX_RETRIES):
-            raise bad_value("retries", self.retries, f"use 0 to {MAX_RETRIES}")
-
-
-PANELS = ("cost", "loss", "acc", "eta")
-SIZES = ("single", "double")
-PICKS = ("first", "random", "errors")
-
-
-@dataclass(frozen=True)
-class FigureRequest:
-    """What ``visualize`` draws and where."""
-
-    kinds: tuple[str, ...] = FIGURES
-    out: Path | None = None  # default: the run folder
-    format: str = "png"
-    dpi: int = 150
-    split: str = "test"
-    n_samples: int = 24
-    show: bool = False
-    panels: tuple[str, ...] | None = (
-        None  # curves: default cost (when lambda > 0), loss, acc, eta (when it varies)
-    )
-    size: str | None = None  # curves: a journal's single or double column width
-    normalize: bool = False  # confusion: fractions of each true class
-    pick: str = "first"  # samples: the first images, random ones, or the misclassified
-    seed: int = 0  # samples: the seed of --pick random
-
-    def __post_init__(self) -> None:
-        unknown = [k for k in self.kinds if k not in FIGURES]
-        if unknown or not self.kinds:
-            raise bad_value("what", ",".join(self.kinds), f"use some of {', '.join(FIGURES)}, or all")
-        if self.format not in FIGURE_FORMATS:
-            raise bad_value("format", self.format, f"use one of {', '.join(FIGURE_FORMATS)}")
-        if not 10 <= self.dpi <= 1200:
-            raise bad_value("dpi", self.dpi, "use 10 to 1200")
-        if not 1 <= self.n_samples <= 400:
-            raise bad_value("n_samples", self.n_samples, "use 1 to 400 sample images")
-        if self.split not in SPLITS:
-            raise bad_value("split", self.split, f"use one of {', '.join(SPLITS)}")
-        if self.panels is not None and (not self.panels or any(p not in PANELS for p in self.panels)):
-            raise bad_value("panels", ",".join(self.panels), f"use some of {', '.join(PANELS)}")
-        if self.size is not None and self.size not in SIZES:
-            raise bad_value("size", self.size, f"use one of {', '.join(SIZES)}")
-        if self.pick not in PICKS:
-            raise bad_value("pick", self.pick, f"use one of {', '.join(PICKS)}")
-
-
-def parse_list(text: str, field: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """'a,b' -> ('a', 'b'), each one of ``allowed``, in the order given, without repeats."""
-    items = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    bad = [p for p in items if p not in allowed]
-    if bad or not items:
-        raise bad_value(field, text, f"use a comma list of {', '.join(allowed)}")
-    return items

@@ -177,10 +177,10 @@ def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
         try:  # crash here only means the parent draws)
             job = json.loads(line)
             if plots is None:
-                from cifarlin.figures import plots
+                from cifarlin.figures import common
 
-                plots.use_backend()
-                plots.warm_up()
+                common.use_backend()
+                common.warm_up()
             if "warm_up" in job:
                 continue  # no answer
             if "run" in job:
@@ -231,7 +231,7 @@ def side_by_side(figures: Sequence[tuple[Path, Callable[[], Path]]]) -> list[Pat
 
 def sweep_figure_file(args: dict[str, Any], path: Path) -> Path:
     """:func:`cifarlin.figures.plots.sweep_figure` of ``args`` saved to ``path``."""
-    from cifarlin.figures import plots
+    from cifarlin.figures import common, plots
 
-    plots.use_backend()
-    return plots.save(plots.sweep_figure(**args), path)
+    common.use_backend()
+    return common.save(plots.sweep_figure(**args), path)

@@ -1,7 +1,8 @@
 """Which figures a run folder gets, drawn from its files: the ones ``train`` draws after a run,
 everything ``visualize`` is asked for, and the comparison of the runs in a parent folder.
 
-The drawing itself is in :mod:`cifarlin.figures.plots` (imported here only when drawing).
+The drawing itself is in :mod:`cifarlin.figures.plots` and :mod:`cifarlin.figures.images`
+(imported here only when drawing).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cifarlin.core.config import FIGURES, FigureRequest, TrainConfig
+from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import TrainState
 from cifarlin.core.losses import LOSSES
 from cifarlin.data import cifar as data
 from cifarlin.errors import ModelFileError, RunError, bad_value
+from cifarlin.figures.request import FIGURES, FigureRequest
 from cifarlin.store.checkpoint import Snapshot, load_history, load_snapshot
 from cifarlin.store.files import check_path, is_dir, make_folder
 from cifarlin.work.evaluation import Evaluation, evaluate_split
-from cifarlin.work.runs import MODEL, Outcome, final_model, run_files
+from cifarlin.work.folder import MODEL, run_files
+from cifarlin.work.runs import Outcome, final_model
 
 if TYPE_CHECKING:
     from cifarlin.features.kmeans import FeatureMap
@@ -38,16 +41,16 @@ def stale_figures(out: Path) -> list[str]:
 def training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[tuple[Path, Callable[[], Path]]]:
     """The figures ``train`` draws into the run's folder, each as (its path, what draws and
     saves it): ``curves.png``, and ``montage.png`` of the weights model.h5 holds."""
-    from cifarlin.figures import plots
+    from cifarlin.figures import common, plots
 
-    plots.use_backend()
+    common.use_backend()
     cfg, st = outcome.config, outcome.state
     curves, montage = outcome.out / "curves.png", outcome.out / "montage.png"
     return [
-        (curves, lambda: plots.save(plots.curves(st.history, cfg), curves)),
+        (curves, lambda: common.save(plots.curves(st.history, cfg), curves)),
         (
             montage,
-            lambda: plots.save(_montage(cfg, final_model(cfg, st), outcome.features, class_names), montage),
+            lambda: common.save(_montage(cfg, final_model(cfg, st), outcome.features, class_names), montage),
         ),
     ]
 
@@ -60,24 +63,24 @@ def draw_training_figures(outcome: Outcome, class_names: Sequence[str]) -> list[
 def _montage(cfg: TrainConfig, st: TrainState, fmap: FeatureMap | None, class_names: Sequence[str]) -> Any:
     """The weights as images; for a model on features (whose weights are not images), the
     centroids of its feature map."""
-    from cifarlin.figures import plots
+    from cifarlin.figures import common, images
 
     if fmap is None:
-        return plots.montage(st.W, class_names, f"weights as images, {plots.run_title(cfg, st.epoch)}")
+        return images.montage(st.W, class_names, f"weights as images, {common.run_title(cfg, st.epoch)}")
     from cifarlin.features.kmeans import centroid_images
 
     title = f"{fmap.k} k-means centroids\n(whitened {fmap.patch}x{fmap.patch} patches)"
-    return plots.centroids(centroid_images(fmap), title)
+    return images.centroids(centroid_images(fmap), title)
 
 
 def comparison_figure(
     outcomes: Sequence[Outcome], class_names: Sequence[str], path: Path, fmt: str = "png", dpi: int = 150
 ) -> Path:
     """The runs side by side (loss curves and weights), as ``settings.png``."""
-    from cifarlin.figures import plots
+    from cifarlin.figures import common, plots
 
     rows = [(o.config, o.state.history, final_model(o.config, o.state).W, o.test.accuracy) for o in outcomes]
-    return plots.save(plots.comparison(rows, class_names), path, fmt, dpi)
+    return common.save(plots.comparison(rows, class_names), path, fmt, dpi)
 
 
 def outcomes_from(folders: Sequence[Path], probe: bool = True) -> tuple[list[Outcome], list[str]]:
@@ -128,7 +131,7 @@ def draw_figures(
     every kind, a model file without a history gets every figure but the curves (with a notice).
     A folder holding several runs (and none itself) gets their comparison, ``settings.png``.
     """
-    from cifarlin.figures import plots
+    from cifarlin.figures import common, plots
 
     if request.out is not None:
         check_path(request.out)
@@ -156,8 +159,8 @@ def draw_figures(
     snap = load_snapshot(files.model) if needs_model and files.model is not None else None
     hist = load_history(files.history) if "curves" in kinds and files.history is not None else None
     out_dir = request.out or files.folder
-    plots.use_backend(request.show)
-    if request.show and not plots.can_show():
+    common.use_backend(request.show)
+    if request.show and not common.can_show():
         notice("no display here, so no window opens; the files are written as usual")
 
     def name(stem: str) -> Path:
@@ -173,20 +176,20 @@ def draw_figures(
         notice(f"a {snap.config.loss} model gives scores, not probabilities, so no probability histograms")
     if snap is not None and {"confusion", "samples", "probs"} & set(kinds):
         figs += _image_figures(snap, evaluate_split(snap, dataset(), request.split), kinds, request, name)
-    if request.show and plots.can_show():
-        plots.show()
+    if request.show and common.can_show():
+        common.show()
     make_folder(out_dir)  # only now: a failure above leaves no empty folder
-    return [plots.save(fig, path, request.format, request.dpi) for fig, path in figs]
+    return [common.save(fig, path, request.format, request.dpi) for fig, path in figs]
 
 
 def _image_figures(
     snap: Snapshot, ev: Evaluation, kinds: list[str], request: FigureRequest, name: Callable[[str], Path]
 ) -> list[tuple[Any, Path]]:
     """The figures that classify images: confusion matrix, samples, probability histograms."""
-    from cifarlin.figures import plots
+    from cifarlin.figures import common, images, plots
 
     split = request.split
-    label = f"{plots.run_title(snap.config, snap.state.epoch)}; {split} split"
+    label = f"{common.run_title(snap.config, snap.state.epoch)}; {split} split"
     figs: list[tuple[Any, Path]] = []
     if "confusion" in kinds:
         fig = plots.confusion(ev.confusion, snap.class_names, label, request.normalize)
@@ -199,7 +202,7 @@ def _image_figures(
             else (ev.outputs[rows, ev.predictions[rows]])
         )
         which = {"first": "first", "random": "random", "errors": "misclassified"}[request.pick]
-        fig = plots.samples(
+        fig = images.samples(
             ev.images[rows],
             ev.labels[rows],
             ev.predictions[rows],
@@ -216,12 +219,12 @@ def _image_figures(
 
 
 def _draw_comparison(children: list[Path], request: FigureRequest, notice: Callable[[str], None]) -> Path:
-    from cifarlin.figures import plots
+    from cifarlin.figures import common
 
     outcomes, names = outcomes_from(children)
     out_dir = request.out or children[0].parent
     notice(f"{children[0].parent} holds {len(children)} runs: drawing their comparison")
-    plots.use_backend()
+    common.use_backend()
     make_folder(out_dir)
     return comparison_figure(
         outcomes, names, out_dir / f"settings.{request.format}", request.format, request.dpi

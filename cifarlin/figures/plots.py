@@ -1,24 +1,15 @@
-"""Figures of a run: learning curves, the weight montage, the confusion matrix, sample images,
-the probability histograms, and the comparison of several runs.
-
-Importing this module imports matplotlib (about half a second), so only the workflows that draw
-do, when they draw. Figures use the non-interactive Agg backend unless the caller asks for a
-window, fixed layouts (no constrained layout: it costs more than the drawing), and are saved
-atomically. Text that comes from files (class names) is never parsed as math; our own labels
-are (lambda, ||W||^2, eta).
+"""Figures of a run's numbers: the learning curves, the comparison of several runs (their loss
+curves beside their weights), the confusion matrix, the probability histograms, and the map of a
+sweep's validation accuracy. What they share (backend, style, saving) is in
+:mod:`cifarlin.figures.common`; figures made of images are in :mod:`cifarlin.figures.images`.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt  # no backend yet: cifarlin.figures.common (below) chooses Agg
 import numpy as np
-
-matplotlib.use("Agg")  # before pyplot: no GUI toolkit is imported unless a window is asked for
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -26,97 +17,12 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History
 from cifarlin.core.losses import LOSSES
 from cifarlin.errors import printable
-from cifarlin.store.files import atomic_path
+from cifarlin.figures.common import BEST_COLOR, TRAIN_COLOR, VAL_COLOR, run_title, style
+from cifarlin.figures.images import weight_images
 from cifarlin.work.evaluation import per_class_accuracy
 
-TRAIN_COLOR, VAL_COLOR, BEST_COLOR, WRONG_COLOR = "#1f77b4", "#d62728", "#555555", "#c00000"
 #: Figure widths in inches: a journal's single and double column; None: a roomy screen size.
 WIDTHS = {"single": 3.5, "double": 7.16}
-PANELS = ("cost", "loss", "acc", "eta")
-
-
-def use_backend(show: bool = False) -> None:
-    """Agg (files only, no display needed) unless a window is wanted."""
-    if show:
-        try:
-            plt.switch_backend(matplotlib.rcParamsDefault["backend"])
-        except (ImportError, ValueError):  # no display or no toolkit: files only
-            plt.switch_backend("Agg")
-    else:
-        plt.switch_backend("Agg")
-
-
-def warm_up() -> None:
-    """Draw a small figure with text and an image and throw it away: what a process's first
-    figure costs once (fonts found and loaded, glyphs cached) is paid before it is needed."""
-    _style()
-    fig = plt.figure(figsize=(2, 1))
-    ax = fig.add_axes((0.2, 0.3, 0.7, 0.5))
-    ax.plot([0, 1], [0, 1], marker="o")
-    ax.set_title("warm up 0123456789", parse_math=True)
-    fig.text(0.5, 0.05, "$\\lambda$ = 0, $\\eta$ = 0.001", parse_math=True)
-    fig.figimage(np.zeros((4, 4, 3)))
-    fig.canvas.draw()
-    plt.close(fig)
-
-
-def show() -> None:
-    """Open every figure drawn so far in a window (blocks until they are closed)."""
-    plt.show()
-
-
-def can_show() -> bool:
-    """Whether the current backend opens windows (it does not without a display)."""
-    return matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo", "template")
-
-
-def _style(small: bool = False) -> None:
-    plt.rcParams.update(
-        {
-            "figure.dpi": 100,
-            "savefig.dpi": 150,
-            "font.size": 7 if small else 10,
-            "axes.titlesize": 8 if small else 11,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-            "axes.grid": True,
-            "grid.alpha": 0.3,
-            "svg.hashsalt": "cifarlin",  # reproducible SVG ids
-            "text.parse_math": False,  # class names and paths from files are text, never math
-            "text.usetex": False,
-        }
-    )
-
-
-def _epochs(n: int) -> str:
-    return f"{n} epoch" + ("" if n == 1 else "s")
-
-
-def run_title(cfg: TrainConfig, epochs: int | None = None) -> str:
-    """'setting 2: $\\lambda$ = 0, $\\eta$ = 0.001, batch 100, 40 epochs' (draw with parse_math)."""
-    setting = f"setting {cfg.setting}: " if cfg.setting else ""
-    loss = "" if cfg.loss == "ce" else f"{LOSSES[cfg.loss].label}, "
-    return (
-        f"{setting}{loss}$\\lambda$ = {cfg.lam:g}, $\\eta$ = {cfg.eta:g}, batch {cfg.batch_size}, "
-        f"{_epochs(cfg.epochs if epochs is None else epochs)}"
-    )
-
-
-def weight_images(W: np.ndarray) -> np.ndarray:
-    """Each row of W (K, 3072) as a 32 x 32 RGB image scaled to [0, 1] on its own: (K, 32, 32, 3).
-
-    A row holds 1024 red, then 1024 green, then 1024 blue weights, each block row-major over the
-    image, as CIFAR-10 stores pixels.
-    """
-    imgs = np.asarray(W, dtype=np.float64).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (K, 32, 32, 3)
-    lo = imgs.min(axis=(1, 2, 3), keepdims=True)
-    span = imgs.max(axis=(1, 2, 3), keepdims=True) - lo
-    return (imgs - lo) / np.where(span > 0, span, 1.0)
-
-
-def images_rgb(images: np.ndarray) -> np.ndarray:
-    """CIFAR-10 rows (n, 3072) uint8 as (n, 32, 32, 3) images."""
-    return np.asarray(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
 def default_panels(history: History, cfg: TrainConfig) -> tuple[str, ...]:
@@ -146,7 +52,7 @@ def curves(
     known), integer epochs, markers, and the epoch with the best validation accuracy marked."""
     panels = tuple(panels or default_panels(history, cfg))
     small = size is not None
-    _style(small)
+    style(small)
     h = history.arrays()
     n = len(history)
     epochs = np.arange(1, n + 1)
@@ -213,42 +119,49 @@ def curves(
     return fig
 
 
-def montage(W: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
-    """The ten rows of W as images, one row of tiles titled with the class names."""
+def comparison(
+    runs: Sequence[tuple[TrainConfig, History, np.ndarray, float | None]], class_names: Sequence[str]
+) -> Figure:
+    """Runs side by side, like the original work's figures: per row, the training and validation
+    loss per epoch (titled with the test accuracy) and the weight montage."""
     class_names = [printable(n) for n in class_names]  # from a file: no control characters
-    _style()
-    imgs = weight_images(W)
-    k = len(imgs)
-    fig = plt.figure(figsize=(1.3 * k, 1.9))
-    pad = 0.05 / k  # each tile centred in its 1/K of the width
-    for i, (img, name) in enumerate(zip(imgs, class_names, strict=True)):
-        ax = fig.add_axes((i / k + pad, 0.04, 1 / k - 2 * pad, 0.64))
-        ax.imshow(img, interpolation="nearest")
-        ax.set_axis_off()
-        # a figure text, not an axes title: placing titles measures every (hidden) tick of the axes
-        fig.text((i + 0.5) / k, 0.72, name, fontsize=9, ha="center", va="baseline")
-    fig.suptitle(title, fontsize=10, parse_math=True)
-    return fig
-
-
-def centroids(patches: np.ndarray, title: str) -> Figure:
-    """k-means centroids (k, p, p, 3) in [0, 1] as a near-square grid of tiles, as in Coates and
-    Ng's figure of whitened centroids."""
-    _style()
-    k = len(patches)
-    cols = int(np.ceil(np.sqrt(k)))
-    rows = -(-k // cols)
-    side = max(min(0.3, 9.0 / cols), 3.0 / cols)  # inches per tile: 3 to 9 inches wide
-    width, height = cols * side + 0.2, rows * side + 0.7
-    top = 1 - 0.6 / height  # the grid's top, below a two-line title
-    w, h = 0.98 / cols, top * 0.98 / rows  # one cell, in figure fractions
-    fig = plt.figure(figsize=(width, height))
-    for i, img in enumerate(patches):
-        r, c = divmod(i, cols)
-        ax = fig.add_axes((0.01 + c * w, top - (r + 1) * h, w * 0.92, h * 0.92))
-        ax.imshow(img, interpolation="nearest")
-        ax.set_axis_off()
-    fig.suptitle(title, fontsize=9)
+    style()
+    n = len(runs)
+    height = 2.3 * n + 0.8
+    fig = plt.figure(figsize=(16, height))
+    grid = fig.add_gridspec(
+        n,
+        1 + 10,
+        width_ratios=[4] + [1] * 10,
+        left=0.05,
+        right=0.99,
+        bottom=0.7 / height,
+        top=1 - 0.75 / height,
+        hspace=0.85,
+        wspace=0.08,
+    )
+    for r, (cfg, history, W, test_acc) in enumerate(runs):
+        ax = fig.add_subplot(grid[r, 0])
+        h = history.arrays()
+        e = np.arange(1, len(history) + 1)
+        ax.plot(e, h["train_loss"], color=TRAIN_COLOR, label="training loss")
+        ax.plot(e, h["val_loss"], color=VAL_COLOR, label="validation loss")
+        test = "" if test_acc is None else f", test accuracy {test_acc:.3f}"
+        ax.set_title(f"{run_title(cfg, len(history))}{test}", fontsize=9, parse_math=True)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if W.shape[1] != 3 * 32 * 32:  # a model on features: its weights are not images
+            continue
+        for c, (img, name) in enumerate(zip(weight_images(W), class_names, strict=True)):
+            t = fig.add_subplot(grid[r, 1 + c])
+            t.imshow(img, interpolation="nearest")
+            t.set_axis_off()
+            if r == 0:
+                t.set_title(name, fontsize=8)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower left", ncol=2, frameon=False, fontsize=9)
+    fig.suptitle("Loss per epoch and the learnt weights as images")
     return fig
 
 
@@ -256,7 +169,7 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, normalize:
     """The confusion matrix as a heatmap (counts, or with ``normalize`` the fraction of each true
     class's images), and the per-class accuracy beside it, in the same unit and colour scale."""
     class_names = [printable(n) for n in class_names]  # from a file: no control characters
-    _style()
+    style()
     k = len(class_names)
     acc = per_class_accuracy(cm)
     rows = np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -308,58 +221,10 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, normalize:
     return fig
 
 
-def samples(
-    images: np.ndarray,
-    labels: np.ndarray,
-    preds: np.ndarray,
-    class_names: Sequence[str],
-    title: str,
-    confidence: np.ndarray | None = None,
-    cols: int = 8,
-) -> Figure:
-    """A grid of images with true and predicted labels and the probability of the prediction;
-    a wrong prediction is marked by a cross, the word 'wrong' and a red dashed frame (not by
-    colour alone)."""
-    class_names = [printable(n) for n in class_names]  # from a file: no control characters
-    _style()
-    n = len(images)
-    rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.9 * rows + 0.6))
-    axes = np.atleast_1d(axes).ravel()
-    for i, (ax, img, t, p) in enumerate(zip(axes, images_rgb(images), labels, preds, strict=False)):
-        ax.imshow(img, interpolation="nearest")
-        wrong = t != p
-        prob = "" if confidence is None else f" ({confidence[i]:.0%})"
-        mark = "\u2717 wrong: " if wrong else "\u2713 "
-        ax.set_title(
-            f"{class_names[t]}\n{mark}{class_names[p]}{prob}",
-            fontsize=7,
-            color=WRONG_COLOR if wrong else "black",
-        )
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(bool(wrong))
-            spine.set_edgecolor(WRONG_COLOR)
-            spine.set_linestyle("--")
-            spine.set_linewidth(2.2)
-    for ax in axes[n:]:
-        ax.set_axis_off()
-    right = int(np.sum(labels[:n] == preds[:n]))
-    what = "true class, then \u2713/\u2717 predicted class" + (
-        "" if confidence is None else " (its probability)"
-    )
-    fig.suptitle(f"{title}: {right} of {n} right ({what})", fontsize=10, parse_math=True)
-    fig.subplots_adjust(
-        left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / (1.9 * rows + 0.6), hspace=0.55, wspace=0.1
-    )
-    return fig
-
-
 def probabilities(p_true: np.ndarray, correct: np.ndarray, loss: str, title: str) -> Figure:
     """Histograms of the probability the model gives the true class, for the images it classifies
     right and for those it gets wrong, side by side (softmax for ce, the class's sigmoid for bce)."""
-    _style()
+    style()
     what = {"ce": "softmax probability", "bce": "sigmoid output"}.get(loss, "probability")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     bins = np.linspace(0, 1, 26)
@@ -379,76 +244,6 @@ def probabilities(p_true: np.ndarray, correct: np.ndarray, loss: str, title: str
     return fig
 
 
-def comparison(
-    runs: Sequence[tuple[TrainConfig, History, np.ndarray, float | None]], class_names: Sequence[str]
-) -> Figure:
-    """Runs side by side, like the original work's figures: per row, the training and validation
-    loss per epoch (titled with the test accuracy) and the weight montage."""
-    class_names = [printable(n) for n in class_names]  # from a file: no control characters
-    _style()
-    n = len(runs)
-    height = 2.3 * n + 0.8
-    fig = plt.figure(figsize=(16, height))
-    grid = fig.add_gridspec(
-        n,
-        1 + 10,
-        width_ratios=[4] + [1] * 10,
-        left=0.05,
-        right=0.99,
-        bottom=0.7 / height,
-        top=1 - 0.75 / height,
-        hspace=0.85,
-        wspace=0.08,
-    )
-    for r, (cfg, history, W, test_acc) in enumerate(runs):
-        ax = fig.add_subplot(grid[r, 0])
-        h = history.arrays()
-        e = np.arange(1, len(history) + 1)
-        ax.plot(e, h["train_loss"], color=TRAIN_COLOR, label="training loss")
-        ax.plot(e, h["val_loss"], color=VAL_COLOR, label="validation loss")
-        test = "" if test_acc is None else f", test accuracy {test_acc:.3f}"
-        ax.set_title(f"{run_title(cfg, len(history))}{test}", fontsize=9, parse_math=True)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("loss", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if W.shape[1] != 3 * 32 * 32:  # a model on features: its weights are not images
-            continue
-        for c, (img, name) in enumerate(zip(weight_images(W), class_names, strict=True)):
-            t = fig.add_subplot(grid[r, 1 + c])
-            t.imshow(img, interpolation="nearest")
-            t.set_axis_off()
-            if r == 0:
-                t.set_title(name, fontsize=8)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower left", ncol=2, frameon=False, fontsize=9)
-    fig.suptitle("Loss per epoch and the learnt weights as images")
-    return fig
-
-
-def _printable_texts(fig: Figure) -> None:
-    from matplotlib.text import Text
-
-    for t in fig.findobj(Text):
-        text = t.get_text()
-        if not text.isprintable():
-            t.set_text(printable(text, keep="\n"))
-
-
-def save(fig: Figure, path: Path, fmt: str = "png", dpi: int = 150) -> Path:
-    """Write ``fig`` to ``path`` atomically and close it: drawn in memory (the same bytes), then
-    one plain write (matplotlib's PDF writer, on a full disk, raises AttributeError, not OSError)."""
-    _printable_texts(fig)  # class names and paths come from files
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else None)
-    finally:
-        plt.close(fig)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())  # a copy: a view of buf held by a failed write's traceback
-        # crashed Python 3.12.1's garbage collector (a segmentation fault after the error line)
-    return path
-
-
 def sweep_figure(
     lam: Sequence[float],
     eta: Sequence[float],
@@ -462,7 +257,7 @@ def sweep_figure(
     """Validation accuracy of a sweep's trials over (lambda, eta), the best trial marked: a heat
     map of the grid's values (each cell the best of its trials; lambda = 0 gets its own row) or a
     scatter of a random search on log axes. Trials without an accuracy are grey, named by status."""
-    _style()
+    style()
     fig, ax = plt.subplots(figsize=(7.5, 5.5), layout="constrained")
     acc = np.array([np.nan if a is None else a for a in accuracy], dtype=np.float64)
     finite = acc[np.isfinite(acc)]

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +35,9 @@ from cifarlin.plans.summary import (
 )
 from cifarlin.store.checkpoint import load_history
 from cifarlin.store.files import check_path, json_ready, write_text
-from cifarlin.work.runs import (
-    CHECKPOINT,
-    HISTORY,
-    Outcome,
-    check_outside,
-    check_run_folder,
-    default_out,
-    pin_start,
-    recover,
-    run,
-)
+from cifarlin.work.folder import CHECKPOINT, HISTORY, check_run_folder, default_out, recover
+from cifarlin.work.runs import Outcome, check_outside, pin_start, run
+from cifarlin.work.summary import RunSummary
 
 EpochCallback = Callable[[TrainState], None]
 BatchCallback = Callable[[int, int, int], None]
@@ -68,7 +60,7 @@ def plan_runs(
     ``root``)/setting-N, or None for a run of ``overrides`` alone. With ``resume``, runs that have
     a checkpoint continue from it (for ``'all'``, the others start afresh); ``overrides`` must
     then agree with the checkpoint, but for ``epochs``. Nothing is written, except that a run
-    an interrupted ``--overwrite`` set aside is put back first (see :func:`runs.recover`).
+    an interrupted ``--overwrite`` set aside is put back first (see :func:`cifarlin.work.folder.recover`).
 
     A folder that holds a complete run of the same configuration is reused; one that holds
     another run is refused, naming the settings that differ (:func:`cifarlin.plans.held.refusal`).
@@ -123,7 +115,7 @@ def plan_runs(
 @dataclass
 class PlanResult:
     outcomes: list[Outcome]
-    summaries: list[dict[str, Any]]  # one per run, as :meth:`Outcome.summary` plus its figures
+    summaries: list[RunSummary]  # one per run, as :meth:`Outcome.summary` plus its figures
     files: list[Path] = field(default_factory=list)  # the comparison files of a plan of several runs
     failed: list[Failed] = field(default_factory=list)  # runs of a plan of several that did not finish
 
@@ -144,7 +136,7 @@ def run_plan(
         [PlannedRun, int], AbstractContextManager[tuple[EpochCallback | None, BatchCallback | None]]
     ]
     | None = None,
-    on_done: Callable[[dict[str, Any]], None] | None = None,
+    on_done: Callable[[RunSummary], None] | None = None,
     feature_cache: Path | None = None,
     on_features: Callable[[str, bool], None] | None = None,
     background: bool = True,
@@ -243,9 +235,9 @@ def run_plan(
         s = got.summary()
         done = [f for f in ("curves.png", "montage.png") if (got.out / f).exists()]
         if figures and not (reused and len(done) == 2):
-            s["figures"] = [str(f) for f in drawer.training(got, names)]
+            s = replace(s, figures=tuple(str(f) for f in drawer.training(got, names)))
         elif not figures and not reused:
-            s["stale_figures"] = stale_figures(got.out)
+            s = replace(s, stale_figures=tuple(stale_figures(got.out)))
         result.outcomes.append(got)
         result.summaries.append(s)
         if on_done is not None:
@@ -328,7 +320,7 @@ def _run_parallel(
     return names
 
 
-def summary_markdown(summaries: Sequence[dict[str, Any]], data_folder: str) -> str:
+def summary_markdown(summaries: Sequence[RunSummary], data_folder: str) -> str:
     """The comparison table of several runs (``train --setting all``) in markdown."""
     lines = [
         f"Test accuracy measured by cifarlin on `{data_folder}` against the original work.",
@@ -338,16 +330,13 @@ def summary_markdown(summaries: Sequence[dict[str, Any]], data_folder: str) -> s
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        c, ref, acc = s["config"], s["reference_test_accuracy"], s["test"]["accuracy"]
-        diff = (
-            f"{100 * (acc - ref):+.2f} pt"
-            if ref is not None and s["comparable_to_reference"]
-            else "(not comparable)"
-        )
+        c, ref, acc = s.config, s.reference_test_accuracy, s.test.accuracy
+        comparable = ref is not None and s.comparable_to_reference
+        diff = f"{100 * (acc - ref):+.2f} pt" if comparable else "(not comparable)"
         lines.append(
-            f"| {s['setting'] or '-'} | {c['lam']:g} | {c['eta']:g} | {c['epochs']} | {c['batch_size']} "
-            f"| {c['seed']} "
-            f"| {s['best_epoch']} | {s['val']['accuracy']:.4f} | {acc:.4f} | "
+            f"| {s.setting or '-'} | {c.lam:g} | {c.eta:g} | {c.epochs} | {c.batch_size} "
+            f"| {c.seed} "
+            f"| {s.best_epoch} | {s.val.accuracy:.4f} | {acc:.4f} | "
             f"{'' if ref is None else f'{ref:.4f}'} | {diff} |"
         )
     return "\n".join(lines) + "\n"
@@ -356,7 +345,7 @@ def summary_markdown(summaries: Sequence[dict[str, Any]], data_folder: str) -> s
 def write_comparison(
     folder: Path,
     outcomes: Sequence[Outcome],
-    summaries: Sequence[dict[str, Any]],
+    summaries: Sequence[RunSummary],
     data_folder: str,
     class_names: Sequence[str],
     *,
@@ -369,9 +358,8 @@ def write_comparison(
     if left_out:
         text += "\nNot in the table:\n\n" + "".join(f"- {line}\n" for line in left_out)
     write_text(folder / "summary.md", text)
-    write_text(
-        folder / "summary.json", json.dumps(json_ready(list(summaries)), indent=2, allow_nan=False) + "\n"
-    )
+    runs = json_ready([s.to_json() for s in summaries])
+    write_text(folder / "summary.json", json.dumps(runs, indent=2, allow_nan=False) + "\n")
     files = [folder / "summary.md", folder / "summary.json"]
     if drawer is not None:
         files.append(drawer.comparison(outcomes, class_names, folder / "settings.png"))

@@ -18,7 +18,8 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.core.train import is_complete
 from cifarlin.errors import ConfigError, ModelFileError, RunExistsError
 from cifarlin.store.checkpoint import Snapshot, load_history, load_snapshot
-from cifarlin.work.runs import CHECKPOINT, HISTORY, MODEL, RUN_FILES, check_run_folder, resume_point
+from cifarlin.work.folder import CHECKPOINT, HISTORY, MODEL, RUN_FILES, check_run_folder
+from cifarlin.work.runs import resume_point
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cifarlin.errors import CifarlinError, ConfigError, Interrupted, RunError, stopped
-from cifarlin.work.runs import CHECKPOINT
+from cifarlin.work.folder import CHECKPOINT
 
 if TYPE_CHECKING:
     from cifarlin.plans.experiments import PlannedRun, PlanResult

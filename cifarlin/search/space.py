@@ -112,7 +112,7 @@ def _path(name: str, text: str) -> str | None:
         return None
     path = Path(text).expanduser()
     if name == "init":
-        from cifarlin.work.runs import start_path
+        from cifarlin.work.folder import start_path
 
         if not path.exists():
             raise bad_value(name, text, "no such file or folder (give a model.h5 or its run folder)")

@@ -98,7 +98,7 @@ def run_sweep(
     the start, see :mod:`cifarlin.figures.drawer`). Returns every trial's result and the best
     trial (by the validation accuracy of the model it saved) with its test metrics.
     """
-    from cifarlin.work import runs
+    from cifarlin.work.folder import folder_lock
 
     notice = on_notice or (lambda m: None)
     report = on_trial or (lambda e, r: None)
@@ -114,7 +114,7 @@ def run_sweep(
     data = Path(os.path.abspath(data_folder))
     state = RunningSweep(spec, out, abs_out, data, results, notice, report, trial_fn)
     # a child started now imports matplotlib during the sweep
-    with FigureDrawer(background and figures) as drawer, runs.folder_lock(out):
+    with FigureDrawer(background and figures) as drawer, folder_lock(out):
         drawer.warm_up()
         previous = read_previous(out)  # before sweep.h5 is rewritten
         state.previous = previous.trials

@@ -43,20 +43,20 @@ def trial_state(folder: Path, cfg: TrainConfig) -> tuple[str, Any]:
     Snapshot), ('done', HistoryFile) or ('diverged', HistoryFile). A folder holding another
     configuration is a :class:`ConfigError`."""
     from cifarlin.store.checkpoint import load_history, load_snapshot
-    from cifarlin.work import runs
+    from cifarlin.work.folder import CHECKPOINT, HISTORY, MODEL, check_run_folder, recover
 
     if not folder.exists():
         return "new", None
-    runs.recover(folder)  # a run an interrupted --overwrite set aside
-    if (folder / runs.HISTORY).is_file():
-        h = load_history(folder / runs.HISTORY)
+    recover(folder)  # a run an interrupted --overwrite set aside
+    if (folder / HISTORY).is_file():
+        h = load_history(folder / HISTORY)
         _check_same(folder, h.config, cfg)
         if h.status == "diverged":
             return "diverged", h
-        if h.status == "complete" and h.config.epochs == cfg.epochs and (folder / runs.MODEL).is_file():
+        if h.status == "complete" and h.config.epochs == cfg.epochs and (folder / MODEL).is_file():
             return "done", h
-    if (folder / runs.CHECKPOINT).is_file():
-        snap = load_snapshot(folder / runs.CHECKPOINT, kinds=("checkpoint",))
+    if (folder / CHECKPOINT).is_file():
+        snap = load_snapshot(folder / CHECKPOINT, kinds=("checkpoint",))
         _check_same(folder, snap.config, cfg)
         if snap.state.epoch > cfg.epochs:
             raise bad_value(
@@ -65,7 +65,7 @@ def trial_state(folder: Path, cfg: TrainConfig) -> tuple[str, Any]:
                 f"{folder} has already trained {snap.state.epoch} epochs; give another out=DIR",
             )
         return "resume", snap
-    runs.check_run_folder(folder, resume=False, overwrite=False)
+    check_run_folder(folder, resume=False, overwrite=False)
     return "new", None
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from cifarlin.errors import CifarlinError, ModelFileError, RunError, bad_value
 from cifarlin.store import h5safe
 from cifarlin.store.checkpoint import load_history, load_snapshot
-from cifarlin.work.runs import CHECKPOINT, HISTORY, MODEL, RUN_FILES, STASH_PREFIX, stashes
+from cifarlin.work.folder import CHECKPOINT, HISTORY, MODEL, RUN_FILES, STASH_PREFIX, stashes
 
 MAX_DEPTH = 4  # folders below the one searched: outputs/sweep/lam-0.1/setting-2 is depth 3
 MAX_FOLDERS = 10_000  # searched at most: a search started at / or ~ by mistake ends quickly

@@ -1,0 +1,120 @@
+"""What every figure of cifarlin shares: the backend, the style, the colours, a run's title, and
+saving. The figures themselves are in :mod:`cifarlin.figures.plots` (curves and maps of numbers)
+and :mod:`cifarlin.figures.images` (figures made of images).
+
+Importing these modules imports matplotlib (about half a second), so only the workflows that
+draw do, when they draw. Figures use the non-interactive Agg backend unless the caller asks for a
+window, fixed layouts (no constrained layout: it costs more than the drawing), and are saved
+atomically. Text that comes from files (class names) is never parsed as math; our own labels
+are (lambda, ||W||^2, eta).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # before pyplot: no GUI toolkit is imported unless a window is asked for
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from cifarlin.core.config import TrainConfig
+from cifarlin.core.losses import LOSSES
+from cifarlin.errors import printable
+from cifarlin.store.files import atomic_path
+
+TRAIN_COLOR, VAL_COLOR, BEST_COLOR, WRONG_COLOR = "#1f77b4", "#d62728", "#555555", "#c00000"
+
+
+def use_backend(show: bool = False) -> None:
+    """Agg (files only, no display needed) unless a window is wanted."""
+    if show:
+        try:
+            plt.switch_backend(matplotlib.rcParamsDefault["backend"])
+        except (ImportError, ValueError):  # no display or no toolkit: files only
+            plt.switch_backend("Agg")
+    else:
+        plt.switch_backend("Agg")
+
+
+def warm_up() -> None:
+    """Draw a small figure with text and an image and throw it away: what a process's first
+    figure costs once (fonts found and loaded, glyphs cached) is paid before it is needed."""
+    style()
+    fig = plt.figure(figsize=(2, 1))
+    ax = fig.add_axes((0.2, 0.3, 0.7, 0.5))
+    ax.plot([0, 1], [0, 1], marker="o")
+    ax.set_title("warm up 0123456789", parse_math=True)
+    fig.text(0.5, 0.05, "$\\lambda$ = 0, $\\eta$ = 0.001", parse_math=True)
+    fig.figimage(np.zeros((4, 4, 3)))
+    fig.canvas.draw()
+    plt.close(fig)
+
+
+def show() -> None:
+    """Open every figure drawn so far in a window (blocks until they are closed)."""
+    plt.show()
+
+
+def can_show() -> bool:
+    """Whether the current backend opens windows (it does not without a display)."""
+    return matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo", "template")
+
+
+def style(small: bool = False) -> None:
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 150,
+            "font.size": 7 if small else 10,
+            "axes.titlesize": 8 if small else 11,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "svg.hashsalt": "cifarlin",  # reproducible SVG ids
+            "text.parse_math": False,  # class names and paths from files are text, never math
+            "text.usetex": False,
+        }
+    )
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+def run_title(cfg: TrainConfig, epochs: int | None = None) -> str:
+    """'setting 2: $\\lambda$ = 0, $\\eta$ = 0.001, batch 100, 40 epochs' (draw with parse_math)."""
+    setting = f"setting {cfg.setting}: " if cfg.setting else ""
+    loss = "" if cfg.loss == "ce" else f"{LOSSES[cfg.loss].label}, "
+    return (
+        f"{setting}{loss}$\\lambda$ = {cfg.lam:g}, $\\eta$ = {cfg.eta:g}, batch {cfg.batch_size}, "
+        f"{_epochs(cfg.epochs if epochs is None else epochs)}"
+    )
+
+
+def _printable_texts(fig: Figure) -> None:
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        text = t.get_text()
+        if not text.isprintable():
+            t.set_text(printable(text, keep="\n"))
+
+
+def save(fig: Figure, path: Path, fmt: str = "png", dpi: int = 150) -> Path:
+    """Write ``fig`` to ``path`` atomically and close it: drawn in memory (the same bytes), then
+    one plain write (matplotlib's PDF writer, on a full disk, raises AttributeError, not OSError)."""
+    _printable_texts(fig)  # class names and paths come from files
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Software": None} if fmt == "png" else None)
+    finally:
+        plt.close(fig)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())  # a copy: a view of buf held by a failed write's traceback
+        # crashed Python 3.12.1's garbage collector (a segmentation fault after the error line)
+    return path
