@@ -29,11 +29,11 @@ TINY = ["--batch-size", "10", "--no-plots"]
 
 SLOW_TRAIN = """
 import sys, time, cifarlin.core.train as t
-orig = t.model.step
+orig = t.model.backward
 def slow(*a):
     time.sleep(0.02)
     return orig(*a)
-t.model.step = slow
+t.model.backward = slow
 from cifarlin.cli import main
 main()
 """

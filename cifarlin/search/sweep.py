@@ -28,7 +28,7 @@ from typing import Any
 
 from cifarlin import __version__
 from cifarlin.core.config import TrainConfig
-from cifarlin.core.train import metrics_thread_fits
+from cifarlin.core.speed import metrics_thread_fits
 from cifarlin.errors import (
     CifarlinError,
     DataError,
