@@ -45,11 +45,11 @@ def isolated_env(tmp_path, monkeypatch):
 # sent by a test lands while it trains)
 SLOW_CLI = (
     "import time, cifarlin.core.train as t\n"
-    "orig = t.model.step\n"
+    "orig = t.model.backward\n"
     "def slow(*a):\n"
     "    time.sleep(0.01)\n"
     "    return orig(*a)\n"
-    "t.model.step = slow\n"
+    "t.model.backward = slow\n"
     "from cifarlin.cli import main\n"
     "main()\n"
 )

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from cifarlin.core import config, train
+from cifarlin.core import config, speed, train
 from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.work import runs
@@ -39,7 +39,7 @@ def prepared64(tiny_py):
 def ref_gradients(W, b, X, y, lam):
     """dJ/dW, dJ/db on a batch, in the operations and order of model.gradients."""
     k, d = W.shape
-    Wt = np.zeros((d, 2 * k), dtype=W.dtype)  # [W^T | 0], 2K columns, as model.step multiplies by
+    Wt = np.zeros((d, 2 * k), dtype=W.dtype)  # [W^T | 0], 2K columns, as model.step_scores multiplies by
     Wt[:, :k] = W.T
     S = (X @ Wt)[:, :k]
     S += b
@@ -213,10 +213,10 @@ def test_training_set_sums_in_chunks_on_the_metrics_thread(prepared32, monkeypat
     not at all (25 batches an epoch: a chunk of 20 and a rest), against the sums of one chunk
     per batch, of one chunk per epoch, and an independent float64 evaluation of each epoch."""
     c = TrainConfig(epochs=3, batch_size=2, eta=0.01, lam=0.1, shuffle=shuffle)
-    assert -(-N_TRAIN // c.batch_size) > train.GATHER_CHUNK  # more batches than a chunk
+    assert -(-N_TRAIN // c.batch_size) > speed.GATHER_CHUNK  # more batches than a chunk
     runs_by_chunk = {}
-    for chunk in (1, train.GATHER_CHUNK, 10**9):
-        monkeypatch.setattr(train, "GATHER_CHUNK", chunk)
+    for chunk in (1, speed.GATHER_CHUNK, 10**9):
+        monkeypatch.setattr(speed, "GATHER_CHUNK", chunk)
         st = train.fit(c, prepared32, train.init_state(c))
         runs_by_chunk[chunk] = st.history.columns
     first = runs_by_chunk[1]
@@ -264,11 +264,11 @@ def test_metrics_on_the_training_thread_are_the_same_bits(tiny_py, options):
 
 
 def test_metrics_thread_only_when_every_run_has_two_cores(monkeypatch):
-    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
-    assert train.metrics_thread_fits(1) and train.metrics_thread_fits(2)
-    assert not train.metrics_thread_fits(3)
-    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert train.metrics_thread_fits(1) and not train.metrics_thread_fits(2)
+    monkeypatch.setattr(speed.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert speed.metrics_thread_fits(1) and speed.metrics_thread_fits(2)
+    assert not speed.metrics_thread_fits(3)
+    monkeypatch.setattr(speed.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert speed.metrics_thread_fits(1) and not speed.metrics_thread_fits(2)
 
 
 def test_ctrl_c_while_an_epochs_metrics_are_computed_inline_keeps_that_epoch(prepared32, monkeypatch):
@@ -277,7 +277,7 @@ def test_ctrl_c_while_an_epochs_metrics_are_computed_inline_keeps_that_epoch(pre
     awaited)."""
     import signal
 
-    real, calls = train._metrics, []
+    real, calls = speed._metrics, []
 
     def metrics(*args):
         calls.append(1)
@@ -285,13 +285,13 @@ def test_ctrl_c_while_an_epochs_metrics_are_computed_inline_keeps_that_epoch(pre
             signal.raise_signal(signal.SIGINT)
         return real(*args)
 
-    monkeypatch.setattr(train, "_metrics", metrics)
+    monkeypatch.setattr(speed, "_metrics", metrics)
     seen = []
     c = TrainConfig(epochs=6, batch_size=7, eta=0.02, lam=0.01)
     with pytest.raises(KeyboardInterrupt):
         train.fit(c, prepared32, train.init_state(c), on_epoch=seen.append, metrics_thread=False)
     assert [st.epoch for st in seen] == [1, 2] and len(calls) == 4  # epoch 2's computed again
-    monkeypatch.setattr(train, "_metrics", real)
+    monkeypatch.setattr(speed, "_metrics", real)
     whole = train.fit(c.replace(epochs=2), prepared32, train.init_state(c))
     assert np.array_equal(seen[-1].W, whole.W)
     for k in ("train_cost", "train_acc", "val_cost", "val_acc"):
@@ -309,6 +309,6 @@ def test_the_last_epochs_training_metrics_are_summed_in_the_next_epochs_order(pr
         st = train.fit(c, prepared32, train.init_state(c), metrics_thread=thread)
         rng = np.random.default_rng()
         rng.bit_generator.state = st.rng_state
-        want = train.TrainScores(st.W, st.b).standalone(X, y, rng.permutation(len(y)), c.batch_size, c.loss)
-        with train.one_blas_thread():  # the penalty's dot product as the loop sums it
+        want = speed.TrainScores(st.W, st.b).standalone(X, y, rng.permutation(len(y)), c.batch_size, c.loss)
+        with speed.one_blas_thread():  # the penalty's dot product as the loop sums it
             assert st.history.columns["train_cost"][-1] == want.metrics(c.lam).cost, (epochs, thread)

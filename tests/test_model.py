@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cifarlin.core import model, numgrad
+from cifarlin.core import model, numgrad, speed
 from cifarlin.work import evaluation, gradcheck
 from oracles import complex_step_loop, cost_naive, gradients_naive, numerical_gradients_loop
 from tolerances import (
@@ -189,11 +189,27 @@ def test_a_step_scoring_other_weights_keeps_its_own_bits():
     W, b = (rng.standard_normal((10, 3072)) * 0.01).astype(np.float32), np.zeros(10, np.float32)
     We, be = (rng.standard_normal((10, 3072)) * 0.01).astype(np.float32), np.ones(10, np.float32)
     dW, db = model.gradients(W, b, X, y, 0.1)
-    dW2, db2, S = model.step(W, b, X, y, 0.1, also=(We, be))
+    gather = speed.TrainScores(We, be)
+    forward = speed.Forward(W, gather, narrow=False, loss="ce", pool=speed._Inline())
+    dW2, db2 = model.backward(X, y, forward(W, b, X, y), W, 0.1)
     assert np.array_equal(dW, dW2) and np.array_equal(db, db2)
-    assert np.array_equal(S, model.scores_of_step(X, We, be))
+    [(S, _)] = gather.queued  # the batch's scores under (We, be), not yet summed
+    assert np.array_equal(S, speed.scores_of_step(X, We, be))
     # two float32 products of other shapes ((3072, 20) here, 16 columns in 512-row blocks there):
     # each within product_error of the exact one, so within twice that of each other
     E = 2 * product_error(X, We.T, U32, be)
     assert_within(S, model.scores(We, be, X), E, "scores of the step, scores")
     assert outside(S - be, model.scores(We, be, X), E)  # a bias left out would show
+
+
+def test_a_step_is_the_gradients_then_the_update_in_place():
+    """Bug: model.step (the assignment's one update) drifting from the gradients it is made of, or
+    updating copies instead of W and b."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((30, 3072)).astype(np.float32)
+    y = rng.integers(0, 10, 30)
+    W, b = (rng.standard_normal((10, 3072)) * 0.01).astype(np.float32), np.zeros(10, np.float32)
+    dW, db = model.gradients(W, b, X, y, 0.1)
+    want_W, want_b = W - np.float32(0.05) * dW, b - np.float32(0.05) * db
+    model.step(X, y, W, b, 0.1, 0.05)
+    assert W.dtype == np.float32 and np.array_equal(W, want_W) and np.array_equal(b, want_b)

@@ -28,11 +28,11 @@ from cli_helpers import TINY
 
 SLOW_TRAIN = """
 import sys, time, cifarlin.core.train as t
-orig = t.model.step
+orig = t.model.backward
 def slow(*a):
     time.sleep(0.02)
     return orig(*a)
-t.model.step = slow
+t.model.backward = slow
 from cifarlin.cli import main
 main()
 """

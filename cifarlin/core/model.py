@@ -120,77 +120,65 @@ def evaluate(
     return metrics(scores(W, b, X), y, W, lam, loss)
 
 
-def forward_matrix(W: np.ndarray, other: np.ndarray | None = None, narrow: bool = False) -> np.ndarray:
-    """Wt = [W^T | W'^T] (d, 2K): the matrix :func:`step` multiplies a batch by, W' = ``other``
-    (zeros without it); with ``narrow`` (no W'), [W^T | 0] padded to 16 columns only, for a
-    run that never scores other weights (a loop on augmented views): 20% fewer flops.
+def forward_matrix(W: np.ndarray, narrow: bool = False) -> np.ndarray:
+    """Wt = [W^T | 0] (d, 2K): the matrix a training step multiplies a batch by; with ``narrow``,
+    [W^T | 0] padded to 16 columns only (a multiple of 8), as :func:`scores` multiplies by: 20%
+    fewer flops. The training loop fills the zero columns with other weights' W'^T to score them
+    in the same product (:mod:`cifarlin.core.speed`).
 
     2K = 20 columns, not padded: OpenBLAS takes the first 16 in one block for any width from 16
     to 23, so the step's own columns get the bits of the 16-column product (checked for batches
     of 2 to 300 rows; a 1-row batch takes another path; 24 columns would change them); one
     20-column product costs what the 16 + 8 columns of two did minus 10%."""
     k, d = W.shape
-    if narrow and other is not None:
-        raise ValueError("a narrow forward matrix has no room for other weights")
     Wt = np.zeros((d, -(-k // 8) * 8 if narrow else 2 * k), dtype=W.dtype)  # (d, 16) or (d, 2K)
     Wt[:, :k] = W.T
-    if other is not None:
-        Wt[:, k : 2 * k] = other.T
     return Wt
 
 
-def step(
-    W: np.ndarray,
-    b: np.ndarray,
-    X: np.ndarray,
-    y: np.ndarray,
-    lam: float,
-    loss: str = "ce",
-    also: tuple[np.ndarray, np.ndarray] | None = None,
-    Wt: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Analytic gradients of J on a batch, and the batch's scores under other weights ``also``
-    = (W', b') while X is in cache (None without ``also``).
+def step_scores(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """S = X W^T + b (N, K) as a training step computes it: one product by [W^T | 0] (d, 2K)
+    (:func:`forward_matrix`). A GEMM's column depends on its own column's values only, for a
+    given shape, so the training loop's product by [W^T | W'^T] gives these bits too."""
+    k = W.shape[0]
+    P = X @ forward_matrix(W)  # (N, 2K): [S - b | 0]
+    return P[:, :k] + b
+
+
+def backward(
+    X: np.ndarray, y: np.ndarray, S: np.ndarray, W: np.ndarray, lam: float, loss: str = "ce"
+) -> tuple[np.ndarray, np.ndarray]:
+    """dJ/dW (K, d) and dJ/db (K,) on a batch X (N, d), y (N,) from its scores S (N, K) (the
+    assignment's ComputeGradients, which takes P = softmax(S)); S may be overwritten.
 
     With G = dl/dS / N (N, K), the loss's score gradient averaged over the batch (for the
     cross-entropy G = (P - Y) / N, Y (N, K) the one-hot of y; see :mod:`cifarlin.core.losses`):
     dJ/dW = G^T X + 2 lam W  (K, d);   dJ/db = sum_n G[n]  (K,).
-
-    The forward pass is one product by [W^T | W'^T] (d, 2K) (:func:`forward_matrix`), with
-    or without W' (zeros then): a GEMM's column depends on its own column's values only, for a
-    given shape, so the step's numbers are the same either way, and W''s scores are those of
-    :func:`scores_of_step`. A training loop passes ``Wt``, that matrix kept from batch to batch
-    with W'^T already in place (W' is fixed for an epoch): the step writes W^T into its first K
-    columns, no new (d, 2K) matrix per batch.
     """
-    N = X.shape[0]
-    k = W.shape[0]
-    if Wt is None:
-        Wt = forward_matrix(W, None if also is None else also[0])
-    else:
-        if also is not None and Wt.shape[1] < 2 * k:
-            raise ValueError("Wt has no columns for the other weights")
-        Wt[:, :k] = W.T
-    P = X @ Wt  # (N, 2K): [S - b | S' - b']
-    G = LOSSES[loss].grad(P[:, :k] + b, y)  # (N, K)
-    G /= N
+    G = LOSSES[loss].grad(S, y)  # (N, K)
+    G /= X.shape[0]
     dW = G.T @ X  # (K, d)
     if lam:
         dW += (2 * lam) * W
     db = G.sum(axis=0)  # (K,)
-    return dW, db, (None if also is None else P[:, k : 2 * k] + also[1])
+    return dW, db
 
 
-def scores_of_step(X: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The scores (N, K) :func:`step` gives for ``also=(W, b)``, bit for bit, computed on their
-    own (the step's own columns zero)."""
-    Wt = forward_matrix(np.zeros_like(W), W)
-    return (X @ Wt)[:, len(W) : 2 * len(W)] + b
+def step(
+    X: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, lam: float, eta: float, loss: str = "ce"
+) -> None:
+    """One update of mini-batch gradient descent on a batch X (N, d), y (N,), in place:
+    W -= eta dW, b -= eta db, in the operations of :func:`cifarlin.core.train.fit` (``eta`` a
+    Python float: the update stays in the data's dtype)."""
+    dW, db = backward(X, y, step_scores(X, W, b), W, lam, loss)  # (K, d), (K,)
+    dW *= eta  # in place: W -= eta * dW without a temporary
+    W -= dW
+    db *= eta
+    b -= db
 
 
 def gradients(
     W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, lam: float, loss: str = "ce"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Analytic gradients of J on a batch: dJ/dW (K, d) and dJ/db (K,) (see :func:`step`)."""
-    dW, db, _ = step(W, b, X, y, lam, loss)
-    return dW, db
+    """Analytic gradients of J on a batch: dJ/dW (K, d) and dJ/db (K,) (see :func:`backward`)."""
+    return backward(X, y, step_scores(X, W, b), W, lam, loss)

@@ -38,7 +38,7 @@ from cifarlin.core import augment, model
 from cifarlin.core.augment import Augment
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History, TrainState
-from cifarlin.core.train import one_blas_thread
+from cifarlin.core.speed import one_blas_thread
 from cifarlin.data.cifar import Normalizer, Prepared
 from cifarlin.errors import bad_value
 

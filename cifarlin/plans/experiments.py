@@ -18,7 +18,7 @@ from typing import Any
 
 from cifarlin.core.config import SETTINGS, TrainConfig, solver_defaults
 from cifarlin.core.history import TrainState
-from cifarlin.core.train import metrics_thread_fits, one_blas_thread
+from cifarlin.core.speed import metrics_thread_fits, one_blas_thread
 from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError, DivergenceError, Interrupted, ModelFileError, bad_value
 from cifarlin.figures.drawer import FigureDrawer

@@ -22,7 +22,8 @@ from cifarlin.core import model, ridge
 from cifarlin.core.config import REFERENCE_TEST_ACCURACY, TrainConfig
 from cifarlin.core.history import TrainState
 from cifarlin.core.ridge import LambdaScore
-from cifarlin.core.train import fit, init_state, one_blas_thread, warm_state
+from cifarlin.core.speed import one_blas_thread
+from cifarlin.core.train import fit, init_state, warm_state
 from cifarlin.data.cifar import Prepared
 from cifarlin.errors import (
     DataError,
