@@ -22,6 +22,7 @@ from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError, DataError, DivergenceError, ModelFileError
 from cifarlin.store import checkpoint
 from cifarlin.work import runs
+from cifarlin.work.prepare import prepare
 from tolerances import U32, U64, cost_rounding, min_gap, normalised_error, product_error
 
 TINY = ["--batch-size", "10", "--no-plots"]
@@ -29,7 +30,7 @@ TINY = ["--batch-size", "10", "--no-plots"]
 
 @pytest.fixture
 def prepared(tiny_py):
-    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    return prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
 
 
 def cfg(**kw):

@@ -273,4 +273,3 @@ def script(shell: str, group: Any) -> str:
     root, cmds = describe(group)
     header = HEADER.format(shell=shell, version=__version__)
     return {"bash": bash, "zsh": zsh, "fish": fish}[shell](root, cmds, header)
-

@@ -23,8 +23,8 @@ from cifarlin.core.augment import parse_augment
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History, Kept, TrainState
 from cifarlin.core.losses import LOSSES
+from cifarlin.core.normalize import Normalizer, Prepared
 from cifarlin.core.schedules import learning_rates
-from cifarlin.data.cifar import Normalizer, Prepared
 from cifarlin.errors import DivergenceError, bad_value, check_stop
 
 GATHER_CHUNK = 20  # batches whose training-set sums go to the metrics thread as one task

@@ -32,9 +32,9 @@ import numpy as np
 from cifarlin.core import model, ridge
 from cifarlin.core.config import FIGURE_FORMATS, REFERENCE_TEST_ACCURACY, TrainConfig
 from cifarlin.core.history import TrainState
+from cifarlin.core.normalize import Prepared
 from cifarlin.core.ridge import LambdaScore
 from cifarlin.core.train import fit, init_state, one_blas_thread, warm_state
-from cifarlin.data.cifar import Prepared
 from cifarlin.errors import (
     ConfigError,
     DataError,
@@ -50,7 +50,7 @@ from cifarlin.errors import (
 from cifarlin.store.checkpoint import DataInfo, Snapshot, load_snapshot, save_history, save_snapshot
 
 if TYPE_CHECKING:
-    from cifarlin.features.kmeans import FeatureMap
+    from cifarlin.core.kmeans import FeatureMap
 
 MODEL, CHECKPOINT, HISTORY = "model.h5", "checkpoint.h5", "history.h5"
 RUN_FILES = (MODEL, CHECKPOINT, HISTORY)
