@@ -21,6 +21,7 @@ from common import default_data_dir
 
 from cifarlin.core import config, train
 from cifarlin.data import cifar as data
+from cifarlin.work.prepare import prepare
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--val-size", type=int, default=5000)
     args = ap.parse_args()
     batches = (1, 2, 3, 4, 5)
-    prepared = data.prepare(
+    prepared = prepare(
         data.find(Path(args.data_dir)), config.SplitSpec(batches, args.val_size), keep_raw=True
     )
     with args.out.open("a") as out:

@@ -36,12 +36,15 @@ from common import default_data_dir  # noqa: E402
 
 from cifarlin.core import (  # noqa: E402
     augment,
+    kmeans,
     ridge,
     train,
 )
 from cifarlin.core.config import SplitSpec, TrainConfig  # noqa: E402
+from cifarlin.core.normalize import Normalizer, Prepared  # noqa: E402
 from cifarlin.data import cifar as data  # noqa: E402
-from cifarlin.features import kmeans as features  # noqa: E402
+from cifarlin.features.cache import FeatureCache  # noqa: E402
+from cifarlin.store import featuremap  # noqa: E402
 
 
 def peak_mb() -> float:
@@ -87,16 +90,16 @@ def main() -> None:
 
     t0 = time.perf_counter()
     if args.map is not None:
-        fmap = features.load(args.map)
+        fmap = featuremap.load(args.map)
     else:
         train_images = np.concatenate([b.images for b in batches])[:n_train]
-        fmap = features.fit(train_images, args.centroids, args.seed, args.n_patches, args.iterations)
+        fmap = kmeans.fit(train_images, args.centroids, args.seed, args.n_patches, args.iterations)
         del train_images
         with tempfile.TemporaryDirectory() as tmp:
-            features.save(Path(tmp) / "map.h5", fmap)
-            fmap = features.load(Path(tmp) / "map.h5")
+            featuremap.save(Path(tmp) / "map.h5", fmap)
+            fmap = featuremap.load(Path(tmp) / "map.h5")
         if args.save_map is not None:
-            features.save(args.save_map, fmap)
+            featuremap.save(args.save_map, fmap)
     times["fit"] = time.perf_counter() - t0
     result |= {"n_patches": fmap.n_patches, "iterations": fmap.iterations, "n_features": fmap.n_features}
 
@@ -104,7 +107,7 @@ def main() -> None:
     n_val = len(labels) - n_train
     copies = 2 if args.flip else 1
     F = np.empty((copies * n_train + n_val, fmap.n_features), dtype=np.float32)  # train (+ mirrored), val
-    cache = features.FeatureCache(args.cache) if args.cache else None
+    cache = FeatureCache(args.cache) if args.cache else None
     hits = 0
 
     def feats(b: data.Batch, view: str = "") -> np.ndarray:
@@ -113,7 +116,7 @@ def main() -> None:
         if view == "flip":
             images = augment.apply(images, np.ones(len(images), bool), np.zeros((len(images), 2), int))
         if cache is None:
-            return features.extract(fmap, images, workers=args.workers)
+            return kmeans.extract(fmap, images, workers=args.workers)
         Fb, hit = cache.features(fmap, b.md5, images, view, workers=args.workers)
         hits += hit
         return Fb
@@ -134,7 +137,7 @@ def main() -> None:
     result["cache_hits"] = hits
 
     t0 = time.perf_counter()
-    stats = features.FeatureStats.fit(F[:n_fit])
+    stats = kmeans.FeatureStats.fit(F[:n_fit])
     stats.apply(F, out=F)
     stats.apply(F_test, out=F_test)
     X = {"train": F[:n_fit], "val": F[n_fit:], "test": F_test}
@@ -162,9 +165,7 @@ def main() -> None:
 
     if args.solver in ("gd", "both"):
         t0 = time.perf_counter()
-        prepared = data.Prepared(
-            X, y, data.Normalizer(np.zeros(1), np.ones(1)), [], reader.dataset, SplitSpec(), {}
-        )
+        prepared = Prepared(X, y, Normalizer(np.zeros(1), np.ones(1)), [], reader.dataset, SplitSpec(), {})
         etas = [float(v) for v in args.etas.split(",")]
         stages = [int(v) for v in args.epochs.split(",")]
         best: dict = {"val_acc": -1.0}

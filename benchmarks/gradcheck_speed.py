@@ -21,6 +21,7 @@ from cifarlin.core import config, numgrad
 from cifarlin.data import cifar as data
 from cifarlin.errors import DataNotFoundError
 from cifarlin.work import gradcheck
+from cifarlin.work.prepare import training_sample
 from oracles import numerical_gradients_loop
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     cfg = gradcheck.GradcheckConfig(n=20, lam=0.1)
     try:
         source = data.find(args.data_dir)
-        X, y, _ = data.training_sample(source, config.SplitSpec(), cfg.n)
+        X, y, _ = training_sample(source, config.SplitSpec(), cfg.n)
         W, b, _ = gradcheck.initial_params(cfg)
         where = str(source.folder)
     except DataNotFoundError:

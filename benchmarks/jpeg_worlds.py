@@ -22,8 +22,8 @@ import numpy as np
 from common import default_data_dir
 from PIL import Image
 
+from cifarlin.core import kmeans
 from cifarlin.data import cifar as data
-from cifarlin.features import kmeans as features
 
 EXACT_TRAIN, EXACT_TEST = 4000, 1000
 LAMBDAS = np.logspace(-5, 3, 33)
@@ -72,9 +72,9 @@ def main() -> None:
     folds = ((slice(0, 3000), slice(3000, 4000)), (slice(1000, 4000), slice(0, 1000)))
     for fold, (tr, va) in enumerate(folds):
         for name, (Xw, Tw) in worlds.items():
-            fmap = features.fit(Xw[tr], args.centroids, seed=0)
-            F = features.extract(fmap, Xw).astype(np.float64)
-            Ft = features.extract(fmap, Tw).astype(np.float64)
+            fmap = kmeans.fit(Xw[tr], args.centroids, seed=0)
+            F = kmeans.extract(fmap, Xw).astype(np.float64)
+            Ft = kmeans.extract(fmap, Tw).astype(np.float64)
             kv, kl, kt = ridge(F[tr], y[tr], F[va], y[va], Ft, yt)
             P, Pt = Xw.astype(np.float64), Tw.astype(np.float64)
             pv, _, pt = ridge(P[tr], y[tr], P[va], y[va], Pt, yt)

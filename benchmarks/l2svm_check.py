@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.store.checkpoint import load_snapshot
+from cifarlin.work.prepare import prepare_run
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     cfg = TrainConfig(
         features=args.features, train_batches=(1, 2, 3, 4, 5), val_size=1000, augment=args.augment
     )
-    p = data.prepare_run(data.find(Path(args.data_dir)), cfg)
+    p = prepare_run(data.find(Path(args.data_dir)), cfg)
     X, y = p.X["train"], p.y["train"]  # (N, d) float32, standardised (mirrored rows included)
     N, d = X.shape
     T = -np.ones((N, 10), np.float32)

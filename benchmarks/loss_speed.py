@@ -23,31 +23,33 @@ from common import default_data_dir
 
 from cifarlin.core import config, model, speed, train
 from cifarlin.core.config import TrainConfig
+from cifarlin.core.normalize import Normalizer, Prepared
 from cifarlin.data import cifar as data
 from cifarlin.errors import DataNotFoundError
+from cifarlin.work.prepare import prepare
 
 
-def synthetic(n: int = 10000) -> data.Prepared:
+def synthetic(n: int = 10000) -> Prepared:
     rng = np.random.default_rng(0)
     raw = {
         s: (rng.integers(0, 256, (n, model.D), dtype=np.uint8), rng.integers(0, 10, n))
         for s in ("train", "val", "test")
     }
-    norm = data.Normalizer.fit([raw["train"][0]])
+    norm = Normalizer.fit([raw["train"][0]])
     X = {s: norm.apply(im) for s, (im, _) in raw.items()}
     y = {s: lab for s, (_, lab) in raw.items()}
     names = [str(i) for i in range(10)]
-    return data.Prepared(X, y, norm, names, data.Dataset(Path("-"), "python"), config.SplitSpec(), {})
+    return Prepared(X, y, norm, names, data.Dataset(Path("-"), "python"), config.SplitSpec(), {})
 
 
-def epoch_seconds(p: data.Prepared, loss: str) -> float:
+def epoch_seconds(p: Prepared, loss: str) -> float:
     cfg = TrainConfig(epochs=1, loss=loss, lam=0.1)
     t0 = time.perf_counter()
     train.fit(cfg, p, train.init_state(cfg))
     return time.perf_counter() - t0
 
 
-def plain_loop(p: data.Prepared, cfg: TrainConfig) -> float:
+def plain_loop(p: Prepared, cfg: TrainConfig) -> float:
     """Test accuracy of mini-batch gradient descent on the loss's definition, written out plainly:
     X (d, N) float64, scores (K, n) = W X + b; returns the test accuracy."""
     X = p.X["train"].T.astype(np.float64)  # (d, N)
@@ -87,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
     try:
         dataset = data.find(args.data_dir)
-        p = data.prepare(dataset, config.SplitSpec())
+        p = prepare(dataset, config.SplitSpec())
         where = str(dataset.folder)
     except DataNotFoundError:
         p, where = synthetic(), "random images (no CIFAR-10 found)"

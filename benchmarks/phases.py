@@ -22,6 +22,7 @@ from common import default_data_dir
 from cifarlin.core import config, train
 from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
+from cifarlin.work.prepare import prepare
 
 
 def clock(f):
@@ -37,13 +38,13 @@ from cifarlin.core import config
 from cifarlin.data import cifar as data
 ds = data.find(Path(sys.argv[1]))
 w, c = time.perf_counter(), time.process_time()
-data.prepare(ds, config.SplitSpec())
+prepare(ds, config.SplitSpec())
 print(time.perf_counter() - w, time.process_time() - c)
 """
 
 
 def fresh_load(folder: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds of data.prepare of the three default batches in a new process."""
+    """(wall, CPU) seconds of prepare of the three default batches in a new process."""
     out = subprocess.run(
         [sys.executable, "-c", FRESH, str(folder)], capture_output=True, text=True, check=True
     )
@@ -62,7 +63,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="cifarlin-phases-"))
     for _ in range(args.repeats):
         load.append(fresh_load(ds.folder))
-        p = data.prepare(ds, config.SplitSpec())
+        p = prepare(ds, config.SplitSpec())
         st, w, c = clock(lambda p=p: train.fit(cfg, p, train.init_state(cfg)))
         loop.append((w, c))
 

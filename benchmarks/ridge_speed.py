@@ -31,6 +31,7 @@ from common import default_data_dir  # noqa: E402
 from cifarlin.core import ridge  # noqa: E402
 from cifarlin.core.augment import parse_augment  # noqa: E402
 from cifarlin.core.config import SplitSpec  # noqa: E402
+from cifarlin.core.normalize import Normalizer  # noqa: E402
 from cifarlin.data import cifar as data  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def main() -> None:
     t = lap("moments", t)
     m = ridge.fold(m, aug)
     t = lap("fold", t)
-    norm = ridge.normalizer(m) if args.norm == "augmented" else data.Normalizer.fit([images[:n_train]])
+    norm = ridge.normalizer(m) if args.norm == "augmented" else Normalizer.fit([images[:n_train]])
     rp = ridge.path(m, *ridge.pixel_affine(norm))
     del m
     t = lap("eigh", t)

@@ -23,6 +23,7 @@ t_torch = time.perf_counter()
 
 from cifarlin.core import config  # noqa: E402
 from cifarlin.data import cifar as data  # noqa: E402
+from cifarlin.work.prepare import prepare  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    p = data.prepare(data.find(args.data_dir), config.SplitSpec())
+    p = prepare(data.find(args.data_dir), config.SplitSpec())
     t1 = time.perf_counter()
     X = {k: torch.from_numpy(v) for k, v in p.X.items()}
     Y = {k: torch.from_numpy(v) for k, v in p.y.items()}

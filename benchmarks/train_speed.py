@@ -13,7 +13,7 @@ one run so that a shared machine's drift hits all alike; medians of ``--repeats`
    the ratios: `benchmarks/torch_plain.py` as the tutorials write it (DataLoader, nn.Linear,
    optim.SGD, its own loading) and `benchmarks/torch_loop.py` hand-tuned (cifarlin's loader,
    slices, autograd.grad);
-4. in-process phases: reading and normalising the three default batches (`data.prepare`), and
+4. in-process phases: reading and normalising the three default batches (`work.prepare.prepare`), and
    drawing and saving the two figures train draws;
 5. `cifarlin train --setting all`, two runs at a time (the default) against one after another;
 6. 49,000 training images (`--train-batches 1-5 --val-size 1000`, 3 epochs): images per second

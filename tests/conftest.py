@@ -99,8 +99,9 @@ def prepared(tiny_py):
     """The tiny data prepared for training (default splits); some test files keep their own."""
     from cifarlin.core import config
     from cifarlin.data import cifar as data
+    from cifarlin.work.prepare import prepare
 
-    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    return prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,12 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint, files
 from cifarlin.work import runs
+from cifarlin.work.prepare import prepare
 
 
 @pytest.fixture(scope="module")
 def prepared(tiny_py):
-    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    return prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
 
 
 def interrupt_at_std(monkeypatch, on_write: int = 1, after: bool = False) -> list[str]:

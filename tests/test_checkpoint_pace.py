@@ -17,11 +17,12 @@ from cifarlin.data import cifar as data
 from cifarlin.errors import DivergenceError
 from cifarlin.store import checkpoint
 from cifarlin.work import runs
+from cifarlin.work.prepare import prepare, prepare_run
 
 
 @pytest.fixture(scope="module")
 def prepared(tiny_py):
-    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), keep_raw=True)
+    return prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), keep_raw=True)
 
 
 @pytest.fixture
@@ -154,5 +155,5 @@ def test_early_stopping_and_the_ridge_solver_leave_their_last_epoch(prepared, tm
     )
     writes.clear()
     ridge = TrainConfig(solver="ridge", loss="mse", lam=0.1, epochs=1)
-    runs.run(ridge, tmp_path / "ridge", data.prepare_run(prepared.dataset, ridge))
+    runs.run(ridge, tmp_path / "ridge", prepare_run(prepared.dataset, ridge))
     assert writes == [1] and saved_epoch(tmp_path / "ridge") == 1

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from cifarlin.cli import app
-from cifarlin.core import config, train
+from cifarlin.core import config, kmeans, train
 from cifarlin.data import cifar as data
-from cifarlin.features import kmeans as features
-from cifarlin.store import checkpoint
+from cifarlin.store import checkpoint, featuremap
+from cifarlin.work.prepare import prepare
 from cli_helpers import train_json
 from val_oracle import (
     LAMBDAS,
@@ -57,7 +57,7 @@ def trajectory(disagreeing_py):
     the defaults; the tests check they are the command's), and each epoch's correct
     validation and test images counted here."""
     cfg = config.TrainConfig(eta=4.0, batch_size=20, epochs=15)
-    prepared = data.prepare(data.Dataset(disagreeing_py, "python"), cfg.split)
+    prepared = prepare(data.Dataset(disagreeing_py, "python"), cfg.split)
     weights = []
     train.fit(
         cfg, prepared, train.init_state(cfg), on_epoch=lambda s: weights.append((s.W.copy(), s.b.copy()))
@@ -145,7 +145,7 @@ def test_ridge_on_features_chooses_lambda_on_validation(runner, disagreeing_py, 
         app, ["features", "fit", *FIT32, "--out", str(fmap_file), "--data-dir", str(disagreeing_py)]
     )
     assert r.exit_code == 0, r.output
-    fmap = features.load(fmap_file)
+    fmap = featuremap.load(fmap_file)
     s = train_json(
         disagreeing_py,
         tmp_path / "r",
@@ -158,14 +158,14 @@ def test_ridge_on_features_chooses_lambda_on_validation(runner, disagreeing_py, 
     )
 
     one, one_labels = batch(disagreeing_py, "data_batch_1")
-    F1 = features.extract(fmap, one)
+    F1 = kmeans.extract(fmap, one)
     if split:  # the first 100 images train, the last 100 validate
         rows = {"train": (F1[:100], one_labels[:100]), "val": (F1[100:], one_labels[100:])}
     else:
         two, two_labels = batch(disagreeing_py, "data_batch_2")
-        rows = {"train": (F1, one_labels), "val": (features.extract(fmap, two), two_labels)}
+        rows = {"train": (F1, one_labels), "val": (kmeans.extract(fmap, two), two_labels)}
     test_images, test_labels = batch(disagreeing_py, "test_batch")
-    rows["test"] = (features.extract(fmap, test_images), test_labels)
+    rows["test"] = (kmeans.extract(fmap, test_images), test_labels)
     standardise = Standardise(rows["train"][0], scale=1.0, eps=0.01)
     solutions = ridge_solutions(standardise(rows["train"][0]), rows["train"][1], LAMBDAS)
     counts, gaps = {}, []

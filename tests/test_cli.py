@@ -114,12 +114,10 @@ def test_help_is_fast_enough_to_skip_heavy_imports():
 
 
 def test_ctrl_c_outside_the_training_loop_says_so(runner, tiny_py, monkeypatch):
-    from cifarlin.data import cifar as data
-
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "prepare", interrupted)
+    monkeypatch.setattr("cifarlin.work.prepare.prepare", interrupted)
     r = runner.invoke(app, ["train", "--data-dir", str(tiny_py), "--out", "x", "--quiet"])
     assert r.exit_code == 130
     assert r.stderr.strip().splitlines()[-1].startswith("Error: interrupted; nothing was left half-written")

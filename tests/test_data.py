@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from cifar_files import NAMES, batch_dict, global_op, make_split, py2_pickle, write_python_dataset
-from cifarlin.core import config
+from cifarlin.core import config, normalize
+from cifarlin.core.normalize import EXACT_ROWS, Normalizer, empty_rows
 from cifarlin.data import cifar as data
 from cifarlin.errors import CifarlinError, ConfigError, DataError, DataNotFoundError
+from cifarlin.work.prepare import prepare, prepare_run
 from tolerances import U32, U64, assert_within, normalised_error, pixel_statistics_error
 
 
@@ -216,7 +218,7 @@ def test_split_rules():
 
 
 def test_prepare_default_split(tiny_py):
-    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    p = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     raw1 = data.read_batch(tiny_py / "data_batch_1", "python")
     raw2 = data.read_batch(tiny_py / "data_batch_2", "python")
     assert {k: v.shape for k, v in p.X.items()} == {
@@ -240,7 +242,7 @@ def test_prepare_default_split(tiny_py):
 
 
 def test_prepare_several_batches_with_holdout(tiny_py):
-    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), val_size=30))
+    p = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), val_size=30))
     raws = [data.read_batch(tiny_py / f"data_batch_{i}", "python") for i in (1, 2, 3)]
     allx = np.concatenate([r.images for r in raws])
     ally = np.concatenate([r.labels for r in raws])
@@ -253,13 +255,13 @@ def test_prepare_several_batches_with_holdout(tiny_py):
     split, _ = data.load_split(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), 30), "val")
     assert np.array_equal(split.images, allx[120:])
     with pytest.raises(ConfigError, match="val_size=150: the training batches hold only 150 images"):
-        data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), val_size=150))
+        prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 2, 3), val_size=150))
 
 
 def test_normalizer_handles_constant_inputs():
     images = np.zeros((4, 3072), np.uint8)
     images[:, 0] = [0, 255, 0, 255]
-    n = data.Normalizer.fit([images])
+    n = Normalizer.fit([images])
     assert n.std[1] == 1.0 and n.mean[0] == 0.5 and n.std[0] == 0.5
     assert np.isfinite(n.apply(images)).all()
 
@@ -319,15 +321,15 @@ def test_a_reader_reads_on_after_a_file_it_refused(tmp_path, monkeypatch):
 def test_normalizer_sums_exactly_in_narrow_types(monkeypatch):
     """The statistics equal float64 ones of the same pixels, whatever the chunks and however often
     the uint32 partial sums are folded into the int64 totals (every 256 rows here)."""
-    assert data.EXACT_ROWS * 255**2 <= 2**32 - 1 < (data.EXACT_ROWS + 1) * 255**2
+    assert EXACT_ROWS * 255**2 <= 2**32 - 1 < (EXACT_ROWS + 1) * 255**2
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (600, 3072), dtype=np.uint8)
     images[:, :5] = 255  # the largest squares, in every row
     x = images.astype(np.float64) / 255
     want_mean, want_std = x.mean(axis=0), x.std(axis=0)
-    whole = data.Normalizer.fit([images])
-    monkeypatch.setattr(data, "EXACT_ROWS", 300)  # more than a block of 256 rows, less than two
-    folded = data.Normalizer.fit([images[:250], images[250:251], images[251:]])
+    whole = Normalizer.fit([images])
+    monkeypatch.setattr(normalize, "EXACT_ROWS", 300)  # more than a block of 256 rows, less than two
+    folded = Normalizer.fit([images[:250], images[250:251], images[251:]])
     mean_error, std_error = pixel_statistics_error(x)
     for n in (whole, folded):
         assert_within(n.mean, want_mean, mean_error, "mean")
@@ -533,8 +535,8 @@ def test_cli_names_the_fifo_and_exits_1(tmp_path, tiny_py, runner):
 
 @pytest.mark.parametrize("rows", [0, 3, 2000])  # 2000 x 3072 float32 = 24 MB: in small pages
 def test_empty_rows_is_an_ordinary_writable_array(rows, monkeypatch):
-    monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1 << 20)
-    a = data.empty_rows((rows, data.D), np.float32)
+    monkeypatch.setattr(normalize, "SMALL_PAGES_FROM", 1 << 20)
+    a = empty_rows((rows, data.D), np.float32)
     assert a.shape == (rows, data.D) and a.dtype == np.float32
     assert a.flags.writeable and a.flags.c_contiguous
     a[:] = np.arange(data.D, dtype=np.float32)
@@ -546,9 +548,9 @@ def test_empty_rows_is_an_ordinary_writable_array(rows, monkeypatch):
 
 def test_normalised_splits_equal_those_in_numpys_own_memory(tiny_py, monkeypatch):
     cfg = config.TrainConfig()
-    small = data.prepare_run(data.find(tiny_py), cfg)
-    monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1)
-    mapped = data.prepare_run(data.find(tiny_py), cfg)
+    small = prepare_run(data.find(tiny_py), cfg)
+    monkeypatch.setattr(normalize, "SMALL_PAGES_FROM", 1)
+    mapped = prepare_run(data.find(tiny_py), cfg)
     for name in small.X:
         assert np.array_equal(mapped.X[name], small.X[name])
         owner = mapped.X[name]  # follow the views down to the memory they live in
@@ -561,7 +563,7 @@ def test_normalised_splits_equal_those_in_numpys_own_memory(tiny_py, monkeypatch
 def test_out_of_memory_for_the_splits_is_one_clear_error(tiny_py, monkeypatch, failure):
     """Catches: a machine without the memory for the normalised splits getting a traceback (or
     'a bug in cifarlin') instead of what to do."""
-    monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1)
+    monkeypatch.setattr(normalize, "SMALL_PAGES_FROM", 1)
 
     def no_memory(*a, **k):
         raise failure
@@ -570,15 +572,15 @@ def test_out_of_memory_for_the_splits_is_one_clear_error(tiny_py, monkeypatch, f
     with pytest.raises(
         CifarlinError, match=r"out of memory: cannot allocate .* MB for 50 rows of float32; free memory"
     ):
-        data.prepare_run(data.find(tiny_py), config.TrainConfig())
+        prepare_run(data.find(tiny_py), config.TrainConfig())
 
 
 def test_other_mapping_failures_are_not_called_out_of_memory(monkeypatch):
-    monkeypatch.setattr(data, "SMALL_PAGES_FROM", 1)
+    monkeypatch.setattr(normalize, "SMALL_PAGES_FROM", 1)
 
     def refused(*a, **k):
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(mmap, "mmap", refused)
     with pytest.raises(PermissionError):
-        data.empty_rows((3, data.D), np.float32)
+        empty_rows((3, data.D), np.float32)

@@ -15,6 +15,7 @@ from cifarlin.core import config
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
 from cifarlin.work import evaluation
+from cifarlin.work.prepare import prepare
 from cli_helpers import train
 
 TINY = ["--batch-size", "10", "--epochs", "2", "--no-plots", "--quiet"]
@@ -112,5 +113,5 @@ def test_several_models_give_one_table_on_stdout(runner, tiny_py, models):
 def test_held_out_split_is_used_for_val(tiny_py, models):
     snap = checkpoint.load_snapshot(models["held"])
     ev = evaluation.evaluate_split(snap, data.Dataset(tiny_py, "python"), "val")
-    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 3), 20))
+    p = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 3), 20))
     assert np.array_equal(ev.labels, p.y["val"])

@@ -19,6 +19,7 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
 from cifarlin.work import evaluation, runs
+from cifarlin.work.prepare import prepare
 from cli_helpers import TINY
 from tolerances import U32, U64, cost_rounding, min_gap, normalised_error, product_error
 
@@ -60,7 +61,7 @@ def test_per_class_accuracy_is_the_recall_of_each_true_class():
 @pytest.fixture(scope="module")
 def model_file(tiny_py, tmp_path_factory):
     """A model trained in float64 (its predictions do not hinge on float32 rounding)."""
-    prepared = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float64)
+    prepared = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float64)
     out = tmp_path_factory.mktemp("eval") / "run"
     runs.run(TrainConfig(epochs=2, batch_size=10, eta=0.001, dtype="float64"), out, prepared)
     return out / "model.h5"

@@ -11,11 +11,14 @@ import pytest
 
 from cifar_files import FIT
 from cifarlin.cli import app
+from cifarlin.core import kmeans
 from cifarlin.core.config import SplitSpec, TrainConfig, solver_defaults
 from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError
 from cifarlin.features import extraction
-from cifarlin.features import kmeans as features
+from cifarlin.features.cache import FeatureCache
+from cifarlin.features.prepare import prepare_features
+from cifarlin.store import featuremap
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +60,15 @@ def test_needed_equals_what_prepare_reads(tiny_py, fmap_file, tmp_path, batches,
     fields = {"train_batches": batches, "val_size": val_size, "augment": "flip", "solver": solver}
     cfg = TrainConfig(**solver_defaults({"features": str(fmap_file), **fields}))
     ds = data.Dataset(tiny_py, "python")
-    fmap = features.load(fmap_file)
+    fmap = featuremap.load(fmap_file)
     read = []
 
     def fill():
-        cache = features.FeatureCache(tmp_path / "d")
+        cache = FeatureCache(tmp_path / "d")
         return extraction.fill_cache(ds, fmap, cfg.split, "flip", cache, extraction.local_extractor(1))
 
     try:
-        features.prepare(ds, cfg, cache_dir=tmp_path / "c", on_batch=lambda name, hit: read.append(name))
+        prepare_features(ds, cfg, cache_dir=tmp_path / "c", on_batch=lambda name, hit: read.append(name))
     except ConfigError as e:  # a held-out tail as large as the training files: both refuse alike
         with pytest.raises(ConfigError, match=re.escape(str(e))):
             fill()
@@ -83,22 +86,22 @@ def test_after_fill_cache_a_run_reads_only_the_cache_and_the_same_bits(
     otherwise, so the run extracts again; or its features differ from the run's own."""
     ds = data.Dataset(tiny_py, "python")
     cfg = TrainConfig(features=str(fmap_file), val_size=val_size, augment=augment, batch_size=10)
-    fmap = features.load(fmap_file)
+    fmap = featuremap.load(fmap_file)
     done = extraction.fill_cache(
-        ds, fmap, cfg.split, augment, features.FeatureCache(tmp_path / "a"), extraction.local_extractor(2)
+        ds, fmap, cfg.split, augment, FeatureCache(tmp_path / "a"), extraction.local_extractor(2)
     )
     assert [(d.cached, d.view) for d in done][:2] == [
         (False, ""),
         (False, "flip" if augment == "flip" else ""),
     ]
     seen = []
-    warm = features.prepare(ds, cfg, cache_dir=tmp_path / "a", on_batch=lambda n, hit: seen.append(hit))
+    warm = prepare_features(ds, cfg, cache_dir=tmp_path / "a", on_batch=lambda n, hit: seen.append(hit))
     assert seen and all(seen)
-    cold = features.prepare(ds, cfg, cache_dir=tmp_path / "b")  # extracted by the run itself
+    cold = prepare_features(ds, cfg, cache_dir=tmp_path / "b")  # extracted by the run itself
     for split in ("train", "val", "test"):
         np.testing.assert_array_equal(warm.X[split], cold.X[split])
     again = extraction.fill_cache(
-        ds, fmap, cfg.split, augment, features.FeatureCache(tmp_path / "a"), extraction.local_extractor(1)
+        ds, fmap, cfg.split, augment, FeatureCache(tmp_path / "a"), extraction.local_extractor(1)
     )
     assert all(d.cached for d in again)
 
@@ -109,12 +112,12 @@ def test_dask_tasks_give_the_bits_of_local_extraction(tmp_path, tiny_py, fmap_fi
     order) equal fm.extract on this machine's threads, bit for bit."""
     from distributed import Client, LocalCluster
 
-    fmap = features.load(fmap_file)
+    fmap = featuremap.load(fmap_file)
     images = data.Reader(data.Dataset(tiny_py, "python")).batch(1).images
-    monkeypatch.setattr(features, "BLOCK_BYTES", 4 * fmap.positions**2 * fmap.k * 3)  # 3 images a block
+    monkeypatch.setattr(kmeans, "BLOCK_BYTES", 4 * fmap.positions**2 * fmap.k * 3)  # 3 images a block
     monkeypatch.setattr(extraction, "TASK_IMAGES", 7)  # 2 blocks a task: 6 images
-    assert features.block_size(fmap) == 3
-    expected = features.extract(fmap, images, workers=2)
+    assert kmeans.block_size(fmap) == 3
+    expected = kmeans.extract(fmap, images, workers=2)
     rows = []
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,

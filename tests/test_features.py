@@ -9,9 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
+from cifarlin.core import kmeans
 from cifarlin.errors import ConfigError, ModelFileError
-from cifarlin.features import kmeans as features
-from cifarlin.store import h5safe
+from cifarlin.features.cache import FeatureCache
+from cifarlin.store import featuremap, h5safe
 from tolerances import (
     U32,
     U64,
@@ -39,11 +40,11 @@ def images() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fmap(images) -> features.FeatureMap:
-    return features.fit(images, 12, seed=0, n_patches=3000, iterations=4)
+def fmap(images) -> kmeans.FeatureMap:
+    return kmeans.fit(images, 12, seed=0, n_patches=3000, iterations=4)
 
 
-def naive(fmap: features.FeatureMap, image: np.ndarray, split: int = 14) -> np.ndarray:
+def naive(fmap: kmeans.FeatureMap, image: np.ndarray, split: int = 14) -> np.ndarray:
     """The paper's features of one image, one patch position at a time, in float64 (``split``:
     where the quadrants meet; 13 is the bug the tests must see)."""
     x = image.reshape(3, 32, 32).astype(np.float64)
@@ -59,9 +60,9 @@ def naive(fmap: features.FeatureMap, image: np.ndarray, split: int = 14) -> np.n
     return out.ravel()
 
 
-def extraction_error(fmap: features.FeatureMap, image: np.ndarray, u: float, products_only: bool = False):
+def extraction_error(fmap: kmeans.FeatureMap, image: np.ndarray, u: float, products_only: bool = False):
     """Bound (4k,) on how far one image's features computed with unit roundoff ``u`` can be from
-    the exact ones, to first order, following features.extract_block over the exact (float64)
+    the exact ones, to first order, following kmeans.extract_block over the exact (float64)
     values of every patch position (n = 3p^2 values, k centroids, g = gamma~_n, the probabilistic
     bound of an n-term sum):
 
@@ -142,7 +143,7 @@ def test_extraction_equals_a_naive_loop(images, fmap):
     """Catches patches read in a different order than the centroids were learnt in, a squared
     distance used as the distance, the wrong mean in the triangle, quadrants split 13 + 14, or
     features of one image landing in another's row."""
-    F = features.extract(fmap, images[:3], chunk=2)
+    F = kmeans.extract(fmap, images[:3], chunk=2)
     assert F.shape == (3, 48) and F.dtype == np.float32
     for i in (0, 2):
         want = naive(fmap, images[i])
@@ -156,21 +157,21 @@ def test_extraction_does_not_depend_on_blocks_or_threads(images, fmap):
     """Catches a block boundary that drops or repeats an image, or threads writing over each
     other: any worker count gives the same bits; another chunking the same values to float32
     rounding (BLAS picks its kernels by matrix size)."""
-    ref = features.extract(fmap, images, chunk=40, workers=1)
+    ref = kmeans.extract(fmap, images, chunk=40, workers=1)
     # another chunk changes only the two products' summation order (each within
     # products_only of the exact products): twice that apart
     bound = 2 * np.array([extraction_error(fmap, im, U32, products_only=True) for im in images])
     for chunk in (1, 3, 7):
-        one = features.extract(fmap, images, chunk=chunk, workers=1)
+        one = kmeans.extract(fmap, images, chunk=chunk, workers=1)
         assert_within(one, ref, bound, f"chunk {chunk}")
         for workers in (2, 3):
-            assert np.array_equal(features.extract(fmap, images, chunk=chunk, workers=workers), one)
+            assert np.array_equal(kmeans.extract(fmap, images, chunk=chunk, workers=workers), one)
     assert outside(np.roll(ref, 1, axis=0), ref, bound)  # one image's features in another's row
     out = np.zeros_like(ref)
     calls = []
-    features.extract(fmap, images, chunk=16, out=out, on_rows=lambda done, n: calls.append((done, n)))
+    kmeans.extract(fmap, images, chunk=16, out=out, on_rows=lambda done, n: calls.append((done, n)))
     # the same chunks, so the same products: the same bits as returning them
-    assert np.array_equal(out, features.extract(fmap, images, chunk=16)) and calls == [
+    assert np.array_equal(out, kmeans.extract(fmap, images, chunk=16)) and calls == [
         (16, 40),
         (32, 40),
         (40, 40),
@@ -179,8 +180,8 @@ def test_extraction_does_not_depend_on_blocks_or_threads(images, fmap):
 
 def test_fit_is_deterministic_and_seeded(images, fmap):
     """Catches randomness not drawn from the seed (a global generator, or the clock)."""
-    again = features.fit(images, 12, seed=0, n_patches=3000, iterations=4)
-    other = features.fit(images, 12, seed=1, n_patches=3000, iterations=4)
+    again = kmeans.fit(images, 12, seed=0, n_patches=3000, iterations=4)
+    other = kmeans.fit(images, 12, seed=1, n_patches=3000, iterations=4)
     assert again.checksum == fmap.checksum
     assert other.checksum != fmap.checksum
     assert fmap.centroids.shape == (12, 108) and fmap.centroids.dtype == np.float32
@@ -192,8 +193,8 @@ def test_whitening_decorrelates_the_patches(images):
     covariance but for the direction the per-patch centring removed, and ZCA's matrix is
     symmetric (PCA whitening's is not)."""
     rng = np.random.default_rng(0)
-    v = features.normalise_patches(features.random_patches(images, 5000, 6, rng), 10.0)
-    mean, zca = features.zca_whitening(v, 1e-6)
+    v = kmeans.normalise_patches(kmeans.random_patches(images, 5000, 6, rng), 10.0)
+    mean, zca = kmeans.zca_whitening(v, 1e-6)
     w = (v.astype(np.float64) - mean) @ zca
     e = np.linalg.eigvalsh(np.cov(w, rowvar=False))
     np.testing.assert_allclose(e[1:], 1.0, atol=1e-2)
@@ -221,7 +222,7 @@ def test_kmeans_step_equals_lloyds_update():
     assert (score.argmax(axis=1) == nearest).all()
     groups = [v[nearest == j].astype(np.float64) for j in range(5)]
     want = np.array([g.mean(axis=0) for g in groups])
-    got = features.kmeans(v, 5, 1, np.random.default_rng(0))
+    got = kmeans.kmeans(v, 5, 1, np.random.default_rng(0))
     # both sum in float64 (sum_error + u for the division, each), then kmeans rounds to float32
     sums = np.array([(sum_error(len(g), U64) + U64) * np.abs(g).mean(axis=0) for g in groups])
     assert_within(got, want, U32 * np.abs(want) + 2 * sums, "centroids")
@@ -230,18 +231,18 @@ def test_kmeans_step_equals_lloyds_update():
 def test_kmeans_moves_empty_centroids_onto_patches():
     """Coates' code zeroes an empty centroid; a NaN from 0 / 0 would poison every feature."""
     v = np.repeat(np.array([[0.0], [1.0]], dtype=np.float32), [6, 4], axis=0)
-    c = features.kmeans(v, 5, 3, np.random.default_rng(0))
+    c = kmeans.kmeans(v, 5, 3, np.random.default_rng(0))
     assert np.isfinite(c).all() and set(c.ravel()) <= {0.0, 1.0}
 
 
 def test_standardisation_statistics(images, fmap):
     """Catches the statistics of the wrong axis, or eps left out (a dead feature would divide by
     zero)."""
-    F = features.extract(fmap, images)
-    stats = features.FeatureStats.fit(F, eps=0.01)
+    F = kmeans.extract(fmap, images)
+    stats = kmeans.FeatureStats.fit(F, eps=0.01)
     Z = stats.apply(F)
     # The exact mean of the exactly standardised F is (mean F - stats.mean) / std, the float64
-    # mean's rounding (sum_error(n) + u of mean|F|); Z rounds as data.Normalizer.apply does
+    # mean's rounding (sum_error(n) + u of mean|F|); Z rounds as core.normalize.Normalizer.apply does
     # (tolerances.normalised_error, the statistics' cast to float32 included), and its float32
     # mean adds sum_error(n) + u of mean|Z|.
     F64, n = F.astype(np.float64), len(F)
@@ -264,16 +265,16 @@ def test_feature_map_round_trips_through_its_file_and_a_model_group(tmp_path, fm
     """Catches a parameter or array lost or retyped on the way (the loaded map must extract the
     same features), in a file of its own and as a group inside another (model) file."""
     path = tmp_path / "kmeans12.h5"
-    features.save(path, fmap, attrs={"note": "test"})
-    back = features.load(path)
+    featuremap.save(path, fmap, attrs={"note": "test"})
+    back = featuremap.load(path)
     assert back.checksum == fmap.checksum and back.params() == fmap.params()
-    assert np.array_equal(features.extract(back, images[:2]), features.extract(fmap, images[:2]))
+    assert np.array_equal(kmeans.extract(back, images[:2]), kmeans.extract(fmap, images[:2]))
     model = tmp_path / "model.h5"
     with h5py.File(model, "w") as f:
         f.create_dataset("W", data=np.zeros((10, 48)))
-        features.write_group(f.create_group("features"), fmap)
+        featuremap.write_group(f.create_group("features"), fmap)
     with h5safe.open_file(model, "model") as r:
-        assert features.read_group(r.group("features")).checksum == fmap.checksum
+        assert featuremap.read_group(r.group("features")).checksum == fmap.checksum
 
 
 def _edit(path, fn):
@@ -311,10 +312,10 @@ def test_bad_feature_files_give_one_line_errors(tmp_path, fmap, edit, why):
     """Catches a hostile or damaged feature file read as a map (or crashing cifarlin): each fault
     is one line naming the file."""
     path = tmp_path / "bad.h5"
-    features.save(path, fmap)
+    featuremap.save(path, fmap)
     _edit(path, edit)
     with pytest.raises(ModelFileError, match=why) as e:
-        features.load(path, probe=False)
+        featuremap.load(path, probe=False)
     assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
 
 
@@ -323,16 +324,16 @@ def test_files_that_are_not_feature_maps(tmp_path, content):
     path = tmp_path / "kmeans.h5"
     path.write_bytes(content)
     with pytest.raises(ModelFileError) as e:
-        features.load(path)
+        featuremap.load(path)
     assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
     with pytest.raises(ModelFileError, match="no such file"):
-        features.load(tmp_path / "missing.h5")
+        featuremap.load(tmp_path / "missing.h5")
 
 
 def test_cache_stores_finds_and_refuses_damaged_entries(tmp_path, fmap, images):
     """Catches a cache entry reused for another feature map or batch, a torn or altered file
     served as features, or a miss that is not stored."""
-    cache = features.FeatureCache(tmp_path / "cache")
+    cache = FeatureCache(tmp_path / "cache")
     md5 = "0123456789abcdef0123456789abcdef"
     F, hit = cache.features(fmap, md5, images[:5], chunk=2)
     assert not hit and cache.get(fmap, md5, 5) is not None
@@ -342,7 +343,7 @@ def test_cache_stores_finds_and_refuses_damaged_entries(tmp_path, fmap, images):
     assert cache.get(fmap, md5, 5, view="flip") is None  # the mirrored images of the same file
     with pytest.raises(ConfigError, match="view"):
         cache.get(fmap, md5, 5, view="../x")
-    other = features.fit(images, 12, seed=1, n_patches=3000, iterations=1)
+    other = kmeans.fit(images, 12, seed=1, n_patches=3000, iterations=1)
     assert cache.get(other, md5, 5) is None  # another map
     npy = next((tmp_path / "cache").glob("*.npy"))
     raw = bytearray(npy.read_bytes())
@@ -359,5 +360,5 @@ def test_cache_stores_finds_and_refuses_damaged_entries(tmp_path, fmap, images):
 
 
 def test_centroid_images_for_the_montage(fmap):
-    imgs = features.centroid_images(fmap)
+    imgs = kmeans.centroid_images(fmap)
     assert imgs.shape == (12, 6, 6, 3) and imgs.min() >= 0 and imgs.max() <= 1

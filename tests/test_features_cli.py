@@ -12,11 +12,10 @@ import pytest
 
 from cifar_files import FIT
 from cifarlin.cli import app
-from cifarlin.core import augment, model
+from cifarlin.core import augment, kmeans, model
 from cifarlin.core.config import SplitSpec
 from cifarlin.data import cifar as data
-from cifarlin.features import kmeans as features
-from cifarlin.store import checkpoint
+from cifarlin.store import checkpoint, featuremap
 from cli_helpers import train
 from tolerances import U32, U64, assert_within, min_gap, product_error, sum_error
 
@@ -28,7 +27,7 @@ def fmap_file(runner, tiny_py, tmp_path):
         app, ["features", "fit", *FIT, "--out", str(path), "--data-dir", str(tiny_py), "--json"]
     )
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["checksum"] == features.load(path).checksum
+    assert json.loads(r.stdout)["checksum"] == featuremap.load(path).checksum
     return path
 
 
@@ -45,10 +44,10 @@ def test_fit_learns_from_the_training_rows_only_and_is_deterministic(runner, tin
     again = tmp_path / "again.h5"
     r = runner.invoke(app, ["features", "fit", *FIT, "--out", str(again), "--data-dir", str(tiny_py)])
     assert r.exit_code == 0, r.output
-    assert features.load(again).checksum == features.load(fmap_file).checksum
+    assert featuremap.load(again).checksum == featuremap.load(fmap_file).checksum
     batches, n_train = data.Reader(data.Dataset(tiny_py, "python")).train_batches(SplitSpec((1,), 20))
-    expected = features.fit(batches[0].images[:n_train], 6, n_patches=600, iterations=3)
-    assert expected.checksum == features.load(fmap_file).checksum
+    expected = kmeans.fit(batches[0].images[:n_train], 6, n_patches=600, iterations=3)
+    assert expected.checksum == featuremap.load(fmap_file).checksum
     with h5py.File(fmap_file) as f:
         assert f.attrs["train_images"] == n_train == 30 and list(f.attrs["train_batches"]) == [1]
     r = runner.invoke(app, ["features", "fit", *FIT, "--out", str(again), "--data-dir", str(tiny_py)])
@@ -120,7 +119,7 @@ def test_ridge_on_features_with_mirrored_copies(tiny_py, tmp_path, fmap_file):
     assert snap.config.features == str(fmap_file.resolve())
     images = data.read_batch(tiny_py / "data_batch_1", "python").images
     mirrored = images[:, augment.flip_index()]
-    F = np.concatenate([features.extract(snap.features, images), features.extract(snap.features, mirrored)])
+    F = np.concatenate([kmeans.extract(snap.features, images), kmeans.extract(snap.features, mirrored)])
     # the features the run cached, to the bit (the same blocks); its mean sums them in float64
     # in other blocks: each within sum_error(n) + u (the division) of mean|F|
     F64 = F.astype(np.float64)
@@ -163,7 +162,7 @@ def test_show_describes_a_map(runner, fmap_file):
     assert (
         info["centroids"] == 6
         and info["features"] == 24
-        and info["checksum"] == features.load(fmap_file).checksum
+        and info["checksum"] == featuremap.load(fmap_file).checksum
     )
     r = runner.invoke(app, ["features", "show"])
     assert r.exit_code == 2 and "needs the FILE" in r.stderr

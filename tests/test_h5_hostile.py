@@ -23,11 +23,12 @@ from cifarlin.data import cifar as data
 from cifarlin.errors import ModelFileError
 from cifarlin.store import checkpoint, h5safe, helper
 from cifarlin.work import runs
+from cifarlin.work.prepare import prepare
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_py) -> Path:
-    prepared = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    prepared = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     out = tmp_path_factory.mktemp("h5") / "run"
     runs.run(TrainConfig(epochs=2, batch_size=10, eta=0.01), out, prepared)
     return out

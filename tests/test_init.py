@@ -14,7 +14,7 @@ from cifar_files import FIT
 from cifarlin.cli import app
 from cifarlin.core import train
 from cifarlin.core.config import TrainConfig
-from cifarlin.data.cifar import Normalizer
+from cifarlin.core.normalize import Normalizer
 from tolerances import U64, assert_within, normalised_error, product_error
 
 TINY = ["--batch-size", "10", "--no-plots", "--json", "--val-size", "20"]

@@ -20,6 +20,7 @@ from cifarlin.core import config, speed, train
 from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.work import runs
+from cifarlin.work.prepare import prepare
 from oracles import cost_naive
 from tolerances import U32, U64, assert_within, cost_rounding, min_gap, product_error, sum_error
 
@@ -28,12 +29,12 @@ N_TRAIN = 50  # images in the tiny training batch
 
 @pytest.fixture(scope="module")
 def prepared32(tiny_py):
-    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float32)
+    return prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
 def prepared64(tiny_py):
-    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float64)
+    return prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float64)
 
 
 def ref_gradients(W, b, X, y, lam):
@@ -249,9 +250,7 @@ def test_metrics_on_the_training_thread_are_the_same_bits(tiny_py, options):
     """Catches: a run whose metrics are computed on its own thread (runs sharing the cores) that
     differs from one with a metrics thread in any bit of W, b or any column of its history, or
     stops at another epoch."""
-    prepared = data.prepare(
-        data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float32, keep_raw=True
-    )
+    prepared = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), dtype=np.float32, keep_raw=True)
     c = TrainConfig(**{"epochs": 6, "batch_size": 7, "eta": 0.02, "lam": 0.01, **options})
     a = train.fit(c, prepared, train.init_state(c), metrics_thread=True)
     b = train.fit(c, prepared, train.init_state(c), metrics_thread=False)

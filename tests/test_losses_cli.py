@@ -15,6 +15,7 @@ from cifarlin.cli import app
 from cifarlin.core import config, model, speed
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
+from cifarlin.work.prepare import prepare
 from cli_helpers import train_json
 from tolerances import U32, U64, assert_within, outside, product_error, sigmoid_error, softmax_error
 
@@ -32,7 +33,7 @@ def test_train_with_a_loss_stores_it_and_evaluate_uses_it(runner, tiny_py, tmp_p
         with h5py.File(tmp_path / "r" / name) as f:
             assert f.attrs["loss"] == loss and f.attrs["format_version"] == 2
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
-    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    p = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     with speed.one_blas_thread():  # as training evaluates: one summation order
         expected = model.evaluate(snap.state.W, snap.state.b, p.X["test"], p.y["test"], 0.1, loss)
     r = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--json"])
@@ -62,7 +63,7 @@ def test_ce_reports_the_mean_softmax_probability_of_the_true_class(runner, tiny_
     """Bug: the probability of the predicted class (or of class 0) reported instead."""
     train_json(tiny_py, tmp_path / "r", *TINY)
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
-    p = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    p = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     S = p.X["test"].astype(np.float64) @ snap.state.W.T.astype(np.float64) + snap.state.b
     P = np.exp(S - S.max(axis=1, keepdims=True))
     P /= P.sum(axis=1, keepdims=True)

@@ -10,7 +10,7 @@ import pytest
 
 from cifarlin.core import augment, ridge
 from cifarlin.core.augment import Augment
-from cifarlin.data.cifar import Normalizer
+from cifarlin.core.normalize import Normalizer
 from cifarlin.errors import ConfigError
 from tolerances import ELEMENTARY_ULPS, U64, assert_within, min_gap, ridge_error, sum_error
 

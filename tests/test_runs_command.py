@@ -23,6 +23,7 @@ from cifarlin.data import cifar as data
 from cifarlin.errors import Interrupted
 from cifarlin.store import checkpoint
 from cifarlin.work import catalog, folder, runs
+from cifarlin.work.prepare import prepare
 from cli_helpers import train
 
 TRAIN = ["--batch-size", "10", "--no-plots", "--quiet"]
@@ -117,7 +118,7 @@ def test_the_table_on_stdout(outputs):
 
 
 def interrupted_run(tiny_py: Path, out: Path) -> Path:
-    prepared = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    prepared = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
 
     def stop(state):
         if state.epoch == 2:

@@ -24,6 +24,7 @@ from cifarlin.data import cifar as data
 from cifarlin.errors import RunError
 from cifarlin.store import checkpoint
 from cifarlin.work import folder, runs
+from cifarlin.work.prepare import prepare
 from cli_helpers import TINY
 
 SLOW_TRAIN = """
@@ -127,7 +128,7 @@ def test_recover_waits_for_a_running_overwrite(tmp_path):
 def test_stale_temporary_files_are_removed_when_a_run_continues(tiny_py, tmp_path):
     """Bug: temp files of a killed write (.checkpoint.h5.*.tmp, .history.h5.*.tmp) stayed forever,
     also after a successful resume."""
-    prepared = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    prepared = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     out = tmp_path / "run"
     c = TrainConfig(epochs=1, batch_size=10, eta=0.01)
     runs.run(c, out, prepared)
@@ -147,7 +148,7 @@ def test_stale_temporary_files_are_removed_when_a_run_continues(tiny_py, tmp_pat
 def test_a_symlink_at_the_lock_is_refused_not_followed(tiny_py, tmp_path):
     """Bug: a dangling symlink planted at the lock file made cifarlin create its target outside
     the run folder."""
-    prepared = data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    prepared = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
     out = tmp_path / "run"
     out.mkdir()
     target = tmp_path / "elsewhere" / "created-by-cifarlin"

@@ -12,17 +12,19 @@ import pytest
 
 from cifarlin.core import config, train
 from cifarlin.core.config import TrainConfig
+from cifarlin.core.normalize import Prepared
 from cifarlin.core.schedules import learning_rates
 from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError
 from cifarlin.store import checkpoint
 from cifarlin.work import runs
+from cifarlin.work.prepare import prepare
 from tolerances import U64
 
 
 @pytest.fixture(scope="module")
 def prepared(tiny_py):
-    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
+    return prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def prepared_noisy(disagreeing_py):
     """Data on which the validation accuracy rises and falls from epoch to epoch. On tiny_py it is
     1.00 at every epoch, so the best epoch was always the first and early stopping always came
     after the patience's first epochs, whatever they watched (issue 25)."""
-    return data.prepare(data.Dataset(disagreeing_py, "python"), config.SplitSpec())
+    return prepare(data.Dataset(disagreeing_py, "python"), config.SplitSpec())
 
 
 def all_rates(cfg: TrainConfig, n_batches: int) -> list[float]:
@@ -91,7 +93,7 @@ def test_bad_schedule_options_name_the_field(kw, field):
         TrainConfig(**kw)
 
 
-def the_update_rule(cfg: TrainConfig, p: data.Prepared, epochs: int) -> tuple[np.ndarray, np.ndarray]:
+def the_update_rule(cfg: TrainConfig, p: Prepared, epochs: int) -> tuple[np.ndarray, np.ndarray]:
     """Plain mini-batch gradient descent with the schedule's eta of each update, in order."""
     from cifarlin.core import model
 
@@ -236,7 +238,7 @@ def test_keep_best_with_patience_resumes_bit_for_bit(prepared_noisy, tmp_path):
 
 @pytest.fixture(scope="module")
 def prepared_raw(tiny_py):
-    return data.prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), keep_raw=True)
+    return prepare(data.Dataset(tiny_py, "python"), config.SplitSpec(), keep_raw=True)
 
 
 def mirrored(images: np.ndarray) -> np.ndarray:

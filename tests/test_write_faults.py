@@ -577,19 +577,20 @@ def test_hdf5_past_a_file_size_limit_is_a_write_error(tmp_path):
     """Bug: h5py raised RuntimeError ('Can't decrement id ref count ... errno = 27') from its close
     when HDF5's own write had failed; shown as 'unexpected RuntimeError'. Now HDF5 builds the file
     in memory and one plain write puts it on disk (the same bytes)."""
+    from cifarlin.core import kmeans
     from cifarlin.errors import WriteError
-    from cifarlin.features import kmeans as features
+    from cifarlin.store import featuremap
 
     rng = np.random.default_rng(0)
-    fmap = features.FeatureMap(rng.random((4, 108), dtype=np.float32), np.zeros(108), np.eye(108))
+    fmap = kmeans.FeatureMap(rng.random((4, 108), dtype=np.float32), np.zeros(108), np.eye(108))
     path = tmp_path / "kmeans.h5"
-    features.save(path, fmap)
+    featuremap.save(path, fmap)
     before = path.read_bytes()
     with pytest.raises(WriteError) as e, file_size_limit(20_000):
-        features.save(path, fmap, {"note": "again"})
+        featuremap.save(path, fmap, {"note": "again"})
     assert str(e.value) == f"{path}: cannot be written (File too large); {UNCHANGED}"
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["kmeans.h5"]
-    assert features.load(path, probe=False).checksum == fmap.checksum  # the file as HDF5 reads it
+    assert featuremap.load(path, probe=False).checksum == fmap.checksum  # the file as HDF5 reads it
 
 
 def test_h5py_errors_carrying_an_errno_are_write_errors(tmp_path):
@@ -691,7 +692,7 @@ def test_the_feature_cache_keeps_no_values_without_their_digest(tmp_path, monkey
     """Bug: when the .json beside a cache entry's .npy could not be written, the .npy stayed (the
     entry a miss for ever, its space taken); and the cache's folder was made with a bare mkdir."""
     from cifarlin.errors import WriteError
-    from cifarlin.features.kmeans import FeatureCache
+    from cifarlin.features.cache import FeatureCache
 
     fmap = SimpleNamespace(checksum="0" * 64)
     cache = FeatureCache(tmp_path / "cache")
@@ -709,7 +710,7 @@ def test_a_cache_entry_past_a_file_size_limit_is_not_cut_short(tmp_path):
     size limit (or on a full disk) the .npy was cut short without an error, and stored with the
     .json that vouches for the whole values."""
     from cifarlin.errors import WriteError
-    from cifarlin.features.kmeans import FeatureCache
+    from cifarlin.features.cache import FeatureCache
 
     fmap = SimpleNamespace(checksum="0" * 64, n_features=16)
     cache = FeatureCache(tmp_path / "cache")

@@ -91,7 +91,7 @@ def product_error(A: np.ndarray, B: np.ndarray, u: float, bias: np.ndarray | Non
 
 
 def normalised_error(x: np.ndarray, offset: np.ndarray, u: float) -> np.ndarray:
-    """Bound on the error of inputs normalised as data.Normalizer.apply does in precision ``u``:
+    """Bound on the error of inputs normalised as core.normalize.Normalizer.apply does in precision ``u``:
     x = (v - h) / c for exact v (uint8 pixels), with h = scale mean and c = scale std rounded to
     that precision first (each within u + u64: a float64 product, then a cast). The subtraction and
     the division add one rounding each, so |x^ - x| <= gamma_3 |x| + (u + u64)(1 + gamma_3) |h / c|,

@@ -117,14 +117,14 @@ def features(
     c = console()
     res = results(json_out)
     if action == "show":
-        from cifarlin.features import kmeans as fm
+        from cifarlin.store.featuremap import load
 
         if file is None:
             raise ConfigError(
                 "features show needs the FILE to describe (cifarlin features show kmeans400.h5)"
             )
         path = file
-        fmap = fm.load(path)
+        fmap = load(path)
         info = _describe(path, fmap)
         say(
             res,
@@ -174,7 +174,8 @@ def features(
         raise RunError(f"{path} exists: pass --overwrite to replace it, or --out FILE for another")
     spec = SplitSpec(parse_batches(train_batches), _val_size(val_size))
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
-    from cifarlin.features import kmeans as fm
+    from cifarlin.features.prepare import fit_dataset
+    from cifarlin.store.featuremap import save
 
     if not quiet:
         say(
@@ -187,7 +188,7 @@ def features(
             say(c, f"k-means round {done}/{total}")
 
     t0 = time.perf_counter()
-    fmap, attrs = fm.fit_dataset(
+    fmap, attrs = fit_dataset(
         dataset,
         spec,
         centroids,
@@ -196,7 +197,7 @@ def features(
         iterations=iterations,
         on_iteration=on_iteration,
     )
-    fm.save(path, fmap, attrs)
+    save(path, fmap, attrs)
     info = {**_describe(path, fmap), "seconds": time.perf_counter() - t0}
     say(
         res,
@@ -232,17 +233,18 @@ def _extract(
     spec = SplitSpec(parse_batches(train_batches), _val_size(val_size))
     c, res = console(), results(json_out)
     from cifarlin.features import extraction
-    from cifarlin.features import kmeans as fm
+    from cifarlin.features.cache import FeatureCache
     from cifarlin.search.cluster import check_cluster, dask_client
+    from cifarlin.store.featuremap import load
 
     check_cluster(scheduler, None)
     if workers is not None and scheduler is not None:
         raise ConfigError("--workers counts this machine's threads; with --scheduler the cluster has its own")
     if workers is not None and not 1 <= workers <= 64:
         raise ConfigError(f"--workers {workers}: use 1 to 64 threads")
-    fmap = fm.load(file)
+    fmap = load(file)
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
-    cache = fm.FeatureCache.at(ctx.obj.feature_cache)
+    cache = FeatureCache(ctx.obj.feature_cache)
 
     def on_batch(name: str, view: str, cached: bool) -> None:
         if not quiet:

@@ -65,7 +65,7 @@ def evaluate(
         snaps.append(snap)
         paths.append(path)
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
-    evals = [evaluation.evaluate_split(snap, dataset, split) for snap in snaps]
+    evals = [evaluation.evaluate_split(snap, dataset, split, ctx.obj.feature_cache) for snap in snaps]
     rows = [
         {**_report(str(p), s.config.loss, ev, s.class_names), "arithmetic": s.arithmetic}
         for p, s, ev in zip(paths, snaps, evals, strict=True)
@@ -285,6 +285,7 @@ def visualize(
         request,
         lambda: ensure_data(ctx, data_dir, no_download, quiet),
         on_notice=None if quiet else (lambda m: say(c, f"note: {m}")),
+        feature_cache=ctx.obj.feature_cache,
     )
     res = results(json_out)
     for path in written:

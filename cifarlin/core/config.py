@@ -128,7 +128,7 @@ def cache_root(environ: Mapping[str, str]) -> Path:
 
 
 def feature_cache_dir(environ: Mapping[str, str]) -> Path:
-    """Where extracted features are cached (cifarlin.features.kmeans.FeatureCache)."""
+    """Where extracted features are cached (cifarlin.features.cache.FeatureCache)."""
     return cache_root(environ) / "features"
 
 

@@ -38,8 +38,8 @@ from cifarlin.core import augment, model
 from cifarlin.core.augment import Augment
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History, TrainState
+from cifarlin.core.normalize import Normalizer, Prepared
 from cifarlin.core.speed import one_blas_thread
-from cifarlin.data.cifar import Normalizer, Prepared
 from cifarlin.errors import bad_value
 
 K = 10
@@ -320,7 +320,7 @@ class Solution:
 
 def fit(cfg: TrainConfig, data: Prepared) -> Solution:
     """Solve the run ``cfg`` (solver "ridge") on ``data`` prepared with its views
-    (:func:`cifarlin.data.cifar.prepare_run`; features: their rows as they are, mirrored copies
+    (:func:`cifarlin.work.prepare.prepare_run`; features: their rows as they are, mirrored copies
     included): the eigendecomposition once per ``data``, lambda chosen on
     the validation set when ``cfg.choose_lam``, W and b cast to the run's dtype, and one history
     row with the squared loss on the training rows (not their views) and the validation set."""

@@ -26,7 +26,7 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.core.losses import LOSSES
 
 if TYPE_CHECKING:  # annotations only: core does not import the data layer
-    from cifarlin.data.cifar import Prepared
+    from cifarlin.core.normalize import Prepared
 
 GATHER_CHUNK = 20  # batches whose training-set sums go to the metrics thread as one task
 

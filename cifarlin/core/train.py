@@ -18,11 +18,12 @@ from cifarlin.core import augment, model, speed
 from cifarlin.core.augment import Augment, parse_augment
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History, Kept, TrainState
+from cifarlin.core.normalize import Normalizer, Prepared
 from cifarlin.core.schedules import learning_rates
 from cifarlin.errors import DivergenceError, bad_value, check_stop
 
 if TYPE_CHECKING:  # annotations only: core does not import the data layer
-    from cifarlin.data.cifar import Normalizer, Prepared
+    from cifarlin.core.normalize import Normalizer, Prepared
 
 
 def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:

@@ -1,36 +1,29 @@
-"""Finding, reading, validating and normalising CIFAR-10.
+"""Finding, reading and validating CIFAR-10.
 
 Both official layouts are read: the python version (``cifar-10-batches-py/``: pickled batches,
 loaded by :mod:`cifarlin.data.safepickle`) and the binary version (``cifar-10-batches-bin/``: records of
 1 label byte + 3072 pixel bytes). Images come back as (N, 3072) uint8 rows in the official channel
 layout (1024 red, 1024 green, 1024 blue values, each row-major over the 32 x 32 image) with (N,)
-int64 labels.
+int64 labels. Normalising them is :mod:`cifarlin.core.normalize`, a run's data
+:mod:`cifarlin.work.prepare`.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import mmap
 import os
 import stat
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from cifarlin.core.config import N_TRAIN_BATCHES, SplitSpec, TrainConfig
+from cifarlin.core.config import N_TRAIN_BATCHES, SplitSpec
 from cifarlin.core.model import D, K
 from cifarlin.data.safepickle import safe_unpickle, text
-from cifarlin.errors import CifarlinError, DataError, DataNotFoundError, bad_value
-
-if TYPE_CHECKING:
-    from cifarlin.core.augment import Augment
-    from cifarlin.core.ridge import Moments, RidgePath
-    from cifarlin.features.kmeans import FeatureMap
+from cifarlin.errors import DataError, DataNotFoundError, bad_value
 
 Format = Literal["python", "binary"]  # the layouts of config.LAYOUTS
 
@@ -381,236 +374,3 @@ def load_split(dataset: Dataset, spec: SplitSpec, name: str) -> tuple[Split, Rea
     labels = np.concatenate([b.labels for b in batches])
     rows = slice(0, n_train) if name == "train" else slice(n_train, None)
     return Split(images[rows], labels[rows]), reader
-
-
-# ---------------------------------------------------------------------------------------------
-# Preprocessing
-# ---------------------------------------------------------------------------------------------
-
-
-SMALL_PAGES_FROM = 16 << 20  # bytes: arrays this large are allocated by :func:`empty_rows`
-
-
-def empty_rows(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-    """``np.empty(shape, dtype)`` for the large arrays a run fills once (the normalised splits),
-    mapped with every page already in place (``MAP_POPULATE``), in the kernel's ordinary pages.
-
-    NumPy's own allocation asks Linux for transparent huge pages for every array over 4 MB;
-    where memory is fragmented (a full page cache: any machine that has been up a while) the
-    kernel then compacts memory when the array is first written, and faults the pages in one by
-    one otherwise. In a fresh process here, reading and normalising the three default batches
-    took 0.21 s or 0.92 s that way (by luck), 0.39 s with ordinary pages faulted one by one,
-    and 0.30 s populated in one call; the training loop reads them as fast.
-    """
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape)) * dtype.itemsize
-    try:
-        if n < SMALL_PAGES_FROM or not hasattr(mmap, "MAP_POPULATE"):
-            return np.empty(shape, dtype=dtype)
-        # anonymous and private: zero-filled, unmapped with the array's last view
-        buf = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
-    except (MemoryError, OSError) as e:
-        if isinstance(e, OSError) and e.errno != errno.ENOMEM:
-            raise
-        raise CifarlinError(
-            f"out of memory: cannot allocate {n / 2**20:,.0f} MB for {shape[0]:,} rows of {dtype}; "
-            "free memory, or use less data (fewer --train-batches, fewer centroids)"
-        ) from None
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
-
-
-EXACT_ROWS = (2**32 - 1) // 255**2  # rows whose sums of squared pixels fit in uint32 (66,051)
-
-
-@dataclass(frozen=True)
-class Normalizer:
-    """x -> (x / scale - mean) / std per input, with the training split's mean and std (d,):
-    scale 255 for pixels (mean and std of x / 255, as the original work), 1 for features."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    scale: float = 255.0
-
-    @classmethod
-    def fit(cls, chunks: Sequence[np.ndarray]) -> Normalizer:
-        """Exact per-input mean and (population) std of uint8 images given as row blocks (n, d).
-
-        Sums of the pixel values and of their squares are exact integers, so the result does not
-        depend on how the rows are split or summed. They are taken in the narrowest types that
-        hold them (2.6 times faster than in int64): a square of a uint8 fits in uint16, the sums
-        of up to ``EXACT_ROWS`` rows in uint32, and those go into int64 totals. A constant input
-        gets std 1 (only centred).
-        """
-        N = sum(len(c) for c in chunks)
-        s1 = np.zeros(D, dtype=np.int64)
-        s2 = np.zeros(D, dtype=np.int64)
-        sq = np.empty((256, D), dtype=np.uint16)  # reused: no fresh memory per block
-        part1 = np.zeros(D, dtype=np.uint32)  # sums of at most EXACT_ROWS rows
-        part2 = np.zeros(D, dtype=np.uint32)
-        rows = 0
-        for images in chunks:
-            for i in range(0, len(images), len(sq)):
-                block = images[i : i + len(sq)]
-                if rows + len(block) > EXACT_ROWS:
-                    s1 += part1
-                    s2 += part2
-                    part1[:] = part2[:] = rows = 0
-                part1 += block.sum(axis=0, dtype=np.uint32)
-                np.multiply(block, block, out=sq[: len(block)], dtype=np.uint16)
-                part2 += sq[: len(block)].sum(axis=0, dtype=np.uint32)
-                rows += len(block)
-        s1 += part1
-        s2 += part2
-        mean = s1 / (255.0 * N)
-        std = np.sqrt((s2 * N - s1 * s1) / (255.0 * N) ** 2)  # numerator exact in int64
-        std[std == 0] = 1.0
-        return cls(mean=mean, std=std)
-
-    def apply(
-        self, images: np.ndarray, dtype: np.dtype | type = np.float32, out: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Normalised images (N, d) in ``dtype``, written into ``out`` when given.
-
-        Computed as (x - scale mean) / (scale std) in ``dtype`` (uint8 -> float is exact, so this
-        equals (x/scale - mean) / std up to the rounding of the two constants), a block of rows at a time:
-        each block is converted, shifted and scaled while it is in cache (3 passes over memory
-        would cost three times as much, and the first touch of fresh memory more).
-        """
-        if out is None:
-            out = empty_rows(images.shape, dtype)
-        shift = (self.scale * self.mean).astype(out.dtype)
-        scale = (self.scale * self.std).astype(out.dtype)
-        rows = max(1, (1 << 21) // max(1, out.shape[1] * out.itemsize))  # about 2 MB per block
-        for i in range(0, len(images), rows):
-            block = out[i : i + rows]
-            np.copyto(block, images[i : i + rows], casting="unsafe")
-            block -= shift
-            block /= scale
-        return out
-
-
-@dataclass
-class Prepared:
-    """Normalised splits ready for the model: X (N, d) float, y (N,) int64 per split."""
-
-    X: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
-    normalizer: Normalizer
-    class_names: list[str]
-    dataset: Dataset
-    spec: SplitSpec
-    checksums: dict[str, str]
-    raw_train: np.ndarray | None = None  # (N, d) uint8: the training images, for pixel-space augmentation
-    moments: Moments | None = None  # exact sums over the training images' views, for the ridge solver
-    ridge_path: RidgePath | None = None  # the solver's eigendecomposition, once per Prepared
-    features: FeatureMap | None = None  # X are the standardised features of this map, not pixels
-
-
-def _training_rows(batches: list[Batch], n_train: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first ``n_train`` rows of the training batches (the rest validate), as (images,
-    labels) blocks: views, no copies."""
-    head, left = [], n_train
-    for b in batches:
-        head.append((b.images[:left], b.labels[:left]))
-        left -= len(head[-1][1])
-    return head
-
-
-def _fit_training_rows(batches: list[Batch], n_train: int) -> Normalizer:
-    """Normaliser of the first ``n_train`` rows of the training batches (the rest validate)."""
-    return Normalizer.fit([images for images, _ in _training_rows(batches, n_train)])
-
-
-def training_sample(
-    dataset: Dataset, spec: SplitSpec, n: int, dtype: np.dtype | type = np.float64
-) -> tuple[np.ndarray, np.ndarray, Reader]:
-    """The first ``n`` training images, normalised as in training (by the whole training split's
-    mean and std): X (n, 3072), y (n,)."""
-    reader = Reader(dataset)
-    batches, n_train = reader.train_batches(spec)
-    reader.release()
-    if n > n_train:
-        raise bad_value("n", n, f"the training split holds only {n_train} images")
-    norm = _fit_training_rows(batches, n_train)
-    images = np.concatenate([b.images for b in batches])[:n]
-    labels = np.concatenate([b.labels for b in batches])[:n]
-    return norm.apply(images, dtype), labels, reader
-
-
-def prepared_key(cfg: TrainConfig) -> tuple[Any, ...]:
-    """What decides a run's prepared data: runs with equal keys share one :class:`Prepared`
-    (``train --setting all``, a sweep's worker). Its split and precision; for gradient descent,
-    whether augmentation needs the raw training images; for the ridge solver, the views its
-    statistics sum over (they also decide its normaliser); for features, the feature map and
-    whether mirrored copies join the training rows."""
-    if cfg.features is not None:
-        return (cfg.split, cfg.dtype, "features", cfg.features, cfg.augment, cfg.solver)
-    if cfg.solver == "ridge":
-        return (cfg.split, cfg.dtype, "ridge", cfg.augment)
-    return (cfg.split, cfg.dtype, cfg.augment != "none")
-
-
-def prepare_run(dataset: Dataset, cfg: TrainConfig, **feature_args: Any) -> Prepared:
-    """The prepared data of the run ``cfg`` (see :func:`prepared_key`; ``feature_args``: those of
-    :func:`cifarlin.features.kmeans.prepare`)."""
-    from cifarlin.core.augment import parse_augment
-
-    if cfg.features is not None:
-        from cifarlin.features import kmeans as features
-
-        return features.prepare(dataset, cfg, **feature_args)
-    dtype = np.dtype(cfg.dtype)
-    if cfg.solver == "ridge":
-        return prepare(dataset, cfg.split, dtype, views=parse_augment(cfg.augment))
-    return prepare(dataset, cfg.split, dtype, keep_raw=cfg.augment != "none")
-
-
-def prepare(
-    dataset: Dataset,
-    spec: SplitSpec,
-    dtype: np.dtype | type = np.float32,
-    keep_raw: bool = False,
-    views: Augment | None = None,
-) -> Prepared:
-    """Read the splits of ``spec``, fit the normaliser on the training split, normalise all.
-
-    Each raw batch is converted into its split's contiguous float array and released at once:
-    the peak memory is the float arrays plus the raw training batches (or one other raw batch),
-    never a float64 copy. With ``keep_raw`` the raw training images stay too (uint8, a quarter
-    of the float32 matrix), for augmenting in pixel space. With ``views`` (the ridge solver's),
-    the exact sums over those views of the training images come along (``Prepared.moments``),
-    and the normaliser is that of the views: of the training set the solver fits.
-    """
-    reader = Reader(dataset)
-    batches, n_train = reader.train_batches(spec)
-    moments = None
-    if views is None:
-        norm = _fit_training_rows(batches, n_train)
-    else:
-        from cifarlin.core import ridge
-
-        moments = ridge.fold(ridge.moments(_training_rows(batches, n_train)), views)
-        norm = ridge.normalizer(moments)
-    labels = np.concatenate([b.labels for b in batches])
-    chunks = [b.images for b in batches]
-    del batches
-    raw = None
-    if keep_raw:  # one uint8 copy of all rows, the batch files' arrays released before normalising
-        chunks = [np.concatenate(chunks)]
-        raw = chunks[0][:n_train]
-    X_all = empty_rows((len(labels), D), dtype)  # (N, d), one contiguous row per image
-    row = 0
-    while chunks:
-        images = chunks.pop(0)
-        norm.apply(images, out=X_all[row : row + len(images)])
-        row += len(images)
-        del images
-    X = {"train": X_all[:n_train]}
-    y = {"train": labels[:n_train]}
-    if spec.val_size is not None:
-        X["val"], y["val"] = X_all[n_train:], labels[n_train:]
-    for name in ("val", "test") if spec.val_size is None else ("test",):
-        b = reader.batch(2 if name == "val" else "test")
-        X[name], y[name] = norm.apply(b.images, dtype), b.labels
-        del b
-    return Prepared(X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, raw, moments)

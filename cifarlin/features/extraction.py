@@ -1,13 +1,15 @@
 """Extracting a run's k-means features ahead of training, into the feature cache: on this
 machine's threads, or as Dask tasks on a cluster (the engine ``sweep`` uses), block by block.
 
-Either way each block of images is one call of :func:`cifarlin.features.kmeans.extract_block` with one
-BLAS thread, in the blocks :func:`cifarlin.features.kmeans.extract` uses, so the features are the same
+Either way each block of images is one call of :func:`cifarlin.core.kmeans.extract_block` with one
+BLAS thread, in the blocks :func:`cifarlin.core.kmeans.extract` uses, so the features are the same
 bits wherever they were computed, and a run (or a sweep's trials) then reads them from the cache.
+A Dask worker's allocator is set back to the usual one first (:func:`malloc_as_usual`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,11 +19,13 @@ import numpy as np
 
 from cifarlin import __version__
 from cifarlin.core.config import SplitSpec
-from cifarlin.data.cifar import Dataset, Reader, empty_rows
+from cifarlin.core.kmeans import FeatureMap, Progress, block_size, extract, extract_block
+from cifarlin.core.normalize import empty_rows
+from cifarlin.data.cifar import Dataset, Reader
 from cifarlin.errors import CifarlinError, bad_value, check_stop, one_line
-from cifarlin.features import kmeans as fm
+from cifarlin.features.cache import FeatureCache
 
-Extractor = Callable[[fm.FeatureMap, np.ndarray], np.ndarray]  # (map, images (N, 3072)) -> (N, 4k)
+Extractor = Callable[[FeatureMap, np.ndarray], np.ndarray]  # (map, images (N, 3072)) -> (N, 4k)
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ def needed(
     spec: SplitSpec, augment: str | None, sizes: Sequence[int] | None = None
 ) -> list[tuple[int | str, str]]:
     """The (batch, view) pairs whose features a run on ``spec`` reads (see
-    :func:`cifarlin.features.kmeans.prepare`): each training batch file, with ``augment='flip'`` the
+    :func:`cifarlin.features.prepare.prepare_features`): each training batch file, with ``augment='flip'`` the
     mirror of each that holds training rows (``sizes``: the files' image counts; without them,
     every file is taken to), data_batch_2 when it is the validation set, and the test batch."""
     pairs: list[tuple[int | str, str]] = []
@@ -58,10 +62,10 @@ def needed(
 
 def fill_cache(
     dataset: Dataset,
-    fmap: fm.FeatureMap,
+    fmap: FeatureMap,
     spec: SplitSpec,
     augment: str | None,
-    cache: fm.FeatureCache,
+    cache: FeatureCache,
     extractor: Extractor,
     on_batch: Callable[[str, str, bool], None] | None = None,
 ) -> list[Extracted]:
@@ -91,8 +95,8 @@ def fill_cache(
 
 
 def local_extractor(threads: int = 2) -> Extractor:
-    """:func:`cifarlin.features.kmeans.extract` on ``threads`` threads of this process."""
-    return lambda fmap, images: fm.extract(fmap, images, workers=threads)
+    """:func:`cifarlin.core.kmeans.extract` on ``threads`` threads of this process."""
+    return lambda fmap, images: extract(fmap, images, workers=threads)
 
 
 #: Images per Dask task, about: a task runs several of extract's blocks one after another (a
@@ -101,28 +105,47 @@ TASK_IMAGES = 320
 WORKER_SECONDS = 30  # how long a cluster without workers is waited for
 
 
-def _blocks(fmap: fm.FeatureMap, images: np.ndarray, chunk: int) -> np.ndarray:
-    """One task: the features of ``images``, ``chunk`` at a time, with one BLAS thread, as
-    :func:`fm.extract`'s threads compute them (so the bits are theirs)."""
-    from threadpoolctl import threadpool_limits
+_malloc_tuned = False
 
-    from cifarlin.search.cluster import malloc_as_usual
+
+def malloc_as_usual() -> None:
+    """Undo, in this process, what the MALLOC_TRIM_THRESHOLD_ that Dask's nannies set does to the
+    training loop (fresh pages mapped and zeroed for every temporary): keep temporaries of up to
+    32 MB on the heap, as glibc's adaptive default does for a plain ``cifarlin train``."""
+    global _malloc_tuned
+    if _malloc_tuned or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return
+    _malloc_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _blocks(fmap: FeatureMap, images: np.ndarray, chunk: int) -> np.ndarray:
+    """One task: the features of ``images``, ``chunk`` at a time, with one BLAS thread, as
+    :func:`cifarlin.core.kmeans.extract`'s threads compute them (so the bits are theirs)."""
+    from threadpoolctl import threadpool_limits
 
     malloc_as_usual()  # a nanny's MALLOC_TRIM_THRESHOLD_ would map fresh pages for every block
     out = np.empty((len(images), fmap.n_features), dtype=np.float32)
     with threadpool_limits(limits=1, user_api="blas"):
         for s in range(0, len(images), chunk):
-            out[s : s + chunk] = fm.extract_block(fmap, images[s : s + chunk])
+            out[s : s + chunk] = extract_block(fmap, images[s : s + chunk])
     return out
 
 
-def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor:
+def dask_extractor(client: Any, on_rows: Progress | None = None) -> Extractor:
     """Tasks of about :data:`TASK_IMAGES` images, in whole blocks of
-    :func:`cifarlin.features.kmeans.block_size` images, on ``client``'s cluster; the feature map is sent
+    :func:`cifarlin.core.kmeans.block_size` images, on ``client``'s cluster; the feature map is sent
     to every worker once. Ctrl-C cancels the tasks not done."""
     maps: dict[str, Any] = {}
 
-    def extract(fmap: fm.FeatureMap, images: np.ndarray) -> np.ndarray:
+    def extract_on_cluster(fmap: FeatureMap, images: np.ndarray) -> np.ndarray:
         from distributed import as_completed
 
         if fmap.checksum not in maps:
@@ -139,8 +162,8 @@ def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor
                 raise CifarlinError(
                     f"cannot send the feature map to the Dask cluster's workers ({one_line(e)})"
                 ) from None
-        n, chunk = len(images), fm.block_size(fmap)
-        step = chunk * max(1, TASK_IMAGES // chunk)  # starts on the blocks of fm.extract
+        n, chunk = len(images), block_size(fmap)
+        step = chunk * max(1, TASK_IMAGES // chunk)  # starts on the blocks of core.kmeans.extract
         out = empty_rows((n, fmap.n_features), np.float32)  # (N, 4k)
         futures = {
             client.submit(_blocks, maps[fmap.checksum], images[s : s + step], chunk, pure=False): s
@@ -167,4 +190,4 @@ def dask_extractor(client: Any, on_rows: fm.Progress | None = None) -> Extractor
             raise
         return out
 
-    return extract
+    return extract_on_cluster

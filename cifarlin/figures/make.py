@@ -16,7 +16,7 @@ import numpy as np
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import TrainState
 from cifarlin.core.losses import LOSSES
-from cifarlin.data import cifar as data
+from cifarlin.data.cifar import Dataset
 from cifarlin.errors import ModelFileError, RunError, bad_value
 from cifarlin.figures.request import FIGURES, FigureRequest
 from cifarlin.store.checkpoint import Snapshot, load_history, load_snapshot
@@ -26,7 +26,7 @@ from cifarlin.work.folder import MODEL, run_files
 from cifarlin.work.runs import Outcome, final_model
 
 if TYPE_CHECKING:
-    from cifarlin.features.kmeans import FeatureMap
+    from cifarlin.core.kmeans import FeatureMap
 
 
 def stale_figures(out: Path) -> list[str]:
@@ -67,7 +67,7 @@ def _montage(cfg: TrainConfig, st: TrainState, fmap: FeatureMap | None, class_na
 
     if fmap is None:
         return images.montage(st.W, class_names, f"weights as images, {common.run_title(cfg, st.epoch)}")
-    from cifarlin.features.kmeans import centroid_images
+    from cifarlin.core.kmeans import centroid_images
 
     title = f"{fmap.k} k-means centroids\n(whitened {fmap.patch}x{fmap.patch} patches)"
     return images.centroids(centroid_images(fmap), title)
@@ -121,14 +121,17 @@ def _pick(ev: Evaluation, request: FigureRequest) -> np.ndarray:
 def draw_figures(
     target: Path,
     request: FigureRequest,
-    dataset: Callable[[], data.Dataset],
+    dataset: Callable[[], Dataset],
     *,
     on_notice: Callable[[str], None] | None = None,
+    feature_cache: Path | None = None,
 ) -> list[Path]:
     """Draw ``request.kinds`` for the run folder or model file ``target``; returns the files.
 
-    ``dataset()`` is called only when a figure needs images (confusion, samples, probs). Asked for
-    every kind, a model file without a history gets every figure but the curves (with a notice).
+    ``dataset()`` is called only when a figure needs images (confusion, samples, probs); a model
+    on features reads theirs from ``feature_cache`` (:func:`cifarlin.work.evaluation.evaluate_split`).
+    Asked for every kind, a model file without a history gets every figure but the curves (with a
+    notice).
     A folder holding several runs (and none itself) gets their comparison, ``settings.png``.
     """
     from cifarlin.figures import common, plots
@@ -175,7 +178,9 @@ def draw_figures(
         kinds.remove("probs")
         notice(f"a {snap.config.loss} model gives scores, not probabilities, so no probability histograms")
     if snap is not None and {"confusion", "samples", "probs"} & set(kinds):
-        figs += _image_figures(snap, evaluate_split(snap, dataset(), request.split), kinds, request, name)
+        figs += _image_figures(
+            snap, evaluate_split(snap, dataset(), request.split, feature_cache), kinds, request, name
+        )
     if request.show and common.can_show():
         common.show()
     make_folder(out_dir)  # only now: a failure above leaves no empty folder

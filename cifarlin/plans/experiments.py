@@ -18,8 +18,9 @@ from typing import Any
 
 from cifarlin.core.config import SETTINGS, TrainConfig, solver_defaults
 from cifarlin.core.history import TrainState
+from cifarlin.core.normalize import Prepared
 from cifarlin.core.speed import metrics_thread_fits, one_blas_thread
-from cifarlin.data import cifar as data
+from cifarlin.data.cifar import Dataset
 from cifarlin.errors import ConfigError, DivergenceError, Interrupted, ModelFileError, bad_value
 from cifarlin.figures.drawer import FigureDrawer
 from cifarlin.figures.make import stale_figures
@@ -36,6 +37,7 @@ from cifarlin.plans.summary import (
 from cifarlin.store.checkpoint import load_history
 from cifarlin.store.files import check_path, json_ready, write_text
 from cifarlin.work.folder import CHECKPOINT, HISTORY, check_run_folder, default_out, recover
+from cifarlin.work.prepare import prepare_run, prepared_key
 from cifarlin.work.runs import Outcome, check_outside, pin_start, run
 from cifarlin.work.summary import RunSummary
 
@@ -87,7 +89,7 @@ def plan_runs(
     notice = on_notice or (lambda m: None)
     fmap = None
     if configs[0].features is not None:  # a bad feature-map file is refused before any data is read
-        from cifarlin.features.kmeans import load
+        from cifarlin.store.featuremap import load
 
         fmap = load(Path(configs[0].features))
     if configs[0].init is not None:
@@ -122,7 +124,7 @@ class PlanResult:
 
 def run_plan(
     plan: Sequence[PlannedRun],
-    dataset: data.Dataset,
+    dataset: Dataset,
     *,
     overwrite: bool = False,
     resume_hint: str | None = None,
@@ -131,7 +133,7 @@ def run_plan(
     compare: bool = False,
     compare_dir: Path | None = None,
     workers: int = 1,
-    on_loading: Callable[[data.Dataset, str], None] | None = None,
+    on_loading: Callable[[Dataset, str], None] | None = None,
     on_run: Callable[
         [PlannedRun, int], AbstractContextManager[tuple[EpochCallback | None, BatchCallback | None]]
     ]
@@ -146,7 +148,7 @@ def run_plan(
     The data are read and normalised once for all runs that share a split and precision (one
     copy in memory at a time). ``on_loading(dataset, description)`` is called before reading,
     ``on_features(batch name, cached)`` before the features of a batch file are read or extracted
-    (into and from ``feature_cache``, see :func:`cifarlin.features.kmeans.prepare`),
+    (into and from ``feature_cache``, see :func:`cifarlin.features.prepare.prepare_features`),
     ``on_run(run, n_train)`` gives a context holding the run's (on_epoch, on_batch) callbacks,
     ``on_done(summary)`` is called after each run, in plan order. With ``figures``, each run's
     curves and weight montage are drawn into its folder; with ``compare``, ``summary.md``,
@@ -166,17 +168,17 @@ def run_plan(
     stopped and, once, the command that continues it all (:func:`cifarlin.plans.summary.stop_error`).
     A plan of one run raises as the run does (with ``resume_hint`` in its message).
     """
-    cache: dict[tuple[Any, ...], data.Prepared] = {}
+    cache: dict[tuple[Any, ...], Prepared] = {}
     several = len(plan) > 1
 
-    def prepared(cfg: TrainConfig) -> data.Prepared:
-        key = data.prepared_key(cfg)
+    def prepared(cfg: TrainConfig) -> Prepared:
+        key = prepared_key(cfg)
         if key not in cache:
             if on_loading is not None:
                 on_loading(dataset, cfg.split.describe())
             cache.clear()  # one copy of the data in memory
             extra = {"cache_dir": feature_cache, "on_batch": on_features} if cfg.features else {}
-            cache[key] = data.prepare_run(dataset, cfg, **extra)
+            cache[key] = prepare_run(dataset, cfg, **extra)
             drawer.warm_up()  # now that the data are read: matplotlib loads while the runs train
         return cache[key]
 
@@ -245,7 +247,7 @@ def run_plan(
 
     result = PlanResult([], [])
     names: list[str] = []
-    shared = len({data.prepared_key(r.config) for r in plan}) == 1
+    shared = len({prepared_key(r.config) for r in plan}) == 1
     # matplotlib is imported in a child while the runs train (if something will be drawn)
     with FigureDrawer(background and figures and bool(trained)) as drawer:
         try:
@@ -280,7 +282,7 @@ def run_plan(
 def _run_parallel(
     plan: Sequence[PlannedRun],
     workers: int,
-    prepared: Callable[[TrainConfig], data.Prepared],
+    prepared: Callable[[TrainConfig], Prepared],
     train_one: Callable[..., tuple[Trained, list[str]]],
     finish: Callable[[Trained, list[str], bool], None],
 ) -> list[str]:

@@ -31,27 +31,6 @@ def dask_setup(worker: Any) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-_malloc_tuned = False
-
-
-def malloc_as_usual() -> None:
-    """Undo, in this process, what the MALLOC_TRIM_THRESHOLD_ that Dask's nannies set does to the
-    training loop (fresh pages mapped and zeroed for every temporary): keep temporaries of up to
-    32 MB on the heap, as glibc's adaptive default does for a plain ``cifarlin train``."""
-    global _malloc_tuned
-    if _malloc_tuned or "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        return
-    _malloc_tuned = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 def check_scheduler(address: str) -> str:
     if not re.fullmatch(r"(tcp|tls|ucx|ws|wss|inproc)://\S+", address):
         raise bad_value("scheduler", address, "expected the scheduler's address, e.g. tcp://HOST:8786")

@@ -134,7 +134,7 @@ class RunningSweep:
         topic = f"cifarlin-sweep-{self.token}"
         events: queue.Queue[Any] = queue.Queue()
         client.subscribe_topic(topic, events.put)
-        from cifarlin.data.cifar import prepared_key
+        from cifarlin.work.prepare import prepared_key
 
         waiting = sorted(todo, key=lambda r: repr(prepared_key(r.trial.config)))
         by_name = {r.trial.name: r for r in waiting}

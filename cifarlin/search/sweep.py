@@ -54,7 +54,7 @@ def _starts_checked(trials: list[Trial]) -> list[Trial]:
     """The trials, their start models (``init``) checked first, each once, and their weights'
     checksums pinned in the trials' configurations (:func:`cifarlin.work.runs.pin_start`: a changed
     model makes them other runs)."""
-    from cifarlin.features.kmeans import load as load_map
+    from cifarlin.store.featuremap import load as load_map
     from cifarlin.work import runs
 
     pinned: dict[Any, str] = {}
@@ -190,10 +190,13 @@ def extract_features(
     """Trials on k-means features: their features extracted first, as Dask tasks across the
     local cluster, into this machine's feature cache, where its workers find them (instead of
     every worker extracting the same files at once). A feature map that cannot be read is left
-    to its trials, which fail with its error."""
+    to its trials, which fail with its error. The cache is the one the local cluster's workers
+    read (:func:`cifarlin.search.trial.cached_data`): that of their (and this process's) environment."""
+    from cifarlin.core.config import feature_cache_dir
     from cifarlin.data.cifar import find
     from cifarlin.features import extraction
-    from cifarlin.features import kmeans as fm
+    from cifarlin.features.cache import FeatureCache
+    from cifarlin.store.featuremap import load as load_map
 
     seen = set()
     for r in todo:
@@ -203,7 +206,7 @@ def extract_features(
             continue
         seen.add(key)
         try:
-            fmap = fm.load(Path(cfg.features))
+            fmap = load_map(Path(cfg.features))
             dataset = find(data_folder)
         except CifarlinError:
             continue
@@ -217,7 +220,7 @@ def extract_features(
             fmap,
             cfg.split,
             cfg.augment,
-            fm.FeatureCache.at(),
+            FeatureCache(feature_cache_dir(os.environ)),
             extraction.dask_extractor(client),
             on_batch,
         )

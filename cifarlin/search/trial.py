@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cifarlin import __version__
-from cifarlin.core.config import TrainConfig
+from cifarlin.core.config import TrainConfig, feature_cache_dir
 from cifarlin.errors import CifarlinError, ConfigError, Interrupted, bad_value, one_line
-from cifarlin.search.cluster import malloc_as_usual
+from cifarlin.features.extraction import malloc_as_usual
 from cifarlin.search.plan import Trial, history_metrics
 
 STOP_CHECK_SECONDS = 0.1  # how often a running trial looks whether the sweep was stopped
@@ -76,15 +76,18 @@ _cache_lock = threading.Lock()
 def cached_data(folder: str, cfg: TrainConfig) -> tuple[Any, bool]:
     """The prepared data of ``cfg`` from the dataset in ``folder``, read and normalised once per
     process: (Prepared, whether this call read them). One copy is kept (a sweep submits trials
-    that share data together)."""
-    from cifarlin.data import cifar as data
+    that share data together). Features come from this worker's feature cache (its
+    $XDG_CACHE_HOME: a local cluster's workers share the sweep's, where it extracted them)."""
+    from cifarlin.data.cifar import find
+    from cifarlin.work.prepare import prepare_run, prepared_key
 
-    key = (folder, *data.prepared_key(cfg))
+    key = (folder, *prepared_key(cfg))
     with _cache_lock:
         if key in _cache:
             return _cache[key], False
         _cache.clear()  # one copy of the data in memory
-        _cache[key] = data.prepare_run(data.find(Path(folder)), cfg)
+        extra = {"cache_dir": feature_cache_dir(os.environ)} if cfg.features else {}
+        _cache[key] = prepare_run(find(Path(folder)), cfg, **extra)
         return _cache[key], True
 
 
@@ -220,11 +223,11 @@ def _saved_metrics(folder: Path, keep: str) -> dict[str, Any]:
 
 def probe_worker(data_folder: str, alive: str) -> dict[str, str]:
     """Run on every worker before a sweep: can it see the data and the sweep folder?"""
-    from cifarlin.data import cifar as data
+    from cifarlin.data.cifar import find
 
     out = {"version": __version__, "data": "", "out": ""}
     try:
-        data.find(Path(data_folder))
+        find(Path(data_folder))
     except CifarlinError as e:
         out["data"] = one_line(e)
     if not os.path.exists(alive):

@@ -2,5 +2,5 @@
 
 Atomic writes (a temporary file, then ``os.replace``), HDF5 read first in a child process of one
 single-threaded helper process (the one place the package forks), the arithmetic a file was
-computed with, and the formats of a run's files: model, checkpoint and history.
+computed with, and the formats of a run's files: model, checkpoint and history, and of a feature map.
 """

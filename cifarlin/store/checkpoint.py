@@ -37,14 +37,14 @@ from cifarlin import __version__
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import HISTORY_KEYS, INITIAL_KEYS, OPTIONAL_KEYS, History, Kept, TrainState
 from cifarlin.core.model import D, K, Metrics
-from cifarlin.data.cifar import Normalizer
+from cifarlin.core.normalize import Normalizer
 from cifarlin.errors import ConfigError, ModelFileError
 from cifarlin.store import h5safe, machine
 from cifarlin.store.files import atomic_h5
 from cifarlin.store.h5safe import Reader, open_file
 
 if TYPE_CHECKING:
-    from cifarlin.features.kmeans import FeatureMap
+    from cifarlin.core.kmeans import FeatureMap
 
 FORMAT = "cifarlin"
 FORMAT_VERSION = 2  # 2: the loss (a file of version 1 holds a cross-entropy model)
@@ -81,11 +81,11 @@ class Snapshot:
 
     def inputs(self, images: np.ndarray, dtype: np.dtype | None = None, **extract: Any) -> np.ndarray:
         """The model's inputs X (n, d) for raw images (n, 3072) uint8: normalised pixels, or the
-        features of its feature map, standardised (``extract``: arguments of features.extract)."""
+        features of its feature map, standardised (``extract``: arguments of core.kmeans.extract)."""
         dtype = np.dtype(dtype or self.config.dtype)
         if self.features is None:
             return self.normalizer.apply(images, dtype)
-        from cifarlin.features.kmeans import extract as extract_features
+        from cifarlin.core.kmeans import extract as extract_features
 
         F = extract_features(self.features, images, **extract)  # (n, 4k) float32
         return self.normalizer.apply(F, dtype, out=F if dtype == F.dtype else None)
@@ -178,7 +178,7 @@ def save_snapshot(path: Path, snap: Snapshot) -> None:
         f.create_dataset("mean", data=snap.normalizer.mean)
         f.create_dataset("std", data=snap.normalizer.std)
         if snap.features is not None:
-            from cifarlin.features.kmeans import write_group
+            from cifarlin.store.featuremap import write_group
 
             f.attrs["normalizer_scale"] = snap.normalizer.scale
             write_group(f.create_group("features"), snap.features)
@@ -292,7 +292,7 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
         cfg = _read_config(r)
         fmap = None
         if "features" in r:
-            from cifarlin.features.kmeans import read_group
+            from cifarlin.store.featuremap import read_group
 
             fmap = read_group(r.group("features"))
         if (fmap is None) != (cfg.features is None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -44,11 +45,14 @@ class Evaluation:
         return per_class_accuracy(self.confusion)
 
 
-def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
+def evaluate_split(
+    snap: Snapshot, dataset: Dataset, split: str, feature_cache: Path | None = None
+) -> Evaluation:
     """Classify the raw images of ``split`` with the model in ``snap`` (its own normalisation,
-    its own data split), exactly as training evaluated them."""
+    its own data split), exactly as training evaluated them. A model on features reads them from
+    the cache in ``feature_cache`` when given (see :func:`_inputs`), else extracts them."""
     raw, reader = load_split(dataset, snap.config.split, split)
-    X = _inputs(snap, raw.images, reader, split)
+    X = _inputs(snap, raw.images, reader, split, feature_cache)
     with one_blas_thread():  # the summation order of training's own evaluation, to the last bit
         S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)
         metrics = model.metrics(S, raw.labels, snap.state.W, snap.config.lam, snap.config.loss)
@@ -69,16 +73,18 @@ def evaluate_split(snap: Snapshot, dataset: Dataset, split: str) -> Evaluation:
     )
 
 
-def _inputs(snap: Snapshot, images: np.ndarray, reader: Reader, split: str) -> np.ndarray:
+def _inputs(
+    snap: Snapshot, images: np.ndarray, reader: Reader, split: str, feature_cache: Path | None
+) -> np.ndarray:
     """The model's inputs for a split's images; a model on features reads those of a whole batch
     file from the feature cache (where training left them) instead of extracting them again."""
     whole = {"test": "test", "val": 2}.get(split) if snap.config.val_size is None or split == "test" else None
-    if snap.features is None or whole is None:
+    if snap.features is None or whole is None or feature_cache is None:
         return snap.inputs(images)
-    from cifarlin.features.kmeans import FeatureCache
+    from cifarlin.features.cache import FeatureCache
 
     md5 = reader.batch_md5(whole)
-    F = FeatureCache.at().features(snap.features, md5, images)[0]
+    F = FeatureCache(feature_cache).features(snap.features, md5, images)[0]
     return snap.normalizer.apply(
         F, np.dtype(snap.config.dtype), out=F if snap.config.dtype == "float32" else None
     )

@@ -10,7 +10,8 @@ import numpy as np
 
 from cifarlin.core import model, numgrad
 from cifarlin.core.config import GradcheckConfig, SplitSpec
-from cifarlin.data import cifar as data
+from cifarlin.data.cifar import Dataset
+from cifarlin.work.prepare import training_sample
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,12 @@ def check(
     return GradcheckReport(config=cfg, inputs=inputs, params=params, seconds=seconds)
 
 
-def run(cfg: GradcheckConfig, dataset: data.Dataset | None = None) -> GradcheckReport:
+def run(cfg: GradcheckConfig, dataset: Dataset | None = None) -> GradcheckReport:
     """The check of ``cfg`` on the first ``cfg.n`` training images of ``dataset`` (normalised as in
     training, by the whole training split's statistics), or on random inputs when it is None."""
     if dataset is None:
         W, b, X, y = random_problem(cfg)
         return check(W, b, X, y, cfg, "random")
-    X, y, _ = data.training_sample(dataset, SplitSpec(), cfg.n)
+    X, y, _ = training_sample(dataset, SplitSpec(), cfg.n)
     W, b, _ = initial_params(cfg)
     return check(W, b, X[:, : cfg.dims], y, cfg, str(dataset.folder))

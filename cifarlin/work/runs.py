@@ -21,10 +21,10 @@ import numpy as np
 from cifarlin.core import model, ridge
 from cifarlin.core.config import REFERENCE_TEST_ACCURACY, TrainConfig
 from cifarlin.core.history import TrainState
+from cifarlin.core.normalize import Prepared
 from cifarlin.core.ridge import LambdaScore
 from cifarlin.core.speed import one_blas_thread
 from cifarlin.core.train import fit, init_state, warm_state
-from cifarlin.data.cifar import Prepared
 from cifarlin.errors import (
     DataError,
     DivergenceError,
@@ -39,7 +39,7 @@ from cifarlin.work.folder import CHECKPOINT, HISTORY, MODEL, RunFolder, model_fi
 from cifarlin.work.summary import RunSummary
 
 if TYPE_CHECKING:
-    from cifarlin.features.kmeans import FeatureMap
+    from cifarlin.core.kmeans import FeatureMap
 
 # checkpoint.h5 is rewritten at most this often (and always after the last epoch, and when a run
 # stops: Ctrl-C, SIGTERM, divergence): a kill -9 loses at most this much training

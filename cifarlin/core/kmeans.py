@@ -20,44 +20,32 @@ on the (729 n, k) block in place; blocks are sized to stay in cache, and may run
 threads (one BLAS thread each). :class:`FeatureStats` standardises the features as the paper
 does ((f - mean) / sqrt(var + 0.01), statistics of the training features).
 
-Feature maps are HDF5 files (:func:`save`, :func:`load`: untrusted input, validated) or a group
-inside a model file (:func:`write_group`, :func:`read_group`); extracted features can be cached
-per (feature map, batch file) in a folder (:class:`FeatureCache`).
+Pure NumPy, no files: a map's HDF5 format is :mod:`cifarlin.store.featuremap`, the cache of
+extracted features :mod:`cifarlin.features.cache`, a run's data as features
+:mod:`cifarlin.features.prepare`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from cifarlin import __version__
-from cifarlin.core.config import feature_cache_dir
-from cifarlin.errors import WriteError, bad_value, check_stop
-from cifarlin.store import h5safe
-from cifarlin.store.files import WritesOnly, atomic_h5, atomic_path, make_folder, write_text
-
-if TYPE_CHECKING:
-    from cifarlin.core.config import SplitSpec, TrainConfig
-    from cifarlin.data.cifar import Dataset, Prepared
+from cifarlin.core.normalize import empty_rows
+from cifarlin.errors import bad_value, check_stop
 
 SIDE, CHANNELS = 32, 3
 D = SIDE * SIDE * CHANNELS
 CENTROID_CHOICES = (400, 1600, 4000)
 MAX_CENTROIDS = 16384
 MAX_PATCH = 16
-KIND = "feature-map"
-FORMAT_VERSION = 1
 BLOCK_BYTES = 6 << 20  # the (positions, k) distance block of one extraction step
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -311,8 +299,6 @@ def extract(
     images = _check_images(images)
     N = len(images)
     if out is None:
-        from cifarlin.data.cifar import empty_rows
-
         out = empty_rows((N, fmap.n_features), np.float32)
     elif out.shape != (N, fmap.n_features) or out.dtype != np.float32:
         raise bad_value("out", out.shape, f"expected ({N}, {fmap.n_features}) float32")
@@ -378,8 +364,6 @@ class FeatureStats:
         if F.ndim != 2 or F.shape[1] != len(self.mean):
             raise bad_value("features", F.shape, f"expected (n, {len(self.mean)}) rows")
         if out is None:
-            from cifarlin.data.cifar import empty_rows
-
             out = empty_rows(F.shape, np.float32)
         np.subtract(F, self.mean.astype(np.float32), out=out, dtype=np.float32)
         np.divide(out, self.std.astype(np.float32), out=out)
@@ -394,285 +378,3 @@ def centroid_images(fmap: FeatureMap) -> np.ndarray:
     lo = imgs.min(axis=(1, 2, 3), keepdims=True)
     span = imgs.max(axis=(1, 2, 3), keepdims=True) - lo
     return (imgs - lo) / np.where(span > 0, span, 1.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Files: a feature-map file, or a group in a model file
-# ---------------------------------------------------------------------------------------------
-
-
-def write_group(group: Any, fmap: FeatureMap) -> None:
-    """Write the map into an open HDF5 group: datasets centroids, zca_mean, zca; parameters,
-    the fixed choices and the checksum as attributes."""
-    group.create_dataset("centroids", data=fmap.centroids.astype(np.float32))
-    group.create_dataset("zca_mean", data=fmap.zca_mean.astype(np.float64))
-    group.create_dataset("zca", data=fmap.zca.astype(np.float64))
-    for name, value in fmap.params().items():
-        group.attrs[name] = value
-    group.attrs["stride"] = 1
-    group.attrs["activation"] = "triangle"
-    group.attrs["pooling"] = "quadrant-sum"
-    group.attrs["checksum"] = fmap.checksum
-
-
-def read_group(r: h5safe.Reader) -> FeatureMap:
-    """The map in an HDF5 group opened with :mod:`cifarlin.store.h5safe`, every value checked before
-    it is used; :class:`~cifarlin.errors.ModelFileError` naming the file for anything wrong."""
-    kind = (r.int("stride", 0), r.text("activation", ""), r.text("pooling", ""))
-    if kind != (1, "triangle", "quadrant-sum"):
-        raise r.fail("not a feature map cifarlin computes (stride 1, triangle activation, quadrant sums)")
-    patch = r.int("patch")
-    if not 1 <= patch <= MAX_PATCH:
-        raise r.fail(f"attribute 'patch' is {patch}, expected 1 to {MAX_PATCH}")
-    width = CHANNELS * patch * patch
-    c = r.dataset("centroids", 2, "f", MAX_CENTROIDS * width)
-    if c.shape[1] != width or len(c) == 0:
-        raise r.fail(f"dataset 'centroids' has shape {c.shape}, expected (k, {width}) with k >= 1")
-    arrays = {
-        "centroids": c,
-        "zca_mean": r.dataset("zca_mean", 1, "f", width, (width,)),
-        "zca": r.dataset("zca", 2, "f", width * width, (width, width)),
-    }
-    for name, a in arrays.items():
-        if not np.isfinite(a).all():
-            raise r.fail(f"dataset '{name}' holds NaN or infinite values")
-    params: dict[str, Any] = {e: r.float(e) for e in ("norm_eps", "zca_eps")}
-    params |= {e: r.int(e) for e in ("seed", "iterations", "n_patches")}
-    if not all(np.isfinite(params[e]) and params[e] > 0 for e in ("norm_eps", "zca_eps")):
-        raise r.fail("attributes 'norm_eps' and 'zca_eps' must be finite and > 0")
-    if not all(0 <= params[e] < 2**63 for e in ("seed", "iterations", "n_patches")):
-        raise r.fail("attributes 'seed', 'iterations' and 'n_patches' must be >= 0")
-    fmap = FeatureMap(
-        c.astype(np.float32),
-        arrays["zca_mean"].astype(np.float64),
-        arrays["zca"].astype(np.float64),
-        patch,
-        **params,
-    )
-    if r.text("checksum") != fmap.checksum:
-        raise r.fail("its checksum does not match its contents (damaged or edited)")
-    return fmap
-
-
-def save(path: Path, fmap: FeatureMap, attrs: dict[str, Any] | None = None) -> None:
-    """Write a feature-map file atomically (``attrs``: e.g. the training data's checksums)."""
-    with atomic_h5(Path(path)) as f:
-        f.attrs["format"] = "cifarlin"
-        f.attrs["kind"] = KIND
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["cifarlin_version"] = __version__
-        f.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-        for name, value in (attrs or {}).items():
-            f.attrs[name] = value
-        write_group(f, fmap)
-
-
-def _read_file(path: Path) -> FeatureMap:
-    with h5safe.open_file(path, "feature map") as r:
-        if r.attr("format", "OUS", None) != "cifarlin" or r.attr("kind", "OUS", None) != KIND:
-            raise r.fail("not a cifarlin feature map (make one with 'cifarlin features fit')")
-        version = r.int("format_version")
-        if version != FORMAT_VERSION:
-            raise r.fail(
-                f"feature-map format version {version}; this cifarlin reads version {FORMAT_VERSION}"
-            )
-        return read_group(r)
-
-
-def load(path: Path, probe: bool = True) -> FeatureMap:
-    """Read and validate a feature-map file (first in a child process with ``probe``, so a file
-    that crashes or hangs the HDF5 library gives a one-line error)."""
-    path = Path(path)
-    if probe:
-        h5safe.probe(path, _read_file, "feature map")
-    return _read_file(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# A disk cache of extracted features
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeatureCache:
-    """Raw (unstandardised) features of whole batch files, one ``.npy`` per (feature map, batch
-    file MD5) in ``folder``, with a ``.json`` beside it holding the SHA-256 of the values. A
-    missing, torn or altered entry is a miss, computed and stored again."""
-
-    folder: Path
-
-    @classmethod
-    def at(cls, folder: Path | None = None) -> FeatureCache:
-        """The cache in ``folder``, else the default one ($XDG_CACHE_HOME/cifarlin/features)."""
-        return cls(folder or feature_cache_dir(os.environ))
-
-    def key(self, fmap: FeatureMap, batch_md5: str, view: str = "") -> str:
-        """The entry's name: the map's checksum, the batch file's MD5 and the view of its images
-        (e.g. 'flip' for mirrored copies; '' for the images themselves)."""
-        if not (len(batch_md5) == 32 and all(ch in "0123456789abcdef" for ch in batch_md5)):
-            raise bad_value("batch_md5", batch_md5, "expected 32 lowercase hexadecimal digits")
-        if not all(ch.isascii() and (ch.isalnum() or ch in ":,") for ch in view) or len(view) > 64:
-            raise bad_value("view", view, "use letters, digits, ':' and ','")
-        return f"{fmap.checksum[:24]}-{batch_md5}" + (f"-{view.replace(':', '_')}" if view else "")
-
-    def get(self, fmap: FeatureMap, batch_md5: str, n: int, view: str = "") -> np.ndarray | None:
-        """The cached (n, 4k) float32 features, or None."""
-        key = self.key(fmap, batch_md5, view)
-        try:
-            meta = json.loads((self.folder / f"{key}.json").read_text())
-            F = np.load(self.folder / f"{key}.npy", allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            return None
-        if not isinstance(meta, dict) or F.dtype != np.float32 or F.shape != (n, fmap.n_features):
-            return None
-        return F if meta.get("sha256") == hashlib.sha256(np.ascontiguousarray(F).data).hexdigest() else None
-
-    def put(self, fmap: FeatureMap, batch_md5: str, F: np.ndarray, view: str = "") -> None:
-        """Store features atomically: the values, then the digest that vouches for them."""
-        key = self.key(fmap, batch_md5, view)
-        F = np.ascontiguousarray(F, dtype=np.float32)
-        meta = {
-            "shape": list(F.shape),
-            "sha256": hashlib.sha256(F.data).hexdigest(),
-            "feature_map": fmap.checksum,
-        }
-        values = self.folder / f"{key}.npy"
-        try:
-            make_folder(self.folder, "the feature cache")
-            with atomic_path(values) as tmp, open(tmp, "wb") as fh:
-                np.save(WritesOnly(fh), F, allow_pickle=False)  # the same bytes
-            try:
-                write_text(self.folder / f"{key}.json", json.dumps(meta))
-            except BaseException:
-                try:  # no values without the digest that vouches for them
-                    values.unlink(missing_ok=True)
-                except OSError:
-                    pass
-                raise
-        except WriteError as e:
-            raise WriteError(f"{e}; XDG_CACHE_HOME=DIR puts the feature cache elsewhere") from None
-
-    def features(
-        self, fmap: FeatureMap, batch_md5: str, images: np.ndarray, view: str = "", **extract_args: Any
-    ) -> tuple[np.ndarray, bool]:
-        """The features of ``images`` (a batch file's, or their ``view``), and whether they came
-        from the cache (otherwise they are extracted, with ``extract_args``, and stored)."""
-        F = self.get(fmap, batch_md5, len(images), view)
-        if F is not None:
-            return F, True
-        F = extract(fmap, images, **extract_args)
-        self.put(fmap, batch_md5, F, view)
-        return F, False
-
-
-# ---------------------------------------------------------------------------------------------
-# A run's data as features
-# ---------------------------------------------------------------------------------------------
-
-
-def prepare(
-    dataset: Dataset,
-    cfg: TrainConfig,
-    cache_dir: Path | None = None,
-    on_batch: Callable[[str, bool], None] | None = None,
-    workers: int = 2,
-) -> Prepared:
-    """The splits of ``cfg`` as standardised features of the map in ``cfg.features``: a run's data
-    for :func:`cifarlin.core.train.fit` or the ridge solver, one row per image. With ``augment="flip"``
-    the training rows of the mirrored images follow those of the images; for the ridge solver
-    they go only into the exact sums it solves from (``Prepared.moments``, of the raw features),
-    which halves the memory (its history's training metrics are those of the images themselves,
-    as for pixels).
-
-    Features are extracted per batch file and cached in ``cache_dir`` by (map, file MD5, view),
-    so the next run, or a sweep's next trial, reads them instead (``on_batch(name, cached)`` is
-    called before each). They are standardised by the training rows' mean and std (the paper's
-    (f - mean) / sqrt(var + 0.01)), kept in the returned normaliser (scale 1).
-    """
-    from cifarlin.core import augment
-    from cifarlin.data.cifar import Normalizer, Prepared, Reader, empty_rows, read_class_names
-
-    assert cfg.features is not None
-    fmap = load(Path(cfg.features))
-    cache = FeatureCache.at(cache_dir)
-    reader = Reader(dataset)
-
-    def of(name: str, batch: Any, view: str = "") -> np.ndarray:
-        images = batch.images[:, augment.flip_index()] if view == "flip" else batch.images
-        hit = cache.get(fmap, batch.md5, len(images), view)
-        if on_batch is not None:
-            on_batch(name + (" (mirrored)" if view else ""), hit is not None)
-        return hit if hit is not None else cache.features(fmap, batch.md5, images, view, workers=workers)[0]
-
-    spec = cfg.split
-    batches, n_train = reader.train_batches(spec)
-    labels = np.concatenate([b.labels for b in batches])
-    flips = cfg.augment == "flip"
-    ridge_sums = cfg.solver == "ridge"  # the solver sums the mirrored rows; no need to keep them
-    rows = n_train * (2 if flips and not ridge_sums else 1)
-    train = empty_rows((rows, fmap.n_features), np.float32)  # (n_train [x 2], 4k)
-    val = empty_rows((len(labels) - n_train, fmap.n_features), np.float32)  # the held-out tail, if any
-
-    def training_blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Fill ``train`` and ``val`` batch file by batch file, yielding each file's training
-        rows (and their mirrored copies) with their labels as they come."""
-        at = 0
-        for i, b in zip(spec.train_batches, batches, strict=True):
-            F = of(f"data_batch_{i}", b)
-            n, head = len(F), max(0, min(len(F), n_train - at))  # head: this file's rows that train
-            train[at : at + head] = F[:head]
-            val[at + head - n_train : at + n - n_train] = F[head:]
-            yield F[:head], b.labels[:head]
-            if flips and head:
-                M = of(f"data_batch_{i}", b, "flip")[:head]
-                if not ridge_sums:
-                    train[n_train + at : n_train + at + head] = M
-                yield M, b.labels[:head]
-            at += n
-
-    moments = None
-    if ridge_sums:  # the exact sums of every training row and mirror, then their statistics
-        from cifarlin.core import ridge
-
-        moments = ridge.moments(training_blocks(), block=1024)
-        mean = moments.sx / moments.n
-        var = np.maximum(np.diag(moments.G) / moments.n - mean * mean, 0.0)
-        stats = FeatureStats(mean, np.sqrt(var + 0.01))
-    else:
-        for _ in training_blocks():
-            pass
-        stats = FeatureStats.fit(train)
-    y = {"train": np.tile(labels[:n_train], 2 if flips and not ridge_sums else 1)}
-    X = {"train": train}
-    if spec.val_size is None:
-        b = reader.batch(2)
-        X["val"], y["val"] = of("data_batch_2", b), b.labels
-    else:
-        X["val"], y["val"] = val, labels[n_train:]
-    b = reader.batch("test")
-    X["test"], y["test"] = of("test_batch", b), b.labels
-    norm = Normalizer(stats.mean, stats.std, scale=1.0)
-    dtype = np.dtype(cfg.dtype)
-    for name in X:
-        X[name] = norm.apply(X[name], dtype, out=X[name] if dtype == np.float32 else None)
-    return Prepared(
-        X, y, norm, read_class_names(dataset), dataset, spec, reader.checksums, moments=moments, features=fmap
-    )
-
-
-def fit_dataset(
-    dataset: Dataset, spec: SplitSpec, k: int, **fit_args: Any
-) -> tuple[FeatureMap, dict[str, Any]]:
-    """A feature map learnt from the training rows of ``spec`` (never its validation rows or the
-    test set), and the attributes its file keeps: the data files' MD5s and the split."""
-    from cifarlin.data.cifar import Reader
-
-    reader = Reader(dataset)
-    batches, n_train = reader.train_batches(spec)
-    images = np.concatenate([b.images for b in batches])[:n_train]  # (n_train, 3072) uint8
-    fmap = fit(images, k, **fit_args)
-    attrs: dict[str, Any] = {f"data_{name}": md5 for name, md5 in reader.checksums.items()}
-    attrs["train_batches"] = np.asarray(spec.train_batches, dtype=np.int64)
-    attrs["val_size"] = -1 if spec.val_size is None else spec.val_size
-    attrs["train_images"] = n_train
-    return fmap, attrs
