@@ -122,6 +122,7 @@ def cli_stop_handlers():
     from cifarlin import cli, errors
 
     errors.reset_stop()
+    cli._reporting[0] = False  # as a command starts (an earlier in-process command left it set)
     previous = {s: signal.signal(s, cli._stop) for s in (signal.SIGINT, signal.SIGTERM)}
     yield
     for s, handler in previous.items():

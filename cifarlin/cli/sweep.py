@@ -369,6 +369,7 @@ def sweep(
             retries=retries,
             figures=not no_plots,
             resume_hint=hint,
+            feature_cache=env(ctx).feature_cache,
             on_notice=display.notice,
             on_trial=display.on_trial,
         )

@@ -17,7 +17,7 @@ from cifarlin.cli.display import emit_json, error_line
 
 class PlanCommands:
     """The commands that go on after ``train --setting all`` stopped or left runs unfinished
-    (:class:`cifarlin.plans.summary.Commands`), in this command line's words: its options as given."""
+    (:class:`cifarlin.plans.ending.Commands`), in this command line's words: its options as given."""
 
     def __init__(self, ctx: typer.Context, overwrite_needed: Callable[[], bool]):
         from click.core import ParameterSource

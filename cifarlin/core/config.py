@@ -66,7 +66,7 @@ DTYPES = ("float32", "float64")
 SCHEDULES = ("constant", "step", "cosine", "cyclic")
 KEEP = ("last", "best")
 SOLVERS = ("gd", "ridge")  # mini-batch gradient descent, or the exact squared-loss optimum (ridge.py)
-LOSS_NAMES = ("ce", "svm", "bce", "mse", "l2svm")  # see cifarlin/losses.py
+LOSS_NAMES = ("ce", "svm", "bce", "mse", "l2svm")  # see cifarlin/core/losses.py
 LOSS_HELP = (
     "ce: softmax cross-entropy, svm: multi-class hinge, bce: binary cross-entropy per class, "
     "mse: squared error to the one-hot labels, l2svm: one-vs-rest squared hinge (the L2-SVM)"

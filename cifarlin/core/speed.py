@@ -25,7 +25,7 @@ from cifarlin.core import augment, model
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.losses import LOSSES
 
-if TYPE_CHECKING:  # annotations only: core does not import the data layer
+if TYPE_CHECKING:  # annotations only
     from cifarlin.core.normalize import Prepared
 
 GATHER_CHUNK = 20  # batches whose training-set sums go to the metrics thread as one task

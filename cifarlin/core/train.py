@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,9 +20,6 @@ from cifarlin.core.history import History, Kept, TrainState
 from cifarlin.core.normalize import Normalizer, Prepared
 from cifarlin.core.schedules import learning_rates
 from cifarlin.errors import DivergenceError, bad_value, check_stop
-
-if TYPE_CHECKING:  # annotations only: core does not import the data layer
-    from cifarlin.core.normalize import Normalizer, Prepared
 
 
 def init_state(cfg: TrainConfig, d: int = model.D) -> TrainState:

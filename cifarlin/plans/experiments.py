@@ -24,8 +24,7 @@ from cifarlin.data.cifar import Dataset
 from cifarlin.errors import ConfigError, DivergenceError, Interrupted, ModelFileError, bad_value
 from cifarlin.figures.drawer import FigureDrawer
 from cifarlin.figures.make import stale_figures
-from cifarlin.plans.held import PlannedRun, in_folder, resumed
-from cifarlin.plans.summary import (
+from cifarlin.plans.ending import (
     CallCommands,
     Commands,
     Failed,
@@ -34,6 +33,7 @@ from cifarlin.plans.summary import (
     failed_message,
     stop_error,
 )
+from cifarlin.plans.held import PlannedRun, in_folder, resumed
 from cifarlin.store.checkpoint import load_history
 from cifarlin.store.files import check_path, json_ready, write_text
 from cifarlin.work.folder import CHECKPOINT, HISTORY, check_run_folder, default_out, recover
@@ -165,7 +165,7 @@ def run_plan(
     past those :func:`plan_runs` found so): the others train and are compared, then
     :class:`PlanFailed` names each such run and the command that tries it again (``commands``).
     Ctrl-C, SIGTERM or an error stops the plan with one message that says where each running run
-    stopped and, once, the command that continues it all (:func:`cifarlin.plans.summary.stop_error`).
+    stopped and, once, the command that continues it all (:func:`cifarlin.plans.ending.stop_error`).
     A plan of one run raises as the run does (with ``resume_hint`` in its message).
     """
     cache: dict[tuple[Any, ...], Prepared] = {}

@@ -81,6 +81,7 @@ def run_sweep(
     figures: bool = True,
     background: bool = True,
     resume_hint: str | None = None,
+    feature_cache: Path | None = None,
     on_notice: Callable[[str], None] | None = None,
     on_trial: TrialCallback | None = None,
     trial_fn: Callable[..., dict[str, Any]] = run_trial,
@@ -97,6 +98,8 @@ def run_sweep(
     With ``figures``, ``sweep.png`` is drawn (with ``background``, by a child process started at
     the start, see :mod:`cifarlin.figures.drawer`). Returns every trial's result and the best
     trial (by the validation accuracy of the model it saved) with its test metrics.
+    ``feature_cache`` is where trials on k-means features find theirs, extracted first (the
+    command line's; by default that of this process's environment).
     """
     from cifarlin.work.folder import folder_lock
 
@@ -143,7 +146,7 @@ def run_sweep(
 
                 if todo:
                     if scheduler is None:
-                        extract_features(client(), state.data_folder, todo, notice)
+                        extract_features(client(), state.data_folder, todo, notice, feature_cache)
                     state.run(client(), todo)
                 if spec.refine:
                     box = state.box if state.box is not None else refine_box(spec, results)
@@ -185,13 +188,18 @@ def run_sweep(
 
 
 def extract_features(
-    client: Any, data_folder: Path, todo: Sequence[TrialResult], notice: Callable[[str], None]
+    client: Any,
+    data_folder: Path,
+    todo: Sequence[TrialResult],
+    notice: Callable[[str], None],
+    cache_dir: Path | None = None,
 ) -> None:
     """Trials on k-means features: their features extracted first, as Dask tasks across the
     local cluster, into this machine's feature cache, where its workers find them (instead of
     every worker extracting the same files at once). A feature map that cannot be read is left
     to its trials, which fail with its error. The cache is the one the local cluster's workers
-    read (:func:`cifarlin.search.trial.cached_data`): that of their (and this process's) environment."""
+    read (:func:`cifarlin.search.trial.cached_data`): ``cache_dir``, the command line's (read from
+    the environment the local workers inherit), or that of this process's environment."""
     from cifarlin.core.config import feature_cache_dir
     from cifarlin.data.cifar import find
     from cifarlin.features import extraction
@@ -220,7 +228,7 @@ def extract_features(
             fmap,
             cfg.split,
             cfg.augment,
-            FeatureCache(feature_cache_dir(os.environ)),
+            FeatureCache(cache_dir or feature_cache_dir(os.environ)),
             extraction.dask_extractor(client),
             on_batch,
         )
