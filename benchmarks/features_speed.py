@@ -41,7 +41,8 @@ from cifarlin.core import (  # noqa: E402
     train,
 )
 from cifarlin.core.config import SplitSpec, TrainConfig  # noqa: E402
-from cifarlin.core.normalize import Normalizer, Prepared  # noqa: E402
+from cifarlin.core.normalize import Normalizer  # noqa: E402
+from cifarlin.core.prepared import Prepared  # noqa: E402
 from cifarlin.data import cifar as data  # noqa: E402
 from cifarlin.features.cache import FeatureCache  # noqa: E402
 from cifarlin.store import featuremap  # noqa: E402

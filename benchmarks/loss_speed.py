@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from common import default_data_dir
 
-from cifarlin.core import config, model, speed, train
+from cifarlin.core import config, model, threads, train
 from cifarlin.core.config import TrainConfig
-from cifarlin.core.normalize import Normalizer, Prepared
+from cifarlin.core.normalize import Normalizer
+from cifarlin.core.prepared import Prepared
 from cifarlin.data import cifar as data
 from cifarlin.errors import DataNotFoundError
 from cifarlin.work.prepare import prepare
@@ -109,7 +110,7 @@ def main() -> None:
         for loss, s, eta in rows:
             cfg = TrainConfig.for_setting(s, loss=loss, epochs=args.epochs, **({"eta": eta} if eta else {}))
             ours = train.fit(cfg, p, train.init_state(cfg))
-            with speed.one_blas_thread():
+            with threads.one_blas_thread():
                 acc = model.evaluate(ours.W, ours.b, p.X["test"], p.y["test"], cfg.lam, loss).accuracy
             plain = plain_loop(p, cfg)
             print(

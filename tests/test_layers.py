@@ -6,10 +6,9 @@ functions and under ``if TYPE_CHECKING:`` count too)::
 
     base < core < store < data < features < work < figures < {plans, search} < cli
 
-plans and search are one level and never import each other. A cycle is looked for among the
-imports that run (type-only ones do not: a container type may name the types of the modules that
-use it). Each test is one per module, so a failure names the module, and the imports with their
-file:line.
+plans and search are one level and never import each other. A cycle is looked for among all
+imports, type-only ones included (a reader follows those too). Each test is one per module, so a
+failure names the module, and the imports with their file:line.
 """
 
 from __future__ import annotations
@@ -135,9 +134,10 @@ def upward(imp: Import) -> bool:
 
 @cache
 def cycles() -> dict[str, list[Import]]:
-    """{module: one import cycle through it} for every module in a cycle of the imports that run
-    (Tarjan's strongly connected components; then a shortest cycle through each member)."""
-    graph = {m: sorted({i.target for i in imports(m) if not i.type_only}) for m in modules()}
+    """{module: one import cycle through it} for every module in a cycle of the imports, type-only
+    ones included: a reader meets those circles too (Tarjan's strongly connected components; then
+    a shortest cycle through each member)."""
+    graph = {m: sorted({i.target for i in imports(m)}) for m in modules()}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -185,7 +185,7 @@ def _shortest_cycle(start: str, members: set[str]) -> list[Import]:
         following = []
         for v in frontier:
             for imp in imports(v):
-                if imp.type_only or imp.target not in members:
+                if imp.target not in members:
                     continue
                 if imp.target == start:
                     path = [imp]

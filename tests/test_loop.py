@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from cifarlin.core import config, speed, train
+from cifarlin.core import config, speed, threads, train
 from cifarlin.core.config import TrainConfig
 from cifarlin.data import cifar as data
 from cifarlin.work import runs
@@ -263,11 +263,11 @@ def test_metrics_on_the_training_thread_are_the_same_bits(tiny_py, options):
 
 
 def test_metrics_thread_only_when_every_run_has_two_cores(monkeypatch):
-    monkeypatch.setattr(speed.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
-    assert speed.metrics_thread_fits(1) and speed.metrics_thread_fits(2)
-    assert not speed.metrics_thread_fits(3)
-    monkeypatch.setattr(speed.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert speed.metrics_thread_fits(1) and not speed.metrics_thread_fits(2)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert threads.metrics_thread_fits(1) and threads.metrics_thread_fits(2)
+    assert not threads.metrics_thread_fits(3)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert threads.metrics_thread_fits(1) and not threads.metrics_thread_fits(2)
 
 
 def test_ctrl_c_while_an_epochs_metrics_are_computed_inline_keeps_that_epoch(prepared32, monkeypatch):
@@ -309,5 +309,5 @@ def test_the_last_epochs_training_metrics_are_summed_in_the_next_epochs_order(pr
         rng = np.random.default_rng()
         rng.bit_generator.state = st.rng_state
         want = speed.TrainScores(st.W, st.b).standalone(X, y, rng.permutation(len(y)), c.batch_size, c.loss)
-        with speed.one_blas_thread():  # the penalty's dot product as the loop sums it
+        with threads.one_blas_thread():  # the penalty's dot product as the loop sums it
             assert st.history.columns["train_cost"][-1] == want.metrics(c.lam).cost, (epochs, thread)

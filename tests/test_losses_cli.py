@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cifarlin.cli import app
-from cifarlin.core import config, model, speed
+from cifarlin.core import config, model, threads
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
 from cifarlin.work.prepare import prepare
@@ -34,7 +34,7 @@ def test_train_with_a_loss_stores_it_and_evaluate_uses_it(runner, tiny_py, tmp_p
             assert f.attrs["loss"] == loss and f.attrs["format_version"] == 2
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
     p = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec())
-    with speed.one_blas_thread():  # as training evaluates: one summation order
+    with threads.one_blas_thread():  # as training evaluates: one summation order
         expected = model.evaluate(snap.state.W, snap.state.b, p.X["test"], p.y["test"], 0.1, loss)
     r = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py), "--json"])
     ev = json.loads(r.stdout)

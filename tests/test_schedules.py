@@ -12,7 +12,7 @@ import pytest
 
 from cifarlin.core import config, train
 from cifarlin.core.config import TrainConfig
-from cifarlin.core.normalize import Prepared
+from cifarlin.core.prepared import Prepared
 from cifarlin.core.schedules import learning_rates
 from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cifarlin.cli import app
-from cifarlin.core import speed
+from cifarlin.core import threads
 from cifarlin.store import checkpoint
 from cifarlin.work import runs
 from cli_helpers import TINY
@@ -107,7 +107,7 @@ def test_runs_two_at_a_time_keep_a_metrics_thread_only_with_the_cores(
     for two cores), or runs that have the cores losing theirs."""
     from cifarlin.plans import experiments
 
-    monkeypatch.setattr(speed.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     real, seen = runs.fit, []
 
     def record(*args, metrics_thread=True, **kw):
@@ -115,7 +115,7 @@ def test_runs_two_at_a_time_keep_a_metrics_thread_only_with_the_cores(
         return real(*args, metrics_thread=metrics_thread, **kw)
 
     monkeypatch.setattr(runs, "fit", record)
-    assert experiments.metrics_thread_fits is speed.metrics_thread_fits
+    assert experiments.metrics_thread_fits is threads.metrics_thread_fits
     r = runner.invoke(app, setting_all(workers, tmp_path, tiny_py, epochs=1))
     assert r.exit_code == 0, r.stderr
     assert seen == [thread] * 4

@@ -1,5 +1,5 @@
 """Normalising the inputs: the training split's per-input mean and std (exact, from uint8 images),
-the normalised splits a run trains on (:class:`Prepared`), and the memory they are written into.
+and the memory the normalised splits are written into (:func:`empty_rows`).
 """
 
 from __future__ import annotations
@@ -8,18 +8,11 @@ import errno
 import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cifarlin.core.config import SplitSpec
 from cifarlin.core.model import D
 from cifarlin.errors import CifarlinError
-
-if TYPE_CHECKING:
-    from cifarlin.core.kmeans import FeatureMap
-    from cifarlin.core.ridge import Moments, RidgePath
-
 
 SMALL_PAGES_FROM = 16 << 20  # bytes: arrays this large are allocated by :func:`empty_rows`
 
@@ -120,20 +113,3 @@ class Normalizer:
             block -= shift
             block /= scale
         return out
-
-
-@dataclass
-class Prepared:
-    """Normalised splits ready for the model: X (N, d) float, y (N,) int64 per split."""
-
-    X: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
-    normalizer: Normalizer
-    class_names: list[str]
-    dataset: Any  # the cifarlin.data.cifar.Dataset they were read from (a layer above this one)
-    spec: SplitSpec
-    checksums: dict[str, str]
-    raw_train: np.ndarray | None = None  # (N, d) uint8: the training images, for pixel-space augmentation
-    moments: Moments | None = None  # exact sums over the training images' views, for the ridge solver
-    ridge_path: RidgePath | None = None  # the solver's eigendecomposition, once per Prepared
-    features: FeatureMap | None = None  # X are the standardised features of this map, not pixels

@@ -1,7 +1,8 @@
 """What makes the training loop (:func:`cifarlin.core.train.fit`) fast without changing a bit of
 its numbers, behind the few calls the loop makes:
 
-- :func:`one_blas_thread`: BLAS single-threaded, the same numbers on any machine;
+- :func:`cifarlin.core.threads.one_blas_thread` around it: BLAS single-threaded, the same
+  numbers on any machine;
 - :func:`epoch_metrics` (:class:`EpochMetrics`): each epoch's metrics computed on a second thread
   while the next epoch trains, the training set's gathered by the next epoch's forward passes
   (:class:`Forward`, one product by [W^T | W'^T]; :class:`TrainScores`);
@@ -10,7 +11,6 @@ its numbers, behind the few calls the loop makes:
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -26,25 +26,9 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.core.losses import LOSSES
 
 if TYPE_CHECKING:  # annotations only
-    from cifarlin.core.normalize import Prepared
+    from cifarlin.core.prepared import Prepared
 
 GATHER_CHUNK = 20  # batches whose training-set sums go to the metrics thread as one task
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS single-threaded in this block: the same numbers whatever the machine's core count, and
-    the same as the training loop computes (a GEMM's summation order depends on its threads)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-def metrics_thread_fits(runs_at_once: int) -> bool:
-    """Whether ``runs_at_once`` runs on this machine each have a core for a metrics thread."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 2 * runs_at_once <= cores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +297,8 @@ def epoch_metrics(
 ) -> Iterator[EpochMetrics]:
     """:class:`EpochMetrics` computed on a second thread (or, without ``thread``, on the
     training thread itself); ``rng`` is the run's generator (the next epoch's order is read
-    from it, nothing drawn). Wants BLAS single-threaded (:func:`one_blas_thread`) around it.
+    from it, nothing drawn). Wants BLAS single-threaded around it
+    (:func:`cifarlin.core.threads.one_blas_thread`).
 
     A training pass's small GEMMs use a second core poorly, the metrics' large ones use it well:
     computing epoch e's metrics on one core while epoch e + 1 trains on the other beats doing

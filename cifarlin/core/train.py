@@ -13,11 +13,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cifarlin.core import augment, model, speed
+from cifarlin.core import augment, model, speed, threads
 from cifarlin.core.augment import Augment, parse_augment
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History, Kept, TrainState
-from cifarlin.core.normalize import Normalizer, Prepared
+from cifarlin.core.normalize import Normalizer
+from cifarlin.core.prepared import Prepared
 from cifarlin.core.schedules import learning_rates
 from cifarlin.errors import DivergenceError, bad_value, check_stop
 
@@ -148,7 +149,7 @@ def fit(
 
     with (
         np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"),
-        speed.one_blas_thread(),  # the same numbers on any machine
+        threads.one_blas_thread(),  # the same numbers on any machine
         speed.epoch_metrics(cfg, data, rng, metrics_thread, gather=not aug.active) as metrics,
     ):
         if state.epoch == 0:

@@ -12,7 +12,8 @@ import numpy as np
 from cifarlin.core import augment
 from cifarlin.core.config import SplitSpec, TrainConfig
 from cifarlin.core.kmeans import FeatureMap, FeatureStats, extract, fit
-from cifarlin.core.normalize import Normalizer, Prepared, empty_rows
+from cifarlin.core.normalize import Normalizer, empty_rows
+from cifarlin.core.prepared import Prepared
 from cifarlin.data.cifar import Dataset, Reader, read_class_names
 from cifarlin.features.cache import FeatureCache
 from cifarlin.store.featuremap import load

@@ -1,5 +1,6 @@
-"""How a plan of several runs (``train --setting all``) reports what stopped it and the runs it
-could not finish: one line, naming each run's folder and, once, the exact command that goes on.
+"""How a plan of runs ends (:class:`PlanResult`), and how a plan of several (``train --setting
+all``) reports what stopped it and the runs it could not finish: one line, naming each run's
+folder and, once, the exact command that goes on.
 
 Only the caller knows its commands (the command line: its flags, as the user gave them); it says
 them through :class:`Commands`, whose defaults here describe library calls.
@@ -8,15 +9,15 @@ them through :class:`Commands`, whose defaults here describe library calls.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from cifarlin.errors import CifarlinError, ConfigError, Interrupted, RunError, stopped
+from cifarlin.plans.held import PlannedRun
 from cifarlin.work.folder import CHECKPOINT
-
-if TYPE_CHECKING:
-    from cifarlin.plans.experiments import PlannedRun, PlanResult
+from cifarlin.work.runs import Outcome
+from cifarlin.work.summary import RunSummary
 
 
 class Commands(Protocol):
@@ -51,6 +52,17 @@ class Failed:
     message: str  # what happened, naming its folder or file
     diverged: bool  # else its files cannot be read, and training it again is the way on
     retry: str = ""  # the command that tries it again (set by :func:`failed_message`)
+
+
+@dataclass
+class PlanResult:
+    """What a plan of runs ended with: each run's outcome and summary, the comparison files, and
+    the runs of a plan of several that did not finish."""
+
+    outcomes: list[Outcome]
+    summaries: list[RunSummary]  # one per run, as :meth:`Outcome.summary` plus its figures
+    files: list[Path] = field(default_factory=list)  # the comparison files of a plan of several runs
+    failed: list[Failed] = field(default_factory=list)  # runs of a plan of several that did not finish
 
 
 class Halted(Exception):

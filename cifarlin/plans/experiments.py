@@ -12,14 +12,14 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cifarlin.core.config import SETTINGS, TrainConfig, solver_defaults
 from cifarlin.core.history import TrainState
-from cifarlin.core.normalize import Prepared
-from cifarlin.core.speed import metrics_thread_fits, one_blas_thread
+from cifarlin.core.prepared import Prepared
+from cifarlin.core.threads import metrics_thread_fits, one_blas_thread
 from cifarlin.data.cifar import Dataset
 from cifarlin.errors import ConfigError, DivergenceError, Interrupted, ModelFileError, bad_value
 from cifarlin.figures.drawer import FigureDrawer
@@ -30,6 +30,7 @@ from cifarlin.plans.ending import (
     Failed,
     Halted,
     PlanFailed,
+    PlanResult,
     failed_message,
     stop_error,
 )
@@ -112,14 +113,6 @@ def plan_runs(
         else:
             plan.append(in_folder(c, o, requested, several, notice))
     return plan
-
-
-@dataclass
-class PlanResult:
-    outcomes: list[Outcome]
-    summaries: list[RunSummary]  # one per run, as :meth:`Outcome.summary` plus its figures
-    files: list[Path] = field(default_factory=list)  # the comparison files of a plan of several runs
-    failed: list[Failed] = field(default_factory=list)  # runs of a plan of several that did not finish
 
 
 def run_plan(

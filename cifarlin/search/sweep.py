@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cifarlin.core.speed import metrics_thread_fits
+from cifarlin.core.threads import metrics_thread_fits
 from cifarlin.errors import CifarlinError, Interrupted, bad_value, stopped
 from cifarlin.figures.drawer import FigureDrawer
 from cifarlin.search.cluster import check_cluster, dask_client, local_workers

@@ -143,7 +143,7 @@ def run_trial(
     exceptions. The trial stops, keeping its last checkpoint ('interrupted'), when the file
     ``alive`` disappears (the sweep was stopped). Progress goes to the Dask event ``topic``.
     """
-    from cifarlin.core.speed import one_blas_thread
+    from cifarlin.core.threads import one_blas_thread
     from cifarlin.errors import DivergenceError
     from cifarlin.work import runs
 

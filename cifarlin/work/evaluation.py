@@ -9,7 +9,7 @@ import numpy as np
 
 from cifarlin.core import model
 from cifarlin.core.losses import LOSSES
-from cifarlin.core.speed import one_blas_thread
+from cifarlin.core.threads import one_blas_thread
 from cifarlin.data.cifar import Dataset, Reader, load_split
 from cifarlin.errors import bad_value
 from cifarlin.store.checkpoint import Snapshot

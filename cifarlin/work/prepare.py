@@ -12,7 +12,8 @@ import numpy as np
 from cifarlin.core.augment import Augment, parse_augment
 from cifarlin.core.config import SplitSpec, TrainConfig
 from cifarlin.core.model import D
-from cifarlin.core.normalize import Normalizer, Prepared, empty_rows
+from cifarlin.core.normalize import Normalizer, empty_rows
+from cifarlin.core.prepared import Prepared
 from cifarlin.data.cifar import Batch, Dataset, Reader, read_class_names
 from cifarlin.errors import bad_value
 

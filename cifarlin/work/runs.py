@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cifarlin.core import model, ridge
+from cifarlin.core import model, solve
 from cifarlin.core.config import REFERENCE_TEST_ACCURACY, TrainConfig
 from cifarlin.core.history import TrainState
-from cifarlin.core.normalize import Prepared
+from cifarlin.core.prepared import Prepared
 from cifarlin.core.ridge import LambdaScore
-from cifarlin.core.speed import one_blas_thread
+from cifarlin.core.threads import one_blas_thread
 from cifarlin.core.train import fit, init_state, warm_state
 from cifarlin.errors import (
     DataError,
@@ -317,7 +317,7 @@ def run(
         t0 = time.perf_counter()
         try:
             if cfg.solver == "ridge":
-                solution = ridge.fit(cfg, prepared)
+                solution = solve.fit(cfg, prepared)
                 cfg, final, lambdas = solution.config, solution.state, solution.lambdas
                 epoch_done(final)
             else:

@@ -1,0 +1,24 @@
+"""How a computation uses the machine's cores: BLAS on one thread where the summation order must
+not depend on the core count, and whether a run has a core to spare for its metrics thread."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS single-threaded in this block: the same numbers whatever the machine's core count, and
+    the same as the training loop computes (a GEMM's summation order depends on its threads)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def metrics_thread_fits(runs_at_once: int) -> bool:
+    """Whether ``runs_at_once`` runs on this machine each have a core for a metrics thread."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 * runs_at_once <= cores
