@@ -76,7 +76,7 @@ def help_example(runner, name: str) -> str:
 @pytest.mark.slow
 def test_every_help_example_runs(runner, tmp_path, monkeypatch):
     """Each command's own example, in the order a user would run them, on tiny data."""
-    from test_download import Server
+    from servers import Server
 
     home = tmp_path / "home"
     home.mkdir()

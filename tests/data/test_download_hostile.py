@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from test_download import Server
 
 from cifar_files import dataset_archive, md5, tar_gz
 from cifarlin.cli import app
@@ -28,6 +27,7 @@ from cifarlin.data import http as paced_http
 from cifarlin.data.fetch import fetch
 from cifarlin.data.source import DownloadConfig
 from cifarlin.errors import ConfigError, DownloadError, WriteError
+from servers import Server
 
 FOLDER = "cifar-10-batches-py"
 

@@ -10,7 +10,7 @@ import pytest
 
 from cifarlin.cli import app, completion, group
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("shell, name", list(completion.SHELLS.items()))

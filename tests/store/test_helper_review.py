@@ -149,7 +149,7 @@ def test_a_stop_signal_while_python_m_cifarlin_is_imported_is_one_line(tmp_path,
     import subprocess
 
     (tmp_path / "sitecustomize.py").write_text(SIGNAL_AT_IMPORT.replace("{name}", name))
-    repo = Path(__file__).resolve().parents[1]  # the cifarlin under test
+    repo = Path(__file__).resolve().parents[2]  # the cifarlin under test
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)])}
     p = subprocess.run(
         [sys.executable, "-m", "cifarlin", "runs", str(tmp_path)],
