@@ -4,6 +4,7 @@ failures under test (dropped connections, no Range support, slow or stalled bodi
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 import time
@@ -116,3 +117,11 @@ class Server:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def run(runner, *args):
+    """``cifarlin download ARGS`` in-process: its result and, with --json, its document."""
+    from cifarlin.cli import app
+
+    r = runner.invoke(app, ["download", *map(str, args)])
+    return r, (json.loads(r.stdout) if r.exit_code == 0 and "--json" in args else None)

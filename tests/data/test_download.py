@@ -16,30 +16,12 @@ from cifarlin.data import cifar as data
 from cifarlin.data import download, fetch
 from cifarlin.data.source import DownloadConfig
 from cifarlin.errors import DownloadError, WriteError
-from servers import Server
+from servers import run
 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> bytes:
     return dataset_archive(tmp_path_factory.mktemp("archive"))
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(body: bytes, name: str = "cifar-10-python.tar.gz") -> Server:
-        servers.append(Server(body, name))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
-
-
-def run(runner, *args):
-    r = runner.invoke(app, ["download", *map(str, args)])
-    return r, (json.loads(r.stdout) if r.exit_code == 0 and "--json" in args else None)
 
 
 def test_download_verify_extract_load_then_nothing_twice(runner, serve, archive, tmp_path):

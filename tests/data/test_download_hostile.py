@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import math
 import os
 import ssl
@@ -20,14 +19,13 @@ from pathlib import Path
 import pytest
 
 from cifar_files import dataset_archive, md5, tar_gz
-from cifarlin.cli import app
 from cifarlin.data import archive as archive_mod
 from cifarlin.data import download
 from cifarlin.data import http as paced_http
 from cifarlin.data.fetch import fetch
 from cifarlin.data.source import DownloadConfig
 from cifarlin.errors import ConfigError, DownloadError, WriteError
-from servers import Server
+from servers import run
 
 FOLDER = "cifar-10-batches-py"
 
@@ -35,24 +33,6 @@ FOLDER = "cifar-10-batches-py"
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> bytes:
     return dataset_archive(tmp_path_factory.mktemp("archive"))
-
-
-@pytest.fixture
-def serve():
-    servers: list[Server] = []
-
-    def start(body: bytes, name: str = "cifar-10-python.tar.gz", tls=None) -> Server:
-        servers.append(Server(body, name, tls))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
-
-
-def run(runner, *args):
-    r = runner.invoke(app, ["download", *map(str, args)])
-    return r, (json.loads(r.stdout) if r.exit_code == 0 and "--json" in args else None)
 
 
 def one_line(r) -> str:
