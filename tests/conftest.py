@@ -41,53 +41,6 @@ def isolated_env(tmp_path, monkeypatch):
     )
 
 
-# A `python -c` program: the cifarlin command, each training step 10 ms slower (so that a signal
-# sent by a test lands while it trains)
-SLOW_CLI = (
-    "import time, cifarlin.core.train as t\n"
-    "orig = t.model.backward\n"
-    "def slow(*a):\n"
-    "    time.sleep(0.01)\n"
-    "    return orig(*a)\n"
-    "t.model.backward = slow\n"
-    "from cifarlin.cli import main\n"
-    "main()\n"
-)
-
-
-def run_in_pty(argv: list[str], env: dict[str, str], timeout: float = 60) -> str:
-    """What ``argv`` writes to a pseudo-terminal (its stdin, stdout and stderr), started without
-    a fork of this process (pty.fork in a process with threads may deadlock the child)."""
-    import pty
-    import select
-
-    main, child = pty.openpty()
-    try:
-        p = subprocess.Popen(
-            argv, stdin=child, stdout=child, stderr=child, env={**os.environ, **env}, start_new_session=True
-        )
-    finally:
-        os.close(child)
-    out = b""
-    try:
-        while select.select([main], [], [], timeout)[0]:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # EIO: the other end closed
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        os.close(main)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    return out.decode(errors="replace")
-
-
 @pytest.fixture(scope="session")
 def tiny_py(tmp_path_factory) -> Path:
     """A tiny python-version dataset: 50 images per batch, shared read-only by the tests."""
@@ -193,3 +146,20 @@ def dask_cluster(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+@pytest.fixture
+def serve():
+    """``serve(body, name=..., tls=None)``: a local HTTP server of ``body`` for this test
+    (:class:`servers.Server`), closed after it."""
+    from servers import Server
+
+    servers: list[Server] = []
+
+    def start(body: bytes, name: str = "cifar-10-python.tar.gz", tls=None) -> Server:
+        servers.append(Server(body, name, tls))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()

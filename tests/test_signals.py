@@ -92,7 +92,7 @@ def test_ctrl_c_saves_and_exits_130(tiny_py, tmp_path):
     """A real SIGINT to a real process: the checkpoint stays, the message says how to resume."""
     out = tmp_path / "run"
     env = {**os.environ, "CIFARLIN_DATA_DIR": str(tiny_py), "PYTHONUNBUFFERED": "1"}
-    from conftest import SLOW_CLI as code
+    from processes import SLOW_CLI as code
 
     p = subprocess.Popen(
         [

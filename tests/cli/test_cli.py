@@ -96,7 +96,7 @@ def test_python_m_and_no_escape_codes_in_pipes():
 def test_no_color_on_a_terminal_gives_plain_text():
     """Under a pseudo-terminal, NO_COLOR still gives text without escape codes."""
     pytest.importorskip("pty")
-    from conftest import run_in_pty
+    from processes import run_in_pty
 
     def run_pty(env):
         return run_in_pty([sys.executable, "-m", "cifarlin", "gradcheck", "--random", "--dims", "20"], env)

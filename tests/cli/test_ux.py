@@ -56,7 +56,7 @@ def test_plain_epoch_lines_end_with_the_eta(tiny_py, tmp_path):
 def test_no_color_keeps_the_progress_bar_on_a_terminal(tiny_py, tmp_path):
     """Bug: NO_COLOR turned off the live progress display along with the colours."""
     pytest.importorskip("pty")
-    from conftest import run_in_pty
+    from processes import run_in_pty
 
     env = {"NO_COLOR": "1", "TERM": "xterm", "COLUMNS": "100", "CIFARLIN_DATA_DIR": str(tiny_py)}
     args = ["train", "--out", str(tmp_path / "r"), "--epochs", "30", "--batch-size", "10", "--no-plots"]

@@ -410,7 +410,7 @@ def test_an_interrupted_overwrite_of_other_runs_keeps_overwrite(runner, tiny_py,
 def test_ctrl_c_beside_two_runs_names_the_command_once(runner, tiny_py, tmp_path, monkeypatch):
     """Bug: a real Ctrl-C while two runs trained side by side printed the command that resumes
     them twice, once per run."""
-    from conftest import SLOW_CLI as code
+    from processes import SLOW_CLI as code
 
     args = command(tmp_path, tiny_py, "2")
     args[args.index("--epochs") + 1] = "50"
