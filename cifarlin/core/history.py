@@ -77,6 +77,25 @@ class History:
         return cls({k: [float(x) for x in arrays[k]] for k in HISTORY_KEYS}, initial)
 
 
+def history_metrics(history: History, keep: str = "last") -> dict[str, Any]:
+    """The validation metrics of a history; ``val_*`` those of the epoch whose model a run with
+    this ``keep`` saves (the last, or the best): what a sweep ranks by and ``cifarlin runs`` shows."""
+    h = history.columns
+    if not len(history):
+        return {}
+    saved = history.best_epoch - 1 if keep == "best" else -1
+    return {
+        "val_accuracy": h["val_acc"][saved],
+        "val_cost": h["val_cost"][saved],
+        "final_val_accuracy": h["val_acc"][-1],
+        "final_val_cost": h["val_cost"][-1],
+        "best_val_accuracy": history.best_val_acc,
+        "best_val_cost": min(h["val_cost"]),
+        "best_epoch": history.best_epoch,
+        "epochs_trained": len(history),
+    }
+
+
 @dataclass
 class Kept:
     """The weights of one epoch kept aside (``keep="best"``: the best by validation accuracy)."""

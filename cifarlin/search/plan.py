@@ -274,22 +274,10 @@ _RESULT_FIELDS = {f.name for f in fields(TrialResult)}
 
 
 def history_metrics(history: Any, keep: str = "last") -> dict[str, Any]:
-    """The validation metrics of a :class:`~cifarlin.core.history.History`; ``val_*`` those of the
-    epoch whose model a run with this ``keep`` saves (the last, or the best)."""
-    h = history.columns
-    if not len(history):
-        return {}
-    saved = history.best_epoch - 1 if keep == "best" else -1
-    return {
-        "val_accuracy": h["val_acc"][saved],
-        "val_cost": h["val_cost"][saved],
-        "final_val_accuracy": h["val_acc"][-1],
-        "final_val_cost": h["val_cost"][-1],
-        "best_val_accuracy": history.best_val_acc,
-        "best_val_cost": min(h["val_cost"]),
-        "best_epoch": history.best_epoch,
-        "epochs_trained": len(history),
-    }
+    """:func:`cifarlin.core.history.history_metrics` (imported when called: this module stays light)."""
+    from cifarlin.core.history import history_metrics as metrics
+
+    return metrics(history, keep)
 
 
 def ranked(results: Sequence[TrialResult]) -> list[TrialResult]:

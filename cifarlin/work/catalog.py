@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from cifarlin.core.history import History, history_metrics
 from cifarlin.errors import CifarlinError, ModelFileError, RunError, bad_value
 from cifarlin.store import h5safe
 from cifarlin.store.checkpoint import load_history, load_snapshot
@@ -47,7 +48,10 @@ class RunEntry:
     epochs_done: int | None = None
     best_epoch: int | None = None
     best_val_acc: float | None = None
+    val_acc: float | None = None  # the saved model's: the last epoch's, or the best's with keep=best
     test_acc: float | None = None
+    seconds: float | None = None  # the training time its epochs record
+    started: str | None = None  # when training began: ``modified`` less ``seconds`` (UTC, ISO 8601)
     source: str | None = None  # the file the values were read from
     modified: str | None = None  # the newest run file's time, UTC, ISO 8601
     arithmetic: dict[str, str] = field(default_factory=dict)  # NumPy and BLAS that computed it
@@ -67,7 +71,11 @@ class RunEntry:
             "epochs_done": self.epochs_done,
             "best_epoch": self.best_epoch,
             "best_val_acc": self.best_val_acc,
+            "val_acc": self.val_acc,
             "test_acc": self.test_acc,
+            "keep": c.get("keep"),
+            "seconds": self.seconds,
+            "started": self.started,
             "files": self.files,
             "source": self.source,
             "modified": self.modified,
@@ -146,6 +154,9 @@ def describe_run(folder: Path, probe: bool = True) -> RunEntry:
         _fill(entry, source, probe)
     except CifarlinError as e:
         entry.status, entry.reason = "damaged", str(e)
+    if times and entry.seconds is not None:
+        begun = max(times) / 1e9 - entry.seconds
+        entry.started = datetime.fromtimestamp(begun, UTC).isoformat(timespec="seconds")
     if source != folder and entry.status != "damaged":
         entry.status = "stashed-overwrite"
     return entry
@@ -157,10 +168,9 @@ def _fill(entry: RunEntry, folder: Path, probe: bool) -> None:
     if has[HISTORY] and not (has[CHECKPOINT] and not has[MODEL] and _newer(ckpt, hist)):
         h = load_history(hist, probe=probe)
         entry.source = str(hist)
+        _metrics(entry, h.history, h.config.keep)
         entry.config = h.config.to_dict()
         entry.epochs_done = len(h.history)
-        entry.best_epoch = h.history.best_epoch or None
-        entry.best_val_acc = h.history.best_val_acc
         entry.test_acc = h.test.accuracy if h.test is not None else None
         entry.status = h.status or "unknown"
         entry.arithmetic = h.arithmetic
@@ -186,9 +196,16 @@ def _fill(entry: RunEntry, folder: Path, probe: bool) -> None:
     history = snap.state.history
     entry.arithmetic = snap.arithmetic
     entry.config = snap.config.to_dict()
+    _metrics(entry, history, snap.config.keep)
     entry.epochs_done = len(history) if len(history) else snap.state.epoch
+
+
+def _metrics(entry: RunEntry, history: History, keep: str) -> None:
+    """The validation accuracies of ``history``: the best epoch's and the saved model's."""
     entry.best_epoch = history.best_epoch or None
     entry.best_val_acc = history.best_val_acc
+    entry.val_acc = history_metrics(history, keep).get("val_accuracy")
+    entry.seconds = float(sum(history.columns["seconds"]))
 
 
 def _newer(a: Path, b: Path) -> bool:
