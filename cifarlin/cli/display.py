@@ -129,9 +129,14 @@ def table(*columns: str, left: tuple[str, ...] = ()) -> Table:
     return t
 
 
+def table_width(c: Console, t: Table) -> int:
+    """The width ``t`` takes on ``c`` with nothing wrapped or cut (to choose what fits)."""
+    return c.measure(t, options=c.options.update(max_width=1000)).maximum
+
+
 def print_table(c: Console, t: Table) -> None:
     """A table at its natural width even in a narrow terminal: numbers are never cut short."""
-    natural = c.measure(t, options=c.options.update(max_width=1000)).maximum
+    natural = table_width(c, t)
     width = c.width
     c.width = max(width, natural)  # the terminal wraps an over-long line; rich would cut numbers
     try:

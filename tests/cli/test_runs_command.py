@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import signal
+import statistics
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -107,14 +109,20 @@ def test_best_validation_accuracy_is_the_best_not_the_last(outputs, tmp_path):
 
 
 def test_the_table_on_stdout(outputs):
-    """Bug: the listing on stderr (lost in `> file`), or a run's numbers not on its row."""
-    r = CliRunner().invoke(app, ["runs", str(outputs)])
+    """Bug: the listing on stderr (lost in `> file`), or a run's numbers not on its row (with
+    room for every column: the paths as given, the start time, the settings)."""
+    r = CliRunner().invoke(app, ["runs", str(outputs)], env={"COLUMNS": "250"})
     assert r.exit_code == 0 and r.stderr == ""
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[2:]}
     h = checkpoint.load_history(outputs / "setting-3-svm" / "history.h5")
     row = rows[str(outputs / "setting-3-svm")]
-    assert row[1:7] == ["3", "svm", "0.1", "0.001", "10", "3/3"]
-    assert row[7:] == [f"{h.history.best_val_acc:.4f}", f"{h.test.accuracy:.4f}", "complete"]
+    (started,) = [
+        x["started"] for x in listing(outputs)["runs"] if x["folder"] == str(outputs / "setting-3-svm")
+    ]
+    assert row[1:3] == datetime.fromisoformat(started).astimezone().strftime("%m-%d %H:%M").split()
+    assert row[3:9] == ["3", "svm", "0.1", "0.001", "10", "3/3"]
+    saved = h.history.columns["val_acc"][-1]  # keep=last: the model holds the last epoch
+    assert row[9:] == [f"{saved:.4f}", f"{h.test.accuracy:.4f}", "complete"]
 
 
 def interrupted_run(tiny_py: Path, out: Path) -> Path:
@@ -295,3 +303,179 @@ def test_the_default_depth_is_the_librarys():
     from cifarlin.cli import runs as cli_runs
 
     assert cli_runs.MAX_DEPTH == catalog.MAX_DEPTH
+
+
+# ---------------------------------------------------------------------------------------------
+# The runs as a table to query: --filter, --sort, --group-by, --diff, the start time, the width
+# ---------------------------------------------------------------------------------------------
+
+SEEDS = ((0, 1), (0, 2), (0, 3), (0.1, 1), (0.1, 2))
+
+
+@pytest.fixture(scope="module")
+def seeds(tiny_py, tmp_path_factory) -> Path:
+    """Runs of two lambdas over seeds, and a hinge-loss run."""
+    root = tmp_path_factory.mktemp("seeds")
+    for lam, seed in SEEDS:
+        train(tiny_py, root / f"lam{lam}-seed{seed}", *TRAIN, "--lam", lam, "--seed", seed, "--epochs", "2")
+    train(tiny_py, root / "svm", *TRAIN, "--loss", "svm", "--epochs", "2", "--seed", "4")
+    return root
+
+
+def names(root: Path, *args: str) -> list[str]:
+    return [str(Path(r["folder"]).relative_to(root)) for r in listing(root, *args)["runs"]]
+
+
+def test_val_is_what_the_saved_model_holds(outputs, tmp_path):
+    """Bug (issue 27): a keep-last run shown with its best epoch's validation accuracy (0.4220)
+    where its model holds the last epoch's (0.4140); a sweep shows the saved model's."""
+    from cifarlin.search.plan import history_metrics
+
+    root = tmp_path / "o"
+    last = copy_run(outputs / "setting-3-svm", root / "last")  # keep=last
+    best = copy_run(outputs / "sweep" / "eta-0.01", root / "best")  # keep=best
+    for run, accs in ((last, [0.5, 0.9, 0.7]), (best, [0.5, 0.9, 0.7, 0.6])):
+        h = checkpoint.load_history(run / "history.h5")
+        h.history.columns["val_acc"] = accs
+        checkpoint.save_history(run / "history.h5", h.history, h.config, h.class_names, "complete", h.test)
+    got = {Path(r["folder"]).name: r for r in listing(root)["runs"]}
+    assert (got["last"]["keep"], got["last"]["val_acc"], got["last"]["best_val_acc"]) == ("last", 0.7, 0.9)
+    assert (got["best"]["keep"], got["best"]["val_acc"], got["best"]["best_val_acc"]) == ("best", 0.9, 0.9)
+    for run in (last, best):  # the sweep's numbers
+        h = checkpoint.load_history(run / "history.h5")
+        assert got[run.name]["val_acc"] == history_metrics(h.history, h.config.keep)["val_accuracy"]
+    r = CliRunner().invoke(app, ["runs", str(root)], env={"COLUMNS": "120"})
+    (row,) = [line for line in r.stdout.splitlines() if line.split()[0].endswith("last")]
+    assert "0.7000" in row.split() and "0.9000" not in row.split()
+
+
+def test_filters(seeds):
+    """Bug: a filter ignored, compared as text (10 < 9), or not reaching the settings (seed)."""
+    assert names(seeds, "--filter", "loss=svm") == ["svm"]
+    assert names(seeds, "--filter", "lam>0") == ["lam0.1-seed1", "lam0.1-seed2"]
+    assert names(seeds, "--filter", "lambda=0", "--filter", "seed!=2", "--filter", "loss==ce") == [
+        "lam0-seed1",
+        "lam0-seed3",
+    ]
+    assert names(seeds, "--filter", "seed<=1") == ["lam0-seed1", "lam0.1-seed1"]
+    assert names(seeds, "--filter", "seed >= 3", "--filter", "keep=last") == ["lam0-seed3", "svm"]
+    runs = listing(seeds)["runs"]
+    cut = sorted(r["test_acc"] for r in runs)[len(runs) // 2]
+    above = [Path(r["folder"]).name for r in runs if r["test_acc"] > cut]
+    assert names(seeds, "--filter", f"test_acc>{cut!r}") == above and 0 < len(above) < len(runs)
+    assert names(seeds, "--filter", "status=diverged") == []
+    r = CliRunner().invoke(app, ["runs", str(seeds), "--filter", "test_acc>1"])
+    assert r.exit_code == 0 and "no run folders matching the filters in" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--filter", "bogus=1"], "--filter 'bogus=1': no column 'bogus'; the columns: folder, status,"),
+        (["--filter", "test_acc"], "--filter 'test_acc': write COLUMN OP VALUE, OP one of <= >= != = < >"),
+        (["--filter", "lam>small"], "--filter 'lam>small': lam is a number; compare it with a number"),
+        (["--sort", "bogus"], "--sort 'bogus': no column 'bogus'; the columns: folder, status,"),
+        (["--sort", "lam,-bogus"], "--sort 'lam,-bogus': no column 'bogus'; the columns:"),
+        (["--group-by", "lam,bogus"], "--group-by 'lam,bogus': no column 'bogus'; the columns:"),
+        (["--desc"], "--desc sorts nothing alone: give the column too, e.g. --sort test_acc --desc"),
+    ],
+)
+def test_bad_queries_are_one_line_errors(seeds, args, message):
+    """Bug: a traceback, an empty listing or a silent ignore for a column that does not exist."""
+    r = CliRunner().invoke(app, ["runs", str(seeds), *args])
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r.output
+    assert message in r.stderr
+    if "no column" in message:
+        assert all(c in r.stderr for c in ("test_acc", "val_acc", "started", "seed", "keep"))
+
+
+def test_sort(seeds):
+    """Bug: --sort ignored, descending ignored, or a second key not breaking ties."""
+    acc = [r["test_acc"] for r in listing(seeds, "--sort", "test_acc")["runs"]]
+    assert acc == sorted(acc) and acc != sorted(acc, reverse=True)
+    desc = listing(seeds, "--sort=-test_acc")["runs"]
+    assert [r["test_acc"] for r in desc] == sorted(acc, reverse=True)
+    assert listing(seeds, "--sort", "test", "--desc")["runs"] == desc  # the table's heading too
+    keyed = [(r["lam"], r["config"]["seed"]) for r in listing(seeds, "--sort", "lam,-seed")["runs"]]
+    assert keyed == sorted(keyed, key=lambda k: (k[0], -k[1]))
+    r = CliRunner().invoke(app, ["runs", str(seeds), "--sort=-test_acc"], env={"COLUMNS": "120"})
+    shown = [line.split()[-2] for line in r.stdout.splitlines()[2:]]
+    assert shown == [f"{r['test_acc']:.4f}" for r in desc]
+
+
+def test_group_by_averages_over_seeds(seeds):
+    """Bug: groups that mix lambdas, a population sd for a sample, or a mean over the wrong runs."""
+    got = listing(seeds, "--group-by", "lam,eta", "--filter", "loss=ce")
+    assert got["group_by"] == ["lam", "eta"]
+    assert [(g["by"], g["count"]) for g in got["groups"]] == [
+        ({"lam": 0, "eta": 0.001}, 3),
+        ({"lam": 0.1, "eta": 0.001}, 2),
+    ]
+    r = CliRunner().invoke(
+        app, ["runs", str(seeds), "--group-by", "lam", "--group-by", "eta", "--filter", "loss=ce"]
+    )
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["lam", "eta", "runs", "val", "test", "best", "val"]
+    for g, line in zip(got["groups"], lines[2:], strict=True):
+        members = [r for r in got["runs"] if r["lam"] == g["by"]["lam"]]
+        assert g["folders"] == [r["folder"] for r in members]
+        for m in ("val_acc", "test_acc", "best_val_acc"):
+            xs = [r[m] for r in members]
+            assert g[m]["n"] == len(xs)
+            assert g[m]["mean"] == pytest.approx(statistics.mean(xs), abs=1e-12)
+            assert g[m]["sd"] == pytest.approx(statistics.stdev(xs), abs=1e-12)
+        val, test = g["val_acc"], g["test_acc"]
+        assert f"{val['mean']:.4f} ± {val['sd']:.4f}  {test['mean']:.4f} ± {test['sd']:.4f}" in line
+        assert line.split()[:3] == [f"{g['by']['lam']:g}", "0.001", str(g["count"])]
+
+
+def test_diff_shows_only_the_settings_that_differ(seeds):
+    """Bug: --diff showing settings all runs share, or missing one that differs."""
+    got = listing(seeds, "--diff", "--filter", "loss=ce")
+    assert got["differ"] == ["lam", "seed"]
+    r = CliRunner().invoke(app, ["runs", str(seeds), "--diff", "--filter", "loss=ce"], env={"COLUMNS": "80"})
+    header = r.stdout.splitlines()[0].split()
+    assert {"lam", "seed"} <= set(header) and not {"eta", "loss", "batch", "epochs"} & set(header)
+    row = next(line.split() for line in r.stdout.splitlines() if line.startswith("lam0.1-seed2"))
+    at = {h: i - len(header) for i, h in enumerate(header)}  # from the end (started is two words)
+    assert row[at["lam"]] == "0.1" and row[at["seed"]] == "2"
+    assert listing(seeds, "--diff", "--filter", "lam>0", "--filter", "seed=1")["differ"] == []
+    r = CliRunner().invoke(app, ["runs", str(seeds), "--diff", "--filter", "seed=1", "--filter", "lam=0"])
+    assert "have the same settings" in r.stdout
+
+
+def test_started_is_read_from_the_files(seeds, tmp_path):
+    """Bug: no start time, the time of listing, or the time the run ended shown as its start."""
+    run = copy_run(seeds / "lam0-seed1", tmp_path / "o" / "old")
+    written = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+    for f in run.iterdir():
+        os.utime(f, (written, written))
+    (r,) = listing(tmp_path / "o")["runs"]
+    h = checkpoint.load_history(run / "history.h5")
+    assert r["seconds"] == pytest.approx(sum(h.history.columns["seconds"]))
+    assert r["modified"] == "2020-01-02T03:04:05+00:00"
+    assert r["started"] == datetime.fromtimestamp(written - r["seconds"], UTC).isoformat(timespec="seconds")
+    out = CliRunner().invoke(app, ["runs", str(tmp_path / "o")], env={"COLUMNS": "120"}).stdout
+    local = datetime.fromisoformat(r["started"]).astimezone().strftime("%Y-%m-%d %H:%M")
+    assert local in out.splitlines()[2]
+    copy_run(seeds / "lam0-seed2", tmp_path / "o" / "new")
+    assert names(tmp_path / "o", "--sort", "started") == ["old", "new"]
+    assert names(tmp_path / "o", "--filter", "started<2021") == ["old"]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_each_run_on_one_line_with_its_numbers_whole(seeds, tmp_path, columns):
+    """Bug (issue 27): at 80 columns each run printed on two lines, its path broken mid-word; or
+    a number cut short to make the table fit."""
+    root = tmp_path / "a-folder-with-a-rather-long-name"
+    shutil.copytree(seeds, root / "experiments-of-the-week")
+    runs = listing(root)["runs"]
+    r = CliRunner().invoke(app, ["runs", str(root)], env={"COLUMNS": str(columns)})
+    lines = r.stdout.splitlines()
+    assert r.exit_code == 0 and max(map(len, lines)) <= columns, r.stdout
+    for run in runs:
+        numbers = [f"{run['lam']:g}", f"{run['eta']:g}", f"{run['val_acc']:.4f}", f"{run['test_acc']:.4f}"]
+        name = Path(run["folder"]).name
+        (row,) = [line.split() for line in lines if line.split()[0].endswith(name)]
+        assert row[-3:-1] == numbers[2:]  # val and test, before the status
+        assert numbers[0] in row and numbers[1] in row
