@@ -185,9 +185,12 @@ _cifarlin() {
         runs)
             case "$prev" in
                 --depth) return ;;
+                --filter) return ;;
+                --sort) return ;;
+                --group-by) return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--depth --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--depth --filter --sort --desc --group-by --diff --json --quiet -q --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
