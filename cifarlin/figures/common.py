@@ -19,7 +19,9 @@ import numpy as np
 
 matplotlib.use("Agg")  # before pyplot: no GUI toolkit is imported unless a window is asked for
 import matplotlib.pyplot as plt
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.ticker import Formatter
 
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.losses import LOSSES
@@ -94,6 +96,35 @@ def run_title(cfg: TrainConfig, epochs: int | None = None) -> str:
         f"{setting}{loss}$\\lambda$ = {cfg.lam:g}, $\\eta$ = {cfg.eta:g}, batch {cfg.batch_size}, "
         f"{_epochs(cfg.epochs if epochs is None else epochs)}"
     )
+
+
+class PlainLogFormatter(Formatter):
+    """Tick labels of a log (or symlog) axis as plain numbers ('0.003', '1e-05'), never math text
+    (cifarlin draws with ``text.parse_math`` off, so matplotlib's default log labels would print as
+    raw ``$\\mathdefault{...}$``). Major ticks are always labelled; a minor tick only where the axis
+    spans too little for major ticks to say enough: all of them within one decade, the 2s and 5s
+    within two, none beyond."""
+
+    def __init__(self, minor: bool = False) -> None:
+        self.minor = minor
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if not self.minor:
+            return f"{x:g}"
+        if x <= 0 or self.axis is None:
+            return ""
+        lo, hi = sorted(abs(v) for v in self.axis.get_view_interval())
+        decades = np.log10(hi / lo) if lo > 0 else np.inf
+        mantissa = round(x / 10 ** np.floor(np.log10(x) + 1e-9), 6)
+        if decades <= 1.05 or (decades <= 2.05 and mantissa in (2, 5)):
+            return f"{x:g}"
+        return ""
+
+
+def plain_log_ticks(axis: Axis) -> None:
+    """Plain major and minor labels (:class:`PlainLogFormatter`) on a log or symlog ``axis``."""
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(minor=True))
 
 
 def _printable_texts(fig: Figure) -> None:

@@ -17,7 +17,7 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History
 from cifarlin.core.losses import LOSSES
 from cifarlin.errors import printable
-from cifarlin.figures.common import BEST_COLOR, TRAIN_COLOR, VAL_COLOR, run_title, style
+from cifarlin.figures.common import BEST_COLOR, TRAIN_COLOR, VAL_COLOR, plain_log_ticks, run_title, style
 from cifarlin.figures.images import weight_images
 from cifarlin.work.evaluation import per_class_accuracy
 
@@ -244,6 +244,22 @@ def probabilities(p_true: np.ndarray, correct: np.ndarray, loss: str, title: str
     return fig
 
 
+#: The least range of accuracy a sweep's colour scale spans: a spread of 1.6 points must not look
+#: like one from the worst colour to the best.
+MIN_SPAN = 0.10
+
+
+def colour_range(acc: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) of a sweep's colour scale: the accuracies' range, widened about its middle to
+    at least :data:`MIN_SPAN` and kept within [0, 1]."""
+    finite = acc[np.isfinite(acc)]
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    pad = max(0.0, MIN_SPAN - (hi - lo)) / 2
+    lo, hi = lo - pad, hi + pad
+    shift = max(0.0, -lo) - max(0.0, hi - 1.0)
+    return lo + shift, hi + shift
+
+
 def sweep_figure(
     lam: Sequence[float],
     eta: Sequence[float],
@@ -260,10 +276,7 @@ def sweep_figure(
     style()
     fig, ax = plt.subplots(figsize=(7.5, 5.5), layout="constrained")
     acc = np.array([np.nan if a is None else a for a in accuracy], dtype=np.float64)
-    finite = acc[np.isfinite(acc)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    if vmax - vmin < 1e-3:
-        vmin, vmax = vmin - 0.005, vmax + 0.005
+    vmin, vmax = colour_range(acc)
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     if grid:
         lams, etas = sorted(set(lam)), sorted(set(eta))
@@ -280,7 +293,7 @@ def sweep_figure(
             for (i, j), v in np.ndenumerate(cells):
                 text = f"{v:.3f}" if np.isfinite(v) else labels.get((i, j), "")
                 dark = np.isfinite(v) and (v - vmin) / (vmax - vmin) < 0.6
-                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+                ax.text(j, i, text, ha="center", va="center", fontsize=10, color="white" if dark else "black")
         ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas])
         ax.set_yticks(range(len(lams)), [f"{v:g}" for v in lams])
         ax.grid(False)
@@ -296,24 +309,33 @@ def sweep_figure(
         image = ax.scatter(
             x[ok], y[ok], c=acc[ok], cmap=cmap, vmin=vmin, vmax=vmax, s=40, edgecolors="k", lw=0.3
         )
+        if ok.sum() <= 12:  # the values themselves (close colours stay readable), staggered in height
+            for n, i in enumerate(np.flatnonzero(ok)[np.argsort(x[ok])]):
+                shift = ((6, 5), (6, -13), (6, 15), (6, -23))[n % 4]
+                ax.annotate(
+                    f"{acc[i]:.3f}", (x[i], y[i]), xytext=shift, textcoords="offset points", fontsize=8
+                )
         if (~ok).any():
             ax.scatter(x[~ok], y[~ok], marker="x", color="#888888", s=30, label="diverged or failed")
         ax.set_xscale("log")
-        if (y > 0).all():
+        plain_log_ticks(ax.xaxis)  # plain numbers: math text is off (text.parse_math)
+        if len(set(y)) == 1:  # lambda not searched: one value, one tick
+            ax.set_yticks([y[0]], [f"{y[0]:g}"])
+        elif (y > 0).all():
             ax.set_yscale("log")
-        else:
-            ax.set_yscale("symlog", linthresh=float(y[y > 0].min()) if (y > 0).any() else 1e-6)
-        from matplotlib.ticker import FuncFormatter
-
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers: math text is off (text.parse_math)
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            plain_log_ticks(ax.yaxis)
+        else:  # lambda = 0 among the trials: linear up to the smallest positive lambda, none below 0
+            linthresh = float(y[y > 0].min())
+            ax.set_yscale("symlog", linthresh=linthresh)
+            plain_log_ticks(ax.yaxis)
+            ax.set_ylim(-0.3 * linthresh, None)
         if best is not None:
             ax.plot(
                 x[best], y[best], "*", ms=20, mfc="none", mec="#d62728", mew=2, label=f"best: {acc[best]:.4f}"
             )
         ax.set_xlabel("eta (learning rate, log scale)")
-        ax.set_ylabel("lambda (penalty weight, log scale)")
-    fig.colorbar(image, ax=ax, label="final validation accuracy")
+        ax.set_ylabel("lambda (penalty weight" + (")" if len(set(y)) == 1 else ", log scale)"))
+    fig.colorbar(image, ax=ax, label=f"final validation accuracy (the scale at least {MIN_SPAN:g} wide)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), ncol=2, frameon=False, fontsize=9)
     ax.set_title(title, fontsize=9, wrap=True)

@@ -257,3 +257,53 @@ def test_a_failed_visualize_leaves_no_folder(runner, run_dir, tmp_path):
         ],
     )
     assert r.exit_code == 1 and not (tmp_path / "new").exists()
+
+
+def _all_tick_labels(fig) -> list[str]:
+    """Every tick label drawn on every axes of ``fig`` (major and minor, both axes, colour bars)."""
+    fig.canvas.draw()
+    return [
+        t.get_text()
+        for ax in fig.axes
+        for axis in (ax.xaxis, ax.yaxis)
+        for minor in (False, True)
+        for t in axis.get_ticklabels(minor=minor)
+        if t.get_text()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lam", "eta"),
+    [
+        ([1e-4, 3e-3, 0.02, 0.4], [0.0013, 0.004, 0.03, 0.07]),  # lambda and eta on log axes
+        ([0.0, 0.0, 0.0, 0.0], [0.0013, 0.004, 0.005, 0.008]),  # eta within a decade: minor labels
+        ([0.0, 0.01, 0.1, 0.0], [0.002, 0.004, 0.03, 0.09]),  # lambda = 0 among them: symlog
+    ],
+)
+@pytest.mark.parametrize("grid", [True, False])
+def test_sweep_figure_ticks_are_plain_and_its_colours_honest(lam, eta, grid):
+    """Bug: a random search's eta axis printed raw '$\\mathdefault{3\\times10^{-3}}$' minor labels
+    on top of each other, and a 1.6-point spread of accuracy ran the whole colour scale."""
+    from cifarlin.figures import common, plots
+
+    common.use_backend()
+    acc = [0.300, 0.310, 0.316, 0.305]
+    fig = plots.sweep_figure(lam, eta, acc, ["done"] * 4, 2, grid=grid, title="t")
+    labels = _all_tick_labels(fig)
+    assert labels and not any("$" in t or "mathdefault" in t for t in labels), labels
+    ax = fig.axes[0]
+    if not grid and len(set(lam)) == 1:  # a decade of eta has a major tick or none: minors say where
+        assert [t.get_text() for t in ax.xaxis.get_ticklabels(minor=True) if t.get_text()]
+    norm = ax.collections[0].norm if not grid else ax.images[0].norm
+    assert norm.vmax - norm.vmin >= 0.1 - 1e-9 and norm.vmin <= 0.300 and norm.vmax >= 0.316
+    shown = {t.get_text() for t in ax.texts}
+    assert {"0.300", "0.310", "0.316", "0.305"} <= shown  # the values themselves
+    matplotlib.pyplot.close(fig)
+
+
+def test_sweep_colour_range_stays_in_zero_to_one():
+    from cifarlin.figures import plots
+
+    assert plots.colour_range(np.array([0.97, 0.99])) == pytest.approx((0.9, 1.0))
+    assert plots.colour_range(np.array([0.01, np.nan])) == pytest.approx((0.0, 0.1))
+    assert plots.colour_range(np.array([0.1, 0.5])) == pytest.approx((0.1, 0.5))
