@@ -88,14 +88,65 @@ def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
-def run_title(cfg: TrainConfig, epochs: int | None = None) -> str:
-    """'setting 2: $\\lambda$ = 0, $\\eta$ = 0.001, batch 100, 40 epochs' (draw with parse_math)."""
-    setting = f"setting {cfg.setting}: " if cfg.setting else ""
-    loss = "" if cfg.loss == "ce" else f"{LOSSES[cfg.loss].label}, "
-    return (
-        f"{setting}{loss}$\\lambda$ = {cfg.lam:g}, $\\eta$ = {cfg.eta:g}, batch {cfg.batch_size}, "
-        f"{_epochs(cfg.epochs if epochs is None else epochs)}"
+def _math_safe(text: str) -> str:
+    """Text from the user (a file name) inside a title drawn with parse_math: its $ kept literal."""
+    return text.replace("$", "\\$")
+
+
+def _numbers(values: tuple[int, ...]) -> str:
+    """(1, 2, 3, 4, 5) -> '1-5', (1, 3) -> '1, 3'."""
+    if len(values) > 2 and list(values) == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(map(str, values))
+
+
+def run_details(cfg: TrainConfig) -> list[str]:
+    """What a run did beyond lambda, eta, batch and epochs, each when not the default: the loss,
+    features, augmentation, schedule, training batches, shuffling, the model kept, a warm start."""
+    from cifarlin.core.augment import parse_augment
+
+    out = [] if cfg.loss == "ce" or cfg.solver == "ridge" else [LOSSES[cfg.loss].label]
+    if cfg.features is not None:
+        out.append(f"k-means features ({_math_safe(Path(cfg.features).name)})")
+    aug = parse_augment(cfg.augment)
+    views = (["flips"] if aug.flip else []) + (
+        [f"shifts of up to {aug.translate} px"] if aug.translate else []
     )
+    if views:
+        out.append(" and ".join(views))
+    if cfg.schedule == "step":
+        out.append(f"step schedule ($\\times${cfg.decay:g} every {cfg.decay_every} epochs)")
+    elif cfg.schedule == "cosine":
+        out.append(f"cosine schedule to {cfg.eta_min:g}")
+    elif cfg.schedule != "constant":
+        out.append(f"{cfg.schedule} schedule")
+    if cfg.train_batches != (1,):
+        out.append(
+            f"training batch{'es' if len(cfg.train_batches) > 1 else ''} {_numbers(cfg.train_batches)}"
+        )
+    if cfg.shuffle and cfg.solver != "ridge":
+        out.append("shuffled")
+    if cfg.keep != "last":
+        out.append(f"model of the {cfg.keep} epoch")
+    if cfg.init is not None:
+        out.append("warm start")
+    return out
+
+
+def run_title(cfg: TrainConfig, epochs: int | None = None, sep: str = "; ") -> str:
+    """'setting 2: $\\lambda$ = 0, $\\eta$ = 0.001, batch 100, 40 epochs', then ``sep`` and
+    :func:`run_details` when there are any (draw with parse_math)."""
+    setting = f"setting {cfg.setting}: " if cfg.setting else ""
+    if cfg.solver == "ridge":
+        lam = "$\\lambda$ chosen on validation" if cfg.choose_lam else f"$\\lambda$ = {cfg.lam:g}"
+        main = f"{setting}ridge solver ({LOSSES[cfg.loss].label}), {lam}"
+    else:
+        main = (
+            f"{setting}$\\lambda$ = {cfg.lam:g}, $\\eta$ = {cfg.eta:g}, batch {cfg.batch_size}, "
+            f"{_epochs(cfg.epochs if epochs is None else epochs)}"
+        )
+    details = run_details(cfg)
+    return main + (sep + ", ".join(details) if details else "")
 
 
 class PlainLogFormatter(Formatter):
