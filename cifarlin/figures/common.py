@@ -19,7 +19,9 @@ import numpy as np
 
 matplotlib.use("Agg")  # before pyplot: no GUI toolkit is imported unless a window is asked for
 import matplotlib.pyplot as plt
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.ticker import Formatter
 
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.losses import LOSSES
@@ -86,14 +88,94 @@ def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
-def run_title(cfg: TrainConfig, epochs: int | None = None) -> str:
-    """'setting 2: $\\lambda$ = 0, $\\eta$ = 0.001, batch 100, 40 epochs' (draw with parse_math)."""
-    setting = f"setting {cfg.setting}: " if cfg.setting else ""
-    loss = "" if cfg.loss == "ce" else f"{LOSSES[cfg.loss].label}, "
-    return (
-        f"{setting}{loss}$\\lambda$ = {cfg.lam:g}, $\\eta$ = {cfg.eta:g}, batch {cfg.batch_size}, "
-        f"{_epochs(cfg.epochs if epochs is None else epochs)}"
+def _math_safe(text: str) -> str:
+    """Text from the user (a file name) inside a title drawn with parse_math: its $ kept literal."""
+    return text.replace("$", "\\$")
+
+
+def _numbers(values: tuple[int, ...]) -> str:
+    """(1, 2, 3, 4, 5) -> '1-5', (1, 3) -> '1, 3'."""
+    if len(values) > 2 and list(values) == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ", ".join(map(str, values))
+
+
+def run_details(cfg: TrainConfig) -> list[str]:
+    """What a run did beyond lambda, eta, batch and epochs, each when not the default: the loss,
+    features, augmentation, schedule, training batches, shuffling, the model kept, a warm start."""
+    from cifarlin.core.augment import parse_augment
+
+    out = [] if cfg.loss == "ce" or cfg.solver == "ridge" else [LOSSES[cfg.loss].label]
+    if cfg.features is not None:
+        out.append(f"k-means features ({_math_safe(Path(cfg.features).name)})")
+    aug = parse_augment(cfg.augment)
+    views = (["flips"] if aug.flip else []) + (
+        [f"shifts of up to {aug.translate} px"] if aug.translate else []
     )
+    if views:
+        out.append(" and ".join(views))
+    if cfg.schedule == "step":
+        out.append(f"step schedule ($\\times${cfg.decay:g} every {cfg.decay_every} epochs)")
+    elif cfg.schedule == "cosine":
+        out.append(f"cosine schedule to {cfg.eta_min:g}")
+    elif cfg.schedule != "constant":
+        out.append(f"{cfg.schedule} schedule")
+    if cfg.train_batches != (1,):
+        out.append(
+            f"training batch{'es' if len(cfg.train_batches) > 1 else ''} {_numbers(cfg.train_batches)}"
+        )
+    if cfg.shuffle and cfg.solver != "ridge":
+        out.append("shuffled")
+    if cfg.keep != "last":
+        out.append(f"model of the {cfg.keep} epoch")
+    if cfg.init is not None:
+        out.append("warm start")
+    return out
+
+
+def run_title(cfg: TrainConfig, epochs: int | None = None, sep: str = "; ") -> str:
+    """'setting 2: $\\lambda$ = 0, $\\eta$ = 0.001, batch 100, 40 epochs', then ``sep`` and
+    :func:`run_details` when there are any (draw with parse_math)."""
+    setting = f"setting {cfg.setting}: " if cfg.setting else ""
+    if cfg.solver == "ridge":
+        lam = "$\\lambda$ chosen on validation" if cfg.choose_lam else f"$\\lambda$ = {cfg.lam:g}"
+        main = f"{setting}ridge solver ({LOSSES[cfg.loss].label}), {lam}"
+    else:
+        main = (
+            f"{setting}$\\lambda$ = {cfg.lam:g}, $\\eta$ = {cfg.eta:g}, batch {cfg.batch_size}, "
+            f"{_epochs(cfg.epochs if epochs is None else epochs)}"
+        )
+    details = run_details(cfg)
+    return main + (sep + ", ".join(details) if details else "")
+
+
+class PlainLogFormatter(Formatter):
+    """Tick labels of a log (or symlog) axis as plain numbers ('0.003', '1e-05'), never math text
+    (cifarlin draws with ``text.parse_math`` off, so matplotlib's default log labels would print as
+    raw ``$\\mathdefault{...}$``). Major ticks are always labelled; a minor tick only where the axis
+    spans too little for major ticks to say enough: all of them within one decade, the 2s and 5s
+    within two, none beyond."""
+
+    def __init__(self, minor: bool = False) -> None:
+        self.minor = minor
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if not self.minor:
+            return f"{x:g}"
+        if x <= 0 or self.axis is None:
+            return ""
+        lo, hi = sorted(abs(v) for v in self.axis.get_view_interval())
+        decades = np.log10(hi / lo) if lo > 0 else np.inf
+        mantissa = round(x / 10 ** np.floor(np.log10(x) + 1e-9), 6)
+        if decades <= 1.05 or (decades <= 2.05 and mantissa in (2, 5)):
+            return f"{x:g}"
+        return ""
+
+
+def plain_log_ticks(axis: Axis) -> None:
+    """Plain major and minor labels (:class:`PlainLogFormatter`) on a log or symlog ``axis``."""
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(minor=True))
 
 
 def _printable_texts(fig: Figure) -> None:

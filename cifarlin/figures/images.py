@@ -79,10 +79,12 @@ def samples(
     title: str,
     confidence: np.ndarray | None = None,
     cols: int = 8,
+    count_right: bool = True,
 ) -> Figure:
     """A grid of images with true and predicted labels and the probability of the prediction;
     a wrong prediction is marked by a cross, the word 'wrong' and a red dashed frame (not by
-    colour alone)."""
+    colour alone). ``count_right``: the title says how many are right (not for images picked
+    because they are wrong)."""
     class_names = [printable(n) for n in class_names]  # from a file: no control characters
     style()
     n = len(images)
@@ -109,11 +111,12 @@ def samples(
     for ax in axes[n:]:
         ax.set_axis_off()
     right = int(np.sum(labels[:n] == preds[:n]))
-    what = "true class, then \u2713/\u2717 predicted class" + (
-        "" if confidence is None else " (its probability)"
+    what = "each image: its true class, then \u2713 or \u2717 and the predicted class" + (
+        "" if confidence is None else " with its probability"
     )
-    fig.suptitle(f"{title}: {right} of {n} right ({what})", fontsize=10, parse_math=True)
+    head = f"{title}: {right} of {n} right" if count_right else title
+    fig.suptitle(f"{head}\n{what}", fontsize=10, parse_math=True)
     fig.subplots_adjust(
-        left=0.01, right=0.99, bottom=0.01, top=1 - 0.75 / (1.9 * rows + 0.6), hspace=0.55, wspace=0.1
+        left=0.01, right=0.99, bottom=0.01, top=1 - 0.85 / (1.9 * rows + 0.6), hspace=0.55, wspace=0.1
     )
     return fig

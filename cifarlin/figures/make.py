@@ -79,7 +79,10 @@ def comparison_figure(
     """The runs side by side (loss curves and weights), as ``settings.png``."""
     from cifarlin.figures import common, plots
 
-    rows = [(o.config, o.state.history, final_model(o.config, o.state).W, o.test.accuracy) for o in outcomes]
+    rows = [
+        (o.out.name, o.config, o.state.history, final_model(o.config, o.state).W, o.test.accuracy)
+        for o in outcomes
+    ]
     return common.save(plots.comparison(rows, class_names), path, fmt, dpi)
 
 
@@ -206,14 +209,21 @@ def _image_figures(
             if ev.outputs is None or LOSSES[snap.config.loss].probs is None
             else (ev.outputs[rows, ev.predictions[rows]])
         )
-        which = {"first": "first", "random": "random", "errors": "misclassified"}[request.pick]
+        errors = request.pick == "errors"
+        n, what = len(rows), f"{split} images"
+        title = {
+            "first": f"the first {n} {what}",
+            "random": f"{n} random {what}",
+            "errors": f"{n} error{'' if n == 1 else 's'}: misclassified {what}",
+        }[request.pick]
         fig = images.samples(
             ev.images[rows],
             ev.labels[rows],
             ev.predictions[rows],
             snap.class_names,
-            f"{len(rows)} {which} {split} images",
+            title,
             confidence,
+            count_right=not errors,
         )
         figs.append((fig, name(f"samples-{split}")))
     if "probs" in kinds and ev.true_class_prob is not None:

@@ -6,10 +6,13 @@ sweep's validation accuracy. What they share (backend, style, saving) is in
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt  # no backend yet: cifarlin.figures.common (below) chooses Agg
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -17,7 +20,7 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History
 from cifarlin.core.losses import LOSSES
 from cifarlin.errors import printable
-from cifarlin.figures.common import BEST_COLOR, TRAIN_COLOR, VAL_COLOR, run_title, style
+from cifarlin.figures.common import BEST_COLOR, TRAIN_COLOR, VAL_COLOR, plain_log_ticks, run_title, style
 from cifarlin.figures.images import weight_images
 from cifarlin.work.evaluation import per_class_accuracy
 
@@ -43,6 +46,46 @@ def _grid(n_panels: int, size: str | None) -> tuple[int, int, float, float]:
         rows = -(-n_panels // cols)
         return rows, cols, WIDTHS["double"], 2.35 * rows + 0.9
     return 1, n_panels, 4.2 * n_panels, 4.9
+
+
+def _short(v: float) -> str:
+    return f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}"
+
+
+def split_lines(ax: Axes, history: History, key: str, fontsize: float = 9, **line: Any) -> None:
+    """Training and validation ``key`` per epoch on ``ax``, from epoch 0 (the initial weights) when
+    known. The y range is the later epochs': an epoch 0 far outside it (a cost of 2.45 before 1.7 to
+    1.8) would squash them into a strip, so it is drawn off the edge and its values written there."""
+    h, n = history.arrays(), len(history)
+    first = history.initial
+    for split, color, name in (("train", TRAIN_COLOR, "training"), ("val", VAL_COLOR, "validation")):
+        x, y = np.arange(1, n + 1), h[f"{split}_{key}"]
+        if first is not None:
+            x, y = np.r_[0, x], np.r_[first[f"{split}_{key}"], y]
+        ax.plot(x, y, color=color, label=name, lw=1.5, **line)
+    ax.set_xlim(-0.3 if first is not None else 0.7, n + 0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    later = np.r_[h[f"train_{key}"], h[f"val_{key}"]]
+    later = later[np.isfinite(later)]
+    if first is None or not len(later):
+        return
+    start = np.array([first[f"train_{key}"], first[f"val_{key}"]])
+    lo, hi = float(later.min()), float(later.max())
+    span = max(hi - lo, 0.02 * max(abs(hi), abs(lo)), 1e-9)
+    if np.all(np.isfinite(start)) and lo - span <= start.min() and start.max() <= hi + span:
+        return  # on the scale of the later epochs: shown as it is
+    ax.set_ylim(lo - 0.15 * span, hi + 0.35 * span)
+    above = bool(np.nanmean(start) > hi)  # a loss falls from it, an accuracy climbs: the corner
+    ax.annotate(  # on the right, above or below as epoch 0 is, is where the later epochs are not
+        f"epoch 0 (off scale):\ntraining {_short(start[0])}, validation {_short(start[1])}",
+        (0.98, 0.97 if above else 0.03),
+        xycoords="axes fraction",
+        ha="right",
+        va="top" if above else "bottom",
+        fontsize=fontsize,
+        color=BEST_COLOR,
+        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+    )
 
 
 def curves(
@@ -75,19 +118,15 @@ def curves(
         if key == "eta":
             ax.plot(epochs, h["eta"], color=BEST_COLOR, lw=1.5, **marker)
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+            ax.set_xlim(-0.3 if history.initial is not None else 0.7, n + 0.3)  # as the other panels
         else:
-            for split, color, name in (("train", TRAIN_COLOR, "training"), ("val", VAL_COLOR, "validation")):
-                x, y = epochs, h[f"{split}_{key}"]
-                if history.initial is not None:
-                    x, y = np.concatenate([[0], x]), np.concatenate([[history.initial[f"{split}_{key}"]], y])
-                ax.plot(x, y, color=color, label=name, lw=1.5, **marker)
+            split_lines(ax, history, key, fontsize=7 if small else 9, **marker)
             star = f"best validation accuracy (epoch {best})"
             ax.plot(
                 [best], [h[f"val_{key}"][best - 1]], "*", color=VAL_COLOR, ms=6 if small else 9, label=star
             )
         ax.axvline(best, color=BEST_COLOR, ls="--", lw=0.8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(-0.3 if history.initial is not None else 0.7, n + 0.3)
         ax.set_xlabel("epoch")
         if small:  # the title names the quantity; the label says what it is, where there is room
             ax.set_title(ylabel[0].upper() + ylabel[1:], parse_math=True)
@@ -105,9 +144,14 @@ def curves(
             ncol=3 if width > 5 else 2,
             frameon=False,
         )
-    title = run_title(cfg, n)
-    fig.suptitle(title.replace(", batch", ",\nbatch") if size == "single" else title, parse_math=True)
+    title = run_title(cfg, n, sep="\n")  # the details, if any, on lines of their own
+    if size == "single":
+        title = title.replace(", batch", ",\nbatch", 1)
+    chars = int(width * 72 / (0.55 * plt.rcParams["font.size"] * 1.2))  # a line of the title at most
+    title = "\n".join(textwrap.fill(line, chars) for line in title.split("\n"))
+    fig.suptitle(title, parse_math=True)
     bottom, top = {"single": (0.95, 0.8), "double": (0.75, 0.5)}.get(size or "", (0.95, 0.55))
+    top += (0.2 if small else 0.25) * (title.count("\n") - (size == "single"))  # lines beyond the first
     fig.subplots_adjust(
         left=(0.62 if small else 0.8) / width,
         right=0.98,
@@ -119,49 +163,68 @@ def curves(
     return fig
 
 
+#: The comparison's layout in inches: its width; per row, the title, the block of loss curves and
+#: weights, the epoch label below and the gap to the next row; the weights' tiles and their gap.
+CMP_WIDTH, CMP_TITLE, CMP_BLOCK, CMP_BELOW, CMP_TILE, CMP_GAP = 12.0, 0.7, 2.6, 0.75, 1.0, 0.18
+
+
 def comparison(
-    runs: Sequence[tuple[TrainConfig, History, np.ndarray, float | None]], class_names: Sequence[str]
+    runs: Sequence[tuple[str, TrainConfig, History, np.ndarray, float | None]], class_names: Sequence[str]
 ) -> Figure:
-    """Runs side by side, like the original work's figures: per row, the training and validation
-    loss per epoch (titled with the test accuracy) and the weight montage."""
+    """Runs one below the other, like the original work's figures: per row, named by its folder
+    and described in full, the training and validation loss per epoch (from epoch 0, as in
+    ``curves.png``) beside the weights as images (two rows of five, each named by its class)."""
     class_names = [printable(n) for n in class_names]  # from a file: no control characters
     style()
-    n = len(runs)
-    height = 2.3 * n + 0.8
-    fig = plt.figure(figsize=(16, height))
-    grid = fig.add_gridspec(
-        n,
-        1 + 10,
-        width_ratios=[4] + [1] * 10,
-        left=0.05,
-        right=0.99,
-        bottom=0.7 / height,
-        top=1 - 0.75 / height,
-        hspace=0.85,
-        wspace=0.08,
-    )
-    for r, (cfg, history, W, test_acc) in enumerate(runs):
-        ax = fig.add_subplot(grid[r, 0])
-        h = history.arrays()
-        e = np.arange(1, len(history) + 1)
-        ax.plot(e, h["train_loss"], color=TRAIN_COLOR, label="training loss")
-        ax.plot(e, h["val_loss"], color=VAL_COLOR, label="validation loss")
-        test = "" if test_acc is None else f", test accuracy {test_acc:.3f}"
-        ax.set_title(f"{run_title(cfg, len(history))}{test}", fontsize=9, parse_math=True)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("loss", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    head = 0.95  # the title and the legend
+    row = CMP_TITLE + CMP_BLOCK + CMP_BELOW
+    height = head + row * len(runs)
+    fig = plt.figure(figsize=(CMP_WIDTH, height))
+
+    def box(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+        return x / CMP_WIDTH, y / height, w / CMP_WIDTH, h / height  # inches from the bottom left
+
+    tiles_x = CMP_WIDTH - 0.15 - 5 * CMP_TILE - 4 * CMP_GAP
+    for r, (name, cfg, history, W, test_acc) in enumerate(runs):
+        top = height - head - r * row  # the row's top, in inches
+        block = top - CMP_TITLE  # the block's top
+        test = "" if test_acc is None else f": test accuracy {test_acc:.3f}"
+        fig.text(*box(0.15, top - 0.25, 0, 0)[:2], f"{printable(name)}{test}", fontsize=12, weight="bold")
+        fig.text(*box(0.15, top - 0.52, 0, 0)[:2], run_title(cfg, len(history)), fontsize=11, parse_math=True)
+        ax = fig.add_axes(box(0.85, block - CMP_BLOCK, tiles_x - 1.6, CMP_BLOCK - 0.2))
+        split_lines(ax, history, "loss", fontsize=10, marker="o", ms=3, markevery=max(1, len(history) // 40))
+        ax.set_xlabel("epoch", fontsize=11)
+        ax.set_ylabel(f"loss ({LOSSES[cfg.loss].label.removesuffix(' loss')})", fontsize=11)
         if W.shape[1] != 3 * 32 * 32:  # a model on features: its weights are not images
+            fig.text(
+                *box(tiles_x + 2.5 * CMP_TILE + 2 * CMP_GAP, block - CMP_BLOCK / 2, 0, 0)[:2],
+                "a model on features:\nits weights are not images",
+                ha="center",
+                va="center",
+                fontsize=11,
+                color=BEST_COLOR,
+            )
             continue
-        for c, (img, name) in enumerate(zip(weight_images(W), class_names, strict=True)):
-            t = fig.add_subplot(grid[r, 1 + c])
+        for c, (img, cls) in enumerate(zip(weight_images(W), class_names, strict=True)):
+            i, j = divmod(c, 5)
+            x, y = tiles_x + j * (CMP_TILE + CMP_GAP), block - 0.25 - i * (CMP_TILE + 0.3)
+            t = fig.add_axes(box(x, y - CMP_TILE, CMP_TILE, CMP_TILE))
             t.imshow(img, interpolation="nearest")
             t.set_axis_off()
-            if r == 0:
-                t.set_title(name, fontsize=8)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower left", ncol=2, frameon=False, fontsize=9)
-    fig.suptitle("Loss per epoch and the learnt weights as images")
+            fig.text(*box(x + CMP_TILE / 2, y + 0.05, 0, 0)[:2], cls, fontsize=10, ha="center")
+    handles, labels = fig.axes[0].get_legend_handles_labels() if runs else ([], [])
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.45 / height),
+        ncol=2,
+        frameon=False,
+        fontsize=11,
+    )
+    fig.suptitle(
+        "Loss per epoch and the learnt weights as images", fontsize=13, y=1 - 0.12 / height, va="top"
+    )
     return fig
 
 
@@ -244,6 +307,22 @@ def probabilities(p_true: np.ndarray, correct: np.ndarray, loss: str, title: str
     return fig
 
 
+#: The least range of accuracy a sweep's colour scale spans: a spread of 1.6 points must not look
+#: like one from the worst colour to the best.
+MIN_SPAN = 0.10
+
+
+def colour_range(acc: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) of a sweep's colour scale: the accuracies' range, widened about its middle to
+    at least :data:`MIN_SPAN` and kept within [0, 1]."""
+    finite = acc[np.isfinite(acc)]
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    pad = max(0.0, MIN_SPAN - (hi - lo)) / 2
+    lo, hi = lo - pad, hi + pad
+    shift = max(0.0, -lo) - max(0.0, hi - 1.0)
+    return lo + shift, hi + shift
+
+
 def sweep_figure(
     lam: Sequence[float],
     eta: Sequence[float],
@@ -260,10 +339,7 @@ def sweep_figure(
     style()
     fig, ax = plt.subplots(figsize=(7.5, 5.5), layout="constrained")
     acc = np.array([np.nan if a is None else a for a in accuracy], dtype=np.float64)
-    finite = acc[np.isfinite(acc)]
-    vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    if vmax - vmin < 1e-3:
-        vmin, vmax = vmin - 0.005, vmax + 0.005
+    vmin, vmax = colour_range(acc)
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     if grid:
         lams, etas = sorted(set(lam)), sorted(set(eta))
@@ -280,7 +356,7 @@ def sweep_figure(
             for (i, j), v in np.ndenumerate(cells):
                 text = f"{v:.3f}" if np.isfinite(v) else labels.get((i, j), "")
                 dark = np.isfinite(v) and (v - vmin) / (vmax - vmin) < 0.6
-                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+                ax.text(j, i, text, ha="center", va="center", fontsize=10, color="white" if dark else "black")
         ax.set_xticks(range(len(etas)), [f"{e:g}" for e in etas])
         ax.set_yticks(range(len(lams)), [f"{v:g}" for v in lams])
         ax.grid(False)
@@ -296,24 +372,33 @@ def sweep_figure(
         image = ax.scatter(
             x[ok], y[ok], c=acc[ok], cmap=cmap, vmin=vmin, vmax=vmax, s=40, edgecolors="k", lw=0.3
         )
+        if ok.sum() <= 12:  # the values themselves (close colours stay readable), staggered in height
+            for n, i in enumerate(np.flatnonzero(ok)[np.argsort(x[ok])]):
+                shift = ((6, 5), (6, -13), (6, 15), (6, -23))[n % 4]
+                ax.annotate(
+                    f"{acc[i]:.3f}", (x[i], y[i]), xytext=shift, textcoords="offset points", fontsize=8
+                )
         if (~ok).any():
             ax.scatter(x[~ok], y[~ok], marker="x", color="#888888", s=30, label="diverged or failed")
         ax.set_xscale("log")
-        if (y > 0).all():
+        plain_log_ticks(ax.xaxis)  # plain numbers: math text is off (text.parse_math)
+        if len(set(y)) == 1:  # lambda not searched: one value, one tick
+            ax.set_yticks([y[0]], [f"{y[0]:g}"])
+        elif (y > 0).all():
             ax.set_yscale("log")
-        else:
-            ax.set_yscale("symlog", linthresh=float(y[y > 0].min()) if (y > 0).any() else 1e-6)
-        from matplotlib.ticker import FuncFormatter
-
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers: math text is off (text.parse_math)
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            plain_log_ticks(ax.yaxis)
+        else:  # lambda = 0 among the trials: linear up to the smallest positive lambda, none below 0
+            linthresh = float(y[y > 0].min())
+            ax.set_yscale("symlog", linthresh=linthresh)
+            plain_log_ticks(ax.yaxis)
+            ax.set_ylim(-0.3 * linthresh, None)
         if best is not None:
             ax.plot(
                 x[best], y[best], "*", ms=20, mfc="none", mec="#d62728", mew=2, label=f"best: {acc[best]:.4f}"
             )
         ax.set_xlabel("eta (learning rate, log scale)")
-        ax.set_ylabel("lambda (penalty weight, log scale)")
-    fig.colorbar(image, ax=ax, label="final validation accuracy")
+        ax.set_ylabel("lambda (penalty weight" + (")" if len(set(y)) == 1 else ", log scale)"))
+    fig.colorbar(image, ax=ax, label=f"final validation accuracy (the scale at least {MIN_SPAN:g} wide)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12), ncol=2, frameon=False, fontsize=9)
     ax.set_title(title, fontsize=9, wrap=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import h5py
@@ -197,7 +198,8 @@ def test_setting_all_comparison_figure(runner, tiny_py, tmp_path):
     )
     assert r.exit_code == 0, r.output
     img = mpimg.imread(tmp_path / "settings.png")
-    assert img.shape[:2] == (1500, 2400) and colours(tmp_path / "settings.png") > 100
+    # 12 inches wide at 150 dpi; 0.95 inch of title and legend, then 4.05 inches a run (4 runs)
+    assert img.shape[:2] == (int(150 * (0.95 + 4 * 4.05)), 1800) and colours(tmp_path / "settings.png") > 100
 
 
 def test_a_model_file_alone_draws_what_it_can(runner, run_dir, tmp_path, tiny_py):
@@ -257,3 +259,204 @@ def test_a_failed_visualize_leaves_no_folder(runner, run_dir, tmp_path):
         ],
     )
     assert r.exit_code == 1 and not (tmp_path / "new").exists()
+
+
+def _all_tick_labels(fig) -> list[str]:
+    """Every tick label drawn on every axes of ``fig`` (major and minor, both axes, colour bars)."""
+    fig.canvas.draw()
+    return [
+        t.get_text()
+        for ax in fig.axes
+        for axis in (ax.xaxis, ax.yaxis)
+        for minor in (False, True)
+        for t in axis.get_ticklabels(minor=minor)
+        if t.get_text()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lam", "eta"),
+    [
+        ([1e-4, 3e-3, 0.02, 0.4], [0.0013, 0.004, 0.03, 0.07]),  # lambda and eta on log axes
+        ([0.0, 0.0, 0.0, 0.0], [0.0013, 0.004, 0.005, 0.008]),  # eta within a decade: minor labels
+        ([0.0, 0.01, 0.1, 0.0], [0.002, 0.004, 0.03, 0.09]),  # lambda = 0 among them: symlog
+    ],
+)
+@pytest.mark.parametrize("grid", [True, False])
+def test_sweep_figure_ticks_are_plain_and_its_colours_honest(lam, eta, grid):
+    """Bug: a random search's eta axis printed raw '$\\mathdefault{3\\times10^{-3}}$' minor labels
+    on top of each other, and a 1.6-point spread of accuracy ran the whole colour scale."""
+    from cifarlin.figures import common, plots
+
+    common.use_backend()
+    acc = [0.300, 0.310, 0.316, 0.305]
+    fig = plots.sweep_figure(lam, eta, acc, ["done"] * 4, 2, grid=grid, title="t")
+    labels = _all_tick_labels(fig)
+    assert labels and not any("$" in t or "mathdefault" in t for t in labels), labels
+    ax = fig.axes[0]
+    if not grid and len(set(lam)) == 1:  # a decade of eta has a major tick or none: minors say where
+        assert [t.get_text() for t in ax.xaxis.get_ticklabels(minor=True) if t.get_text()]
+    norm = ax.collections[0].norm if not grid else ax.images[0].norm
+    assert norm.vmax - norm.vmin >= 0.1 - 1e-9 and norm.vmin <= 0.300 and norm.vmax >= 0.316
+    shown = {t.get_text() for t in ax.texts}
+    assert {"0.300", "0.310", "0.316", "0.305"} <= shown  # the values themselves
+    matplotlib.pyplot.close(fig)
+
+
+def test_sweep_colour_range_stays_in_zero_to_one():
+    from cifarlin.figures import plots
+
+    assert plots.colour_range(np.array([0.97, 0.99])) == pytest.approx((0.9, 1.0))
+    assert plots.colour_range(np.array([0.01, np.nan])) == pytest.approx((0.0, 0.1))
+    assert plots.colour_range(np.array([0.1, 0.5])) == pytest.approx((0.1, 0.5))
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures a command saves, by file name, drawn (their text laid out) before saving."""
+    from cifarlin.figures import common
+
+    figures, real_save = {}, common.save
+
+    def save(fig, path, *args, **kwargs):
+        fig.canvas.draw()
+        figures[path.name] = fig
+        return real_save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(common, "save", save)
+    return figures
+
+
+def _texts(fig) -> list:
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_text() and t.get_visible()]
+
+
+def test_comparison_names_and_describes_each_run(runner, tiny_py, tmp_path, drawn, monkeypatch):
+    """Bug: rows not named by their folder, a hinge run titled like any other, the class names gone
+    from every row when the first row had no weight images, the legend alone at the bottom left,
+    tiny fonts, and the loss from epoch 1 while curves.png starts at epoch 0."""
+    from cifarlin.figures import plots
+
+    parent = tmp_path / "runs"
+    base = ["--data-dir", str(tiny_py), "--batch-size", "10", "--epochs", "2", "--quiet", "--no-plots"]
+    for name, extra in (
+        ("a-hinge", ["--loss", "svm"]),
+        (
+            "b-views",
+            [
+                "--augment",
+                "flip,translate:1",
+                "--schedule",
+                "cosine",
+                "--train-batches",
+                "1,2",
+                "--val-size",
+                "20",
+            ],
+        ),
+    ):
+        r = runner.invoke(app, ["train", "--out", str(parent / name), *base, *extra])
+        assert r.exit_code == 0, r.output
+    real = plots.comparison
+
+    def first_on_features(runs, class_names):  # the first row a model on features (no images)
+        (name, cfg, history, W, acc), *rest = runs
+        return real([(name, cfg, history, W[:, :200], acc), *rest], class_names)
+
+    monkeypatch.setattr(plots, "comparison", first_on_features)
+    r = runner.invoke(app, ["visualize", str(parent), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    fig = drawn["settings.png"]
+    texts = [t.get_text() for t in _texts(fig)]
+    assert any(t.startswith("a-hinge") for t in texts) and any(t.startswith("b-views") for t in texts)
+    rows = [t for t in texts if "batch 10, 2 epochs" in t]
+    assert len(rows) == 2 and "hinge loss" in rows[0], rows
+    assert all(
+        w in rows[1] for w in ("flips", "shifts of up to 1 px", "cosine schedule", "training batches 1, 2")
+    )
+    assert (
+        texts.count("airplane") == 1 and texts.count("truck") == 1
+    )  # the second row's, though the first has none
+    assert any("not images" in t for t in texts)
+    assert min(t.get_fontsize() for t in _texts(fig)) >= 10
+    curves = [ax for ax in fig.axes if ax.get_xlabel() == "epoch"]
+    assert len(curves) == 2 and all(ax.get_xlim()[0] < 0 for ax in curves)  # from epoch 0
+    legend = fig.legends[0].get_window_extent()
+    assert legend.y0 > max(ax.get_window_extent().y1 for ax in fig.axes)  # at the top, above every row
+
+
+def _history(initial_cost: float, later: list[float]):
+    from cifarlin.core.history import History
+    from cifarlin.core.model import Metrics
+
+    h = History()
+    h.set_initial(Metrics(initial_cost, initial_cost, 0.1), Metrics(initial_cost, initial_cost, 0.1))
+    for c in later:
+        h.append(Metrics(c, c, 0.4), Metrics(c + 0.01, c + 0.01, 0.39), 1.0, 0.01)
+    return h
+
+
+def test_curves_keep_the_later_epochs_readable():
+    """Bug: epoch 0 (cost 2.45) squashed the 1.68 to 1.82 of the later epochs into the bottom fifth."""
+    from cifarlin.core.config import TrainConfig
+    from cifarlin.figures import common, plots
+
+    common.use_backend()
+    fig = plots.curves(_history(2.45, [1.82, 1.75, 1.70, 1.68]), TrainConfig(epochs=4), panels=["loss"])
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert 1.6 < lo < 1.68 and 1.83 < hi < 1.95 and ax.get_xlim()[0] < 0  # epoch 0 drawn, off the edge
+    assert any("epoch 0 (off scale)" in t and "2.45" in t for t in (x.get_text() for x in _texts(fig)))
+    matplotlib.pyplot.close(fig)
+    fig = plots.curves(_history(1.9, [1.82, 1.75, 1.70, 1.68]), TrainConfig(epochs=4), panels=["loss"])
+    assert fig.axes[0].get_ylim()[1] > 1.9  # near the later epochs: shown as it is
+    assert not any("off scale" in t.get_text() for t in _texts(fig))
+    matplotlib.pyplot.close(fig)
+
+
+def test_titles_name_what_is_not_default():
+    from cifarlin.core.config import TrainConfig
+    from cifarlin.figures import common
+
+    bonus = common.run_title(TrainConfig.for_setting("bonus"), 20)
+    assert all(
+        w in bonus
+        for w in ("setting bonus", "flips and shifts of up to 1 px", "cosine", "training batches 1-5")
+    )
+    feats = common.run_title(TrainConfig(features="/x/k$1.h5", solver="gd", loss="svm"))
+    assert "k-means features (k\\$1.h5)" in feats and "hinge loss" in feats
+    assert (
+        common.run_title(TrainConfig(setting=2))
+        == "setting 2: $\\lambda$ = 0, $\\eta$ = 0.001, batch 100, 40 epochs"
+    )
+
+
+@pytest.mark.parametrize("pick", ["errors", "first"])
+def test_samples_title_says_what_was_picked(runner, run_dir, tiny_py, tmp_path, drawn, pick):
+    """Bug: '0 of 12 right' over images picked for being wrong, and brackets inside brackets."""
+    r = runner.invoke(
+        app,
+        [
+            "visualize",
+            str(run_dir),
+            "--what",
+            "samples",
+            "--pick",
+            pick,
+            "--n",
+            "4",
+            "--data-dir",
+            str(tiny_py),
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    title = drawn["samples-test.png"]._suptitle.get_text()
+    if pick == "errors":
+        assert re.match(r"\d+ errors?: misclassified test images\n", title) and "right" not in title, title
+    else:
+        assert title.startswith("the first 4 test images: ") and " of 4 right" in title, title
+    assert not any(t.count("(") > 1 for t in title.split("\n")), title
