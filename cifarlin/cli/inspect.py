@@ -64,7 +64,14 @@ def evaluate(
             )
         snaps.append(snap)
         paths.append(path)
-    dataset = ensure_data(ctx, data_dir, no_download, quiet)
+    dataset = ensure_data(
+        ctx,
+        data_dir,
+        no_download,
+        quiet,
+        lambda notice: evaluation.recorded_dataset(snaps, split, notice),
+        len(snaps),
+    )
     evals = [evaluation.evaluate_split(snap, dataset, split, ctx.obj.feature_cache) for snap in snaps]
     rows = [
         {**_report(str(p), s.config.loss, ev, s.class_names), "arithmetic": s.arithmetic}
@@ -283,7 +290,7 @@ def visualize(
     written = draw_figures(
         target,
         request,
-        lambda: ensure_data(ctx, data_dir, no_download, quiet),
+        lambda: ensure_data(ctx, data_dir, no_download, quiet, lambda say_: _trained_on(target, split, say_)),
         on_notice=None if quiet else (lambda m: say(c, f"note: {m}")),
         feature_cache=ctx.obj.feature_cache,
     )
@@ -298,3 +305,14 @@ def visualize(
                 "format": format,
             }
         )
+
+
+def _trained_on(target: Path, split: str, notice: Any) -> Any:
+    """The folder the model of ``target`` was trained on, when it still holds its files, or None
+    (:func:`cifarlin.work.evaluation.recorded_dataset`)."""
+    from cifarlin.store.checkpoint import load_snapshot
+    from cifarlin.work.evaluation import recorded_dataset
+    from cifarlin.work.folder import run_files
+
+    path = run_files(Path(target).expanduser()).model
+    return None if path is None else recorded_dataset([load_snapshot(path)], split, notice)
