@@ -85,10 +85,7 @@ def evaluate(
         losses = [s.config.loss for s in snaps]
         ens = evaluation.ensemble(evals, losses)
         together = _report(
-            f"ensemble of {len(snaps)}",
-            losses[0] if ens.true_class_prob is None else "mean",
-            ens,
-            snaps[0].class_names,
+            f"ensemble of {len(snaps)}", evaluation.ensemble_loss(losses), ens, snaps[0].class_names
         )
     out = results(json_out)
     if len(rows) == 1 and together is None:
@@ -104,13 +101,15 @@ def evaluate(
                 r["model"],
                 r["loss_function"],
                 f"{r['accuracy']:.4f}",
-                fmt_cost(r["cost"]),
-                fmt_cost(r["loss"]),
+                "-" if r["cost"] != r["cost"] else fmt_cost(r["cost"]),  # NaN: no loss (ce+bce)
+                "-" if r["loss"] != r["loss"] else fmt_cost(r["loss"]),
                 "-" if p is None else f"{p:.4f}",
             )
         say(out, f"{split} split, {len(evals[0].labels)} images, data: {dataset.folder}")
         print_table(out, t)
         if not quiet:
+            if together is not None:
+                say(out, _ensemble_line(together["loss_function"]))
             if all(s.arithmetic == snaps[0].arithmetic for s in snaps):
                 say(out, f"every model: {_arithmetic_line(snaps[0].arithmetic)}")
             else:  # other machines' models: their last bits may differ (see cifarlin.store.machine)
@@ -127,6 +126,16 @@ def evaluate(
             emit_json({**rows[0], **base})
         else:
             emit_json({**base, "models": rows, "ensemble": together})
+
+
+def _ensemble_line(loss: str) -> str:
+    """What the ensemble row's cost and loss are."""
+    from cifarlin.core.losses import LOSSES
+
+    if loss not in LOSSES:
+        return f"ensemble: no cost or loss ({loss}: probabilities of two kinds averaged)"
+    what = "probabilities" if LOSSES[loss].probs is not None else "scores"
+    return f"ensemble: {LOSSES[loss].label} of the mean {what}; cost = loss, no penalty"
 
 
 def _arithmetic_line(recorded: dict[str, str]) -> str:

@@ -156,10 +156,34 @@ def _inputs(
     )
 
 
+def ensemble_loss(losses: list[str]) -> str:
+    """The loss an ensemble of models of ``losses`` is measured by: theirs when they share one,
+    else their names joined by '+' (no loss: see :func:`ensemble`)."""
+    return "+".join(dict.fromkeys(losses))
+
+
+def averaged_losses(outputs: np.ndarray, labels: np.ndarray, loss: str) -> np.ndarray:
+    """Per-image losses (N,) of averaged outputs (N, K) under ``loss``: for ce the cross-entropy
+    -log p_y of the averaged softmax probabilities, for bce the binary cross-entropy
+    -(1/K) sum_k [y_k log p_k + (1 - y_k) log(1 - p_k)] of the averaged sigmoids, for a loss of
+    scores that loss of the averaged scores (inf where a probability of the true class is 0)."""
+    rows = np.arange(len(labels))
+    if LOSSES[loss].probs is None:
+        return LOSSES[loss].losses(outputs, labels)
+    with np.errstate(divide="ignore"):
+        if loss == "ce":
+            return -np.log(outputs[rows, labels])
+        logs = np.log1p(-outputs)  # (N, K) log(1 - p_k)
+        logs[rows, labels] = np.log(outputs[rows, labels])
+        return -logs.mean(axis=1)
+
+
 def ensemble(evals: list[Evaluation], losses: list[str]) -> Evaluation:
     """The average of several models' class probabilities (or, for models of a loss without
     probabilities, hinge or squared, their scores: all of one loss) on the same images,
-    classified by its highest entry. Its cost and loss are undefined (NaN)."""
+    classified by its highest entry. Its loss is the models' loss of the averaged outputs
+    (:func:`averaged_losses`; NaN for a mix of ce and bce models, whose averaged probabilities
+    are neither kind), and its cost that loss: no penalty (it has no one W)."""
     first = evals[0]
     for ev in evals[1:]:
         if not np.array_equal(ev.labels, first.labels):
@@ -179,13 +203,14 @@ def ensemble(evals: list[Evaluation], losses: list[str]) -> Evaluation:
     rows = np.arange(len(pred))
     p_true = None if scores else mean[rows, first.labels]
     accuracy = float((pred == first.labels).mean())
-    nan = float("nan")
+    name = ensemble_loss(losses)
+    loss = float(averaged_losses(mean, first.labels, name).mean()) if name in LOSSES else float("nan")
     return Evaluation(
         first.split,
         first.images,
         first.labels,
         pred,
-        model.Metrics(nan, nan, accuracy),
+        model.Metrics(loss, loss, accuracy),
         confusion_matrix(first.labels, pred),
         sorted({f for ev in evals for f in ev.changed_files}),
         p_true,
