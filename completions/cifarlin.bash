@@ -177,7 +177,7 @@ _cifarlin() {
                 --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--to --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--to --overwrite --json --quiet -q --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi

@@ -160,6 +160,7 @@ complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l quiet -s q -d '
 complete -c cifarlin -n '__fish_seen_subcommand_from predict' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from predict' -F
 complete -c cifarlin -n '__fish_seen_subcommand_from export' -l to -r -F -d 'Where to write: NAME.npz for the model, NAME.csv for the history per epoch (repeat --to for both).'
+complete -c cifarlin -n '__fish_seen_subcommand_from export' -l overwrite -d 'Replace a --to file that exists.'
 complete -c cifarlin -n '__fish_seen_subcommand_from export' -l json -d 'Print the result as one JSON document on stdout.'
 complete -c cifarlin -n '__fish_seen_subcommand_from export' -l quiet -s q -d 'No progress; print only the result.'
 complete -c cifarlin -n '__fish_seen_subcommand_from export' -l help -d 'Show this message and exit.'

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -72,12 +72,30 @@ def env(ctx: typer.Context) -> Env:
     return ctx.find_root().obj
 
 
-def ensure_data(ctx: typer.Context, data_dir: Path | None, no_download: bool, quiet: bool) -> Dataset:
-    """The dataset in the data folder, fetched first when it is missing (unless --no-download)."""
+def ensure_data(
+    ctx: typer.Context,
+    data_dir: Path | None,
+    no_download: bool,
+    quiet: bool,
+    trained_on: Callable[[Callable[[str], None] | None], Dataset | None] | None = None,
+    models: int = 1,
+) -> Dataset:
+    """The dataset in the data folder, fetched first when it is missing (unless --no-download).
+
+    With ``trained_on`` (the saved models' own folder, when it still holds their files, or None:
+    :func:`cifarlin.work.evaluation.recorded_dataset`), that folder unless --data-dir or
+    $CIFARLIN_DATA_DIR names one, said in one line; the data folder otherwise."""
     from cifarlin.data import download
 
     e = env(ctx)
     c = console()
+    if trained_on is not None and data_dir is None and not e.data_dir_set:
+        dataset = trained_on(None if quiet else (lambda m: say(c, f"note: {m}")))
+        if dataset is not None:
+            if not quiet:
+                which = "model was" if models == 1 else "models were"
+                say(c, f"data: the folder the {which} trained on, {dataset.folder}")
+            return dataset
     with download_progress(quiet) as progress:
         return download.ensure(
             e.data_root(data_dir),

@@ -2,8 +2,9 @@
 
 The scripts know every subcommand, option, choice and which values are paths, so completing costs
 no Python start-up. They are generated from the click group the command line hands over (this
-module never imports the command line). ``cifarlin completion bash|zsh|fish`` prints one;
-``python -m cifarlin.cli.completion DIR`` regenerates the files committed in ``completions/``.
+module never imports the command line). ``cifarlin completion bash|zsh|fish`` prints one, which
+is how the files committed in ``completions/`` are regenerated (see :data:`SHELLS` for their
+names).
 """
 
 from __future__ import annotations

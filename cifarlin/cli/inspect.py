@@ -64,7 +64,14 @@ def evaluate(
             )
         snaps.append(snap)
         paths.append(path)
-    dataset = ensure_data(ctx, data_dir, no_download, quiet)
+    dataset = ensure_data(
+        ctx,
+        data_dir,
+        no_download,
+        quiet,
+        lambda notice: evaluation.recorded_dataset(snaps, split, notice),
+        len(snaps),
+    )
     evals = [evaluation.evaluate_split(snap, dataset, split, ctx.obj.feature_cache) for snap in snaps]
     rows = [
         {**_report(str(p), s.config.loss, ev, s.class_names), "arithmetic": s.arithmetic}
@@ -78,10 +85,7 @@ def evaluate(
         losses = [s.config.loss for s in snaps]
         ens = evaluation.ensemble(evals, losses)
         together = _report(
-            f"ensemble of {len(snaps)}",
-            losses[0] if ens.true_class_prob is None else "mean",
-            ens,
-            snaps[0].class_names,
+            f"ensemble of {len(snaps)}", evaluation.ensemble_loss(losses), ens, snaps[0].class_names
         )
     out = results(json_out)
     if len(rows) == 1 and together is None:
@@ -97,13 +101,15 @@ def evaluate(
                 r["model"],
                 r["loss_function"],
                 f"{r['accuracy']:.4f}",
-                fmt_cost(r["cost"]),
-                fmt_cost(r["loss"]),
+                "-" if r["cost"] != r["cost"] else fmt_cost(r["cost"]),  # NaN: no loss (ce+bce)
+                "-" if r["loss"] != r["loss"] else fmt_cost(r["loss"]),
                 "-" if p is None else f"{p:.4f}",
             )
         say(out, f"{split} split, {len(evals[0].labels)} images, data: {dataset.folder}")
         print_table(out, t)
         if not quiet:
+            if together is not None:
+                say(out, _ensemble_line(together["loss_function"]))
             if all(s.arithmetic == snaps[0].arithmetic for s in snaps):
                 say(out, f"every model: {_arithmetic_line(snaps[0].arithmetic)}")
             else:  # other machines' models: their last bits may differ (see cifarlin.store.machine)
@@ -120,6 +126,16 @@ def evaluate(
             emit_json({**rows[0], **base})
         else:
             emit_json({**base, "models": rows, "ensemble": together})
+
+
+def _ensemble_line(loss: str) -> str:
+    """What the ensemble row's cost and loss are."""
+    from cifarlin.core.losses import LOSSES
+
+    if loss not in LOSSES:
+        return f"ensemble: no cost or loss ({loss}: probabilities of two kinds averaged)"
+    what = "probabilities" if LOSSES[loss].probs is not None else "scores"
+    return f"ensemble: {LOSSES[loss].label} of the mean {what}; cost = loss, no penalty"
 
 
 def _arithmetic_line(recorded: dict[str, str]) -> str:
@@ -283,7 +299,7 @@ def visualize(
     written = draw_figures(
         target,
         request,
-        lambda: ensure_data(ctx, data_dir, no_download, quiet),
+        lambda: ensure_data(ctx, data_dir, no_download, quiet, lambda say_: _trained_on(target, split, say_)),
         on_notice=None if quiet else (lambda m: say(c, f"note: {m}")),
         feature_cache=ctx.obj.feature_cache,
     )
@@ -298,3 +314,14 @@ def visualize(
                 "format": format,
             }
         )
+
+
+def _trained_on(target: Path, split: str, notice: Any) -> Any:
+    """The folder the model of ``target`` was trained on, when it still holds its files, or None
+    (:func:`cifarlin.work.evaluation.recorded_dataset`)."""
+    from cifarlin.store.checkpoint import load_snapshot
+    from cifarlin.work.evaluation import recorded_dataset
+    from cifarlin.work.folder import run_files
+
+    path = run_files(Path(target).expanduser()).model
+    return None if path is None else recorded_dataset([load_snapshot(path)], split, notice)

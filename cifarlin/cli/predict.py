@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from cifarlin.cli.common import JsonOpt, QuietOpt, option
+from cifarlin.cli.common import JsonOpt, QuietOpt, flag, option
 from cifarlin.cli.display import clean, console, emit_json, error_line, results, say
 
 if TYPE_CHECKING:
@@ -132,14 +132,18 @@ def export(
             "(repeat --to for both).",
         ),
     ],
+    overwrite: Annotated[bool, flag("--overwrite", help="Replace a --to file that exists.")] = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a model as .npz (NumPy) or its per-epoch history as .csv, for other tools.
 
-    model.npz holds W, b, mean, std, class_names, loss and the training configuration, each as
-    an array (np.load(path, allow_pickle=False) reads it); history.csv has a header line and a
-    line per epoch. The suffix of --to chooses the format. Files are written whole or not at all.
+    model.npz holds W, b, mean, std, scale, class_names, loss and the training configuration,
+    each as an array (np.load(path, allow_pickle=False) reads it), and a model on k-means
+    features its feature map too (kmeans_centroids, kmeans_zca, ...: see the README), so it
+    classifies images with NumPy alone; history.csv has a header line and a line per epoch. The
+    suffix of --to chooses the format. Files are written whole or not at all; one that exists
+    is kept unless --overwrite.
 
     **Example:** cifarlin export outputs/setting-2 --to model.npz --to history.csv
     """
@@ -149,6 +153,7 @@ def export(
     kinds = [ex.target_kind(t) for t in to]  # every name checked before anything is read or written
     for t in to:
         check_path(t, "to", "file")
+    ex.check_targets(to, overwrite)
     written: list[dict[str, Any]] = []
     snap_path, snap = None, None
     for target, kind in zip(to, kinds, strict=True):

@@ -3,7 +3,9 @@
 ``model.npz`` (``np.load(path, allow_pickle=False)`` reads it; nothing in it is pickled):
 
     W (K, d), b (K,)       the weights, in the model's dtype (float32 or float64)
-    mean (d,), std (d,)    float64; x_norm = (x / 255 - mean) / std for raw uint8 pixels x
+    mean (d,), std (d,)    float64; x_norm = (x / scale - mean) / std, x the inputs
+    scale                  255.0 for a model on pixels (x: raw uint8 pixels, d = 3072), 1.0 for
+                           a model on k-means features (x: the features below, d = 4 k)
     class_names (K,)       text
     loss                   'ce', 'svm', 'bce', 'mse' or 'l2svm' (0-d text; as every value below)
     lam, eta, epochs, batch_size, seed, shuffle, init_std, train_batches (an integer array),
@@ -13,6 +15,18 @@
     epoch                  epochs the weights were trained for
     test_cost, test_loss, test_acc   when the file holds them
     format, format_version, cifarlin_version   'cifarlin-npz', 1, the version that wrote it
+
+A model on k-means features (``train --features``) also holds its feature map, everything that
+turns an image into its features (:mod:`cifarlin.core.kmeans`, as the README shows in NumPy):
+
+    kmeans_centroids (k, 3 p^2)       float32, in whitened patch space
+    kmeans_zca_mean (3 p^2,)          float64, the mean of the normalised training patches
+    kmeans_zca (3 p^2, 3 p^2)         float64, the whitening matrix
+    kmeans_patch                      p, the patch side (stride 1)
+    kmeans_norm_eps, kmeans_zca_eps   the patch normalisation's and the whitening's epsilon
+    kmeans_seed, kmeans_iterations, kmeans_n_patches   how the map was learnt
+    kmeans_activation, kmeans_pooling 'triangle', 'quadrant-sum'
+    kmeans_checksum                   the map's SHA-256 (as in its HDF5 file)
 
 ``history.csv``: a header line, then one line per epoch with the columns :data:`CSV_COLUMNS`;
 numbers are written with Python's ``repr``, so they read back to the same float64 values.
@@ -31,7 +45,7 @@ import numpy as np
 
 from cifarlin import __version__
 from cifarlin.core.history import History
-from cifarlin.errors import bad_value
+from cifarlin.errors import RunExistsError, bad_value
 from cifarlin.store.checkpoint import Snapshot
 from cifarlin.store.files import atomic_path, write_text
 
@@ -67,8 +81,19 @@ def model_arrays(snap: Snapshot) -> dict[str, np.ndarray]:
         "b": snap.state.b,
         "mean": snap.normalizer.mean,
         "std": snap.normalizer.std,
+        "scale": np.asarray(float(snap.normalizer.scale)),
         "class_names": np.array(snap.class_names, dtype=str),
     }
+    fmap = snap.features
+    if fmap is not None:
+        arrays["kmeans_centroids"] = fmap.centroids.astype(np.float32)
+        arrays["kmeans_zca_mean"] = fmap.zca_mean.astype(np.float64)
+        arrays["kmeans_zca"] = fmap.zca.astype(np.float64)
+        for name, value in fmap.params().items():
+            arrays[f"kmeans_{name}"] = np.asarray(value)
+        arrays["kmeans_activation"] = np.asarray("triangle")
+        arrays["kmeans_pooling"] = np.asarray("quadrant-sum")
+        arrays["kmeans_checksum"] = np.asarray(fmap.checksum)
     for name, value in snap.config.to_dict().items():
         if value is not None:
             arrays[name] = np.asarray(value, dtype=np.int64 if name == "train_batches" else None)
@@ -82,6 +107,13 @@ def model_arrays(snap: Snapshot) -> dict[str, np.ndarray]:
     arrays["cifarlin_version"] = np.asarray(__version__)
     assert not any(a.dtype.hasobject for a in arrays.values())  # loadable with allow_pickle=False
     return arrays
+
+
+def check_targets(paths: list[Path], overwrite: bool) -> None:
+    """Refuse (before anything is read or written) a target that exists, unless ``overwrite``."""
+    for path in paths:
+        if not overwrite and (Path(path).exists() or Path(path).is_symlink()):
+            raise RunExistsError(f"{path} exists: pass overwrite=True to replace it, or another to=FILE")
 
 
 def export_model(snap: Snapshot, path: Path) -> None:

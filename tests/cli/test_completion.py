@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_committed_scripts_are_fresh(shell, name):
     committed = (REPO / "completions" / name).read_text()
     assert committed == completion.script(shell, group()), (
-        f"completions/{name} is stale: run `python -m cifarlin.cli.completion completions`"
+        f"completions/{name} is stale: run `cifarlin completion {shell} > completions/{name}`"
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cifarlin.cli import app
-from cifarlin.core import config
+from cifarlin.core import config, losses
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
 from cifarlin.work import evaluation
@@ -32,6 +32,7 @@ def models(tmp_path_factory, tiny_py):
         "svm2": ["--loss", "svm", "--seed", "3"],
         "bce": ["--loss", "bce", "--eta", "0.01"],
         "held": ["--train-batches", "1,3", "--val-size", "20"],
+        "penalised": ["--lam", "0.1", "--seed", "2"],
     }.items():
         train(tiny_py, root / name, *TINY, *args)
         out[name] = root / name / "model.h5"
@@ -115,3 +116,44 @@ def test_held_out_split_is_used_for_val(tiny_py, models):
     ev = evaluation.evaluate_split(snap, data.Dataset(tiny_py, "python"), "val")
     p = prepare(data.Dataset(tiny_py, "python"), config.SplitSpec((1, 3), 20))
     assert np.array_equal(ev.labels, p.y["val"])
+
+
+def test_an_ensemble_has_the_loss_of_its_averaged_outputs(runner, tiny_py, models):
+    """Bug: the ensemble row's cost and loss left as NaN (they are well defined: the models' loss
+    of the averaged probabilities or scores), a penalty added to its cost, or its loss column
+    named "mean" instead of the loss."""
+    dataset = data.Dataset(tiny_py, "python")
+    evs = {n: evaluation.evaluate_split(checkpoint.load_snapshot(models[n]), dataset, "test") for n in models}
+    labels, rows = evs["a"].labels, np.arange(50)
+    for names, loss, per in (
+        (("a", "b"), "ce", lambda M: -np.log(M[rows, labels])),  # the cross-entropy, by definition
+        (("svm", "svm2"), "svm", lambda M: losses.svm_losses(M, labels)),
+        (("bce",), "bce", lambda M: -np.log(np.where(np.eye(10)[labels] == 1, M, 1 - M)).mean(axis=1)),
+    ):
+        out = run(runner, tiny_py, *(models[n] for n in names), "--ensemble")["ensemble"]
+        want = per(np.mean([evs[n].outputs for n in names], axis=0)).mean()
+        assert out["loss_function"] == loss, names
+        assert out["loss"] == out["cost"] and out["loss"] == pytest.approx(want, rel=1e-12), names
+    # one model alone: its own loss (from its scores, here from its probabilities: to rounding),
+    # and no penalty in the ensemble's cost
+    for name in ("bce", "penalised"):
+        one = run(runner, tiny_py, models[name], "--ensemble")
+        alone, ens = one["models"][0], one["ensemble"]
+        assert ens["loss"] == ens["cost"] == pytest.approx(alone["loss"], rel=1e-9), name
+    assert alone["cost"] > alone["loss"] + 1e-3  # the penalised model's cost: its penalty added
+
+
+def test_the_ensemble_row_names_its_loss_at_80_columns(runner, tiny_py, models):
+    """Bug: 'mean  ...  nan  nan' in the ensemble row, or no word on what its cost is."""
+    args = ["evaluate", str(models["a"]), str(models["b"]), "--ensemble", "--data-dir", str(tiny_py)]
+    r = runner.invoke(app, args, env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    row = next(ln for ln in r.stdout.splitlines() if ln.startswith("ensemble of 2"))
+    assert row.split()[3] == "ce" and "nan" not in row and "mean" not in row
+    assert float(row.split()[5]) == float(row.split()[6])  # cost = loss
+    assert "\nensemble: cross-entropy loss of the mean probabilities; cost = loss, no penalty\n" in r.stdout
+    # (each a line of its own: at 80 columns a longer one would wrap)
+    r = runner.invoke(app, [*args, str(models["bce"])], env={"COLUMNS": "80"})  # ce and bce: no loss
+    row = next(ln for ln in r.stdout.splitlines() if ln.startswith("ensemble of 3"))
+    assert row.split()[3] == "ce+bce" and row.split()[5:7] == ["-", "-"]
+    assert "\nensemble: no cost or loss (ce+bce: probabilities of two kinds averaged)\n" in r.stdout

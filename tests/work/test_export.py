@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cifar_files import FIT
 from cifarlin.cli import app
+from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint
 from cifarlin.work import export
 from cli_helpers import train
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 TRAIN = ["--batch-size", "10", "--epochs", "3", "--no-plots", "--quiet"]
 
@@ -116,7 +120,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(run, tmp_path, monk
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "savez", torn)
-    r = invoke(run, "--to", target)
+    r = invoke(run, "--to", target, "--overwrite")
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "No space left on device" in r.stderr
     assert target.read_bytes() == b"the previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
@@ -147,3 +151,75 @@ def test_a_model_file_alone_has_no_history(run, tmp_path):
     r = invoke(lone / "model.h5", "--to", tmp_path / "h.csv")
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "a model alone has no history" in r.stderr
     assert not (tmp_path / "h.csv").exists()
+
+
+def test_an_existing_file_is_kept_without_overwrite(run, tmp_path):
+    """Bug: export replacing a file silently (train and features fit refuse without --overwrite),
+    or writing the other --to files before refusing."""
+    target = tmp_path / "m.npz"
+    target.write_bytes(b"someone's file")
+    r = invoke(run, "--to", tmp_path / "h.csv", "--to", target)
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1
+    assert f"{target} exists: pass --overwrite to replace it, or another --to FILE" in r.stderr
+    assert target.read_bytes() == b"someone's file" and not (tmp_path / "h.csv").exists()
+    r = invoke(run, "--to", tmp_path / "h.csv", "--to", target, "--overwrite")
+    assert r.exit_code == 0, r.output
+    with np.load(target, allow_pickle=False) as z:
+        assert "W" in z.files
+
+
+def readme_recipe() -> str:
+    """The README's NumPy code that classifies images with a model.npz alone."""
+    text = README.read_text()
+    start = text.index("```python\nimport numpy as np\n\ndef kmeans_features")
+    return text[start + len("```python\n") : text.index("```\n", start + 10)]
+
+
+@pytest.fixture(scope="module")
+def features_run(tiny_py, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export-features")
+    r = CliRunner().invoke(
+        app, ["features", "fit", *FIT, "--out", str(root / "k6.h5"), "--data-dir", str(tiny_py), "--quiet"]
+    )
+    assert r.exit_code == 0, r.output
+    train(tiny_py, root / "run", *TRAIN, "--eta", "0.05", "--features", root / "k6.h5")
+    return root / "run"
+
+
+@pytest.mark.parametrize("which", ["features", "pixels"])
+def test_the_npz_alone_classifies_as_cifarlin_does(which, features_run, run, tiny_py, tmp_path):
+    """Bug: a features model's .npz without its k-means map (W (10, 4k) and only the map's path:
+    it could not classify an image), a map array or parameter left out or misnamed, or a README
+    recipe that does not compute what cifarlin computes. The README's own code runs here, on the
+    test images, with NumPy alone, and agrees with predict and with evaluate."""
+    folder = features_run if which == "features" else run
+    r = invoke(folder, "--to", tmp_path / "model.npz")  # the README's name, in the working folder
+    assert r.exit_code == 0, r.output
+    images = data.Reader(data.Dataset(tiny_py, "python")).batch("test")
+    np.save(tmp_path / "test.npy", images.images)
+    space = {"images": images.images}
+    exec(readme_recipe(), space)  # the README's code, as a reader would run it
+    S = space["scores"](space["z"], images.images)  # (n, 10)
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as z:
+        if which == "features":
+            assert z["W"].shape == (10, 24) and z["kmeans_centroids"].shape == (6, 108)
+            assert z["scale"][()] == 1.0 and z["kmeans_patch"][()] == 6
+            assert (
+                str(z["kmeans_checksum"]) == checkpoint.load_snapshot(folder / "model.h5").features.checksum
+            )
+        else:
+            assert "kmeans_centroids" not in z.files and z["scale"][()] == 255.0
+    r = CliRunner().invoke(app, ["predict", str(folder), str(tmp_path / "test.npy"), "--top", "10", "--json"])
+    assert r.exit_code == 0, r.output
+    kind = "probability" if which == "features" else "score"  # a ce model and an svm model
+    cli = np.zeros_like(S)
+    for p in json.loads(r.stdout)["predictions"]:
+        for entry in p["top"]:
+            cli[p["index"], list(space["z"]["class_names"]).index(entry["class"])] = entry[kind]
+    mine = np.exp(S - S.max(axis=1, keepdims=True)) if which == "features" else S
+    mine = mine / mine.sum(axis=1, keepdims=True) if which == "features" else mine
+    # float64 here, float32 features and inputs in cifarlin: equal to float32's rounding
+    np.testing.assert_allclose(mine, cli, rtol=1e-5, atol=1e-5)  # here: 2e-6 and 7e-7 at most
+    assert np.array_equal(space["classes"], space["z"]["class_names"][cli.argmax(axis=1)])
+    r = CliRunner().invoke(app, ["evaluate", str(folder), "--data-dir", str(tiny_py), "--json", "--quiet"])
+    assert json.loads(r.stdout)["accuracy"] == np.mean(S.argmax(axis=1) == images.labels)
