@@ -326,7 +326,7 @@ def training_display(c: Console, quiet: bool, labelled: bool = False) -> Iterato
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     header = ("run          " if labelled else "") + EPOCH_HEADER
-    c.print(f"[bold]{header}[/]")
+    headed: list[bool] = []  # the header goes above the first run's epochs, after its notes (loading...)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -342,6 +342,9 @@ def training_display(c: Console, quiet: bool, labelled: bool = False) -> Iterato
             label: str, epochs: int, first: int, n_train: int, batch: int
         ) -> Iterator[tuple[Any, Any]]:
             name = f"{label} " if labelled else ""
+            if not headed:
+                headed.append(True)
+                bar.console.print(f"[bold]{header}[/]")
             ep = bar.add_task(f"{name}epochs ", total=epochs, completed=first, rate="")
             bt = bar.add_task(f"{name}batches", total=-(-n_train // batch), rate="")
             t0 = time.perf_counter()

@@ -10,27 +10,30 @@ from __future__ import annotations
 import inspect
 import shlex
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, Group
+from rich.constrain import Constrain
 
-from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, env, flag, option
-from cifarlin.cli.display import (
-    add_row,
-    clean,
-    console,
-    emit_json,
-    fmt_cost,
-    plain,
-    print_table,
-    results,
-    say,
-    table,
+from cifarlin.cli.common import (
+    DataDirOpt,
+    JsonOpt,
+    NoDownloadOpt,
+    QuietOpt,
+    ensure_data,
+    env,
+    flag,
+    flag_names,
+    in_flags,
+    option,
 )
+from cifarlin.cli.display import clean, console, emit_json, plain, print_table, results, say
+from cifarlin.cli.sweep_table import fmt, params_text, status_table, trial_lines
 from cifarlin.core.config import TrainConfig, defaults
-from cifarlin.errors import CifarlinError
+from cifarlin.errors import CifarlinError, ConfigError, Interrupted
 from cifarlin.search.plan import MAX_TRIALS, RETRIES
 from cifarlin.search.space import SWEEPABLE, kind, separator, show
 
@@ -66,20 +69,13 @@ def _swept(result_or_spec: Any) -> list[str]:
     return [a.field for a in spec.axes if a.is_range or len(a.values) > 1] or ["lam", "eta"]
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
-    return "" if x is None or x != x else f"{x:.{digits}f}"
-
-
-def _params_text(r: TrialResult, names: list[str]) -> str:
-    return ", ".join(f"{n}={show(n, getattr(r.trial.config, n))}" for n in names)
-
-
 class _Display:
     """A live table of the trials on a terminal, a line per started or finished trial otherwise,
-    nothing but the end with --quiet."""
+    nothing but the end with --quiet. Messages come in the library's words (``batch_size=50``) and
+    are shown in this command line's (``--batch-size 50``) by ``words``."""
 
-    def __init__(self, c: Console, quiet: bool, swept: list[str]):
-        self.c, self.quiet, self.swept = c, quiet, swept
+    def __init__(self, c: Console, quiet: bool, swept: list[str], words: Callable[[str], str] = str):
+        self.c, self.quiet, self.swept, self.words = c, quiet, swept, words
         self.trials: dict[str, TrialResult] = {}
         self.live: Any = None
 
@@ -91,8 +87,13 @@ class _Display:
             self.live.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, *exc: Any) -> None:
         if self.live is not None:
+            stopped = kind is not None and issubclass(kind, (KeyboardInterrupt, Interrupted))
+            if stopped or (kind is not None and any(t.status != "queued" for t in self.trials.values())):
+                # the sweep ends without its final table: the live one stays, as it last was
+                self.live.update(self._render(), refresh=True)
+                self.live.transient = False
             self.live.stop()
             self.live = None
 
@@ -100,16 +101,16 @@ class _Display:
         if self.quiet:
             return
         if self.live is not None:
-            self.live.console.print(clean(message), soft_wrap=True)
+            self.live.console.print(clean(self.words(message)), soft_wrap=True)
         else:
-            say(self.c, message)
+            say(self.c, self.words(message))
 
     def on_trial(self, event: str, r: TrialResult) -> None:
         self.trials[r.trial.name] = r
         if self.live is not None:
             self.live.update(self._render())
         elif not self.quiet and event in ("started", "restarted", "finished", "skipped"):
-            say(self.c, self._line(event, r))
+            say(self.c, self.words(self._line(event, r)))
 
     def _best(self) -> TrialResult | None:
         from cifarlin.search.plan import best_of
@@ -117,36 +118,37 @@ class _Display:
         return best_of(list(self.trials.values()))
 
     def _line(self, event: str, r: TrialResult) -> str:
-        what = f"{r.trial.name} ({_params_text(r, self.swept)})"
+        what = f"{r.trial.name} ({params_text(r, self.swept)})"
         if event == "started":
             resumed = f", from epoch {r.resumed_from_epoch}" if r.resumed_from_epoch else ""
             return f"{what}: started on {r.worker or 'a worker'}{resumed}"
         if event == "restarted":
             return f"{what}: its worker died; started again on {r.worker or 'another worker'}"
         if event == "skipped":
-            acc = _fmt(r.val_accuracy) or "-"
+            acc = fmt(r.val_accuracy) or "-"
             return f"{what}: {r.status} in an earlier run (val acc {acc}), not run again"
         if r.status == "done":
             line = (
-                f"{what}: done, val acc {_fmt(r.val_accuracy)} (best {_fmt(r.best_val_accuracy)} "
+                f"{what}: done, val acc {fmt(r.val_accuracy)} (best {fmt(r.best_val_accuracy)} "
                 f"at epoch {r.best_epoch}), {r.seconds or 0:.1f} s"
             )
         else:
             line = f"{what}: {r.status}: {r.error}"
         best = self._best()
         done = sum(t.finished for t in self.trials.values())
-        tail = f"; best so far {best.trial.name} {_fmt(best.val_accuracy)}" if best else ""
+        tail = f"; best so far {best.trial.name} {fmt(best.val_accuracy)}" if best else ""
         return f"[{done}/{len(self.trials)}] {line}{tail}"
 
     def _render(self) -> Any:
         trials = list(self.trials.values())
-        counts = {s: sum(t.status == s for t in trials) for s in ("running", "done", "diverged", "failed")}
+        shown_counts = ("running", "done", "diverged", "failed", "interrupted")
+        counts = {s: sum(t.status == s for t in trials) for s in shown_counts}
         best = self._best()
         head = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "starting"
         head = f"{len(trials)} trials: {head}"
         if best is not None:
-            params = _params_text(best, self.swept)
-            head += f"; best so far {best.trial.name} ({params}): val acc {_fmt(best.val_accuracy)}"
+            params = params_text(best, self.swept)
+            head += f"; best so far {best.trial.name} ({params}): val acc {fmt(best.val_accuracy)}"
         rows = len(trials)
         limit = max(5, shutil.get_terminal_size((120, 30)).lines - 6)
         shown = trials
@@ -154,36 +156,13 @@ class _Display:
             order = {"running": 0, "done": 1, "diverged": 2, "failed": 2, "queued": 3, "interrupted": 3}
             shown = sorted(trials, key=lambda t: (order[t.status], -(t.val_accuracy or 0)))[:limit]
             shown.sort(key=lambda t: (t.trial.round, t.trial.index))
-        t = status_table(shown, self.swept, best)
-        return Group(clean(head), t)
-
-
-def status_table(trials: list[TrialResult], swept: list[str], best: TrialResult | None) -> Any:
-    t = table(
-        "trial",
-        *swept,
-        "status",
-        "epochs",
-        "val acc",
-        "best val acc",
-        "val cost",
-        "seconds",
-        left=("trial", "status"),
-    )
-    for r in trials:
-        mark = " *" if best is not None and r is best else ""
-        add_row(
-            t,
-            r.trial.name + mark,
-            *(show(n, getattr(r.trial.config, n)) for n in swept),
-            r.status,
-            f"{r.epochs_trained}/{r.trial.config.epochs}",
-            _fmt(r.val_accuracy),
-            _fmt(r.best_val_accuracy),
-            "" if r.final_val_cost is None else fmt_cost(r.final_val_cost),
-            "" if r.seconds is None else f"{r.seconds:.1f}",
-        )
-    return t
+        # two columns to spare: the cursor waits after the last row, and the terminal's echo of a
+        # Ctrl-C (^C) must not wrap there, or the display's next refresh lands a line too low
+        width = self.c.width - 2
+        t, fits = status_table(self.c, shown, self.swept, best, width)
+        if not fits:  # a live display cuts what is wider than the terminal: a line per trial
+            t = Constrain(trial_lines(shown, self.swept, best, self.words), width)
+        return Group(clean(self.words(head)), t)
 
 
 def _train_command(r: TrialResult) -> str | None:
@@ -205,22 +184,24 @@ def _train_command(r: TrialResult) -> str | None:
     return shlex.join(words)
 
 
-def _print_result(c: Console, result: SweepResult, quiet: bool) -> None:
+def _print_result(c: Console, result: SweepResult, quiet: bool, words: Callable[[str], str] = str) -> None:
     swept = _swept(result)
     best = result.best
     if not quiet or len(result.results) <= 100:
-        print_table(c, status_table(result.results, swept, best))
+        print_table(c, status_table(c, result.results, swept, best)[0])  # too wide: the terminal wraps it
     for r in result.results:
         if r.error and r.status in ("failed", "diverged", "interrupted"):
-            say(c, f"{r.trial.name} {r.status}: {r.error}")
+            say(c, words(f"{r.trial.name} {r.status}: {r.error}"))
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
     say(c, f"{len(result.results)} trials ({counts}) in {result.out}")
     if best is not None:
         say(
             c,
-            f"best trial (by the validation accuracy of its saved model): {best.trial.name} "
-            f"({_params_text(best, swept)}): validation accuracy {_fmt(best.val_accuracy)} (highest "
-            f"{_fmt(best.best_val_accuracy)} at epoch {best.best_epoch}), in {best.run_dir}",
+            words(
+                f"best trial (by the validation accuracy of its saved model): {best.trial.name} "
+                f"({params_text(best, swept)}): validation accuracy {fmt(best.val_accuracy)} (highest "
+                f"{fmt(best.best_val_accuracy)} at epoch {best.best_epoch}), in {best.run_dir}"
+            ),
         )
         if result.test is not None:
             say(
@@ -335,6 +316,11 @@ def sweep(
     )
     plan(spec)  # every configuration checked before anything is started
     check_cluster(scheduler, workers, retries)
+    if not texts:
+        raise ConfigError(
+            "nothing to search: give the values to try, as lists or ranges, e.g. --lam 0,0.01,0.1 "
+            "--eta 0.001,0.01 (every option: 'cifarlin sweep --help'; one setting: 'cifarlin train')"
+        )
     out = out.expanduser() if out is not None else default_out()
     c = console()
     extra = [
@@ -356,10 +342,16 @@ def sweep(
         data_folder = found.folder if found is not None else root
     else:
         data_folder = ensure_data(ctx, data_dir, no_download, quiet).folder
+    names = flag_names(ctx.find_root().command)
+
+    def words(text: str) -> str:
+        """The library's words (``batch_size=50,100``) in this command line's (``--batch-size 50,100``)."""
+        return in_flags(text, names)
+
     if not quiet:
-        say(c, f"sweep: {spec.describe()} -> {out}")
+        say(c, words(f"sweep: {spec.describe()} -> {out}"))
         say(c, f"data: {data_folder}")
-    with _Display(c, quiet, _swept(spec)) as display:
+    with _Display(c, quiet, _swept(spec), words) as display:
         result = run_sweep(
             spec,
             out,
@@ -373,7 +365,7 @@ def sweep(
             on_notice=display.notice,
             on_trial=display.on_trial,
         )
-    _print_result(results(json_out), result, quiet)
+    _print_result(results(json_out), result, quiet, words)
     if json_out:
         emit_json(result.document())
     if result.best is None:

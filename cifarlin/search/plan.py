@@ -19,7 +19,7 @@ from typing import Any
 
 from cifarlin.core.config import TrainConfig, solver_defaults
 from cifarlin.errors import ConfigError, bad_value
-from cifarlin.search.space import SWEEPABLE, Axis, ranged_fields
+from cifarlin.search.space import RANGE_EXAMPLES, SWEEPABLE, Axis
 
 MAX_TRIALS = 10_000
 RETRIES = 2  # a trial whose worker died is tried this many more times (a local cluster)
@@ -65,8 +65,8 @@ class SweepSpec:
             raise bad_value(
                 "trials",
                 self.trials,
-                f"a random search draws from a range, e.g. lam=1e-5..1 (lists alone make a grid); "
-                f"ranges are for {', '.join(ranged_fields())}",
+                f"a random search draws from a range of real numbers ({RANGE_EXAMPLES}); "
+                "lists alone make a grid",
             )
         if not (type(self.refine) is int and 0 <= self.refine <= MAX_TRIALS):
             raise bad_value("refine", self.refine, f"must be between 0 and {MAX_TRIALS}")

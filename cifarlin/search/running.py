@@ -63,6 +63,7 @@ class RunningSweep:
             if status in ("done", "diverged"):
                 r.status = status
                 r.update(history_metrics(found.history, r.trial.config.keep))
+                r.seconds = sum(found.history.columns["seconds"])  # its epochs', as its run timed them
                 self.report("skipped", r)
             elif (
                 status == "new"

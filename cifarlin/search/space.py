@@ -122,6 +122,13 @@ def _path(name: str, text: str) -> str | None:
     return str(path.resolve())
 
 
+def _show_float(v: float) -> str:
+    """A number as a person types it and as ``cifarlin runs`` shows it (``0``, ``0.01``, ``1e-06``),
+    all its digits when fewer would not read back the same."""
+    short = f"{v:g}"
+    return short if float(short) == v else repr(v)
+
+
 def _show_batches(batches: tuple[int, ...]) -> str:
     if len(batches) > 1 and list(batches) == list(range(batches[0], batches[-1] + 1)):
         return f"{batches[0]}-{batches[-1]}"
@@ -140,10 +147,10 @@ class Kind:
 
 #: Keyed by the type of the field in TrainConfig, as written there.
 KINDS: dict[str, Kind] = {
-    "float": Kind(_float, repr, ranged=True),
+    "float": Kind(_float, _show_float, ranged=True),
     "int": Kind(_int, str),
     "int | None": Kind(_optional_int, lambda v: "none" if v is None else str(v)),
-    "float | None": Kind(_optional_float, lambda v: "none" if v is None else repr(v), ranged=True),
+    "float | None": Kind(_optional_float, lambda v: "none" if v is None else _show_float(v), ranged=True),
     "bool": Kind(_bool, lambda v: "true" if v else "false"),
     "str": Kind(lambda name, text: text, str),
     "str | None": Kind(
@@ -151,6 +158,10 @@ KINDS: dict[str, Kind] = {
     ),
     "tuple[int, ...]": Kind(lambda name, text: parse_batches(text), _show_batches, sep="/"),
 }
+
+#: Ranges as a message shows them: one per field would be a long line, and a bare field name would
+#: not read as the command line's flag (the command line turns ``lam=...`` into ``--lam ...``).
+RANGE_EXAMPLES = "e.g. lam=1e-5..1, init_std=1e-3..0.1"
 
 FIELD_TYPES = {f.name: str(f.type) for f in fields(TrainConfig)}  # field -> its type, as written there
 
@@ -206,7 +217,7 @@ def parse_axis(name: str, text: str) -> Axis:
             raise bad_value(
                 name,
                 text,
-                f"a range LOW..HIGH is for {', '.join(ranged_fields())}; give a list of values",
+                f"a range LOW..HIGH is for real numbers ({RANGE_EXAMPLES}); give a list of values",
             )
         lo_text, _, hi_text = text.partition("..")
         lo, hi = k.parse(name, lo_text.strip()), k.parse(name, hi_text.strip())

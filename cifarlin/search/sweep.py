@@ -45,7 +45,7 @@ from cifarlin.search.results import (
     stored_box,
 )
 from cifarlin.search.running import RunningSweep, TrialCallback
-from cifarlin.search.space import ranged_fields, show
+from cifarlin.search.space import ranged_fields, separator, show
 from cifarlin.search.trial import run_trial
 from cifarlin.store.files import check_path, make_folder
 
@@ -122,6 +122,7 @@ def run_sweep(
         previous = read_previous(out)  # before sweep.h5 is rewritten
         state.previous = previous.trials
         state.box = stored_box(spec, previous) if spec.refine else None
+        planned = not spec.refine  # every trial of the sweep is in results (round 2 is planned late)
         try:
             with contextlib.ExitStack() as stack:
                 state.scan(results)
@@ -150,6 +151,7 @@ def run_sweep(
                     state.run(client(), todo)
                 if spec.refine:
                     box = state.box if state.box is not None else refine_box(spec, results)
+                    planned = box is None
                     if box is None:
                         notice("no second round: no trial of the first finished")
                     else:
@@ -159,6 +161,7 @@ def run_sweep(
                             for t in _starts_checked(plan_random(spec, 2, spec.refine, box))
                         ]
                         results.extend(round2)
+                        planned = True
                         state.scan(round2)
                         state.save()
                         todo = [r for r in round2 if not r.finished]
@@ -167,17 +170,20 @@ def run_sweep(
                             state.run(client(), todo)
         except KeyboardInterrupt as e:
             how, code = stopped(e)
-            for r in results:
-                if r.status == "running":
-                    r.status = "interrupted"
-            state.save()
-            done = sum(r.finished for r in results)
-            again = f"; continue with '{resume_hint}'" if resume_hint else ""
-            raise Interrupted(
-                f"{how}: {done} of {len(results)} trials finished, kept in {out}; trials stopped "
-                f"in the middle continue from their last epoch{again}",
-                code,
-            ) from None
+            if not (planned and all(r.finished for r in results)):
+                for r in results:
+                    if r.status == "running":
+                        r.status = "interrupted"
+                state.save()
+                done = sum(r.finished for r in results)
+                again = f"; continue with '{resume_hint}'" if resume_hint else ""
+                raise Interrupted(
+                    f"{how}: {done} of {len(results)} trials finished, kept in {out}; trials stopped "
+                    f"in the middle continue from their last epoch{again}",
+                    code,
+                ) from None
+            # stopped as the workers closed, say: a sweep whose trials all finished is finished
+            notice(f"{how} after every trial had finished: the sweep is complete")
         best = best_of(results)
         test = state.best_test(best)
         state.save(best, test)
@@ -238,7 +244,7 @@ def describe_box(box: Box) -> str:
     parts = []
     for k, v in box.items():
         if len(v) == 2 and all(isinstance(x, float) for x in v) and k in ranged_fields():
-            parts.append(f"{k} {v[0]:.3g}..{v[1]:.3g}")
+            parts.append(f"{k}={v[0]:.3g}..{v[1]:.3g}")
         else:
-            parts.append(f"{k} {','.join(show(k, x) for x in v)}")
+            parts.append(f"{k}={separator(k).join(show(k, x) for x in v)}")
     return ", ".join(parts)

@@ -66,12 +66,20 @@ def test_lists_are_read_by_the_fields_type(name, text, values):
     assert parse_axis(name, sep.join(show(name, v) for v in values)).values == values  # shown back
 
 
+def test_numbers_show_as_typed_and_read_back_exactly():
+    """Catches lambda 0 shown as '0.0' (`cifarlin runs` shows '0'), and a short form that reads
+    back as another number (0.1 + 0.2 is not 0.3)."""
+    assert [show("lam", v) for v in (0.0, 0.1, 1e-06, 3e-4, 1e38)] == ["0", "0.1", "1e-06", "0.0003", "1e+38"]
+    for v in (0.1 + 0.2, 1 / 3, 123456789.0, 0.00316):
+        assert float(show("eta", v)) == v and parse_axis("eta_max", show("eta_max", v)).values == (v,)
+
+
 @pytest.mark.parametrize(
     "name, text, message",
     [
         ("lam", "1..0", "lam='1..0': an empty range"),
         ("lam", "0..1", "lam='0..1': a log-uniform range needs LOW > 0"),
-        ("epochs", "10..20", "epochs='10..20': a range LOW..HIGH is for lam, eta, init_std"),
+        ("epochs", "10..20", "epochs='10..20': a range LOW..HIGH is for real numbers (e.g. lam=1e-5..1"),
         ("epochs", "10,abc", "epochs='abc': not a whole number"),
         ("eta", "0.1,x", "eta='x': not a number"),
         ("lam", "0.1,,1", "lam='0.1,,1': an empty value"),
