@@ -273,13 +273,6 @@ class TrialResult:
 _RESULT_FIELDS = {f.name for f in fields(TrialResult)}
 
 
-def history_metrics(history: Any, keep: str = "last") -> dict[str, Any]:
-    """:func:`cifarlin.core.history.history_metrics` (imported when called: this module stays light)."""
-    from cifarlin.core.history import history_metrics as metrics
-
-    return metrics(history, keep)
-
-
 def ranked(results: Sequence[TrialResult]) -> list[TrialResult]:
     """Finished trials, best first: highest validation accuracy of the saved model, then lowest
     validation cost, then the earlier trial. Test figures play no part."""

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from cifarlin import __version__
+from cifarlin.core.history import history_metrics
 from cifarlin.errors import CifarlinError, DataError, WriteError, bad_value, one_line
-from cifarlin.search.plan import Box, SweepSpec, TrialResult, history_metrics
+from cifarlin.search.plan import Box, SweepSpec, TrialResult
 from cifarlin.search.results import config_json, write_tables
 from cifarlin.search.trial import probe_worker, trial_state
 

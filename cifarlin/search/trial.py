@@ -14,9 +14,10 @@ from typing import Any
 
 from cifarlin import __version__
 from cifarlin.core.config import TrainConfig, feature_cache_dir
+from cifarlin.core.history import history_metrics
 from cifarlin.errors import CifarlinError, ConfigError, Interrupted, bad_value, one_line
 from cifarlin.features.extraction import malloc_as_usual
-from cifarlin.search.plan import Trial, history_metrics
+from cifarlin.search.plan import Trial
 
 STOP_CHECK_SECONDS = 0.1  # how often a running trial looks whether the sweep was stopped
 

@@ -329,7 +329,7 @@ def names(root: Path, *args: str) -> list[str]:
 def test_val_is_what_the_saved_model_holds(outputs, tmp_path):
     """Bug (issue 27): a keep-last run shown with its best epoch's validation accuracy (0.4220)
     where its model holds the last epoch's (0.4140); a sweep shows the saved model's."""
-    from cifarlin.search.plan import history_metrics
+    from cifarlin.core.history import history_metrics
 
     root = tmp_path / "o"
     last = copy_run(outputs / "setting-3-svm", root / "last")  # keep=last

@@ -20,6 +20,7 @@ import pytest
 
 from cifarlin.cli import app, group
 from cifarlin.core.config import TrainConfig
+from cifarlin.core.history import history_metrics
 from cifarlin.errors import ConfigError, Interrupted
 from cifarlin.search import running, sweep
 from cifarlin.search import trial as sweep_trial
@@ -27,7 +28,6 @@ from cifarlin.search.plan import (
     SweepSpec,
     TrialResult,
     best_of,
-    history_metrics,
     plan,
     plan_random,
     refine_box,
