@@ -89,7 +89,11 @@ class _OneHelpStyle:
     params: list[Any]
 
     def get_help_option(self, ctx: Any) -> Any:
-        return _plain_help_option(super().get_help_option(ctx))  # type: ignore[misc]
+        option = _plain_help_option(super().get_help_option(ctx))  # type: ignore[misc]
+        panels = [p.rich_help_panel for p in self.params if getattr(p, "rich_help_panel", None)]
+        if option is not None and panels:  # options under headings: -h/--help under the last
+            option.rich_help_panel = panels[-1]
+        return option
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]

@@ -24,6 +24,7 @@ from cifarlin.cli.display import (
     table,
     training_display,
 )
+from cifarlin.cli.panels import in_panels
 from cifarlin.cli.train_plan import PlanCommands, report_failed
 from cifarlin.core.config import (
     DTYPES,
@@ -430,3 +431,17 @@ def train(
             )
         else:
             emit_json(result.summaries[0].to_json())
+
+
+in_panels(
+    train,
+    {
+        "Reference settings": "setting",
+        "Optimisation": "lam eta epochs batch_size seed shuffle init keep patience",
+        "Loss and solver": "loss solver",
+        "Data": "features train_batches val_size dtype data_dir no_download",
+        "Schedule": "schedule decay decay_every eta_min eta_max step_size",
+        "Augmentation": "augment",
+        "Output": "out resume overwrite no_plots workers json_out quiet",
+    },
+)
