@@ -8,6 +8,17 @@ from collections.abc import Callable, Mapping
 from copy import copy
 from typing import Annotated, Any
 
+#: train's headings (one panel of its 30 options was 148 lines at 80 columns)
+TRAIN_PANELS = {
+    "Reference settings": "setting",
+    "Optimisation": "lam eta epochs batch_size seed shuffle init keep patience",
+    "Loss and solver": "loss solver",
+    "Data": "features train_batches val_size dtype data_dir no_download",
+    "Schedule": "schedule decay decay_every eta_min eta_max step_size",
+    "Augmentation": "augment",
+    "Output": "out resume overwrite no_plots workers json_out quiet",
+}
+
 
 def in_panels(fn: Callable[..., Any], panels: Mapping[str, str]) -> None:
     """Put each option of the command ``fn`` named in ``panels`` ({heading: "param param ..."})
