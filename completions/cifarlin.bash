@@ -126,9 +126,9 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--out -o --centroids --patches --iterations --seed --train-batches --val-size --augment --scheduler --workers --overwrite --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--out -o --centroids --patches --iterations --seed --train-batches --val-size --augment --scheduler --workers --overwrite --clear --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "fit extract show" -- "$cur"))
+                COMPREPLY=($(compgen -W "fit extract show cache" -- "$cur"))
             fi
             ;;
         evaluate)

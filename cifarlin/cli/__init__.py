@@ -15,6 +15,7 @@ not the library's field names); ``CIFARLIN_DEBUG=1`` shows tracebacks of unexpec
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from contextlib import redirect_stdout
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
+from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
 from cifarlin import __version__, _early, _note_early
@@ -89,7 +91,11 @@ class _OneHelpStyle:
     params: list[Any]
 
     def get_help_option(self, ctx: Any) -> Any:
-        return _plain_help_option(super().get_help_option(ctx))  # type: ignore[misc]
+        option = _plain_help_option(super().get_help_option(ctx))  # type: ignore[misc]
+        panels = [p.rich_help_panel for p in self.params if getattr(p, "rich_help_panel", None)]
+        if option is not None and panels:  # options under headings: -h/--help under the last
+            option.rich_help_panel = panels[-1]
+        return option
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
@@ -140,6 +146,7 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
         **extra: Any,
     ) -> Any:
         env = Env.read(os.environ)  # the one place the environment is read
+        Console.on_broken_pipe = _pipe_closed  # type: ignore[method-assign]
         extra.setdefault("obj", env)
         start_command(env.terminal)  # a new command: its terminal, no JSON document written yet
         if not standalone_mode:
@@ -198,25 +205,30 @@ class CifarlinGroup(_OneHelpStyle, TyperGroup):
                 fail(f"{how}; nothing was left half-written (files are written whole or not at all)", code)
             if isinstance(rv, int) and rv != 0 and wants_json and not json_written() and _stdout_usable():
                 emit_json({"error": f"failed (exit code {rv}); see stderr", "exit_code": rv})
+            if sys.stdout is not None:  # here, where a closed pipe is caught, not at the exit
+                sys.stdout.flush()
             sys.exit(rv if isinstance(rv, int) else 0)
         except BaseException as e:
             _reporting[0] = True  # first, before any call: from here on signals are only noted
             if isinstance(e, SystemExit):
+                if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):  # click met a closed
+                    _to_devnull()  # pipe (and exits with 1): the reader went away, not a failure
+                    sys.exit(0)
                 raise
             if isinstance(e, typer.TyperException):  # click's usage errors
-                msg = e.format_message().replace("Value error, ", "")
+                msg = re.sub(r"\s+", " ", e.format_message().replace("Value error, ", ""))  # no tabs
                 ctx = getattr(e, "ctx", None)
                 hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-                fail(msg.replace("\n", " ") + hint, e.exit_code)
+                fail(suggest(msg, e) + hint, e.exit_code)
             if isinstance(e, CifarlinError):
-                fail(in_flags(_named_as_set(str(e), env, argv), flag_names(self)), e.exit_code)
+                fail(suggest(in_flags(_named_as_set(str(e), env, argv), flag_names(self))), e.exit_code)
             if isinstance(e, KeyboardInterrupt):
                 fail(*stopped(e))
             if isinstance(e, typer.Abort):
                 fail("interrupted", 130)
-            if isinstance(e, BrokenPipeError):
-                sys.stderr.close()  # the reader went away (e.g. `| head`): not an error of ours
-                sys.exit(1)
+            if isinstance(e, BrokenPipeError):  # the reader went away (`| head`): not a failure
+                _to_devnull()
+                sys.exit(0)
             if env.debug or not isinstance(e, Exception):
                 raise
             fail(
@@ -235,6 +247,67 @@ def _quiet_stops(unraisable: Any) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
         return
     sys.__unraisablehook__(unraisable)
+
+
+def _pipe_closed(console: Console) -> None:
+    """What rich does when the reader of its output went away: raise, for the one handler above
+    (rich's own exits with 1, the code of a failed job)."""
+    console.quiet = True
+    raise BrokenPipeError(errno.EPIPE, "the reader of the output went away")
+
+
+def _to_devnull() -> None:
+    """stdout and stderr onto /dev/null: what is still buffered for a closed pipe goes nowhere,
+    without a second BrokenPipeError as Python exits."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # no file behind them (a test runner's capture)
+        pass
+
+
+#: Flags of other tools that people type for one of ours: an unknown option among them is
+#: answered with ours ("did you mean --eta?").
+FLAG_ALIASES = {
+    "--lr": "--eta",
+    "--learning-rate": "--eta",
+    "--lambda": "--lam",
+    "--weight-decay": "--lam",
+    "--batch": "--batch-size",
+    "--output": "--out",
+}
+
+
+def suggest(message: str, error: Any = None) -> str:
+    """A usage error with the likely intended word: an unknown flag that is another tool's name
+    for one of ours (--lr: --eta), or a value close to one of the choices the message lists
+    (--what prob: probs)."""
+    name = getattr(error, "option_name", None)
+    if isinstance(error, typer.BadParameter) or name is None:
+        pass
+    elif FLAG_ALIASES.get(name) in {o for p in error.ctx.command.params for o in p.opts}:
+        return re.sub(r" \(Possible options: [^)]*\)", "", message) + f"; did you mean {FLAG_ALIASES[name]}?"
+    import difflib
+
+    for pattern in (
+        r"'(?P<value>[^']*)' is not one of (?P<choices>'[^']*'(?:, '[^']*')*)",  # click's choices
+        r"'(?P<value>[^']*)': use (?:one of|some of|a comma list of) (?P<choices>[\w:.-]+(?:, [\w:.-]+)*)",
+    ):
+        m = re.search(pattern, message)
+        if m is None:
+            continue
+        choices = [c.strip("'") for c in m["choices"].split(", ")]
+        words = [w.strip() for w in m["value"].split(",")]
+        close = [
+            w if w in choices else next(iter(difflib.get_close_matches(w, choices, 1)), None) for w in words
+        ]
+        if words and None not in close and close != words:
+            return f"{message.rstrip('.')}; did you mean '{','.join(dict.fromkeys(close))}'?"  # type: ignore[arg-type]
+        break
+    return message
 
 
 def _named_as_set(message: str, env: Env, argv: list[str]) -> str:

@@ -1,4 +1,5 @@
-"""``cifarlin features``: learn a k-means feature map (fit), or describe one (show)."""
+"""``cifarlin features``: learn a k-means feature map (fit), extract a run's features into the
+cache (extract), describe a map (show), list or clear the cache (cache)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Annotated, Any, Literal
 import typer
 
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, option
-from cifarlin.cli.display import console, emit_json, results, say
+from cifarlin.cli.display import add_row, console, emit_json, fmt_megabytes, print_table, results, say, table
+from cifarlin.cli.progress import WorkProgress
 from cifarlin.errors import ConfigError, RunError
 
-ACTIONS = ("fit", "extract", "show")
+ACTIONS = ("fit", "extract", "show", "cache")
 CENTROIDS = 400  # features.CENTROID_CHOICES[0] (not imported here: it needs NumPy)
 
 
@@ -23,7 +25,8 @@ def features(
         typer.Argument(
             metavar="ACTION",
             help="fit: learn a feature map from the training images; extract: compute the features "
-            "a run will read into the cache, here or on a Dask cluster; show: describe a map.",
+            "a run will read into the cache, here or on a Dask cluster; show: describe a map; "
+            "cache: list the cache of extracted features (--clear empties it).",
         ),
     ],
     file: Annotated[
@@ -48,7 +51,7 @@ def features(
         int, option("--patches", metavar="N", help="Random 6x6 patches to cluster.", default=200_000)
     ] = 200_000,
     iterations: Annotated[
-        int, option("--iterations", metavar="N", help="Rounds of k-means.", default=20)
+        int, option("--iterations", metavar="N", help="Rounds of k-means (at least 1).", default=20)
     ] = 20,
     seed: Annotated[
         int, option("--seed", metavar="N", help="Seed of the patches and of k-means.", default=0)
@@ -94,6 +97,9 @@ def features(
         option("--workers", metavar="N", help="extract: threads on this machine.", default="2"),
     ] = None,
     overwrite: Annotated[bool, flag("--overwrite", help="Replace an existing --out.")] = False,
+    clear: Annotated[
+        bool, flag("--clear", help="cache: remove every entry (the next runs extract their features again).")
+    ] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
@@ -109,6 +115,7 @@ def features(
     images as usual. extract computes the features such a run reads (the training batches, their
     mirrors with --augment flip, the validation and test batches) into the cache, on this
     machine's threads or, with --scheduler, as Dask tasks on a cluster; the runs then read them.
+    cache lists what the cache ($XDG_CACHE_HOME/cifarlin/features) holds; --clear empties it.
 
     **Example:** cifarlin features fit --centroids 400 --out kmeans400.h5
     """
@@ -116,6 +123,29 @@ def features(
 
     c = console()
     res = results(json_out)
+    given = {
+        "--out": out is not None,
+        "--centroids": centroids != CENTROIDS,
+        "--patches": patches != 200_000,
+        "--iterations": iterations != 20,
+        "--seed": seed != 0,
+        "--overwrite": overwrite,
+    }
+    if clear and action != "cache":
+        raise ConfigError(f"--clear is an option of features cache, not of features {action}")
+    if action == "cache":
+        if file is not None:
+            raise ConfigError(f"features cache takes no FILE ({file}): it lists the whole cache")
+        for name, value in {
+            **given,
+            "--augment": augment,
+            "--scheduler": scheduler,
+            "--workers": workers,
+        }.items():
+            if value:
+                raise ConfigError(f"{name} is not an option of features cache (only --clear, --json)")
+        _cache(ctx, clear, json_out)
+        return
     if action == "show":
         from cifarlin.store.featuremap import load
 
@@ -136,16 +166,8 @@ def features(
             emit_json(info)
         return
     if action == "extract":
-        fit_only = {
-            "--out": out is not None,
-            "--centroids": centroids != CENTROIDS,
-            "--patches": patches != 200_000,
-            "--iterations": iterations != 20,
-            "--seed": seed != 0,
-            "--overwrite": overwrite,
-        }
-        for name, given in fit_only.items():
-            if given:
+        for name, value in given.items():
+            if value:
                 raise ConfigError(f"{name} is an option of features fit; extract takes everything from FILE")
         _extract(
             ctx,
@@ -166,6 +188,8 @@ def features(
             raise ConfigError(f"{name} is an option of features extract, not of features fit")
     if file is not None:
         raise ConfigError(f"features fit takes no FILE ({file}): write to --out FILE")
+    if iterations < 1:
+        raise ConfigError(f"--iterations {iterations}: k-means needs at least 1 round (the paper's code: 50)")
     path = out if out is not None else Path(f"kmeans{centroids}.h5")
     from cifarlin.store.files import check_path
 
@@ -183,20 +207,22 @@ def features(
             f"learning {centroids} centroids from the training images ({patches} patches)",
         )
 
-    def on_iteration(done: int, total: int) -> None:
-        if not quiet:
-            say(c, f"k-means round {done}/{total}")
-
     t0 = time.perf_counter()
-    fmap, attrs = fit_dataset(
-        dataset,
-        spec,
-        centroids,
-        seed=seed,
-        n_patches=patches,
-        iterations=iterations,
-        on_iteration=on_iteration,
-    )
+    with WorkProgress(c, quiet, every=0) as work:  # a line a round in a log
+        rounds = work.task("k-means", "rounds", iterations)
+
+        def on_iteration(done: int, total: int, objective: float) -> None:
+            rounds(done, total, f"mean squared distance {objective:.4g}")
+
+        fmap, attrs = fit_dataset(
+            dataset,
+            spec,
+            centroids,
+            seed=seed,
+            n_patches=patches,
+            iterations=iterations,
+            on_iteration=on_iteration,
+        )
     save(path, fmap, attrs)
     info = {**_describe(path, fmap), "seconds": time.perf_counter() - t0}
     say(
@@ -246,20 +272,29 @@ def _extract(
     dataset = ensure_data(ctx, data_dir, no_download, quiet)
     cache = FeatureCache(ctx.obj.feature_cache)
 
+    work = WorkProgress(c, quiet)
+    rows: list[Any] = [None]  # the batch file being extracted: its bar
+
     def on_batch(name: str, view: str, cached: bool) -> None:
-        if not quiet:
-            what = f"{name}{' (mirrored)' if view else ''}"
-            say(c, f"{what}: {'in the cache' if cached else 'extracting'}")
+        what = f"{name}{' (mirrored)' if view else ''}"
+        if not cached:
+            rows[0] = work.task(what, "images", verb="extracted")
+        elif not quiet:
+            say(c, f"{what}: in the cache")
+
+    def on_rows(done: int, n: int) -> None:
+        rows[0](done, n)
 
     t0 = time.perf_counter()
     with ExitStack() as stack:
+        stack.enter_context(work)
         if scheduler is not None:
             client = stack.enter_context(dask_client(scheduler, 0))
-            extractor, engine = extraction.dask_extractor(client), f"the Dask cluster at {scheduler}"
+            extractor, engine = extraction.dask_extractor(client, on_rows), f"the Dask cluster at {scheduler}"
         else:
             n = workers or 2
             extractor, engine = (
-                extraction.local_extractor(n),
+                extraction.local_extractor(n, on_rows),
                 f"{n} thread{'s' if n > 1 else ''} on this machine",
             )
         done = extraction.fill_cache(dataset, fmap, spec, augment, cache, extractor, on_batch)
@@ -282,6 +317,63 @@ def _extract(
                     for d in done
                 ],
                 "seconds": seconds,
+            }
+        )
+
+
+def _cache(ctx: typer.Context, clear: bool, json_out: bool) -> None:
+    """features cache: the entries (newest first) with their sizes and the total; --clear removes
+    them and says what went."""
+    from datetime import datetime
+
+    from cifarlin.features.cache import FeatureCache
+
+    cache = FeatureCache(ctx.obj.feature_cache)
+    res = results(json_out)
+    entries = cache.clear() if clear else cache.entries()
+    total = sum(e.size for e in entries)
+    n = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+    if clear:
+        say(res, f"removed {n} ({fmt_megabytes(total)}) from {cache.folder}")
+    else:
+        if entries:
+            t = table(
+                "feature map",
+                "batch file",
+                "images",
+                "size",
+                "modified",
+                left=("feature map", "batch file", "modified"),
+            )
+            for e in entries:
+                when = datetime.fromtimestamp(e.modified).strftime("%Y-%m-%d %H:%M")
+                fm, _, md5 = e.name.partition("-")
+                batch = (e.batch or f"MD5 {md5[:12]}") + (" (mirrored)" if e.view == "flip" else "")
+                images: object = "?" if e.images is None else e.images
+                if e.unfinished:  # a temporary a stopped write left
+                    fm, batch, images = "-", "an unfinished write", "-"
+                add_row(t, fm[:12], batch, images, fmt_megabytes(e.size), when)
+            print_table(res, t)
+        say(res, f"{n}, {fmt_megabytes(total)} in {cache.folder}")
+    if json_out:
+        emit_json(
+            {
+                "cache": str(cache.folder),
+                "cleared": clear,
+                "entries": [
+                    {
+                        "name": e.name,
+                        "images": e.images,
+                        "bytes": e.size,
+                        "modified": e.modified,
+                        "feature_map": e.feature_map,
+                        "batch": e.batch,
+                        "view": e.view,
+                        "unfinished": e.unfinished,
+                    }
+                    for e in entries
+                ],
+                "bytes": total,
             }
         )
 

@@ -24,6 +24,8 @@ from cifarlin.cli.display import (
     table,
     training_display,
 )
+from cifarlin.cli.panels import TRAIN_PANELS, in_panels
+from cifarlin.cli.progress import WorkProgress
 from cifarlin.cli.train_plan import PlanCommands, report_failed
 from cifarlin.core.config import (
     DTYPES,
@@ -375,9 +377,11 @@ def train(
         if not quiet:
             say(c, f"loading CIFAR-10 from {ds.folder}: {what}")
 
-    def on_features(name: str, cached: bool) -> None:
+    def on_features(name: str, cached: bool) -> Any:
+        if not cached:  # a bar with the images done and the time left (plain lines in a log)
+            return work.task(f"features of {name}", "images", verb="extracted")
         if not quiet:
-            say(c, f"features of {name}: {'from the cache' if cached else 'extracting (minutes on 2 cores)'}")
+            say(c, f"features of {name}: from the cache")
 
     def on_done(s: RunSummary) -> None:
         _print_summary(res, s)
@@ -385,7 +389,7 @@ def train(
             say(c, f"warning: {warning}")
 
     n_workers = workers if workers is not None else (min(2, os.cpu_count() or 1) if setting == "all" else 1)
-    with training_display(c, quiet, labelled=n_workers > 1) as display:
+    with training_display(c, quiet, labelled=n_workers > 1) as display, WorkProgress(c, quiet) as work:
 
         def on_run(p: experiments.PlannedRun, n_train: int) -> Any:
             cfg = p.config
@@ -430,3 +434,6 @@ def train(
             )
         else:
             emit_json(result.summaries[0].to_json())
+
+
+in_panels(train, TRAIN_PANELS)

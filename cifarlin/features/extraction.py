@@ -88,15 +88,16 @@ def fill_cache(
         if on_batch is not None:
             on_batch(name, view, hit)
         if not hit:
-            cache.put(fmap, b.md5, extractor(fmap, images), view)
+            cache.put(fmap, b.md5, extractor(fmap, images), view, name)
         done.append(Extracted(name, view, hit, time.perf_counter() - t0))
         check_stop()
     return done
 
 
-def local_extractor(threads: int = 2) -> Extractor:
-    """:func:`cifarlin.core.kmeans.extract` on ``threads`` threads of this process."""
-    return lambda fmap, images: extract(fmap, images, workers=threads)
+def local_extractor(threads: int = 2, on_rows: Progress | None = None) -> Extractor:
+    """:func:`cifarlin.core.kmeans.extract` on ``threads`` threads of this process (``on_rows(done,
+    n)`` follows each call)."""
+    return lambda fmap, images: extract(fmap, images, workers=threads, on_rows=on_rows)
 
 
 #: Images per Dask task, about: a task runs several of extract's blocks one after another (a

@@ -11,7 +11,7 @@ import numpy as np
 
 from cifarlin.core import augment
 from cifarlin.core.config import SplitSpec, TrainConfig
-from cifarlin.core.kmeans import FeatureMap, FeatureStats, extract, fit
+from cifarlin.core.kmeans import FeatureMap, FeatureStats, Progress, extract, fit
 from cifarlin.core.normalize import Normalizer, empty_rows
 from cifarlin.core.prepared import Prepared
 from cifarlin.data.cifar import Dataset, Reader, read_class_names
@@ -23,7 +23,7 @@ def prepare_features(
     dataset: Dataset,
     cfg: TrainConfig,
     cache_dir: Path | None = None,
-    on_batch: Callable[[str, bool], None] | None = None,
+    on_batch: Callable[[str, bool], Progress | None] | None = None,
     workers: int = 2,
 ) -> Prepared:
     """The splits of ``cfg`` as standardised features of the map in ``cfg.features``: a run's data
@@ -35,7 +35,8 @@ def prepare_features(
 
     Features are extracted per batch file and cached in ``cache_dir`` by (map, file MD5, view),
     so the next run, or a sweep's next trial, reads them instead (``on_batch(name, cached)`` is
-    called before each; with ``cache_dir`` None they are extracted and not kept). They are
+    called before each, and may return an ``on_rows(done, n)`` that follows the extraction; with
+    ``cache_dir`` None they are extracted and not kept). They are
     standardised by the training rows' mean and std (the paper's (f - mean) / sqrt(var + 0.01)),
     kept in the returned normaliser (scale 1).
     """
@@ -47,13 +48,12 @@ def prepare_features(
     def of(name: str, batch: Any, view: str = "") -> np.ndarray:
         images = batch.images[:, augment.flip_index()] if view == "flip" else batch.images
         hit = cache.get(fmap, batch.md5, len(images), view) if cache is not None else None
-        if on_batch is not None:
-            on_batch(name + (" (mirrored)" if view else ""), hit is not None)
+        on_rows = on_batch(name + (" (mirrored)" if view else ""), hit is not None) if on_batch else None
         if hit is not None:
             return hit
         if cache is None:
-            return extract(fmap, images, workers=workers)
-        return cache.features(fmap, batch.md5, images, view, workers=workers)[0]
+            return extract(fmap, images, workers=workers, on_rows=on_rows)
+        return cache.features(fmap, batch.md5, images, view, name, workers=workers, on_rows=on_rows)[0]
 
     spec = cfg.split
     batches, n_train = reader.train_batches(spec)

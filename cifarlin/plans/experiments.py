@@ -18,6 +18,7 @@ from typing import Any
 
 from cifarlin.core.config import SETTINGS, TrainConfig, solver_defaults
 from cifarlin.core.history import TrainState
+from cifarlin.core.kmeans import Progress
 from cifarlin.core.prepared import Prepared
 from cifarlin.core.threads import metrics_thread_fits, one_blas_thread
 from cifarlin.data.cifar import Dataset
@@ -133,7 +134,7 @@ def run_plan(
     | None = None,
     on_done: Callable[[RunSummary], None] | None = None,
     feature_cache: Path | None = None,
-    on_features: Callable[[str, bool], None] | None = None,
+    on_features: Callable[[str, bool], Progress | None] | None = None,
     background: bool = True,
 ) -> PlanResult:
     """Train the runs of ``plan``: one after another, or ``workers`` at a time.
@@ -141,7 +142,8 @@ def run_plan(
     The data are read and normalised once for all runs that share a split and precision (one
     copy in memory at a time). ``on_loading(dataset, description)`` is called before reading,
     ``on_features(batch name, cached)`` before the features of a batch file are read or extracted
-    (into and from ``feature_cache``, see :func:`cifarlin.features.prepare.prepare_features`),
+    (into and from ``feature_cache``, see :func:`cifarlin.features.prepare.prepare_features`; it
+    may return an ``on_rows(done, n)`` that follows the extraction),
     ``on_run(run, n_train)`` gives a context holding the run's (on_epoch, on_batch) callbacks,
     ``on_done(summary)`` is called after each run, in plan order. With ``figures``, each run's
     curves and weight montage are drawn into its folder; with ``compare``, ``summary.md``,

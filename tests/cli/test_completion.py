@@ -68,7 +68,7 @@ printf '%s\n' "${COMPREPLY[@]}"
         (["cifarlin", "tr"], {"train"}),
         (["cifarlin", "train", "--setting", ""], {"1", "2", "3", "4", "all", "bonus"}),
         (["cifarlin", "gradcheck", "--method", ""], {"centred", "complex"}),
-        (["cifarlin", "features", ""], {"fit", "extract", "show"}),
+        (["cifarlin", "features", ""], {"fit", "extract", "show", "cache"}),
         (["cifarlin", "train", "--solver", ""], {"gd", "ridge"}),
         (["cifarlin", "visualize", "--what", "c"], {"curves", "confusion"}),
         (["cifarlin", "visualize", "--format", ""], {"png", "pdf", "svg"}),

@@ -59,7 +59,7 @@ def test_model_carries_the_map_and_evaluate_reproduces_training(runner, tiny_py,
     evaluation features that differ from training's (another standardisation)."""
     r = train(tiny_py, tmp_path / "run", *on(fmap_file), *GD)
     s, err = json.loads(r.stdout), r.stderr
-    assert err.count("extracting") == 3  # data_batch_1, data_batch_2, test_batch
+    assert err.count(": extracted") == 3  # data_batch_1, data_batch_2, test_batch
     fmap_file.unlink()  # the model needs the map file no more
     snap = checkpoint.load_snapshot(tmp_path / "run" / "model.h5")
     assert snap.features is not None and snap.state.W.shape == (10, 4 * 6) and snap.normalizer.scale == 1
@@ -91,7 +91,7 @@ def test_second_run_reads_the_cached_features(tiny_py, tmp_path, fmap_file):
     cached[0].write_bytes(cached[0].read_bytes()[:-8] + b"\0" * 8)  # damaged: its digest fails
     r = train(tiny_py, tmp_path / "b", *on(fmap_file), *GD)
     second, err = json.loads(r.stdout), r.stderr
-    assert err.count("from the cache") == 2 and err.count("extracting") == 1
+    assert err.count("from the cache") == 2 and err.count(": extracted") == 1
     assert second["test"] == first["test"] and second["history"] == {
         **first["history"],
         "seconds": second["history"]["seconds"],
@@ -113,7 +113,7 @@ def test_ridge_on_features_with_mirrored_copies(tiny_py, tmp_path, fmap_file):
         "float64",
     )
     s, err = json.loads(r.stdout), r.stderr
-    assert "data_batch_1 (mirrored): extracting" in err
+    assert "data_batch_1 (mirrored): extracted 50 images" in err
     assert s["config"]["solver"] == "ridge" and s["config"]["augment"] == "flip" and s["lambda_search"]
     snap = checkpoint.load_snapshot(tmp_path / "r" / "model.h5")
     assert snap.config.features == str(fmap_file.resolve())

@@ -157,7 +157,7 @@ def test_extract_command_on_an_existing_dask_cluster(runner, tiny_py, fmap_file,
     ]
     r = runner.invoke(app, [*train, "--epochs", "1", "--no-plots", "--data-dir", str(tiny_py), "-o", "run"])
     assert r.exit_code == 0, r.output
-    assert "extracting" not in r.stderr and r.stderr.count("from the cache") == 3
+    assert ": extracted" not in r.stderr and r.stderr.count("from the cache") == 3
     r = runner.invoke(app, [*args, "--augment", "flip", "--data-dir", str(tiny_py), "--json"])
     assert [b["cached"] for b in json.loads(r.stdout)["batches"]] == [True, True, True]
 
@@ -223,7 +223,7 @@ def test_a_sweep_on_features_extracts_once_on_its_cluster(runner, tiny_py, fmap_
     train = ["train", "--lam", "0.1", "--features", str(fmap_file), "--val-size", "20", "--augment", "flip"]
     r = runner.invoke(app, [*train, *common, "--no-plots", "-o", "alone", "--json"])
     assert r.exit_code == 0, r.output
-    assert "extracting" not in r.stderr  # all from the cache the sweep filled
+    assert ": extracted" not in r.stderr  # all from the cache the sweep filled
     alone = json.loads(r.stdout)
     assert trials[1]["best_val_accuracy"] == alone["best_val_accuracy"]
 
@@ -240,7 +240,7 @@ def test_extract_for_a_run_that_validates_on_data_batch_2(runner, tiny_py, fmap_
     train = ["train", "--features", str(fmap_file), "--batch-size", "10", "--epochs", "1", "--no-plots"]
     r = runner.invoke(app, [*train, "--data-dir", str(tiny_py), "-o", "run"])
     assert r.exit_code == 0, r.output
-    assert "extracting" not in r.stderr and r.stderr.count("from the cache") == 3
+    assert ": extracted" not in r.stderr and r.stderr.count("from the cache") == 3
 
 
 def test_sweep_takes_feature_maps_whose_paths_hold_commas_and_dots(tmp_path, fmap_file):

@@ -362,3 +362,23 @@ def test_cache_stores_finds_and_refuses_damaged_entries(tmp_path, fmap, images):
 def test_centroid_images_for_the_montage(fmap):
     imgs = kmeans.centroid_images(fmap)
     assert imgs.shape == (12, 6, 6, 3) and imgs.min() >= 0 and imgs.max() <= 1
+
+
+def test_kmeans_reports_each_rounds_objective_and_fits_the_same():
+    """Bug: `features fit` showed bare "k-means round N/20" lines. Each round now reports the
+    mean squared distance of the rows to the centroids they were assigned to (those of the round
+    before), read from the assignment's scores; the centroids are the same bits with or without."""
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(40_000, 4)).astype(np.float32)  # three blocks of 16384
+    v[:20_000] += 3.0
+    calls = []
+    got = kmeans.kmeans(v, 6, 4, np.random.default_rng(0), lambda *a: calls.append(a))
+    assert np.array_equal(got, kmeans.kmeans(v, 6, 4, np.random.default_rng(0)))
+    assert [(r, n) for r, n, _ in calls] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    v64 = v.astype(np.float64)
+    for r, _, objective in calls:
+        before = kmeans.kmeans(v, 6, r - 1, np.random.default_rng(0)).astype(np.float64)
+        want = ((v64[:, None, :] - before[None]) ** 2).sum(axis=2).min(axis=1).mean()
+        # float32 scores c.v - |c|^2/2 of size ~|v||c|: their rounding, twice, against |v|^2 ~ 13
+        assert abs(objective - want) < 1e-4 * want, (r, objective, want)
+    assert calls[-1][2] < calls[0][2]  # Lloyd's rounds never raise it
