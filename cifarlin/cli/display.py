@@ -290,15 +290,28 @@ def _epoch_row(epoch: int, h: dict[str, float]) -> str:
 RunDisplay = Callable[[str, int, int, int, int], AbstractContextManager[tuple[Any, Any]]]
 
 
+@dataclass(frozen=True)
+class TrainingDisplay:
+    """``run(label, epochs, first, n_train, batch)``: a run's (on_epoch, on_batch) callbacks.
+    ``through(res)``: the console to print results on while the display is live: on a terminal
+    its own (stderr), when stdout, where ``res`` writes, is that terminal too. Written to stdout
+    under the live bars of stderr, the results were glued to the last bar, and the finished
+    run's bars stayed on the screen (a rich console writes past rich's stdout redirection)."""
+
+    run: RunDisplay
+    through: Callable[[Console], Console] = lambda res: res
+
+
 @contextmanager
-def training_display(c: Console, quiet: bool, labelled: bool = False) -> Iterator[RunDisplay]:
-    """A factory of per-run displays: ``run(label, epochs, first, n_train, batch)`` gives a context
-    holding that run's (on_epoch, on_batch) callbacks. On a terminal, one live display holds a bar
-    per running run (runs may train at the same time, in threads) and prints a row per epoch;
+def training_display(c: Console, quiet: bool, labelled: bool = False) -> Iterator[TrainingDisplay]:
+    """Per-run displays (:class:`TrainingDisplay`): ``run(label, epochs, first, n_train, batch)``
+    gives a context holding that run's (on_epoch, on_batch) callbacks. On a terminal, one live
+    display holds a bar per running run (runs may train at the same time, in threads) and prints
+    a row per epoch;
     otherwise a plain line per epoch, ending with the ETA; nothing with --quiet. ``labelled``
     starts each line with the run's label (several runs at once)."""
     if quiet:
-        yield lambda *a: nullcontext((None, None))
+        yield TrainingDisplay(lambda *a: nullcontext((None, None)))
         return
     if plain():
 
@@ -321,7 +334,7 @@ def training_display(c: Console, quiet: bool, labelled: bool = False) -> Iterato
 
             yield on_epoch, None
 
-        yield plain_run
+        yield TrainingDisplay(plain_run)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -368,4 +381,7 @@ def training_display(c: Console, quiet: bool, labelled: bool = False) -> Iterato
                 bar.remove_task(ep)
                 bar.remove_task(bt)
 
-        yield live_run
+        def through(res: Console) -> Console:
+            return bar.console if res.is_terminal and bar.console.is_terminal else res
+
+        yield TrainingDisplay(live_run, through)

@@ -384,7 +384,7 @@ def train(
             say(c, f"features of {name}: from the cache")
 
     def on_done(s: RunSummary) -> None:
-        _print_summary(res, s)
+        _print_summary(display.through(res), s)
         for warning in s.warnings:
             say(c, f"warning: {warning}")
 
@@ -399,7 +399,7 @@ def train(
                 c.print(
                     f"[bold]{clean(what)}[/]: {cfg.describe()}{resumed} -> {clean(p.out)}", soft_wrap=True
                 )
-            return display(what, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
+            return display.run(what, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
 
         failed: experiments.PlanFailed | None = None
         try:
