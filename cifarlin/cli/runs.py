@@ -252,7 +252,14 @@ def _run_cols(folder: Path, rows: list[dict[str, Any]], settings: list[str] | No
 def _print_runs(out: Any, folder: Path, rows: list[dict[str, Any]], settings: list[str] | None) -> None:
     cols = _run_cols(folder, rows, settings)
     t, notes = _fitted(out, cols, _relative(folder.expanduser(), cols[0].cells))
-    print_table(out, t)
+    if settings and table_width(out, t) > out.width:  # --diff of many settings: a line a run
+        names = _relative(folder.expanduser(), cols[0].cells)
+        for i, name in enumerate(names):  # wrapped at spaces: a value is never split
+            values = "  ".join(f"{c.header}={c.cells[i]}" for c in cols[2:] if c.header in settings)
+            say(out, f"{name}: {values}  val {cols[-3].cells[i]}  test {cols[-2].cells[i]}")
+        notes = []
+    else:
+        print_table(out, t)
     for note in notes:
         say(out, note)
     if settings == []:

@@ -444,6 +444,22 @@ def test_diff_shows_only_the_settings_that_differ(seeds):
     assert "have the same settings" in r.stdout
 
 
+def test_a_diff_too_wide_for_the_terminal_is_a_line_a_run(seeds):
+    """Bug: --diff of many differing settings at 80 columns wrapped every row of its table in two:
+    too wide, each run is one line of name=value pairs (a terminal wraps it at spaces)."""
+    r = CliRunner().invoke(app, ["runs", str(seeds), "--diff"], env={"COLUMNS": "40"})
+    assert r.exit_code == 0, r.output
+    got = listing(seeds, "--diff")
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(got["runs"]) and "─" not in r.stdout  # no table, a line a run
+    for run, line in zip(got["runs"], lines, strict=True):
+        assert line.startswith(f"{run['folder'].rsplit('/', 1)[-1]}: "), line
+        for s in got["differ"]:
+            v = run["config"][s]
+            assert f"{s}={v:g}" in line if isinstance(v, float) else f"{s}={v}" in line, (s, line)
+        assert line.endswith(f"val {run['val_acc']:.4f}  test {run['test_acc']:.4f}")
+
+
 def test_started_is_read_from_the_files(seeds, tmp_path):
     """Bug: no start time, the time of listing, or the time the run ended shown as its start."""
     run = copy_run(seeds / "lam0-seed1", tmp_path / "o" / "old")
