@@ -259,7 +259,7 @@ def job(writer: str, fault: str, g: SimpleNamespace, base: Path) -> dict:
     elif writer in ("model.npz", "history.csv"):
         earlier = {writer: g.root / writer}
         named = (long if fault == "ENAMETOOLONG" else root) / writer
-        argv = ["export", str(g.run), "--to", str(named), "-q"]
+        argv = ["export", str(g.run), "--to", str(named), "--overwrite", "-q"]  # over the earlier file
     elif writer == "kmeans.h5":
         earlier = {"kmeans.h5": g.kmeans}
         named = (long if fault == "ENAMETOOLONG" else root) / "kmeans.h5"

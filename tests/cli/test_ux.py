@@ -188,7 +188,7 @@ def test_visualize_a_folder_of_runs_draws_their_comparison(runner, tiny_py, tmp_
     assert json.loads(r.stdout)["files"] == [str(tmp_path / "settings.png")]
     from matplotlib import image
 
-    assert image.imread(tmp_path / "settings.png").shape[:2] == (1500, 2400)
+    assert image.imread(tmp_path / "settings.png").shape[:2] == (2572, 1800)  # 4 rows, 12 in wide
 
 
 @pytest.mark.slow
