@@ -171,8 +171,10 @@ def test_an_existing_file_is_kept_without_overwrite(run, tmp_path):
 def readme_recipe() -> str:
     """The README's NumPy code that classifies images with a model.npz alone."""
     text = README.read_text()
-    start = text.index("```python\nimport numpy as np\n\ndef kmeans_features")
-    return text[start + len("```python\n") : text.index("```\n", start + 10)]
+    start = text.index("```python\nimport numpy as np\n", text.index("**Without cifarlin: `model.npz`.**"))
+    recipe = text[start + len("```python\n") : text.index("```\n", start + 10)]
+    assert "def kmeans_features" in recipe and "def scores" in recipe
+    return recipe
 
 
 @pytest.fixture(scope="module")
