@@ -12,7 +12,7 @@ from typer.main import get_command
 
 from cifarlin import __version__
 from cifarlin.cli import app
-from cli_helpers import TINY
+from cli_helpers import TINY, train
 
 COMMANDS = sorted(name for name, c in get_command(app).commands.items() if not c.hidden)
 
@@ -142,23 +142,7 @@ def test_environment_values_are_named_in_errors(runner, tmp_path, monkeypatch):
 
 
 def test_narrow_terminals_do_not_cut_numbers(runner, tiny_py, tmp_path):
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "--data-dir",
-            str(tiny_py),
-            "--out",
-            str(tmp_path / "r"),
-            "--batch-size",
-            "10",
-            "--epochs",
-            "1",
-            "--quiet",
-            "--no-plots",
-        ],
-    )
-    assert r.exit_code == 0
+    train(tiny_py, tmp_path / "r", *TINY, "--epochs", "1", "--quiet")
     r = runner.invoke(
         app, ["evaluate", str(tmp_path / "r"), "--data-dir", str(tiny_py)], env={"COLUMNS": "40"}
     )
@@ -167,23 +151,7 @@ def test_narrow_terminals_do_not_cut_numbers(runner, tiny_py, tmp_path):
 
 def test_evaluate_falls_back_to_the_checkpoint(runner, tiny_py, tmp_path):
     out = tmp_path / "r"
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "--data-dir",
-            str(tiny_py),
-            "--out",
-            str(out),
-            "--batch-size",
-            "10",
-            "--epochs",
-            "1",
-            "--quiet",
-            "--no-plots",
-        ],
-    )
-    assert r.exit_code == 0
+    train(tiny_py, out, *TINY, "--epochs", "1", "--quiet")
     (out / "model.h5").unlink()
     r = runner.invoke(app, ["evaluate", str(out), "--data-dir", str(tiny_py), "--json"])
     assert (
