@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, g, option
 from cifarlin.cli.display import emit_json, fmt_sci, print_table, results, say, table
 from cifarlin.core.config import DEFAULT_H, LOSS_HELP, LOSS_NAMES, GradcheckConfig
+from cifarlin.errors import ConfigError
 
 D = GradcheckConfig()  # the defaults
 METHODS = tuple(DEFAULT_H)
@@ -70,6 +72,17 @@ def gradcheck(
     random: Annotated[
         bool, flag("--random", help="Random inputs and labels instead of images: needs no data.")
     ] = False,
+    out: Annotated[
+        Path | None,
+        option(
+            "--out",
+            "-o",
+            metavar="FILE",
+            help="Where to write the result (JSON: what --json prints, with the command and the data).",
+            default="outputs/gradcheck-LOSS.json",
+        ),
+    ] = None,
+    no_save: Annotated[bool, flag("--no-save", help="Write no file.")] = False,
     data_dir: DataDirOpt = None,
     no_download: NoDownloadOpt = False,
     json_out: JsonOpt = False,
@@ -79,7 +92,8 @@ def gradcheck(
 
     Uses the first N training images, normalised as in training, and W, b initialised as in
     training. An entry passes when |ga - gn| <= atol + tol * (|ga| + |gn|). Exit code 0 when
-    every entry passes, 1 otherwise.
+    every entry passes, 1 otherwise. The result is written to --out either way (one file per loss
+    by default), unless --no-save.
 
     **Example:** cifarlin gradcheck --n 20 --lam 0.1 --method complex
     """
@@ -89,7 +103,13 @@ def gradcheck(
     cfg = GradcheckConfig(
         n=n, dims=dims, lam=lam, h=step, method=method, tol=tol, atol=atol, seed=seed, loss=loss
     )
-    report = gc.run(cfg, None if random else ensure_data(ctx, data_dir, no_download, quiet))
+    if no_save and out is not None:
+        raise ConfigError(f"--out {out} and --no-save: choose one")
+    path = None if no_save else (out if out is not None else gc.default_path(cfg.loss))
+    if path is not None:
+        gc.check_out(path, cfg.loss)  # before the data are fetched and the check runs
+    dataset = None if random else ensure_data(ctx, data_dir, no_download, quiet)
+    report = gc.run(cfg, dataset)
     c = results(json_out)  # the report and the verdict are the result
     if not quiet:
         say(
@@ -114,6 +134,9 @@ def gradcheck(
         verdict = f"[bold red]FAIL[/]: {failing} of {checked} entries outside {rule}"
     left_out = f"; {kinks} entries at a kink of the hinge left out" if kinks else ""
     c.print(f"{verdict}{left_out} ({report.seconds:.3f} s)", soft_wrap=True)
+    if path is not None:
+        gc.save_result(path, gc.document(report, dataset))
+        say(c, f"wrote {path}")
     if json_out:
         emit_json(report.to_dict())
     raise typer.Exit(0 if report.passed else 1)
