@@ -56,6 +56,10 @@ class RunExistsError(RunError):
     """The output folder already holds another run, or another cifarlin is writing into it."""
 
 
+class ReportError(CifarlinError):
+    """A report cannot be made or written as asked (no runs, no Chromium for a PDF)."""
+
+
 class Interrupted(CifarlinError):
     """Ctrl-C (exit 130) or SIGTERM (exit 143) stopped a job; the message says what was kept and
     how to continue."""

@@ -34,7 +34,8 @@ LAYERS = {
     "figures": 6,
     "plans": 7,
     "search": 7,
-    "cli": 8,  # with cifarlin/__main__.py, the command line's entry point
+    "report": 8,
+    "cli": 9,  # with cifarlin/__main__.py, the command line's entry point
 }
 BASE = {"cifarlin", "cifarlin.errors"}
 

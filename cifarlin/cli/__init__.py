@@ -364,7 +364,7 @@ def completion_command(
 
 #: Commands that surely read HDF5 files of runs, through a probe in a child of cifarlin.store.helper's: the
 #: helper is started as they begin (train and sweep start it with their figure child).
-READS_FILES = {"evaluate", "visualize", "visualise", "predict", "export", "runs"}
+READS_FILES = {"evaluate", "visualize", "visualise", "predict", "export", "runs", "report"}
 
 #: Each command: its module in this package and its function there (imported when needed).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -378,6 +378,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "predict"),
     "export": ("predict", "export"),
     "runs": ("runs", "runs"),
+    "report": ("report", "report"),
     "completion": ("", "completion"),
     "visualise": ("inspect", "visualize"),  # the British spelling, hidden
 }

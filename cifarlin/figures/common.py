@@ -12,6 +12,7 @@ are (lambda, ||W||^2, eta).
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import matplotlib
@@ -147,6 +148,26 @@ def run_title(cfg: TrainConfig, epochs: int | None = None, sep: str = "; ") -> s
         )
     details = run_details(cfg)
     return main + (sep + ", ".join(details) if details else "")
+
+
+def wrap_title(title: str, chars: int) -> str:
+    """``title`` in lines of about ``chars`` characters, broken after '; ' or ', ' (never inside
+    $...$ math), so that a long run title stays within its figure."""
+    lines: list[str] = []
+    for part in title.split("\n"):
+        line = ""
+        for piece in re.split(r"(?<=[;,] )", part):
+            if line and len(_shown(line + piece)) > chars:
+                lines.append(line.rstrip())
+                line = ""
+            line += piece
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _shown(text: str) -> str:
+    """Roughly what math text shows: '$\\lambda$' as one character."""
+    return re.sub(r"\$[^$]*\$", "x", text)
 
 
 class PlainLogFormatter(Formatter):

@@ -20,7 +20,15 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History
 from cifarlin.core.losses import LOSSES
 from cifarlin.errors import printable
-from cifarlin.figures.common import BEST_COLOR, TRAIN_COLOR, VAL_COLOR, plain_log_ticks, run_title, style
+from cifarlin.figures.common import (
+    BEST_COLOR,
+    TRAIN_COLOR,
+    VAL_COLOR,
+    plain_log_ticks,
+    run_title,
+    style,
+    wrap_title,
+)
 from cifarlin.figures.images import weight_images
 from cifarlin.work.evaluation import per_class_accuracy
 
@@ -280,7 +288,7 @@ def confusion(cm: np.ndarray, class_names: Sequence[str], title: str, normalize:
         format="{x:.0%}" if normalize else None,
     )
     total = np.trace(cm) / max(cm.sum(), 1)
-    fig.suptitle(f"{title}\naccuracy {total:.2%} over {cm.sum()} images", parse_math=True)
+    fig.suptitle(f"{wrap_title(title, 90)}\naccuracy {total:.2%} over {cm.sum()} images", parse_math=True)
     return fig
 
 
@@ -302,8 +310,9 @@ def probabilities(p_true: np.ndarray, correct: np.ndarray, loss: str, title: str
         ax.set_xlabel(f"{what} of the true class")
         ax.set_ylabel("images")
         ax.set_xlim(0, 1)
-    fig.suptitle(title, parse_math=True)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.8, wspace=0.22)
+    fig.suptitle(wrapped := wrap_title(title, 95), parse_math=True)
+    top = 0.8 - 0.07 * wrapped.count("\n")
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=top, wspace=0.22)
     return fig
 
 

@@ -123,6 +123,48 @@ def read_previous(out: Path) -> Previous:
     return previous
 
 
+def _read_sweep(path: Path) -> dict[str, Any]:
+    from cifarlin.store.h5safe import open_file
+
+    with open_file(path, "sweep") as r:
+        if r.text("kind", "") != "sweep":
+            raise r.fail("not a cifarlin sweep file (its kind is not 'sweep')")
+        n = len(r.dataset("name", 1, "OSU", 4 * MAX_TRIALS))
+        text = {
+            c: [_decode(v) for v in r.dataset(c, 1, "OSU", n, (n,))] for c in ("name", "status", "config")
+        }
+        nums = {m: [float(v) for v in r.dataset(m, 1, "fiu", n, (n,))] for m in METRICS if m in r}
+        trials = []
+        for i in range(n):
+            row: dict[str, Any] = {c: text[c][i] for c in ("name", "status")}
+            row["config"] = json.loads(text["config"][i])
+            row.update({m: (None if v[i] != v[i] else v[i]) for m, v in nums.items()})  # NaN: none
+            trials.append(row)
+        test = r.attr("best_test_accuracy", "f", None)
+        return {
+            "spec": json.loads(r.text("spec", "{}")),
+            "selected_by": r.text("selected_by", SELECTED_BY),
+            "best": r.text("best", "") or None,
+            "best_test_accuracy": None if test is None else float(test),
+            "created": r.text("created", ""),
+            "trials": trials,
+        }
+
+
+def read_sweep(out: Path) -> dict[str, Any]:
+    """What ``out``'s sweep.h5 records, JSON-ready: the sweep's spec, its trials (name, status,
+    configuration, metrics), the best trial and, once measured, its test accuracy. The file is read
+    first in a child process (:func:`cifarlin.store.h5safe.probe`): it may come from anywhere."""
+    from cifarlin.store import h5safe
+
+    path = Path(out) / SWEEP_FILE
+    h5safe.probe(path, _read_sweep, "sweep")
+    try:
+        return _read_sweep(path)
+    except (ValueError, TypeError) as e:  # JSON of another shape
+        raise CifarlinError(f"{path}: damaged cifarlin sweep ({type(e).__name__}: {e})") from None
+
+
 def stored_box(spec: SweepSpec, previous: Previous) -> Box | None:
     """Round 2's box as an earlier run of the same sweep drew it (so its trials are the same)."""
     box = previous.box

@@ -323,14 +323,12 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
         epoch = r.int("epoch")
         if not 0 <= epoch <= cfg.epochs or (kind == "checkpoint" and len(history) != epoch):
             raise r.fail(f"epoch {epoch} does not fit its history ({len(history)} epochs)")
-        files = r.group("data_files") if "data_files" in r else None
-        checksums = {k: files.text(k) for k in files.attr_names()} if files is not None else {}
         return Snapshot(
             config=cfg,
             state=TrainState(W, b, epoch, history, rng_state, best),
             normalizer=norm,
             class_names=_names(r),
-            data=DataInfo(r.text("data_dir", ""), r.text("data_format", "python"), checksums),
+            data=_data_of(r),
             test=_read_metrics(r, "test"),
             kind=kind,
             version=r.text("cifarlin_version", ""),
@@ -338,6 +336,25 @@ def _read_snapshot(path: Path, kinds: tuple[str, ...]) -> Snapshot:
             features=fmap,
             arithmetic=machine.from_file(r.text("arithmetic", "")),
         )
+
+
+def _data_of(r: Reader) -> DataInfo:
+    files = r.group("data_files") if "data_files" in r else None
+    checksums = {k: files.text(k) for k in files.attr_names()} if files is not None else {}
+    return DataInfo(r.text("data_dir", ""), r.text("data_format", "python"), checksums)
+
+
+def _read_data_info(path: Path) -> DataInfo:
+    with _open(path, "model") as r:
+        return _data_of(r)
+
+
+def read_data_info(path: Path, probe: bool = True) -> DataInfo:
+    """Only which data a model or checkpoint file was trained on (no weights read)."""
+    path = Path(path)
+    if probe:
+        h5safe.probe(path, _read_data_info, "model")
+    return _read_data_info(path)
 
 
 def load_snapshot(

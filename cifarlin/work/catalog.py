@@ -28,7 +28,7 @@ from typing import Any
 from cifarlin.core.history import History, history_metrics
 from cifarlin.errors import CifarlinError, ModelFileError, RunError, bad_value
 from cifarlin.store import h5safe
-from cifarlin.store.checkpoint import load_history, load_snapshot
+from cifarlin.store.checkpoint import load_history, load_snapshot, read_data_info
 from cifarlin.work.folder import CHECKPOINT, HISTORY, MODEL, RUN_FILES, STASH_PREFIX, stashes
 
 MAX_DEPTH = 4  # folders below the one searched: outputs/sweep/lam-0.1/setting-2 is depth 3
@@ -55,6 +55,7 @@ class RunEntry:
     source: str | None = None  # the file the values were read from
     modified: str | None = None  # the newest run file's time, UTC, ISO 8601
     arithmetic: dict[str, str] = field(default_factory=dict)  # NumPy and BLAS that computed it
+    data: dict[str, Any] | None = None  # the data trained on: folder, format, checksums (file -> MD5)
 
     def summary(self) -> dict[str, Any]:
         c = self.config or {}
@@ -81,6 +82,7 @@ class RunEntry:
             "modified": self.modified,
             "config": self.config,
             "arithmetic": self.arithmetic,
+            "data": self.data,
         }
 
 
@@ -179,6 +181,8 @@ def _fill(entry: RunEntry, folder: Path, probe: bool) -> None:
         for n in (MODEL, CHECKPOINT):  # a regular HDF5 file, not truncated: seen without the library
             if has[n]:
                 h5safe.check_file(folder / n, "model" if n == MODEL else "checkpoint")
+        if has[MODEL] or has[CHECKPOINT]:
+            entry.data = asdict(read_data_info(model if has[MODEL] else ckpt, probe=probe))
         return
     if has[CHECKPOINT] and not has[MODEL]:
         snap = load_snapshot(ckpt, kinds=("checkpoint",), probe=probe)
@@ -194,6 +198,7 @@ def _fill(entry: RunEntry, folder: Path, probe: bool) -> None:
     else:  # an empty .previous-run-* folder
         raise RunError(f"{folder}: holds no {', '.join(RUN_FILES)}")
     history = snap.state.history
+    entry.data = asdict(snap.data)
     entry.arithmetic = snap.arithmetic
     entry.config = snap.config.to_dict()
     _metrics(entry, history, snap.config.keep)

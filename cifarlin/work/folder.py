@@ -161,6 +161,25 @@ def folder_lock(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def held(out: Path) -> bool:
+    """Whether another cifarlin holds the lock of run folder ``out`` (it is training into it)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Windows
+        return False
+    try:
+        fd = os.open(out / LOCK, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False  # no lock file (or not a regular one): nobody holds the folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the shared lock taken
+    return False
+
+
 def stashes(out: Path) -> list[Path]:
     """Old runs an --overwrite set aside in ``out`` (normally none: they go when it finishes)."""
     try:

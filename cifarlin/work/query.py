@@ -22,7 +22,7 @@ from cifarlin.errors import bad_value
 from cifarlin.work.catalog import RunEntry
 
 #: Not columns: lists and tables of their own, and the damaged run's reason.
-_NOT_COLUMNS = ("files", "config", "arithmetic", "reason")
+_NOT_COLUMNS = ("files", "config", "arithmetic", "reason", "data")
 #: The values of a run's summary that are columns, then the configuration's other fields.
 RUN_COLUMNS = tuple(k for k in RunEntry(Path(), "", []).summary() if k not in _NOT_COLUMNS)
 CONFIG_COLUMNS = tuple(f.name for f in fields(TrainConfig) if f.name not in RUN_COLUMNS)

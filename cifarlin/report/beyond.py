@@ -1,0 +1,233 @@
+"""The report's sections beyond the four settings: other losses, the bonus recipe, searches,
+ensembles of seeds, ridge and feature runs, other runs, and the best model by validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cifarlin.core.losses import LOSSES
+from cifarlin.report import facts
+from cifarlin.report.gather import (
+    RUN_COLUMNS,
+    Found,
+    by_setting,
+    figure,
+    mean_sd,
+    name_of,
+    run_rows,
+    section,
+    table,
+)
+from cifarlin.report.pictures import Pictures
+from cifarlin.work.catalog import RunEntry
+
+Section = dict[str, Any]
+
+
+def losses(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None:
+    if not runs:
+        return None
+    figures = []
+    for r in runs:
+        loss = (r.config or {}).get("loss")
+        if loss in LOSSES and LOSSES[loss].probs is not None:
+            pics = pictures.of_run(r.folder, ("probs",))
+            figures.append(
+                figure(f"{loss}: probability of the true class", pics.get("probs"), name_of(r, root))
+            )
+    return section(
+        "losses",
+        "Other losses",
+        [
+            "Runs of gradient descent on a loss other than cross-entropy (svm: multi-class hinge, bce: "
+            "binary cross-entropy of sigmoids, mse: squared error, l2svm: squared hinge). Histograms of "
+            "the probability given the true class, for right and wrong answers, where the loss gives "
+            "probabilities."
+        ],
+        [table("Other losses", RUN_COLUMNS, run_rows(runs, root))],
+        figures,
+    )
+
+
+def recipes(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None:
+    if not runs:
+        return None
+    from cifarlin.figures.common import run_details
+
+    text, figures = [], []
+    for r in runs:
+        cfg = facts.config_of(r.config or {})
+        text.append(f"{name_of(r, root)} (--setting {cfg.setting}): {'; '.join(run_details(cfg))}.")
+        pics = pictures.of_run(r.folder, ("curves", "montage"))
+        figures += [
+            figure(f"{name_of(r, root)}: loss and accuracy per epoch", pics.get("curves")),
+            figure(f"{name_of(r, root)}: the weights as images", pics.get("montage")),
+        ]
+    return section(
+        "recipes",
+        "The bonus recipe",
+        ["The best recipe found for one linear layer on pixels, chosen on validation accuracy alone.", *text],
+        [table("The bonus recipe", RUN_COLUMNS, run_rows(runs, root))],
+        figures,
+    )
+
+
+TOP_TRIALS = 10  # the best trials of a sweep shown
+
+
+def sweeps(found: Found, root: Path, pictures: Pictures) -> Section | None:
+    if not found.sweeps:
+        return None
+    tables, figures, text = [], [], []
+    for folder, s in found.sweeps.items():
+        name = name_of(RunEntry(folder, "", []), root)
+        axes = list((s.get("spec") or {}).get("axes") or {})
+        swept = [a for a in axes if len({str(t["config"].get(a)) for t in s["trials"]}) > 1]
+        done = [t for t in s["trials"] if t.get("val_accuracy") is not None]
+        done.sort(key=lambda t: -t["val_accuracy"])
+        rows = [
+            [
+                t["name"],
+                *(t["config"].get(a) for a in swept),
+                t["status"],
+                t["val_accuracy"],
+                t.get("best_val_accuracy"),
+            ]
+            for t in done[:TOP_TRIALS]
+        ]
+        columns = [("trial", "text"), *((a, "num" if a in ("lam", "eta") else "text") for a in swept)]
+        columns += [("status", "text"), ("val acc", "acc"), ("best val acc", "acc")]
+        shown = f"the {len(rows)} best" if len(done) > len(rows) else "all"
+        tables.append(
+            table(f"{name}: {shown} of {len(s['trials'])} trials by validation accuracy", columns, rows)
+        )
+        spec = s.get("spec") or {}
+        over = ", ".join(f"{k} {v}" for k, v in (spec.get("axes") or {}).items())
+        line = f"{name}: a {spec.get('mode', '')} search over {over}; {len(s['trials'])} trials."
+        if s.get("best"):
+            line += f" Best by validation accuracy: {s['best']}"
+            if s.get("best_test_accuracy") is not None:
+                line += f", test accuracy {s['best_test_accuracy']:.4f} (measured once, after the selection)"
+            line += "."
+        text.append(line)
+        png = folder / "sweep.png"
+        if png.is_file():
+            figures.append(figure(f"{name}: validation accuracy over the search", png))
+        else:
+            found.notes.append(f"{png}: missing (cifarlin sweep draws it; run the sweep again to finish it)")
+    return section(
+        "sweeps",
+        "Hyperparameter searches",
+        [
+            "Trials are ranked by the validation accuracy of their saved model; the test set was not "
+            "used to choose.",
+            *text,
+        ],
+        tables,
+        figures,
+    )
+
+
+def ensembles(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None:
+    rows = []
+    for s, members in by_setting(runs).items():
+        if len(members) < 2:
+            continue
+        result = pictures.ensemble([r.folder for r in members])
+        if result is None:
+            continue
+        rows.append(
+            [
+                s,
+                len(members),
+                mean_sd(result["members"]),
+                result["accuracy"],
+                result["accuracy"] - mean_sd(result["members"])[0],
+            ]
+        )
+    if not rows:
+        return None
+    return section(
+        "ensembles",
+        "Ensembles of seeds",
+        [
+            "The models of one setting trained with different seeds, their class probabilities averaged "
+            "(the mean of the members' test accuracies beside the ensemble's), measured on the test "
+            "images as the report was made."
+        ],
+        [
+            table(
+                "Ensembles",
+                [
+                    ("setting", "int"),
+                    ("models", "int"),
+                    ("members' test acc", "pm"),
+                    ("ensemble test acc", "acc"),
+                    ("gain", "pt"),
+                ],
+                rows,
+            )
+        ],
+        [],
+    )
+
+
+def exact(runs: list[RunEntry], root: Path) -> Section | None:
+    if not runs:
+        return None
+    text = []
+    for r in runs:
+        c = r.config or {}
+        if c.get("solver") == "ridge" and c.get("choose_lam"):
+            text.append(f"{name_of(r, root)}: lambda {c.get('lam'):g} chosen on the validation set.")
+        if c.get("features"):
+            text.append(f"{name_of(r, root)}: trained on the features of {c['features']}.")
+    return section(
+        "exact",
+        "Ridge solutions and feature runs",
+        ["The exact minimiser of the squared loss (--solver ridge), and models on k-means features.", *text],
+        [table("Ridge and features", RUN_COLUMNS, run_rows(runs, root))],
+        [],
+    )
+
+
+def others(runs: list[RunEntry], root: Path) -> Section | None:
+    if not runs:
+        return None
+    return section("other", "Other runs", [], [table("Other runs", RUN_COLUMNS, run_rows(runs, root))], [])
+
+
+def best(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None:
+    scored = [r for r in runs if r.val_acc is not None and r.status == "complete"]
+    if not scored:
+        return None
+    top = max(scored, key=lambda r: r.val_acc or 0.0)
+    loss = (top.config or {}).get("loss")
+    kinds = (
+        "confusion",
+        "samples",
+        *(("probs",) if loss in LOSSES and LOSSES[loss].probs is not None else ()),
+    )
+    pics = pictures.of_run(top.folder, kinds)
+    name = name_of(top, root)
+    return section(
+        "best",
+        "The best model by validation accuracy",
+        [
+            f"{name} has the highest validation accuracy of the {len(scored)} complete runs. Its test "
+            "accuracy is reported once, here, after the choice; it played no part in it."
+        ],
+        [
+            table(
+                "The best model",
+                [("run", "text"), ("loss", "text"), ("val acc", "acc"), ("test acc (reported once)", "acc")],
+                [[name, loss, top.val_acc, top.test_acc]],
+            )
+        ],
+        [
+            figure(f"{name}: confusion matrix on the test set", pics.get("confusion")),
+            figure(f"{name}: misclassified test images", pics.get("samples")),
+            figure(f"{name}: probability of the true class", pics.get("probs")),
+        ],
+    )

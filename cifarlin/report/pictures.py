@@ -1,0 +1,145 @@
+"""The figures a report shows and the numbers it needs the images for.
+
+Figures are the runs' own PNG files (``curves.png``, ``montage.png``, and ``visualize``'s
+``confusion-test.png``, ``samples-test.png``, ``probs-test.png``); one that is missing, or older
+than the model it shows, is drawn into the run folder on the way, as ``cifarlin visualize`` would.
+Figures of classified images, and ensembles, need the test images: the folder the model was
+trained on when it still holds the same files (checked by MD5), else the folder the command was
+given; with neither, the figure is left out and a note says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cifarlin.errors import CifarlinError
+from cifarlin.work.folder import MODEL
+
+#: The file each figure kind is kept in, in a run folder.
+FILES = {
+    "curves": "curves.png",
+    "montage": "montage.png",
+    "confusion": "confusion-test.png",
+    "samples": "samples-test.png",
+    "probs": "probs-test.png",
+}
+IMAGES = ("confusion", "samples", "probs")  # the kinds that classify test images
+
+
+class Pictures:
+    """Figures of run folders, found or drawn, and the test images they may need.
+
+    ``data`` gives the data folder of the command (None: only the folders the models record);
+    ``notes`` hears what was drawn and what could not be.
+    """
+
+    def __init__(
+        self,
+        data: Callable[[], Any] | None,
+        notes: list[str],
+        feature_cache: Path | None = None,
+        draw: bool = True,
+        given_first: bool = False,
+    ) -> None:
+        self.data, self.notes, self.feature_cache, self.draw = data, notes, feature_cache, draw
+        self.given_first = given_first  # the data folder given (--data-dir, $CIFARLIN_DATA_DIR) wins
+        self.drawn: list[Path] = []
+
+    def _dataset(self, folder: Path) -> Any:
+        from cifarlin.store.checkpoint import load_snapshot
+        from cifarlin.work.evaluation import recorded_dataset
+
+        if self.given_first and self.data is not None:
+            return self.data()
+        ds = recorded_dataset([load_snapshot(folder / MODEL)], "test")
+        if ds is None and self.data is not None:
+            ds = self.data()
+        if ds is None:
+            raise CifarlinError(
+                "the test images are needed: the folder the model was trained on is gone or changed; "
+                "give --data-dir"
+            )
+        return ds
+
+    def of_run(self, folder: Path, kinds: Sequence[str]) -> dict[str, Path]:
+        """The figures ``kinds`` of run ``folder``, each its file (drawn when missing or stale)."""
+        from cifarlin.figures.make import draw_figures
+        from cifarlin.figures.request import FigureRequest
+
+        model_time = _mtime(folder / MODEL)
+        have, missing = {}, []
+        for kind in kinds:
+            path = folder / FILES[kind]
+            t = _mtime(path)
+            if t is not None and (model_time is None or t >= model_time):
+                have[kind] = path
+            else:
+                missing.append(kind)
+        if missing and self.draw and model_time is not None:
+            request = FigureRequest(kinds=tuple(missing), pick="errors")
+            try:
+                for path in draw_figures(
+                    folder,
+                    request,
+                    lambda: self._dataset(folder),
+                    on_notice=lambda m: None,
+                    feature_cache=self.feature_cache,
+                ):
+                    self.drawn.append(path)
+            except CifarlinError as e:
+                self.notes.append(f"{folder}: {', '.join(missing)} not drawn: {e}")
+            for kind in missing:
+                if _mtime(folder / FILES[kind]) is not None:
+                    have[kind] = folder / FILES[kind]
+        return {k: have[k] for k in kinds if k in have}
+
+    def comparison(self, folders: Sequence[Path], path: Path) -> Path | None:
+        """The runs side by side (``settings.png``, as ``train --setting all`` draws it): the file
+        at ``path`` when it is newer than every run's model, else drawn there."""
+        newest = max((_mtime(f / MODEL) or 0.0) for f in folders)
+        t = _mtime(path)
+        if t is not None and t >= newest:
+            return path
+        if not self.draw:
+            return None
+        from cifarlin.figures import common
+        from cifarlin.figures.make import comparison_figure, outcomes_from
+
+        try:
+            outcomes, names = outcomes_from(list(folders))
+            common.use_backend()
+            self.drawn.append(comparison_figure(outcomes, names, path))
+            return path
+        except CifarlinError as e:
+            self.notes.append(f"{path}: comparison not drawn: {e}")
+            return None
+
+    def ensemble(self, folders: Sequence[Path]) -> dict[str, Any] | None:
+        """The test accuracy of the models of ``folders`` averaged (each one's too), or None with
+        a note when the images cannot be had."""
+        from cifarlin.store.checkpoint import load_snapshot
+        from cifarlin.work.evaluation import ensemble, evaluate_split
+
+        try:
+            snaps = [load_snapshot(f / MODEL) for f in folders]
+            dataset = self._dataset(folders[0])
+            evals = [evaluate_split(s, dataset, "test", self.feature_cache) for s in snaps]
+            losses = [s.config.loss for s in snaps]
+            ens = ensemble(evals, losses)
+        except CifarlinError as e:
+            self.notes.append(f"ensemble of {', '.join(map(str, folders))} not measured: {e}")
+            return None
+        return {
+            "members": [ev.metrics.accuracy for ev in evals],
+            "accuracy": ens.metrics.accuracy,
+            "loss": ens.metrics.loss,
+        }
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime if path.is_file() else None
+    except OSError:
+        return None
