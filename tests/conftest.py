@@ -70,6 +70,16 @@ def disagreeing_py(tmp_path_factory) -> Path:
     return write_disagreeing_dataset(tmp_path_factory.mktemp("data") / "cifar-10-batches-py")
 
 
+@pytest.fixture(scope="session")
+def report_outputs(tmp_path_factory, disagreeing_py) -> Path:
+    """An outputs folder of every kind of run (tests/report_runs.py), made once: copy it before
+    anything that may write into it (the report draws missing figures into the run folders)."""
+    from report_runs import build_outputs
+
+    root = tmp_path_factory.mktemp("report")
+    return build_outputs(root, disagreeing_py, root / "cache")
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

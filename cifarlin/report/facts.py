@@ -46,7 +46,7 @@ def train_command(cfg: TrainConfig, out: str) -> tuple[str, list[str]]:
     words = ["cifarlin", "train"]
     if cfg.setting is not None:
         words += ["--setting", str(cfg.setting)]
-    elif cfg.solver != base.solver:
+    elif cfg.solver != TrainConfig().solver:
         words += ["--solver", cfg.solver]
     missing = []
     for f in fields(TrainConfig):

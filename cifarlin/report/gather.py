@@ -111,6 +111,11 @@ def find(root: Path) -> Found:
         except CifarlinError as e:
             found.notes.append(f"{p}: sweep left out: {e}")
     found.gradchecks = _gradchecks(root, found.notes)
+    if not (folders or busy or found.sweeps or found.gradchecks):
+        raise ReportError(
+            f"{root}: no runs, sweeps or gradient checks in it or below; give the folder they were "
+            "written to (cifarlin train --setting all writes outputs/), or train first"
+        )
     return found
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from cifarlin.errors import ReportError, WriteError
 from cifarlin.report.gather import cell_text
-from cifarlin.store.files import atomic_path, write_text
+from cifarlin.store.files import atomic_path, make_folder, write_text
 
 FORMATS = ("html", "md", "pdf")
 NUMERIC = ("int", "num", "acc", "pt", "sci", "pm", "s")
@@ -128,6 +128,8 @@ def write(doc: dict[str, Any], out: Path, fmt: str, environ: Mapping[str, str] =
         text, files = markdown(doc)
         folder = out.parent / "images"
         written = []
+        if files:
+            make_folder(folder)
         for name, data in files.items():
             with atomic_path(folder / name) as tmp:
                 tmp.write_bytes(data)

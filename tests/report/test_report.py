@@ -1,0 +1,276 @@
+"""``cifarlin report``: one self-contained page whose numbers are the files' numbers, its
+Markdown and JSON forms, the commands it prints reproducing their runs, and bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from page import Page
+from report_runs import RUNS
+
+from cifarlin.cli import app
+from cifarlin.core.config import REFERENCE_TEST_ACCURACY
+from cifarlin.core.history import history_metrics
+from cifarlin.store.checkpoint import load_history, load_snapshot
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def outputs(report_outputs, tmp_path) -> Path:
+    """A copy of the session's outputs folder, for a test that may write into it."""
+    return Path(shutil.copytree(report_outputs, tmp_path / "outputs", symlinks=True))
+
+
+@pytest.fixture(scope="module")
+def written(report_outputs, disagreeing_py, tmp_path_factory):
+    """The report of a copy of the outputs folder, written once: (html text, outputs folder)."""
+    from typer.testing import CliRunner
+
+    root = tmp_path_factory.mktemp("written")
+    out = Path(shutil.copytree(report_outputs, root / "outputs"))
+    env = {"CIFARLIN_DATA_DIR": None, "XDG_CACHE_HOME": str(root / "cache"), "COLUMNS": "120"}
+    r = CliRunner().invoke(app, ["report", str(out), "-o", str(root / "report.html")], env=env)
+    assert r.exit_code == 0, r.output
+    return (root / "report.html").read_text(encoding="utf-8"), out
+
+
+def test_the_page_is_one_file_every_figure_inline_every_table_headed(written):
+    text, _ = written
+    page = Page(text)
+    assert page.external == [] and page.scripts == 0  # no stylesheet, script or frame to fetch
+    assert len(page.images) >= 10  # 4 settings x 2, comparison, probabilities, best model, sweep
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    for t in page.tables:
+        assert t.caption and t.headers and all(t.headers), t.caption
+        assert t.rows and all(len(row) == len(t.headers) for row in t.rows), t.caption
+    assert len(text.encode()) < 10_000_000
+
+
+def _from_files(folder: Path) -> tuple[float, float]:
+    """The validation accuracy of a run's saved model and its test accuracy, read from its history."""
+    h = load_history(folder / "history.h5")
+    return history_metrics(h.history, h.config.keep)["val_accuracy"], h.test.accuracy
+
+
+def test_reference_settings_table_holds_the_files_numbers(written):
+    text, out = written
+    t = Page(text).table("Accuracy of the reference settings")
+    assert t.headers == ["setting", "lambda", "eta", "runs", "val acc", "test acc", "original", "difference"]
+    rows = {row[0]: row for row in t.rows}
+    assert sorted(rows) == ["1", "2", "3", "4"]
+    for s in (1, 3, 4):
+        val, test = _from_files(out / f"setting-{s}")
+        ref = REFERENCE_TEST_ACCURACY[s]
+        assert rows[str(s)][3:] == [
+            "1",
+            f"{val:.4f}",
+            f"{test:.4f}",
+            f"{ref:.4f}",
+            f"{100 * (test - ref):+.2f} pt",
+        ]
+    tests = [_from_files(out / name)[1] for name in ("setting-2", "setting-2-seed-1")]
+    mean, sd = sum(tests) / 2, abs(tests[0] - tests[1]) / math.sqrt(2)
+    assert rows["2"][3] == "2"
+    assert rows["2"][5] == f"{mean:.4f} ± {sd:.4f} (n=2)"
+    assert rows["2"][7] == f"{100 * (mean - REFERENCE_TEST_ACCURACY[2]):+.2f} pt"
+
+
+def test_gradient_check_table_holds_the_files_numbers(written):
+    text, out = written
+    t = Page(text).table("Relative errors")
+    assert [row[:2] for row in t.rows] == [["ce", "W"], ["ce", "b"], ["svm", "W"], ["svm", "b"]]
+    for row in t.rows:
+        d = json.loads((out / f"gradcheck-{row[0]}.json").read_text())[row[1]]
+        stats = [f"{d[k]:.2e}" for k in ("max_rel", "p99_rel", "mean_rel", "max_abs")]
+        assert row[2:] == [*stats, str(d["checked"]), str(d["failing"]), "PASS" if d["pass"] else "FAIL"]
+
+
+def test_best_model_is_chosen_by_validation_and_its_test_accuracy_read_from_its_file(written):
+    """On these data validation and test disagree: a choice by test accuracy names another run."""
+    text, out = written
+    scores = {name: _from_files(out / name) for name in RUNS}
+    by_val = max(scores, key=lambda n: scores[n][0])
+    assert by_val != max(scores, key=lambda n: scores[n][1])  # the data make the two choices differ
+    row = Page(text).table("The best model").rows[0]
+    assert row == [
+        by_val,
+        load_history(out / by_val / "history.h5").config.loss,
+        f"{scores[by_val][0]:.4f}",
+        f"{scores[by_val][1]:.4f}",
+    ]
+
+
+def test_other_losses_and_the_sweep_come_from_their_files(written):
+    text, out = written
+    page = Page(text)
+    losses = {row[0]: row for row in page.table("Other losses").rows}
+    assert sorted(losses) == ["bce", "svm"]
+    for name, row in losses.items():
+        val, test = _from_files(out / name)
+        assert row[1] == name and row[-2:] == [f"{val:.4f}", f"{test:.4f}"]
+    sweep = page.table("sweep:")
+    import h5py
+
+    with h5py.File(out / "sweep" / "sweep.h5") as f:
+        names = [n.decode() if isinstance(n, bytes) else n for n in f["name"][()]]
+        accs = dict(zip(names, f["val_accuracy"][()], strict=True))
+    assert {row[0]: row[-2] for row in sweep.rows} == {n: f"{a:.4f}" for n, a in accs.items()}
+    assert [row[0] for row in sweep.rows] == sorted(accs, key=lambda n: -accs[n])
+
+
+def test_every_run_gets_a_command_that_trains_it_again(written, disagreeing_py, runner, tmp_path):
+    """The command the page prints for a run, run again into another folder, gives the same
+    configuration and the same weights bit for bit."""
+    text, out = written
+    commands = {row[0]: row[2] for row in Page(text).table("Runs:").rows}
+    assert set(RUNS) <= set(commands)
+    for name in ("setting-2-seed-1", "svm", "recipe"):
+        words = shlex.split(commands[name])
+        assert words[:2] == ["cifarlin", "train"] and words[-2:] == ["--out", str(out / name)]
+        again = tmp_path / name
+        r = runner.invoke(
+            app, [*words[1:-2], "--out", str(again), "--data-dir", str(disagreeing_py), "--no-plots"]
+        )
+        assert r.exit_code == 0, r.output
+        old, new = load_snapshot(out / name / "model.h5"), load_snapshot(again / "model.h5")
+        assert new.config == old.config
+        assert (new.state.W == old.state.W).all() and (new.state.b == old.state.b).all()
+
+
+@pytest.mark.parametrize(
+    ("given", "command", "missing"),
+    [
+        (
+            {"solver": "ridge", "loss": "mse", "epochs": 1, "choose_lam": True, "lam": 1.8},
+            "--solver ridge",
+            [],
+        ),
+        ({"solver": "ridge", "loss": "mse", "epochs": 1, "lam": 1.0}, "--solver ridge --lam 1", []),
+        ({"setting": 3, "seed": 4, "dtype": "float64"}, "--setting 3 --seed 4 --dtype float64", []),
+        ({"setting": "bonus", "shuffle": False}, "--setting bonus --no-shuffle", []),
+        (
+            {"lam": 0.1, "augment": "flip,translate:2", "train_batches": (1, 3, 4)},
+            "--lam 0.1 --train-batches 1,3,4 --augment flip,translate:2",
+            [],
+        ),
+        ({"init_std": 0.02}, "", ["init_std=0.02"]),
+    ],
+)
+def test_the_command_of_a_configuration(given, command, missing):
+    """Only what differs from what train does by itself (its setting's values, the ridge solver's
+    own); what no train option gives is named."""
+    from cifarlin.core.config import TrainConfig
+    from cifarlin.report.facts import train_command
+
+    cfg = TrainConfig.for_setting(**given) if "setting" in given else TrainConfig(**given)
+    text, left = train_command(cfg, "out/x")
+    assert text == " ".join(["cifarlin train", command, "--out out/x"]).replace("  ", " ")
+    assert left == missing
+
+
+def test_json_is_the_document_of_the_page(written, report_outputs, runner, tmp_path):
+    r = runner.invoke(
+        app, ["report", str(report_outputs), "-o", str(tmp_path / "r.html"), "--no-draw", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    ids = [s["id"] for s in doc["sections"]]
+    assert ids == [
+        "environment",
+        "gradcheck",
+        "reference",
+        "losses",
+        "recipes",
+        "sweeps",
+        "ensembles",
+        "best",
+    ]
+    ref = next(s for s in doc["sections"] if s["id"] == "reference")["tables"][0]
+    s1 = next(row for row in ref["rows"] if row[0] == 1)
+    assert s1[5] == [_from_files(report_outputs / "setting-1")[1], 0.0, 1]  # raw numbers, not text
+    assert doc["files"] == [str(tmp_path / "r.html")] and doc["format"] == "html"
+
+
+def test_markdown_links_every_figure_in_images(written, report_outputs, runner, tmp_path):
+    r = runner.invoke(
+        app, ["report", str(report_outputs), "--format", "md", "-o", str(tmp_path / "report.md"), "--no-draw"]
+    )
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "report.md").read_text()
+    links = [line.split("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert links and all(link.startswith("images/") for link in links)
+    for link in links:
+        assert (tmp_path / link).read_bytes().startswith(b"\x89PNG")
+    header = next(line for line in text.splitlines() if line.startswith("| setting | lambda |"))
+    assert header.count("|") == 9
+
+
+def test_a_damaged_run_is_named_and_the_rest_reported(outputs, runner, tmp_path):
+    (outputs / "setting-3" / "history.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    r = runner.invoke(app, ["report", str(outputs), "-o", str(tmp_path / "r.html"), "--no-draw"])
+    assert r.exit_code == 0, r.output
+    assert f"note: {outputs / 'setting-3'}: left out, damaged" in r.stderr
+    page = Page((tmp_path / "r.html").read_text())
+    assert any(n.startswith(f"{outputs / 'setting-3'}: left out, damaged") for n in page.notes)
+    assert sorted(row[0] for row in page.table("Accuracy of the reference settings").rows) == ["1", "2", "4"]
+
+
+def test_a_run_being_trained_is_skipped_and_named(outputs, runner, tmp_path):
+    from cifarlin.work.folder import folder_lock
+
+    with folder_lock(outputs / "svm"):
+        r = runner.invoke(app, ["report", str(outputs), "-o", str(tmp_path / "r.html"), "--no-draw"])
+    assert r.exit_code == 0, r.output
+    page = Page((tmp_path / "r.html").read_text())
+    assert f"{outputs / 'svm'}: skipped, a cifarlin is training into it (its lock is held)" in page.notes
+    assert [row[0] for row in page.table("Other losses").rows] == ["bce"]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "file"])
+def test_no_runs_is_one_line_and_no_file(runner, tmp_path, make):
+    target = tmp_path / "outputs"
+    if make == "empty":
+        target.mkdir()
+    elif make == "file":
+        target.write_text("x")
+    r = runner.invoke(app, ["report", str(target), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and str(target) in r.stderr, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "r.html").exists()
+
+
+def test_pdf_without_chromium_says_how_to_install_it(report_outputs, runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    monkeypatch.delenv("CIFARLIN_CHROMIUM", raising=False)
+    r = runner.invoke(app, ["report", str(report_outputs), "-o", str(tmp_path / "r.pdf"), "--no-draw"])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+    assert "apt-get install chromium" in r.stderr
+    assert os.listdir(tmp_path) == ["nothing"] or not (tmp_path / "r.pdf").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_folder_in_the_way_of_the_report_is_one_line(report_outputs, runner, tmp_path):
+    (tmp_path / "r.html").mkdir()
+    r = runner.invoke(app, ["report", str(report_outputs), "-o", str(tmp_path / "r.html"), "--no-draw"])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "r.html" in r.stderr, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+
+
+def test_a_title_and_file_contents_cannot_inject_markup_or_escapes(report_outputs, runner, tmp_path):
+    title = "<script>alert(1)</script>\x1b[31mred\x07"
+    r = runner.invoke(
+        app, ["report", str(report_outputs), "-o", str(tmp_path / "r.html"), "--no-draw", "--title", title]
+    )
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "r.html").read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "\x1b" not in text and "\x07" not in text
