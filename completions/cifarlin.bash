@@ -35,10 +35,11 @@ _cifarlin() {
                 --tol) return ;;
                 --atol) return ;;
                 --seed) return ;;
+                --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--n --samples --dims --lam --step --method --loss --tol --atol --seed --random --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--n --samples --dims --lam --step --method --loss --tol --atol --seed --random --out -o --no-save --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             fi
             ;;
         train)

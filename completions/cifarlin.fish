@@ -36,6 +36,8 @@ complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l tol -x -d 'Re
 complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l atol -x -d 'Absolute tolerance. [default: 1e-08]'
 complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l seed -x -d 'Seed of W, b (and of --random inputs). [default: 0]'
 complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l random -d 'Random inputs and labels instead of images: needs no data.'
+complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l out -s o -r -F -d 'Where to write the result (JSON: what --json prints, with the command and the data). [default: outputs/gradcheck-LOSS.json]'
+complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l no-save -d 'Write no file.'
 complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l data-dir -x -a '(__fish_complete_directories)' -d 'Folder holding cifar-10-batches-py/ (or that folder itself). Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).'
 complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l no-download -d 'Fail instead of downloading CIFAR-10 when it is missing.'
 complete -c cifarlin -n '__fish_seen_subcommand_from gradcheck' -l json -d 'Print the result as one JSON document on stdout.'
