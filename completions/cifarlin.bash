@@ -6,7 +6,7 @@ _cifarlin() {
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            download|gradcheck|train|sweep|features|evaluate|visualize|predict|export|runs|completion) cmd="${COMP_WORDS[i]}"; break ;;
+            download|gradcheck|train|sweep|features|evaluate|visualize|predict|export|runs|report|completion) cmd="${COMP_WORDS[i]}"; break ;;
         esac
     done
     case "$cmd" in
@@ -196,6 +196,19 @@ _cifarlin() {
                 COMPREPLY=($(compgen -f -- "$cur"))
             fi
             ;;
+        report)
+            case "$prev" in
+                --out|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --format) COMPREPLY=($(compgen -W "html md pdf" -- "$cur")); return ;;
+                --title) return ;;
+                --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+            esac
+            if [[ "$cur" == -* ]]; then
+                COMPREPLY=($(compgen -W "--out -o --format --title --no-draw --data-dir --json --quiet -q --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -f -- "$cur"))
+            fi
+            ;;
         completion)
             case "$prev" in
             esac
@@ -211,7 +224,7 @@ _cifarlin() {
             if [[ "$cur" == -* ]]; then
                 COMPREPLY=($(compgen -W "--version -V --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -W "download gradcheck train sweep features evaluate visualize predict export runs completion" -- "$cur"))
+                COMPREPLY=($(compgen -W "download gradcheck train sweep features evaluate visualize predict export runs report completion" -- "$cur"))
             fi
             ;;
     esac

@@ -14,6 +14,7 @@ complete -c cifarlin -n '__fish_use_subcommand' -a visualize -d 'Draw the learni
 complete -c cifarlin -n '__fish_use_subcommand' -a predict -d 'Classify your own images: the most likely classes of each, with their probabilities.'
 complete -c cifarlin -n '__fish_use_subcommand' -a export -d 'Write a model as .npz (NumPy) or its per-epoch history as .csv, for other tools.'
 complete -c cifarlin -n '__fish_use_subcommand' -a runs -d 'List the runs under a folder: when each started, settings, epochs, validation accuracy of'
+complete -c cifarlin -n '__fish_use_subcommand' -a report -d 'Write the assignment\'s report from the runs under DIR: environment and the command that'
 complete -c cifarlin -n '__fish_use_subcommand' -a completion -d 'Print a static completion script (subcommands, options, choices, paths) for a shell.'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l data-dir -x -a '(__fish_complete_directories)' -d 'Folder holding cifar-10-batches-py/ (or that folder itself). Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).'
 complete -c cifarlin -n '__fish_seen_subcommand_from download' -l layout -x -a 'python binary' -d 'Which official version to fetch. One of: python, binary. [default: python]'
@@ -178,6 +179,15 @@ complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l json -d 'Print the
 complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l quiet -s q -d 'No progress; print only the result.'
 complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from runs' -F
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l out -s o -r -F -d 'Where to write the report. [default: report.html (report.md, report.pdf) in the current folder]'
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l format -x -a 'html md pdf' -d ''
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l title -x -d 'The report\'s title. [default: CIFAR-10, one linear layer]'
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l no-draw -d 'Use only the figures already in the run folders; draw none that is missing.'
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l data-dir -x -a '(__fish_complete_directories)' -d 'Folder holding cifar-10-batches-py/ (or that folder itself). Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).'
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l json -d 'Print the result as one JSON document on stdout.'
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l quiet -s q -d 'No progress; print only the result.'
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l help -d 'Show this message and exit.'
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -F
 complete -c cifarlin -n '__fish_seen_subcommand_from completion' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from completion' -a 'bash zsh fish'
-# subcommands: download gradcheck train sweep features evaluate visualize predict export runs completion
+# subcommands: download gradcheck train sweep features evaluate visualize predict export runs report completion

@@ -37,11 +37,8 @@ def build_outputs(root: Path, data: Path, cache: Path) -> Path:
     env = {"CIFARLIN_DATA_DIR": None, "XDG_CACHE_HOME": str(cache), "COLUMNS": "120"}
     for name, args in RUNS.items():
         invoke(["train", *args, "--out", str(out / name), "--data-dir", str(data), "--no-plots", "-q"], env)
-    invoke(
-        ["sweep", "--lam", "0,0.1", "--epochs", "2", "--workers", "1", "--out", str(out / "sweep")]
-        + ["--data-dir", str(data), "-q"],
-        env,
-    )
+    sweep = ["sweep", "--lam", "0,0.1", "--epochs", "2", "--workers", "1", "--out", str(out / "sweep")]
+    invoke([*sweep, "--data-dir", str(data), "-q"], env)
     for loss in ("ce", "svm"):
         invoke(
             ["gradcheck", "--random", "--loss", loss, "--out", str(out / f"gradcheck-{loss}.json"), "-q"], env

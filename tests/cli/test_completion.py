@@ -62,6 +62,7 @@ printf '%s\n' "${COMPREPLY[@]}"
                 "predict",
                 "export",
                 "runs",
+                "report",
                 "completion",
             },
         ),
@@ -73,6 +74,7 @@ printf '%s\n' "${COMPREPLY[@]}"
         (["cifarlin", "visualize", "--what", "c"], {"curves", "confusion"}),
         (["cifarlin", "visualize", "--format", ""], {"png", "pdf", "svg"}),
         (["cifarlin", "evaluate", "--split", ""], {"test", "val", "train"}),
+        (["cifarlin", "report", "--format", ""], {"html", "md", "pdf"}),
         (["cifarlin", "train", "--no-"], {"--no-shuffle", "--no-plots", "--no-download"}),
     ],
 )

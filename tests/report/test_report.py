@@ -12,13 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from page import Page
-from report_runs import RUNS
 
 from cifarlin.cli import app
 from cifarlin.core.config import REFERENCE_TEST_ACCURACY
 from cifarlin.core.history import history_metrics
 from cifarlin.store.checkpoint import load_history, load_snapshot
+from page import Page
+from report_runs import RUNS
 
 pytestmark = pytest.mark.slow
 
