@@ -53,12 +53,11 @@ def losses(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | No
 def recipes(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None:
     if not runs:
         return None
-    from cifarlin.figures.common import run_details
-
     text, figures = [], []
     for r in runs:
         cfg = facts.config_of(r.config or {})
-        text.append(f"{name_of(r, root)} (--setting {cfg.setting}): {'; '.join(run_details(cfg))}.")
+        held = f", validated on the last {cfg.val_size} training images" if cfg.val_size else ""
+        text.append(f"{name_of(r, root)} (--setting {cfg.setting}): {cfg.describe()}{held}.")
         pics = pictures.of_run(r.folder, ("curves", "montage"))
         figures += [
             figure(f"{name_of(r, root)}: loss and accuracy per epoch", pics.get("curves")),

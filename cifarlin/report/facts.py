@@ -85,12 +85,13 @@ def this_machine() -> dict[str, str]:
 
 
 def arithmetic_text(a: dict[str, str] | None) -> str:
-    """``NumPy 2.4.6, openblas 0.3.31 (Haswell)``, or '' when the run recorded none."""
+    """``NumPy 2.4.6, openblas 0.3.31 (Haswell), Python 3.11.7``, or '' when the run recorded none."""
     if not a or not a.get("numpy"):
         return ""
     blas = " ".join(x for x in (a.get("blas", ""), a.get("blas_version", "")) if x)
     kernel = f" ({a['blas_kernel']})" if a.get("blas_kernel") else ""
-    return f"NumPy {a['numpy']}, {blas or 'BLAS unknown'}{kernel}"
+    python = f", Python {a['python']}" if a.get("python") else ""
+    return f"NumPy {a['numpy']}, {blas or 'BLAS unknown'}{kernel}{python}"
 
 
 def data_folders(datas: list[dict[str, Any] | None]) -> list[dict[str, Any]]:

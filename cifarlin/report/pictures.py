@@ -52,16 +52,27 @@ class Pictures:
         from cifarlin.work.evaluation import recorded_dataset
 
         if self.given_first and self.data is not None:
-            return self.data()
+            return self._given()
         ds = recorded_dataset([load_snapshot(folder / MODEL)], "test")
         if ds is None and self.data is not None:
-            ds = self.data()
+            ds = self._given()
         if ds is None:
             raise CifarlinError(
                 "the test images are needed: the folder the model was trained on is gone or changed; "
                 "give --data-dir"
             )
         return ds
+
+    def _given(self) -> Any:
+        """The command's data folder, looked for once."""
+        if not hasattr(self, "_given_dataset"):
+            try:
+                self._given_dataset = self.data() if self.data is not None else None
+            except CifarlinError as e:
+                self._given_dataset = e
+        if isinstance(self._given_dataset, CifarlinError):
+            raise self._given_dataset
+        return self._given_dataset
 
     def of_run(self, folder: Path, kinds: Sequence[str]) -> dict[str, Path]:
         """The figures ``kinds`` of run ``folder``, each its file (drawn when missing or stale)."""

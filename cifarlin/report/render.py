@@ -48,6 +48,11 @@ def md_escape(text: Any) -> str:
     return re.sub(r"([\\`*_\[\]|<>#])", r"\\\1", s)
 
 
+def md_code(text: Any) -> str:
+    """Text for a Markdown code span in a table cell: no backtick can end it, no pipe the cell."""
+    return str(text).replace("\n", " ").replace("`", "'").replace("|", "\\|")
+
+
 def _environment() -> Any:
     import jinja2
 
@@ -59,6 +64,7 @@ def _environment() -> Any:
     )
     env.filters["cell"] = cell_text
     env.filters["md"] = md_escape
+    env.filters["mdcode"] = md_code
     env.globals["numeric"] = NUMERIC
     return env
 

@@ -215,8 +215,12 @@ def test_markdown_links_every_figure_in_images(written, report_outputs, runner, 
     assert header.count("|") == 9
 
 
-def test_a_damaged_run_is_named_and_the_rest_reported(outputs, runner, tmp_path):
-    (outputs / "setting-3" / "history.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+@pytest.mark.parametrize("file", ["history.h5", "model.h5"])
+def test_a_damaged_run_is_named_and_the_rest_reported(outputs, runner, tmp_path, file):
+    """A run whose history (or model: its history still fine) is damaged: named, the rest reported."""
+    path = outputs / "setting-3" / file
+    size = path.stat().st_size
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * (size // 256))
     r = runner.invoke(app, ["report", str(outputs), "-o", str(tmp_path / "r.html"), "--no-draw"])
     assert r.exit_code == 0, r.output
     assert f"note: {outputs / 'setting-3'}: left out, damaged" in r.stderr
