@@ -69,6 +69,7 @@ def report(
 
     **Example:** cifarlin report outputs -o report.html
     """
+    from cifarlin.figures.drawer import FigureDrawer
     from cifarlin.report import render
     from cifarlin.report.gather import find
     from cifarlin.report.pictures import Pictures
@@ -80,15 +81,18 @@ def report(
     target = out if out is not None else Path(f"report.{fmt}")
     e = env(ctx)
     given = data_dir is not None or e.data_dir_set
-    found = find(folder)
-    pictures = Pictures(
-        (lambda: ensure_data(ctx, data_dir, True, True)),
-        found.notes,
-        e.feature_cache,
-        draw=not no_draw,
-        given_first=given,
-    )
-    doc = document(found, pictures, title)
+    with FigureDrawer(background=not no_draw) as drawer:  # a child draws what is missing meanwhile
+        drawer.warm_up()  # its matplotlib import while the runs are read (ended unused if none is)
+        found = find(folder)
+        pictures = Pictures(
+            (lambda: ensure_data(ctx, data_dir, True, True)),
+            found.notes,
+            e.feature_cache,
+            draw=not no_draw,
+            given_first=given,
+            drawer=drawer,
+        )
+        doc = document(found, pictures, title)
     written = render.write(doc, target, fmt)
     c = results(json_out)
     if not quiet:

@@ -96,10 +96,27 @@ class FigureDrawer:
         paths = self._ask({"sweep": args, "path": str(path)})
         return paths[0] if paths else sweep_figure_file(args, path)
 
-    def _ask(self, job: dict[str, Any]) -> list[Path] | None:
-        """The child's answer to ``job``, or None when the parent must draw."""
+    def figures(self, folder: Path, kinds: Sequence[str], pick: str, data: Any, cache: Path | None) -> bool:
+        """Ask for ``kinds`` of run ``folder`` (:func:`cifarlin.figures.make.draw_figures`, the
+        test images from the :class:`~cifarlin.data.cifar.Dataset` ``data``) without waiting:
+        :meth:`answer` gives the files, in the order asked. False when the parent must draw."""
         self._asked = True
-        if not self._send(job):
+        job = {"figures": str(folder), "kinds": list(kinds), "pick": pick}
+        if data is not None:
+            job["data"] = [str(data.folder), data.format]
+        if cache is not None:
+            job["cache"] = str(cache)
+        return self._send(job)
+
+    def compare(self, folders: Sequence[Path], path: Path) -> bool:
+        """Ask for the comparison of ``folders`` at ``path`` without waiting (see :meth:`answer`)."""
+        self._asked = True
+        return self._send({"compare": [str(f) for f in folders], "path": str(path)})
+
+    def answer(self) -> list[Path] | None:
+        """The files of the oldest job asked for and not yet answered, or None when the parent
+        must draw them (the child failed, hung or has gone: every later answer is None too)."""
+        if self._replies is None:
             return None
         try:
             line = self._read_line()
@@ -110,6 +127,11 @@ class FigureDrawer:
             self.close()  # no answer, or an error: the parent draws, and raises what goes wrong
             return None
         return [Path(p) for p in reply["paths"]]
+
+    def _ask(self, job: dict[str, Any]) -> list[Path] | None:
+        """The child's answer to ``job``, or None when the parent must draw."""
+        self._asked = True
+        return self.answer() if self._send(job) else None
 
     def _read_line(self) -> bytes:
         assert self._replies is not None
@@ -188,6 +210,8 @@ def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
                 paths = side_by_side(training_figures(outcome, names))
             elif "sweep" in job:
                 paths = [sweep_figure_file(job["sweep"], Path(job["path"]))]
+            elif "figures" in job:
+                paths = _run_figures(job)
             else:
                 outcomes, names = outcomes_from([Path(p) for p in job["compare"]], probe=False)
                 paths = [comparison_figure(outcomes, names, Path(job["path"]))]
@@ -196,6 +220,25 @@ def _serve(jobs: IO[bytes], replies: IO[bytes]) -> None:
             reply = {"error": f"{type(e).__name__}: {e}"}
         replies.write(json.dumps(reply).encode() + b"\n")
         replies.flush()
+
+
+def _run_figures(job: dict[str, Any]) -> list[Path]:
+    """A :meth:`FigureDrawer.figures` job drawn (in the child)."""
+    from cifarlin.data.cifar import Dataset
+    from cifarlin.figures.make import draw_figures
+    from cifarlin.figures.request import FigureRequest
+
+    data = job.get("data")
+    dataset = Dataset(Path(data[0]), data[1]) if data else None
+
+    def images() -> Dataset:
+        if dataset is None:
+            raise ValueError("no test images were given")
+        return dataset
+
+    request = FigureRequest(kinds=tuple(job["kinds"]), pick=job["pick"])
+    cache = Path(job["cache"]) if job.get("cache") else None
+    return draw_figures(Path(job["figures"]), request, images, feature_cache=cache)
 
 
 def side_by_side(figures: Sequence[tuple[Path, Callable[[], Path]]]) -> list[Path]:

@@ -34,7 +34,7 @@ def losses(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | No
         if loss in LOSSES and LOSSES[loss].probs is not None:
             pics = pictures.of_run(r.folder, ("probs",))
             figures.append(
-                figure(f"{loss}: probability of the true class", pics.get("probs"), name_of(r, root))
+                figure(f"{name_of(r, root)}: probability of the true class ({loss} loss)", pics.get("probs"))
             )
     return section(
         "losses",
@@ -73,6 +73,8 @@ def recipes(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | N
 
 
 TOP_TRIALS = 10  # the best trials of a sweep shown
+SHOWN = {"lam": "lambda", "batch_size": "batch", "train_batches": "training batches", "val_size": "val size"}
+NUMBERS = ("lam", "eta", "epochs", "batch_size", "init_std", "decay", "eta_min", "eta_max")
 
 
 def sweeps(found: Found, root: Path, pictures: Pictures) -> Section | None:
@@ -95,7 +97,7 @@ def sweeps(found: Found, root: Path, pictures: Pictures) -> Section | None:
             ]
             for t in done[:TOP_TRIALS]
         ]
-        columns = [("trial", "text"), *((a, "num" if a in ("lam", "eta") else "text") for a in swept)]
+        columns = [("trial", "run"), *((SHOWN.get(a, a), "num" if a in NUMBERS else "text") for a in swept)]
         columns += [("status", "text"), ("val acc", "acc"), ("best val acc", "acc")]
         shown = f"the {len(rows)} best" if len(done) > len(rows) else "all"
         tables.append(
@@ -220,7 +222,7 @@ def best(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None
         [
             table(
                 "The best model",
-                [("run", "text"), ("loss", "text"), ("val acc", "acc"), ("test acc (reported once)", "acc")],
+                [("run", "run"), ("loss", "text"), ("val acc", "acc"), ("test acc (reported once)", "acc")],
                 [[name, loss, top.val_acc, top.test_acc]],
             )
         ],

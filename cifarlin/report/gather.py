@@ -230,7 +230,7 @@ def run_rows(runs: list[RunEntry], root: Path) -> list[list[Any]]:
 
 
 RUN_COLUMNS = [
-    ("run", "text"),
+    ("run", "run"),
     ("loss", "text"),
     ("solver", "text"),
     ("lambda", "num"),

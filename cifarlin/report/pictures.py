@@ -26,6 +26,7 @@ FILES = {
     "probs": "probs-test.png",
 }
 IMAGES = ("confusion", "samples", "probs")  # the kinds that classify test images
+PICK = "errors"  # the sample images shown: misclassified ones
 
 
 class Pictures:
@@ -42,10 +43,13 @@ class Pictures:
         feature_cache: Path | None = None,
         draw: bool = True,
         given_first: bool = False,
+        drawer: Any = None,
     ) -> None:
         self.data, self.notes, self.feature_cache, self.draw = data, notes, feature_cache, draw
         self.given_first = given_first  # the data folder given (--data-dir, $CIFARLIN_DATA_DIR) wins
         self.drawn: list[Path] = []
+        self.drawer = drawer  # a cifarlin.figures.drawer.FigureDrawer: figures drawn in its child
+        self.pending: list[tuple[Any, Any]] = []  # what was asked of it, in order
 
     def _dataset(self, folder: Path) -> Any:
         from cifarlin.store.checkpoint import load_snapshot
@@ -75,10 +79,9 @@ class Pictures:
         return self._given_dataset
 
     def of_run(self, folder: Path, kinds: Sequence[str]) -> dict[str, Path]:
-        """The figures ``kinds`` of run ``folder``, each its file (drawn when missing or stale)."""
-        from cifarlin.figures.make import draw_figures
-        from cifarlin.figures.request import FigureRequest
-
+        """The figures ``kinds`` of run ``folder``, each its file: those missing or older than the
+        model are drawn, by the drawing child when there is one (their files are there once
+        :meth:`finish` returns), else here."""
         model_time = _mtime(folder / MODEL)
         have, missing = {}, []
         for kind in kinds:
@@ -89,22 +92,40 @@ class Pictures:
             else:
                 missing.append(kind)
         if missing and self.draw and model_time is not None:
-            request = FigureRequest(kinds=tuple(missing), pick="errors")
-            try:
-                for path in draw_figures(
-                    folder,
-                    request,
-                    lambda: self._dataset(folder),
-                    on_notice=lambda m: None,
-                    feature_cache=self.feature_cache,
-                ):
-                    self.drawn.append(path)
-            except CifarlinError as e:
-                self.notes.append(f"{folder}: {', '.join(missing)} not drawn: {e}")
-            for kind in missing:
-                if _mtime(folder / FILES[kind]) is not None:
-                    have[kind] = folder / FILES[kind]
+            data = None
+            if set(missing) & set(IMAGES):
+                try:
+                    data = self._dataset(folder)
+                except CifarlinError as e:
+                    self.notes.append(
+                        f"{folder}: {', '.join(k for k in missing if k in IMAGES)} not drawn: {e}"
+                    )
+                    missing = [k for k in missing if k not in IMAGES]
+            if (
+                missing
+                and self.drawer is not None
+                and self.drawer.figures(folder, missing, PICK, data, self.feature_cache)
+            ):
+                self.pending.append((folder, missing))
+                have.update({k: folder / FILES[k] for k in missing})
+            elif missing:
+                have.update(self._draw_here(folder, missing))
         return {k: have[k] for k in kinds if k in have}
+
+    def _draw_here(self, folder: Path, kinds: list[str]) -> dict[str, Path]:
+        from cifarlin.figures.make import draw_figures
+        from cifarlin.figures.request import FigureRequest
+
+        try:
+            self.drawn += draw_figures(
+                folder,
+                FigureRequest(kinds=tuple(kinds), pick=PICK),
+                lambda: self._dataset(folder),
+                feature_cache=self.feature_cache,
+            )
+        except CifarlinError as e:
+            self.notes.append(f"{folder}: {', '.join(kinds)} not drawn: {e}")
+        return {k: folder / FILES[k] for k in kinds if _mtime(folder / FILES[k]) is not None}
 
     def comparison(self, folders: Sequence[Path], path: Path) -> Path | None:
         """The runs side by side (``settings.png``, as ``train --setting all`` draws it): the file
@@ -115,11 +136,17 @@ class Pictures:
             return path
         if not self.draw:
             return None
+        if self.drawer is not None and self.drawer.compare(folders, path):
+            self.pending.append((list(folders), path))
+            return path
+        return self._compare_here(list(folders), path)
+
+    def _compare_here(self, folders: list[Path], path: Path) -> Path | None:
         from cifarlin.figures import common
         from cifarlin.figures.make import comparison_figure, outcomes_from
 
         try:
-            outcomes, names = outcomes_from(list(folders))
+            outcomes, names = outcomes_from(folders)
             common.use_backend()
             self.drawn.append(comparison_figure(outcomes, names, path))
             return path
@@ -127,16 +154,31 @@ class Pictures:
             self.notes.append(f"{path}: comparison not drawn: {e}")
             return None
 
+    def finish(self) -> None:
+        """Wait for the figures asked of the drawing child; any it could not draw is drawn here
+        (what goes wrong then is a note, and the figure is left out)."""
+        for what, target in self.pending:
+            got = self.drawer.answer() if self.drawer is not None else None
+            if got is not None:
+                self.drawn += got
+            elif isinstance(what, list):
+                self._compare_here(what, target)
+            else:
+                self._draw_here(what, target)
+        self.pending = []
+
     def ensemble(self, folders: Sequence[Path]) -> dict[str, Any] | None:
         """The test accuracy of the models of ``folders`` averaged (each one's too), or None with
         a note when the images cannot be had."""
+        from cifarlin.data.cifar import load_split
         from cifarlin.store.checkpoint import load_snapshot
         from cifarlin.work.evaluation import ensemble, evaluate_split
 
         try:
             snaps = [load_snapshot(f / MODEL) for f in folders]
             dataset = self._dataset(folders[0])
-            evals = [evaluate_split(s, dataset, "test", self.feature_cache) for s in snaps]
+            loaded = load_split(dataset, snaps[0].config.split, "test")  # the same images for each
+            evals = [evaluate_split(s, dataset, "test", self.feature_cache, loaded) for s in snaps]
             losses = [s.config.loss for s in snaps]
             ens = ensemble(evals, losses)
         except CifarlinError as e:

@@ -29,8 +29,9 @@ def document(found: Found, pictures: Pictures, title: str) -> dict[str, Any]:
     """The whole report: every section that has runs, in the order of the assignment."""
     groups = classify(found)
     root = found.root
+    machine = facts.this_machine()
     builders: list[Callable[[], Section | None]] = [
-        lambda: environment(found),
+        lambda: environment(found, machine),
         lambda: gradients(found),
         lambda: reference(groups["reference"], root, pictures),
         lambda: beyond.losses(groups["losses"], root, pictures),
@@ -41,11 +42,15 @@ def document(found: Found, pictures: Pictures, title: str) -> dict[str, Any]:
         lambda: beyond.others(groups["other"], root),
         lambda: beyond.best(found.runs, root, pictures),
     ]
-    sections = [s for build in builders if (s := build()) is not None and (s["tables"] or s["figures"])]
+    built = [s for build in builders if (s := build()) is not None]
+    pictures.finish()  # the figures asked of the drawing child are there now, or named in a note
+    for s in built:
+        s["figures"] = [f for f in s["figures"] if Path(f["file"]).is_file()]
+    sections = [s for s in built if s["tables"] or s["figures"]]
     return {
         "title": title,
         "root": str(root),
-        "machine": facts.this_machine(),
+        "machine": machine,
         "notes": found.notes,
         "runs": [r.summary() for r in found.runs],
         "gradchecks": [{"file": str(p), **d} for p, d in found.gradchecks],
@@ -54,8 +59,8 @@ def document(found: Found, pictures: Pictures, title: str) -> dict[str, Any]:
     }
 
 
-def environment(found: Found) -> Section:
-    m = facts.this_machine()
+def environment(found: Found, m: dict[str, str]) -> Section:
+    """The versions that made the report and each run, the data, the commands that retrain."""
     this = table(
         "This report was made with",
         [("what", "text"), ("value", "text")],
@@ -69,56 +74,50 @@ def environment(found: Found) -> Section:
             ["outputs folder", str(found.root)],
         ],
     )
+    arithmetic = {facts.arithmetic_text(r.arithmetic) for r in found.runs}
+    shared = len(arithmetic) == 1
     rows, unreproducible = [], []
     for r in found.runs:
         try:
             command, missing = facts.train_command(facts.config_of(r.config or {}), str(r.folder))
         except (ValueError, TypeError):
             command, missing = "", ["its configuration cannot be read"]
-        rows.append([name_of(r, found.root), facts.arithmetic_text(r.arithmetic), command])
+        own = [] if shared else [facts.arithmetic_text(r.arithmetic)]
+        rows.append([name_of(r, found.root), *own, command])
         if missing:
             unreproducible.append(f"{name_of(r, found.root)}: {', '.join(missing)}")
-    folders = facts.data_folders([r.data for r in found.runs])
-    data_rows = [
-        [d["folder"], f["name"], f["md5"], {True: "yes", False: "no", None: "-"}[f["official"]]]
-        for d in folders
-        for f in d["files"]
-    ]
     text = [
         "Every number below is read from the files under the outputs folder. Each run records the "
         "NumPy and BLAS that computed it: a chaotic run (setting 1) depends on the BLAS kernel's last "
         "bits. Each command trains its run again into the folder named (run it where this report was "
         "made; give the data folder with --data-dir or CIFARLIN_DATA_DIR)."
     ]
-    for d in folders:
-        verdict = {
-            True: "the official release's files",
-            False: "not the official release's files (a copy of another origin)",
-            None: "files the official checksums do not list",
-        }[d["official"]]
-        text.append(f"Data: {d['folder']} ({d['format']} version), used by {d['runs']} run(s): {verdict}.")
+    if shared and (only := arithmetic.pop()):
+        text.append(f"All {len(found.runs)} runs were computed with {only}.")
     text += [
         f"Not reproducible by one train command: {u} (train has no option for it)." for u in unreproducible
     ]
-    return section(
-        "environment",
-        "Environment and reproduction",
-        text,
-        [
-            this,
+    data = []
+    for d in facts.data_folders([r.data for r in found.runs]):
+        verdict = {
+            True: "the official release's files",
+            False: "not the official release's files (their MD5s differ)",
+            None: "files the official checksums do not list",
+        }[d["official"]]
+        text.append(f"Data: {d['folder']} ({d['format']} version), used by {d['runs']} run(s): {verdict}.")
+        data.append(
             table(
-                "Data files as the runs recorded them when they trained",
-                [("folder", "text"), ("file", "text"), ("MD5", "code"), ("official", "text")],
-                data_rows,
-            ),
-            table(
-                "Runs: the arithmetic that computed each, and the command that trains it again",
-                [("run", "text"), ("arithmetic", "text"), ("command", "code")],
-                rows,
-            ),
-        ],
-        [],
-    )
+                f"The files of {d['folder']}",
+                [("file", "text"), ("MD5 when trained on", "code"), ("official", "text")],
+                [
+                    [f["name"], f["md5"], {True: "yes", False: "no", None: "-"}[f["official"]]]
+                    for f in d["files"]
+                ],
+            )
+        )
+    columns = [("run", "run"), *([] if shared else [("arithmetic", "text")]), ("command", "code")]
+    runs = table("Runs and the command that trains each again", columns, rows)
+    return section("environment", "Environment and reproduction", text, [this, *data, runs], [])
 
 
 GRAD_COLUMNS = [

@@ -14,7 +14,7 @@ import numpy as np
 from cifarlin.core import model
 from cifarlin.core.losses import LOSSES
 from cifarlin.core.threads import one_blas_thread
-from cifarlin.data.cifar import MAX_BATCH_BYTES, Dataset, Reader, batch_name, load_split, locate
+from cifarlin.data.cifar import MAX_BATCH_BYTES, Dataset, Reader, Split, batch_name, load_split, locate
 from cifarlin.errors import bad_value
 from cifarlin.store.checkpoint import Snapshot
 
@@ -50,12 +50,17 @@ class Evaluation:
 
 
 def evaluate_split(
-    snap: Snapshot, dataset: Dataset, split: str, feature_cache: Path | None = None
+    snap: Snapshot,
+    dataset: Dataset,
+    split: str,
+    feature_cache: Path | None = None,
+    loaded: tuple[Split, Reader] | None = None,
 ) -> Evaluation:
     """Classify the raw images of ``split`` with the model in ``snap`` (its own normalisation,
     its own data split), exactly as training evaluated them. A model on features reads them from
-    the cache in ``feature_cache`` when given (see :func:`_inputs`), else extracts them."""
-    raw, reader = load_split(dataset, snap.config.split, split)
+    the cache in ``feature_cache`` when given (see :func:`_inputs`), else extracts them.
+    ``loaded``: the split as ``load_split`` read it already (models of the same split share it)."""
+    raw, reader = loaded if loaded is not None else load_split(dataset, snap.config.split, split)
     X = _inputs(snap, raw.images, reader, split, feature_cache)
     with one_blas_thread():  # the summation order of training's own evaluation, to the last bit
         S = model.scores(snap.state.W, snap.state.b, X)  # (N, K)

@@ -132,7 +132,9 @@ def test_every_run_gets_a_command_that_trains_it_again(written, disagreeing_py, 
     """The command the page prints for a run, run again into another folder, gives the same
     configuration and the same weights bit for bit."""
     text, out = written
-    commands = {row[0]: row[2] for row in Page(text).table("Runs:").rows}
+    runs = Page(text).table("Runs and the command")
+    assert runs.headers == ["run", "command"]  # one arithmetic for every run: said once, above
+    commands = {row[0]: row[1] for row in runs.rows}
     assert set(RUNS) <= set(commands)
     for name in ("setting-2-seed-1", "svm", "recipe"):
         words = shlex.split(commands[name])
@@ -213,6 +215,20 @@ def test_markdown_links_every_figure_in_images(written, report_outputs, runner, 
         assert (tmp_path / link).read_bytes().startswith(b"\x89PNG")
     header = next(line for line in text.splitlines() if line.startswith("| setting | lambda |"))
     assert header.count("|") == 9
+
+
+def test_figures_the_drawing_child_could_not_draw_are_drawn_here(outputs, runner, tmp_path, monkeypatch):
+    """A child that fails (or dies) leaves nothing out: the command draws its figures itself."""
+    from cifarlin.figures.drawer import FigureDrawer
+
+    monkeypatch.setattr(FigureDrawer, "answer", lambda self: None)
+    r = runner.invoke(app, ["report", str(outputs), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    page = Page((tmp_path / "r.html").read_text())
+    assert len(page.images) >= 10
+    for name in ("curves.png", "montage.png"):
+        assert (outputs / "setting-4" / name).read_bytes().startswith(b"\x89PNG")
+    assert (outputs / "settings.png").is_file()
 
 
 @pytest.mark.parametrize("file", ["history.h5", "model.h5"])
