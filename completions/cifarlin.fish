@@ -180,9 +180,9 @@ complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l quiet -s q -d 'No 
 complete -c cifarlin -n '__fish_seen_subcommand_from runs' -l help -d 'Show this message and exit.'
 complete -c cifarlin -n '__fish_seen_subcommand_from runs' -F
 complete -c cifarlin -n '__fish_seen_subcommand_from report' -l out -s o -r -F -d 'Where to write the report. [default: report.html (report.md, report.pdf) in the current folder]'
-complete -c cifarlin -n '__fish_seen_subcommand_from report' -l format -x -a 'html md pdf' -d ''
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l format -x -a 'html md pdf' -d 'One self-contained HTML page (figures inline), Markdown with an images/ folder beside it, or a PDF printed by a headless Chromium. Default: from --out\'s suffix, else html. One of: html, md, pdf.'
 complete -c cifarlin -n '__fish_seen_subcommand_from report' -l title -x -d 'The report\'s title. [default: CIFAR-10, one linear layer]'
-complete -c cifarlin -n '__fish_seen_subcommand_from report' -l no-draw -d 'Use only the figures already in the run folders; draw none that is missing.'
+complete -c cifarlin -n '__fish_seen_subcommand_from report' -l no-draw -d 'Use only the figures already in the run folders; draw none.'
 complete -c cifarlin -n '__fish_seen_subcommand_from report' -l data-dir -x -a '(__fish_complete_directories)' -d 'Folder holding cifar-10-batches-py/ (or that folder itself). Default: $CIFARLIN_DATA_DIR, else $XDG_CACHE_HOME/cifarlin (~/.cache/cifarlin).'
 complete -c cifarlin -n '__fish_seen_subcommand_from report' -l json -d 'Print the result as one JSON document on stdout.'
 complete -c cifarlin -n '__fish_seen_subcommand_from report' -l quiet -s q -d 'No progress; print only the result.'

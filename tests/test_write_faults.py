@@ -215,6 +215,8 @@ WRITERS = [
     "sweep.h5",  # a sweep whose trials are done: sweep.h5 and results.csv
     "download .part",  # download --url
     "unpacked dataset",  # download --from-file
+    "gradcheck.json",  # gradcheck --out
+    "report.html",  # report -o, of the golden run folders
 ]
 ONLY = {"curves.png by train": {"ENOSPC"}, "unpacked dataset": {"ENOSPC", "EFBIG", "EROFS", "EACCES"}}
 XFAIL: dict[tuple[str, str], str] = {}  # (writer, fault) -> why it still fails
@@ -284,6 +286,14 @@ def job(writer: str, fault: str, g: SimpleNamespace, base: Path) -> dict:
         argv += ["--retries", "0", "-q"]
         named = out if fault == "ENAMETOOLONG" else out / ".cifarlin-download"
         tail = r"(/cifar-10-python\.tar\.gz\.part(\.json)?)?" if write_fault else ""
+    elif writer == "gradcheck.json":
+        earlier = {writer: g.root / "gradcheck-ce.json"}
+        named = (long if fault == "ENAMETOOLONG" else root) / writer
+        argv = ["gradcheck", "--random", "--dims", "100", "--out", str(named), "-q"]
+    elif writer == "report.html":
+        earlier = {writer: g.report}
+        named = (long if fault == "ENAMETOOLONG" else root) / writer
+        argv = ["report", str(g.run.parent), "--no-draw", "-o", str(named), "-q"]
     else:  # the unpacked dataset
         earlier = {"dlf/cifar-10-batches-py": g.data}
         named = root / "dlf"
@@ -299,6 +309,7 @@ def job(writer: str, fault: str, g: SimpleNamespace, base: Path) -> dict:
     sizes |= {"download .part": g.archive, "unpacked dataset": g.data / "data_batch_1"}
     sizes |= {w: g.vis / w for w in ("curves.png", "curves.pdf", "curves.svg")}
     sizes |= {w: g.root / w for w in ("model.npz", "history.csv")}
+    sizes |= {"gradcheck.json": g.root / "gradcheck-ce.json", "report.html": g.report}
     size = sizes[writer].stat().st_size // 2 if writer in sizes else 1000
     size = 8192 if writer == "kmeans.h5" else size  # where HDF5 crashed, before the fix
     code, cause = 1, CAUSE.get(fault, "File name too long")
@@ -379,6 +390,9 @@ def golden(tmp_path_factory, tiny_py) -> Iterator[SimpleNamespace]:
     trial = ["--eta", "0.01", "--epochs", "1", "--batch-size", "10", "--no-plots"]  # its trial, done
     _cli(runner, "train", *data, *trial, "--out", g / "sweep" / "trial-001", "-q", env=env)
     _cli(runner, "sweep", *data, *sweep_args, "--out", g / "sweep", "--no-plots", "-q", env=env)
+    _cli(runner, "gradcheck", "--random", "--dims", "100", "--out", g / "gradcheck-ce.json", "-q")
+    (g / "reports").mkdir()  # the report of the runs above, beside them
+    _cli(runner, "report", g, "--no-draw", "-o", g / "reports" / "report.html", "-q", env=env)
     archive = dataset_archive(g)
     (g / "cifar-10-python.tar.gz").write_bytes(archive)
     (g / "empty").mkdir()
@@ -394,6 +408,7 @@ def golden(tmp_path_factory, tiny_py) -> Iterator[SimpleNamespace]:
         sweep_args=sweep_args,
         empty=g / "empty",
         archive=g / "cifar-10-python.tar.gz",
+        report=g / "reports" / "report.html",
         md5=md5(archive),
         url=server.url,
     )

@@ -33,6 +33,7 @@ class Env:
     feature_cache: Path | None = None  # $XDG_CACHE_HOME/cifarlin/features: extracted features
     data_dir_set: bool = False  # data_dir came from $CIFARLIN_DATA_DIR (errors name it, not --data-dir)
     terminal: Terminal = dataclasses.field(default_factory=Terminal)  # $NO_COLOR, $COLUMNS: colours, width
+    tools: dict[str, str] = dataclasses.field(default_factory=dict)  # $CIFARLIN_CHROMIUM, $PATH: report's PDF
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> Env:
@@ -46,6 +47,7 @@ class Env:
             feature_cache_dir(environ),
             bool(data_dir),
             Terminal(bool(environ.get("NO_COLOR")), environ.get("COLUMNS") or None),
+            {k: environ[k] for k in ("CIFARLIN_CHROMIUM", "PATH") if k in environ},
         )
 
     def data_root(self, data_dir: Path | None) -> Path:

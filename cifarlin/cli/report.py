@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
-from cifarlin.cli.common import DataDirOpt, JsonOpt, QuietOpt, ensure_data, env, option
+from cifarlin.cli.common import DataDirOpt, JsonOpt, QuietOpt, ensure_data, env, flag, option
 from cifarlin.cli.display import console, emit_json, results, say
+from cifarlin.errors import bad_value
 
 FORMATS = ("html", "md", "pdf")
 
@@ -33,7 +34,7 @@ def report(
         ),
     ] = None,
     format: Annotated[
-        Literal[FORMATS],  # type: ignore[valid-type]
+        str | None,
         option(
             "--format",
             metavar="FORMAT",
@@ -41,19 +42,13 @@ def report(
             "it, or a PDF printed by a headless Chromium. Default: from --out's suffix, else html.",
             choices=FORMATS,
         ),
-    ]
-    | None = None,
+    ] = None,
     title: Annotated[
         str,
         option("--title", metavar="TEXT", help="The report's title.", default="CIFAR-10, one linear layer"),
     ] = "CIFAR-10, one linear layer",
     no_draw: Annotated[
-        bool,
-        typer.Option(
-            "--no-draw",
-            help="Use only the figures already in the run folders; draw none that is missing.",
-            show_default=False,
-        ),
+        bool, flag("--no-draw", help="Use only the figures already in the run folders; draw none.")
     ] = False,
     data_dir: DataDirOpt = None,
     json_out: JsonOpt = False,
@@ -75,11 +70,15 @@ def report(
     from cifarlin.report.pictures import Pictures
     from cifarlin.report.sections import document
 
-    fmt = format or (out.suffix.lstrip(".").lower() if out is not None else "html")
-    if fmt not in FORMATS:
-        fmt = "html"
+    if format is not None and format not in FORMATS:
+        raise bad_value("format", format, f"use one of {', '.join(FORMATS)}")
+    suffix = out.suffix.lstrip(".").lower() if out is not None else ""
+    fmt = format or (suffix if suffix in FORMATS else "html")
     target = out if out is not None else Path(f"report.{fmt}")
+    render.check_target(target)  # before any work: a bad path is a usage error
     e = env(ctx)
+    if fmt == "pdf":
+        render.chromium(e.tools)  # no Chromium: said before any work
     given = data_dir is not None or e.data_dir_set
     with FigureDrawer(background=not no_draw) as drawer:  # a child draws what is missing meanwhile
         drawer.warm_up()  # its matplotlib import while the runs are read (ended unused if none is)
@@ -93,7 +92,7 @@ def report(
             drawer=drawer,
         )
         doc = document(found, pictures, title)
-    written = render.write(doc, target, fmt)
+    written = render.write(doc, target, fmt, e.tools)
     c = results(json_out)
     if not quiet:
         for note in doc["notes"]:

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cifarlin.errors import ReportError, WriteError
+from cifarlin.errors import ReportError, WriteError, bad_value
 from cifarlin.report.gather import cell_text
-from cifarlin.store.files import atomic_path, make_folder, write_text
+from cifarlin.store.files import atomic_path, check_path, is_dir, make_folder, write_text
 
 FORMATS = ("html", "md", "pdf")
 NUMERIC = ("int", "num", "acc", "pt", "sci", "pm", "s")
@@ -123,10 +123,25 @@ def markdown(doc: dict[str, Any], images: str = "images") -> tuple[str, dict[str
     return _environment().get_template("report.md").render(doc=page), files
 
 
-def write(doc: dict[str, Any], out: Path, fmt: str, environ: Mapping[str, str] = os.environ) -> list[Path]:
-    """Write the report as ``fmt`` to ``out`` (each file whole or not at all); the files written."""
+def check_target(out: Path) -> None:
+    """Refuse, before any work, a path the report cannot be written to: a usage error naming it
+    (a name too long, a folder there, a file where a folder of it should be)."""
+    check_path(out, "out", "file")
+    if is_dir(out):
+        raise bad_value("out", str(out), f"is a folder; give a file in it, e.g. out={out / 'report.html'}")
+    for parent in out.parents:
+        if os.path.lexists(parent):
+            if not is_dir(parent):
+                raise bad_value("out", str(out), f"{parent} is not a folder; give out=FILE in a folder")
+            break
+
+
+def write(doc: dict[str, Any], out: Path, fmt: str, environ: Mapping[str, str]) -> list[Path]:
+    """Write the report as ``fmt`` to ``out`` (each file whole or not at all, its folder made
+    when missing); the files written."""
     if fmt not in FORMATS:
         raise ReportError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    make_folder(out.parent, "the report's folder")
     if fmt == "html":
         write_text(out, html(doc))
         return [out]
@@ -148,10 +163,10 @@ def write(doc: dict[str, Any], out: Path, fmt: str, environ: Mapping[str, str] =
 
 def chromium(environ: Mapping[str, str]) -> str:
     """The headless browser that prints PDFs: ``$CIFARLIN_CHROMIUM``, else the first of
-    :data:`CHROMIUM_NAMES` on the PATH."""
+    :data:`CHROMIUM_NAMES` on ``$PATH`` (both read from ``environ``)."""
     given = environ.get("CIFARLIN_CHROMIUM")
     if given:
-        if shutil.which(given) is None:
+        if shutil.which(given, path=environ.get("PATH")) is None:
             raise ReportError(f"$CIFARLIN_CHROMIUM={given!r}: no such program; give a Chromium's path")
         return given
     for name in CHROMIUM_NAMES:

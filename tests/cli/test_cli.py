@@ -29,6 +29,7 @@ def test_the_commands_exist():
         "predict",
         "export",
         "runs",
+        "report",
         "completion",
     }
     assert get_command(app).commands["visualise"].hidden  # the British spelling works too

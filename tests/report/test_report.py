@@ -281,7 +281,7 @@ def test_pdf_without_chromium_says_how_to_install_it(report_outputs, runner, tmp
 def test_a_folder_in_the_way_of_the_report_is_one_line(report_outputs, runner, tmp_path):
     (tmp_path / "r.html").mkdir()
     r = runner.invoke(app, ["report", str(report_outputs), "-o", str(tmp_path / "r.html"), "--no-draw"])
-    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "r.html" in r.stderr, r.output
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "r.html': is a folder" in r.stderr, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
 
 
