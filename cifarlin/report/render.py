@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cifarlin.errors import ReportError, WriteError, bad_value
+from cifarlin.errors import ReportError, WriteError
 from cifarlin.report.gather import cell_text
-from cifarlin.store.files import atomic_path, check_path, is_dir, make_folder, write_text
+from cifarlin.store.files import atomic_path, check_file_path, make_folder, write_text
 
 FORMATS = ("html", "md", "pdf")
 NUMERIC = ("int", "num", "acc", "pt", "sci", "pm", "s")
@@ -124,16 +124,8 @@ def markdown(doc: dict[str, Any], images: str = "images") -> tuple[str, dict[str
 
 
 def check_target(out: Path) -> None:
-    """Refuse, before any work, a path the report cannot be written to: a usage error naming it
-    (a name too long, a folder there, a file where a folder of it should be)."""
-    check_path(out, "out", "file")
-    if is_dir(out):
-        raise bad_value("out", str(out), f"is a folder; give a file in it, e.g. out={out / 'report.html'}")
-    for parent in out.parents:
-        if os.path.lexists(parent):
-            if not is_dir(parent):
-                raise bad_value("out", str(out), f"{parent} is not a folder; give out=FILE in a folder")
-            break
+    """Refuse, before any work, a path the report cannot be written to (a usage error)."""
+    check_file_path(out, "out", f"report{out.suffix or '.html'}")
 
 
 def write(doc: dict[str, Any], out: Path, fmt: str, environ: Mapping[str, str]) -> list[Path]:

@@ -191,6 +191,20 @@ def check_path(out: Path, field: str = "out", what: str = "folder") -> None:
         raise bad_value(field, str(out), f"{unusable} ({_reason(e)})") from None
 
 
+def check_file_path(path: Path, field: str, example: str) -> None:
+    """Refuse, before any work, a path no file can be written to: a usage error naming ``field``
+    (a name too long, a folder there, a file where a folder of it should be); ``example`` is a
+    file name the message suggests inside a folder given by mistake."""
+    check_path(path, field, "file")
+    if is_dir(path):
+        raise bad_value(field, str(path), f"is a folder; give a file in it, e.g. {field}={path / example}")
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            if not is_dir(parent):
+                raise bad_value(field, str(path), f"{parent} is not a folder; give {field}=FILE in a folder")
+            break
+
+
 def is_dir(p: Path) -> bool:
     """Path.is_dir without its exceptions: Python 3.11's raises ENAMETOOLONG and EACCES."""
     try:

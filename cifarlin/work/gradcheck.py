@@ -18,9 +18,9 @@ from cifarlin import __version__
 from cifarlin.core import model, numgrad
 from cifarlin.core.config import GradcheckConfig, SplitSpec
 from cifarlin.data.cifar import Dataset
-from cifarlin.errors import ModelFileError, WriteError, bad_value
+from cifarlin.errors import ModelFileError, WriteError
 from cifarlin.store import machine
-from cifarlin.store.files import check_path, is_dir, json_ready, make_folder, write_text
+from cifarlin.store.files import check_file_path, json_ready, make_folder, write_text
 from cifarlin.work.prepare import training_sample
 
 KIND = "gradcheck"
@@ -213,17 +213,7 @@ def document(
 def check_out(path: Path, loss: str) -> None:
     """Refuse, before the check of ``loss`` runs, a ``path`` its result cannot be written to: a
     usage error naming it (a name too long, a folder there, a file where a folder of it should be)."""
-    path = Path(path)
-    check_path(path, "out", "file")
-    if is_dir(path):
-        raise bad_value(
-            "out", str(path), f"is a folder; give a file in it, e.g. out={path / default_path(loss).name}"
-        )
-    for parent in path.parents:
-        if os.path.lexists(parent):
-            if not is_dir(parent):
-                raise bad_value("out", str(path), f"{parent} is not a folder; give out=FILE in a folder")
-            break
+    check_file_path(Path(path), "out", default_path(loss).name)
 
 
 def save_result(path: Path, doc: dict[str, Any]) -> None:
