@@ -85,8 +85,8 @@ def sweeps(found: Found, root: Path, pictures: Pictures) -> Section | None:
         name = name_of(RunEntry(folder, "", []), root)
         axes = list((s.get("spec") or {}).get("axes") or {})
         swept = [a for a in axes if len({str(t["config"].get(a)) for t in s["trials"]}) > 1]
-        done = [t for t in s["trials"] if t.get("val_accuracy") is not None]
-        done.sort(key=lambda t: -t["val_accuracy"])
+        done = [t for t in s["trials"] if t["status"] == "done" and t.get("val_accuracy") is not None]
+        done.sort(key=_rank)  # as the sweep ranked them (cifarlin.search.plan.ranked)
         rows = [
             [
                 t["name"],
@@ -99,7 +99,7 @@ def sweeps(found: Found, root: Path, pictures: Pictures) -> Section | None:
         ]
         columns = [("trial", "run"), *((SHOWN.get(a, a), "num" if a in NUMBERS else "text") for a in swept)]
         columns += [("status", "text"), ("val acc", "acc"), ("best val acc", "acc")]
-        shown = f"the {len(rows)} best" if len(done) > len(rows) else "all"
+        shown = f"the {len(rows)} best" if len(done) > len(rows) else f"the {len(rows)} finished"
         tables.append(
             table(f"{name}: {shown} of {len(s['trials'])} trials by validation accuracy", columns, rows)
         )
@@ -128,6 +128,13 @@ def sweeps(found: Found, root: Path, pictures: Pictures) -> Section | None:
         tables,
         figures,
     )
+
+
+def _rank(t: dict[str, Any]) -> tuple[float, float, int, str]:
+    """Best first: the highest validation accuracy, then the lowest validation cost, then the
+    earlier trial (a NaN cost last)."""
+    cost = t.get("val_cost")
+    return (-t["val_accuracy"], cost if cost is not None else float("inf"), t.get("round") or 0, t["name"])
 
 
 def ensembles(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None:
@@ -199,36 +206,79 @@ def others(runs: list[RunEntry], root: Path) -> Section | None:
     return section("other", "Other runs", [], [table("Other runs", RUN_COLUMNS, run_rows(runs, root))], [])
 
 
+def unfinished(runs: list[RunEntry], root: Path) -> Section | None:
+    if not runs:
+        return None
+    rows = [[*row, r.status] for row, r in zip(run_rows(runs, root), runs, strict=True)]
+    return section(
+        "unfinished",
+        "Runs that did not finish",
+        [
+            "Interrupted, diverged or still to be resumed (cifarlin train --resume --out RUN): in no "
+            "table or average above."
+        ],
+        [table("Runs that did not finish", [*RUN_COLUMNS, ("status", "text")], rows)],
+        [],
+    )
+
+
+def validation_set(r: RunEntry) -> str:
+    """The images a run validated on, in words (runs validated on other images do not compare)."""
+    c = r.config or {}
+    if not c.get("val_size"):
+        return "data_batch_2"
+    batches = ",".join(map(str, c.get("train_batches") or [1]))
+    return f"the last {c['val_size']} training images (batches {batches})"
+
+
+MAX_BEST = 3  # validation sets whose best model gets figures
+
+
 def best(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None:
     scored = [r for r in runs if r.val_acc is not None and r.status == "complete"]
     if not scored:
         return None
-    top = max(scored, key=lambda r: r.val_acc or 0.0)
-    loss = (top.config or {}).get("loss")
-    kinds = (
-        "confusion",
-        "samples",
-        *(("probs",) if loss in LOSSES and LOSSES[loss].probs is not None else ()),
-    )
-    pics = pictures.of_run(top.folder, kinds)
-    name = name_of(top, root)
+    sets: dict[str, list[RunEntry]] = {}
+    for r in scored:
+        sets.setdefault(validation_set(r), []).append(r)
+    rows, figures, text = [], [], []
+    for i, (where, group) in enumerate(sorted(sets.items(), key=lambda kv: -len(kv[1]))):
+        top = max(group, key=lambda r: r.val_acc or 0.0)  # the first of equals: the listing's order
+        loss = (top.config or {}).get("loss")
+        name = name_of(top, root)
+        rows.append([where, len(group), name, loss, top.val_acc, top.test_acc])
+        text.append(f"Validated on {where}: {name} is the best of {len(group)} complete run(s).")
+        if i >= MAX_BEST:
+            continue
+        probs = loss in LOSSES and LOSSES[loss].probs is not None
+        pics = pictures.of_run(top.folder, ("confusion", "samples", *(("probs",) if probs else ())))
+        figures += [
+            figure(f"{name}: confusion matrix on the test set", pics.get("confusion")),
+            figure(f"{name}: misclassified test images", pics.get("samples")),
+            figure(f"{name}: probability of the true class", pics.get("probs")),
+        ]
     return section(
         "best",
         "The best model by validation accuracy",
         [
-            f"{name} has the highest validation accuracy of the {len(scored)} complete runs. Its test "
-            "accuracy is reported once, here, after the choice; it played no part in it."
+            "Validation accuracies compare only between runs validated on the same images: the best "
+            "model of each validation set. Its test accuracy is reported once, here, after the "
+            "choice; it played no part in it.",
+            *text,
         ],
         [
             table(
-                "The best model",
-                [("run", "run"), ("loss", "text"), ("val acc", "acc"), ("test acc (reported once)", "acc")],
-                [[name, loss, top.val_acc, top.test_acc]],
+                "The best model of each validation set",
+                [
+                    ("validated on", "text"),
+                    ("runs", "int"),
+                    ("run", "run"),
+                    ("loss", "text"),
+                    ("val acc", "acc"),
+                    ("test acc (reported once)", "acc"),
+                ],
+                rows,
             )
         ],
-        [
-            figure(f"{name}: confusion matrix on the test set", pics.get("confusion")),
-            figure(f"{name}: misclassified test images", pics.get("samples")),
-            figure(f"{name}: probability of the true class", pics.get("probs")),
-        ],
+        figures,
     )

@@ -96,31 +96,31 @@ def arithmetic_text(a: dict[str, str] | None) -> str:
 
 def data_folders(datas: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
     """The data folders the runs record, each with its files' MD5s (as recorded at training) and
-    whether each is the official release's file."""
-    by_folder: dict[tuple[str, str], dict[str, str]] = {}
-    runs: dict[tuple[str, str], int] = {}
+    whether each is the official release's file. Runs that recorded other MD5s for the same folder
+    (its files changed between them) make another entry."""
+    groups: dict[tuple[str, str, frozenset[tuple[str, str]]], int] = {}
     for d in datas:
         if not d or not d.get("folder"):
             continue
-        key = (str(d["folder"]), str(d.get("format", "python")))
-        by_folder.setdefault(key, {}).update({str(k): str(v) for k, v in (d.get("checksums") or {}).items()})
-        runs[key] = runs.get(key, 0) + 1
+        sums = frozenset((str(k), str(v)) for k, v in (d.get("checksums") or {}).items())
+        key = (str(d["folder"]), str(d.get("format", "python")), sums)
+        groups[key] = groups.get(key, 0) + 1
     out = []
-    for (folder, fmt), sums in by_folder.items():
+    for (folder, fmt, sums), runs in groups.items():
         files = [
             {
                 "name": name,
                 "md5": md5,
                 "official": OFFICIAL_FILE_MD5[name] == md5 if name in OFFICIAL_FILE_MD5 else None,
             }
-            for name, md5 in sorted(sums.items())
+            for name, md5 in sorted(sums)
         ]
         known = [f["official"] for f in files if f["official"] is not None]
         out.append(
             {
                 "folder": folder,
                 "format": fmt,
-                "runs": runs[(folder, fmt)],
+                "runs": runs,
                 "files": files,
                 "official": (all(known) if known else None),  # None: no file the table knows
             }

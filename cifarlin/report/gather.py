@@ -97,6 +97,10 @@ def find(root: Path) -> Found:
     busy = [p for p in [*folders, *_sweep_folders(root)] if held(p)]
     for p in busy:
         found.notes.append(f"{p}: skipped, a cifarlin is training into it (its lock is held)")
+    for f in folders:  # a sweep that has only begun has no sweep.h5 yet: its lock says it runs
+        if f not in busy and f.parent not in busy and f.parent != root and held(f.parent):
+            busy.append(f.parent)
+            found.notes.append(f"{f.parent}: skipped, a cifarlin is writing into it (its lock is held)")
     folders = [f for f in folders if f not in busy and not any(b in f.parents for b in busy)]
     for entry in describe_runs(folders):
         if entry.status == "damaged":
@@ -142,12 +146,13 @@ def _sweep_folders(root: Path) -> list[Path]:
 
 
 def _gradchecks(root: Path, notes: list[str]) -> list[tuple[Path, dict[str, Any]]]:
-    """The gradient checks written into ``root`` (``cifarlin gradcheck`` writes
+    """The gradient checks in ``root`` or two folders below it (``cifarlin gradcheck`` writes
     ``outputs/gradcheck-LOSS.json``)."""
     from cifarlin.work.gradcheck import read_result
 
     out = []
-    for path in sorted(root.glob(GRADCHECK_GLOB)):
+    found = [p for depth in range(3) for p in sorted(root.glob("/".join(["*"] * depth + [GRADCHECK_GLOB])))]
+    for path in found:
         try:
             out.append((path, read_result(path)))
         except CifarlinError as e:
@@ -163,14 +168,17 @@ def _gradchecks(root: Path, notes: list[str]) -> list[tuple[Path, dict[str, Any]
 def classify(found: Found) -> dict[str, list[RunEntry]]:
     """The runs by section: ``reference`` (exactly one of settings 1-4, any seed), ``recipes``
     (``--setting bonus``), ``sweeps`` (trials of a sweep), ``losses`` (gradient descent on
-    another loss), ``exact`` (ridge solutions and runs on features), ``other``."""
+    another loss), ``exact`` (ridge solutions and runs on features), ``other``; a run that did not
+    finish (interrupted, diverged, still to resume) only in ``unfinished``."""
     groups: dict[str, list[RunEntry]] = {
-        k: [] for k in ("reference", "recipes", "sweeps", "losses", "exact", "other")
+        k: [] for k in ("reference", "recipes", "sweeps", "losses", "exact", "other", "unfinished")
     }
     for r in found.runs:
         cfg = _config(r)
         if r.folder.parent in found.sweeps:
             groups["sweeps"].append(r)
+        elif r.status != "complete":  # stopped, diverged or still to resume: in no aggregate
+            groups["unfinished"].append(r)
         elif cfg is None:
             groups["other"].append(r)
         elif cfg.is_reference:

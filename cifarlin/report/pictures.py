@@ -50,6 +50,7 @@ class Pictures:
         self.drawn: list[Path] = []
         self.drawer = drawer  # a cifarlin.figures.drawer.FigureDrawer: figures drawn in its child
         self.pending: list[tuple[Any, Any]] = []  # what was asked of it, in order
+        self.failed: set[Path] = set()  # figures that could not be drawn (a stale file is not shown)
 
     def _dataset(self, folder: Path) -> Any:
         from cifarlin.store.checkpoint import load_snapshot
@@ -125,6 +126,8 @@ class Pictures:
             )
         except CifarlinError as e:
             self.notes.append(f"{folder}: {', '.join(kinds)} not drawn: {e}")
+            self.failed |= {folder / FILES[k] for k in kinds}
+            return {}
         return {k: folder / FILES[k] for k in kinds if _mtime(folder / FILES[k]) is not None}
 
     def comparison(self, folders: Sequence[Path], path: Path) -> Path | None:
@@ -152,11 +155,12 @@ class Pictures:
             return path
         except CifarlinError as e:
             self.notes.append(f"{path}: comparison not drawn: {e}")
+            self.failed.add(path)
             return None
 
     def finish(self) -> None:
         """Wait for the figures asked of the drawing child; any it could not draw is drawn here
-        (what goes wrong then is a note, and the figure is left out)."""
+        (what goes wrong then is a note, and the figure is left out: see :meth:`shown`)."""
         for what, target in self.pending:
             got = self.drawer.answer() if self.drawer is not None else None
             if got is not None:
@@ -166,6 +170,10 @@ class Pictures:
             else:
                 self._draw_here(what, target)
         self.pending = []
+
+    def shown(self, path: Path) -> bool:
+        """Whether the figure at ``path`` may be shown: there, and not a stale one that failed."""
+        return path not in self.failed and path.is_file()
 
     def ensemble(self, folders: Sequence[Path]) -> dict[str, Any] | None:
         """The test accuracy of the models of ``folders`` averaged (each one's too), or None with

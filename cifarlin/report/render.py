@@ -17,23 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from cifarlin.errors import ReportError, WriteError
+from cifarlin.errors import printable as shown
 from cifarlin.report.gather import cell_text
 from cifarlin.store.files import atomic_path, check_file_path, make_folder, write_text
 
 FORMATS = ("html", "md", "pdf")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")  # what a figure's file name in images/ may hold
 NUMERIC = ("int", "num", "acc", "pt", "sci", "pm", "s")
 PNG = b"\x89PNG\r\n\x1a\n"
 MAX_IMAGE_BYTES = 20_000_000
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_SECONDS = 120
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def printable(value: Any) -> Any:
-    """``value`` with every control character removed from its texts (file contents could
-    hold terminal escapes or characters HTML has no place for)."""
+    """``value`` with every text in it shown as :func:`cifarlin.errors.printable` shows text from
+    a file: control and format characters (terminal escapes, a right-to-left override) as
+    escapes, so that what the page shows is what a copy of it runs."""
     if isinstance(value, str):
-        return _CONTROL.sub("", value)
+        return shown(value)
     if isinstance(value, list):
         return [printable(v) for v in value]
     if isinstance(value, dict):
@@ -49,8 +51,10 @@ def md_escape(text: Any) -> str:
 
 
 def md_code(text: Any) -> str:
-    """Text for a Markdown code span in a table cell: no backtick can end it, no pipe the cell."""
-    return str(text).replace("\n", " ").replace("`", "'").replace("|", "\\|")
+    """A Markdown code span of ``text`` in a table cell: its text kept whole (a span of two
+    backticks around one holding a backtick), no pipe ending the cell."""
+    s = str(text).replace("\n", " ").replace("|", "\\|")
+    return f"`` {s} ``" if "`" in s else f"`{s}`"
 
 
 def _environment() -> Any:
@@ -105,21 +109,22 @@ def html(doc: dict[str, Any]) -> str:
     def data_uri(path: Path, n: int) -> str:
         return "data:image/png;base64," + base64.b64encode(read_png(path)).decode("ascii")
 
-    page = _with_sources(printable(doc), data_uri, list(printable(doc["notes"])))
+    page = printable(_with_sources(doc, data_uri, list(doc["notes"])))  # read the files, then escape
     return _environment().get_template("report.html").render(doc=page)
 
 
-def markdown(doc: dict[str, Any], images: str = "images") -> tuple[str, dict[str, bytes]]:
-    """The Markdown text and the figures it links, by their names in the ``images`` folder."""
+def markdown(doc: dict[str, Any], images: str = "images", prefix: str = "") -> tuple[str, dict[str, bytes]]:
+    """The Markdown text and the figures it links, by their names in the ``images`` folder (each
+    name begins with ``prefix``: reports beside each other keep their own figures)."""
     files: dict[str, bytes] = {}
 
     def link(path: Path, n: int) -> str:
         data = read_png(path)
-        name = f"{n + 1:02d}-{path.parent.name}-{path.name}"
+        name = _SAFE.sub("_", f"{prefix}{n + 1:02d}-{path.parent.name}-{path.name}")
         files[name] = data
         return f"{images}/{name}"
 
-    page = _with_sources(printable(doc), link, list(printable(doc["notes"])))
+    page = printable(_with_sources(doc, link, list(doc["notes"])))
     return _environment().get_template("report.md").render(doc=page), files
 
 
@@ -138,16 +143,21 @@ def write(doc: dict[str, Any], out: Path, fmt: str, environ: Mapping[str, str]) 
         write_text(out, html(doc))
         return [out]
     if fmt == "md":
-        text, files = markdown(doc)
+        text, files = markdown(doc, prefix=f"{out.stem}-")
         folder = out.parent / "images"
-        written = []
-        if files:
-            make_folder(folder)
-        for name, data in files.items():
-            with atomic_path(folder / name) as tmp:
-                tmp.write_bytes(data)
-            written.append(folder / name)
-        write_text(out, text)
+        written: list[Path] = []
+        try:
+            if files:
+                make_folder(folder)
+            for name, data in files.items():
+                with atomic_path(folder / name) as tmp:
+                    tmp.write_bytes(data)
+                written.append(folder / name)
+            write_text(out, text)
+        except BaseException:  # the page is whole or not at all: its figures go with it
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         return [out, *written]
     print_pdf(html(doc), out, chromium(environ))
     return [out]

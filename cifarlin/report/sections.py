@@ -40,12 +40,13 @@ def document(found: Found, pictures: Pictures, title: str) -> dict[str, Any]:
         lambda: beyond.ensembles(groups["reference"], root, pictures),
         lambda: beyond.exact(groups["exact"], root),
         lambda: beyond.others(groups["other"], root),
+        lambda: beyond.unfinished(groups["unfinished"], root),
         lambda: beyond.best(found.runs, root, pictures),
     ]
     built = [s for build in builders if (s := build()) is not None]
     pictures.finish()  # the figures asked of the drawing child are there now, or named in a note
     for s in built:
-        s["figures"] = [f for f in s["figures"] if Path(f["file"]).is_file()]
+        s["figures"] = [f for f in s["figures"] if pictures.shown(Path(f["file"]))]
     sections = [s for s in built if s["tables"] or s["figures"]]
     return {
         "title": title,
@@ -89,8 +90,9 @@ def environment(found: Found, m: dict[str, str]) -> Section:
     text = [
         "Every number below is read from the files under the outputs folder. Each run records the "
         "NumPy and BLAS that computed it: a chaotic run (setting 1) depends on the BLAS kernel's last "
-        "bits. Each command trains its run again into the folder named (run it where this report was "
-        "made; give the data folder with --data-dir or CIFARLIN_DATA_DIR)."
+        "bits. Each command is the run's recorded configuration as train takes it: with another --out "
+        "it trains the run again from nothing (run it where this report was made; give the data folder "
+        "with --data-dir or CIFARLIN_DATA_DIR)."
     ]
     if shared and (only := arithmetic.pop()):
         text.append(f"All {len(found.runs)} runs were computed with {only}.")
@@ -120,6 +122,11 @@ def environment(found: Found, m: dict[str, str]) -> Section:
     return section("environment", "Environment and reproduction", text, [this, *data, runs], [])
 
 
+def _g(v: Any) -> str:
+    """A number of a file as ``%g``, or '-' (a field a file of another version may lack)."""
+    return f"{v:g}" if type(v) in (int, float) else "-"
+
+
 GRAD_COLUMNS = [
     ("loss", "text"),
     ("parameter", "text"),
@@ -136,12 +143,13 @@ GRAD_COLUMNS = [
 def gradients(found: Found) -> Section:
     rows, text = [], []
     for path, d in found.gradchecks:
+        loss = d.get("loss") or path.stem.removeprefix("gradcheck-")  # an older file: its name
         for p in ("W", "b"):
             e = d[p]
             verdict = "PASS" if e["pass"] else "FAIL"
             rows.append(
                 [
-                    d.get("loss"),
+                    loss,
                     p,
                     e["max_rel"],
                     e["p99_rel"],
@@ -153,11 +161,11 @@ def gradients(found: Found) -> Section:
                 ]
             )
         inputs = "random inputs" if d.get("inputs") == "random" else f"the first {d.get('n')} training images"
-        rule = f"|ga - gn| <= {d.get('atol'):g} + {d.get('tol'):g} (|ga| + |gn|)"
+        rule = f"|ga - gn| <= {_g(d.get('atol'))} + {_g(d.get('tol'))} (|ga| + |gn|)"
         text.append(
-            f"{d.get('loss')} ({path.name}): {d.get('method')} differences, h={d.get('h'):g}, "
-            f"lambda={d.get('lam'):g}, {inputs}, {d.get('dims')} input dimensions; an entry passes when "
-            f"{rule}: {'PASS' if d.get('pass') else 'FAIL'}."
+            f"{loss} ({path.name}): {d.get('method')} differences, h={_g(d.get('h'))}, "
+            f"lambda={_g(d.get('lam'))}, {inputs}, {d.get('dims')} input dimensions; an entry passes "
+            f"when {rule}: {'PASS' if d.get('pass') else 'FAIL'}."
         )
     return section(
         "gradcheck",

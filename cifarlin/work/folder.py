@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -162,15 +163,37 @@ def folder_lock(out: Path) -> Iterator[None]:
 
 
 def held(out: Path) -> bool:
-    """Whether another cifarlin holds the lock of run folder ``out`` (it is training into it)."""
+    """Whether a cifarlin holds the lock of run folder ``out`` (it is writing into it).
+
+    Read from the kernel's table of locks (Linux's /proc/locks) without taking one, so that a
+    ``train`` starting at that moment is never refused; elsewhere, by taking a shared lock for an
+    instant."""
+    try:
+        st = os.stat(out / LOCK, follow_symlinks=False)
+    except OSError:
+        return False  # no lock file: nobody holds the folder
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            table = f.read()
+    except OSError:
+        return _held_by_flock(out / LOCK)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(
+        len(w := line.split()) > 5 and w[1] == "FLOCK" and w[5] == where for line in table.splitlines()
+    )
+
+
+def _held_by_flock(lock: Path) -> bool:
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not on Windows
         return False
     try:
-        fd = os.open(out / LOCK, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
-        return False  # no lock file (or not a regular one): nobody holds the folder
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:

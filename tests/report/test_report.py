@@ -7,10 +7,12 @@ import base64
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cifarlin.cli import app
@@ -96,17 +98,26 @@ def test_gradient_check_table_holds_the_files_numbers(written):
 
 
 def test_best_model_is_chosen_by_validation_and_its_test_accuracy_read_from_its_file(written):
-    """On these data validation and test disagree: a choice by test accuracy names another run."""
+    """On these data validation and test disagree: a choice by test accuracy names another run.
+    Runs validated on other images (the recipe's last 100 training images) are their own set."""
     text, out = written
-    scores = {name: _from_files(out / name) for name in RUNS}
+    trials = sorted(f"sweep/{p.name}" for p in (out / "sweep").glob("trial-*"))
+    on_batch_2 = [name for name in RUNS if "--val-size" not in RUNS[name]] + trials
+    scores = {name: _from_files(out / name) for name in on_batch_2}
     by_val = max(scores, key=lambda n: scores[n][0])
     assert by_val != max(scores, key=lambda n: scores[n][1])  # the data make the two choices differ
-    row = Page(text).table("The best model").rows[0]
-    assert row == [
-        by_val,
-        load_history(out / by_val / "history.h5").config.loss,
-        f"{scores[by_val][0]:.4f}",
-        f"{scores[by_val][1]:.4f}",
+    rows = {row[0]: row for row in Page(text).table("The best model of each validation set").rows}
+    assert sorted(rows) == ["data_batch_2", "the last 100 training images (batches 1,2)"]
+    loss = load_history(out / by_val / "history.h5").config.loss
+    expected = [str(len(on_batch_2)), by_val, loss, f"{scores[by_val][0]:.4f}", f"{scores[by_val][1]:.4f}"]
+    assert rows["data_batch_2"][1:] == expected
+    val, test = _from_files(out / "recipe")
+    assert rows["the last 100 training images (batches 1,2)"][1:] == [
+        "1",
+        "recipe",
+        "ce",
+        f"{val:.4f}",
+        f"{test:.4f}",
     ]
 
 
@@ -203,14 +214,21 @@ def test_json_is_the_document_of_the_page(written, report_outputs, runner, tmp_p
     assert doc["files"] == [str(tmp_path / "r.html")] and doc["format"] == "html"
 
 
-def test_markdown_links_every_figure_in_images(written, report_outputs, runner, tmp_path):
+def test_markdown_links_every_figure_in_images(written, runner, tmp_path):
+    """Every figure (a run folder's name with a space and brackets included) in images/, under a
+    name a Markdown link can hold, beginning with the report's own name."""
+    out = Path(shutil.copytree(written[1], tmp_path / "outputs"))
+    (out / "recipe").rename(out / "my run (1)")
     r = runner.invoke(
-        app, ["report", str(report_outputs), "--format", "md", "-o", str(tmp_path / "report.md"), "--no-draw"]
+        app, ["report", str(out), "--format", "md", "-o", str(tmp_path / "report.md"), "--no-draw"]
     )
     assert r.exit_code == 0, r.output
     text = (tmp_path / "report.md").read_text()
-    links = [line.split("](", 1)[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
-    assert links and all(link.startswith("images/") for link in links)
+    links = [line.split("](", 1)[1][:-1] for line in text.splitlines() if line.startswith("![")]
+    assert len(links) >= 10 and all(
+        re.fullmatch(r"images/report-[A-Za-z0-9._-]+\.png", link) for link in links
+    )
+    assert any("my_run__1_" in link for link in links)
     for link in links:
         assert (tmp_path / link).read_bytes().startswith(b"\x89PNG")
     header = next(line for line in text.splitlines() if line.startswith("| setting | lambda |"))
@@ -229,6 +247,34 @@ def test_figures_the_drawing_child_could_not_draw_are_drawn_here(outputs, runner
     for name in ("curves.png", "montage.png"):
         assert (outputs / "setting-4" / name).read_bytes().startswith(b"\x89PNG")
     assert (outputs / "settings.png").is_file()
+
+
+def test_an_odd_gradcheck_file_and_an_unfinished_run_are_shown_as_they_are(outputs, runner, tmp_path):
+    """A gradient check with no settings recorded, an interrupted reference run, a diverged sweep
+    trial: reported, the run in no average, the trial in no ranking."""
+    import h5py
+
+    doc = json.loads((outputs / "gradcheck-ce.json").read_text())
+    keep = ("kind", "format_version", "pass", "W", "b")
+    (outputs / "gradcheck-ce.json").write_text(json.dumps({k: doc[k] for k in keep}))
+    with h5py.File(outputs / "setting-4" / "history.h5", "r+") as f:
+        f.attrs["status"] = "interrupted"
+    with h5py.File(outputs / "sweep" / "sweep.h5", "r+") as f:
+        status = [s.decode() if isinstance(s, bytes) else s for s in f["status"][()]]
+        first = int(np.argmax(f["val_accuracy"][()]))
+        status[first] = "diverged"
+        del f["status"]
+        f.create_dataset("status", data=np.array(status, dtype=object), dtype=h5py.string_dtype())
+        diverged = f["name"][first].decode()
+    r = runner.invoke(app, ["report", str(outputs), "-o", str(tmp_path / "r.html"), "--no-draw"])
+    assert r.exit_code == 0, r.output
+    page = Page((tmp_path / "r.html").read_text())
+    assert [row[:2] for row in page.table("Relative errors").rows][:2] == [["ce", "W"], ["ce", "b"]]
+    assert sorted(row[0] for row in page.table("Accuracy of the reference settings").rows) == ["1", "2", "3"]
+    assert [(row[0], row[-1]) for row in page.table("Runs that did not finish").rows] == [
+        ("setting-4", "interrupted")
+    ]
+    assert diverged not in [row[0] for row in page.table("sweep:").rows]
 
 
 @pytest.mark.parametrize("file", ["history.h5", "model.h5"])
@@ -285,12 +331,22 @@ def test_a_folder_in_the_way_of_the_report_is_one_line(report_outputs, runner, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
 
 
-def test_a_title_and_file_contents_cannot_inject_markup_or_escapes(report_outputs, runner, tmp_path):
+@pytest.mark.parametrize("fmt", ["html", "md"])
+def test_a_title_and_file_contents_cannot_inject_markup_or_escapes(outputs, runner, tmp_path, fmt):
+    """From the title, a run folder's name (in the tables, the commands, the notes): no markup,
+    no control or format character (an ESC, a bell, a right-to-left override) reaches the page
+    raw: they show as escapes, so the command shown is the one a copy runs."""
     title = "<script>alert(1)</script>\x1b[31mred\x07"
-    r = runner.invoke(
-        app, ["report", str(report_outputs), "-o", str(tmp_path / "r.html"), "--no-draw", "--title", title]
-    )
+    (outputs / "svm").rename(outputs / "svm<img src=x onerror=alert(1)>\x1b[2J\u202e")
+    (outputs / "bce" / "history.h5").write_bytes(b"junk\x1b]0;title\x07")  # a note quoting a file
+    page = tmp_path / f"r.{fmt}"
+    r = runner.invoke(app, ["report", str(outputs), "-o", str(page), "--no-draw", "--title", title])
     assert r.exit_code == 0, r.output
-    text = (tmp_path / "r.html").read_text()
-    assert "<script>" not in text and "&lt;script&gt;" in text
-    assert "\x1b" not in text and "\x07" not in text
+    text = page.read_text()
+    if fmt == "md":  # code spans show their text as it is; elsewhere every < is escaped
+        prose = re.sub(r"``.*?``|`[^`\n]*`", "", text)
+        assert not re.search(r"(?<!\\)<", prose)
+    else:
+        assert "<script>" not in text and "<img src=x" not in text
+    assert not any(ch in text for ch in "\x1b\x07\u202e")
+    assert "\\x1b[2J\\u202e" in text  # shown, not dropped
