@@ -152,3 +152,26 @@ def test_default_run_folders_are_unique(tmp_path):
     a.mkdir()
     b = folder.default_out(c, tmp_path)
     assert a != b and b.name.startswith(a.name)
+
+
+def test_held_reads_the_lock_table_and_takes_no_lock(tmp_path, monkeypatch):
+    """``held`` (the report skips folders being written) sees a cifarlin's lock without taking
+    one: a train starting at that moment must never find the folder locked by the report."""
+    import fcntl
+    import os
+
+    from cifarlin.work.folder import LOCK, folder_lock, held
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).touch()  # a lock file left behind, held by nobody
+    assert not held(out)
+    taken = []
+    real = fcntl.flock
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: taken.append(op) or real(fd, op))
+    with folder_lock(out):
+        taken.clear()
+        assert held(out)
+        if os.path.exists("/proc/locks"):
+            assert taken == []
+    assert not held(out)
