@@ -93,8 +93,9 @@ def find(root: Path) -> Found:
     folders, truncated = find_run_folders(root)
     if truncated:
         found.notes.append(f"{root}: too many folders; only the first were searched")
-    sweeps = [p for p in _sweep_folders(root) if not held(p)]
-    busy = [p for p in [*folders, *_sweep_folders(root)] if held(p)]
+    sweep_folders = _sweep_folders(root)
+    busy = [p for p in [*folders, *sweep_folders] if held(p)]
+    sweeps = [p for p in sweep_folders if p not in busy]
     for p in busy:
         found.notes.append(f"{p}: skipped, a cifarlin is training into it (its lock is held)")
     for f in folders:  # a sweep that has only begun has no sweep.h5 yet: its lock says it runs

@@ -51,6 +51,7 @@ class Pictures:
         self.drawer = drawer  # a cifarlin.figures.drawer.FigureDrawer: figures drawn in its child
         self.pending: list[tuple[Any, Any]] = []  # what was asked of it, in order
         self.failed: set[Path] = set()  # figures that could not be drawn (a stale file is not shown)
+        self._given_dataset: Any = None  # the command's data folder once looked for (or why not)
 
     def _dataset(self, folder: Path) -> Any:
         from cifarlin.store.checkpoint import load_snapshot
@@ -70,9 +71,9 @@ class Pictures:
 
     def _given(self) -> Any:
         """The command's data folder, looked for once."""
-        if not hasattr(self, "_given_dataset"):
+        if self._given_dataset is None and self.data is not None:
             try:
-                self._given_dataset = self.data() if self.data is not None else None
+                self._given_dataset = self.data()
             except CifarlinError as e:
                 self._given_dataset = e
         if isinstance(self._given_dataset, CifarlinError):
