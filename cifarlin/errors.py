@@ -9,6 +9,8 @@ the command line shows the same message with its own flag names (``--batch-size 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 
 class CifarlinError(Exception):
@@ -116,6 +118,41 @@ def raise_held_stop() -> None:
         terminate = _held_back[0]
         _held_back.clear()
         raise Terminated() if terminate else KeyboardInterrupt()
+
+
+#: How long a wait on another thread lasts with stops held, before they are checked again.
+HELD_WAIT = 0.05
+
+
+def wait_held(wait: Callable[[float], Any], done: Callable[[], bool] | None = None) -> Any:
+    """``wait(timeout)`` (a future's ``result``, with its ``done``; a queue's ``get``: they raise
+    TimeoutError or queue.Empty when the time is up), called again until it answers, with stop signals held
+    while it waits; a stop signal that landed meanwhile is raised between the calls.
+
+    Waiting on another thread means waiting on a lock inside ``threading.Condition.wait``; a stop
+    signal raised there, and a second one raised while the first is unwinding through its
+    ``finally`` (which takes the condition's lock back), leaves the lock not taken back and the
+    ``with`` around it fails with RuntimeError ('cannot release un-acquired lock'): seen with
+    Ctrl-C then SIGTERM 5 ms apart. Held, a signal lands between waits instead, at most
+    :data:`HELD_WAIT` seconds late."""
+    import queue
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    while True:
+        STOPS_HELD[0] += 1
+        try:
+            value = wait(HELD_WAIT)
+        except (FutureTimeout, queue.Empty):
+            if done is not None and done():  # the task's own TimeoutError: the answer
+                raise
+            waiting = True
+        else:
+            waiting = False
+        finally:
+            STOPS_HELD[0] -= 1
+        raise_held_stop()
+        if not waiting:
+            return value
 
 
 def check_stop() -> None:

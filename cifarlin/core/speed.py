@@ -24,6 +24,7 @@ import numpy as np
 from cifarlin.core import augment, model
 from cifarlin.core.config import TrainConfig
 from cifarlin.core.losses import LOSSES
+from cifarlin.errors import wait_held
 
 if TYPE_CHECKING:  # annotations only
     from cifarlin.core.prepared import Prepared
@@ -158,7 +159,7 @@ class TrainScores:
     def wait(self) -> TrainScores:
         """These sums, once the metrics thread has added every batch queued."""
         for f in self.summing:
-            f.result()
+            wait_held(f.result, f.done)
         return self
 
     def metrics(self, lam: float) -> model.Metrics:
@@ -263,12 +264,12 @@ class EpochMetrics:
         lam, loss = self._cfg.lam, self._cfg.loss
         if p.metrics is None:  # a Ctrl-C stopped their computation on this thread
             p.metrics = self._pool.submit(_metrics, p.W, p.b, self._data, lam, loss, p.train is None)
-        train, val = p.metrics.result()
+        train, val = wait_held(p.metrics.result, p.metrics.done)
         if train is None:
             train = self._gathered(p.train).metrics(lam)
         initial = None
         if self._initial is not None:
-            start_train, start_val = self._initial[0].result()
+            start_train, start_val = wait_held(self._initial[0].result, self._initial[0].done)
             initial = (start_train or self._gathered(self._initial[1]).metrics(lam), start_val)
             self._initial = None
         return Finished(p.epoch, p.W, p.b, p.rng_state, ended - p.started, p.eta, train, val, initial)
@@ -363,7 +364,7 @@ class _Views:
         """The next batch's normalised views (n, d); valid until the following call."""
         if self._current is not None:
             self._free.put(self._current)
-        got = self._ready.get()
+        got = wait_held(lambda timeout: self._ready.get(timeout=timeout))
         if isinstance(got, BaseException):
             raise got
         self._current, n = got

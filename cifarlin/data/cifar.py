@@ -23,7 +23,7 @@ import numpy as np
 from cifarlin.core.config import N_TRAIN_BATCHES, SplitSpec
 from cifarlin.core.model import D, K
 from cifarlin.data.safepickle import safe_unpickle, text
-from cifarlin.errors import DataError, DataNotFoundError, bad_value
+from cifarlin.errors import DataError, DataNotFoundError, bad_value, wait_held
 
 Format = Literal["python", "binary"]  # the layouts of config.LAYOUTS
 
@@ -112,7 +112,9 @@ class Batch:
 
     @property
     def md5(self) -> str:
-        return self.digest if isinstance(self.digest, str) else self.digest.result()
+        return (
+            self.digest if isinstance(self.digest, str) else wait_held(self.digest.result, self.digest.done)
+        )
 
 
 _hashing: ThreadPoolExecutor | None = None
