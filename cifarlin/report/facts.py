@@ -95,33 +95,42 @@ def arithmetic_text(a: dict[str, str] | None) -> str:
 
 
 def data_folders(datas: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """The data folders the runs record, each with its files' MD5s (as recorded at training) and
-    whether each is the official release's file. Runs that recorded other MD5s for the same folder
-    (its files changed between them) make another entry."""
-    groups: dict[tuple[str, str, frozenset[tuple[str, str]]], int] = {}
+    """The data folders the runs record, each with the MD5s its files had when the runs trained
+    (a run records the files it read) and whether each is the official release's file. A file
+    recorded with several MD5s (it changed between runs) has a row for each, and is named in
+    ``changed``."""
+    folders: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
+    runs: dict[tuple[str, str], int] = {}
     for d in datas:
         if not d or not d.get("folder"):
             continue
-        sums = frozenset((str(k), str(v)) for k, v in (d.get("checksums") or {}).items())
-        key = (str(d["folder"]), str(d.get("format", "python")), sums)
-        groups[key] = groups.get(key, 0) + 1
+        key = (str(d["folder"]), str(d.get("format", "python")))
+        files = folders.setdefault(key, {})
+        runs[key] = runs.get(key, 0) + 1
+        for name, md5 in (d.get("checksums") or {}).items():
+            seen = files.setdefault(str(name), {})
+            seen[str(md5)] = seen.get(str(md5), 0) + 1
     out = []
-    for (folder, fmt, sums), runs in groups.items():
-        files = [
+    for (folder, fmt), files in folders.items():
+        rows = [
             {
                 "name": name,
                 "md5": md5,
+                "runs": count,
                 "official": OFFICIAL_FILE_MD5[name] == md5 if name in OFFICIAL_FILE_MD5 else None,
             }
-            for name, md5 in sorted(sums)
+            for name, sums in sorted(files.items())
+            for md5, count in sorted(sums.items())
         ]
-        known = [f["official"] for f in files if f["official"] is not None]
+        known = [f["official"] for f in rows if f["official"] is not None]
+        changed = sorted(name for name, sums in files.items() if len(sums) > 1)
         out.append(
             {
                 "folder": folder,
                 "format": fmt,
-                "runs": runs,
-                "files": files,
+                "runs": runs[(folder, fmt)],
+                "files": rows,
+                "changed": changed,
                 "official": (all(known) if known else None),  # None: no file the table knows
             }
         )

@@ -106,13 +106,16 @@ def environment(found: Found, m: dict[str, str]) -> Section:
             False: "not the official release's files (their MD5s differ)",
             None: "files the official checksums do not list",
         }[d["official"]]
-        text.append(f"Data: {d['folder']} ({d['format']} version), used by {d['runs']} run(s): {verdict}.")
+        changed = f"; {', '.join(d['changed'])} changed between runs" if d["changed"] else ""
+        text.append(
+            f"Data: {d['folder']} ({d['format']} version), used by {d['runs']} run(s): {verdict}{changed}."
+        )
         data.append(
             table(
                 f"The files of {d['folder']}",
-                [("file", "text"), ("MD5 when trained on", "code"), ("official", "text")],
+                [("file", "text"), ("MD5 when trained on", "code"), ("runs", "int"), ("official", "text")],
                 [
-                    [f["name"], f["md5"], {True: "yes", False: "no", None: "-"}[f["official"]]]
+                    [f["name"], f["md5"], f["runs"], {True: "yes", False: "no", None: "-"}[f["official"]]]
                     for f in d["files"]
                 ],
             )

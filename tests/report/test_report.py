@@ -350,3 +350,23 @@ def test_a_title_and_file_contents_cannot_inject_markup_or_escapes(outputs, runn
         assert "<script>" not in text and "<img src=x" not in text
     assert not any(ch in text for ch in "\x1b\x07\u202e")
     assert "\\x1b[2J\\u202e" in text  # shown, not dropped
+
+
+def test_data_folders_merge_the_files_runs_read_and_name_a_file_that_changed():
+    """Runs read different files of one folder (batch 1 only, or all five): one folder. A file
+    recorded with two MD5s changed between runs: a row each, named; the official MD5 says yes."""
+    from cifarlin.data.download import OFFICIAL_FILE_MD5
+    from cifarlin.report.facts import data_folders
+
+    official = OFFICIAL_FILE_MD5["data_batch_1"]
+    one = {"folder": "/d", "format": "python", "checksums": {"data_batch_1": official, "test_batch": "t"}}
+    five = {"folder": "/d", "format": "python", "checksums": {"data_batch_1": "x", "data_batch_5": "y"}}
+    (d,) = data_folders([one, one, five, None, {"folder": ""}])
+    assert d["runs"] == 3 and d["changed"] == ["data_batch_1"] and d["official"] is False
+    rows = [(f["name"], f["md5"], f["runs"], f["official"]) for f in d["files"]]
+    assert rows == [
+        ("data_batch_1", official, 2, True),
+        ("data_batch_1", "x", 1, False),
+        ("data_batch_5", "y", 1, False),
+        ("test_batch", "t", 2, False),
+    ]
