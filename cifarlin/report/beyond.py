@@ -145,15 +145,8 @@ def ensembles(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section |
         result = pictures.ensemble([r.folder for r in members])
         if result is None:
             continue
-        rows.append(
-            [
-                s,
-                len(members),
-                mean_sd(result["members"]),
-                result["accuracy"],
-                result["accuracy"] - mean_sd(result["members"])[0],
-            ]
-        )
+        each = mean_sd(result["members"])
+        rows.append([s, len(members), each, result["accuracy"], result["accuracy"] - each[0]])
     if not rows:
         return None
     return section(

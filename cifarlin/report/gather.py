@@ -14,7 +14,6 @@ A cell is a number, a text, None (shown as '-') or, in a column of kind ``pm``, 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,12 @@ from typing import Any
 from cifarlin.core.config import TrainConfig
 from cifarlin.errors import CifarlinError, ReportError
 from cifarlin.report import facts
-from cifarlin.work.catalog import MAX_DEPTH, RunEntry, describe_runs, find_run_folders
+from cifarlin.search.results import SWEEP_FILE, read_sweep
+from cifarlin.work import query
+from cifarlin.work.catalog import RunEntry, describe_runs, find_run_folders
 from cifarlin.work.folder import held
 
-SWEEP_FILE = "sweep.h5"  # cifarlin.search.results.SWEEP_FILE, without importing the sweep machinery
 GRADCHECK_GLOB = "gradcheck-*.json"
-MAX_GRADCHECK_BYTES = 1_000_000
 
 
 def cell_text(value: Any, kind: str) -> str:
@@ -108,8 +107,6 @@ def find(root: Path) -> Found:
             found.notes.append(f"{entry.folder}: left out, damaged: {entry.reason}")
         else:
             found.runs.append(entry)
-    from cifarlin.search.results import read_sweep
-
     for p in sweeps:
         try:
             found.sweeps[p] = read_sweep(p)
@@ -126,24 +123,8 @@ def find(root: Path) -> Found:
 
 def _sweep_folders(root: Path) -> list[Path]:
     """Folders at most :data:`MAX_DEPTH` down holding a sweep.h5 (hidden folders and links not
-    entered)."""
-    out, todo = [], [(root, 0)]
-    while todo:
-        folder, depth = todo.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        if any(e.name == SWEEP_FILE for e in entries):
-            out.append(folder)
-        if depth < MAX_DEPTH:
-            todo += [
-                (Path(e.path), depth + 1)
-                for e in entries
-                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
-            ]
-    return sorted(out)
+    entered, as for run folders)."""
+    return find_run_folders(root, wanted=lambda entries: any(e.name == SWEEP_FILE for e in entries))[0]
 
 
 def _gradchecks(root: Path, notes: list[str]) -> list[tuple[Path, dict[str, Any]]]:
@@ -203,11 +184,9 @@ def _config(r: RunEntry) -> TrainConfig | None:
 
 
 def mean_sd(values: list[float]) -> list[Any]:
-    """``[mean, sample sd, n]`` of ``values`` (sd 0 for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return [mean, sd, n]
+    """``[mean, sample sd, n]`` of ``values`` (sd 0 for one value), as a ``pm`` cell holds it."""
+    m = query.mean_sd(values)
+    return [m["mean"], m["sd"] or 0.0, m["n"]]
 
 
 def name_of(r: RunEntry, root: Path) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -110,9 +111,13 @@ def _is_folder(e: os.DirEntry[str]) -> bool:
         return False
 
 
-def find_run_folders(root: Path, max_depth: int = MAX_DEPTH) -> tuple[list[Path], bool]:
+def find_run_folders(
+    root: Path, max_depth: int = MAX_DEPTH, wanted: Callable[[list[os.DirEntry[str]]], bool] | None = None
+) -> tuple[list[Path], bool]:
     """Run folders at or below ``root`` (at most ``max_depth`` folders down), in natural order,
-    and whether the search stopped at :data:`MAX_FOLDERS` folders."""
+    and whether the search stopped at :data:`MAX_FOLDERS` folders. ``wanted``: which folders are
+    found instead, judged by their entries (a sweep's, say)."""
+    wanted = wanted or _is_run
     found: list[Path] = []
     todo: list[tuple[Path, int]] = [(root, 0)]
     seen = 0
@@ -126,7 +131,7 @@ def find_run_folders(root: Path, max_depth: int = MAX_DEPTH) -> tuple[list[Path]
                 entries = list(it)
         except OSError:
             continue  # unreadable: nothing to list there
-        if _is_run(entries):
+        if wanted(entries):
             found.append(folder)
         if depth < max_depth:
             todo.extend(

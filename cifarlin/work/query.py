@@ -162,12 +162,13 @@ def grouped(rows: list[dict[str, Any]], by: list[str]) -> list[dict[str, Any]]:
         runs = g.pop("runs")
         g["folders"] = [r["folder"] for r in runs]
         for m in METRICS:
-            g[m] = _mean_sd([r[m] for r in runs if r.get(m) is not None])
+            g[m] = mean_sd([r[m] for r in runs if r.get(m) is not None])
         out.append(g)
     return out
 
 
-def _mean_sd(xs: list[float]) -> dict[str, Any]:
+def mean_sd(xs: list[float]) -> dict[str, Any]:
+    """The mean and sample standard deviation of ``xs`` (``sd`` None for one value), and ``n``."""
     if not xs:
         return {"mean": None, "sd": None, "n": 0}
     mean = sum(xs) / len(xs)
