@@ -114,6 +114,8 @@ def find(root: Path) -> Found:
             found.notes.append(f"{p}: sweep left out: {e}")
     found.gradchecks = _gradchecks(root, found.notes)
     if not (folders or busy or found.sweeps or found.gradchecks):
+        if found.notes:  # something was there, and could not be used: say what
+            raise ReportError(f"{root}: nothing to report; {found.notes[0]}")
         raise ReportError(
             f"{root}: no runs, sweeps or gradient checks in it or below; give the folder they were "
             "written to (cifarlin train --setting all writes outputs/), or train first"
@@ -138,7 +140,7 @@ def _gradchecks(root: Path, notes: list[str]) -> list[tuple[Path, dict[str, Any]
         try:
             out.append((path, read_result(path)))
         except CifarlinError as e:
-            notes.append(f"{path}: left out: {e}")
+            notes.append(f"{e}; left out of the report")
     return out
 
 

@@ -314,6 +314,15 @@ def test_no_runs_is_one_line_and_no_file(runner, tmp_path, make):
     assert "Traceback" not in r.output and not (tmp_path / "r.html").exists()
 
 
+def test_a_folder_holding_only_a_damaged_file_says_which(runner, tmp_path):
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "gradcheck-ce.json").write_text('{"kind": "gradcheck"')
+    r = runner.invoke(app, ["report", str(tmp_path / "outputs"), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+    assert "nothing to report" in r.stderr and "gradcheck-ce.json" in r.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_pdf_without_chromium_says_how_to_install_it(report_outputs, runner, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     monkeypatch.delenv("CIFARLIN_CHROMIUM", raising=False)
