@@ -36,6 +36,7 @@ from common import default_data_dir  # noqa: E402
 
 from cifarlin.core import (  # noqa: E402
     augment,
+    encode,
     kmeans,
     ridge,
     train,
@@ -117,7 +118,7 @@ def main() -> None:
         if view == "flip":
             images = augment.apply(images, np.ones(len(images), bool), np.zeros((len(images), 2), int))
         if cache is None:
-            return kmeans.extract(fmap, images, workers=args.workers)
+            return encode.extract(fmap, images, workers=args.workers)
         Fb, hit = cache.features(fmap, b.md5, images, view, workers=args.workers)
         hits += hit
         return Fb

@@ -22,7 +22,7 @@ import numpy as np
 from common import default_data_dir
 from PIL import Image
 
-from cifarlin.core import kmeans
+from cifarlin.core import encode, kmeans
 from cifarlin.data import cifar as data
 
 EXACT_TRAIN, EXACT_TEST = 4000, 1000
@@ -73,8 +73,8 @@ def main() -> None:
     for fold, (tr, va) in enumerate(folds):
         for name, (Xw, Tw) in worlds.items():
             fmap = kmeans.fit(Xw[tr], args.centroids, seed=0)
-            F = kmeans.extract(fmap, Xw).astype(np.float64)
-            Ft = kmeans.extract(fmap, Tw).astype(np.float64)
+            F = encode.extract(fmap, Xw).astype(np.float64)
+            Ft = encode.extract(fmap, Tw).astype(np.float64)
             kv, kl, kt = ridge(F[tr], y[tr], F[va], y[va], Ft, yt)
             P, Pt = Xw.astype(np.float64), Tw.astype(np.float64)
             pv, _, pt = ridge(P[tr], y[tr], P[va], y[va], Pt, yt)

@@ -119,6 +119,10 @@ _cifarlin() {
                 --patches) return ;;
                 --iterations) return ;;
                 --seed) return ;;
+                --dictionary) COMPREPLY=($(compgen -W "kmeans patches" -- "$cur")); return ;;
+                --encoder) COMPREPLY=($(compgen -W "triangle relu split" -- "$cur")); return ;;
+                --alpha) return ;;
+                --pool) return ;;
                 --train-batches) return ;;
                 --val-size) return ;;
                 --augment) return ;;
@@ -127,7 +131,7 @@ _cifarlin() {
                 --data-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
             esac
             if [[ "$cur" == -* ]]; then
-                COMPREPLY=($(compgen -W "--out -o --centroids --patches --iterations --seed --train-batches --val-size --augment --scheduler --workers --overwrite --clear --data-dir --no-download --json --quiet -q --help" -- "$cur"))
+                COMPREPLY=($(compgen -W "--out -o --centroids --patches --iterations --seed --dictionary --encoder --alpha --pool --mirror --train-batches --val-size --augment --scheduler --workers --overwrite --clear --data-dir --no-download --json --quiet -q --help" -- "$cur"))
             else
                 COMPREPLY=($(compgen -W "fit extract show cache" -- "$cur"))
             fi

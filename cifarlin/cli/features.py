@@ -9,13 +9,17 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from cifarlin.cli import feature_cache
 from cifarlin.cli.common import DataDirOpt, JsonOpt, NoDownloadOpt, QuietOpt, ensure_data, flag, option
-from cifarlin.cli.display import add_row, console, emit_json, fmt_megabytes, print_table, results, say, table
+from cifarlin.cli.display import console, emit_json, results, say
 from cifarlin.cli.progress import WorkProgress
 from cifarlin.errors import ConfigError, RunError
 
 ACTIONS = ("fit", "extract", "show", "cache")
 CENTROIDS = 400  # features.CENTROID_CHOICES[0] (not imported here: it needs NumPy)
+DICTIONARIES = ("kmeans", "patches")  # core.kmeans's, likewise
+ENCODERS = ("triangle", "relu", "split")
+ALPHA = 0.25  # the relu and split encoders' default threshold (Coates and Ng 2011)
 
 
 def features(
@@ -56,6 +60,50 @@ def features(
     seed: Annotated[
         int, option("--seed", metavar="N", help="Seed of the patches and of k-means.", default=0)
     ] = 0,
+    dictionary: Annotated[
+        str,
+        option(
+            "--dictionary",
+            metavar="KIND",
+            help="fit: the atoms: k-means centroids of whitened patches, or whitened patches drawn "
+            "at random (no k-means).",
+            choices=DICTIONARIES,
+            default="kmeans",
+        ),
+    ] = "kmeans",
+    encoder: Annotated[
+        str,
+        option(
+            "--encoder",
+            metavar="KIND",
+            help="fit: a patch's code against each atom: triangle max(0, mean distance - distance) "
+            "(Coates, Lee and Ng), relu max(0, d.x - alpha), or split: that and max(0, -d.x - alpha), "
+            "2 features an atom.",
+            choices=ENCODERS,
+            default="triangle",
+        ),
+    ] = "triangle",
+    alpha: Annotated[
+        float | None,
+        option(
+            "--alpha",
+            metavar="A",
+            help="fit: the relu and split encoders' threshold (unit-length atoms, whitened patches).",
+            default=ALPHA,
+        ),
+    ] = None,
+    pool: Annotated[
+        int,
+        option("--pool", metavar="N", help="fit: sum the codes over an N x N grid of the image.", default=2),
+    ] = 2,
+    mirror: Annotated[
+        bool,
+        flag(
+            "--mirror",
+            help="fit: learn K/2 atoms and add their mirror images; an image's features are then the "
+            "mean of its own and its mirror image's (half the features: --augment flip for free).",
+        ),
+    ] = False,
     train_batches: Annotated[
         str,
         option(
@@ -129,6 +177,11 @@ def features(
         "--patches": patches != 200_000,
         "--iterations": iterations != 20,
         "--seed": seed != 0,
+        "--dictionary": dictionary != "kmeans",
+        "--encoder": encoder != "triangle",
+        "--alpha": alpha is not None,
+        "--pool": pool != 2,
+        "--mirror": mirror,
         "--overwrite": overwrite,
     }
     if clear and action != "cache":
@@ -144,7 +197,7 @@ def features(
         }.items():
             if value:
                 raise ConfigError(f"{name} is not an option of features cache (only --clear, --json)")
-        _cache(ctx, clear, json_out)
+        feature_cache.listing(ctx, clear, json_out)
         return
     if action == "show":
         from cifarlin.store.featuremap import load
@@ -158,7 +211,7 @@ def features(
         info = _describe(path, fmap)
         say(
             res,
-            f"{path}: {info['centroids']} centroids of {info['patch']}x{info['patch']} patches, "
+            f"{path}: {fmap.describe()} of {info['patch']}x{info['patch']} patches, "
             f"{info['features']} features per image; seed {info['seed']}, {info['patches']} patches, "
             f"{info['iterations']} k-means rounds; checksum {info['checksum']}",
         )
@@ -169,11 +222,11 @@ def features(
         for name, value in given.items():
             if value:
                 raise ConfigError(f"{name} is an option of features fit; extract takes everything from FILE")
-        _extract(
+        feature_cache.extract(
             ctx,
             file,
             train_batches,
-            val_size,
+            _val_size(val_size),
             augment,
             scheduler,
             workers,
@@ -190,6 +243,21 @@ def features(
         raise ConfigError(f"features fit takes no FILE ({file}): write to --out FILE")
     if iterations < 1:
         raise ConfigError(f"--iterations {iterations}: k-means needs at least 1 round (the paper's code: 50)")
+    if dictionary == "patches" and iterations != 20:
+        raise ConfigError(
+            "--iterations counts k-means rounds; --dictionary patches draws its atoms without any"
+        )
+    if encoder == "triangle" and alpha is not None:
+        raise ConfigError("--alpha is the relu and split encoders' threshold; the triangle has none")
+    if alpha is not None and not 0 <= alpha <= 100:
+        raise ConfigError(
+            f"--alpha {alpha}: use 0 to 100 (whitened patches, unit-length atoms; the paper: 0.25)"
+        )
+    if not 1 <= pool <= 9:
+        raise ConfigError(f"--pool {pool}: use 1 to 9 (an N x N grid of sums; the paper: 2)")
+    if mirror and centroids % 2:
+        raise ConfigError(f"--centroids {centroids}: --mirror needs pairs, an even number")
+    alpha = (ALPHA if alpha is None else alpha) if encoder != "triangle" else 0.0
     path = out if out is not None else Path(f"kmeans{centroids}.h5")
     from cifarlin.store.files import check_path
 
@@ -201,18 +269,22 @@ def features(
     from cifarlin.features.prepare import fit_dataset
     from cifarlin.store.featuremap import save
 
+    learnt = centroids // 2 if mirror else centroids
     if not quiet:
+        how = "k-means centroids" if dictionary == "kmeans" else "random patches"
         say(
             c,
-            f"learning {centroids} centroids from the training images ({patches} patches)",
+            f"learning {learnt} {how}{' and their mirrors' if mirror else ''} from the training images "
+            f"({patches} patches)",
         )
 
     t0 = time.perf_counter()
     with WorkProgress(c, quiet, every=0) as work:  # a line a round in a log
-        rounds = work.task("k-means", "rounds", iterations)
+        rounds = work.task("k-means", "rounds", iterations) if dictionary == "kmeans" else None
 
         def on_iteration(done: int, total: int, objective: float) -> None:
-            rounds(done, total, f"mean squared distance {objective:.4g}")
+            if rounds is not None:
+                rounds(done, total, f"mean squared distance {objective:.4g}")
 
         fmap, attrs = fit_dataset(
             dataset,
@@ -222,160 +294,20 @@ def features(
             n_patches=patches,
             iterations=iterations,
             on_iteration=on_iteration,
+            dictionary=dictionary,
+            encoder=encoder,
+            alpha=alpha,
+            pool=pool,
+            mirror=mirror,
         )
     save(path, fmap, attrs)
     info = {**_describe(path, fmap), "seconds": time.perf_counter() - t0}
     say(
         res,
-        f"wrote {path}: {centroids} centroids, {fmap.n_features} features an image ({info['seconds']:.1f} s)",
+        f"wrote {path}: {fmap.describe()}, {fmap.n_features} features an image ({info['seconds']:.1f} s)",
     )
     if json_out:
         emit_json(info)
-
-
-def _extract(
-    ctx: typer.Context,
-    file: Path | None,
-    train_batches: str,
-    val_size: str,
-    augment: str | None,
-    scheduler: str | None,
-    workers: int | None,
-    data_dir: Path | None,
-    no_download: bool,
-    json_out: bool,
-    quiet: bool,
-) -> None:
-    from contextlib import ExitStack
-
-    from cifarlin.core.config import SplitSpec, parse_batches
-
-    if file is None:
-        raise ConfigError(
-            "features extract needs the feature-map FILE (cifarlin features extract kmeans400.h5)"
-        )
-    if augment not in (None, "none", "flip"):
-        raise ConfigError(f"--augment {augment}: features take no other views than flip")
-    spec = SplitSpec(parse_batches(train_batches), _val_size(val_size))
-    c, res = console(), results(json_out)
-    from cifarlin.features import extraction
-    from cifarlin.features.cache import FeatureCache
-    from cifarlin.search.cluster import check_cluster, dask_client
-    from cifarlin.store.featuremap import load
-
-    check_cluster(scheduler, None)
-    if workers is not None and scheduler is not None:
-        raise ConfigError("--workers counts this machine's threads; with --scheduler the cluster has its own")
-    if workers is not None and not 1 <= workers <= 64:
-        raise ConfigError(f"--workers {workers}: use 1 to 64 threads")
-    fmap = load(file)
-    dataset = ensure_data(ctx, data_dir, no_download, quiet)
-    cache = FeatureCache(ctx.obj.feature_cache)
-
-    work = WorkProgress(c, quiet)
-    rows: list[Any] = [None]  # the batch file being extracted: its bar
-
-    def on_batch(name: str, view: str, cached: bool) -> None:
-        what = f"{name}{' (mirrored)' if view else ''}"
-        if not cached:
-            rows[0] = work.task(what, "images", verb="extracted")
-        elif not quiet:
-            say(c, f"{what}: in the cache")
-
-    def on_rows(done: int, n: int) -> None:
-        rows[0](done, n)
-
-    t0 = time.perf_counter()
-    with ExitStack() as stack:
-        stack.enter_context(work)
-        if scheduler is not None:
-            client = stack.enter_context(dask_client(scheduler, 0))
-            extractor, engine = extraction.dask_extractor(client, on_rows), f"the Dask cluster at {scheduler}"
-        else:
-            n = workers or 2
-            extractor, engine = (
-                extraction.local_extractor(n, on_rows),
-                f"{n} thread{'s' if n > 1 else ''} on this machine",
-            )
-        done = extraction.fill_cache(dataset, fmap, spec, augment, cache, extractor, on_batch)
-    seconds = time.perf_counter() - t0
-    fresh = [d for d in done if not d.cached]
-    say(
-        res,
-        f"{file}: the features of {len(done)} batch files in {cache.folder} ({len(fresh)} extracted on "
-        f"{engine}, {len(done) - len(fresh)} already there; {seconds:.1f} s)",
-    )
-    if json_out:
-        emit_json(
-            {
-                "feature_map": str(file),
-                "checksum": fmap.checksum,
-                "cache": str(cache.folder),
-                "engine": engine,
-                "batches": [
-                    {"batch": d.batch, "view": d.view or "images", "cached": d.cached, "seconds": d.seconds}
-                    for d in done
-                ],
-                "seconds": seconds,
-            }
-        )
-
-
-def _cache(ctx: typer.Context, clear: bool, json_out: bool) -> None:
-    """features cache: the entries (newest first) with their sizes and the total; --clear removes
-    them and says what went."""
-    from datetime import datetime
-
-    from cifarlin.features.cache import FeatureCache
-
-    cache = FeatureCache(ctx.obj.feature_cache)
-    res = results(json_out)
-    entries = cache.clear() if clear else cache.entries()
-    total = sum(e.size for e in entries)
-    n = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
-    if clear:
-        say(res, f"removed {n} ({fmt_megabytes(total)}) from {cache.folder}")
-    else:
-        if entries:
-            t = table(
-                "feature map",
-                "batch file",
-                "images",
-                "size",
-                "modified",
-                left=("feature map", "batch file", "modified"),
-            )
-            for e in entries:
-                when = datetime.fromtimestamp(e.modified).strftime("%Y-%m-%d %H:%M")
-                fm, _, md5 = e.name.partition("-")
-                batch = (e.batch or f"MD5 {md5[:12]}") + (" (mirrored)" if e.view == "flip" else "")
-                images: object = "?" if e.images is None else e.images
-                if e.unfinished:  # a temporary a stopped write left
-                    fm, batch, images = "-", "an unfinished write", "-"
-                add_row(t, fm[:12], batch, images, fmt_megabytes(e.size), when)
-            print_table(res, t)
-        say(res, f"{n}, {fmt_megabytes(total)} in {cache.folder}")
-    if json_out:
-        emit_json(
-            {
-                "cache": str(cache.folder),
-                "cleared": clear,
-                "entries": [
-                    {
-                        "name": e.name,
-                        "images": e.images,
-                        "bytes": e.size,
-                        "modified": e.modified,
-                        "feature_map": e.feature_map,
-                        "batch": e.batch,
-                        "view": e.view,
-                        "unfinished": e.unfinished,
-                    }
-                    for e in entries
-                ],
-                "bytes": total,
-            }
-        )
 
 
 def _val_size(text: str) -> int | None:
@@ -398,5 +330,10 @@ def _describe(path: Path, fmap: Any) -> dict[str, Any]:
         "seed": fmap.seed,
         "patches": fmap.n_patches,
         "iterations": fmap.iterations,
+        "dictionary": fmap.dictionary,
+        "encoder": fmap.encoder,
+        "alpha": fmap.alpha,
+        "pool": fmap.pool,
+        "mirror": fmap.mirror,
         "checksum": fmap.checksum,
     }

@@ -1,6 +1,7 @@
-"""Coates and Ng's single-layer unsupervised features (AISTATS 2011), for one linear layer on top.
+"""Coates and Ng's single-layer unsupervised features (AISTATS 2011, ICML 2011): learning the
+map, for one linear layer on top.
 
-A :class:`FeatureMap` turns an image (3072,) uint8 into 4 k features:
+A :class:`FeatureMap` holds what turns an image (3072,) uint8 into features:
 
 1. every p x p x 3 patch (p = 6, stride 1: 27 x 27 = 729 positions), a row of 108 values in the
    order (channel, row, column), as the image row itself;
@@ -8,17 +9,14 @@ A :class:`FeatureMap` turns an image (3072,) uint8 into 4 k features:
    with n - 1 (Coates' code, on pixel values 0..255, norm_eps = 10);
 3. ZCA-whitened: (v - zca_mean) @ zca, zca = V diag(1 / sqrt(e + zca_eps)) V^T from the
    covariance V diag(e) V^T of the training patches (zca_eps = 0.1);
-4. the "triangle" activation against k centroids c_j (learnt by k-means on whitened patches):
-   f_j = max(0, mean_i(z_i) - z_j), z_j = |v - c_j|;
-5. summed over the four quadrants of the 27 x 27 positions (rows and columns split 14 + 13, as
-   Coates' round(27 / 2)), in the order top-left, top-right, bottom-left, bottom-right: the
-   features of quadrant q are entries q k .. q k + k - 1.
+4. encoded against a dictionary of k atoms: k-means centroids of whitened patches, or whitened
+   patches drawn at random; by the "triangle" f_j = max(0, mean_i(z_i) - z_j), z_j = |v - c_j|,
+   or the soft threshold max(0, d_j . v - alpha), with its other polarity for "split";
+5. summed over a grid of the positions (the paper: the four quadrants, 4 k features).
 
-Extraction is the cost (2 x 729 x 110 x k flops per image): patch distances are one float32 GEMM
-per block of images, |v|^2 and |c|^2 folded into it as two extra columns, the rest elementwise
-on the (729 n, k) block in place; blocks are sized to stay in cache, and may run on several
-threads (one BLAS thread each). :class:`FeatureStats` standardises the features as the paper
-does ((f - mean) / sqrt(var + 0.01), statistics of the training features).
+:func:`fit` learns a map from training images; extraction is :mod:`cifarlin.core.encode`.
+:class:`FeatureStats` standardises the features as the paper does ((f - mean) / sqrt(var +
+0.01), statistics of the training features).
 
 Pure NumPy, no files: a map's HDF5 format is :mod:`cifarlin.store.featuremap`, the cache of
 extracted features :mod:`cifarlin.features.cache`, a run's data as features
@@ -29,9 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -39,23 +35,35 @@ from typing import Any
 import numpy as np
 
 from cifarlin.core.normalize import empty_rows
-from cifarlin.errors import bad_value, check_stop
+from cifarlin.errors import bad_value
 
 SIDE, CHANNELS = 32, 3
 D = SIDE * SIDE * CHANNELS
 CENTROID_CHOICES = (400, 1600, 4000)
 MAX_CENTROIDS = 16384
 MAX_PATCH = 16
-BLOCK_BYTES = 6 << 20  # the (positions, k) distance block of one extraction step
+MAX_POOL = 9
+DICTIONARIES = ("kmeans", "patches")
+ENCODERS = ("triangle", "relu", "split")
 Progress = Callable[[int, int], None]  # (done, total)
 Rounds = Callable[[int, int, float], None]  # (round, rounds, mean squared distance)
 
 
 @dataclass(frozen=True, eq=False)
 class FeatureMap:
-    """What turns an image into features: whitening and centroids, and how they were learnt."""
+    """What turns an image into features: whitening and dictionary, how they were learnt, and
+    how patches are encoded against the dictionary and pooled (see :mod:`cifarlin.core.encode`).
 
-    centroids: np.ndarray  # (k, 3 p^2) float32, in whitened patch space
+    ``dictionary``: "kmeans" (centroids of whitened patches) or "patches" (whitened patches drawn
+    at random). ``encoder``: "triangle" (Coates, Lee and Ng 2011: max(0, mean_j z_j - z_j),
+    z_j = |v - c_j|), "relu" (max(0, d_j . v - alpha), unit-length atoms d_j) or "split" (that and
+    max(0, -d_j . v - alpha): two features an atom). ``pool``: the features are summed over a
+    pool x pool grid of the positions. ``mirror``: the dictionary is closed under the left-right
+    mirror (atoms k/2.. are the mirrors of atoms ..k/2) and an image's features are the mean of
+    its own and its mirror image's, computed from the same distances: half the features, and a
+    linear layer on them is the one trained on both images and averaging both at test time."""
+
+    centroids: np.ndarray  # (k, 3 p^2) float32, in whitened patch space: the dictionary's atoms
     zca_mean: np.ndarray  # (3 p^2,) float64, mean of the normalised training patches
     zca: np.ndarray  # (3 p^2, 3 p^2) float64, symmetric whitening matrix
     patch: int = 6
@@ -64,23 +72,34 @@ class FeatureMap:
     seed: int = 0
     iterations: int = 20
     n_patches: int = 200_000
+    dictionary: str = "kmeans"
+    encoder: str = "triangle"
+    alpha: float = 0.0
+    pool: int = 2
+    mirror: bool = False
 
     @property
     def k(self) -> int:
         return len(self.centroids)
 
     @property
+    def channels(self) -> int:
+        """Features per pooling cell: one an atom (a mirrored pair with ``mirror``), two with "split"."""
+        return (2 if self.encoder == "split" else 1) * (self.k // 2 if self.mirror else self.k)
+
+    @property
     def n_features(self) -> int:
-        return 4 * self.k
+        return self.pool * self.pool * self.channels
 
     @property
     def positions(self) -> int:
         return SIDE - self.patch + 1
 
     def params(self) -> dict[str, Any]:
-        return {
-            f: getattr(self, f) for f in ("patch", "norm_eps", "zca_eps", "seed", "iterations", "n_patches")
-        }
+        """The choices behind the map, those of the first format only where they differ from
+        its fixed ones (so a map of the first format keeps its checksum)."""
+        out = {f: getattr(self, f) for f in LEARNT}
+        return out | {f: getattr(self, f) for f, v in LEGACY.items() if getattr(self, f) != v}
 
     @cached_property
     def checksum(self) -> str:
@@ -92,14 +111,52 @@ class FeatureMap:
 
     @cached_property
     def _plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """zca (3p^2, 3p^2) and zca_mean @ zca (3p^2,) in float32, and the distance matrix's
-        right factor (3p^2 + 2, k): rows -2 c^T, then 1, then |c|^2, so that
-        [v, |v|^2, 1] @ it = |v - c|^2 for whitened patches v."""
-        zca = self.zca.astype(np.float32)
-        shift = (self.zca_mean @ self.zca).astype(np.float32)
-        c = self.centroids.astype(np.float64)
-        right = np.vstack([-2.0 * c.T, np.ones((1, self.k)), (c * c).sum(axis=1)[None]])
-        return zca, shift, right.astype(np.float32)
+        """The encoder's products, in float32 (:mod:`cifarlin.core.encode`), for normalised
+        patches v: "triangle": zca (3p^2, 3p^2), zca_mean @ zca (3p^2,) and the distances' right
+        factor (3p^2 + 2, k), rows -2 c^T, then 1, then |c|^2, so that [w, |w|^2, 1] @ it =
+        |w - c|^2 for the whitened patch w. Otherwise zca @ D^T (3p^2, k) and
+        (zca_mean @ zca) @ D^T (k,): the whitening and the atoms' products in one,
+        w . d = (v @ zca @ D^T - shift @ D^T)."""
+        shift = self.zca_mean @ self.zca  # (3p^2,)
+        c = self.centroids.astype(np.float64)  # (k, 3p^2)
+        if self.encoder == "triangle":
+            right = np.vstack([-2.0 * c.T, np.ones((1, self.k)), (c * c).sum(axis=1)[None]])
+            return self.zca.astype(np.float32), shift.astype(np.float32), right.astype(np.float32)
+        return (self.zca @ c.T).astype(np.float32), (shift @ c.T).astype(np.float32), np.empty(0, np.float32)
+
+    def describe(self) -> str:
+        """One line: e.g. '1600 k-means centroids, triangle encoder, 2x2 sums'."""
+        what = "k-means centroids" if self.dictionary == "kmeans" else "random patches"
+        atoms = f"{self.k} {what}" + (f" ({self.k // 2} and their mirrors)" if self.mirror else "")
+        enc = self.encoder + ("" if self.encoder == "triangle" else f" (alpha {self.alpha:g})")
+        return f"{atoms}, {enc} encoder, {self.pool}x{self.pool} sums"
+
+
+LEARNT = ("patch", "norm_eps", "zca_eps", "seed", "iterations", "n_patches")
+#: The choices the first format fixed: a map with these is read and checked as before.
+LEGACY: dict[str, Any] = {
+    "dictionary": "kmeans",
+    "encoder": "triangle",
+    "alpha": 0.0,
+    "pool": 2,
+    "mirror": False,
+}
+
+
+def check_choices(dictionary: str, encoder: str, alpha: float, pool: int, mirror: bool, k: int) -> None:
+    """:func:`cifarlin.errors.bad_value` naming the first choice a map cannot have."""
+    if dictionary not in DICTIONARIES:
+        raise bad_value("dictionary", dictionary, f"use one of {', '.join(DICTIONARIES)}")
+    if encoder not in ENCODERS:
+        raise bad_value("encoder", encoder, f"use one of {', '.join(ENCODERS)}")
+    if not (np.isfinite(alpha) and 0 <= alpha <= 100) or (encoder == "triangle" and alpha != 0):
+        raise bad_value(
+            "alpha", alpha, "use 0 to 100 with the relu and split encoders (the triangle has none)"
+        )
+    if type(pool) is not int or not 1 <= pool <= MAX_POOL:
+        raise bad_value("pool", pool, f"use 1 to {MAX_POOL} (a pool x pool grid of sums; the paper: 2)")
+    if mirror and k % 2:
+        raise bad_value("centroids", k, "a mirrored dictionary holds pairs: use an even number")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,14 +210,27 @@ def random_patches(images: np.ndarray, n: int, patch: int, rng: np.random.Genera
 # ---------------------------------------------------------------------------------------------
 
 
-def zca_whitening(v: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (d,) and ZCA matrix (d, d) of rows v (m, d), in float64: V diag(1/sqrt(e+eps)) V^T."""
+def mirror_index(patch: int) -> np.ndarray:
+    """(3 p^2,) the left-right mirror of a patch row in the order (channel, row, column)."""
+    return np.arange(CHANNELS * patch * patch).reshape(CHANNELS, patch, patch)[:, :, ::-1].ravel()
+
+
+def zca_whitening(
+    v: np.ndarray, eps: float, mirror: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and ZCA matrix (d, d) of rows v (m, d), in float64: V diag(1/sqrt(e+eps)) V^T.
+    With ``mirror`` (a permutation of the d values, :func:`mirror_index`) the statistics are
+    those of the rows and their mirrors together, so the whitening commutes with the mirror."""
     mean = v.mean(axis=0, dtype=np.float64)
     cov = np.zeros((v.shape[1], v.shape[1]))
     for s in range(0, len(v), 65536):
         x = v[s : s + 65536].astype(np.float64) - mean
         cov += x.T @ x
     cov /= len(v) - 1
+    if mirror is not None:  # of the 2 m rows: the mirrored rows' moments are the permuted ones
+        m, dm = len(v), mean[mirror] - mean  # (d,) the two halves' means are mean +- dm / 2
+        cov = ((m - 1) * (cov + cov[np.ix_(mirror, mirror)]) + np.outer(dm, dm) * (m / 2)) / (2 * m - 1)
+        mean = (mean + mean[mirror]) / 2
     e, V = np.linalg.eigh(cov)
     return mean, (V / np.sqrt(np.maximum(e, 0.0) + eps)) @ V.T
 
@@ -228,125 +298,65 @@ def fit(
     norm_eps: float = 10.0,
     zca_eps: float = 0.1,
     on_iteration: Rounds | None = None,
+    dictionary: str = "kmeans",
+    encoder: str = "triangle",
+    alpha: float = 0.0,
+    pool: int = 2,
+    mirror: bool = False,
 ) -> FeatureMap:
     """Learn a feature map from training images (n, 3072) uint8: ``n_patches`` random patches
-    normalised, whitened, clustered into ``k`` centroids by ``iterations`` rounds of k-means.
-    All randomness from ``np.random.default_rng(seed)``: patches first, then the k-means start.
+    normalised and whitened; a dictionary of ``k`` atoms from them: ``iterations`` rounds of
+    k-means, or (``dictionary="patches"``) patches drawn at random. With ``mirror`` k / 2 atoms
+    are learnt from whitening that commutes with the mirror, and their mirrors follow them. The
+    relu and split encoders take the atoms scaled to unit length. All randomness from
+    ``np.random.default_rng(seed)``: patches first, then the dictionary's.
 
     Coates' code uses 400,000 patches and 50 rounds; 200,000 and 20 gave the same accuracy
     here (0.673 against 0.671 with 400 centroids, ridge on 20,000 images) in a fifth of the time."""
     images = _check_images(images)
     if type(k) is not int or not 1 <= k <= MAX_CENTROIDS:
         raise bad_value("centroids", k, f"use 1 to {MAX_CENTROIDS} (the paper: 400, 1600, 4000)")
+    check_choices(dictionary, encoder, alpha, pool, mirror, k)
     if not 1 <= patch <= MAX_PATCH:
         raise bad_value("patch", patch, f"use 1 to {MAX_PATCH} pixels")
     if not k <= n_patches <= 10_000_000:
         raise bad_value("n_patches", n_patches, f"use {k} (the centroids) to 10000000")
     if not 0 <= iterations <= 10_000:
         raise bad_value("iterations", iterations, "use 0 to 10000")
+    if dictionary == "patches":
+        iterations = 0  # nothing is clustered
     rng = np.random.default_rng(seed)
     v = normalise_patches(random_patches(images, n_patches, patch, rng), norm_eps)  # (m, 3p^2)
-    mean, zca = zca_whitening(v, zca_eps)
+    flip = mirror_index(patch) if mirror else None
+    mean, zca = zca_whitening(v, zca_eps, flip)
     v -= mean.astype(np.float32)
     v = v @ zca.astype(np.float32)
-    c = kmeans(v, k, iterations, rng, on_iteration)
-    return FeatureMap(c, mean, zca, patch, float(norm_eps), float(zca_eps), seed, iterations, n_patches)
-
-
-# ---------------------------------------------------------------------------------------------
-# Extraction
-# ---------------------------------------------------------------------------------------------
-
-
-def extract_block(fmap: FeatureMap, images: np.ndarray) -> np.ndarray:
-    """Features (n, 4k) float32 of a few images (n, 3072) uint8: the whole pipeline on one block
-    (a pure function of its arguments: one task of a scheduler, e.g. a Dask delayed call)."""
-    images = _check_images(images)
-    n, p, P, k = len(images), fmap.patch, fmap.positions, fmap.k
-    zca, shift, right = fmap._plan
-    v = normalise_patches(all_patches(images, p), fmap.norm_eps)  # (n P^2, 3p^2)
-    x = np.empty((len(v), v.shape[1] + 2), dtype=np.float32)  # [whitened v, |v|^2, 1]
-    w = x[:, :-2]
-    np.matmul(v, zca, out=w)
-    w -= shift
-    x[:, -2] = np.einsum("ij,ij->i", w, w)
-    x[:, -1] = 1.0
-    z = x @ right  # (n P^2, k) squared distances
-    zero = np.zeros(k, dtype=np.float32)  # NumPy's maximum is ~3x faster against a row than a scalar
-    np.maximum(z, zero, out=z)  # rounding can leave -1e-6 where a patch sits on a centroid
-    np.sqrt(z, out=z)
-    mu = z.mean(axis=1, keepdims=True)  # (n P^2, 1)
-    np.subtract(mu, z, out=z)
-    np.maximum(z, zero, out=z)  # triangle activation
-    h = (P + 1) // 2  # 14 of 27 rows (and columns) in the first half
-    rows = z.reshape(n, P, P * k)
-    out = np.empty((n, 2, 2, k), dtype=np.float32)
-    for i, half in enumerate((rows[:, :h], rows[:, h:])):
-        cols = half.sum(axis=1).reshape(n, P, k)  # (n, P, k)
-        out[:, i, 0] = cols[:, :h].sum(axis=1)
-        out[:, i, 1] = cols[:, h:].sum(axis=1)
-    return out.reshape(n, 4 * k)
-
-
-def block_size(fmap: FeatureMap) -> int:
-    """Images per extraction block: the (positions, k) distances within :data:`BLOCK_BYTES`."""
-    return max(1, BLOCK_BYTES // (4 * fmap.positions**2 * fmap.k))
-
-
-def extract(
-    fmap: FeatureMap,
-    images: np.ndarray,
-    chunk: int | None = None,
-    workers: int = 2,
-    out: np.ndarray | None = None,
-    on_rows: Progress | None = None,
-) -> np.ndarray:
-    """Features (N, 4k) float32 of images (N, 3072) uint8, ``chunk`` images at a time (default
-    :func:`block_size`), written into ``out`` when given (e.g. a memory map).
-
-    Blocks run on ``workers`` threads with one BLAS thread each: NumPy releases the GIL in the
-    GEMM and in the elementwise passes, and small GEMMs use a second BLAS thread poorly. Each
-    block is computed alone, so the bits do not depend on ``workers`` or the machine's cores
-    (another ``chunk`` may change the last bit: BLAS picks its kernels by matrix size). Memory
-    beyond the output: a (729 chunk, k) float32 block and its patches per block in flight (at
-    most 2 per worker). ``on_rows(done, N)`` reports progress from the calling thread; Ctrl-C
-    cancels the blocks not started."""
-    from threadpoolctl import threadpool_limits
-
-    images = _check_images(images)
-    N = len(images)
-    if out is None:
-        out = empty_rows((N, fmap.n_features), np.float32)
-    elif out.shape != (N, fmap.n_features) or out.dtype != np.float32:
-        raise bad_value("out", out.shape, f"expected ({N}, {fmap.n_features}) float32")
-    chunk = chunk or block_size(fmap)
-    if not 1 <= workers <= 64 or chunk < 1:
-        raise bad_value("workers", workers, "use 1 to 64 workers and chunks of at least 1 image")
-
-    def run(s: int) -> int:
-        out[s : s + chunk] = extract_block(fmap, images[s : s + chunk])
-        return min(chunk, N - s)
-
-    done, pending = 0, deque()
-    fmap._plan  # noqa: B018 - computed once here rather than racing in the threads
-    with (
-        threadpool_limits(limits=1, user_api="blas"),
-        ThreadPoolExecutor(workers, "cifarlin-features") as pool,
-    ):
-        try:
-            for s in [*range(0, N, chunk), None]:
-                if s is not None:
-                    pending.append(pool.submit(run, s))
-                while pending and (s is None or len(pending) > 2 * workers):
-                    done += pending.popleft().result()
-                    check_stop()
-                    if on_rows is not None:
-                        on_rows(done, N)
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
-    return out
+    h = k // 2 if mirror else k  # atoms learnt
+    if dictionary == "kmeans":
+        c = kmeans(v, h, iterations, rng, on_iteration)
+    else:
+        c = v[np.sort(rng.choice(len(v), h, replace=False))]
+    if encoder != "triangle":
+        norm = np.sqrt((c.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+        c = (c / np.maximum(norm, 1e-12)).astype(np.float32)
+    if flip is not None:
+        c = np.vstack([c, c[:, flip]])
+    return FeatureMap(
+        np.ascontiguousarray(c, dtype=np.float32),
+        mean,
+        zca,
+        patch,
+        float(norm_eps),
+        float(zca_eps),
+        seed,
+        iterations,
+        n_patches,
+        dictionary,
+        encoder,
+        float(alpha),
+        pool,
+        bool(mirror),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

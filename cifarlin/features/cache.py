@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cifarlin.core.kmeans import FeatureMap, extract
+from cifarlin.core.encode import extract
+from cifarlin.core.kmeans import FeatureMap
 from cifarlin.errors import WriteError, bad_value
 from cifarlin.store.files import WritesOnly, atomic_path, make_folder, write_text
 

@@ -1,8 +1,8 @@
 """Extracting a run's k-means features ahead of training, into the feature cache: on this
 machine's threads, or as Dask tasks on a cluster (the engine ``sweep`` uses), block by block.
 
-Either way each block of images is one call of :func:`cifarlin.core.kmeans.extract_block` with one
-BLAS thread, in the blocks :func:`cifarlin.core.kmeans.extract` uses, so the features are the same
+Either way each block of images is one call of :func:`cifarlin.core.encode.extract_block` with one
+BLAS thread, in the blocks :func:`cifarlin.core.encode.extract` uses, so the features are the same
 bits wherever they were computed, and a run (or a sweep's trials) then reads them from the cache.
 A Dask worker's allocator is set back to the usual one first (:func:`malloc_as_usual`).
 """
@@ -19,7 +19,8 @@ import numpy as np
 
 from cifarlin import __version__
 from cifarlin.core.config import SplitSpec
-from cifarlin.core.kmeans import FeatureMap, Progress, block_size, extract, extract_block
+from cifarlin.core.encode import block_size, extract, extract_block
+from cifarlin.core.kmeans import FeatureMap, Progress
 from cifarlin.core.normalize import empty_rows
 from cifarlin.data.cifar import Dataset, Reader
 from cifarlin.errors import CifarlinError, bad_value, check_stop, one_line
@@ -95,7 +96,7 @@ def fill_cache(
 
 
 def local_extractor(threads: int = 2, on_rows: Progress | None = None) -> Extractor:
-    """:func:`cifarlin.core.kmeans.extract` on ``threads`` threads of this process (``on_rows(done,
+    """:func:`cifarlin.core.encode.extract` on ``threads`` threads of this process (``on_rows(done,
     n)`` follows each call)."""
     return lambda fmap, images: extract(fmap, images, workers=threads, on_rows=on_rows)
 
@@ -129,7 +130,7 @@ def malloc_as_usual() -> None:
 
 def _blocks(fmap: FeatureMap, images: np.ndarray, chunk: int) -> np.ndarray:
     """One task: the features of ``images``, ``chunk`` at a time, with one BLAS thread, as
-    :func:`cifarlin.core.kmeans.extract`'s threads compute them (so the bits are theirs)."""
+    :func:`cifarlin.core.encode.extract`'s threads compute them (so the bits are theirs)."""
     from threadpoolctl import threadpool_limits
 
     malloc_as_usual()  # a nanny's MALLOC_TRIM_THRESHOLD_ would map fresh pages for every block
@@ -142,7 +143,7 @@ def _blocks(fmap: FeatureMap, images: np.ndarray, chunk: int) -> np.ndarray:
 
 def dask_extractor(client: Any, on_rows: Progress | None = None) -> Extractor:
     """Tasks of about :data:`TASK_IMAGES` images, in whole blocks of
-    :func:`cifarlin.core.kmeans.block_size` images, on ``client``'s cluster; the feature map is sent
+    :func:`cifarlin.core.encode.block_size` images, on ``client``'s cluster; the feature map is sent
     to every worker once. Ctrl-C cancels the tasks not done."""
     maps: dict[str, Any] = {}
 
@@ -164,7 +165,7 @@ def dask_extractor(client: Any, on_rows: Progress | None = None) -> Extractor:
                     f"cannot send the feature map to the Dask cluster's workers ({one_line(e)})"
                 ) from None
         n, chunk = len(images), block_size(fmap)
-        step = chunk * max(1, TASK_IMAGES // chunk)  # starts on the blocks of core.kmeans.extract
+        step = chunk * max(1, TASK_IMAGES // chunk)  # starts on the blocks of core.encode.extract
         out = empty_rows((n, fmap.n_features), np.float32)  # (N, 4k)
         futures = {
             client.submit(_blocks, maps[fmap.checksum], images[s : s + step], chunk, pure=False): s

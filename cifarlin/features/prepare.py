@@ -11,10 +11,13 @@ import numpy as np
 
 from cifarlin.core import augment
 from cifarlin.core.config import SplitSpec, TrainConfig
-from cifarlin.core.kmeans import FeatureMap, FeatureStats, Progress, extract, fit
+from cifarlin.core.encode import extract
+from cifarlin.core.kmeans import FeatureMap, FeatureStats, Progress, fit
 from cifarlin.core.normalize import Normalizer, empty_rows
 from cifarlin.core.prepared import Prepared
 from cifarlin.data.cifar import Dataset, Reader, read_class_names
+from cifarlin.errors import bad_value
+from cifarlin.features import memory
 from cifarlin.features.cache import FeatureCache
 from cifarlin.store.featuremap import load
 
@@ -55,9 +58,18 @@ def prepare_features(
             return extract(fmap, images, workers=workers, on_rows=on_rows)
         return cache.features(fmap, batch.md5, images, view, name, workers=workers, on_rows=on_rows)[0]
 
+    if fmap.mirror and cfg.augment == "flip":
+        raise bad_value(
+            "augment",
+            cfg.augment,
+            f"{cfg.features} is a mirrored map: its features are already the mean of each image's and "
+            "its mirror image's; leave --augment out",
+        )
     spec = cfg.split
     batches, n_train = reader.train_batches(spec)
     labels = np.concatenate([b.labels for b in batches])
+    n_val = len(labels) - n_train if spec.val_size is not None else len(batches[0].labels)
+    memory.check(fmap, cfg, n_train, n_val, n_test=len(batches[0].labels))  # before allocating
     flips = cfg.augment == "flip"
     ridge_sums = cfg.solver == "ridge"  # the solver sums the mirrored rows; no need to keep them
     rows = n_train * (2 if flips and not ridge_sums else 1)

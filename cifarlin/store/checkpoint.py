@@ -81,11 +81,11 @@ class Snapshot:
 
     def inputs(self, images: np.ndarray, dtype: np.dtype | None = None, **extract: Any) -> np.ndarray:
         """The model's inputs X (n, d) for raw images (n, 3072) uint8: normalised pixels, or the
-        features of its feature map, standardised (``extract``: arguments of core.kmeans.extract)."""
+        features of its feature map, standardised (``extract``: arguments of core.encode.extract)."""
         dtype = np.dtype(dtype or self.config.dtype)
         if self.features is None:
             return self.normalizer.apply(images, dtype)
-        from cifarlin.core.kmeans import extract as extract_features
+        from cifarlin.core.encode import extract as extract_features
 
         F = extract_features(self.features, images, **extract)  # (n, 4k) float32
         return self.normalizer.apply(F, dtype, out=F if dtype == F.dtype else None)

@@ -12,7 +12,17 @@ from typing import Any
 import numpy as np
 
 from cifarlin import __version__
-from cifarlin.core.kmeans import CHANNELS, MAX_CENTROIDS, MAX_PATCH, FeatureMap
+from cifarlin.core.kmeans import (
+    CHANNELS,
+    ENCODERS,
+    LEGACY,
+    MAX_CENTROIDS,
+    MAX_PATCH,
+    FeatureMap,
+    check_choices,
+    mirror_index,
+)
+from cifarlin.errors import ConfigError
 from cifarlin.store import h5safe
 from cifarlin.store.files import atomic_h5
 
@@ -21,25 +31,39 @@ FORMAT_VERSION = 1
 
 
 def write_group(group: Any, fmap: FeatureMap) -> None:
-    """Write the map into an open HDF5 group: datasets centroids, zca_mean, zca; parameters,
-    the fixed choices and the checksum as attributes."""
+    """Write the map into an open HDF5 group: datasets centroids (the dictionary's atoms),
+    zca_mean, zca; parameters, the encoder, the pooling and the checksum as attributes (a map of
+    the first format's choices is written as that format wrote it)."""
     group.create_dataset("centroids", data=fmap.centroids.astype(np.float32))
     group.create_dataset("zca_mean", data=fmap.zca_mean.astype(np.float64))
     group.create_dataset("zca", data=fmap.zca.astype(np.float64))
     for name, value in fmap.params().items():
-        group.attrs[name] = value
+        group.attrs[name] = int(value) if isinstance(value, bool) else value
     group.attrs["stride"] = 1
-    group.attrs["activation"] = "triangle"
-    group.attrs["pooling"] = "quadrant-sum"
+    group.attrs["activation"] = fmap.encoder
+    group.attrs["pooling"] = _pooling(fmap.pool, fmap.mirror)
     group.attrs["checksum"] = fmap.checksum
+
+
+def _pooling(pool: int, mirror: bool) -> str:
+    return "quadrant-sum" if (pool, mirror) == (2, False) else "grid-sum"
 
 
 def read_group(r: h5safe.Reader) -> FeatureMap:
     """The map in an HDF5 group opened with :mod:`cifarlin.store.h5safe`, every value checked before
     it is used; :class:`~cifarlin.errors.ModelFileError` naming the file for anything wrong."""
-    kind = (r.int("stride", 0), r.text("activation", ""), r.text("pooling", ""))
-    if kind != (1, "triangle", "quadrant-sum"):
-        raise r.fail("not a feature map cifarlin computes (stride 1, triangle activation, quadrant sums)")
+    encoder, pooling = r.text("activation", ""), r.text("pooling", "")
+    if r.int("stride", 0) != 1 or encoder not in ENCODERS or pooling not in ("quadrant-sum", "grid-sum"):
+        raise r.fail(
+            f"not a feature map cifarlin computes (stride 1, a {'/'.join(ENCODERS)} encoder, grid sums)"
+        )
+    choices = {
+        "dictionary": r.text("dictionary", LEGACY["dictionary"]),
+        "encoder": encoder,
+        "alpha": r.float("alpha", LEGACY["alpha"]),
+        "pool": r.int("pool", LEGACY["pool"]),
+        "mirror": bool(r.int("mirror", int(LEGACY["mirror"]))),
+    }
     patch = r.int("patch")
     if not 1 <= patch <= MAX_PATCH:
         raise r.fail(f"attribute 'patch' is {patch}, expected 1 to {MAX_PATCH}")
@@ -61,12 +85,23 @@ def read_group(r: h5safe.Reader) -> FeatureMap:
         raise r.fail("attributes 'norm_eps' and 'zca_eps' must be finite and > 0")
     if not all(0 <= params[e] < 2**63 for e in ("seed", "iterations", "n_patches")):
         raise r.fail("attributes 'seed', 'iterations' and 'n_patches' must be >= 0")
+    try:
+        check_choices(**choices, k=len(c))
+    except ConfigError as e:
+        raise r.fail(str(e)) from None
+    if pooling != _pooling(choices["pool"], choices["mirror"]):
+        want = _pooling(choices["pool"], choices["mirror"])
+        raise r.fail(f"attribute 'pooling' is {pooling}, but 'pool' and 'mirror' make it {want}")
+    h = len(c) // 2
+    if choices["mirror"] and not np.array_equal(c[h:], c[:h][:, mirror_index(patch)]):
+        raise r.fail("its atoms are not closed under the mirror, as its attribute 'mirror' says")
     fmap = FeatureMap(
         c.astype(np.float32),
         arrays["zca_mean"].astype(np.float64),
         arrays["zca"].astype(np.float64),
         patch,
         **params,
+        **choices,
     )
     if r.text("checksum") != fmap.checksum:
         raise r.fail("its checksum does not match its contents (damaged or edited)")

@@ -12,7 +12,7 @@ import pytest
 
 from cifar_files import FIT
 from cifarlin.cli import app
-from cifarlin.core import augment, kmeans, model
+from cifarlin.core import augment, encode, kmeans, model
 from cifarlin.core.config import SplitSpec
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint, featuremap
@@ -119,7 +119,7 @@ def test_ridge_on_features_with_mirrored_copies(tiny_py, tmp_path, fmap_file):
     assert snap.config.features == str(fmap_file.resolve())
     images = data.read_batch(tiny_py / "data_batch_1", "python").images
     mirrored = images[:, augment.flip_index()]
-    F = np.concatenate([kmeans.extract(snap.features, images), kmeans.extract(snap.features, mirrored)])
+    F = np.concatenate([encode.extract(snap.features, images), encode.extract(snap.features, mirrored)])
     # the features the run cached, to the bit (the same blocks); its mean sums them in float64
     # in other blocks: each within sum_error(n) + u (the division) of mean|F|
     F64 = F.astype(np.float64)

@@ -11,7 +11,7 @@ import pytest
 
 from cifar_files import FIT
 from cifarlin.cli import app
-from cifarlin.core import kmeans
+from cifarlin.core import encode
 from cifarlin.core.config import SplitSpec, TrainConfig, solver_defaults
 from cifarlin.data import cifar as data
 from cifarlin.errors import ConfigError
@@ -114,10 +114,10 @@ def test_dask_tasks_give_the_bits_of_local_extraction(tmp_path, tiny_py, fmap_fi
 
     fmap = featuremap.load(fmap_file)
     images = data.Reader(data.Dataset(tiny_py, "python")).batch(1).images
-    monkeypatch.setattr(kmeans, "BLOCK_BYTES", 4 * fmap.positions**2 * fmap.k * 3)  # 3 images a block
+    monkeypatch.setattr(encode, "BLOCK_BYTES", 4 * fmap.positions**2 * fmap.k * 3)  # 3 images a block
     monkeypatch.setattr(extraction, "TASK_IMAGES", 7)  # 2 blocks a task: 6 images
-    assert kmeans.block_size(fmap) == 3
-    expected = kmeans.extract(fmap, images, workers=2)
+    assert encode.block_size(fmap) == 3
+    expected = encode.extract(fmap, images, workers=2)
     rows = []
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,

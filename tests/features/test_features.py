@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cifarlin.core import kmeans
+from cifarlin.core import encode, kmeans
 from cifarlin.errors import ConfigError, ModelFileError
 from cifarlin.features.cache import FeatureCache
 from cifarlin.store import featuremap, h5safe
@@ -62,7 +62,7 @@ def naive(fmap: kmeans.FeatureMap, image: np.ndarray, split: int = 14) -> np.nda
 
 def extraction_error(fmap: kmeans.FeatureMap, image: np.ndarray, u: float, products_only: bool = False):
     """Bound (4k,) on how far one image's features computed with unit roundoff ``u`` can be from
-    the exact ones, to first order, following kmeans.extract_block over the exact (float64)
+    the exact ones, to first order, following encode.extract_block over the exact (float64)
     values of every patch position (n = 3p^2 values, k centroids, g = gamma~_n, the probabilistic
     bound of an n-term sum):
 
@@ -143,7 +143,7 @@ def test_extraction_equals_a_naive_loop(images, fmap):
     """Catches patches read in a different order than the centroids were learnt in, a squared
     distance used as the distance, the wrong mean in the triangle, quadrants split 13 + 14, or
     features of one image landing in another's row."""
-    F = kmeans.extract(fmap, images[:3], chunk=2)
+    F = encode.extract(fmap, images[:3], chunk=2)
     assert F.shape == (3, 48) and F.dtype == np.float32
     for i in (0, 2):
         want = naive(fmap, images[i])
@@ -157,21 +157,21 @@ def test_extraction_does_not_depend_on_blocks_or_threads(images, fmap):
     """Catches a block boundary that drops or repeats an image, or threads writing over each
     other: any worker count gives the same bits; another chunking the same values to float32
     rounding (BLAS picks its kernels by matrix size)."""
-    ref = kmeans.extract(fmap, images, chunk=40, workers=1)
+    ref = encode.extract(fmap, images, chunk=40, workers=1)
     # another chunk changes only the two products' summation order (each within
     # products_only of the exact products): twice that apart
     bound = 2 * np.array([extraction_error(fmap, im, U32, products_only=True) for im in images])
     for chunk in (1, 3, 7):
-        one = kmeans.extract(fmap, images, chunk=chunk, workers=1)
+        one = encode.extract(fmap, images, chunk=chunk, workers=1)
         assert_within(one, ref, bound, f"chunk {chunk}")
         for workers in (2, 3):
-            assert np.array_equal(kmeans.extract(fmap, images, chunk=chunk, workers=workers), one)
+            assert np.array_equal(encode.extract(fmap, images, chunk=chunk, workers=workers), one)
     assert outside(np.roll(ref, 1, axis=0), ref, bound)  # one image's features in another's row
     out = np.zeros_like(ref)
     calls = []
-    kmeans.extract(fmap, images, chunk=16, out=out, on_rows=lambda done, n: calls.append((done, n)))
+    encode.extract(fmap, images, chunk=16, out=out, on_rows=lambda done, n: calls.append((done, n)))
     # the same chunks, so the same products: the same bits as returning them
-    assert np.array_equal(out, kmeans.extract(fmap, images, chunk=16)) and calls == [
+    assert np.array_equal(out, encode.extract(fmap, images, chunk=16)) and calls == [
         (16, 40),
         (32, 40),
         (40, 40),
@@ -238,7 +238,7 @@ def test_kmeans_moves_empty_centroids_onto_patches():
 def test_standardisation_statistics(images, fmap):
     """Catches the statistics of the wrong axis, or eps left out (a dead feature would divide by
     zero)."""
-    F = kmeans.extract(fmap, images)
+    F = encode.extract(fmap, images)
     stats = kmeans.FeatureStats.fit(F, eps=0.01)
     Z = stats.apply(F)
     # The exact mean of the exactly standardised F is (mean F - stats.mean) / std, the float64
@@ -268,7 +268,7 @@ def test_feature_map_round_trips_through_its_file_and_a_model_group(tmp_path, fm
     featuremap.save(path, fmap, attrs={"note": "test"})
     back = featuremap.load(path)
     assert back.checksum == fmap.checksum and back.params() == fmap.params()
-    assert np.array_equal(kmeans.extract(back, images[:2]), kmeans.extract(fmap, images[:2]))
+    assert np.array_equal(encode.extract(back, images[:2]), encode.extract(fmap, images[:2]))
     model = tmp_path / "model.h5"
     with h5py.File(model, "w") as f:
         f.create_dataset("W", data=np.zeros((10, 48)))
@@ -295,7 +295,7 @@ def _replace(name, value):
     [
         (lambda f: f.attrs.__setitem__("kind", "model"), "not a cifarlin feature map"),
         (lambda f: f.attrs.__setitem__("format_version", 7), "format version 7"),
-        (lambda f: f.attrs.__setitem__("pooling", "max"), "quadrant sums"),
+        (lambda f: f.attrs.__setitem__("pooling", "max"), "grid sums"),
         (lambda f: f.attrs.__setitem__("patch", 40), "'patch' is 40"),
         (lambda f: f.attrs.__setitem__("zca_eps", -1.0), "finite and > 0"),
         (lambda f: f.__delitem__("zca"), "no dataset 'zca'"),

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from cifarlin.cli import app
-from cifarlin.core import config, kmeans, train
+from cifarlin.core import config, encode, train
 from cifarlin.data import cifar as data
 from cifarlin.store import checkpoint, featuremap
 from cifarlin.work.prepare import prepare
@@ -158,14 +158,14 @@ def test_ridge_on_features_chooses_lambda_on_validation(runner, disagreeing_py, 
     )
 
     one, one_labels = batch(disagreeing_py, "data_batch_1")
-    F1 = kmeans.extract(fmap, one)
+    F1 = encode.extract(fmap, one)
     if split:  # the first 100 images train, the last 100 validate
         rows = {"train": (F1[:100], one_labels[:100]), "val": (F1[100:], one_labels[100:])}
     else:
         two, two_labels = batch(disagreeing_py, "data_batch_2")
-        rows = {"train": (F1, one_labels), "val": (kmeans.extract(fmap, two), two_labels)}
+        rows = {"train": (F1, one_labels), "val": (encode.extract(fmap, two), two_labels)}
     test_images, test_labels = batch(disagreeing_py, "test_batch")
-    rows["test"] = (kmeans.extract(fmap, test_images), test_labels)
+    rows["test"] = (encode.extract(fmap, test_images), test_labels)
     standardise = Standardise(rows["train"][0], scale=1.0, eps=0.01)
     solutions = ridge_solutions(standardise(rows["train"][0]), rows["train"][1], LAMBDAS)
     counts, gaps = {}, []
