@@ -247,6 +247,10 @@ def features(
         raise ConfigError(
             "--iterations counts k-means rounds; --dictionary patches draws its atoms without any"
         )
+    if encoder not in ENCODERS:
+        raise ConfigError(f"--encoder {encoder}: use one of {', '.join(ENCODERS)}")
+    if dictionary not in DICTIONARIES:
+        raise ConfigError(f"--dictionary {dictionary}: use one of {', '.join(DICTIONARIES)}")
     if encoder == "triangle" and alpha is not None:
         raise ConfigError("--alpha is the relu and split encoders' threshold; the triangle has none")
     if alpha is not None and not 0 <= alpha <= 100:

@@ -128,8 +128,8 @@ class FeatureMap:
         """One line: e.g. '1600 k-means centroids, triangle encoder, 2x2 sums'."""
         what = "k-means centroids" if self.dictionary == "kmeans" else "random patches"
         atoms = f"{self.k} {what}" + (f" ({self.k // 2} and their mirrors)" if self.mirror else "")
-        enc = self.encoder + ("" if self.encoder == "triangle" else f" (alpha {self.alpha:g})")
-        return f"{atoms}, {enc} encoder, {self.pool}x{self.pool} sums"
+        enc = f"{self.encoder} encoder" + ("" if self.encoder == "triangle" else f" (alpha {self.alpha:g})")
+        return f"{atoms}, {enc}, {self.pool}x{self.pool} sums"
 
 
 LEARNT = ("patch", "norm_eps", "zca_eps", "seed", "iterations", "n_patches")

@@ -69,7 +69,8 @@ def prepare_features(
     batches, n_train = reader.train_batches(spec)
     labels = np.concatenate([b.labels for b in batches])
     n_val = len(labels) - n_train if spec.val_size is not None else len(batches[0].labels)
-    memory.check(fmap, cfg, n_train, n_val, n_test=len(batches[0].labels))  # before allocating
+    n_file = len(batches[0].labels)  # about the test batch's images, and any batch file's
+    memory.check(fmap, cfg, n_train, n_val, n_test=n_file, n_batch=n_file)  # before allocating
     flips = cfg.augment == "flip"
     ridge_sums = cfg.solver == "ridge"  # the solver sums the mirrored rows; no need to keep them
     rows = n_train * (2 if flips and not ridge_sums else 1)

@@ -41,19 +41,20 @@ def write_group(group: Any, fmap: FeatureMap) -> None:
         group.attrs[name] = int(value) if isinstance(value, bool) else value
     group.attrs["stride"] = 1
     group.attrs["activation"] = fmap.encoder
-    group.attrs["pooling"] = _pooling(fmap.pool, fmap.mirror)
+    group.attrs["pooling"] = pooling(fmap.pool, fmap.mirror)
     group.attrs["checksum"] = fmap.checksum
 
 
-def _pooling(pool: int, mirror: bool) -> str:
+def pooling(pool: int, mirror: bool) -> str:
+    """The file's name of a grid: the first format's 2 x 2 quadrants, or the mirror-symmetric cells."""
     return "quadrant-sum" if (pool, mirror) == (2, False) else "grid-sum"
 
 
 def read_group(r: h5safe.Reader) -> FeatureMap:
     """The map in an HDF5 group opened with :mod:`cifarlin.store.h5safe`, every value checked before
     it is used; :class:`~cifarlin.errors.ModelFileError` naming the file for anything wrong."""
-    encoder, pooling = r.text("activation", ""), r.text("pooling", "")
-    if r.int("stride", 0) != 1 or encoder not in ENCODERS or pooling not in ("quadrant-sum", "grid-sum"):
+    encoder, grid = r.text("activation", ""), r.text("pooling", "")
+    if r.int("stride", 0) != 1 or encoder not in ENCODERS or grid not in ("quadrant-sum", "grid-sum"):
         raise r.fail(
             f"not a feature map cifarlin computes (stride 1, a {'/'.join(ENCODERS)} encoder, grid sums)"
         )
@@ -89,9 +90,9 @@ def read_group(r: h5safe.Reader) -> FeatureMap:
         check_choices(**choices, k=len(c))
     except ConfigError as e:
         raise r.fail(str(e)) from None
-    if pooling != _pooling(choices["pool"], choices["mirror"]):
-        want = _pooling(choices["pool"], choices["mirror"])
-        raise r.fail(f"attribute 'pooling' is {pooling}, but 'pool' and 'mirror' make it {want}")
+    want = pooling(choices["pool"], choices["mirror"])
+    if grid != want:
+        raise r.fail(f"attribute 'pooling' is {grid}, but 'pool' and 'mirror' make it {want}")
     h = len(c) // 2
     if choices["mirror"] and not np.array_equal(c[h:], c[:h][:, mirror_index(patch)]):
         raise r.fail("its atoms are not closed under the mirror, as its attribute 'mirror' says")

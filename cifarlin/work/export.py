@@ -25,7 +25,11 @@ turns an image into its features (:mod:`cifarlin.core.kmeans`, as the README sho
     kmeans_patch                      p, the patch side (stride 1)
     kmeans_norm_eps, kmeans_zca_eps   the patch normalisation's and the whitening's epsilon
     kmeans_seed, kmeans_iterations, kmeans_n_patches   how the map was learnt
-    kmeans_activation, kmeans_pooling 'triangle', 'quadrant-sum'
+    kmeans_dictionary                 'kmeans' or 'patches' (the atoms: centroids or random patches)
+    kmeans_encoder, kmeans_alpha      'triangle', 'relu' or 'split', and the threshold (0 for triangle)
+    kmeans_pool, kmeans_mirror        the pool x pool grid of sums; whether atoms k/2.. mirror ..k/2
+                                      and the features average the image's and its mirror's
+    kmeans_activation, kmeans_pooling the encoder again; 'quadrant-sum' (2 x 2, no mirror) or 'grid-sum'
     kmeans_checksum                   the map's SHA-256 (as in its HDF5 file)
 
 ``history.csv``: a header line, then one line per epoch with the columns :data:`CSV_COLUMNS`;
@@ -45,7 +49,9 @@ import numpy as np
 
 from cifarlin import __version__
 from cifarlin.core.history import History
+from cifarlin.core.kmeans import LEARNT, LEGACY
 from cifarlin.errors import RunExistsError, bad_value
+from cifarlin.store import featuremap
 from cifarlin.store.checkpoint import Snapshot
 from cifarlin.store.files import atomic_path, write_text
 
@@ -89,10 +95,10 @@ def model_arrays(snap: Snapshot) -> dict[str, np.ndarray]:
         arrays["kmeans_centroids"] = fmap.centroids.astype(np.float32)
         arrays["kmeans_zca_mean"] = fmap.zca_mean.astype(np.float64)
         arrays["kmeans_zca"] = fmap.zca.astype(np.float64)
-        for name, value in fmap.params().items():
-            arrays[f"kmeans_{name}"] = np.asarray(value)
-        arrays["kmeans_activation"] = np.asarray("triangle")
-        arrays["kmeans_pooling"] = np.asarray("quadrant-sum")
+        for name in (*LEARNT, *LEGACY):  # every choice, those of the first format too
+            arrays[f"kmeans_{name}"] = np.asarray(getattr(fmap, name))
+        arrays["kmeans_activation"] = np.asarray(fmap.encoder)
+        arrays["kmeans_pooling"] = np.asarray(featuremap.pooling(fmap.pool, fmap.mirror))
         arrays["kmeans_checksum"] = np.asarray(fmap.checksum)
     for name, value in snap.config.to_dict().items():
         if value is not None:

@@ -188,13 +188,26 @@ def features_run(tiny_py, tmp_path_factory) -> Path:
     return root / "run"
 
 
-@pytest.mark.parametrize("which", ["features", "pixels"])
-def test_the_npz_alone_classifies_as_cifarlin_does(which, features_run, run, tiny_py, tmp_path):
+@pytest.fixture(scope="module")
+def split_run(tiny_py, tmp_path_factory) -> Path:
+    """A run on a mirrored map of the split encoder summed over a 3 x 3 grid."""
+    root = tmp_path_factory.mktemp("export-split")
+    fit = [*FIT, "--encoder", "split", "--alpha", "0.1", "--pool", "3", "--mirror"]
+    r = CliRunner().invoke(
+        app, ["features", "fit", *fit, "--out", str(root / "s6.h5"), "--data-dir", str(tiny_py), "--quiet"]
+    )
+    assert r.exit_code == 0, r.output
+    train(tiny_py, root / "run", *TRAIN, "--eta", "0.05", "--features", root / "s6.h5")
+    return root / "run"
+
+
+@pytest.mark.parametrize("which", ["features", "split", "pixels"])
+def test_the_npz_alone_classifies_as_cifarlin_does(which, features_run, split_run, run, tiny_py, tmp_path):
     """Bug: a features model's .npz without its k-means map (W (10, 4k) and only the map's path:
     it could not classify an image), a map array or parameter left out or misnamed, or a README
     recipe that does not compute what cifarlin computes. The README's own code runs here, on the
     test images, with NumPy alone, and agrees with predict and with evaluate."""
-    folder = features_run if which == "features" else run
+    folder = {"features": features_run, "split": split_run, "pixels": run}[which]
     r = invoke(folder, "--to", tmp_path / "model.npz")  # the README's name, in the working folder
     assert r.exit_code == 0, r.output
     images = data.Reader(data.Dataset(tiny_py, "python")).batch("test")
@@ -203,7 +216,10 @@ def test_the_npz_alone_classifies_as_cifarlin_does(which, features_run, run, tin
     exec(readme_recipe(), space)  # the README's code, as a reader would run it
     S = space["scores"](space["z"], images.images)  # (n, 10)
     with np.load(tmp_path / "model.npz", allow_pickle=False) as z:
-        if which == "features":
+        if which == "split":  # 3 pairs of atoms, 2 polarities, 9 cells
+            assert z["W"].shape == (10, 54) and z["kmeans_encoder"] == "split" and z["kmeans_mirror"]
+            assert z["kmeans_pool"] == 3 and z["kmeans_alpha"] == 0.1 and z["kmeans_pooling"] == "grid-sum"
+        elif which == "features":
             assert z["W"].shape == (10, 24) and z["kmeans_centroids"].shape == (6, 108)
             assert z["scale"][()] == 1.0 and z["kmeans_patch"][()] == 6
             assert (
@@ -213,13 +229,13 @@ def test_the_npz_alone_classifies_as_cifarlin_does(which, features_run, run, tin
             assert "kmeans_centroids" not in z.files and z["scale"][()] == 255.0
     r = CliRunner().invoke(app, ["predict", str(folder), str(tmp_path / "test.npy"), "--top", "10", "--json"])
     assert r.exit_code == 0, r.output
-    kind = "probability" if which == "features" else "score"  # a ce model and an svm model
+    kind = "score" if which == "pixels" else "probability"  # an svm model and ce models
     cli = np.zeros_like(S)
     for p in json.loads(r.stdout)["predictions"]:
         for entry in p["top"]:
             cli[p["index"], list(space["z"]["class_names"]).index(entry["class"])] = entry[kind]
-    mine = np.exp(S - S.max(axis=1, keepdims=True)) if which == "features" else S
-    mine = mine / mine.sum(axis=1, keepdims=True) if which == "features" else mine
+    mine = S if which == "pixels" else np.exp(S - S.max(axis=1, keepdims=True))
+    mine = mine if which == "pixels" else mine / mine.sum(axis=1, keepdims=True)
     # float64 here, float32 features and inputs in cifarlin: equal to float32's rounding
     np.testing.assert_allclose(mine, cli, rtol=1e-5, atol=1e-5)  # here: 2e-6 and 7e-7 at most
     assert np.array_equal(space["classes"], space["z"]["class_names"][cli.argmax(axis=1)])
