@@ -185,3 +185,32 @@ def test_two_stop_signals_during_a_wait_on_another_thread_leave_no_lock_behind(k
         errors.reset_stop()
         for s, h in handlers.items():
             signal.signal(s, h)
+
+
+def test_ctrl_c_stops_a_long_call_on_another_thread_at_once():
+    """The ridge solver's eigendecomposition (minutes for 10,000+ features) is one LAPACK call,
+    which Python cannot interrupt: run by core.threads.interruptible, Ctrl-C still stops the
+    caller within a fraction of a second; its result and its exceptions come back as they were."""
+    from cifarlin import errors
+    from cifarlin.core.threads import interruptible
+
+    assert interruptible(lambda a, b: a + b, 2, 3) == 5
+    # on a thread the process does not wait for (a daemon): the call dies with the command
+    where = interruptible(lambda: (threading.current_thread().name, threading.current_thread().daemon))
+    assert where == ("cifarlin-solve", True)
+    with pytest.raises(ZeroDivisionError):
+        interruptible(lambda: 1 / 0)
+    forever = threading.Event()  # a call that never returns by itself
+    handler = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda *_: errors.stop_signal(False))
+    try:
+        errors.reset_stop()
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            interruptible(forever.wait)
+        assert time.monotonic() - t0 < 2.0  # at most a few waits of errors.HELD_WAIT after the signal
+    finally:
+        forever.set()
+        errors.reset_stop()
+        signal.signal(signal.SIGINT, handler)

@@ -34,6 +34,7 @@ from cifarlin.core.normalize import empty_rows
 from cifarlin.errors import bad_value, check_stop
 
 BLOCK_BYTES = 6 << 20  # the (positions, k) code block of one extraction step
+PASS_BYTES = 1 << 20  # relu and split: a pass's two (positions, atoms) blocks, in a core's L2
 
 
 def cells(fmap: FeatureMap) -> list[tuple[int, int]]:
@@ -80,20 +81,34 @@ def extract_block(fmap: FeatureMap, images: np.ndarray) -> np.ndarray:
         out = np.empty((n, g, g, 1, k), dtype=np.float32)
         _pool(z, n, P, edges, out[:, :, :, 0])
     else:
-        M, bias, _ = fmap._plan
-        z = v @ M  # (n P^2, k): w . d_j + bias_j
-        out = np.empty((n, g, g, 2 if fmap.encoder == "split" else 1, k), dtype=np.float32)
-        t = np.subtract(z, bias + np.float32(fmap.alpha))  # w . d - alpha
-        np.maximum(t, zero, out=t)
-        _pool(t, n, P, edges, out[:, :, :, 0])
-        if fmap.encoder == "split":
-            np.subtract(bias - np.float32(fmap.alpha), z, out=t)  # -w . d - alpha
-            np.maximum(t, zero, out=t)
-            _pool(t, n, P, edges, out[:, :, :, 1])
+        M, bias, _ = fmap._plan  # (3p^2, k), (k,)
+        pols = 2 if fmap.encoder == "split" else 1
+        out = np.empty((n, g, g, pols, k), dtype=np.float32)
+        step = atoms_per_pass(len(v), k)
+        buf = np.empty(2 * len(v) * step, dtype=np.float32)  # two (n P^2, step) blocks, reused
+        for j in range(0, k, step):  # a few atoms at a time: their codes stay in cache
+            m = min(step, k - j)
+            z = buf[: len(v) * m].reshape(len(v), m)
+            t = buf[len(v) * step : len(v) * (step + m)].reshape(len(v), m)
+            np.matmul(v, M[:, j : j + m], out=z)  # (n P^2, m): w . d_j + bias_j
+            np.subtract(z, bias[j : j + m] + np.float32(fmap.alpha), out=t)  # w . d - alpha
+            np.maximum(t, zero[:m], out=t)
+            _pool(t, n, P, edges, out[:, :, :, 0, j : j + m])
+            if pols == 2:
+                np.subtract(bias[j : j + m] - np.float32(fmap.alpha), z, out=t)  # -w . d - alpha
+                np.maximum(t, zero[:m], out=t)
+                _pool(t, n, P, edges, out[:, :, :, 1, j : j + m])
     if fmap.mirror:
         h = k // 2
         out = (out[..., :h] + out[:, :, ::-1, :, h:]) * np.float32(0.5)
     return out.reshape(n, fmap.n_features)
+
+
+def atoms_per_pass(rows: int, k: int) -> int:
+    """Atoms whose codes the relu and split encoders compute in one pass over ``rows`` patch
+    positions: two (rows, atoms) float32 blocks within :data:`PASS_BYTES` (a core's L2 cache), in
+    multiples of 16 (the GEMM kernel's width), at least 16."""
+    return min(k, max(16, PASS_BYTES // (8 * rows) // 16 * 16))
 
 
 def block_size(fmap: FeatureMap) -> int:

@@ -14,7 +14,7 @@ from cifarlin.core.config import TrainConfig
 from cifarlin.core.history import History, TrainState
 from cifarlin.core.prepared import Prepared
 from cifarlin.core.ridge import LambdaScore, choose_lambda, lambda_grid, path, pixel_affine
-from cifarlin.core.threads import one_blas_thread
+from cifarlin.core.threads import interruptible, one_blas_thread
 from cifarlin.errors import bad_value
 
 
@@ -37,8 +37,8 @@ def fit(cfg: TrainConfig, data: Prepared) -> Solution:
     if cfg.solver != "ridge" or data.moments is None:
         raise bad_value("solver", cfg.solver, "prepare the data with the ridge solver's statistics first")
     t0 = time.perf_counter()
-    if data.ridge_path is None:
-        data.ridge_path = path(data.moments, *pixel_affine(data.normalizer))
+    if data.ridge_path is None:  # minutes for 10,000+ features: on a thread, so Ctrl-C stops it
+        data.ridge_path = interruptible(path, data.moments, *pixel_affine(data.normalizer))
     rp = data.ridge_path
     table: list[LambdaScore] = []
     if cfg.choose_lam:

@@ -4,8 +4,11 @@ not depend on the core count, and whether a run has a core to spare for its metr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -22,3 +25,26 @@ def metrics_thread_fits(runs_at_once: int) -> bool:
     """Whether ``runs_at_once`` runs on this machine each have a core for a metrics thread."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return 2 * runs_at_once <= cores
+
+
+def interruptible(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a daemon thread, the caller waiting with stop signals held between short
+    waits: a long LAPACK call (an eigendecomposition of minutes) cannot see Ctrl-C, which Python
+    handles only between bytecodes of the main thread; so the caller raises it within
+    :data:`cifarlin.errors.HELD_WAIT` seconds and the command ends, leaving the call to die with
+    the process."""
+    import threading
+    from concurrent.futures import Future
+
+    from cifarlin.errors import wait_held
+
+    done: Future = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(fn(*args))
+        except BaseException as e:  # handed to the caller, which raises it
+            done.set_exception(e)
+
+    threading.Thread(target=run, name="cifarlin-solve", daemon=True).start()
+    return wait_held(done.result, done.done)

@@ -334,3 +334,16 @@ def test_a_mirror_map_whose_atoms_are_not_pairs_is_refused(tmp_path, images):
     featuremap.save(path, bad)
     with pytest.raises(ModelFileError, match="not closed under the mirror"):
         featuremap.load(path, probe=False)
+
+
+def test_atoms_in_several_passes_equal_a_naive_loop(images, monkeypatch):
+    """Catches a pass that writes its codes into another pass's atoms, drops the last short pass,
+    or reads the wrong columns of the products (40 atoms in passes of 16, 16 and 8)."""
+    fmap = _fit(images, k=40, encoder="split", alpha=0.25, mirror=True)
+    rows = fmap.positions**2 * 2  # blocks of 2 images
+    monkeypatch.setattr(encode, "PASS_BYTES", 8 * rows * 16)
+    assert encode.atoms_per_pass(rows, fmap.k) == 16
+    F = encode.extract(fmap, images[:2], chunk=2)
+    for i in range(2):
+        bound = code_error(fmap, images[i], U32) + code_error(fmap, images[i], U64)
+        assert_within(F[i], naive(fmap, images[i]), bound, f"image {i}")
