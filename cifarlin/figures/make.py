@@ -69,7 +69,9 @@ def _montage(cfg: TrainConfig, st: TrainState, fmap: FeatureMap | None, class_na
         return images.montage(st.W, class_names, f"weights as images, {common.run_title(cfg, st.epoch)}")
     from cifarlin.core.kmeans import centroid_images
 
-    title = f"{fmap.k} k-means centroids\n(whitened {fmap.patch}x{fmap.patch} patches)"
+    what = "k-means centroids" if fmap.dictionary == "kmeans" else "random patches"
+    pairs = f", {fmap.k // 2} and their mirrors" if fmap.mirror else ""
+    title = f"{fmap.k} {what}\n(whitened {fmap.patch}x{fmap.patch} patches{pairs})"
     return images.centroids(centroid_images(fmap), title)
 
 

@@ -183,7 +183,7 @@ def exact(runs: list[RunEntry], root: Path) -> Section | None:
         if c.get("solver") == "ridge" and c.get("choose_lam"):
             text.append(f"{name_of(r, root)}: lambda {c.get('lam'):g} chosen on the validation set.")
         if c.get("features"):
-            text.append(f"{name_of(r, root)}: trained on the features of {c['features']}.")
+            text.append(f"{name_of(r, root)}: trained on the features of {c['features']}{_map_of(r)}.")
     return section(
         "exact",
         "Ridge solutions and feature runs",
@@ -275,3 +275,16 @@ def best(runs: list[RunEntry], root: Path, pictures: Pictures) -> Section | None
         ],
         figures,
     )
+
+
+def _map_of(r: RunEntry) -> str:
+    """' (1600 k-means centroids, triangle encoder, 2x2 sums: 6400 features)', read from the
+    model file, which carries the map; empty when it cannot be read (the run's note says why)."""
+    from cifarlin.errors import CifarlinError
+    from cifarlin.store.checkpoint import read_feature_map
+
+    try:
+        fmap = read_feature_map(r.folder / "model.h5")
+    except CifarlinError:
+        return ""
+    return f" ({fmap.describe()}: {fmap.n_features} features)" if fmap is not None else ""

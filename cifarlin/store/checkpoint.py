@@ -349,6 +349,21 @@ def _read_data_info(path: Path) -> DataInfo:
         return _data_of(r)
 
 
+def _read_feature_map(path: Path) -> FeatureMap | None:
+    from cifarlin.store.featuremap import read_group
+
+    with _open(path, "model") as r:
+        return read_group(r.group("features")) if "features" in r else None
+
+
+def read_feature_map(path: Path, probe: bool = True) -> FeatureMap | None:
+    """Only the feature map a model file carries (None for a model on pixels)."""
+    path = Path(path)
+    if probe:
+        h5safe.probe(path, _read_feature_map, "model")
+    return _read_feature_map(path)
+
+
 def read_data_info(path: Path, probe: bool = True) -> DataInfo:
     """Only which data a model or checkpoint file was trained on (no weights read)."""
     path = Path(path)

@@ -190,3 +190,17 @@ def test_memory_estimate_counts_rows_and_the_ridge_matrices():
         fm, TrainConfig(features="m.h5", solver="ridge", loss="mse", epochs=1), 49_000, 1_000, 10_000
     )
     assert ridge["the ridge solver's matrices"] == memory.RIDGE_MATRICES * 16_000**2 * 8
+
+
+def test_report_and_the_montage_describe_the_map(runner, tiny_py, tmp_path, split_file):
+    """report names what the model's features are, read from the model file (the map file may
+    be gone); the run's montage shows the atoms and says they come in mirrored pairs."""
+    out = tmp_path / "outputs"
+    train(tiny_py, out / "run", "--features", split_file, "--batch-size", "10", "--epochs", "2")
+    split_file.unlink()
+    assert (out / "run" / "montage.png").stat().st_size > 0
+    r = runner.invoke(app, ["report", str(out), "--format", "md", "-o", str(tmp_path / "r.md"), "--no-draw"])
+    assert r.exit_code == 0, r.output
+    text = " ".join((tmp_path / "r.md").read_text().split())
+    want = "6 k-means centroids (3 and their mirrors), split encoder (alpha 0.5), 3x3 sums: 54 features"
+    assert want in text
