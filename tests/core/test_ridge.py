@@ -232,3 +232,25 @@ def test_bad_lambda_and_shapes_are_refused(small):
         ridge.moments([(X, y + 10)])
     with pytest.raises(ConfigError):
         ridge.path(ridge.moments([(X, y)]), np.zeros(9), np.zeros(9))
+
+
+@pytest.mark.parametrize("panel", [1, 5, 7, 23, 4096])
+def test_blockwise_gram_equals_the_direct_one(panel):
+    """Catches a panel added twice or not at all, the mirrored half transposed the wrong way, or
+    the last short panel dropped (23 inputs in panels of 5 and 7 end short): the Gram update in
+    panels equals X^T X to float64 rounding (each entry one m-term dot product, in any order:
+    sum_error(m) |X|^T |X|, plus the addition's u), and is symmetric to the bit; one panel is
+    the single syrk it was."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(37, 23))
+    G0 = rng.normal(size=(23, 23))
+    G0 = G0 + G0.T
+    G = G0.copy()
+    ridge.gram_update(G, X, panel)
+    want = G0 + X.T @ X
+    mag = np.abs(X).T @ np.abs(X)
+    bound = 2 * (sum_error(37, U64) * mag) + 2 * U64 * (np.abs(G0) + mag)
+    assert_within(G, want, bound, f"panels of {panel}")
+    assert np.array_equal(G, G.T)
+    if panel >= 23:
+        assert np.array_equal(G, want)
