@@ -27,12 +27,12 @@ step() {
     fi
 }
 start=$(date +%s)
-step fit cifarlin features fit --centroids 3200 --encoder split --alpha 0.25 --mirror $SPLIT \
-    --out "$OUT/split3200.h5" --overwrite
-step ridge cifarlin train --features "$OUT/split3200.h5" --solver ridge $SPLIT \
+step fit cifarlin features fit --centroids 4000 --encoder split --alpha 0.25 --mirror $SPLIT \
+    --out "$OUT/split4000.h5" --overwrite
+step ridge cifarlin train --features "$OUT/split4000.h5" --solver ridge $SPLIT \
     -o "$OUT/ridge" --overwrite --no-plots
-step l2svm cifarlin train --features "$OUT/split3200.h5" --init "$OUT/ridge" --loss l2svm --lam 1e-6 \
-    --eta 0.0003 --schedule cosine --epochs 20 --shuffle $SPLIT -o "$OUT/l2svm" --overwrite
+step l2svm cifarlin train --features "$OUT/split4000.h5" --init "$OUT/ridge" --loss l2svm --lam 1e-6 \
+    --eta 0.0003 --schedule cosine --epochs 20 --shuffle --keep best $SPLIT -o "$OUT/l2svm" --overwrite
 cp "$OUT/l2svm/model.h5" "$OUT/model.h5.tmp"
 mv "$OUT/model.h5.tmp" "$OUT/model.h5"
 echo "== from nothing: $(( $(date +%s) - start )) s; the model: $OUT/model.h5" >&2

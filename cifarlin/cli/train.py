@@ -399,6 +399,11 @@ def train(
                 c.print(
                     f"[bold]{clean(what)}[/]: {cfg.describe()}{resumed} -> {clean(p.out)}", soft_wrap=True
                 )
+                if cfg.solver == "ridge" and cfg.features is not None:  # minutes without a bar
+                    say(
+                        c,
+                        "solving: one eigendecomposition of the features' Gram matrix (minutes for 10,000+)",
+                    )
             return display.run(what, cfg.epochs, p.first_epoch, n_train, cfg.batch_size)
 
         failed: experiments.PlanFailed | None = None

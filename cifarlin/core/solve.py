@@ -34,11 +34,13 @@ def fit(cfg: TrainConfig, data: Prepared) -> Solution:
     included): the eigendecomposition once per ``data``, lambda chosen on
     the validation set when ``cfg.choose_lam``, W and b cast to the run's dtype, and one history
     row with the squared loss on the training rows (not their views) and the validation set."""
-    if cfg.solver != "ridge" or data.moments is None:
+    if cfg.solver != "ridge" or (data.moments is None and data.ridge_path is None):
         raise bad_value("solver", cfg.solver, "prepare the data with the ridge solver's statistics first")
     t0 = time.perf_counter()
     if data.ridge_path is None:  # minutes for 10,000+ features: on a thread, so Ctrl-C stops it
-        data.ridge_path = interruptible(path, data.moments, *pixel_affine(data.normalizer))
+        shift, scale = pixel_affine(data.normalizer)
+        data.ridge_path = interruptible(path, data.moments, shift, scale, True)
+        data.moments = None  # spent: its Gram sums are the path's matrix now
     rp = data.ridge_path
     table: list[LambdaScore] = []
     if cfg.choose_lam:

@@ -10,10 +10,10 @@ from cifarlin.core.kmeans import FeatureMap
 from cifarlin.errors import RunError
 
 GB = 1e9
-#: (d, d) float64 matrices the ridge solver holds at its peak: the Gram sums, their centred copy,
-#: and LAPACK's eigendecomposition (its input's copy, the eigenvectors, and a workspace of two
-#: more: syevd asks for 1 + 6 d + 2 d^2). Measured: 12,800 features peak at ... GB.
-RIDGE_MATRICES = 6
+#: (d, d) float64 matrices the ridge solver holds at its peak: the Gram sums (made the centred
+#: matrix in place, core.ridge.path) and LAPACK's eigendecomposition: NumPy's copy of its input,
+#: the eigenvectors, and syevd's workspace of 1 + 6 d + 2 d^2.
+RIDGE_MATRICES = 5
 
 
 def available() -> int | None:

@@ -166,7 +166,7 @@ def test_a_run_too_large_for_memory_stops_before_allocating(
     assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
     said = r.stderr
     assert "this run needs about" in said and "54 features an image" in said and "10 kB is available" in said
-    assert "the ridge solver's matrices 140 kB" in said and "--centroids" in said
+    assert "the ridge solver's matrices 117 kB" in said and "--centroids" in said
     assert "Traceback" not in r.output and not out.exists()
 
 
