@@ -142,7 +142,9 @@ def test_two_stop_signals_during_a_wait_on_another_thread_leave_no_lock_behind(k
     """Ctrl-C then SIGTERM, microseconds apart, while the main thread waits for a result of
     another thread (the metrics, the MD5, the next batch's views): the first signal is what stops
     it, never a RuntimeError of a condition's lock left released ('cannot release un-acquired
-    lock', found by CI at 5 ms apart), and the lock is free afterwards. Many timings, one run."""
+    lock', found by CI at 5 ms apart), and the lock is free afterwards. Many timings, one run; the
+    signals are sent once the main thread waits (on a loaded machine they came while it was still
+    starting the sender thread, in threading's own Condition, which is not what is tested)."""
     import queue as queue_module
     from concurrent.futures import Future
 
@@ -159,7 +161,10 @@ def test_two_stop_signals_during_a_wait_on_another_thread_leave_no_lock_behind(k
             q: queue_module.Queue[int] = queue_module.Queue()
             delay, gap = rng.uniform(0.0, 0.01), rng.choice([0.0, 0.0001, 0.001])
 
-            def send(delay=delay, gap=gap, f=f, q=q):
+            inside = threading.Event()  # the main thread is in wait_held: signals from then on
+
+            def send(delay=delay, gap=gap, f=f, q=q, inside=inside):
+                inside.wait(5)
                 time.sleep(delay)
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(gap)
@@ -172,9 +177,13 @@ def test_two_stop_signals_during_a_wait_on_another_thread_leave_no_lock_behind(k
             t.start()
             with pytest.raises(KeyboardInterrupt) as stopped:  # Terminated is one too
                 if kind == "future":
-                    errors.wait_held(f.result, f.done)
+                    errors.wait_held(
+                        lambda timeout, f=f, inside=inside: inside.set() or f.result(timeout), f.done
+                    )
                 else:
-                    errors.wait_held(lambda timeout, q=q: q.get(timeout=timeout))
+                    errors.wait_held(
+                        lambda timeout, q=q, inside=inside: inside.set() or q.get(timeout=timeout)
+                    )
                 time.sleep(1)  # both signals handled after the answer: raised here at the latest
             t.join()
             assert type(stopped.value) is KeyboardInterrupt  # the first signal's, SIGINT
