@@ -78,6 +78,17 @@ def make_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def smooth_images(n: int, seed: int) -> np.ndarray:
+    """``n`` smooth random images (blurred noise) as (n, 3072) uint8 rows, so that patches have
+    structure to cluster and encode."""
+    noise = np.random.default_rng(seed).normal(size=(n, 3, 36, 36))
+    k = np.ones(5) / 5
+    for axis in (2, 3):
+        noise = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), axis, noise)
+    x = (noise - noise.min()) / (noise.max() - noise.min()) * 255
+    return x.reshape(n, -1).astype(np.uint8)
+
+
 def batch_dict(images: np.ndarray, labels: np.ndarray, label: str) -> dict:
     return {
         b"batch_label": label.encode(),

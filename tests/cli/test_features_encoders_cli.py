@@ -118,25 +118,17 @@ def test_fit_options_are_refused_by_extract(runner, tiny_py, split_file):
     assert r.exit_code == 2 and "--encoder is an option of features fit" in r.stderr
 
 
+def _quiet_train(runner, data, out, fmap_file, *args):
+    """``train --features FMAP_FILE ARGS --out OUT -q``, whatever its exit code."""
+    full = ["train", "--features", str(fmap_file), *args, "--out", str(out), "--data-dir", str(data), "-q"]
+    return runner.invoke(app, full)
+
+
 def test_flip_augmentation_on_a_mirrored_map_is_refused(runner, tiny_py, tmp_path, split_file):
     """Its features are already those of both images averaged: --augment flip would only double
     the work."""
     out = tmp_path / "run"
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "--features",
-            str(split_file),
-            "--augment",
-            "flip",
-            "--out",
-            str(out),
-            "--data-dir",
-            str(tiny_py),
-            "-q",
-        ],
-    )
+    r = _quiet_train(runner, tiny_py, out, split_file, "--augment", "flip")
     assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
     assert "is a mirrored map" in r.stderr and "leave --augment out" in r.stderr
     assert not out.exists()
@@ -148,21 +140,7 @@ def test_a_run_too_large_for_memory_stops_before_allocating(
     """One line naming the size and what to do, exit 1, no run folder left behind."""
     monkeypatch.setattr(memory, "available", lambda: 10_000)
     out = tmp_path / "run"
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "--features",
-            str(split_file),
-            "--solver",
-            "ridge",
-            "--out",
-            str(out),
-            "--data-dir",
-            str(tiny_py),
-            "-q",
-        ],
-    )
+    r = _quiet_train(runner, tiny_py, out, split_file, "--solver", "ridge")
     assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
     said = r.stderr
     assert "this run needs about" in said and "54 features an image" in said and "10 kB is available" in said

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cifar_files import smooth_images
 from cifarlin.core import augment, encode, kmeans
 from cifarlin.errors import ConfigError, ModelFileError
 from cifarlin.features.cache import FeatureCache
@@ -21,14 +22,7 @@ from tolerances import U32, U64, assert_within, gamma, outside, sum_error
 
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    """Smooth random images (blurred noise), so that patches have structure."""
-    rng = np.random.default_rng(1)
-    noise = rng.normal(size=(24, 3, 36, 36))
-    k = np.ones(5) / 5
-    for axis in (2, 3):
-        noise = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), axis, noise)
-    x = (noise - noise.min()) / (noise.max() - noise.min()) * 255
-    return x.reshape(24, -1).astype(np.uint8)
+    return smooth_images(24, seed=1)
 
 
 def _fit(images, k=8, **choices) -> kmeans.FeatureMap:

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+from cifar_files import smooth_images
 from cifarlin.core import encode, kmeans
 from cifarlin.errors import ConfigError, ModelFileError
 from cifarlin.features.cache import FeatureCache
@@ -29,14 +30,7 @@ from tolerances import (
 
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    """Smooth random images (blurred noise), so that patches have structure to cluster."""
-    rng = np.random.default_rng(0)
-    noise = rng.normal(size=(40, 3, 36, 36))
-    k = np.ones(5) / 5
-    for axis in (2, 3):
-        noise = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), axis, noise)
-    x = (noise - noise.min()) / (noise.max() - noise.min()) * 255
-    return x.reshape(40, -1).astype(np.uint8)
+    return smooth_images(40, seed=0)
 
 
 @pytest.fixture(scope="module")
