@@ -84,14 +84,25 @@ def atomic_h5(path: Path) -> Iterator[Any]:
     """
     import h5py
 
+    from cifarlin.errors import STOPS_HELD, raise_held_stop
+
     path = Path(path)
-    f = h5py.File(f"{path}.{next(_images)}.in-memory", "w", driver="core", backing_store=False)
+    # Stop signals are held while the image is built (in memory: milliseconds): one raised inside
+    # h5py comes out of its type conversion as TypeError ('Operation not defined for data type
+    # class'; CI: two Ctrl-C 20 ms apart, the second during the first's checkpoint); it is
+    # raised once the file is closed.
+    STOPS_HELD[0] += 1
     try:
-        yield f
-        f.flush()
-        image = f.id.get_file_image()
+        f = h5py.File(f"{path}.{next(_images)}.in-memory", "w", driver="core", backing_store=False)
+        try:
+            yield f
+            f.flush()
+            image = f.id.get_file_image()
+        finally:
+            f.close()
     finally:
-        f.close()
+        STOPS_HELD[0] -= 1
+    raise_held_stop()
     with atomic_path(path) as tmp:
         tmp.write_bytes(image)
 
